@@ -1,0 +1,50 @@
+"""The explicit registry of methods and tasks, kept free of torch.
+
+Each entry names its hyper-parameter dataclass (a torch-free module under ``hparams/``, so a
+config validates before torch loads) and its implementation (imported only when a run
+starts). The engine never names a method: it looks entries up here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+from raytrain_eff.typed import ConfigError, nearest
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    config: str   # "module:Class" of the hyper-parameter dataclass (torch-free)
+    impl: str     # "module:Class" of the implementation
+    summary: str  # one line for `raytrain-eff presets` and error messages
+
+
+_H = "raytrain_eff.hparams"
+METHODS: dict[str, Entry] = {
+    "sgd": Entry(f"{_H}.baselines:SGDConfig", "raytrain_eff.methods.baselines:SGD",
+                 "SGD with (Nesterov) momentum and decoupled weight decay"),
+    "adamw": Entry(f"{_H}.baselines:AdamWConfig", "raytrain_eff.methods.baselines:AdamW",
+                   "AdamW (decoupled weight decay)"),
+}
+
+TASKS: dict[str, Entry] = {
+    "lm": Entry(f"{_H}.tasks:LMConfig", "raytrain_eff.tasks.lm:LanguageModelTask",
+                "character-level GPT language model on a text corpus"),
+    "classify": Entry(f"{_H}.tasks:ClassifyConfig", "raytrain_eff.tasks.classify:ClassifyTask",
+                      "image / feature classification (MLP or small CNN)"),
+    "custom": Entry(f"{_H}.tasks:CustomTaskConfig", "raytrain_eff.tasks.custom:CustomTask",
+                    "your own model: a 'package.module:function' returning model, loss, eval"),
+}
+
+
+def lookup(table: dict[str, Entry], kind: str, name: str) -> Entry:
+    if name not in table:
+        raise ConfigError(f"unknown {kind} '{name}'{nearest(name, table)}; "
+                          f"registered: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def load_object(path: str):
+    """Import 'package.module:attr'."""
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)

@@ -1,0 +1,147 @@
+"""``raytrain-eff``: train, tune, compare and inspect efficient-training runs on Ray.
+
+Configs are validated before torch or ray is imported, so a typo costs milliseconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+
+from raytrain_eff import config as config_mod
+from raytrain_eff.typed import ConfigError
+
+EXAMPLES = {
+    "train": """\
+        examples:
+          raytrain-eff train                                  # default preset, local Ray
+          raytrain-eff train --preset digits-adamw run.steps=100 methods.adamw.lr=1e-3
+          raytrain-eff train --config my.yaml --address auto  # join a running cluster
+          raytrain-eff train run.stop_after=300               # pause at step 300 ...
+          raytrain-eff train --resume ~/raytrain_runs/RUN run.stop_after=null  # ... go on
+          raytrain-eff train --resume ~/raytrain_runs/RUN scaling.num_workers=4""",
+    "eval": "example:\n  raytrain-eff eval ~/raytrain_runs/RUN",
+    "export": "example:\n  raytrain-eff export ~/raytrain_runs/RUN --out model.pt",
+    "sample": "example:\n  raytrain-eff sample ~/raytrain_runs/RUN --prompt 'In the beginning' --chars 200",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raytrain-eff", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train PyTorch models on Ray with efficient-training methods and measure "
+                    "what they save.",
+        epilog="run `raytrain-eff COMMAND --help` for a command's options and examples")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = _sub(sub, "train", "train a preset or config on Ray Train")
+    _config_args(p)
+    p.add_argument("--resume", metavar="RUN", help="continue a run (its directory, or a name "
+                   "under run.storage_path) from its latest checkpoint")
+    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a "
+                   "local Ray started for this run)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the config")
+    p.set_defaults(func=cmd_train)
+
+    p = _sub(sub, "presets", "list the packaged presets")
+    p.add_argument("--show", metavar="NAME", help="print one preset's YAML")
+    p.set_defaults(func=cmd_presets)
+
+    p = _sub(sub, "eval", "evaluate a run's latest checkpoint on the held-out split")
+    p.add_argument("run", help="run directory")
+    p.set_defaults(func=cmd_eval)
+
+    p = _sub(sub, "export", "write a plain PyTorch state dict with method artefacts folded in")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--out", required=True, help="output .pt file")
+    p.set_defaults(func=cmd_export)
+
+    p = _sub(sub, "sample", "sample text from a language-model run")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--prompt", default="\n")
+    p.add_argument("--chars", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample)
+    return parser
+
+
+def _sub(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help_text, description=help_text,
+                          epilog=textwrap.dedent(EXAMPLES.get(name, "")),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", help="packaged preset name (see `raytrain-eff presets`)")
+    src.add_argument("--config", help="experiment YAML file")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted overrides, e.g. run.steps=200 methods.adamw.lr=1e-3")
+
+
+def cmd_train(args) -> int:
+    if args.resume:
+        if args.preset or args.config:
+            raise ConfigError("--resume continues a run with its saved config; drop "
+                              "--preset/--config")
+        from raytrain_eff.engine.launch import load_run_config
+        cfg = config_mod.apply_resume_overrides(load_run_config(args.resume), args.overrides)
+    else:
+        cfg = config_mod.load(args.preset, args.config, args.overrides)
+    if args.dry_run:
+        print(config_mod.dump(cfg), end="")
+        return 0
+    from raytrain_eff.engine.launch import fit
+    result = fit(cfg, address=args.address, resume=bool(args.resume))
+    print(json.dumps({"run": result.run_name, "run_dir": result.run_dir,
+                      "metrics": result.metrics}, indent=2, default=str))
+    return 0
+
+
+def cmd_presets(args) -> int:
+    if args.show:
+        import yaml
+        print(yaml.safe_dump(config_mod.preset_raw(args.show), sort_keys=False), end="")
+        return 0
+    names = config_mod.preset_names()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name:<{width}}  {config_mod.preset_description(name)}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from raytrain_eff.engine.inspect import evaluate_run
+    print(json.dumps(evaluate_run(args.run), indent=2))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from raytrain_eff.engine.inspect import export_run
+    print(export_run(args.run, args.out))
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from raytrain_eff.engine.inspect import sample_run
+    print(sample_run(args.run, args.prompt, args.chars, args.temperature, args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Per-step accounting: dense reference FLOPs, memory, LR schedule factors.
+
+Dense FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` on one forward+backward
+per input shape (cached), plus what it cannot see: CPU scaled-dot-product attention counts
+0, so the task adds attention analytically (forward once, backward twice). Methods then turn
+the dense count into the effective count they really needed.
+"""
+from __future__ import annotations
+
+import math
+import os
+import resource
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+class DenseFlopCounter:
+    def __init__(self, task):
+        self.task = task
+        self.cache: dict[tuple, float] = {}
+
+    def count(self, model, batch) -> float:
+        """FLOPs of one dense forward+backward on ``batch`` (gradients are left zeroed)."""
+        key = tuple(tuple(t.shape) for t in batch if isinstance(t, torch.Tensor))
+        if key not in self.cache:
+            with FlopCounterMode(display=False) as counter:
+                self.task.loss(model, batch).backward()
+            model.zero_grad(set_to_none=True)
+            self.cache[key] = float(counter.get_total_flops()) + 3.0 * self.task.extra_flops(batch)
+        return self.cache[key]
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak GPU memory allocated on CUDA; the process's peak RSS (VmHWM) on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def lr_factor(step: int, total: int, warmup: int, decay: str, min_ratio: float) -> float:
+    """Linear warm-up to 1, then constant, cosine or linear decay to ``min_ratio``."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if decay == "constant":
+        return 1.0
+    progress = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
+    if decay == "cosine":
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return min_ratio + (1 - min_ratio) * (1 - progress)

@@ -1,0 +1,147 @@
+"""Ray Train glue: build a TorchTrainer for an experiment, fit it, resume it.
+
+The run directory ``<storage_path>/<name>`` is Ray's own run directory; beside Ray's
+checkpoints the engine keeps ``config.yaml`` (what ``--resume`` reads back),
+``metrics.parquet`` and ``summary.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import subprocess
+import time
+from typing import Optional
+
+import yaml
+
+from raytrain_eff import config as config_mod
+from raytrain_eff.config import ExperimentConfig
+from raytrain_eff.engine import storage
+
+CONFIG_FILE = "config.yaml"
+HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+
+
+@dataclasses.dataclass
+class FitResult:
+    run_name: str
+    run_dir: str
+    metrics: dict            # the final report's metrics
+    checkpoint_path: Optional[str]
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Entry point on every Ray Train worker (and in local mode)."""
+    import ray.train
+    import torch
+    import torch.distributed as dist
+
+    from raytrain_eff.engine.runner import Runner
+
+    cfg = config_mod.from_dict(loop_config["config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    group = dist.group.WORLD if world > 1 and dist.is_initialized() else None
+    if cfg.scaling.use_gpu:
+        import ray.train.torch
+        device = ray.train.torch.get_device()
+    else:
+        device = torch.device("cpu")
+    Runner(cfg, rank=rank, world=world, group=group, device=device,
+           run_dir=loop_config["run_dir"], run_name=loop_config["run_name"],
+           trial=loop_config.get("trial", ""), report=ray.train.report,
+           get_checkpoint=ray.train.get_checkpoint,
+           summary_extra=loop_config.get("summary_extra"),
+           local_checkpoints=cfg.scaling.num_workers == 0).run()
+
+
+def default_name(cfg: ExperimentConfig) -> str:
+    return f"{cfg.preset or cfg.task.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid() % 10000}"
+
+
+def run_dir_of(cfg: ExperimentConfig, name: str) -> str:
+    return storage.join(storage.resolve(cfg.run.storage_path), name)
+
+
+def build_trainer(cfg: ExperimentConfig, name: str, *, trial: str = "",
+                  storage_path: Optional[str] = None, callbacks=None):
+    """The TorchTrainer for ``cfg``; ``storage_path`` overrides the config's (Tune trials)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    sc = cfg.scaling
+    base = storage_path or storage.resolve(cfg.run.storage_path)
+    backend = {"auto": "nccl" if sc.use_gpu else "gloo"}.get(sc.backend, sc.backend)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg.to_dict(), "run_name": name, "trial": trial,
+                           "run_dir": storage.join(base, name),
+                           "summary_extra": {"commit": git_commit(), "machine": machine()}},
+        scaling_config=ScalingConfig(
+            num_workers=sc.num_workers, use_gpu=sc.use_gpu,
+            resources_per_worker={"CPU": sc.cpus_per_worker} if sc.num_workers else None,
+            placement_strategy=sc.placement),
+        torch_config=TorchConfig(backend=backend),
+        run_config=RunConfig(
+            name=name, storage_path=base, callbacks=callbacks,
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.num_to_keep)))
+
+
+def fit(cfg: ExperimentConfig, *, address: Optional[str] = None, resume: bool = False) -> FitResult:
+    """Train ``cfg`` on Ray (local or ``address``); with ``resume`` continue ``cfg.run.name``."""
+    name = cfg.run.name or default_name(cfg)
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name))
+    run_dir = run_dir_of(cfg, name)
+    config_uri = storage.join(run_dir, CONFIG_FILE)
+    if not resume and storage.exists(config_uri):
+        raise FileExistsError(f"run '{name}' already exists in {run_dir}; continue it with "
+                              f"`raytrain-eff train --resume {run_dir}` or choose a new run.name")
+    if resume and not storage.exists(config_uri):
+        raise FileNotFoundError(f"nothing to resume: {config_uri} does not exist")
+    storage.write_bytes(config_uri, config_mod.dump(cfg).encode())
+    os.environ.setdefault(HEALTH_CHECK_ENV, "1")
+    if cfg.scaling.num_workers > 0:
+        ensure_ray(address)
+    result = build_trainer(cfg, name).fit()
+    ckpt = result.checkpoint.path if result.checkpoint is not None else None
+    return FitResult(run_name=name, run_dir=run_dir, metrics=dict(result.metrics or {}),
+                     checkpoint_path=ckpt)
+
+
+def load_run_config(run: str, storage_path: Optional[str] = None) -> ExperimentConfig:
+    """A run directory (or a run name under ``storage_path``) -> its saved config."""
+    candidates = [run] if storage_path is None else [storage.join(storage.resolve(storage_path), run), run]
+    for candidate in candidates:
+        data = storage.read_bytes(storage.join(storage.resolve(candidate), CONFIG_FILE))
+        if data is not None:
+            return config_mod.from_dict(yaml.safe_load(data), where=f"{candidate}/{CONFIG_FILE}")
+    raise FileNotFoundError(f"no run found at {' or '.join(candidates)} (expected {CONFIG_FILE} "
+                            f"in the run directory)")
+
+
+def ensure_ray(address: Optional[str] = None) -> None:
+    import ray
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        # the dashboard serves the State API that Train's clean-up and `ray job` rely on
+        ray.init(dashboard_host="127.0.0.1")
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=pathlib.Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine() -> dict:
+    import platform
+    return {"nproc": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version()}

@@ -1,0 +1,74 @@
+"""The run's own records beside Ray's checkpoints: per-step ``metrics.parquet`` and ``summary.json``.
+
+Train V2 keeps only metrics attached to checkpoints, so rank 0 keeps the full per-step table
+itself. After a restart from a checkpoint at step s, rows for steps >= s are dropped (they
+will be recomputed) and new rows carry the next ``attempt`` number: exactly one row per step.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raytrain_eff.engine import storage
+
+TABLE = "metrics.parquet"
+SUMMARY = "summary.json"
+
+
+class MetricsTable:
+    def __init__(self, run_dir: str, resume_step: int):
+        self.uri = storage.join(run_dir, TABLE)
+        self.rows: list[dict] = []
+        self.attempt = 0
+        old = storage.read_bytes(self.uri)
+        if old is not None:
+            previous = pq.read_table(io.BytesIO(old)).to_pylist()
+            self.attempt = 1 + max((r.get("attempt", 0) for r in previous), default=-1)
+            self.rows = [r for r in previous if r["step"] < resume_step]
+
+    def append(self, row: dict) -> None:
+        self.rows.append({"attempt": self.attempt, **row})
+
+    def update_last(self, **values) -> None:
+        self.rows[-1].update(values)
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        columns = sorted({k for r in self.rows for k in r}, key=_column_order)
+        data = {c: [_clean(r.get(c)) for r in self.rows] for c in columns}
+        buf = io.BytesIO()
+        pq.write_table(pa.table(data), buf)
+        storage.write_bytes(self.uri, buf.getvalue())
+
+
+FIRST_COLUMNS = ["step", "attempt", "wall_s", "loss", "val_loss", "lr", "samples", "tokens",
+                 "step_time_s", "dense_flops", "effective_flops", "rss_bytes",
+                 "peak_memory_bytes"]
+
+
+def _column_order(name: str):
+    return (FIRST_COLUMNS.index(name), name) if name in FIRST_COLUMNS else (len(FIRST_COLUMNS), name)
+
+
+def _clean(value):
+    if value is None:
+        return None
+    if isinstance(value, (bool, int, str)):
+        return value
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def write_summary(run_dir: str, summary: dict) -> None:
+    storage.write_bytes(storage.join(run_dir, SUMMARY),
+                        json.dumps(summary, indent=2, default=str).encode())
+
+
+def read_table(run_dir: str) -> pa.Table | None:
+    data = storage.read_bytes(storage.join(run_dir, TABLE))
+    return None if data is None else pq.read_table(io.BytesIO(data))

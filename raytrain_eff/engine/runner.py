@@ -1,0 +1,283 @@
+"""The per-worker training loop: one step as data flows in DESIGN.md.
+
+batch -> method.before_step -> forward/backward -> gradient all-reduce -> optimizer step ->
+method.after_step -> a row of step statistics -> three sinks (ray.train.report every k steps
+with a checkpoint at k-multiples, the node's Prometheus exporter, rank 0's metrics.parquet).
+
+``Runner`` takes its Ray entry points (report, get_checkpoint) as arguments, so the loop is
+the same under TorchTrainer, Train's local mode and Tune.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import pathlib
+import tempfile
+import time
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+from raytrain_eff import catalog
+from raytrain_eff.config import ExperimentConfig
+from raytrain_eff.engine import accounting, checkpoint, records
+from raytrain_eff.methods import registry
+from raytrain_eff.methods.base import MethodContext
+
+
+def build_task(cfg: ExperimentConfig):
+    cls = catalog.load_object(catalog.lookup(catalog.TASKS, "task", cfg.task.name).impl)
+    return cls(cfg.task.params, cfg.data, cfg.run.seed)
+
+
+class Runner:
+    def __init__(self, cfg: ExperimentConfig, *, rank: int, world: int, group, device,
+                 run_dir: str, run_name: str, trial: str = "",
+                 report: Callable = lambda metrics, checkpoint=None, **kw: None,
+                 get_checkpoint: Callable = lambda: None, summary_extra: Optional[dict] = None,
+                 local_checkpoints: bool = False):
+        self.cfg, self.rank, self.world, self.group, self.device = cfg, rank, world, group, device
+        self.run_dir, self.run_name, self.trial = run_dir, run_name, trial
+        self.report, self.get_checkpoint = report, get_checkpoint
+        self.summary_extra = summary_extra or {}
+        # Train's local mode keeps no checkpoints of its own: the engine keeps them in run_dir
+        self.local_checkpoints = local_checkpoints
+        self.last_eval: dict[str, float] = {}
+
+    # -- set-up --------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.cfg
+        torch.set_num_threads(cfg.train.threads_per_worker)
+        self.task = build_task(cfg)
+        self.task.load()
+        torch.manual_seed(cfg.run.seed)  # same initial weights on every rank
+        model = self.task.build_model().to(self.device)
+        self.methods = registry.create_all(cfg.methods)
+        self.ctx = MethodContext(
+            rank=self.rank, world_size=self.world, group=self.group, device=self.device,
+            total_steps=cfg.run.steps, loss_fn=self.task.loss, task=self.task,
+            next_batch=self._curvature_batch,
+            iterate_shard=lambda b: self.task.shard_iterator(self.rank, self.world, b),
+            shard_size=self.task.shard_size(self.rank, self.world))
+        for method in self.methods:
+            model = method.prepare(model, self.ctx)
+        self.model = model
+        optimizers = [m.make_optimizer(model, self.ctx) for m in self.methods]
+        optimizers = [o for o in optimizers if o is not None]
+        if len(optimizers) != 1:
+            raise ValueError(f"methods {list(cfg.methods)}: exactly one must provide the "
+                             f"optimizer (e.g. add adamw or sgd); {len(optimizers)} do")
+        self.optimizer = self.ctx.optimizer = optimizers[0]
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.owns_sync = any(m.owns_gradient_sync for m in self.methods)
+        self.start_step, self.attempt = self._restore()
+        torch.manual_seed(cfg.run.seed * 1000 + self.rank + 7919 * self.start_step)
+        self.table = records.MetricsTable(self.run_dir, self.start_step) if self.rank == 0 else None
+        if self.table is not None:
+            self.attempt = self.table.attempt
+        self.flops = accounting.DenseFlopCounter(self.task)
+        self.pusher = self._make_pusher()
+
+    def _curvature_batch(self):
+        # a fresh batch, never one the optimizer steps on: drawn from a separate stream
+        self._curv_draws = getattr(self, "_curv_draws", 0) + 1
+        return self.task.train_batch(10_000_000 + self._curv_draws, 0, self.rank, self.world,
+                                     self.cfg.data.batch_size)
+
+    def _restore(self) -> tuple[int, int]:
+        if self.local_checkpoints:
+            directory = checkpoint.latest(self.run_dir)
+            return self._load_from(directory) if directory else (0, 0)
+        ckpt = self.get_checkpoint()
+        if ckpt is None:
+            return 0, 0
+        with ckpt.as_directory() as directory:
+            return self._load_from(directory)
+
+    def _load_from(self, directory) -> tuple[int, int]:
+        manifest = checkpoint.load(pathlib.Path(directory), rank=self.rank,
+                                   seed=self.cfg.run.seed, model=self.model,
+                                   optimizer=self.optimizer, methods=self.methods,
+                                   device=self.device)
+        self._log(f"resumed from step {manifest['step']} (saved by {manifest['world_size']} "
+                  f"workers, now {self.world})")
+        return int(manifest["step"]), int(manifest.get("attempt", 0)) + 1
+
+    def _make_pusher(self):
+        mon = self.cfg.monitor
+        if not mon.enabled:
+            return None
+        from raytrain_eff.monitor.push import MetricsPusher
+        pusher = MetricsPusher(run=self.run_name, trial=self.trial, rank=self.rank,
+                               host=mon.host, port=mon.port, grace_period_s=mon.grace_period_s)
+        if self.rank == 0:
+            self._log(f"metrics: {pusher.url}")
+        return pusher
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self) -> dict:
+        self.setup()
+        cfg = self.cfg
+        steps = min(cfg.run.steps, cfg.run.stop_after or cfg.run.steps)
+        dense = self.flops.count(self.model, self._batch(self.start_step, 0))
+        self.t_start, self.totals = time.perf_counter(), {"samples": 0, "tokens": 0,
+                                                          "effective_flops": 0.0}
+        row = {}
+        for step in range(self.start_step, steps):
+            row = self.train_step(step, dense)
+            if self.rank == 0 and self._due(step, cfg.run.eval_interval, steps):
+                self.last_eval = self.task.evaluate(self.model, cfg.data.batch_size,
+                                                    cfg.run.eval_batches)
+                row.update(self.last_eval)
+            if self.table is not None:
+                self.table.append(row)
+            if self.pusher is not None:
+                self.pusher.push(row)
+            if self._due(step, cfg.run.report_interval, steps):
+                self._report(step, row, last=step + 1 == steps)
+        if self.pusher is not None:
+            self.pusher.close()
+        return row
+
+    def train_step(self, step: int, dense: float) -> dict:
+        cfg, ctx = self.cfg, self.ctx
+        ctx.step = step
+        lr_f = accounting.lr_factor(step, cfg.run.steps, cfg.train.warmup_steps,
+                                    cfg.train.decay, cfg.train.min_lr_ratio)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * lr_f
+        for method in self.methods:
+            method.before_step(step, ctx)
+        t0 = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum, samples, tokens = 0.0, 0, 0
+        for micro in range(cfg.train.grad_accum):
+            batch = self._batch(step, micro)
+            with self._autocast():
+                loss = self.task.loss(self.model, batch)
+            (loss / cfg.train.grad_accum).backward()
+            loss_sum += float(loss.detach())
+            s, t = self.task.counts(batch)
+            samples, tokens = samples + s, tokens + t
+        if ctx.distributed and not self.owns_sync:
+            self._allreduce_gradients()
+        if cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+        self.optimizer.step()
+        stats = {}
+        for method in self.methods:
+            stats.update(method.after_step(step, ctx))
+        step_time = time.perf_counter() - t0
+        effective = dense * cfg.train.grad_accum
+        for method in self.methods:
+            effective = method.step_flops(effective, ctx)
+        loss_mean = self._mean_over_ranks(loss_sum / cfg.train.grad_accum)
+        self.totals["samples"] += samples * self.world
+        self.totals["tokens"] += tokens * self.world
+        self.totals["effective_flops"] += effective * self.world
+        return {"step": step, "wall_s": time.perf_counter() - self.t_start, "loss": loss_mean,
+                "lr": self.optimizer.param_groups[0]["lr"], "samples": samples * self.world,
+                "tokens": tokens * self.world, "step_time_s": step_time,
+                "dense_flops": dense * cfg.train.grad_accum * self.world,
+                "effective_flops": effective * self.world,
+                "rss_bytes": accounting.rss_bytes(),
+                "peak_memory_bytes": accounting.peak_memory_bytes(self.device), **stats}
+
+    def _batch(self, step: int, micro: int):
+        batch = self.task.train_batch(step, micro, self.rank, self.world, self.cfg.data.batch_size)
+        return tuple(t.to(self.device) for t in batch)
+
+    def _autocast(self):
+        if self.cfg.train.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _allreduce_gradients(self) -> None:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = _flatten_dense_tensors(grads)
+        dist.all_reduce(flat, group=self.group)
+        flat /= self.world
+        for p, g in zip(params, _unflatten_dense_tensors(flat, grads)):
+            p.grad = g
+
+    def _mean_over_ranks(self, value: float) -> float:
+        if not self.ctx.distributed:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t, group=self.group)
+        return float(t) / self.world
+
+    @staticmethod
+    def _due(step: int, interval: int, steps: int) -> bool:
+        return step + 1 == steps or (interval > 0 and (step + 1) % interval == 0)
+
+    # -- sinks ---------------------------------------------------------------------------------
+    def _report(self, step: int, row: dict, last: bool) -> None:
+        cfg = self.cfg
+        final = step + 1 == cfg.run.steps
+        metrics = {"step": step + 1, "loss": row["loss"], "samples_seen": self._samples_seen(step),
+                   "effective_flops_total": self.totals["effective_flops"],
+                   "wall_s": row["wall_s"], **self.last_eval}
+        with_ckpt = last or (step + 1) % cfg.run.checkpoint_interval == 0
+        if self.table is not None:
+            self.table.flush()
+            self._progress(step, row)
+        if final and self.rank == 0:
+            records.write_summary(self.run_dir, self._summary(row))
+        if not with_ckpt:
+            self.report(metrics)
+            return
+        from ray.train import Checkpoint
+        save = dict(rank=self.rank, world_size=self.world, step=step + 1, attempt=self.attempt,
+                    model=self.model, optimizer=self.optimizer, methods=self.methods)
+        if self.local_checkpoints:
+            final = checkpoint.save_local(self.run_dir, keep=cfg.run.num_to_keep, **save)
+            self.report(metrics, checkpoint=Checkpoint.from_directory(str(final)))
+            return
+        with tempfile.TemporaryDirectory(prefix="raytrain_eff_ckpt_") as tmp:
+            checkpoint.save(pathlib.Path(tmp), **save)
+            self.report(metrics, checkpoint=Checkpoint.from_directory(tmp),
+                        checkpoint_dir_name=checkpoint.dir_name(step + 1))
+
+    def _samples_seen(self, step: int) -> int:
+        # per-step samples are the same every step: exact also across restarts
+        per_step = self.cfg.data.batch_size * self.cfg.train.grad_accum * self.world
+        return (step + 1) * per_step
+
+    def _summary(self, row: dict) -> dict:
+        rows = self.table.rows
+        return {"run": self.run_name, "trial": self.trial, "config": self.cfg.to_dict(),
+                "data_checksum": self.task.checksum(), "world_size": self.world,
+                "steps": self.cfg.run.steps, "attempts": self.attempt + 1,
+                "final": {k: row.get(k) for k in ("loss", "peak_memory_bytes")} | self.last_eval,
+                "totals": {"samples": sum(r["samples"] for r in rows),
+                           "tokens": sum(r["tokens"] for r in rows),
+                           "dense_flops": sum(r["dense_flops"] for r in rows),
+                           "effective_flops": sum(r["effective_flops"] for r in rows),
+                           "train_seconds": sum(r["step_time_s"] for r in rows)},
+                **self.summary_extra}
+
+    def _progress(self, step: int, row: dict) -> None:
+        if not self.cfg.monitor.progress:
+            return
+        done = step + 1 - self.start_step
+        elapsed = time.perf_counter() - self.t_start
+        rate = self.totals["samples"] / max(elapsed, 1e-9)
+        eta = elapsed / max(done, 1) * (self.cfg.run.steps - step - 1)
+        val = f" | val {self.last_eval['val_loss']:.3f}" if "val_loss" in self.last_eval else ""
+        self._log(f"step {step + 1}/{self.cfg.run.steps} | loss {row['loss']:.3f}{val} | "
+                  f"{rate:,.0f} samples/s | ETA {_duration(eta)}")
+
+    def _log(self, text: str) -> None:
+        if self.rank == 0:
+            print(f"[{self.run_name}] {text}", flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"

@@ -1,0 +1,98 @@
+"""The method seam: what every efficient-training method may hook into.
+
+The engine calls these hooks in a fixed order and never names a method::
+
+    model = method.prepare(model, ctx)            # once, before the optimizer exists
+    opt = method.make_optimizer(model, ctx)       # first non-None wins; else error
+    for step in range(start, steps):
+        method.before_step(step, ctx)             # schedules, topology updates
+        forward / backward on ctx.loss_fn(model, batch), gradient all-reduce
+        opt.step()
+        stats = method.after_step(step, ctx)      # method metrics for this step
+        effective = method.step_flops(dense, ctx) # FLOPs this step really needed
+
+Methods are pure PyTorch; collective work goes through ``torch.distributed`` on
+``ctx.group`` (None in a single process), so the same code runs in a gloo unit test and on
+a Ray Train worker group.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, ClassVar, Iterator, Optional
+
+import torch
+from torch import nn
+
+
+@dataclasses.dataclass
+class MethodContext:
+    """What the engine hands each hook. Fields a method does not need it ignores."""
+    rank: int = 0
+    world_size: int = 1
+    group: Any = None                      # torch.distributed group, None when single-process
+    device: torch.device = torch.device("cpu")
+    total_steps: int = 1
+    step: int = 0
+    # mean loss of ``model`` on ``batch`` (no backward); HVPs and line searches use it
+    loss_fn: Optional[Callable[[nn.Module, Any], torch.Tensor]] = None
+    # a fresh training batch from this rank's shard (curvature refreshes draw their own)
+    next_batch: Optional[Callable[[], Any]] = None
+    # iterates this rank's whole shard in batches of the given size (VR snapshots)
+    iterate_shard: Optional[Callable[[int], Iterator[Any]]] = None
+    shard_size: int = 0                    # training rows on this rank
+    optimizer: Optional[torch.optim.Optimizer] = None  # set by the engine after make_optimizer
+    task: Any = None                       # the Task (model factory, loss, eval)
+
+    @property
+    def distributed(self) -> bool:
+        return self.group is not None and self.world_size > 1
+
+
+class Method:
+    """Base class: every hook is a no-op, so a method overrides only what its paper changes."""
+
+    name: ClassVar[str] = ""
+    # True when the method averages gradients itself (sharded optimizers); the engine then
+    # skips its own gradient all-reduce.
+    owns_gradient_sync: ClassVar[bool] = False
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    def prepare(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
+        return model
+
+    def make_optimizer(self, model: nn.Module, ctx: MethodContext) -> Optional[torch.optim.Optimizer]:
+        return None
+
+    def before_step(self, step: int, ctx: MethodContext) -> None:
+        pass
+
+    def after_step(self, step: int, ctx: MethodContext) -> dict[str, float]:
+        return {}
+
+    def step_flops(self, dense_flops: float, ctx: MethodContext) -> float:
+        """FLOPs this step actually needed, given the dense reference count."""
+        return dense_flops
+
+    def export(self, model: nn.Module) -> nn.Module:
+        """Fold method artefacts into a plain model (apply masks, merge compressed layers)."""
+        return model
+
+    def state_dict(self) -> dict:
+        """Everything a resume needs beyond model and optimizer; tensors and plain data only."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices, not biases or norm gains (the nanoGPT convention)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups

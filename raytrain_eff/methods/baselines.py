@@ -1,0 +1,48 @@
+"""First-order baselines: SGD with momentum and AdamW, through the same seam as every method."""
+from __future__ import annotations
+
+import torch
+
+from raytrain_eff.methods.base import Method, MethodContext, weight_decay_groups
+
+
+class SGD(Method):
+    """SGD with heavy-ball or Nesterov momentum; weight decay decoupled (SGDW)."""
+
+    def make_optimizer(self, model, ctx: MethodContext):
+        c = self.config
+        # torch's SGD folds weight decay into the gradient; decoupling keeps it comparable
+        # with AdamW when LR schedules change the step size.
+        return DecoupledSGD(weight_decay_groups(model, c.weight_decay), lr=c.lr,
+                            momentum=c.momentum, nesterov=c.nesterov)
+
+
+class AdamW(Method):
+    def make_optimizer(self, model, ctx: MethodContext):
+        c = self.config
+        return torch.optim.AdamW(weight_decay_groups(model, c.weight_decay), lr=c.lr,
+                                 betas=(c.beta1, c.beta2), eps=c.eps)
+
+
+class DecoupledSGD(torch.optim.SGD):
+    """θ ← θ − lr·wd·θ, then torch's SGD step without weight decay."""
+
+    def __init__(self, params, lr, momentum, nesterov):
+        super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            wd = group.get("weight_decay", 0.0)
+            if wd:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.mul_(1 - group["lr"] * wd)
+        saved = [g["weight_decay"] for g in self.param_groups]
+        for g in self.param_groups:
+            g["weight_decay"] = 0.0
+        try:
+            return super().step(closure)
+        finally:
+            for g, wd in zip(self.param_groups, saved):
+                g["weight_decay"] = wd

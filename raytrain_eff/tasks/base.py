@@ -1,0 +1,111 @@
+"""A workload: model + data + loss + evaluation, with deterministic per-step batches.
+
+A batch is a pure function of (seed, step, micro-batch, rank, world size), so a resumed run
+sees exactly the batches it would have seen, and no data-loader state needs checkpointing.
+Tasks never import ray.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+
+class Task:
+    """Subclasses set ``train_rows``/``val_rows`` in ``load`` and implement the four hooks."""
+
+    def __init__(self, params: Any, data: Any, seed: int = 0):
+        self.params = params        # the task's hyper-parameter dataclass
+        self.data = data            # config.DataConfig
+        self.seed = seed
+        self.num_train = 0          # training rows (all ranks)
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Read and split the data (called once per worker, before anything else)."""
+        raise NotImplementedError
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """Mean training loss of ``model`` on ``batch``."""
+        raise NotImplementedError
+
+    def train_batch(self, step: int, micro: int, rank: int, world: int, batch_size: int) -> Any:
+        raise NotImplementedError
+
+    def val_batches(self, batch_size: int, num_batches: int) -> Iterator[Any]:
+        raise NotImplementedError
+
+    # -- defaults ------------------------------------------------------------------------------
+    def counts(self, batch: Any) -> tuple[int, int]:
+        """(samples, tokens) in a batch; tokens = samples for non-sequence tasks."""
+        n = len(batch[0])
+        return n, n
+
+    def extra_flops(self, batch: Any) -> float:
+        """Forward FLOPs the FLOP counter misses (CPU SDPA attention counts as 0)."""
+        return 0.0
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batch_size: int, num_batches: int) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        total, n = 0.0, 0
+        for batch in self.val_batches(batch_size, num_batches):
+            total += float(self.loss(model, batch)) * self.counts(batch)[0]
+            n += self.counts(batch)[0]
+        model.train(was_training)
+        return {"val_loss": total / max(n, 1)}
+
+    def shard_iterator(self, rank: int, world: int, batch_size: int) -> Iterator[Any]:
+        """One pass over this rank's training rows in order (variance-reduction snapshots)."""
+        raise NotImplementedError(f"{type(self).__name__} has no full-pass iterator")
+
+    def shard_size(self, rank: int, world: int) -> int:
+        return len(shard_rows(self.num_train, rank, world))
+
+    def checksum(self) -> str:
+        """Identifies the exact data a run saw (for summary.json)."""
+        return ""
+
+
+def shard_rows(num_rows: int, rank: int, world: int) -> range:
+    """Contiguous, near-equal row ranges per rank; every row belongs to exactly one rank."""
+    per, extra = divmod(num_rows, world)
+    start = rank * per + min(rank, extra)
+    return range(start, start + per + (1 if rank < extra else 0))
+
+
+def step_generator(seed: int, *keys: int) -> torch.Generator:
+    """A generator whose stream depends only on (seed, keys): same step, same batch."""
+    digest = hashlib.blake2b(repr((seed, *keys)).encode(), digest_size=8).digest()
+    gen = torch.Generator()
+    gen.manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
+    return gen
+
+
+def epoch_batch_indices(num_rows: int, seed: int, step: int, micro: int, rank: int, world: int,
+                        batch_size: int, grad_accum: int = 1) -> torch.Tensor:
+    """Row indices of one micro-batch: each epoch is a fresh permutation of this rank's shard."""
+    rows = shard_rows(num_rows, rank, world)
+    if len(rows) == 0:
+        raise ValueError(f"rank {rank} of {world} has an empty data shard ({num_rows} rows)")
+    per_epoch = max(len(rows) // batch_size, 1)
+    position = step * grad_accum + micro
+    epoch, within = divmod(position, per_epoch)
+    perm = torch.randperm(len(rows), generator=step_generator(seed, epoch, rank, world))
+    take = perm[(within * batch_size) % len(rows):][:batch_size]
+    if len(take) < batch_size:
+        take = torch.cat([take, perm[: batch_size - len(take)]])
+    return take + rows.start
+
+
+def tensor_checksum(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

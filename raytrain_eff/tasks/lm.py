@@ -1,0 +1,168 @@
+"""Character-level GPT on a real corpus (nanoGPT layout: pre-LN blocks, tied embedding/head).
+
+Module names follow nanoGPT (``transformer.wte``, ``transformer.h[i].attn.c_attn`` ...) so
+sparsity methods can address layers the way their reference code does. Each attention
+module has ``pattern_mask``: None, or a bool (T, T) "may attend" mask that a sparse
+attention method sets; it is combined with causality.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raytrain_eff.data.corpus import CharVocab, load_text
+from raytrain_eff.tasks.base import Task, step_generator, tensor_checksum
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, dropout: float):
+        super().__init__()
+        self.n_head, self.dropout = n_head, dropout
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd)
+        self.c_proj = nn.Linear(n_embd, n_embd)
+        self.pattern_mask: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+                   for t in (q, k, v))  # (B, nh, T, hs)
+        drop = self.dropout if self.training else 0.0
+        if self.pattern_mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+        else:
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            mask = causal & self.pattern_mask[:T, :T].to(x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, n_embd: int):
+        super().__init__()
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd)
+        self.c_proj = nn.Linear(4 * n_embd, n_embd)
+
+    def forward(self, x):
+        return self.c_proj(F.gelu(self.c_fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, dropout: float):
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(n_embd), nn.LayerNorm(n_embd)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout)
+        self.mlp = MLP(n_embd)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        x = x + self.drop(self.attn(self.ln_1(x)))
+        return x + self.drop(self.mlp(self.ln_2(x)))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab_size: int, seq_len: int, n_layer: int, n_head: int, n_embd: int,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.seq_len = seq_len
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(vocab_size, n_embd), wpe=nn.Embedding(seq_len, n_embd),
+            drop=nn.Dropout(dropout),
+            h=nn.ModuleList(Block(n_embd, n_head, dropout) for _ in range(n_layer)),
+            ln_f=nn.LayerNorm(n_embd)))
+        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+
+    @staticmethod
+    def _init(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        B, T = idx.shape
+        pos = torch.arange(T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x)
+        return self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, new_tokens: int, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        for _ in range(new_tokens):
+            logits = self(idx[:, -self.seq_len:])[:, -1, :] / max(temperature, 1e-6)
+            nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            idx = torch.cat([idx, nxt], dim=1)
+        return idx
+
+
+class LanguageModelTask(Task):
+    """Next-character prediction; the last ``val_fraction`` of the corpus is held out."""
+
+    def load(self) -> None:
+        text = load_text(self.data.dataset, self.data.text_column)
+        self.vocab = CharVocab(text)
+        ids = torch.from_numpy(self.vocab.encode(text).astype("int64"))
+        split = int(len(ids) * (1 - self.data.val_fraction))
+        self.train_ids, self.val_ids = ids[:split], ids[split:]
+        if len(self.val_ids) <= self.params.seq_len + 1:
+            raise ValueError(f"data.dataset {self.data.dataset}: held-out split has "
+                             f"{len(self.val_ids)} characters, fewer than seq_len+1")
+        self.num_train = len(self.train_ids)
+
+    def build_model(self) -> nn.Module:
+        p = self.params
+        return GPT(len(self.vocab), p.seq_len, p.n_layer, p.n_head, p.n_embd, p.dropout)
+
+    def loss(self, model, batch):
+        x, y = batch
+        logits = model(x)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+
+    def _windows(self, ids: torch.Tensor, starts: torch.Tensor):
+        T = self.params.seq_len
+        offsets = starts[:, None] + torch.arange(T + 1)
+        chunk = ids[offsets]
+        return chunk[:, :-1], chunk[:, 1:]
+
+    def train_batch(self, step, micro, rank, world, batch_size):
+        # each rank draws windows from its own contiguous shard of the training text
+        span = len(self.train_ids) // world
+        gen = step_generator(self.seed, step, micro, rank, world)
+        starts = torch.randint(0, span - self.params.seq_len - 1, (batch_size,), generator=gen)
+        return self._windows(self.train_ids, starts + rank * span)
+
+    def val_batches(self, batch_size, num_batches):
+        # fixed, evenly spaced windows: every evaluation scores the same text
+        T = self.params.seq_len
+        n = batch_size * num_batches
+        starts = torch.linspace(0, len(self.val_ids) - T - 2, n).long()
+        for i in range(num_batches):
+            yield self._windows(self.val_ids, starts[i * batch_size:(i + 1) * batch_size])
+
+    def counts(self, batch):
+        return batch[0].shape[0], batch[0].numel()
+
+    def extra_flops(self, batch):
+        """QKᵀ and AV: 2·(2·B·T²·C) forward FLOPs per layer (causal half is not skipped)."""
+        B, T = batch[0].shape
+        return self.params.n_layer * 4.0 * B * T * T * self.params.n_embd
+
+    def checksum(self) -> str:
+        return tensor_checksum(self.train_ids, self.val_ids)
+
+    def sample(self, model, prompt: str, new_tokens: int, temperature: float, seed: int) -> str:
+        idx = torch.from_numpy(self.vocab.encode(prompt).astype("int64"))[None]
+        gen = torch.Generator().manual_seed(seed)
+        out = model.generate(idx, new_tokens, temperature, gen)
+        return self.vocab.decode(out[0].tolist())

@@ -1,0 +1,44 @@
+"""Shared fixtures: one gloo rank pool and one Ray session for the whole test run."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def gloo():
+    """``gloo.run(world, fn, *args)`` runs a module-level fn on `world` gloo ranks."""
+    from gloo import GlooPool
+    pool = GlooPool()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole run; num_cpus=4 so trial drivers and workers fit on 2 cores."""
+    import ray
+    ray.init(num_cpus=4, dashboard_host="127.0.0.1", include_dashboard=True,
+             log_to_driver=True, _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def run_cfg(tmp_path, request):
+    """Load a preset with overrides into a unique run name and a tmp storage path."""
+    from raytrain_eff import config
+
+    def make(preset: str = "digits-adamw", *overrides: str):
+        name = f"{request.node.name[:60]}-{os.getpid()}-{len(os.listdir(tmp_path))}"
+        name = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-.")
+        return config.load(preset=preset, overrides=[
+            f"run.storage_path={tmp_path}", f"run.name={name}", "monitor.enabled=false",
+            *overrides])
+    return make
