@@ -11,6 +11,29 @@ class DataError(ValueError):
 
 
 def read_table(uri: str) -> pa.Table:
+    fs, path = _locate(uri)
+    try:
+        table = pq.read_table(path, filesystem=fs)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataError(f"{uri}: not a Parquet file ({err})") from None
+    if table.num_rows == 0:
+        raise DataError(f"{uri}: has no rows")
+    return table
+
+
+def read_schema(uri: str) -> pa.Schema:
+    """The schema alone (footer only): cheap enough for checks on the driver."""
+    fs, path = _locate(uri)
+    try:
+        if fs.get_file_info(path).type == pyarrow.fs.FileType.Directory:
+            return pq.ParquetDataset(path, filesystem=fs).schema
+        with fs.open_input_file(path) as f:
+            return pq.read_schema(f)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataError(f"{uri}: not a Parquet file ({err})") from None
+
+
+def _locate(uri: str):
     try:
         fs, path = pyarrow.fs.FileSystem.from_uri(uri) if "://" in uri else (
             pyarrow.fs.LocalFileSystem(), uri)
@@ -20,13 +43,7 @@ def read_table(uri: str) -> pa.Table:
     if info.type == pyarrow.fs.FileType.NotFound:
         raise DataError(f"{uri}: no such file or directory (built-in data sets: kjv, pydoc, "
                         f"digits)")
-    try:
-        table = pq.read_table(path, filesystem=fs)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise DataError(f"{uri}: not a Parquet file ({err})") from None
-    if table.num_rows == 0:
-        raise DataError(f"{uri}: has no rows")
-    return table
+    return fs, path
 
 
 def require_columns(table: pa.Table, uri: str, columns: dict[str, str]) -> None:

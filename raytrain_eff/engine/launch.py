@@ -17,7 +17,7 @@ import yaml
 
 from raytrain_eff import config as config_mod
 from raytrain_eff.config import ExperimentConfig
-from raytrain_eff.engine import storage
+from raytrain_eff.engine import preflight, storage
 
 CONFIG_FILE = "config.yaml"
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
@@ -101,6 +101,7 @@ def fit(cfg: ExperimentConfig, *, address: Optional[str] = None, resume: bool = 
     if resume and not storage.exists(config_uri):
         raise FileNotFoundError(f"nothing to resume: {config_uri} does not exist")
     storage.write_bytes(config_uri, config_mod.dump(cfg).encode())
+    preflight.check(cfg)
     os.environ.setdefault(HEALTH_CHECK_ENV, "1")
     if cfg.scaling.num_workers > 0:
         ensure_ray(address)

@@ -1,0 +1,27 @@
+"""Cheap checks on the driver before any worker starts: bad data or code fails in seconds."""
+from __future__ import annotations
+
+from raytrain_eff.catalog import load_object
+from raytrain_eff.config import ExperimentConfig
+from raytrain_eff.data.corpus import BUILTIN_CORPORA
+from raytrain_eff.data.parquet import DataError, read_schema
+from raytrain_eff.data.tabular import BUILTIN_TABULAR
+
+
+def check(cfg: ExperimentConfig) -> None:
+    if cfg.task.name == "custom":
+        try:
+            load_object(cfg.task.params.factory)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"task.factory '{cfg.task.params.factory}' cannot be imported: "
+                             f"{err}") from None
+        return
+    dataset = cfg.data.dataset
+    if dataset in BUILTIN_CORPORA + BUILTIN_TABULAR or dataset.startswith("builtin:"):
+        return
+    schema = read_schema(dataset)  # raises DataError naming the file; reads no rows
+    needed = [cfg.data.text_column] if cfg.task.name == "lm" else [cfg.data.label_column]
+    for column in needed:
+        if column not in schema.names:
+            raise DataError(f"{dataset}: missing column '{column}'; columns present: "
+                            f"{', '.join(schema.names)}")
