@@ -21,6 +21,11 @@ EXAMPLES = {
           raytrain-eff train run.stop_after=300               # pause at step 300 ...
           raytrain-eff train --resume ~/raytrain_runs/RUN run.stop_after=null  # ... go on
           raytrain-eff train --resume ~/raytrain_runs/RUN scaling.num_workers=4""",
+    "tune": """\
+        examples:
+          raytrain-eff tune tune_spaces/baseline_adamw.yaml
+          raytrain-eff tune tune_spaces/dho2.yaml run.steps=200 --name dho2-sweep
+          raytrain-eff tune tune_spaces/dho2.yaml --resume --name dho2-sweep""",
     "eval": "example:\n  raytrain-eff eval ~/raytrain_runs/RUN",
     "export": "example:\n  raytrain-eff export ~/raytrain_runs/RUN --out model.pt",
     "sample": "example:\n  raytrain-eff sample ~/raytrain_runs/RUN --prompt 'In the beginning' --chars 200",
@@ -56,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "local Ray started for this run)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the config")
     p.set_defaults(func=cmd_train)
+
+    p = _sub(sub, "tune", "sweep a YAML search space with Ray Tune (each trial a Train run)")
+    p.add_argument("space", help="search-space YAML (see tune_spaces/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted overrides applied to the space's base config")
+    p.add_argument("--name", help="sweep name (default: sweep-<space>-<time>)")
+    p.add_argument("--storage-path", help="where the sweep directory goes (default: the "
+                   "base config's run.storage_path)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
+    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS or local)")
+    p.set_defaults(func=cmd_tune)
 
     p = _sub(sub, "presets", "list the packaged presets")
     p.add_argument("--show", metavar="NAME", help="print one preset's YAML")
@@ -110,6 +126,20 @@ def cmd_train(args) -> int:
     result = fit(cfg, address=args.address, resume=bool(args.resume))
     print(json.dumps({"run": result.run_name, "run_dir": result.run_dir,
                       "metrics": result.metrics}, indent=2, default=str))
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from raytrain_eff.tune import space
+    space.load(args.space, args.overrides)  # fail on a bad file before Ray starts
+    if args.resume and not args.name:
+        raise ConfigError("--resume needs --name of the sweep to continue")
+    from raytrain_eff.tune.sweep import run_sweep
+    sweep_dir = run_sweep(args.space, args.overrides, name=args.name,
+                          storage_path=args.storage_path, resume=args.resume,
+                          address=args.address)
+    print(f"sweep results: {sweep_dir} (results.parquet, trials.parquet, best.yaml, "
+          f"report.html, plots/)")
     return 0
 
 

@@ -1,0 +1,172 @@
+"""Run a search space on Ray Tune: every trial is a full engine run (Train inside Tune).
+
+Each trial's Tune function builds the engine's TorchTrainer with ``TuneReportCallback``, so
+trials report exactly what training runs report (``samples_seen``, ``val_loss``, ...) and
+keep their own ``metrics.parquet`` under ``<sweep>/trials/<sweep>-<trial id>``. Trials
+evaluate at every report so schedulers compare fresh metrics.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Optional
+
+import numpy as np
+
+from raytrain_eff import config as config_mod
+from raytrain_eff.engine import launch, storage
+from raytrain_eff.tune import space as space_mod
+from raytrain_eff.tune.space import Entry, SweepSpec
+
+
+def param_space(spec: SweepSpec) -> dict:
+    from ray import tune
+    out = {}
+    for e in spec.entries:
+        if e.when:
+            out[e.key] = tune.sample_from(_conditional(e))
+        elif e.kind == "grid":
+            out[e.key] = tune.grid_search(e.args)
+        else:
+            out[e.key] = {"uniform": lambda a: tune.uniform(*a),
+                          "loguniform": lambda a: tune.loguniform(*a),
+                          "choice": tune.choice,
+                          "randint": lambda a: tune.randint(*a)}[e.kind](e.args)
+    return out
+
+
+def _conditional(entry: Entry):
+    def sample(resolved):
+        if all(resolved.config.get(k) == v for k, v in entry.when.items()):
+            return _draw(entry)
+        return None  # left at the base config's value
+    return sample
+
+
+def _draw(e: Entry):
+    rng = np.random.default_rng()
+    if e.kind == "uniform":
+        return float(rng.uniform(*e.args))
+    if e.kind == "loguniform":
+        return float(math.exp(rng.uniform(math.log(e.args[0]), math.log(e.args[1]))))
+    if e.kind == "randint":
+        return int(rng.integers(*e.args))
+    return e.args[int(rng.integers(len(e.args)))]
+
+
+def trial_config(base: dict, sample: dict, name: str) -> config_mod.ExperimentConfig:
+    raw = config_mod.apply_overrides(base, space_mod.overrides_for(sample))
+    cfg = config_mod.from_dict(raw, where=f"trial {name}")
+    run = cfg.run
+    run = dataclasses.replace(run, name=name, eval_interval=run.report_interval)
+    return config_mod.replace(cfg, run=run)
+
+
+def make_trainable(base: dict, sweep_name: str, trials_dir: str):
+    def run_trial(sample: dict) -> None:
+        from ray import tune
+        from ray.tune.integration.ray_train import TuneReportCallback
+        trial_id = tune.get_context().get_trial_id()
+        name = f"{sweep_name}-{trial_id}"
+        cfg = trial_config(base, sample, name)
+        storage.write_bytes(storage.join(trials_dir, name, launch.CONFIG_FILE),
+                            config_mod.dump(cfg).encode())
+        trainer = launch.build_trainer(cfg, name, trial=trial_id, storage_path=trials_dir,
+                                       callbacks=[TuneReportCallback()])
+        trainer.fit()
+    return run_trial
+
+
+def scheduler(spec: SweepSpec, budget: float):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+    s = spec.scheduler
+    if s.type == "asha":
+        return ASHAScheduler(time_attr=s.time_attr, max_t=budget,
+                             grace_period=s.grace_period or max(budget / 8, 1),
+                             reduction_factor=s.reduction_factor)
+    if s.type == "pbt":
+        from ray import tune
+        mutations = {e.key: (e.args if e.kind == "choice" else
+                             {"uniform": tune.uniform, "loguniform": tune.loguniform,
+                              "randint": tune.randint}[e.kind](*e.args))
+                     for e in spec.entries if e.kind != "grid"}
+        return PopulationBasedTraining(time_attr=s.time_attr, hyperparam_mutations=mutations,
+                                       perturbation_interval=s.perturbation_interval or budget / 4)
+    return FIFOScheduler()
+
+
+def search_algorithm(spec: SweepSpec):
+    if spec.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+        return OptunaSearch()
+    if spec.search == "hyperopt":
+        from ray.tune.search.hyperopt import HyperOptSearch
+        return HyperOptSearch()
+    return None  # random and grid: Tune's own variant generator
+
+
+def concurrency(spec: SweepSpec, base: dict) -> int:
+    import ray
+    if spec.resources.max_concurrent:
+        return spec.resources.max_concurrent
+    sc = base["scaling"]
+    per_trial = sc["num_workers"] * sc["cpus_per_worker"] + spec.resources.driver_cpus
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
+
+
+def time_budget(spec: SweepSpec, base: dict) -> float:
+    """The full run in ``time_attr`` units (samples by default)."""
+    steps = base["run"]["steps"]
+    if spec.scheduler.time_attr == "samples_seen":
+        return float(steps * base["data"]["batch_size"] * base["train"]["grad_accum"]
+                     * max(base["scaling"]["num_workers"], 1))
+    return float(steps)
+
+
+def run_sweep(space_file: str, overrides: Optional[list[str]] = None, *,
+              name: Optional[str] = None, storage_path: Optional[str] = None,
+              resume: bool = False, address: Optional[str] = None) -> str:
+    """Run (or resume) a sweep; returns its directory, holding results and plots."""
+    import time
+
+    from ray import tune
+    spec, base = space_mod.load(space_file, overrides)
+    name = name or f"sweep-{os.path.basename(space_file).rsplit('.', 1)[0]}-" \
+                   f"{time.strftime('%Y%m%d-%H%M%S')}"
+    root = storage.resolve(storage_path or base["run"]["storage_path"])
+    sweep_dir = storage.join(root, name)
+    trials_dir = storage.join(sweep_dir, "trials")
+    os.environ.setdefault(launch.HEALTH_CHECK_ENV, "1")
+    launch.ensure_ray(address)
+    trainable = tune.with_resources(make_trainable(base, name, trials_dir),
+                                    {"CPU": spec.resources.driver_cpus})
+    if resume:
+        if not tune.Tuner.can_restore(sweep_dir):
+            raise FileNotFoundError(f"no sweep to resume at {sweep_dir}")
+        tuner = tune.Tuner.restore(sweep_dir, trainable=trainable, resume_errored=False,
+                                   restart_errored=False, resume_unfinished=True)
+    else:
+        if storage.exists(sweep_dir):
+            raise FileExistsError(f"sweep '{name}' exists in {root}; resume it with --resume "
+                                  f"--name {name}, or choose another --name")
+        tuner = tune.Tuner(
+            trainable, param_space=param_space(spec),
+            tune_config=tune.TuneConfig(
+                metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
+                scheduler=scheduler(spec, time_budget(spec, base)),
+                search_alg=search_algorithm(spec),
+                max_concurrent_trials=concurrency(spec, base)),
+            run_config=tune.RunConfig(name=name, storage_path=root,
+                                      callbacks=_callbacks(spec, base, name)))
+    grid = tuner.fit()
+    from raytrain_eff.tune.results import write_results
+    write_results(grid, spec, base, sweep_dir)
+    return sweep_dir
+
+
+def _callbacks(spec: SweepSpec, base: dict, name: str) -> list:
+    if not base["monitor"]["enabled"]:
+        return []
+    from raytrain_eff.tune.progress import TrialProgressCallback
+    return [TrialProgressCallback(name, base["monitor"], spec.metric, spec.mode)]
