@@ -25,6 +25,15 @@ METHODS: dict[str, Entry] = {
                  "SGD with (Nesterov) momentum and decoupled weight decay"),
     "adamw": Entry(f"{_H}.baselines:AdamWConfig", "raytrain_eff.methods.baselines:AdamW",
                    "AdamW (decoupled weight decay)"),
+    "fosi": Entry(f"{_H}.fosi:FOSIConfig", "raytrain_eff.methods.fosi:FOSI",
+                  "FOSI: Newton step in the top-k Hessian eigenspace + AdamW/heavy-ball on the "
+                  "rest (1 process)"),
+    "dho2": Entry(f"{_H}.fosi:DHO2Config", "raytrain_eff.methods.dho2:DHO2",
+                  "DHO2: FOSI with Lanczos vectors, eigenvectors and optimizer state sharded "
+                  "1/P across workers"),
+    "mr-dho2": Entry(f"{_H}.fosi:MRDHO2Config", "raytrain_eff.methods.dho2:MRDHO2",
+                     "MR-DHO2: DHO2 with the curvature refresh spread over model updates "
+                     "(bounded staleness)"),
 }
 
 TASKS: dict[str, Entry] = {

@@ -3,15 +3,18 @@
 Four processes join one gloo group at start-up and stay for the whole test session; a test
 runs ``fn(rank, world, group, *args)`` on the first ``world`` ranks (``group`` is a
 subgroup of exactly those ranks) and gets back the list of per-rank results. Spawning once
-saves seconds per test on small machines. ``fn`` must be importable (module level).
+saves seconds per test on small machines. ``fn`` travels by value (cloudpickle), so test
+modules need not be importable by the ranks.
 """
 from __future__ import annotations
 
 import os
 import socket
+import sys
 import traceback
 
 import torch.multiprocessing as mp
+from ray import cloudpickle
 
 MAX_WORLD = 4
 
@@ -34,10 +37,11 @@ def _serve(rank: int, port: int, inbox, outbox) -> None:
         job = inbox.get()
         if job is None:
             break
-        fn, world, args = job
+        payload, world = job
         if rank >= world:
             continue
         try:
+            fn, args = cloudpickle.loads(payload)
             outbox.put((rank, True, fn(rank, world, groups[world], *args)))
         except Exception:  # the test needs the traceback, not a hung pool
             outbox.put((rank, False, traceback.format_exc()))
@@ -58,8 +62,13 @@ class GlooPool:
     def run(self, world: int, fn, *args, timeout: float = 120.0) -> list:
         """Results of ``fn`` on ranks 0..world-1, in rank order; raises on any rank's error."""
         assert 1 <= world <= MAX_WORLD, f"world must be in 1..{MAX_WORLD}"
+        module = sys.modules.get(fn.__module__)
+        if module is not None and fn.__module__ not in ("__main__",) and \
+                not fn.__module__.startswith(("raytrain_eff", "torch")):
+            cloudpickle.register_pickle_by_value(module)  # the test module, with its helpers
+        payload = cloudpickle.dumps((fn, args))
         for inbox in self.inboxes:
-            inbox.put((fn, world, args))
+            inbox.put((payload, world))
         results = {}
         for _ in range(world):
             rank, ok, value = self.outbox.get(timeout=timeout)

@@ -53,7 +53,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
            trial=loop_config.get("trial", ""), report=ray.train.report,
            get_checkpoint=ray.train.get_checkpoint,
            summary_extra=loop_config.get("summary_extra"),
-           local_checkpoints=cfg.scaling.num_workers == 0).run()
+           local_checkpoints=cfg.scaling.num_workers == 0,
+           init_checkpoint=loop_config.get("init_checkpoint")).run()
 
 
 def default_name(cfg: ExperimentConfig) -> str:
@@ -65,7 +66,8 @@ def run_dir_of(cfg: ExperimentConfig, name: str) -> str:
 
 
 def build_trainer(cfg: ExperimentConfig, name: str, *, trial: str = "",
-                  storage_path: Optional[str] = None, callbacks=None):
+                  storage_path: Optional[str] = None, callbacks=None,
+                  init_checkpoint: Optional[str] = None):
     """The TorchTrainer for ``cfg``; ``storage_path`` overrides the config's (Tune trials)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -76,7 +78,7 @@ def build_trainer(cfg: ExperimentConfig, name: str, *, trial: str = "",
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "run_name": name, "trial": trial,
-                           "run_dir": storage.join(base, name),
+                           "run_dir": storage.join(base, name), "init_checkpoint": init_checkpoint,
                            "summary_extra": {"commit": git_commit(), "machine": machine()}},
         scaling_config=ScalingConfig(
             num_workers=sc.num_workers, use_gpu=sc.use_gpu,

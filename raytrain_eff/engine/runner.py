@@ -37,13 +37,15 @@ class Runner:
                  run_dir: str, run_name: str, trial: str = "",
                  report: Callable = lambda metrics, checkpoint=None, **kw: None,
                  get_checkpoint: Callable = lambda: None, summary_extra: Optional[dict] = None,
-                 local_checkpoints: bool = False):
+                 local_checkpoints: bool = False, init_checkpoint: Optional[str] = None):
         self.cfg, self.rank, self.world, self.group, self.device = cfg, rank, world, group, device
         self.run_dir, self.run_name, self.trial = run_dir, run_name, trial
         self.report, self.get_checkpoint = report, get_checkpoint
         self.summary_extra = summary_extra or {}
         # Train's local mode keeps no checkpoints of its own: the engine keeps them in run_dir
         self.local_checkpoints = local_checkpoints
+        # a checkpoint to start from (a PBT exploit) when the run has none of its own yet
+        self.init_checkpoint = init_checkpoint
         self.last_eval: dict[str, float] = {}
 
     # -- set-up --------------------------------------------------------------------------------
@@ -88,11 +90,11 @@ class Runner:
 
     def _restore(self) -> tuple[int, int]:
         if self.local_checkpoints:
-            directory = checkpoint.latest(self.run_dir)
+            directory = checkpoint.latest(self.run_dir) or self.init_checkpoint
             return self._load_from(directory) if directory else (0, 0)
         ckpt = self.get_checkpoint()
         if ckpt is None:
-            return 0, 0
+            return self._load_from(self.init_checkpoint) if self.init_checkpoint else (0, 0)
         with ckpt.as_directory() as directory:
             return self._load_from(directory)
 
@@ -163,7 +165,7 @@ class Runner:
             samples, tokens = samples + s, tokens + t
         if ctx.distributed and not self.owns_sync:
             self._allreduce_gradients()
-        if cfg.train.grad_clip:
+        if cfg.train.grad_clip and not self.owns_sync:  # a sharded method sees only its slice
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
         self.optimizer.step()
         stats = {}

@@ -33,8 +33,7 @@ def collect(grid, spec: SweepSpec, sweep_dir: str) -> tuple[pd.DataFrame, pd.Dat
     for result in grid:
         tid = trial_id_of(result)
         sample = {k: v for k, v in (result.config or {}).items()}
-        table = records.read_table(storage.join(sweep_dir, "trials", f"{sweep_name}-{tid}"))
-        frame = table.to_pandas() if table is not None else pd.DataFrame()
+        frame = trial_steps(storage.join(sweep_dir, "trials"), f"{sweep_name}-{tid}")
         last = (result.metrics or {})
         row = {"trial_id": tid, "status": "ERROR" if result.error else "OK",
                "error": _error_text(result.error),
@@ -49,6 +48,25 @@ def collect(grid, spec: SweepSpec, sweep_dir: str) -> tuple[pd.DataFrame, pd.Dat
                 frame[f"config/{k}"] = v
             steps.append(frame)
     return (pd.concat(steps, ignore_index=True) if steps else pd.DataFrame()), pd.DataFrame(trials)
+
+
+def trial_steps(trials_dir: str, run_name: str) -> pd.DataFrame:
+    """A trial's rows; after PBT exploits, each '-fromSTEP' segment replaces what followed STEP."""
+    frame = pd.DataFrame()
+    fs, root = storage.filesystem(trials_dir)
+    import pyarrow.fs
+    names = sorted(info.base_name for info in fs.get_file_info(
+        pyarrow.fs.FileSelector(root, allow_not_found=True))
+        if info.base_name == run_name or info.base_name.startswith(run_name + "-from"))
+    for name in names:  # the plain name sorts first, then segments by start step
+        table = records.read_table(storage.join(trials_dir, name))
+        if table is None:
+            continue
+        part = table.to_pandas()
+        if len(frame):
+            frame = frame[frame.step < part.step.min()]
+        frame = pd.concat([frame, part], ignore_index=True)
+    return frame
 
 
 def _error_text(error) -> str:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pathlib
 from typing import Optional
 
 import numpy as np
+from ray.train.v2.api.callback import UserCallback
 
 from raytrain_eff import config as config_mod
-from raytrain_eff.engine import launch, storage
+from raytrain_eff.engine import checkpoint, launch, storage
 from raytrain_eff.tune import space as space_mod
 from raytrain_eff.tune.space import Entry, SweepSpec
 
@@ -63,19 +65,69 @@ def trial_config(base: dict, sample: dict, name: str) -> config_mod.ExperimentCo
     return config_mod.replace(cfg, run=run)
 
 
-def make_trainable(base: dict, sweep_name: str, trials_dir: str):
+def make_trainable(base: dict, sweep_name: str, trials_dir: str, pbt: bool):
     def run_trial(sample: dict) -> None:
         from ray import tune
-        from ray.tune.integration.ray_train import TuneReportCallback
         trial_id = tune.get_context().get_trial_id()
-        name = f"{sweep_name}-{trial_id}"
+        donor = tune.get_checkpoint()
+        if donor is not None:  # a PBT exploit: continue from the donor trial's weights
+            step = checkpoint.read_manifest(pathlib.Path(donor.path))["step"]
+            name = f"{sweep_name}-{trial_id}-from{step:08d}"
+        else:
+            name = f"{sweep_name}-{trial_id}"
         cfg = trial_config(base, sample, name)
         storage.write_bytes(storage.join(trials_dir, name, launch.CONFIG_FILE),
                             config_mod.dump(cfg).encode())
-        trainer = launch.build_trainer(cfg, name, trial=trial_id, storage_path=trials_dir,
-                                       callbacks=[TuneReportCallback()])
-        trainer.fit()
+        if pbt:
+            _fit_reporting_checkpoints(cfg, name, trial_id, trials_dir, donor)
+        else:
+            from ray.tune.integration.ray_train import TuneReportCallback
+            launch.build_trainer(cfg, name, trial=trial_id, storage_path=trials_dir,
+                                 callbacks=[TuneReportCallback()]).fit()
     return run_trial
+
+
+class CheckpointRelay(UserCallback):
+    """Train controller callback: hands each report and its checkpoint path to the trial.
+
+    ``TuneReportCallback`` passes metrics only; PBT needs Tune checkpoints to copy weights
+    from one trial to another, so under PBT the trial reports them itself.
+    """
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def after_report(self, run_context, metrics, checkpoint):
+        self.queue.put((metrics[0], checkpoint.path if checkpoint else None))
+
+
+def _fit_reporting_checkpoints(cfg, name, trial_id, trials_dir, donor) -> None:
+    import threading
+
+    from ray import tune
+    from ray.util.queue import Empty, Queue
+    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    trainer = launch.build_trainer(cfg, name, trial=trial_id, storage_path=trials_dir,
+                                   callbacks=[CheckpointRelay(queue)],
+                                   init_checkpoint=donor.path if donor else None)
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.append(_capture(trainer.fit)), daemon=True)
+    thread.start()
+    while thread.is_alive() or not queue.empty():
+        try:
+            metrics, path = queue.get(timeout=0.5)
+        except Empty:
+            continue
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(path) if path else None)
+    if outcome and isinstance(outcome[0], BaseException):
+        raise outcome[0]
+
+
+def _capture(fn):
+    try:
+        return fn()
+    except BaseException as err:  # re-raised on the trial's main thread
+        return err
 
 
 def scheduler(spec: SweepSpec, budget: float):
@@ -139,7 +191,8 @@ def run_sweep(space_file: str, overrides: Optional[list[str]] = None, *,
     trials_dir = storage.join(sweep_dir, "trials")
     os.environ.setdefault(launch.HEALTH_CHECK_ENV, "1")
     launch.ensure_ray(address)
-    trainable = tune.with_resources(make_trainable(base, name, trials_dir),
+    pbt = spec.scheduler.type == "pbt"
+    trainable = tune.with_resources(make_trainable(base, name, trials_dir, pbt),
                                     {"CPU": spec.resources.driver_cpus})
     if resume:
         if not tune.Tuner.can_restore(sweep_dir):

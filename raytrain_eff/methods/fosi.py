@@ -1,0 +1,257 @@
+"""FOSI: a first-order base optimizer plus a Newton step in the top Hessian eigenspace.
+
+Sivan, Gabel, Schuster, "FOSI: Hybrid First and Second Order Optimization", ICLR 2024,
+arXiv 2302.08484 (reference code hsivan/fosi). With V the (k+ℓ)×n eigenvector rows from
+Lanczos (refreshed every T steps after a warm-up of W base-only steps) and ρ = 1/|λ|::
+
+    a   = V g;        g1 = Vᵀ a;          g2 = g − g1
+    m_t = φ(g1, m_{t−1})                   # momentum of the base optimizer's kind
+    d_N = Vᵀ (ρ ⊙ (V m_t))                 # Newton direction inside span(V)
+    u   = base.update(g2);  u⊥ = u − Vᵀ(V u)
+    Δθ  = c · u⊥ − α · d_N,   c = clip(λ_max / λ_k, 1, learning_rate_clip)
+    θ  ← θ (1 − lr·wd) + Δθ                # decoupled weight decay, outside the split
+
+The optimizer works on flat vectors. Every hook that touches more than this process's data
+(gradient, HVP, sums over coordinates, parameter write-back, checkpoints) is a method, so
+``dho2.DHO2Optimizer`` reuses the maths unchanged and only redistributes it.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from raytrain_eff.methods.base import Method, MethodContext
+from raytrain_eff.methods.lanczos import HessianOperator, RitzPairs, lanczos
+
+BASE_STATE = {"adamw": ("exp_avg", "exp_avg_sq"), "heavy_ball": ("momentum_buffer",)}
+
+
+def base_update(kind: str, g: torch.Tensor, state: dict, lr: float, momentum: float,
+                beta2: float, eps: float, t: int) -> torch.Tensor:
+    """The base optimizer's signed update u (θ ← θ + u); elementwise, so slices are exact."""
+    if kind == "heavy_ball":
+        buf = state["momentum_buffer"].mul_(momentum).add_(g)
+        return -lr * buf
+    m = state["exp_avg"].mul_(momentum).add_(g, alpha=1 - momentum)
+    v = state["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    m_hat = m / (1 - momentum ** t)
+    v_hat = v / (1 - beta2 ** t)
+    return -lr * m_hat / (v_hat.sqrt() + eps)
+
+
+def newton_momentum(kind: str, g1: torch.Tensor, m: torch.Tensor, momentum: float) -> torch.Tensor:
+    """φ(g1, m): heavy-ball accumulates, Adam averages (as the reference code does)."""
+    if kind == "heavy_ball":
+        return m.mul_(momentum).add_(g1)
+    return m.mul_(momentum).add_(g1, alpha=1 - momentum)
+
+
+def lr_scale(top: torch.Tensor, clip: float) -> float:
+    """c = clip(λ_max / λ_k, 1, clip): the complement's curvature is at most λ_k."""
+    if len(top) == 0 or top[0] <= 0:
+        return 1.0
+    if top[-1] <= 0:
+        return clip
+    return float(min(max(top[0] / top[-1], 1.0), clip))
+
+
+class FOSIOptimizer(torch.optim.Optimizer):
+    """FOSI over AdamW or heavy-ball, in one process, on the flat parameter vector."""
+
+    def __init__(self, model: nn.Module, config: Any, loss_fn: Callable, next_batch: Callable):
+        self.model, self.cfg = model, config
+        self.loss_fn, self.next_batch = loss_fn, next_batch
+        params = [p for p in model.parameters() if p.requires_grad]
+        super().__init__(params, dict(lr=config.lr))
+        self.n = sum(p.numel() for p in params)
+        self.t = 0                                   # optimizer steps taken
+        like = self._local_params()
+        self.flat = {name: torch.zeros_like(like) for name in ("newton_m",) + BASE_STATE[config.base]}
+        # decay matrices, not biases or norm gains (raytrain_eff.methods.base convention)
+        self.decay_mask = self._local_slice(torch.cat(
+            [torch.full((p.numel(),), float(p.dim() >= 2), dtype=like.dtype, device=like.device)
+             for p in params]))
+        self.eig: Optional[RitzPairs] = None
+        self.V = like.new_zeros(0, like.numel())     # (r, n_local)
+        self.rho = like.new_zeros(0)
+        self.c = 1.0
+        self.last: dict[str, float] = {}
+        self.hvp_flops: Optional[float] = None      # FLOPs of one HVP, counted once
+
+    # -- what a sharded subclass redistributes ------------------------------------------------
+    def _local_slice(self, full: torch.Tensor) -> torch.Tensor:
+        return full
+
+    def _local_params(self) -> torch.Tensor:
+        return parameters_to_vector(self.param_groups[0]["params"]).detach()
+
+    def _local_grad(self) -> torch.Tensor:
+        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                          for p in self.param_groups[0]["params"]])
+
+    def _psum(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def _write_params(self, theta_local: torch.Tensor) -> None:
+        vector_to_parameters(theta_local, self.param_groups[0]["params"])
+
+    def _matvec(self, H: HessianOperator) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda q: self._hvp(H, q).to(torch.float64)
+
+    def _hvp(self, H: HessianOperator, v: torch.Tensor) -> torch.Tensor:
+        """H v; the first one is run under the FLOP counter so step_flops counts real work."""
+        if self.hvp_flops is not None:
+            return H(v)
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as counter:
+            out = H(v)
+        self.hvp_flops = float(counter.get_total_flops())
+        return out
+
+    def _draw(self, seed: int) -> Callable[[int], torch.Tensor]:
+        """Local slice of the i-th random start vector; the full vector is seeded identically
+        everywhere, so any slicing sees the same vector."""
+        def draw(i: int) -> torch.Tensor:
+            gen = torch.Generator().manual_seed(seed * 1000003 + i)
+            return self._local_slice(torch.randn(self.n, generator=gen, dtype=torch.float64))
+        return draw
+
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Full-length vector (rows) from local slices; world-size-independent checkpoints."""
+        return x
+
+    # -- curvature -----------------------------------------------------------------------------
+    def _refresh_due(self) -> bool:
+        c = self.cfg
+        return self.t >= c.warmup and (self.t - c.warmup) % c.refresh_interval == 0
+
+    def _operator(self, params: Optional[dict] = None) -> HessianOperator:
+        """HVP on a fresh batch; its seed ties the dropout mask to this refresh."""
+        return HessianOperator(self.model, self.loss_fn, self.next_batch(), params=params,
+                               seed=self.t)
+
+    def refresh(self) -> None:
+        H = self._operator()
+        m = min(self.cfg.order, self.n)
+        self._install(lanczos(self._matvec(H), self._draw(self.t), m, self.cfg.k,
+                              self.cfg.num_smallest, self.cfg.ritz_tol, self._psum))
+
+    def _install(self, eig: RitzPairs) -> None:
+        """Swap new eigenpairs in (at a step boundary)."""
+        self.eig = eig
+        like = self._local_params()
+        self.V = eig.V.to(like.dtype)
+        self.rho = 1.0 / eig.eigvals.abs().clamp_min(self.cfg.eig_floor).to(like.dtype)
+        self.c = lr_scale(eig.eigvals[: eig.num_top], self.cfg.learning_rate_clip)
+
+    def _curvature_work(self) -> int:
+        """Curvature work due before this step's update; returns the HVPs it computed."""
+        if not self._refresh_due():
+            return 0
+        self.refresh()
+        return self.eig.iterations
+
+    # -- the step ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        g = self._local_grad()
+        start = time.perf_counter()
+        hvps = self._curvature_work()
+        seconds = time.perf_counter() - start
+        self.t += 1
+        delta = self.direction(g)
+        theta = self._local_params()
+        lr, wd = self.param_groups[0]["lr"], self.cfg.weight_decay
+        self._write_params(theta - lr * wd * self.decay_mask * theta + delta if wd else theta + delta)
+        self._record(seconds if hvps else 0.0, hvps)
+        return loss
+
+    def direction(self, g: torch.Tensor) -> torch.Tensor:
+        """Δθ of the module docstring, on this process's slice; sums over slices via _psum."""
+        c, V = self.cfg, self.V
+        lr = self.param_groups[0]["lr"]
+        base = {name: self.flat[name] for name in BASE_STATE[c.base]}
+        if V.shape[0] == 0:                           # warm-up: base optimizer only
+            return base_update(c.base, g, base, lr, c.momentum, c.beta2, c.eps, self.t)
+        g1 = V.T @ self._psum(V @ g)
+        m = newton_momentum(c.base, g1, self.flat["newton_m"], c.momentum)
+        u = base_update(c.base, g - g1, base, lr, c.momentum, c.beta2, c.eps, self.t)
+        Vm, Vu = self._psum(torch.cat([V @ m, V @ u])).split(V.shape[0])  # one all-reduce
+        return self.c * (u - V.T @ Vu) - c.alpha * (V.T @ (self.rho * Vm))
+
+    def _record(self, seconds: float, hvps: int) -> None:
+        eig = self.eig
+        have = eig is not None and len(eig.eigvals) > 0
+        self.last = {
+            "curvature_seconds": seconds,
+            "lanczos_iterations": float(hvps),
+            "lambda_max": float(eig.eigvals.max()) if have else 0.0,
+            "ritz_residual_max": float(eig.residuals.max()) if have else 0.0,
+            "curvature_bytes": float(self.curvature_bytes()),
+            "curvature_transient_bytes": float(self.transient_bytes()),
+            "eigenpairs": float(self.V.shape[0]),
+            "newton_lr_scale": self.c,
+        }
+
+    def curvature_bytes(self) -> int:
+        """Bytes of this process's Lanczos basis slice and eigenvector slice."""
+        basis = self.eig.basis_bytes if self.eig is not None else 0
+        return basis + self.V.numel() * self.V.element_size()
+
+    def transient_bytes(self) -> int:
+        """Per-HVP buffers beside the basis: the full-length H q and its fp64 copy."""
+        return self.n * (self._local_params().element_size() + 8)
+
+    # -- checkpoints: full-length vectors, so any worker count can resume ----------------------
+    def state_dict(self) -> dict:
+        eig = self.eig
+        return {
+            "t": self.t, "lr": [g["lr"] for g in self.param_groups],
+            "flat": {name: self._gather(x).cpu() for name, x in self.flat.items()},
+            "V": self._gather(self.V).cpu(), "eigvals": None if eig is None else eig.eigvals,
+            "residuals": None if eig is None else eig.residuals,
+            "iterations": 0 if eig is None else eig.iterations,
+            "num_top": 0 if eig is None else eig.num_top,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.t = state["t"]
+        for group, lr in zip(self.param_groups, state["lr"]):
+            group["lr"] = lr
+        like = self._local_params()
+        for name, full in state["flat"].items():
+            self.flat[name].copy_(self._local_slice(full.to(like)))
+        if state["eigvals"] is None:
+            self.eig, self.V = None, like.new_zeros(0, like.numel())
+            return
+        # the basis was a transient of the refresh that produced V: none is held after resume
+        self._install(RitzPairs(state["eigvals"], self._local_slice(state["V"].to(like)),
+                                state["residuals"], state["iterations"], 0, 0,
+                                state["num_top"]))
+
+
+class FOSI(Method):
+    """Registered as ``fosi``: one process (use ``dho2`` for several workers)."""
+
+    def make_optimizer(self, model: nn.Module, ctx: MethodContext):
+        if ctx.distributed:
+            raise ValueError(f"fosi runs in one process (world_size is {ctx.world_size}); "
+                             "use dho2, which shares the curvature across workers")
+        self.optimizer = FOSIOptimizer(model, self.config, ctx.loss_fn, ctx.next_batch)
+        return self.optimizer
+
+    def after_step(self, step: int, ctx: MethodContext) -> dict[str, float]:
+        return dict(self.optimizer.last)
+
+    def step_flops(self, dense_flops: float, ctx: MethodContext) -> float:
+        """The training step plus this step's HVPs (each counted by the FLOP counter)."""
+        opt = self.optimizer
+        return dense_flops + opt.last.get("lanczos_iterations", 0.0) * (opt.hvp_flops or 0.0)

@@ -1,0 +1,162 @@
+"""DHO2 on 1-3 gloo ranks equals FOSI in one process on the concatenated batch, holds 1/P of
+the curvature per rank, and resumes on a different worker count."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from raytrain_eff.hparams.fosi import DHO2Config, FOSIConfig, MRDHO2Config
+from raytrain_eff.methods.base import MethodContext
+from raytrain_eff.methods.dho2 import DHO2, MRDHO2, DHO2Optimizer, MRDHO2Optimizer
+from raytrain_eff.methods.fosi import FOSIOptimizer
+
+torch.set_num_threads(1)
+ROWS = 12                                            # global batch; splits over 1, 2, 3 ranks
+CFG = dict(lr=0.03, k=3, refresh_interval=4, warmup=2, weight_decay=0.05)
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double()  # n = 66
+
+
+def ce(model, batch):
+    return nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+
+def global_batch(i):
+    gen = torch.Generator().manual_seed(i)
+    X = torch.randn(ROWS, 5, generator=gen, dtype=torch.float64)
+    return X, (X[:, 0] > 0).long() + (X[:, 1] > 0).long()
+
+
+class RankBatches:
+    """This rank's share of global batch i (train: i = step; curvature: i = 10⁶ + refresh)."""
+
+    def __init__(self, rank, world, start):
+        self.rank, self.world, self.i = rank, world, start
+
+    def __call__(self):
+        X, y = global_batch(self.i)
+        self.i += 1
+        per = ROWS // self.world
+        return X[self.rank * per:(self.rank + 1) * per], y[self.rank * per:(self.rank + 1) * per]
+
+
+def run_steps(model, opt, rank, world, first, last):
+    batches = RankBatches(rank, world, first)
+    for _ in range(first, last):
+        opt.zero_grad()
+        ce(model, batches()).backward()
+        opt.step()
+
+
+def flat(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def single(cls, cfg, steps):
+    model = mlp()
+    opt = cls(model, cfg, ce, RankBatches(0, 1, 10**6))
+    trace = []
+    for t in range(steps):
+        run_steps(model, opt, 0, 1, t, t + 1)
+        trace.append(flat(model))
+    return trace, opt
+
+
+def _sharded(rank, world, group, opt_cls, cfg, steps):
+    model = mlp()
+    opt = opt_cls(model, cfg, ce, RankBatches(rank, world, 10**6), group=group, rank=rank,
+                  world_size=world)
+    trace = []
+    for t in range(steps):
+        run_steps(model, opt, rank, world, t, t + 1)
+        trace.append(flat(model))
+    return trace, tuple(opt.V.shape), opt.curvature_bytes(), dict(opt.last)
+
+
+def test_p1_dho2_equals_fosi_step_by_step():
+    fosi, _ = single(FOSIOptimizer, FOSIConfig(**CFG), 12)
+    dho2, _ = single(DHO2Optimizer, DHO2Config(**CFG), 12)
+    for a, b in zip(fosi, dho2):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_dho2_on_2_and_3_ranks_equals_fosi_on_the_concatenated_batch(gloo):
+    reference, fosi = single(FOSIOptimizer, FOSIConfig(**CFG), 12)
+    assert fosi.eig is not None and len(fosi.eig.eigvals) >= 1
+    for world in (2, 3):
+        results = gloo.run(world, _sharded, DHO2Optimizer, DHO2Config(**CFG), 12)
+        for trace, v_shape, curvature_bytes, last in results:
+            for t, (a, b) in enumerate(zip(reference, trace)):
+                torch.testing.assert_close(b, a, rtol=0, atol=1e-9, msg=f"P={world} step {t}")
+            # each rank's curvature is a 1/P slice: basis (m × s) plus V (r × s), s = ceil(n/P)
+            s = -(-66 // world)
+            assert v_shape[1] == s
+            assert curvature_bytes == (12 + v_shape[0]) * s * 8
+            assert last["eigenpairs"] == v_shape[0]
+
+
+def _save_after(rank, world, group, cfg, steps):
+    model = mlp()
+    opt = DHO2Optimizer(model, cfg, ce, RankBatches(rank, world, 10**6), group=group, rank=rank,
+                        world_size=world)
+    run_steps(model, opt, rank, world, 0, steps)
+    return model.state_dict(), opt.state_dict(), opt.next_batch.i
+
+
+def _resume(rank, world, group, cfg, saved, first, last):
+    model_state, opt_state, curvature_i = saved
+    model = mlp()
+    model.load_state_dict(model_state)
+    opt = DHO2Optimizer(model, cfg, ce, RankBatches(rank, world, curvature_i), group=group,
+                        rank=rank, world_size=world)
+    opt.load_state_dict(opt_state)
+    run_steps(model, opt, rank, world, first, last)
+    return flat(model)
+
+
+def test_checkpoint_from_2_ranks_resumes_on_1_and_back(gloo):
+    cfg = DHO2Config(**CFG)
+    reference, _ = single(FOSIOptimizer, FOSIConfig(**CFG), 13)
+    saved = gloo.run(2, _save_after, cfg, 7)
+    assert torch.equal(saved[0][1]["V"], saved[1][1]["V"])   # gathered: full length, any rank
+    assert saved[0][1]["V"].shape[1] == 66
+    resumed = _resume(0, 1, None, cfg, saved[0], 7, 13)       # P=2 save -> P=1 load
+    torch.testing.assert_close(resumed, reference[-1], rtol=0, atol=1e-9)
+    saved_p1 = _save_after(0, 1, None, cfg, 7)                 # P=1 save -> P=3 load
+    for theta in gloo.run(3, _resume, cfg, saved_p1, 7, 13):
+        torch.testing.assert_close(theta, reference[-1], rtol=0, atol=1e-9)
+
+
+def test_mr_dho2_spreads_the_refresh_and_equals_itself_across_ranks(gloo):
+    cfg = MRDHO2Config(**{**CFG, "refresh_interval": 6}, lanczos_per_step=5)  # m = 12: 3 steps
+    reference, opt = single(MRDHO2Optimizer, cfg, 12)
+    assert opt.lag == 2 and opt.last["curvature_lag_steps"] == 2
+    for trace, *_ in gloo.run(2, _sharded, MRDHO2Optimizer, cfg, 12):
+        for a, b in zip(reference, trace):
+            torch.testing.assert_close(b, a, rtol=0, atol=1e-9)
+    # with all iterations in one step there is no lag: MR-DHO2 is DHO2
+    eager = MRDHO2Config(**{**CFG, "refresh_interval": 6}, lanczos_per_step=12)
+    mr, opt = single(MRDHO2Optimizer, eager, 12)
+    plain, _ = single(DHO2Optimizer, DHO2Config(**{**CFG, "refresh_interval": 6}), 12)
+    assert opt.lag == 0
+    torch.testing.assert_close(mr[-1], plain[-1], rtol=0, atol=1e-12)
+
+
+def test_methods_own_the_gradient_sync_and_report_metrics():
+    assert DHO2.owns_gradient_sync and MRDHO2.owns_gradient_sync
+    model = mlp()
+    method = MRDHO2(MRDHO2Config(**{**CFG, "refresh_interval": 6}, lanczos_per_step=5))
+    ctx = MethodContext(loss_fn=ce, next_batch=RankBatches(0, 1, 10**6))
+    opt = method.make_optimizer(model, ctx)
+    iterations = []
+    for t in range(8):
+        run_steps(model, opt, 0, 1, t, t + 1)
+        stats = method.after_step(t, ctx)
+        iterations.append(stats["lanczos_iterations"])
+    assert iterations == [0, 0, 5, 5, 2, 0, 0, 0]
+    assert {"curvature_seconds", "lambda_max", "ritz_residual_max", "curvature_bytes",
+            "curvature_lag_steps"} <= set(stats)
+

@@ -1,0 +1,166 @@
+"""Lanczos on HVPs: exact on a dense Hessian, orthonormal, restartable, symmetric operator,
+and the sharded recursion equals the single-process one."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call, hessian
+
+from raytrain_eff.hparams.fosi import DHO2Config, FOSIConfig
+from raytrain_eff.methods.dho2 import DHO2Optimizer
+from raytrain_eff.methods.fosi import FOSIOptimizer
+from raytrain_eff.methods.lanczos import HessianOperator, lanczos
+
+torch.set_num_threads(1)
+
+
+def mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()  # n = 51
+
+
+def data(seed: int, rows: int = 32):
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(rows, 4, generator=gen, dtype=torch.float64)
+    return X, torch.randint(0, 3, (rows,), generator=gen)
+
+
+def ce(model, batch):
+    return nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+
+def dense_hessian(model, batch) -> torch.Tensor:
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def f(theta):
+        params, i = {}, 0
+        for n, s in zip(names, shapes):
+            params[n] = theta[i:i + s.numel()].view(s)
+            i += s.numel()
+        return ce(lambda x: functional_call(model, params, (x,)), batch)
+    return hessian(f)(flat)
+
+
+def draw(n):
+    return lambda i: torch.randn(n, generator=torch.Generator().manual_seed(100 + i),
+                                 dtype=torch.float64)
+
+
+def test_hvp_equals_dense_hessian_both_modes():
+    model, batch = mlp(), data(1)
+    H = dense_hessian(model, batch)
+    op = HessianOperator(model, ce, batch)
+    v = torch.randn(H.shape[0], dtype=torch.float64)
+    torch.testing.assert_close(op(v), H @ v, rtol=0, atol=1e-12)
+    op.forward_mode = False                      # the double-backward fallback
+    torch.testing.assert_close(op(v), H @ v, rtol=0, atol=1e-12)
+
+
+def test_full_order_lanczos_recovers_the_spectrum_and_v_is_orthonormal():
+    model, batch = mlp(), data(1)
+    H = dense_hessian(model, batch)
+    n = H.shape[0]
+    lam = torch.linalg.eigvalsh(H)               # ascending
+    eig = lanczos(HessianOperator(model, ce, batch), draw(n), m=n, k=5, num_smallest=2,
+                  ritz_tol=1e-6)
+    assert eig.num_top == 5 and len(eig.eigvals) == 7
+    torch.testing.assert_close(eig.eigvals[:5], lam.flip(0)[:5], rtol=0, atol=1e-10)
+    torch.testing.assert_close(eig.eigvals[5:], lam[:2], rtol=0, atol=1e-10)
+    torch.testing.assert_close(eig.V @ eig.V.T, torch.eye(7, dtype=torch.float64), rtol=0,
+                               atol=1e-10)
+    # each Ritz vector is an eigenvector: ||H v − λ v|| equals the reported residual bound
+    for lam_i, v, r in zip(eig.eigvals, eig.V, eig.residuals):
+        assert float((H @ v - lam_i * v).norm()) <= float(r) + 1e-9
+
+
+def test_short_lanczos_top_k_within_the_ritz_residual_of_eigvalsh():
+    model, batch = mlp(), data(2)
+    H = dense_hessian(model, batch)
+    lam = torch.linalg.eigvalsh(H).flip(0)
+    k = 3
+    eig = lanczos(HessianOperator(model, ce, batch), draw(H.shape[0]), m=4 * k, k=k)
+    assert eig.num_top >= 1
+    torch.testing.assert_close(eig.eigvals[0], lam[0], rtol=1e-6, atol=0)
+    for i, (lam_i, r) in enumerate(zip(eig.eigvals, eig.residuals)):
+        # Ritz values bound true ones from inside; each lies within r of an eigenvalue
+        assert lam_i <= lam[i] + 1e-12
+        assert (lam - lam_i).abs().min() <= r + 1e-12
+    torch.testing.assert_close(eig.V @ eig.V.T, torch.eye(len(eig.V), dtype=torch.float64),
+                               rtol=0, atol=1e-10)
+
+
+def test_breakdown_restarts_and_still_finds_the_eigenvalues():
+    # 3 distinct eigenvalues: the Krylov space is exhausted after 3 steps
+    d = torch.tensor([5.0, 5.0, 2.0, 2.0, 2.0, -1.0, -1.0, -1.0, -1.0, -1.0], dtype=torch.float64)
+    eig = lanczos(lambda q: d * q, draw(10), m=8, k=2, num_smallest=1, ritz_tol=1e-8)
+    assert eig.restarts >= 1
+    torch.testing.assert_close(eig.eigvals, torch.tensor([5.0, 5.0, -1.0], dtype=torch.float64),
+                               rtol=0, atol=1e-10)
+    torch.testing.assert_close(eig.V @ eig.V.T, torch.eye(3, dtype=torch.float64), rtol=0,
+                               atol=1e-10)
+
+
+def test_unconverged_ritz_pairs_are_dropped():
+    model, batch = mlp(), data(3)
+    loose = lanczos(HessianOperator(model, ce, batch), draw(51), m=6, k=6, ritz_tol=1e9)
+    tight = lanczos(HessianOperator(model, ce, batch), draw(51), m=6, k=6, ritz_tol=1e-3)
+    assert len(loose.eigvals) == 6
+    assert len(tight.eigvals) < 6
+    assert bool((tight.residuals <= 1e-3 * loose.eigvals.abs().max()).all())
+
+
+class BNDropNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.bn, self.drop = nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.3)
+        self.fc2 = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc2(self.drop(torch.tanh(self.bn(self.fc1(x)))))
+
+
+def test_operator_is_symmetric_with_batchnorm_and_dropout_and_keeps_buffers():
+    torch.manual_seed(0)
+    model = BNDropNet().double().train()
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    op = HessianOperator(model, ce, data(4), seed=7)
+    n = sum(p.numel() for p in model.parameters())
+    u, v = torch.randn(n, dtype=torch.float64), torch.randn(n, dtype=torch.float64)
+    assert abs(float(u @ op(v) - v @ op(u))) < 1e-10 * float(u.norm() * v.norm())
+    for name, b in model.named_buffers():
+        assert torch.equal(b, before[name]), name
+
+
+# -- sharded == single process ------------------------------------------------------------------
+CFG = dict(k=3, refresh_interval=100, warmup=0, ritz_tol=1e-2)
+
+
+def _rank_batches(rank, world, step):
+    X, y = data(1000 + step, rows=12)            # 12 rows: splits evenly over 1, 2, 3, 4 ranks
+    per = 12 // world
+    return X[rank * per:(rank + 1) * per], y[rank * per:(rank + 1) * per]
+
+
+def _sharded_refresh(rank, world, group):
+    model = mlp()
+    opt = DHO2Optimizer(model, DHO2Config(**CFG), ce, lambda: _rank_batches(rank, world, 0),
+                        group=group, rank=rank, world_size=world)
+    opt.refresh()
+    eig = opt.eig
+    return eig.eigvals, opt.slices.gather(eig.V), tuple(eig.V.shape), eig.basis_bytes
+
+
+def test_sharded_lanczos_equals_single_process(gloo):
+    single = FOSIOptimizer(mlp(), FOSIConfig(**CFG), ce, lambda: _rank_batches(0, 1, 0))
+    single.refresh()
+    for world in (2, 3):
+        results = gloo.run(world, _sharded_refresh)
+        for eigvals, V, shape, basis_bytes in results:
+            torch.testing.assert_close(eigvals, single.eig.eigvals, rtol=0, atol=1e-10)
+            torch.testing.assert_close(V, single.eig.V, rtol=0, atol=1e-10)
+            # each rank holds only its slice: ceil(51 / P) columns of basis and eigenvectors
+            assert shape[1] == -(-51 // world)
+            assert basis_bytes == 12 * shape[1] * 8
+
