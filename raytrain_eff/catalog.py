@@ -34,6 +34,9 @@ METHODS: dict[str, Entry] = {
     "mr-dho2": Entry(f"{_H}.fosi:MRDHO2Config", "raytrain_eff.methods.dho2:MRDHO2",
                      "MR-DHO2: DHO2 with the curvature refresh spread over model updates "
                      "(bounded staleness)"),
+    "lowdim": Entry(f"{_H}.lowdim:LowDimConfig", "raytrain_eff.methods.lowdim:LowDim",
+                    "width-2r compressed deep linear layer, spectral init from the step-0 "
+                    "gradient (arXiv 2311.05061)"),
 }
 
 TASKS: dict[str, Entry] = {
@@ -43,6 +46,8 @@ TASKS: dict[str, Entry] = {
                       "image / feature classification (MLP or small CNN)"),
     "custom": Entry(f"{_H}.tasks:CustomTaskConfig", "raytrain_eff.tasks.custom:CustomTask",
                     "your own model: a 'package.module:function' returning model, loss, eval"),
+    "lowrank": Entry(f"{_H}.lowdim:LowRankConfig", "raytrain_eff.tasks.lowrank:LowRankTask",
+                     "deep matrix factorisation / completion / sensing with deep linear networks"),
 }
 
 

@@ -60,7 +60,8 @@ class ResourceSpec:
     max_concurrent: Optional[int] = None  # default: as many as the cluster's CPUs hold
 
     def __post_init__(self):
-        check(self.driver_cpus >= 0, "driver_cpus", self.driver_cpus, ">= 0")
+        check(self.driver_cpus > 0, "driver_cpus", self.driver_cpus,
+              "> 0 (Tune cannot place a trial that asks for nothing)")
         check(self.max_concurrent is None or self.max_concurrent >= 1, "max_concurrent",
               self.max_concurrent, "an integer >= 1")
 
