@@ -34,6 +34,9 @@ METHODS: dict[str, Entry] = {
     "mr-dho2": Entry(f"{_H}.fosi:MRDHO2Config", "raytrain_eff.methods.dho2:MRDHO2",
                      "MR-DHO2: DHO2 with the curvature refresh spread over model updates "
                      "(bounded staleness)"),
+    "sublinear": Entry(f"{_H}.sublinear:SublinearConfig", "raytrain_eff.methods.sublinear:Sublinear",
+                       "shifted-ReLU wide layers whose active neurons come from an exact "
+                       "max-tree or LSH index, so a step touches few neurons (arXiv 2208.04508)"),
     "lowdim": Entry(f"{_H}.lowdim:LowDimConfig", "raytrain_eff.methods.lowdim:LowDim",
                     "width-2r compressed deep linear layer, spectral init from the step-0 "
                     "gradient (arXiv 2311.05061)"),
@@ -46,6 +49,8 @@ TASKS: dict[str, Entry] = {
                       "image / feature classification (MLP or small CNN)"),
     "custom": Entry(f"{_H}.tasks:CustomTaskConfig", "raytrain_eff.tasks.custom:CustomTask",
                     "your own model: a 'package.module:function' returning model, loss, eval"),
+    "wide": Entry(f"{_H}.sublinear:WideConfig", "raytrain_eff.tasks.wide:WideTask",
+                  "two-layer wide shifted-ReLU net on unit-norm synthetic regression or digits"),
     "lowrank": Entry(f"{_H}.lowdim:LowRankConfig", "raytrain_eff.tasks.lowrank:LowRankTask",
                      "deep matrix factorisation / completion / sensing with deep linear networks"),
 }

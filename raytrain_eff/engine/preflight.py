@@ -1,6 +1,7 @@
 """Cheap checks on the driver before any worker starts: bad data or code fails in seconds."""
 from __future__ import annotations
 
+from raytrain_eff import catalog
 from raytrain_eff.catalog import load_object
 from raytrain_eff.config import ExperimentConfig
 from raytrain_eff.data.corpus import BUILTIN_CORPORA
@@ -17,7 +18,8 @@ def check(cfg: ExperimentConfig) -> None:
                              f"{err}") from None
         return
     dataset = cfg.data.dataset
-    if dataset in BUILTIN_CORPORA + BUILTIN_TABULAR or dataset.startswith("builtin:"):
+    task_cls = load_object(catalog.lookup(catalog.TASKS, "task", cfg.task.name).impl)
+    if not task_cls.reads_dataset or dataset in BUILTIN_CORPORA + BUILTIN_TABULAR:
         return
     schema = read_schema(dataset)  # raises DataError naming the file; reads no rows
     needed = [cfg.data.text_column] if cfg.task.name == "lm" else [cfg.data.label_column]

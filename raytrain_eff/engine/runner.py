@@ -176,12 +176,13 @@ class Runner:
         for method in self.methods:
             effective = method.step_flops(effective, ctx)
         loss_mean = self._mean_over_ranks(loss_sum / cfg.train.grad_accum)
-        self.totals["samples"] += samples * self.world
-        self.totals["tokens"] += tokens * self.world
+        batches = 1 if self.task.replicated_batches else self.world
+        self.totals["samples"] += samples * batches
+        self.totals["tokens"] += tokens * batches
         self.totals["effective_flops"] += effective * self.world
         return {"step": step, "wall_s": time.perf_counter() - self.t_start, "loss": loss_mean,
-                "lr": self.optimizer.param_groups[0]["lr"], "samples": samples * self.world,
-                "tokens": tokens * self.world, "step_time_s": step_time,
+                "lr": self.optimizer.param_groups[0]["lr"], "samples": samples * batches,
+                "tokens": tokens * batches, "step_time_s": step_time,
                 "dense_flops": dense * cfg.train.grad_accum * self.world,
                 "effective_flops": effective * self.world,
                 "rss_bytes": accounting.rss_bytes(),
@@ -246,7 +247,8 @@ class Runner:
 
     def _samples_seen(self, step: int) -> int:
         # per-step samples are the same every step: exact also across restarts
-        per_step = self.cfg.data.batch_size * self.cfg.train.grad_accum * self.world
+        batches = 1 if self.task.replicated_batches else self.world
+        per_step = self.cfg.data.batch_size * self.cfg.train.grad_accum * batches
         return (step + 1) * per_step
 
     def _summary(self, row: dict) -> dict:

@@ -14,7 +14,13 @@ from torch import nn
 
 
 class Task:
-    """Subclasses set ``train_rows``/``val_rows`` in ``load`` and implement the four hooks."""
+    """Subclasses set ``num_train`` in ``load`` and implement the hooks below."""
+
+    # True when every rank trains on the same batch (width-sharded models): a step then
+    # sees one batch's samples, not one per rank
+    replicated_batches = False
+    # False when the task generates its own data and data.dataset is only a label
+    reads_dataset = True
 
     def __init__(self, params: Any, data: Any, seed: int = 0):
         self.params = params        # the task's hyper-parameter dataclass

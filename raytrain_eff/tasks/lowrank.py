@@ -24,6 +24,8 @@ EVAL_ROWS = 65536   # target entries per evaluation batch
 
 
 class LowRankTask(Task):
+    reads_dataset = False  # problems are generated from task.seed
+
     def load(self) -> None:
         p = self.params
         self.dtype = getattr(torch, p.dtype)
