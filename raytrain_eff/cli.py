@@ -26,6 +26,10 @@ EXAMPLES = {
           raytrain-eff tune tune_spaces/baseline_adamw.yaml
           raytrain-eff tune tune_spaces/dho2.yaml run.steps=200 --name dho2-sweep
           raytrain-eff tune tune_spaces/dho2.yaml --resume --name dho2-sweep""",
+    "exporter": """\
+        examples:
+          raytrain-eff exporter                                   # one exporter, this process
+          raytrain-eff exporter --address auto --file-sd /tmp/raytrain_eff/prometheus_file_sd.json""",
     "eval": "example:\n  raytrain-eff eval ~/raytrain_runs/RUN",
     "export": "example:\n  raytrain-eff export ~/raytrain_runs/RUN --out model.pt",
     "sample": "example:\n  raytrain-eff sample ~/raytrain_runs/RUN --prompt 'In the beginning' --chars 200",
@@ -72,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
     p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS or local)")
     p.set_defaults(func=cmd_tune)
+
+    p = _sub(sub, "exporter", "run the Prometheus exporter by hand (one, or one per Ray node)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 exposes it)")
+    p.add_argument("--port", type=int, default=9464, help="first port tried; the next free "
+                   "one is used if taken")
+    p.add_argument("--file-sd", help="write a Prometheus file_sd JSON of the exporter targets")
+    p.add_argument("--address", help="a Ray cluster: start an exporter on every node")
+    p.set_defaults(func=cmd_exporter)
 
     p = _sub(sub, "presets", "list the packaged presets")
     p.add_argument("--show", metavar="NAME", help="print one preset's YAML")
@@ -144,6 +156,11 @@ def cmd_tune(args) -> int:
     print(f"sweep results: {sweep_dir} (results.parquet, trials.parquet, best.yaml, "
           f"report.html, plots/)")
     return 0
+
+
+def cmd_exporter(args) -> int:
+    from raytrain_eff.monitor.cli_exporter import run_exporter
+    return run_exporter(args.host, args.port, args.file_sd, address=args.address)
 
 
 def cmd_presets(args) -> int:

@@ -107,10 +107,22 @@ def fit(cfg: ExperimentConfig, *, address: Optional[str] = None, resume: bool = 
     os.environ.setdefault(HEALTH_CHECK_ENV, "1")
     if cfg.scaling.num_workers > 0:
         ensure_ray(address)
+        if cfg.monitor.enabled:
+            _start_exporters(cfg)
     result = build_trainer(cfg, name).fit()
     ckpt = result.checkpoint.path if result.checkpoint is not None else None
     return FitResult(run_name=name, run_dir=run_dir, metrics=dict(result.metrics or {}),
                      checkpoint_path=ckpt)
+
+
+def _start_exporters(cfg: ExperimentConfig) -> None:
+    """One exporter per node before workers start, and the file_sd Prometheus reads."""
+    from raytrain_eff.monitor import discovery
+    addresses = discovery.ensure_exporters(cfg.monitor.host, cfg.monitor.port)
+    discovery.write_file_sd(discovery.DEFAULT_FILE_SD, addresses)
+    urls = ", ".join(a.get("url", str(a)) for a in addresses)
+    print(f"[{cfg.run.name}] metrics: {urls} (Prometheus file_sd: {discovery.DEFAULT_FILE_SD})",
+          flush=True)
 
 
 def load_run_config(run: str, storage_path: Optional[str] = None) -> ExperimentConfig:

@@ -136,7 +136,7 @@ class Runner:
             if self.table is not None:
                 self.table.append(row)
             if self.pusher is not None:
-                self.pusher.push(row)
+                self.pusher.push({**row, **self.rank_amounts})
             if self._due(step, cfg.run.report_interval, steps):
                 self._report(step, row, last=step + 1 == steps)
         if self.pusher is not None:
@@ -177,6 +177,11 @@ class Runner:
             effective = method.step_flops(effective, ctx)
         loss_mean = self._mean_over_ranks(loss_sum / cfg.train.grad_accum)
         batches = 1 if self.task.replicated_batches else self.world
+        # the exporter sums ranks, so it gets this rank's share; the table gets the step's total
+        self.rank_amounts = {"samples": samples * batches / self.world,
+                             "tokens": tokens * batches / self.world,
+                             "dense_flops": dense * cfg.train.grad_accum,
+                             "effective_flops": effective}
         self.totals["samples"] += samples * batches
         self.totals["tokens"] += tokens * batches
         self.totals["effective_flops"] += effective * self.world

@@ -1,0 +1,210 @@
+"""Benchmark: cost of the Prometheus exporter to training, and how fast a scrape answers.
+
+1. Throughput with the exporter off (A) and on (B), alternating A B A B ... so machine noise
+   cancels in the per-pair ratio B/A. Both loops train the same MLP with the same seed and build
+   the same per-step statistics dict (the engine builds it anyway for its Parquet table); B also
+   calls ``MetricsPusher.push`` every step, on the Ray path the engine uses (a local Ray
+   instance, the node's exporter actor) while a separate process scrapes the exporter once a
+   second, as Prometheus would. Target: median ratio >= 0.99, lowest pair >= 0.97, in wall
+   time -- or, when the machine is loaded (load average above its core count), in CPU time of
+   the training process, since wall time then mostly measures waiting for a core.
+2. Scrape latency with 2 nodes x 8 workers of series: two exporter processes, each fed by 8
+   pushers with every statistic while the benchmark scrapes both over HTTP. Target: p95 < 50 ms
+   on every node.
+
+    python bench/exporter.py [--smoke] [--out PATH]
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+from bench.harness import parser, summary, write_result  # noqa: E402
+from raytrain_eff.monitor.exporter import NodeExporter  # noqa: E402
+from raytrain_eff.monitor.push import MetricsPusher  # noqa: E402
+
+B, D_IN, HIDDEN, CLASSES = 64, 256, 512, 10
+SCRAPER = ("import sys, time, urllib.request\n"
+           "while True:\n"
+           "    urllib.request.urlopen(sys.argv[1], timeout=10).read(); time.sleep(1.0)\n")
+
+
+# ---------------------------------------------------------------------------- 1. throughput
+def train(steps: int, seed: int, pusher: MetricsPusher | None) -> tuple[float, float, float]:
+    """Samples per wall second and per CPU second of this process, over ``steps`` SGD steps
+    after 20 warm-up steps, and the share of the wall time spent inside ``push``. CPU time
+    counts every thread of the process, so Ray's threads that send the pushes are charged to
+    the run that pushes."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(D_IN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN),
+                          nn.ReLU(), nn.Linear(HIDDEN, CLASSES))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(B, D_IN), torch.randint(0, CLASSES, (B,))
+    dense = 6.0 * sum(p.numel() for p in model.parameters()) * B
+    start = cpu_start = None
+    in_push = 0.0
+    for step in range(steps + 20):
+        if step == 20:
+            start, cpu_start, in_push = time.perf_counter(), time.process_time(), 0.0
+        t0 = time.perf_counter()
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        stats = {"step": step, "loss": loss.item(), "samples": B, "tokens": B,
+                 "step_time_s": time.perf_counter() - t0, "dense_flops": dense,
+                 "effective_flops": dense, "lr": 0.01}
+        if pusher is not None:
+            p0 = time.perf_counter()
+            pusher.push(stats)
+            in_push += time.perf_counter() - p0
+    wall = time.perf_counter() - start
+    return steps * B / wall, steps * B / (time.process_time() - cpu_start), in_push / wall
+
+
+def throughput(pairs: int, steps: int) -> dict:
+    import ray
+    temp_dir = tempfile.mkdtemp(prefix="rte-bench-", dir="/tmp")   # short: Ray's socket paths
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
+             _temp_dir=temp_dir)
+    try:
+        pusher = MetricsPusher(run="bench-exporter", rank=0, port=9464)
+        scraper = subprocess.Popen([sys.executable, "-c", SCRAPER, pusher.url])
+        try:
+            off, on = [], []
+            for seed in range(pairs):             # A B A B ...: noise hits both alike
+                off.append(train(steps, seed, None))
+                on.append(train(steps, seed, pusher))
+            pusher.close()
+        finally:
+            scraper.kill()
+            scraper.wait()
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    out = {}
+    for i, clock in enumerate(("wall", "cpu")):
+        a, b = [r[i] for r in off], [r[i] for r in on]
+        out[clock] = {"off": a, "on": b, "ratios": [y / x for x, y in zip(a, b)]}
+    out["push_share"] = [r[2] for r in on]
+    return out
+
+
+# ---------------------------------------------------------------------------- 2. scrapes
+def _node(node: int, workers: int, port_queue, stop) -> None:
+    """One node's exporter, fed by ``workers`` pushers until ``stop`` is set."""
+    exporter = NodeExporter(port=0, node_id=f"bench-node-{node}")
+    pushers = [MetricsPusher(run="bench-scrape", trial="t0", rank=node * workers + r,
+                             exporter=exporter) for r in range(workers)]
+    port_queue.put(exporter.url())
+    step = 0
+    while not stop.is_set():
+        for p in pushers:
+            p.push({"step": step, "loss": 1.0 / (step + 1), "samples": B, "tokens": 128 * B,
+                    "step_time_s": 0.01 * (1 + step % 7), "dense_flops": 1e9,
+                    "effective_flops": 4e8, "rss_bytes": 5e8, "peak_memory_bytes": 6e8,
+                    "gpu_allocated_bytes": 2e9, "gpu_peak_bytes": 3e9, "lr": 1e-3,
+                    "curvature_seconds": 0.002, "sparsity": 0.6, "attention_density": 0.3,
+                    "active_fraction": 0.1, "lanczos_staleness": 2})
+        step += 1
+        time.sleep(0.01)
+    exporter.close()
+
+
+def scrape_latency(nodes: int, workers: int, scrapes: int) -> dict:
+    ctx = mp.get_context("spawn")
+    urls, stop = ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_node, args=(n, workers, urls, stop)) for n in range(nodes)]
+    for p in procs:
+        p.start()
+    try:
+        targets = sorted(urls.get(timeout=60) for _ in procs)
+        time.sleep(1.5)                           # every worker has pushed a second window
+        for url in targets:                       # warm-up: first connection, lazy imports
+            urllib.request.urlopen(url, timeout=10).read()
+        latencies = {u: [] for u in targets}
+        size = {}
+        for _ in range(scrapes):
+            for url in targets:
+                t0 = time.perf_counter()
+                body = urllib.request.urlopen(url, timeout=10).read()
+                latencies[url].append(time.perf_counter() - t0)
+                size[url] = (len(body), sum(1 for line in body.splitlines()
+                                            if line and not line.startswith(b"#")))
+    finally:
+        stop.set()
+        for p in procs:
+            p.join(timeout=30)
+    return {f"node{i}": {"seconds": summary(latencies[u]),
+                         "p95_s": statistics.quantiles(latencies[u], n=20)[-1],
+                         "bytes": size[u][0], "samples": size[u][1]}
+            for i, u in enumerate(targets)}
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    torch.set_num_threads(1)
+    pairs, steps, scrapes = (2, 100, 20) if args.smoke else (9, 400, 200)
+    tp = throughput(pairs, steps)
+    scr = scrape_latency(2, 8, scrapes)
+    ratio = {clock: summary(tp[clock]["ratios"]) for clock in ("wall", "cpu")}
+    push_share = summary(tp["push_share"])
+    met_by = {clock: r["median"] >= 0.99 and r["min"] >= 0.97 for clock, r in ratio.items()}
+    worst_p95 = max(n["p95_s"] for n in scr.values())
+    met_scrape = worst_p95 < 0.050
+    load = os.getloadavg()
+    # On a quiet machine wall time decides. On a loaded one (more runnable processes than
+    # cores) wall time mostly measures waiting for a core, and the pusher's cost -- CPU work in
+    # the training process -- is judged by CPU time; both are reported.
+    loaded = load[0] > os.cpu_count()
+    clock = "cpu" if loaded else "wall"
+    met_tp = met_by[clock]
+    notes = (f"throughput on/off over {pairs} ABAB pairs of {steps} steps: wall-clock median "
+             f"{ratio['wall']['median']:.4f} (lowest pair {ratio['wall']['min']:.4f}), CPU-time "
+             f"median {ratio['cpu']['median']:.4f} (lowest pair {ratio['cpu']['min']:.4f}); "
+             f"judged on {clock} time (load average {load[0]:.1f} on {os.cpu_count()} cores). "
+             f"Time inside push(), measured directly: median {100 * push_share['median']:.3f}% "
+             f"of the wall time of the runs with the exporter on. "
+             f"Scrape p95 {1e3 * worst_p95:.1f} ms (worst node), {scr['node0']['samples']} "
+             f"samples per node.")
+    if not met_tp:
+        notes += (f" Throughput target missed on {clock} time: pair ratios spread "
+                  f"{ratio[clock]['spread']:.3f}.")
+    if not met_scrape:
+        medians = [n["seconds"]["median"] for n in scr.values()]
+        notes += (f" Scrape p95 target missed while median scrapes took "
+                  f"{1e3 * max(medians):.1f} ms: the tail is time waiting for a core.")
+    path = write_result(
+        "exporter", smoke=args.smoke, out=args.out,
+        config={"batch": B, "model": f"MLP {D_IN}-{HIDDEN}-{HIDDEN}-{CLASSES}", "pairs": pairs,
+                "steps": steps, "scrapes": scrapes, "nodes": 2, "workers_per_node": 8,
+                "push_path": "ray actor", "flush_interval_s": 1.0},
+        baseline={"samples_per_s": summary(tp["wall"]["off"]),
+                  "samples_per_cpu_s": summary(tp["cpu"]["off"])},
+        method={"samples_per_s": summary(tp["wall"]["on"]),
+                "samples_per_cpu_s": summary(tp["cpu"]["on"]), "push_share_of_wall": push_share,
+                "scrape": scr},
+        ratios={"throughput_on_over_off": ratio["wall"],
+                "cpu_throughput_on_over_off": ratio["cpu"]},
+        target={"throughput_median_ratio": 0.99, "throughput_lowest_pair": 0.97,
+                "scrape_p95_s": 0.050},
+        met=met_tp and met_scrape, notes=notes,
+        extra={"met_throughput": met_tp, "met_throughput_wall": met_by["wall"],
+               "met_throughput_cpu": met_by["cpu"], "throughput_judged_on": clock,
+               "met_scrape": met_scrape, "load_average_1_5_15": load})
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""End to end: a real Prometheus scrapes the exporters of a 2-node Ray cluster.
+
+The cluster (``ray.cluster_utils.Cluster``) runs in a subprocess -- this file run as a script --
+with its own temp dir: one training actor per node runs a small attention + MLP model and pushes
+its real step statistics through ``MetricsPusher``; the driver publishes Tune progress and writes
+the file_sd. Prometheus (from ``scripts/test-deps.sh``; missing fails the test) loads the repo's
+``prometheus.yml`` and rules with the file paths and intervals of the test. The test checks both
+targets are up and every PromQL expression of the Grafana dashboard returns data for both nodes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+PROMETHEUS = REPO / ".test-deps" / "bin" / "prometheus"
+PROMTOOL = REPO / ".test-deps" / "bin" / "promtool"
+RUN = "e2e-run"
+
+
+# --------------------------------------------------------------------------------------------
+# the cluster side (runs in the subprocess)
+# --------------------------------------------------------------------------------------------
+def _train_and_push(run: str, rank: int, port: int, stop_file: str) -> int:
+    """A few real training steps per second until ``stop_file`` exists; returns steps taken."""
+    import torch
+    from torch import nn
+    from raytrain_eff.monitor.push import MetricsPusher
+
+    torch.set_num_threads(1)
+    torch.manual_seed(rank)
+    B, T, d, hidden, classes = 16, 8, 16, 64, 4
+    x, y = torch.randn(B, T, d), torch.randint(0, classes, (B,))
+    band = (torch.arange(T)[:, None] - torch.arange(T)[None, :]).abs() <= 1  # local attention
+    qkv, fc1, fc2 = nn.Linear(d, 3 * d), nn.Linear(d, hidden), nn.Linear(hidden, classes)
+    params = [p for m in (qkv, fc1, fc2) for p in m.parameters()]
+    mask = fc1.weight.abs() >= fc1.weight.abs().median()        # keep the larger half
+    opt = torch.optim.SGD(params, lr=0.05)
+    pusher = MetricsPusher(run=run, trial="", rank=rank, port=port, flush_interval_s=0.25)
+
+    def loss_fn():
+        q, k, v = qkv(x).chunk(3, dim=-1)                                 # (B, T, d) each
+        scores = (q @ k.transpose(1, 2) / d ** 0.5).masked_fill(~band, float("-inf"))
+        h = torch.relu(fc1((scores.softmax(-1) @ v).mean(1)))           # (B, hidden)
+        return nn.functional.cross_entropy(fc2(h), y), h
+
+    n_params = sum(p.numel() for p in params)
+    step = 0
+    while not os.path.exists(stop_file):
+        t0 = time.perf_counter()
+        loss, h = loss_fn()
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        c0 = time.perf_counter()                    # curvature work: one Hessian-vector product
+        vec = [torch.randn_like(p) for p in params]
+        torch.autograd.grad(grads, params, grad_outputs=vec)
+        curvature_s = time.perf_counter() - c0
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                p -= 0.05 * g
+            fc1.weight.mul_(mask)
+        dense = 6.0 * n_params * B                  # forward + backward multiply-adds
+        zeros = float((fc1.weight == 0).float().mean())
+        pusher.push({"step": step, "loss": float(loss), "samples": B, "tokens": B * T,
+                     "step_time_s": time.perf_counter() - t0, "dense_flops": dense,
+                     "effective_flops": dense - 6.0 * zeros * fc1.weight.numel() * B,
+                     "lr": opt.param_groups[0]["lr"], "curvature_seconds": curvature_s,
+                     "sparsity": zeros, "attention_density": float(band.float().mean()),
+                     "active_fraction": float((h > 0).float().mean()),
+                     "grad_norm": float(torch.sqrt(sum((g * g).sum() for g in grads)))})
+        step += 1
+        time.sleep(0.05)                            # leave the shared cores to Prometheus
+    pusher.close()
+    return step
+
+
+def _cluster_main(workdir: str, port: int) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    from raytrain_eff.monitor import discovery
+    from raytrain_eff.monitor.push import TuneProgress
+
+    work = pathlib.Path(workdir)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))   # run the finally: shut the cluster
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": False, "temp_dir": str(work / "ray")})
+    try:
+        cluster.add_node(num_cpus=1)
+        ray.init(address=cluster.address, log_to_driver=False)
+        nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+        train = ray.remote(num_cpus=0)(_train_and_push)
+        stop_file = str(work / "stop")
+        refs = [train.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
+                .remote(RUN, rank, port, stop_file) for rank, n in enumerate(nodes)]
+        while len(discovery.list_exporters()) < len(nodes):     # the workers create them
+            time.sleep(0.2)
+        TuneProgress(run=RUN, port=port).update(trials_total=4, trials_running=2,
+                                                trials_terminated=1, trials_errored=0,
+                                                best_metric=0.25)
+        discovery.write_file_sd(work / "file_sd.json")
+        (work / "ready.json").write_text(json.dumps({"nodes": nodes}))
+        steps = ray.get(refs, timeout=180)
+        (work / "done.json").write_text(json.dumps({"steps": steps}))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+# --------------------------------------------------------------------------------------------
+# the test side
+# --------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(what: str, check, timeout_s: float, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{what}: subprocess exited with {proc.returncode}")
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def _prometheus_config(work: pathlib.Path) -> pathlib.Path:
+    """The repo's prometheus.yml with the test's file_sd path and 1 s intervals."""
+    import yaml
+    config = yaml.safe_load((REPO / "clusters/prometheus/prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    jobs["raytrain_eff"]["file_sd_configs"] = [{"files": [str(work / "file_sd.json")],
+                                                "refresh_interval": "1s"}]
+    jobs["ray"]["file_sd_configs"] = [{"files": [str(work / "ray/prom_metrics_service_discovery.json")]}]
+    shutil.copy(REPO / "clusters/prometheus" / config["rule_files"][0], work)
+    path = work / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    subprocess.run([str(PROMTOOL), "check", "config", str(path)], check=True, capture_output=True)
+    return path
+
+
+def _api(base: str, endpoint: str, **params) -> dict:
+    url = f"{base}/api/v1/{endpoint}?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        body = json.load(r)
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def _dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) for every target, Grafana variables set to this run, all nodes."""
+    dash = json.loads((REPO / "clusters/grafana/raytrain_eff.json").read_text())
+    out = []
+    for panel in dash["panels"]:
+        for target in panel["targets"]:
+            expr = (target["expr"].replace("$__rate_interval", "10s")
+                    .replace("$run", RUN).replace("$node", ".*"))
+            out.append((panel["title"], expr))
+    return out
+
+
+def _recording_rules() -> list[str]:
+    import yaml
+    rules = yaml.safe_load((REPO / "clusters/prometheus/raytrain_eff.rules.yml").read_text())
+    return [r["record"] for g in rules["groups"] for r in g["rules"]]
+
+
+def test_prometheus_scrapes_two_node_cluster_and_dashboard_has_data():
+    assert PROMETHEUS.exists() and PROMTOOL.exists(), "run scripts/test-deps.sh first"
+    work = pathlib.Path(tempfile.mkdtemp(prefix="rte-e2e-", dir="/tmp"))  # short socket paths
+    env = dict(os.environ, RAY_TMPDIR=str(work), PYTHONPATH=str(REPO))
+    cluster = subprocess.Popen([sys.executable, __file__, str(work), str(_free_port())], env=env,
+                               stdout=open(work / "cluster.log", "w"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    prometheus = None
+    try:
+        _wait_for("cluster ready", lambda: (work / "ready.json").exists(), 150, cluster)
+        nodes = set(json.loads((work / "ready.json").read_text())["nodes"])
+        groups = json.loads((work / "file_sd.json").read_text())
+        assert {g["labels"]["node_id"] for g in groups} == nodes
+        # both exporters were asked for the same port on one host: the second moved on
+        assert len({g["targets"][0] for g in groups}) == 2
+
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        prometheus = subprocess.Popen(
+            [str(PROMETHEUS), f"--config.file={_prometheus_config(work)}",
+             f"--storage.tsdb.path={work / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
+             "--log.level=warn"], stdout=open(work / "prometheus.log", "w"),
+            stderr=subprocess.STDOUT)
+
+        def targets_up():
+            try:
+                active = _api(base, "targets")["activeTargets"]
+            except OSError:
+                return None
+            ours = [t for t in active if t["labels"]["job"] == "raytrain_eff"]
+            return ours if {t["labels"]["node_id"] for t in ours if t["health"] == "up"} == nodes else None
+        _wait_for("both targets up", targets_up, 30, prometheus)
+
+        per_node = [(title, e) for title, e in _dashboard_queries() if not title.startswith("Tune")]
+        driver_only = [(title, e) for title, e in _dashboard_queries() if title.startswith("Tune")]
+        records = _recording_rules()
+
+        def nodes_of(expr):
+            return {s["metric"].get("node_id") for s in _api(base, "query", query=expr)["result"]}
+
+        missing: list[str] = []
+
+        def all_have_data():
+            missing[:] = [e for _, e in per_node if nodes_of(e) != nodes]
+            missing.extend(e for _, e in driver_only if not _api(base, "query", query=e)["result"])
+            missing.extend(r for r in records if r.startswith("node_run:") and nodes_of(r) != nodes)
+            missing.extend(r for r in records if not _api(base, "query", query=r)["result"])
+            return not missing
+        try:
+            _wait_for("dashboard data for both nodes", all_have_data, 40, prometheus)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; no data for: {missing}") from None
+
+        # values are the ones pushed: Tune progress from the driver, real losses from training
+        trials = _api(base, "query", query=f'raytrain_eff_tune_trials{{run="{RUN}"}}')["result"]
+        assert {s["metric"]["state"]: float(s["value"][1]) for s in trials} == {
+            "running": 2.0, "terminated": 1.0, "errored": 0.0}
+        losses = _api(base, "query", query=f'raytrain_eff_loss{{run="{RUN}"}}')["result"]
+        assert all(0.0 < float(s["value"][1]) < 10.0 for s in losses) and len(losses) == 2
+
+        (work / "stop").touch()
+        _wait_for("training to finish", lambda: (work / "done.json").exists(), 60, cluster)
+        steps = json.loads((work / "done.json").read_text())["steps"]
+        assert len(steps) == 2 and min(steps) > 0
+        assert cluster.wait(timeout=60) == 0, (work / "cluster.log").read_text()[-3000:]
+    finally:
+        (work / "stop").touch()
+        for proc in (prometheus, cluster):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:   # the cluster driver leads its own group
+                    os.killpg(proc.pid, signal.SIGKILL) if proc is cluster else proc.kill()
+                    proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    _cluster_main(sys.argv[1], int(sys.argv[2]))
