@@ -46,6 +46,9 @@ class MSTConfig:
     attention_start: float = 0.1    # fraction of steps where sparse attention begins
     attention_stop: float = 0.6     # ... and ends (dense attention elsewhere)
     attention_tile: int = 16        # kernel tile: attention FLOPs count whole tiles touched
+    # masked: dense SDPA with a mask (no time saved); tiles: compute touched tiles only
+    # (real CPU savings at long sequences, overhead at short ones; see bench/results/mst.json)
+    attention_kernel: Literal["masked", "tiles"] = "masked"
     seed: int = 0                   # random growth; the same on every rank
 
     def __post_init__(self):

@@ -117,7 +117,7 @@ class CSRRows:
     def __init__(self, crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, d: int,
                  rowid: Optional[torch.Tensor] = None):
         self.crow, self.col, self.val, self.d = crow, col, val, d
-        self.n, self.nnz = len(crow) - 1, len(val)
+        self.n, self.nnz = crow.shape[0] - 1, val.shape[0]
         self.S = torch.sparse_csr_tensor(crow, col, val, (self.n, d), check_invariants=False)
         # row of each stored entry: Aᵀc = Σ_e val_e·c[rowid_e]·e_{col_e}
         self.rowid = (torch.arange(self.n).repeat_interleave(crow.diff())
@@ -143,20 +143,24 @@ class CSRRows:
     def rmatvec(self, c):
         if self.T is not None:
             return self.T @ c
-        return torch.zeros(self.d, dtype=c.dtype).index_add_(0, self.col, self.val * c[self.rowid])
+        return torch.zeros(self.d, dtype=c.dtype).index_add_(
+            0, self.col, self.val * c.index_select(0, self.rowid))
 
     def sq_norms(self):
         return torch.zeros(self.n, dtype=self.val.dtype).index_add_(0, self.rowid,
                                                                     self.val * self.val)
 
     def take(self, rows):
-        starts, lens = self.crow[rows], self.crow[rows + 1] - self.crow[rows]
-        crow = torch.zeros(len(rows) + 1, dtype=self.crow.dtype)
+        # index_select, not advanced indexing: an order of magnitude faster on CPU
+        starts = self.crow.index_select(0, rows)
+        lens = self.crow.index_select(0, rows + 1) - starts
+        crow = torch.zeros(rows.shape[0] + 1, dtype=self.crow.dtype)
         torch.cumsum(lens, 0, out=crow[1:])
-        rowid = torch.arange(len(rows)).repeat_interleave(lens)
+        rowid = torch.arange(rows.shape[0]).repeat_interleave(lens)
         # position of each kept entry in the source: its row's start + offset within the row
-        pos = torch.arange(int(crow[-1])) + (starts - crow[:-1])[rowid]
-        return CSRRows(crow, self.col[pos], self.val[pos], self.d, rowid)
+        pos = torch.arange(int(crow[-1])) + (starts - crow[:-1]).index_select(0, rowid)
+        return CSRRows(crow, self.col.index_select(0, pos), self.val.index_select(0, pos),
+                       self.d, rowid)
 
     def split(self, counts):
         bounds = torch.tensor([0] + counts).cumsum(0).tolist()
@@ -242,19 +246,20 @@ class ERMProblem:
         gen = torch.Generator().manual_seed((seed * 1_000_003 + stage) % (1 << 62))
         idx = (torch.randint(self.n, (m * b,), generator=gen) if self.q is None else
                torch.multinomial(self.q, m * b, replacement=True, generator=gen))
-        w = None if self.q is None else 1.0 / (self.n * self.q[idx])
+        w = None if self.q is None else 1.0 / (self.n * self.q.index_select(0, idx))
         mine = (idx >= self.offset) & (idx < self.offset + self.rows.n)
         sel = mine.nonzero().squeeze(1)                       # kept in draw order
-        local = idx[sel] - self.offset
+        local = idx.index_select(0, sel) - self.offset
         counts = mine.view(m, b).sum(1).tolist()
         parts = self.rows.take(local).split(counts)
-        ws = w[sel].split(counts) if w is not None else [None] * m
-        return list(zip(parts, self.y[local].split(counts), local.split(counts), ws))
+        ws = w.index_select(0, sel).split(counts) if w is not None else [None] * m
+        ys = self.y.index_select(0, local).split(counts)
+        return list(zip(parts, ys, local.split(counts), ws))
 
     def batch_grad(self, batch, x, dphi_snap, b: int):
         """(1/b) Σ_{i∈I} (∇f_i(x) − ∇f_i(x̃))/(n q_i), all ranks' rows of I summed."""
         rows, y, idx, w = batch
-        c = (self.dphi(rows.matvec(x), y) - dphi_snap[idx]).div_(b)  # b-vector, not d
+        c = (self.dphi(rows.matvec(x), y) - dphi_snap.index_select(0, idx)).div_(b)  # b, not d
         if w is not None:
             c = c * w
         return self.allreduce(rows.rmatvec(c))

@@ -17,6 +17,7 @@ so on CPU the skipped work is really skipped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Optional
 
 import torch
@@ -76,8 +77,9 @@ class HybridAttention:
     """Sets ``pattern_mask`` on every attention module (one with that attribute) before its
     forward, from the schedule at the current ``step``."""
 
-    def __init__(self, schedule: AttentionSchedule):
+    def __init__(self, schedule: AttentionSchedule, kernel_tile: Optional[int] = None):
         self.schedule = schedule
+        self.kernel_tile = kernel_tile  # set: attention runs over touched tiles only
         self.step = 0
         self._cache: dict = {}
 
@@ -86,6 +88,8 @@ class HybridAttention:
         mods = [m for m in model.modules() if hasattr(m, "pattern_mask")]
         for m in mods:
             m.register_forward_pre_hook(self._before_forward)
+            if self.kernel_tile is not None:
+                m.attention_fn = functools.partial(block_sparse_attention, tile=self.kernel_tile)
         return len(mods)
 
     def _mask(self, T: int, device) -> Optional[torch.Tensor]:

@@ -24,6 +24,8 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(n_embd, 3 * n_embd)
         self.c_proj = nn.Linear(n_embd, n_embd)
         self.pattern_mask: torch.Tensor | None = None
+        # (q, k, v, mask) -> y: a kernel that exploits pattern_mask (set by a sparse method)
+        self.attention_fn = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -36,7 +38,10 @@ class CausalSelfAttention(nn.Module):
         else:
             causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             mask = causal & self.pattern_mask[:T, :T].to(x.device)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+            if self.attention_fn is not None:
+                y = self.attention_fn(q, k, v, mask)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
 
