@@ -40,6 +40,14 @@ METHODS: dict[str, Entry] = {
     "sublinear": Entry(f"{_H}.sublinear:SublinearConfig", "raytrain_eff.methods.sublinear:Sublinear",
                        "shifted-ReLU wide layers whose active neurons come from an exact "
                        "max-tree or LSH index, so a step touches few neurons (arXiv 2208.04508)"),
+    "dasvrda": Entry(f"{_H}.dasvrda:DASVRDAConfig", "raytrain_eff.methods.dasvrda:DASVRDAMethod",
+                     "DASVRDA: doubly accelerated variance-reduced dual averaging for "
+                     "regularised ERM, sqrt(n) mini-batches"),
+    "prox-svrg": Entry(f"{_H}.dasvrda:ProxSVRGConfig",
+                       "raytrain_eff.methods.dasvrda:ProxSVRGMethod",
+                       "Prox-SVRG baseline for regularised ERM"),
+    "katyusha": Entry(f"{_H}.dasvrda:KatyushaConfig", "raytrain_eff.methods.dasvrda:KatyushaMethod",
+                      "Katyusha baseline for regularised ERM"),
     "lowdim": Entry(f"{_H}.lowdim:LowDimConfig", "raytrain_eff.methods.lowdim:LowDim",
                     "width-2r compressed deep linear layer, spectral init from the step-0 "
                     "gradient (arXiv 2311.05061)"),
@@ -52,6 +60,9 @@ TASKS: dict[str, Entry] = {
                       "image / feature classification (MLP or small CNN)"),
     "custom": Entry(f"{_H}.tasks:CustomTaskConfig", "raytrain_eff.tasks.custom:CustomTask",
                     "your own model: a 'package.module:function' returning model, loss, eval"),
+    "erm": Entry(f"{_H}.dasvrda:ERMConfig", "raytrain_eff.tasks.erm:ERMTask",
+                 "regularised ERM: linear model, logistic/squared/smoothed-hinge + elastic net "
+                 "(kjv bag-of-words, sklearn sets, Parquet)"),
     "wide": Entry(f"{_H}.sublinear:WideConfig", "raytrain_eff.tasks.wide:WideTask",
                   "two-layer wide shifted-ReLU net on unit-norm synthetic regression or digits"),
     "lowrank": Entry(f"{_H}.lowdim:LowRankConfig", "raytrain_eff.tasks.lowrank:LowRankTask",

@@ -23,8 +23,16 @@ def gloo():
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the whole run; num_cpus=4 so trial drivers and workers fit on 2 cores."""
+    import socket
+
     import ray
-    ray.init(num_cpus=4, dashboard_host="127.0.0.1", include_dashboard=True,
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Train's clean-up queries the State API without an address; with other Ray instances
+    # on the machine it must still find this one
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    ray.init(num_cpus=4, dashboard_host="127.0.0.1", dashboard_port=port, include_dashboard=True,
              log_to_driver=True, _node_ip_address="127.0.0.1")
     yield ray
     ray.shutdown()

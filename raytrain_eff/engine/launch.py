@@ -17,7 +17,7 @@ import yaml
 
 from raytrain_eff import config as config_mod
 from raytrain_eff.config import ExperimentConfig
-from raytrain_eff.engine import preflight, storage
+from raytrain_eff.engine import placement, preflight, storage
 
 CONFIG_FILE = "config.yaml"
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
@@ -107,6 +107,7 @@ def fit(cfg: ExperimentConfig, *, address: Optional[str] = None, resume: bool = 
     os.environ.setdefault(HEALTH_CHECK_ENV, "1")
     if cfg.scaling.num_workers > 0:
         ensure_ray(address)
+        placement.check_storage(cfg)
         if cfg.monitor.enabled:
             _start_exporters(cfg)
     result = build_trainer(cfg, name).fit()

@@ -40,8 +40,10 @@ owns, and all-reduces the d-vector Σ_{i∈I_k∩shard}; the snapshot sums are a
 same way. Every rank then applies identical dense updates to identical inputs, so the
 iterates are bitwise equal on all ranks and equal (to rounding of the sums) to the
 single-process run with the same seed: the paper's algorithm, run exactly. On the method
-seam the optimizer does its own gradient evaluations (one inner iteration per ``step()``);
-the engine's gradient is not used, hence ``owns_gradient_sync``.
+seam the optimizer does its own gradient evaluations (one inner iteration per ``step()``)
+on the shard it read once through ``ctx.iterate_shard``, for the objective named by the
+``erm`` task's parameters (loss, l1, l2); the engine's gradient is not used, hence
+``owns_gradient_sync``. ``eta_scale`` multiplies every solver's theoretical step size.
 """
 from __future__ import annotations
 

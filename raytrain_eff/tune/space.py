@@ -47,11 +47,14 @@ class SchedulerSpec:
     grace_period: Optional[float] = None      # ASHA: default 1/8 of the budget
     reduction_factor: float = 2.0
     perturbation_interval: Optional[float] = None  # PBT: default 1/4 of the budget
+    quantile_fraction: float = 0.25  # PBT: bottom share that copies the top share
 
     def __post_init__(self):
         check(self.reduction_factor > 1, "reduction_factor", self.reduction_factor, "> 1")
         check(self.grace_period is None or self.grace_period > 0, "grace_period",
               self.grace_period, "> 0")
+        check(0 < self.quantile_fraction <= 0.5, "quantile_fraction", self.quantile_fraction,
+              "in (0, 0.5]")
 
 
 @dataclass(kw_only=True)

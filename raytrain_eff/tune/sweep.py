@@ -17,7 +17,7 @@ import numpy as np
 from ray.train.v2.api.callback import UserCallback
 
 from raytrain_eff import config as config_mod
-from raytrain_eff.engine import checkpoint, launch, storage
+from raytrain_eff.engine import checkpoint, launch, placement, storage
 from raytrain_eff.tune import space as space_mod
 from raytrain_eff.tune.space import Entry, SweepSpec
 
@@ -144,7 +144,8 @@ def scheduler(spec: SweepSpec, budget: float):
                               "randint": tune.randint}[e.kind](*e.args))
                      for e in spec.entries if e.kind != "grid"}
         return PopulationBasedTraining(time_attr=s.time_attr, hyperparam_mutations=mutations,
-                                       perturbation_interval=s.perturbation_interval or budget / 4)
+                                       perturbation_interval=s.perturbation_interval or budget / 4,
+                                       quantile_fraction=s.quantile_fraction)
     return FIFOScheduler()
 
 
@@ -191,6 +192,7 @@ def run_sweep(space_file: str, overrides: Optional[list[str]] = None, *,
     trials_dir = storage.join(sweep_dir, "trials")
     os.environ.setdefault(launch.HEALTH_CHECK_ENV, "1")
     launch.ensure_ray(address)
+    placement.check_storage(config_mod.from_dict(base), storage_path=root)
     pbt = spec.scheduler.type == "pbt"
     trainable = tune.with_resources(make_trainable(base, name, trials_dir, pbt),
                                     {"CPU": spec.resources.driver_cpus})
