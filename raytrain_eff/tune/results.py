@@ -19,11 +19,9 @@ TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})")
 
 
 def trial_id_of(result) -> str:
-    tid = (result.metrics or {}).get("trial_id")
-    if tid:
-        return tid
+    """From the trial's directory name: after a PBT exploit the metrics may be the donor's."""
     match = TRIAL_ID.search(str(result.path))
-    return match.group(1) if match else str(result.path)
+    return match.group(1) if match else (result.metrics or {}).get("trial_id", str(result.path))
 
 
 def collect(grid, spec: SweepSpec, sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:

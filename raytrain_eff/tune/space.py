@@ -48,6 +48,7 @@ class SchedulerSpec:
     reduction_factor: float = 2.0
     perturbation_interval: Optional[float] = None  # PBT: default 1/4 of the budget
     quantile_fraction: float = 0.25  # PBT: bottom share that copies the top share
+    synch: bool = False              # PBT: wait for every trial at each perturbation point
 
     def __post_init__(self):
         check(self.reduction_factor > 1, "reduction_factor", self.reduction_factor, "> 1")

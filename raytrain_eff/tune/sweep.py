@@ -145,7 +145,7 @@ def scheduler(spec: SweepSpec, budget: float):
                      for e in spec.entries if e.kind != "grid"}
         return PopulationBasedTraining(time_attr=s.time_attr, hyperparam_mutations=mutations,
                                        perturbation_interval=s.perturbation_interval or budget / 4,
-                                       quantile_fraction=s.quantile_fraction)
+                                       quantile_fraction=s.quantile_fraction, synch=s.synch)
     return FIFOScheduler()
 
 

@@ -20,7 +20,8 @@ def test_pbt_exploits_through_engine_checkpoints(tmp_path):
         metric: val_loss
         mode: min
         num_samples: 2
-        scheduler: {type: pbt, perturbation_interval: 640, quantile_fraction: 0.5}
+        # synchronous: both trials meet at step 15, the worse copies the better
+        scheduler: {type: pbt, perturbation_interval: 960, quantile_fraction: 0.5, synch: true}
         resources: {max_concurrent: 2}
         space:
           methods.adamw.lr: {loguniform: [1.0e-5, 1.0e-2]}
