@@ -77,7 +77,7 @@ def _kill_a_worker_when(run_dir: pathlib.Path, min_step: int, done: threading.Ev
 
 def test_a_killed_worker_restarts_from_the_checkpoint(run_cfg):
     # slow enough steps that the kill lands mid-run: the char-level GPT, small
-    cfg = run_cfg("default", "run.steps=60", "run.report_interval=5", "run.checkpoint_interval=10",
+    cfg = run_cfg("default", "run.steps=200", "run.report_interval=5", "run.checkpoint_interval=10",
                   "run.eval_interval=0", "run.max_failures=1", "task.n_layer=1",
                   "task.n_embd=32", "task.n_head=2", "data.batch_size=8")
     run_dir = pathlib.Path(launch.run_dir_of(cfg, cfg.run.name))
@@ -91,5 +91,5 @@ def test_a_killed_worker_restarts_from_the_checkpoint(run_cfg):
         killer.join(timeout=30)
     assert killed, "no worker was killed"
     table = _table(run_dir)
-    assert table["step"].tolist() == list(range(60))  # no gaps, no duplicates
+    assert table["step"].tolist() == list(range(200))  # no gaps, no duplicates
     assert table["attempt"].max() == 1
