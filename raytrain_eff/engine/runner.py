@@ -47,6 +47,7 @@ class Runner:
         # a checkpoint to start from (a PBT exploit) when the run has none of its own yet
         self.init_checkpoint = init_checkpoint
         self.last_eval: dict[str, float] = {}
+        self._curv_draws = 0  # curvature batches drawn so far
 
     # -- set-up --------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -84,7 +85,7 @@ class Runner:
 
     def _curvature_batch(self):
         # a fresh batch, never one the optimizer steps on: drawn from a separate stream
-        self._curv_draws = getattr(self, "_curv_draws", 0) + 1
+        self._curv_draws += 1
         return self.task.train_batch(10_000_000 + self._curv_draws, 0, self.rank, self.world,
                                      self.cfg.data.batch_size)
 

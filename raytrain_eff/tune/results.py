@@ -8,6 +8,7 @@ import io
 import re
 
 import pandas as pd
+import pyarrow.fs
 import yaml
 
 from raytrain_eff import config as config_mod
@@ -26,7 +27,7 @@ def trial_id_of(result) -> str:
 
 def collect(grid, spec: SweepSpec, sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-step table of all trials, one row per trial)."""
-    sweep_name = storage.join(sweep_dir, "x").rstrip("x").rstrip("/").rsplit("/", 1)[-1]
+    sweep_name = sweep_dir.rstrip("/").rsplit("/", 1)[-1]
     steps, trials = [], []
     for result in grid:
         tid = trial_id_of(result)
@@ -52,7 +53,6 @@ def trial_steps(trials_dir: str, run_name: str) -> pd.DataFrame:
     """A trial's rows; after PBT exploits, each '-fromSTEP' segment replaces what followed STEP."""
     frame = pd.DataFrame()
     fs, root = storage.filesystem(trials_dir)
-    import pyarrow.fs
     names = sorted(info.base_name for info in fs.get_file_info(
         pyarrow.fs.FileSelector(root, allow_not_found=True))
         if info.base_name == run_name or info.base_name.startswith(run_name + "-from"))

@@ -172,8 +172,8 @@ def _check_entries(spec: SweepSpec, base_raw: dict) -> None:
                                   f"{nearest(cond_key, keys)}")
         for value in entry.extremes():
             try:
-                config_mod.from_dict(config_mod.apply_overrides(base_raw, [
-                    f"{entry.key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]))
+                config_mod.from_dict(config_mod.apply_overrides(
+                    base_raw, overrides_for({entry.key: value})))
             except ConfigError as err:
                 raise ConfigError(f"space.{entry.key}: value {value!r} is rejected by the "
                                   f"config: {err}") from None

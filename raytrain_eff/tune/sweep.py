@@ -31,11 +31,17 @@ def param_space(spec: SweepSpec) -> dict:
         elif e.kind == "grid":
             out[e.key] = tune.grid_search(e.args)
         else:
-            out[e.key] = {"uniform": lambda a: tune.uniform(*a),
-                          "loguniform": lambda a: tune.loguniform(*a),
-                          "choice": tune.choice,
-                          "randint": lambda a: tune.randint(*a)}[e.kind](e.args)
+            out[e.key] = _domain(e)
     return out
+
+
+def _domain(e: Entry):
+    """A non-grid entry as a Ray Tune search domain."""
+    from ray import tune
+    if e.kind == "choice":
+        return tune.choice(e.args)
+    return {"uniform": tune.uniform, "loguniform": tune.loguniform,
+            "randint": tune.randint}[e.kind](*e.args)
 
 
 def _conditional(entry: Entry):
@@ -138,10 +144,7 @@ def scheduler(spec: SweepSpec, budget: float):
                              grace_period=s.grace_period or max(budget / 8, 1),
                              reduction_factor=s.reduction_factor)
     if s.type == "pbt":
-        from ray import tune
-        mutations = {e.key: (e.args if e.kind == "choice" else
-                             {"uniform": tune.uniform, "loguniform": tune.loguniform,
-                              "randint": tune.randint}[e.kind](*e.args))
+        mutations = {e.key: e.args if e.kind == "choice" else _domain(e)
                      for e in spec.entries if e.kind != "grid"}
         return PopulationBasedTraining(time_attr=s.time_attr, hyperparam_mutations=mutations,
                                        perturbation_interval=s.perturbation_interval or budget / 4,

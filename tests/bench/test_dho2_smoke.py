@@ -1,22 +1,10 @@
 """bench/dho2.py --smoke runs end to end and writes the benchmark record."""
-from __future__ import annotations
-
-import json
-import pathlib
-import subprocess
-import sys
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from smoke import run_smoke
 
 
 def test_dho2_bench_smoke(tmp_path):
-    out = tmp_path / "x.json"
-    subprocess.run([sys.executable, str(ROOT / "bench" / "dho2.py"), "--smoke", "--out", str(out)],
-                   check=True, cwd=ROOT, timeout=280)
-    record = json.loads(out.read_text())
-    assert {"bench", "machine", "commit", "config", "baseline", "method", "ratios", "target",
-            "met", "notes", "curvature_memory_per_worker", "tuned_lr"} <= set(record)
-    assert record["smoke"] is True and isinstance(record["met"], bool)
+    record = run_smoke("dho2", tmp_path, timeout=280)
+    assert {"curvature_memory_per_worker", "tuned_lr"} <= set(record)
     assert set(record["method"]) == {"dho2", "fosi", "mr-dho2"}
     assert set(record["baseline"]) == {"adamw", "sgd"}
     memory = record["curvature_memory_per_worker"]

@@ -1,0 +1,25 @@
+"""Run one benchmark in --smoke mode and read back its DESIGN.md record."""
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RECORD_KEYS = {"bench", "machine", "commit", "config", "baseline", "method", "ratios", "target",
+               "met", "notes"}
+
+
+def run_smoke(name: str, tmp_path: pathlib.Path, timeout: int = 300) -> dict:
+    """``bench/<name>.py --smoke``: it must exit 0 and write a complete smoke record."""
+    out = tmp_path / f"{name}.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), "--smoke",
+                           "--out", str(out)], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert RECORD_KEYS <= set(record), RECORD_KEYS - set(record)
+    assert record["bench"] == name and record["smoke"] is True
+    assert isinstance(record["met"], bool)
+    return record
