@@ -1,9 +1,9 @@
 """Benchmark: cost of the Prometheus exporter to training, and how fast a scrape answers.
 
-1. Throughput with the exporter off (A) and on (B), alternating A B A B ... so machine noise
-   cancels in the per-pair ratio B/A. Both loops train the same MLP with the same seed and build
-   the same per-step statistics dict (the engine builds it anyway for its Parquet table); B also
-   calls ``MetricsPusher.push`` every step, on the Ray path the engine uses (a local Ray
+1. Throughput with the exporter off (A) and on (B), alternating A B A B ... in blocks of a
+   few steps inside each pair's training loop, so machine noise cancels in the per-pair ratio
+   B/A. Both sides train the same MLP and build the same per-step statistics dict (the engine
+   builds it anyway for its Parquet table); B also calls ``MetricsPusher.push`` every step, on the Ray path the engine uses (a local Ray
    instance, the node's exporter actor) while a separate process scrapes the exporter once a
    second, as Prometheus would. Target: median ratio >= 0.99, lowest pair >= 0.97, in wall
    time -- or, when the machine is loaded (load average above its core count), in CPU time of
@@ -34,46 +34,59 @@ from bench.harness import parser, summary, write_result  # noqa: E402
 from raytrain_eff.monitor.exporter import NodeExporter  # noqa: E402
 from raytrain_eff.monitor.push import MetricsPusher  # noqa: E402
 
-B, D_IN, HIDDEN, CLASSES = 64, 256, 512, 10
+# ~30 ms steps on one CPU thread: short next to the default GPT's ~400 ms, long enough that a
+# run (STEPS steps) lasts seconds and scheduler noise averages out inside it
+B, D_IN, HIDDEN, CLASSES = 128, 512, 1024, 10
 SCRAPER = ("import sys, time, urllib.request\n"
            "while True:\n"
            "    urllib.request.urlopen(sys.argv[1], timeout=10).read(); time.sleep(1.0)\n")
 
 
 # ---------------------------------------------------------------------------- 1. throughput
-def train(steps: int, seed: int, pusher: MetricsPusher | None) -> tuple[float, float, float]:
-    """Samples per wall second and per CPU second of this process, over ``steps`` SGD steps
-    after 20 warm-up steps, and the share of the wall time spent inside ``push``. CPU time
-    counts every thread of the process, so Ray's threads that send the pushes are charged to
-    the run that pushes."""
+def pair(steps: int, block: int, seed: int, pusher: MetricsPusher) -> tuple[tuple, tuple]:
+    """One A/B pair inside one training loop: blocks of ``block`` steps alternate exporter off
+    (A) and on (B), so slow drifts of the machine (clock, other load) hit both alike. Returns
+    ((samples per wall s, per CPU s, push share) off, (...) on) over ``steps`` steps each,
+    after 20 warm-up steps. CPU time counts every thread of the process, so Ray's threads
+    that send the pushes are charged to the on blocks."""
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(D_IN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN),
                           nn.ReLU(), nn.Linear(HIDDEN, CLASSES))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(B, D_IN), torch.randint(0, CLASSES, (B,))
     dense = 6.0 * sum(p.numel() for p in model.parameters()) * B
-    start = cpu_start = None
+    wall, cpu, in_push = [0.0, 0.0], [0.0, 0.0], 0.0
+
+    def run(n: int, push: bool) -> None:
+        nonlocal in_push
+        for _ in range(n):
+            t0 = time.perf_counter()
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            stats = {"step": 0, "loss": loss.item(), "samples": B, "tokens": B,
+                     "step_time_s": time.perf_counter() - t0, "dense_flops": dense,
+                     "effective_flops": dense, "lr": 0.01}
+            if push:
+                p0 = time.perf_counter()
+                pusher.push(stats)
+                in_push += time.perf_counter() - p0
+
+    run(20, True)
     in_push = 0.0
-    for step in range(steps + 20):
-        if step == 20:
-            start, cpu_start, in_push = time.perf_counter(), time.process_time(), 0.0
-        t0 = time.perf_counter()
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        stats = {"step": step, "loss": loss.item(), "samples": B, "tokens": B,
-                 "step_time_s": time.perf_counter() - t0, "dense_flops": dense,
-                 "effective_flops": dense, "lr": 0.01}
-        if pusher is not None:
-            p0 = time.perf_counter()
-            pusher.push(stats)
-            in_push += time.perf_counter() - p0
-    wall = time.perf_counter() - start
-    return steps * B / wall, steps * B / (time.process_time() - cpu_start), in_push / wall
+    for i in range(2 * (steps // block)):
+        on = i % 2 == 1
+        w0, c0 = time.perf_counter(), time.process_time()
+        run(block, on)
+        wall[on] += time.perf_counter() - w0
+        cpu[on] += time.process_time() - c0
+    n = block * (steps // block)
+    rates = [(n * B / wall[k], n * B / cpu[k]) for k in (0, 1)]
+    return (*rates[0], 0.0), (*rates[1], in_push / wall[1])
 
 
-def throughput(pairs: int, steps: int) -> dict:
+def throughput(pairs: int, steps: int, block: int) -> dict:
     import ray
     temp_dir = tempfile.mkdtemp(prefix="rte-bench-", dir="/tmp")   # short: Ray's socket paths
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
@@ -83,9 +96,10 @@ def throughput(pairs: int, steps: int) -> dict:
         scraper = subprocess.Popen([sys.executable, "-c", SCRAPER, pusher.url])
         try:
             off, on = [], []
-            for seed in range(pairs):             # A B A B ...: noise hits both alike
-                off.append(train(steps, seed, None))
-                on.append(train(steps, seed, pusher))
+            for seed in range(pairs):
+                a, b = pair(steps, block, seed, pusher)
+                off.append(a)
+                on.append(b)
             pusher.close()
         finally:
             scraper.kill()
@@ -155,8 +169,8 @@ def scrape_latency(nodes: int, workers: int, scrapes: int) -> dict:
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     torch.set_num_threads(1)
-    pairs, steps, scrapes = (2, 100, 20) if args.smoke else (9, 400, 200)
-    tp = throughput(pairs, steps)
+    pairs, steps, block, scrapes = (2, 30, 10, 20) if args.smoke else (9, 400, 10, 200)
+    tp = throughput(pairs, steps, block)
     scr = scrape_latency(2, 8, scrapes)
     ratio = {clock: summary(tp[clock]["ratios"]) for clock in ("wall", "cpu")}
     push_share = summary(tp["push_share"])
@@ -170,7 +184,8 @@ def main() -> None:
     loaded = load[0] > os.cpu_count()
     clock = "cpu" if loaded else "wall"
     met_tp = met_by[clock]
-    notes = (f"throughput on/off over {pairs} ABAB pairs of {steps} steps: wall-clock median "
+    notes = (f"throughput on/off over {pairs} pairs of {steps} steps each side, alternating "
+             f"off/on every {block} steps inside the pair's training loop: wall-clock median "
              f"{ratio['wall']['median']:.4f} (lowest pair {ratio['wall']['min']:.4f}), CPU-time "
              f"median {ratio['cpu']['median']:.4f} (lowest pair {ratio['cpu']['min']:.4f}); "
              f"judged on {clock} time (load average {load[0]:.1f} on {os.cpu_count()} cores). "
@@ -188,7 +203,7 @@ def main() -> None:
     path = write_result(
         "exporter", smoke=args.smoke, out=args.out,
         config={"batch": B, "model": f"MLP {D_IN}-{HIDDEN}-{HIDDEN}-{CLASSES}", "pairs": pairs,
-                "steps": steps, "scrapes": scrapes, "nodes": 2, "workers_per_node": 8,
+                "steps": steps, "block": block, "scrapes": scrapes, "nodes": 2, "workers_per_node": 8,
                 "push_path": "ray actor", "flush_interval_s": 1.0},
         baseline={"samples_per_s": summary(tp["wall"]["off"]),
                   "samples_per_cpu_s": summary(tp["cpu"]["off"])},

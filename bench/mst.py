@@ -4,7 +4,9 @@ training FLOPs and wall time, at equal tokens and at equal FLOPs.
 Arms, all in one run through the method seam in a plain PyTorch loop (AdamW, linear LR
 warm-up then cosine decay to 10%, each arm over its own step count):
   * ``dense_steps``  dense for S steps (equal tokens);
-  * ``mst``          MST (gpt-mst preset's schedule, phases scaled to S) for S steps;
+  * ``mst``          MST for S steps, with the schedule that bench/mst_sweep.py's Ray Tune
+                     sweep kept (``bench/results/mst_sweep.json``; the gpt-mst preset's
+                     schedule when there is none), phases scaled to S;
   * ``dense_flops``  dense for S_eq steps, S_eq = MST's effective FLOPs / dense FLOPs per step
                      (equal FLOPs, fewer tokens) — its own full LR schedule.
 Fairness: every arm gets the same tuning budget — the same LR grid on a tuning seed — and
@@ -18,12 +20,14 @@ Scale: a 2-layer, 64-wide GPT on 64-character windows, batch 8, a few hundred st
 shared 2-core CPU, so the whole run fits in about 10 minutes; the paper's figures are for
 GPT-2 on 9B tokens.
 
+    python bench/mst_sweep.py      # first: the Tune sweep that picks MST's schedule
     python bench/mst.py            # full run -> bench/results/mst.json
     python bench/mst.py --smoke    # seconds; checks the script end to end
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import pathlib
 import statistics
@@ -56,6 +60,16 @@ FRONTIER = [dict(sparsity=0.95), dict(sparsity=0.95, restore_start=0.7, restore_
             dict(sparsity=0.98, restore_start=0.75, restore_end=0.9)]
 
 
+def swept_schedule(smoke: bool) -> tuple[dict, str]:
+    """(schedule, where it came from): the Tune sweep's choice, else the preset's."""
+    path = pathlib.Path(__file__).resolve().parent / "results" / "mst_sweep.json"
+    if smoke or not path.is_file():
+        return {}, "gpt-mst preset"
+    record = json.loads(path.read_text())
+    return record["method"]["schedule"], (f"Tune sweep ({record['config']['trials']} trials, "
+                                          f"kept trial {record['method']['trial_id']})")
+
+
 def lr_at(t: int, steps: int, lr: float) -> float:
     warm = max(steps // 20, 1)
     if t < warm:
@@ -71,7 +85,7 @@ def run(task, cfg, *, arm: str, lr: float, seed: int, steps: int, schedule=None)
     task.seed = seed
     model = task.build_model()
     ctx = MethodContext(total_steps=steps)
-    mst_cfg = {**PRESET_MST, **(schedule or {}), **cfg["mst"], "seed": seed}
+    mst_cfg = {**PRESET_MST, **cfg["mst"], **(schedule or {}), "seed": seed}
     mst = MST(MSTConfig(**mst_cfg)) if arm == "mst" else None
     if mst:
         mst.prepare(model, ctx)
@@ -102,10 +116,10 @@ def run(task, cfg, *, arm: str, lr: float, seed: int, steps: int, schedule=None)
             "steps": steps}
 
 
-def tune(task, cfg, arm: str, steps: int) -> tuple[float, list]:
+def tune(task, cfg, arm: str, steps: int, schedule=None) -> tuple[float, list]:
     """Same LR grid for every arm on the tuning seed; returns the best LR and all trials."""
-    trials = [(lr, run(task, cfg, arm=arm, lr=lr, seed=cfg["tune_seed"], steps=steps))
-              for lr in cfg["lrs"]]
+    trials = [(lr, run(task, cfg, arm=arm, lr=lr, seed=cfg["tune_seed"], steps=steps,
+                       schedule=schedule)) for lr in cfg["lrs"]]
     best = min(trials, key=lambda tr: tr[1]["val_loss"])[0]
     return best, [{"lr": lr, **r} for lr, r in trials]
 
@@ -145,8 +159,9 @@ def main() -> None:
     task.load()
     S = cfg["steps"]
 
+    schedule, source = swept_schedule(args.smoke)
     lr_d, trials_d = tune(task, cfg, "dense", S)
-    lr_m, trials_m = tune(task, cfg, "mst", S)
+    lr_m, trials_m = tune(task, cfg, "mst", S, schedule)
     best_m = next(t for t in trials_m if t["lr"] == lr_m)
     S_eq = max(round(S * best_m["flops_effective"] / best_m["flops_dense"]), 1)
     lr_e, trials_e = tune(task, cfg, "dense", S_eq)
@@ -156,19 +171,22 @@ def main() -> None:
     runs = {name: [] for name in arms}
     for seed in cfg["seeds"]:  # seeds outermost: arms share the machine's state per seed
         for name, (arm, lr, steps, _) in arms.items():
-            runs[name].append(run(task, cfg, arm=arm, lr=lr, seed=seed, steps=steps))
+            runs[name].append(run(task, cfg, arm=arm, lr=lr, seed=seed, steps=steps,
+                                  schedule=schedule))
     res = {name: arm_summary(runs[name], lr, trials)
            for name, (_, lr, _, trials) in arms.items()}
-    frontier = [{"schedule": sched, **arm_summary(
-        [run(task, cfg, arm="mst", lr=lr_m, seed=seed, steps=S, schedule=sched)
+    frontier = [{"schedule": {**schedule, **sched}, **arm_summary(
+        [run(task, cfg, arm="mst", lr=lr_m, seed=seed, steps=S, schedule={**schedule, **sched})
          for seed in cfg["seeds"]], lr_m, [])} for sched in FRONTIER[:cfg["frontier"]]]
-    report(args, cfg, res, frontier, attention_kernel_timing(args.smoke))
+    report(args, cfg, res, frontier, attention_kernel_timing(args.smoke),
+           {**PRESET_MST, **schedule}, source)
 
 
-def report(args, cfg, res: dict, frontier: list, kernel: dict) -> None:
+def report(args, cfg, res: dict, frontier: list, kernel: dict, schedule: dict,
+           source: str) -> None:
     m, ds, de = res["mst"], res["dense_steps"], res["dense_flops"]
     mv, dsv, dev = (statistics.median(a["val_loss"]["values"]) for a in (m, ds, de))
-    points = [{"schedule": a.get("schedule", PRESET_MST),
+    points = [{"schedule": a.get("schedule", schedule),
                "flop_fraction": a["flops_effective"]["median"] / ds["flops_dense"]["median"],
                "val_gap": a["val_loss"]["median"] / dsv - 1} for a in [m, *frontier]]
     within = [p["flop_fraction"] for p in points if p["val_gap"] <= 0.02]
@@ -185,8 +203,8 @@ def report(args, cfg, res: dict, frontier: list, kernel: dict) -> None:
     notes = (f"Tiny scale ({cfg['model'].n_layer} layers x {cfg['model'].n_embd} wide, "
              f"T={cfg['model'].seq_len}, batch {cfg['batch']}, {cfg['steps']} steps, "
              f"{len(cfg['seeds'])} seeds, LR grid {cfg['lrs']} per arm) so the bench fits ~10 "
-             f"min on a shared 2-core CPU. MST schedule = gpt-mst preset (phases scaled to the "
-             f"run; ΔT={cfg['mst']['update_every']}), not re-tuned here: every arm tunes only its LR on the same grid. "
+             f"min on a shared 2-core CPU. MST schedule from the {source} (phases scaled to "
+             f"the run; ΔT={cfg['mst']['update_every']}); every arm tunes its LR on the same grid. "
              f"MST val {mv:.4f} vs dense@equal-FLOPs {dev:.4f} (diff {dev - mv:+.4f}, 3x spread "
              f"{3 * spread:.4f}) -> target {'met' if met else 'NOT met'}. MST uses "
              f"{flop_frac:.3f}x dense training FLOPs and is {gap * 100:+.2f}% vs dense at equal "
@@ -206,7 +224,8 @@ def report(args, cfg, res: dict, frontier: list, kernel: dict) -> None:
              f"(T={kernel['shape']['T']}, window {kernel['shape']['window']}, fwd+bwd). "
              f"No GPU here: 2:4 semi-structured sparsity and FlexAttention BlockMask untested.")
     write_result("mst", config={k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
-                                for k, v in cfg.items()} | {"mst_preset": PRESET_MST},
+                                for k, v in cfg.items()} | {"mst_schedule": schedule,
+                                                            "mst_schedule_source": source},
                  baseline={"dense_steps": ds, "dense_flops": de}, method=m, ratios=ratios,
                  target={"mst_beats_dense_at_equal_flops_by": "3x seed spread",
                          "stretch": "val within 2% of dense at <= 0.5x FLOPs",

@@ -70,6 +70,10 @@ class TrainConfig:
 @dataclass(kw_only=True)
 class ScalingConfig:
     num_workers: int = 2       # 0: Ray Train local mode (one process, no Ray workers)
+    # elastic: start (and restart after a lost node) with as many workers as the cluster holds
+    # between min_workers and num_workers; None keeps the worker count fixed
+    min_workers: Optional[int] = None
+    resize_interval_s: float = 60.0  # elastic: how often a healthy group checks to grow
     cpus_per_worker: float = 1.0
     use_gpu: bool = False
     placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
@@ -77,6 +81,10 @@ class ScalingConfig:
 
     def __post_init__(self):
         check(self.num_workers >= 0, "num_workers", self.num_workers, "an integer >= 0")
+        check(self.min_workers is None or 1 <= self.min_workers <= self.num_workers,
+              "min_workers", self.min_workers,
+              f"unset, or an integer from 1 to num_workers ({self.num_workers})")
+        check(self.resize_interval_s >= 0, "resize_interval_s", self.resize_interval_s, ">= 0")
         check(self.cpus_per_worker > 0, "cpus_per_worker", self.cpus_per_worker, "> 0")
         check(self.backend != "nccl" or self.use_gpu, "backend", self.backend,
               "gloo or auto unless use_gpu is true (NCCL needs GPUs)")
@@ -285,6 +293,7 @@ def load(preset: Optional[str] = None, path: Optional[str] = None,
 
 
 RESUME_OVERRIDABLE = ("run.stop_after", "run.max_failures", "scaling.num_workers",
+                      "scaling.min_workers", "scaling.resize_interval_s",
                       "scaling.cpus_per_worker", "scaling.placement", "monitor.")
 
 

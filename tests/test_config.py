@@ -47,6 +47,8 @@ def test_override_can_add_a_method_by_name():
     ("train.decay=cosin", "train.decay: 'cosin' is not allowed (did you mean 'cosine'?)"),
     ("scaling.placement=spread", "choose one of 'PACK', 'SPREAD'"),
     ("scaling.backend=nccl", "scaling.backend: 'nccl' is invalid"),
+    ("scaling.min_workers=3", "scaling.min_workers: 3 is invalid; must be unset, or an integer "
+                              "from 1 to num_workers (2)"),
     ("run.checkpoint_interval=75", "run.checkpoint_interval: 75 is invalid; must be a positive "
                                    "multiple of report_interval (50)"),
     ("task.name=lmm", "unknown task 'lmm' (did you mean 'lm'?)"),

@@ -2,7 +2,7 @@
 
 Layout of one checkpoint directory::
 
-    manifest.json   format, step, world size, attempt, sha256 and size of every rank-0 file
+    manifest.json   format, step, world size, attempt, samples seen, sha256 of rank-0 files
     model.pt        model state dict (replicated across ranks)
     optimizer.pt    optimizer state dict (methods that shard it gather it first)
     methods.pt      {method name: method.state_dict()} (world-size independent by contract)

@@ -81,7 +81,9 @@ def build_trainer(cfg: ExperimentConfig, name: str, *, trial: str = "",
                            "run_dir": storage.join(base, name), "init_checkpoint": init_checkpoint,
                            "summary_extra": {"commit": git_commit(), "machine": machine()}},
         scaling_config=ScalingConfig(
-            num_workers=sc.num_workers, use_gpu=sc.use_gpu,
+            num_workers=(sc.num_workers if sc.min_workers is None
+                         else (sc.min_workers, sc.num_workers)),
+            elastic_resize_monitor_interval_s=sc.resize_interval_s, use_gpu=sc.use_gpu,
             resources_per_worker={"CPU": sc.cpus_per_worker} if sc.num_workers else None,
             placement_strategy=sc.placement),
         torch_config=TorchConfig(backend=backend),

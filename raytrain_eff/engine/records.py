@@ -46,7 +46,8 @@ class MetricsTable:
         storage.write_bytes(self.uri, buf.getvalue())
 
 
-FIRST_COLUMNS = ["step", "attempt", "wall_s", "loss", "val_loss", "lr", "samples", "tokens",
+FIRST_COLUMNS = ["step", "attempt", "world_size", "wall_s", "loss", "val_loss", "lr",
+                 "samples", "tokens",
                  "step_time_s", "dense_flops", "effective_flops", "rss_bytes",
                  "peak_memory_bytes"]
 

@@ -1,8 +1,9 @@
 """The per-worker training loop: one step as data flows in DESIGN.md.
 
-batch -> method.before_step -> forward/backward -> gradient all-reduce -> optimizer step ->
-method.after_step -> a row of step statistics -> three sinks (ray.train.report every k steps
-with a checkpoint at k-multiples, the node's Prometheus exporter, rank 0's metrics.parquet).
+batch -> method.before_step -> forward/backward (gradient all-reduce overlapped, grad_sync)
+-> optimizer step -> method.after_step -> a row of step statistics -> three sinks
+(ray.train.report every k steps with a checkpoint at k-multiples, the node's Prometheus
+exporter, rank 0's metrics.parquet).
 
 ``Runner`` takes its Ray entry points (report, get_checkpoint) as arguments, so the loop is
 the same under TorchTrainer, Train's local mode and Tune.
@@ -18,11 +19,11 @@ from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from raytrain_eff import catalog
 from raytrain_eff.config import ExperimentConfig
 from raytrain_eff.engine import accounting, checkpoint, records
+from raytrain_eff.engine.grad_sync import OverlappedGradientSync
 from raytrain_eff.methods import registry
 from raytrain_eff.methods.base import MethodContext
 
@@ -48,6 +49,7 @@ class Runner:
         self.init_checkpoint = init_checkpoint
         self.last_eval: dict[str, float] = {}
         self._curv_draws = 0  # curvature batches drawn so far
+        self.samples_seen = 0  # over all ranks and steps; elastic runs change world size
 
     # -- set-up --------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -75,6 +77,8 @@ class Runner:
         self.optimizer = self.ctx.optimizer = optimizers[0]
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.owns_sync = any(m.owns_gradient_sync for m in self.methods)
+        self.grad_sync = (OverlappedGradientSync(model, self.group, self.world)
+                          if self.ctx.distributed and not self.owns_sync else None)
         self.start_step, self.attempt = self._restore()
         torch.manual_seed(cfg.run.seed * 1000 + self.rank + 7919 * self.start_step)
         self.table = records.MetricsTable(self.run_dir, self.start_step) if self.rank == 0 else None
@@ -106,6 +110,7 @@ class Runner:
                                    device=self.device)
         self._log(f"resumed from step {manifest['step']} (saved by {manifest['world_size']} "
                   f"workers, now {self.world})")
+        self.samples_seen = int(manifest["samples_seen"])
         return int(manifest["step"]), int(manifest.get("attempt", 0)) + 1
 
     def _make_pusher(self):
@@ -157,6 +162,8 @@ class Runner:
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum, samples, tokens = 0.0, 0, 0
         for micro in range(cfg.train.grad_accum):
+            if self.grad_sync is not None:
+                self.grad_sync.arm(micro + 1 == cfg.train.grad_accum)
             batch = self._batch(step, micro)
             with self._autocast():
                 loss = self.task.loss(self.model, batch)
@@ -164,8 +171,8 @@ class Runner:
             loss_sum += float(loss.detach())
             s, t = self.task.counts(batch)
             samples, tokens = samples + s, tokens + t
-        if ctx.distributed and not self.owns_sync:
-            self._allreduce_gradients()
+        if self.grad_sync is not None:
+            self.grad_sync.finish()
         if cfg.train.grad_clip and not self.owns_sync:  # a sharded method sees only its slice
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
         self.optimizer.step()
@@ -184,10 +191,12 @@ class Runner:
                              "dense_flops": dense * cfg.train.grad_accum,
                              "effective_flops": effective}
         self.totals["samples"] += samples * batches
+        self.samples_seen += samples * batches
         self.totals["tokens"] += tokens * batches
         self.totals["effective_flops"] += effective * self.world
         return {"step": step, "wall_s": time.perf_counter() - self.t_start, "loss": loss_mean,
-                "lr": self.optimizer.param_groups[0]["lr"], "samples": samples * batches,
+                "lr": self.optimizer.param_groups[0]["lr"], "world_size": self.world,
+                "samples": samples * batches,
                 "tokens": tokens * batches, "step_time_s": step_time,
                 "dense_flops": dense * cfg.train.grad_accum * self.world,
                 "effective_flops": effective * self.world,
@@ -202,15 +211,6 @@ class Runner:
         if self.cfg.train.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
-
-    def _allreduce_gradients(self) -> None:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = _flatten_dense_tensors(grads)
-        dist.all_reduce(flat, group=self.group)
-        flat /= self.world
-        for p, g in zip(params, _unflatten_dense_tensors(flat, grads)):
-            p.grad = g
 
     def _mean_over_ranks(self, value: float) -> float:
         if not self.ctx.distributed:
@@ -227,7 +227,7 @@ class Runner:
     def _report(self, step: int, row: dict, last: bool) -> None:
         cfg = self.cfg
         final = step + 1 == cfg.run.steps
-        metrics = {"step": step + 1, "loss": row["loss"], "samples_seen": self._samples_seen(step),
+        metrics = {"step": step + 1, "loss": row["loss"], "samples_seen": self.samples_seen,
                    "effective_flops_total": self.totals["effective_flops"],
                    "wall_s": row["wall_s"], **self.last_eval}
         with_ckpt = last or (step + 1) % cfg.run.checkpoint_interval == 0
@@ -241,7 +241,8 @@ class Runner:
             return
         from ray.train import Checkpoint
         save = dict(rank=self.rank, world_size=self.world, step=step + 1, attempt=self.attempt,
-                    model=self.model, optimizer=self.optimizer, methods=self.methods)
+                    model=self.model, optimizer=self.optimizer, methods=self.methods,
+                    extra={"samples_seen": self.samples_seen})
         if self.local_checkpoints:
             final = checkpoint.save_local(self.run_dir, keep=cfg.run.num_to_keep, **save)
             self.report(metrics, checkpoint=Checkpoint.from_directory(str(final)))
@@ -250,12 +251,6 @@ class Runner:
             checkpoint.save(pathlib.Path(tmp), **save)
             self.report(metrics, checkpoint=Checkpoint.from_directory(tmp),
                         checkpoint_dir_name=checkpoint.dir_name(step + 1))
-
-    def _samples_seen(self, step: int) -> int:
-        # per-step samples are the same every step: exact also across restarts
-        batches = 1 if self.task.replicated_batches else self.world
-        per_step = self.cfg.data.batch_size * self.cfg.train.grad_accum * batches
-        return (step + 1) * per_step
 
     def _summary(self, row: dict) -> dict:
         rows = self.table.rows

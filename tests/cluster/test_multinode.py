@@ -1,4 +1,5 @@
-"""Multi-node runs on a 2-node ``ray.cluster_utils.Cluster``: SPREAD placement, a lost node.
+"""Multi-node runs on a 2-node ``ray.cluster_utils.Cluster``: SPREAD placement, a lost node
+with an elastic worker group.
 
 The cluster lives in a subprocess (this file run as a script) with its own temp dir, TMPDIR,
 ports and auth token, so it never meets the shared test Ray nor anyone else's. The script
@@ -75,6 +76,19 @@ def test_a_lost_node_resumes_from_the_checkpoint_with_one_row_per_step(observed)
     assert lost["table_steps"] == list(range(lost["steps"]))  # no gaps, no duplicates
     assert max(lost["table_attempts"]) >= 1  # the rows after the loss come from a restart
     assert lost["final_step"] == lost["steps"]
+
+
+def test_an_elastic_run_shrinks_to_the_surviving_node(observed):
+    # one worker per node (2 CPUs each): after the loss only one fits; an elastic run
+    # (min_workers=1) goes on with it instead of waiting for a node that never returns
+    lost = observed["lost"]
+    worlds = dict(zip(lost["table_steps"], lost["table_worlds"]))
+    assert worlds[0] == 2 and worlds[lost["steps"] - 1] == 1
+    first_small = min(s for s, w in worlds.items() if w == 1)
+    assert all(w == 1 for s, w in worlds.items() if s >= first_small)
+    assert first_small <= lost["at_step"] + 1  # resumed from a checkpoint before the loss
+    # samples_seen counts what was trained, across the change of world size
+    assert lost["samples_seen"] == sum(lost["table_samples"])
 
 
 def test_a_node_local_path_is_refused_with_the_nodes_named():
@@ -172,7 +186,8 @@ def node_loss_scenario(root: pathlib.Path, cluster, node, gcs_address: str) -> d
     # the char-level GPT, small: steps slow enough that the removal lands mid-run
     cfg = run_config(root, "default", "lost-node", f"run.steps={steps}", "run.report_interval=5",
                      "run.checkpoint_interval=10", "run.eval_interval=0", "run.max_failures=2",
-                     "task.n_layer=1", "task.n_embd=32", "task.n_head=2", "data.batch_size=8")
+                     "task.n_layer=1", "task.n_embd=32", "task.n_head=2", "data.batch_size=8",
+                     "scaling.cpus_per_worker=2", "scaling.min_workers=1")
     run_dir = pathlib.Path(launch.run_dir_of(cfg, cfg.run.name))
     done, lost = threading.Event(), {}
     remover = threading.Thread(target=lambda: lost.update(
@@ -186,7 +201,10 @@ def node_loss_scenario(root: pathlib.Path, cluster, node, gcs_address: str) -> d
     table = records.read_table(str(run_dir))
     return {**lost, "steps": steps, "final_step": result.metrics.get("step"),
             "table_steps": table.column("step").to_pylist(),
-            "table_attempts": table.column("attempt").to_pylist()}
+            "table_attempts": table.column("attempt").to_pylist(),
+            "table_worlds": table.column("world_size").to_pylist(),
+            "table_samples": table.column("samples").to_pylist(),
+            "samples_seen": result.metrics.get("samples_seen")}
 
 
 def main(root: pathlib.Path) -> None:
