@@ -281,8 +281,8 @@ def notes(lowrank, ratios, mc_large, at_equal, head_met) -> str:
         f"MS at d=100 runs one seed "
         f"(each iteration reads the 96 MB operator twice), MS uses the MF-tuned (eta, alpha); "
         f"MS at d=1000 is not run (a dense Gaussian operator would not fit in memory). "
-        f"torch.compile at d=100 was not tried: its warm-up on this shared 2-core host costs "
-        f"more than the whole d=100 run. Head target met: {head_met}.")
+        f"torch.compile at d=100: bench/lowdim_compile.py (bench/results/lowdim_compile.json). "
+        f"Head target met: {head_met}.")
 
 
 if __name__ == "__main__":
