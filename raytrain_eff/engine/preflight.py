@@ -10,6 +10,7 @@ from raytrain_eff.data.tabular import BUILTIN_TABULAR
 
 
 def check(cfg: ExperimentConfig) -> None:
+    _check_devices(cfg)
     if cfg.task.name == "custom":
         try:
             load_object(cfg.task.params.factory)
@@ -27,3 +28,11 @@ def check(cfg: ExperimentConfig) -> None:
         if column not in schema.names:
             raise DataError(f"{dataset}: missing column '{column}'; columns present: "
                             f"{', '.join(schema.names)}")
+
+
+def _check_devices(cfg: ExperimentConfig) -> None:
+    """Settings that need a GPU fail here, not after the workers have started."""
+    for name, params in cfg.methods.items():
+        if getattr(params, "attention_kernel", None) == "flex" and not cfg.scaling.use_gpu:
+            raise ValueError(f"methods.{name}.attention_kernel=flex needs scaling.use_gpu=true "
+                             f"(FlexAttention has no CPU backward); on CPU use tiles")

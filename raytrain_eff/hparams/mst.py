@@ -47,8 +47,10 @@ class MSTConfig:
     attention_stop: float = 0.6     # ... and ends (dense attention elsewhere)
     attention_tile: int = 16        # kernel tile: attention FLOPs count whole tiles touched
     # masked: dense SDPA with a mask (no time saved); tiles: compute touched tiles only
-    # (real CPU savings at long sequences, overhead at short ones; see bench/results/mst.json)
-    attention_kernel: Literal["masked", "tiles"] = "masked"
+    # (real CPU savings at long sequences, overhead at short ones; see bench/results/mst.json);
+    # flex: FlexAttention with a BlockMask of the pattern at attention_tile blocks (CUDA:
+    # FlexAttention has no CPU backward, so training with it needs scaling.use_gpu)
+    attention_kernel: Literal["masked", "tiles", "flex"] = "masked"
     seed: int = 0                   # random growth; the same on every rank
 
     def __post_init__(self):

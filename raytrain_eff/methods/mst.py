@@ -197,7 +197,7 @@ class MST(Method):
         self.update = UpdateFrequency(c.update_every, at(c.update_start), at(c.update_stop))
         self.attention = HybridAttention(AttentionSchedule(
             c.attention, c.attention_window, at(c.attention_start), at(c.attention_stop)),
-            kernel_tile=c.attention_tile if c.attention_kernel == "tiles" else None)
+            kernel=c.attention_kernel, tile=c.attention_tile)
         self.attention.attach(model)
         self.params = discover(model, c.include, c.exclude)
         for sp in self.params:  # not persistent: masks travel in this method's state_dict

@@ -12,7 +12,9 @@ a window of training steps and dense causal attention elsewhere. Query i may att
 A real kernel computes whole tiles of the (T, T) score matrix, so attention cost is counted
 at tile granularity: every tile with at least one allowed pair costs all its pairs.
 ``block_sparse_attention`` is such a kernel in plain PyTorch: it visits only touched tiles,
-so on CPU the skipped work is really skipped.
+so on CPU the skipped work is really skipped. ``flex_block_attention`` hands the same tiles to
+FlexAttention as a ``BlockMask`` (compiled on CUDA, where it skips untouched blocks in a fused
+kernel; FlexAttention has no CPU backward, so on CPU it serves evaluation only).
 """
 from __future__ import annotations
 
@@ -77,9 +79,11 @@ class HybridAttention:
     """Sets ``pattern_mask`` on every attention module (one with that attribute) before its
     forward, from the schedule at the current ``step``."""
 
-    def __init__(self, schedule: AttentionSchedule, kernel_tile: Optional[int] = None):
+    def __init__(self, schedule: AttentionSchedule, kernel: str = "masked", tile: int = 16):
+        if kernel not in KERNELS:
+            raise ValueError(f"attention kernel '{kernel}': choose one of {', '.join(KERNELS)}")
         self.schedule = schedule
-        self.kernel_tile = kernel_tile  # set: attention runs over touched tiles only
+        self.kernel, self.tile = kernel, tile  # tiles / flex: attention over touched tiles only
         self.step = 0
         self._cache: dict = {}
 
@@ -88,8 +92,8 @@ class HybridAttention:
         mods = [m for m in model.modules() if hasattr(m, "pattern_mask")]
         for m in mods:
             m.register_forward_pre_hook(self._before_forward)
-            if self.kernel_tile is not None:
-                m.attention_fn = functools.partial(block_sparse_attention, tile=self.kernel_tile)
+            if self.kernel != "masked":
+                m.attention_fn = functools.partial(KERNELS[self.kernel], tile=self.tile)
         return len(mods)
 
     def _mask(self, T: int, device) -> Optional[torch.Tensor]:
@@ -121,3 +125,33 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         out[:, :, rows] = F.scaled_dot_product_attention(
             q[:, :, rows], k[:, :, cols], v[:, :, cols], attn_mask=mask[rows][:, cols])
     return out
+
+
+def flex_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         mask: torch.Tensor, tile: int) -> torch.Tensor:
+    """FlexAttention over the touched ``tile``-blocks of ``mask``; equal to masked SDPA."""
+    from torch.nn.attention.flex_attention import flex_attention
+    T = q.shape[-2]
+    block_mask = _block_mask(mask.cpu().numpy().tobytes(), T, tile, str(q.device))
+    fn = _compiled_flex() if q.is_cuda else flex_attention   # eager: the reference path
+    return fn(q, k, v, block_mask=block_mask)
+
+
+@functools.lru_cache(maxsize=16)
+def _block_mask(mask_bytes: bytes, T: int, tile: int, device: str):
+    """The BlockMask of a (T, T) boolean mask: built once per pattern, not per step."""
+    import numpy as np
+    from torch.nn.attention.flex_attention import create_block_mask
+    allowed = torch.from_numpy(np.frombuffer(mask_bytes, dtype=bool).reshape(T, T).copy())
+    allowed = allowed.to(device)
+    return create_block_mask(lambda b, h, q_idx, kv_idx: allowed[q_idx, kv_idx], None, None,
+                             T, T, device=device, BLOCK_SIZE=tile)
+
+
+@functools.cache
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+    return torch.compile(flex_attention, dynamic=False)
+
+
+KERNELS = {"masked": None, "tiles": block_sparse_attention, "flex": flex_block_attention}

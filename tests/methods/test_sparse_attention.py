@@ -70,7 +70,7 @@ def test_tiles_kernel_in_the_gpt_equals_masked_attention():
     masked, tiled = GPT(20, 32, 1, 2, 16), GPT(20, 32, 1, 2, 16)
     tiled.load_state_dict(masked.state_dict())
     HybridAttention(AttentionSchedule("local", 8, 0, 10)).attach(masked)
-    HybridAttention(AttentionSchedule("local", 8, 0, 10), kernel_tile=8).attach(tiled)
+    HybridAttention(AttentionSchedule("local", 8, 0, 10), kernel="tiles", tile=8).attach(tiled)
     x = torch.randint(0, 20, (2, 32))
     a, b = masked(x), tiled(x)
     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
@@ -78,3 +78,25 @@ def test_tiles_kernel_in_the_gpt_equals_masked_attention():
     b.sum().backward()
     for p, q in zip(masked.parameters(), tiled.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["local", "strided", "local_strided", "block"])
+def test_flex_kernel_equals_masked_attention_in_evaluation(name):
+    # FlexAttention has no CPU backward: here its forward (the evaluation path) is checked;
+    # training with it runs on CUDA, where it is compiled
+    from raytrain_eff.methods.sparse_attention import AttentionSchedule, HybridAttention
+    from raytrain_eff.tasks.lm import GPT
+    torch.manual_seed(0)
+    masked, flex = GPT(20, 32, 1, 2, 16), GPT(20, 32, 1, 2, 16)
+    flex.load_state_dict(masked.state_dict())
+    HybridAttention(AttentionSchedule(name, 8, 0, 10)).attach(masked)
+    HybridAttention(AttentionSchedule(name, 8, 0, 10), kernel="flex", tile=16).attach(flex)
+    x = torch.randint(0, 20, (2, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(flex(x), masked(x), rtol=1e-5, atol=1e-6)
+
+
+def test_an_unknown_kernel_is_refused():
+    from raytrain_eff.methods.sparse_attention import AttentionSchedule, HybridAttention
+    with pytest.raises(ValueError, match="choose one of masked, tiles, flex"):
+        HybridAttention(AttentionSchedule("local", 8, 0, 10), kernel="sdpa")
