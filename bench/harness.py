@@ -34,12 +34,14 @@ def machine() -> dict:
 
 
 def commit() -> str:
-    """HEAD, with "+dirty" when tracked files differ from it (the figures are not HEAD's)."""
+    """HEAD, with "+dirty" when tracked code differs from it (the figures are not HEAD's);
+    earlier results under bench/results/ do not count."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
                               cwd=pathlib.Path(__file__).parent).stdout.strip()
     try:
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                    ":(exclude)bench/results")
         return git("rev-parse", "HEAD") + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
