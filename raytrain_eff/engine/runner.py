@@ -110,8 +110,15 @@ class Runner:
                                    device=self.device)
         self._log(f"resumed from step {manifest['step']} (saved by {manifest['world_size']} "
                   f"workers, now {self.world})")
-        self.samples_seen = int(manifest["samples_seen"])
+        self.samples_seen = int(manifest.get("samples_seen", self._constant_world_samples(
+            int(manifest["step"]), int(manifest["world_size"]))))
         return int(manifest["step"]), int(manifest.get("attempt", 0)) + 1
+
+    def _constant_world_samples(self, steps: int, world: int) -> int:
+        """Samples of ``steps`` steps at one world size: for checkpoints that predate the
+        manifest's ``samples_seen``."""
+        batches = 1 if self.task.replicated_batches else world
+        return steps * self.cfg.data.batch_size * self.cfg.train.grad_accum * batches
 
     def _make_pusher(self):
         mon = self.cfg.monitor
