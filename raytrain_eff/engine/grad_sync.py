@@ -54,12 +54,13 @@ class OverlappedGradientSync:
         self.buckets: list[_Bucket] = []
         self._where: dict[int, tuple[int, int]] = {}
         chunk: list[torch.nn.Parameter] = []
+        size = 0
         for p in params:
-            if chunk and (sum(q.numel() for q in chunk) + p.numel() > bucket_elements
-                          or p.dtype != chunk[0].dtype):
+            if chunk and (size + p.numel() > bucket_elements or p.dtype != chunk[0].dtype):
                 self._add_bucket(chunk)
-                chunk = []
+                chunk, size = [], 0
             chunk.append(p)
+            size += p.numel()
         if chunk:
             self._add_bucket(chunk)
         self._next = 0          # the first bucket not yet launched

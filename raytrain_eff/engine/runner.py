@@ -117,8 +117,12 @@ class Runner:
     def _constant_world_samples(self, steps: int, world: int) -> int:
         """Samples of ``steps`` steps at one world size: for checkpoints that predate the
         manifest's ``samples_seen``."""
-        batches = 1 if self.task.replicated_batches else world
-        return steps * self.cfg.data.batch_size * self.cfg.train.grad_accum * batches
+        per_rank = self.cfg.data.batch_size * self.cfg.train.grad_accum
+        return steps * per_rank * self._batches_per_step(world)
+
+    def _batches_per_step(self, world: int) -> int:
+        """Distinct batches a step trains on: one per rank, or one shared by all ranks."""
+        return 1 if self.task.replicated_batches else world
 
     def _make_pusher(self):
         mon = self.cfg.monitor
@@ -137,8 +141,8 @@ class Runner:
         cfg = self.cfg
         steps = min(cfg.run.steps, cfg.run.stop_after or cfg.run.steps)
         dense = self.flops.count(self.model, self._batch(self.start_step, 0))
-        self.t_start, self.totals = time.perf_counter(), {"samples": 0, "tokens": 0,
-                                                          "effective_flops": 0.0}
+        self.t_start, self.samples_at_start = time.perf_counter(), self.samples_seen
+        self.effective_flops_total = 0.0
         row = {}
         for step in range(self.start_step, steps):
             row = self.train_step(step, dense)
@@ -191,16 +195,14 @@ class Runner:
         for method in self.methods:
             effective = method.step_flops(effective, ctx)
         loss_mean = self._mean_over_ranks(loss_sum / cfg.train.grad_accum)
-        batches = 1 if self.task.replicated_batches else self.world
+        batches = self._batches_per_step(self.world)
         # the exporter sums ranks, so it gets this rank's share; the table gets the step's total
         self.rank_amounts = {"samples": samples * batches / self.world,
                              "tokens": tokens * batches / self.world,
                              "dense_flops": dense * cfg.train.grad_accum,
                              "effective_flops": effective}
-        self.totals["samples"] += samples * batches
         self.samples_seen += samples * batches
-        self.totals["tokens"] += tokens * batches
-        self.totals["effective_flops"] += effective * self.world
+        self.effective_flops_total += effective * self.world
         return {"step": step, "wall_s": time.perf_counter() - self.t_start, "loss": loss_mean,
                 "lr": self.optimizer.param_groups[0]["lr"], "world_size": self.world,
                 "samples": samples * batches,
@@ -235,7 +237,7 @@ class Runner:
         cfg = self.cfg
         final = step + 1 == cfg.run.steps
         metrics = {"step": step + 1, "loss": row["loss"], "samples_seen": self.samples_seen,
-                   "effective_flops_total": self.totals["effective_flops"],
+                   "effective_flops_total": self.effective_flops_total,
                    "wall_s": row["wall_s"], **self.last_eval}
         with_ckpt = last or (step + 1) % cfg.run.checkpoint_interval == 0
         if self.table is not None:
@@ -277,7 +279,7 @@ class Runner:
             return
         done = step + 1 - self.start_step
         elapsed = time.perf_counter() - self.t_start
-        rate = self.totals["samples"] / max(elapsed, 1e-9)
+        rate = (self.samples_seen - self.samples_at_start) / max(elapsed, 1e-9)
         eta = elapsed / max(done, 1) * (self.cfg.run.steps - step - 1)
         val = f" | val {self.last_eval['val_loss']:.3f}" if "val_loss" in self.last_eval else ""
         self._log(f"step {step + 1}/{self.cfg.run.steps} | loss {row['loss']:.3f}{val} | "

@@ -116,7 +116,7 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     ``mask`` rather than T². Equal to dense SDPA with ``attn_mask=mask``.
     """
     B, nh, T, hs = q.shape
-    tiles = touched_tiles(mask.cpu(), tile)
+    tiles = _per_mask(mask, "tiles", tile, lambda m: touched_tiles(m.cpu(), tile))
     out = torch.empty_like(q)
     for a in range(tiles.shape[0]):
         rows = slice(a * tile, min((a + 1) * tile, T))
@@ -130,22 +130,29 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 def flex_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                          mask: torch.Tensor, tile: int) -> torch.Tensor:
     """FlexAttention over the touched ``tile``-blocks of ``mask``; equal to masked SDPA."""
-    from torch.nn.attention.flex_attention import flex_attention
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     T = q.shape[-2]
-    block_mask = _block_mask(mask.cpu().numpy().tobytes(), T, tile, str(q.device))
+    block_mask = _per_mask(mask, "flex", tile, lambda m: create_block_mask(
+        lambda b, h, q_idx, kv_idx: m[q_idx, kv_idx], None, None, T, T, device=m.device,
+        BLOCK_SIZE=tile))
     fn = _compiled_flex() if q.is_cuda else flex_attention   # eager: the reference path
     return fn(q, k, v, block_mask=block_mask)
 
 
-@functools.lru_cache(maxsize=16)
-def _block_mask(mask_bytes: bytes, T: int, tile: int, device: str):
-    """The BlockMask of a (T, T) boolean mask: built once per pattern, not per step."""
-    import numpy as np
-    from torch.nn.attention.flex_attention import create_block_mask
-    allowed = torch.from_numpy(np.frombuffer(mask_bytes, dtype=bool).reshape(T, T).copy())
-    allowed = allowed.to(device)
-    return create_block_mask(lambda b, h, q_idx, kv_idx: allowed[q_idx, kv_idx], None, None,
-                             T, T, device=device, BLOCK_SIZE=tile)
+_DERIVED: dict[tuple, tuple] = {}
+
+
+def _per_mask(mask: torch.Tensor, kind: str, tile: int, build):
+    """``build(mask)`` once per mask tensor, not per forward: the attention module keeps its
+    mask while the pattern holds, so identity is the key (the entry keeps the mask alive, so
+    its id is not reused while cached)."""
+    key = (id(mask), kind, tile)
+    hit = _DERIVED.get(key)
+    if hit is None or hit[0] is not mask:
+        if len(_DERIVED) >= 64:
+            _DERIVED.clear()
+        hit = _DERIVED[key] = (mask, build(mask))
+    return hit[1]
 
 
 @functools.cache

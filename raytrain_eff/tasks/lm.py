@@ -26,6 +26,7 @@ class CausalSelfAttention(nn.Module):
         self.pattern_mask: torch.Tensor | None = None
         # (q, k, v, mask) -> y: a kernel that exploits pattern_mask (set by a sparse method)
         self.attention_fn = None
+        self._allowed: tuple = (None, None)  # (pattern_mask it came from, causal & pattern)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -36,14 +37,22 @@ class CausalSelfAttention(nn.Module):
         if self.pattern_mask is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         else:
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            mask = causal & self.pattern_mask[:T, :T].to(x.device)
+            mask = self._allowed_mask(T, x.device)
             if self.attention_fn is not None:
                 y = self.attention_fn(q, k, v, mask)
             else:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
+
+    def _allowed_mask(self, T: int, device) -> torch.Tensor:
+        """causal & pattern_mask, rebuilt only when the pattern, length or device changes."""
+        source, mask = self._allowed
+        if source is not self.pattern_mask or mask.shape[0] != T or mask.device != device:
+            causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()
+            mask = causal & self.pattern_mask[:T, :T].to(device)
+            self._allowed = (self.pattern_mask, mask)
+        return mask
 
 
 class MLP(nn.Module):
