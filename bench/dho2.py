@@ -1,15 +1,19 @@
 """DHO2 / FOSI vs tuned AdamW and SGD-momentum: time and steps to a target validation loss,
 and per-worker curvature memory at P = 1, 2, 4.
 
-Workload: a small CNN (2 conv layers + linear head, ~3.8k parameters) on scikit-learn's
-digits (1,797 real 8×8 handwritten digits; 20% held out). Every method runs through the
-method seam in a plain PyTorch loop. Fairness: each method's learning rate gets the same
-number of random-search trials on the same step budget (FOSI's tuned LR serves DHO2, which
-is the same algorithm: tests/methods/test_dho2.py checks DHO2 at P=2 equals FOSI on the
-concatenated batch); the target is the median over seeds of tuned AdamW's validation loss at
-75% of the steps, fixed before FOSI/DHO2 run. DHO2 and MR-DHO2 run on 2 gloo processes with
-half the batch each (same global batch). Curvature memory is read from the per-rank tensors
-(Lanczos basis slice + eigenvector slice) after a real refresh on 1, 2 and 4 gloo ranks.
+Workload: a small CNN (2 conv layers + linear head, ~29k parameters, a ~13 ms step on one
+core, so steps are compute-bound rather than latency-bound) on scikit-learn's digits (1,797
+real 8×8 handwritten digits; 20% held out). Every method runs through the method seam in a
+plain PyTorch loop. Fairness: each method's learning rate gets the same number of
+random-search trials on the same step budget (FOSI's tuned LR serves DHO2, which is the same
+algorithm: tests/methods/test_dho2.py checks DHO2 at P=2 equals FOSI on the concatenated
+batch); the target is the median over seeds of tuned AdamW's validation loss at 75% of the
+steps, fixed before FOSI/DHO2 run. DHO2 and MR-DHO2 run on 2 gloo processes with half the
+batch each (same global batch), and so does AdamW a second time, with the engine's
+overlapped gradient all-reduce: the time ratio is taken against the faster AdamW (1 or 2
+processes), what a user of this machine would run. Curvature memory is read from the
+per-rank tensors (Lanczos basis slice + eigenvector slice) after a real refresh on 1, 2 and
+4 gloo ranks. Both HVP modes are timed on the bench model (``hvp_modes`` in the JSON).
 
     python bench/dho2.py            # full run (~10 min on 2 cores) -> bench/results/dho2.json
     python bench/dho2.py --smoke    # seconds; checks the script end to end
@@ -32,11 +36,13 @@ from torch import nn
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from bench.harness import parser, summary, write_result  # noqa: E402
 from raytrain_eff.hparams.baselines import AdamWConfig, SGDConfig  # noqa: E402
+from raytrain_eff.engine.grad_sync import OverlappedGradientSync  # noqa: E402
 from raytrain_eff.hparams.fosi import DHO2Config, FOSIConfig, MRDHO2Config  # noqa: E402
 from raytrain_eff.methods.base import MethodContext  # noqa: E402
 from raytrain_eff.methods.baselines import SGD, AdamW  # noqa: E402
 from raytrain_eff.methods.dho2 import DHO2, MRDHO2, DHO2Optimizer  # noqa: E402
 from raytrain_eff.methods.fosi import FOSI  # noqa: E402
+from raytrain_eff.methods.lanczos import HessianOperator  # noqa: E402
 from raytrain_eff.tasks.base import epoch_batch_indices, step_generator  # noqa: E402
 
 LR_RANGE = {"adamw": (1e-4, 3e-2), "sgd": (1e-3, 0.5), "fosi": (1e-4, 3e-2)}
@@ -54,11 +60,14 @@ def load_digits_tensors():
     return (X[perm[n_val:]], y[perm[n_val:]]), (X[perm[:n_val]], y[perm[:n_val]])
 
 
+MODEL = "CNN conv(1,32)-conv(32,64)-avgpool-linear(1024,10)"
+
+
 def cnn(seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
-                         nn.Flatten(), nn.Linear(16 * 4 * 4, 10))
+    return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+                         nn.Flatten(), nn.Linear(64 * 4 * 4, 10))
 
 
 def loss_fn(model, batch):
@@ -93,14 +102,18 @@ def train(name, lr, seed, steps, data, eval_every, rank=0, world=1, group=None):
                         loss_fn=loss_fn, next_batch=next_batch)
     method = method_for(name, lr)
     opt = method.make_optimizer(model, ctx)
+    sync = (OverlappedGradientSync(model, group, world)      # the engine's data parallelism
+            if world > 1 and not method.owns_gradient_sync else None)
     trace, step_times, elapsed, curvature_s, eigenpairs = [], [], 0.0, 0.0, 0.0
     for step in range(steps):
         idx = epoch_batch_indices(len(yt), seed, step, 0, rank, world, batch)
         start = time.perf_counter()
         opt.zero_grad()
+        if sync:
+            sync.arm(True)
         loss_fn(model, (Xt[idx], yt[idx])).backward()
-        if world > 1 and not method.owns_gradient_sync:
-            raise RuntimeError(f"{name} would need the engine's gradient all-reduce")
+        if sync:
+            sync.finish()
         opt.step()
         stats = method.after_step(step, ctx)
         curvature_s += stats.get("curvature_seconds", 0.0)
@@ -199,11 +212,14 @@ def spawn(target, world: int, *args) -> dict:
 
 
 # -- figures --------------------------------------------------------------------------------
-def figures(runs, target):
+def figures(runs, target, strict_target):
     hits = [to_target(r["trace"], target) for r in runs]
+    strict = [to_target(r["trace"], strict_target) for r in runs]
     times = sorted(t for r in runs for t in r["step_times"])
     return {"steps_to_target": summary([h[0] for h in hits]),
             "seconds_to_target": summary([h[1] for h in hits]),
+            "steps_to_strict_target": summary([h[0] for h in strict]),
+            "seconds_to_strict_target": summary([h[1] for h in strict]),
             "final_val_loss": summary([r["trace"][-1][2] for r in runs]),
             "curvature_seconds": summary([r["curvature_seconds"] for r in runs]),
             "eigenpairs_max": summary([r["eigenpairs_max"] for r in runs]),
@@ -231,64 +247,119 @@ def main():
     for s in seeds:                                   # interleaved: machine noise hits both
         for name in single:
             single[name].append(train(name, lrs[name], s, steps, data, eval_every))
-    jobs = [(name, lrs["fosi"], s) for s in seeds for name in ("dho2", "mr-dho2")]
+    jobs = [(name, lrs["adamw" if name == "adamw" else "fosi"], s)
+            for s in seeds for name in ("dho2", "mr-dho2", "adamw")]
     rank0 = spawn(_train_ranks, 2, jobs, steps, data, eval_every)[0]
     memory = spawn(_memory_ranks, 4)[0]
-    dho2 = [r for (name, _, _), r in zip(jobs, rank0) if name == "dho2"]
-    mr = [r for (name, _, _), r in zip(jobs, rank0) if name == "mr-dho2"]
+    on_two = {key: [r for (name, _, _), r in zip(jobs, rank0) if name == key]
+              for key in ("dho2", "mr-dho2", "adamw")}
     report(args, steps, seeds, trials, lrs, tuning, target, at, data, memory,
-           {"adamw": adamw, "sgd": single["sgd"], "fosi": single["fosi"], "dho2": dho2,
-            "mr-dho2": mr}, time.perf_counter() - wall)
+           {"adamw": adamw, "adamw-p2": on_two["adamw"], "sgd": single["sgd"],
+            "fosi": single["fosi"], "dho2": on_two["dho2"], "mr-dho2": on_two["mr-dho2"]},
+           hvp_mode_seconds(data), time.perf_counter() - wall)
 
 
-def report(args, steps, seeds, trials, lrs, tuning, target, at, data, memory, runs, wall):
-    fig = {name: figures(r, target) for name, r in runs.items()}
+def hvp_mode_seconds(data, calls: int = 10) -> dict:
+    """Seconds per HVP of each mode on the bench model, at a rank's and at the global batch,
+    and of the double-backward gradient-graph build (once per refresh), against a training
+    step (forward + backward) on the same batch."""
+    (Xt, yt), _ = data
+    out = {}
+    for batch in (32, 64):
+        model, rows = cnn(0), (Xt[:batch], yt[:batch])
+        v = torch.randn(sum(p.numel() for p in model.parameters()))
+        out[f"train_step_batch{batch}"] = _seconds(
+            lambda: loss_fn(model, rows).backward(), calls)
+        for mode in ("forward_over_reverse", "double_backward"):
+            H = HessianOperator(model, loss_fn, rows, mode=mode)
+            start = time.perf_counter()
+            H.prepare()
+            if mode == "double_backward":
+                out[f"graph_build_batch{batch}"] = time.perf_counter() - start
+            out[f"{mode}_batch{batch}"] = _seconds(lambda: H(v), calls)
+    return out
+
+
+def _seconds(fn, calls: int) -> float:
+    fn()                                                            # warm-up
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def report(args, steps, seeds, trials, lrs, tuning, target, at, data, memory, runs, hvp, wall):
+    # a second, stricter target: the median over seeds of tuned AdamW's best val loss
+    strict = statistics.median(min(v for _, _, v in r["trace"]) for r in runs["adamw"])
+    fig = {name: figures(r, target, strict) for name, r in runs.items()}
     med = lambda name, key: fig[name][key]["median"]
     ratio = lambda a, b: a / b if b > 0 else float("inf")
-    time_ratio = ratio(med("adamw", "seconds_to_target"), med("dho2", "seconds_to_target"))
+    adamw_seconds = min(med("adamw", "seconds_to_target"), med("adamw-p2", "seconds_to_target"))
+    time_ratio = ratio(adamw_seconds, med("dho2", "seconds_to_target"))
     base = memory[1]["curvature_bytes"]
     ideal = {f"P{P}": base / (P * memory[P]["curvature_bytes"]) for P in (2, 4)}
-    ratios = {"adamw_over_dho2_seconds_to_target": time_ratio,
+    ratios = {"fastest_adamw_over_dho2_seconds_to_target": time_ratio,
+              "adamw_p2_over_dho2_seconds_to_target": ratio(med("adamw-p2", "seconds_to_target"),
+                                                            med("dho2", "seconds_to_target")),
               "adamw_over_fosi_seconds_to_target": ratio(med("adamw", "seconds_to_target"),
                                                          med("fosi", "seconds_to_target")),
               "adamw_over_dho2_steps_to_target": ratio(med("adamw", "steps_to_target"),
                                                        med("dho2", "steps_to_target")),
+              "dho2_over_adamw_p2_step_seconds_median": ratio(
+                  fig["dho2"]["step_seconds_median"], fig["adamw-p2"]["step_seconds_median"]),
               "mr_dho2_over_dho2_step_seconds_max": ratio(fig["mr-dho2"]["step_seconds_max"],
                                                           fig["dho2"]["step_seconds_max"]),
+              "fastest_adamw_over_dho2_seconds_to_strict_target": ratio(
+                  min(med("adamw", "seconds_to_strict_target"),
+                      med("adamw-p2", "seconds_to_strict_target")),
+                  med("dho2", "seconds_to_strict_target")),
               "curvature_memory_fraction_of_ideal": ideal}
     time_met = time_ratio >= 1.4
     memory_met = min(ideal.values()) >= 0.9
-    notes = []
+    notes = [
+        f"tuned AdamW reaches val loss {target:.4f} in {med('adamw', 'seconds_to_target'):.2f} s"
+        f" / {med('adamw', 'steps_to_target'):.0f} steps on 1 process and "
+        f"{med('adamw-p2', 'seconds_to_target'):.2f} s / {med('adamw-p2', 'steps_to_target'):.0f}"
+        f" steps on 2 (medians); DHO2 (P=2) in {med('dho2', 'seconds_to_target'):.2f} s / "
+        f"{med('dho2', 'steps_to_target'):.0f} steps, {med('dho2', 'curvature_seconds'):.2f} s"
+        f" of it curvature; FOSI (1 process) in {med('fosi', 'seconds_to_target'):.2f} s / "
+        f"{med('fosi', 'steps_to_target'):.0f} steps. Time target "
+        f"{'met' if time_met else 'missed'}: {time_ratio:.2f}x against the faster AdamW. "
+        f"To AdamW's best val loss {strict:.4f} (a stricter target, reported beside the issue's): "
+        f"AdamW {med('adamw', 'seconds_to_strict_target'):.2f} s on 1 process, "
+        f"{med('adamw-p2', 'seconds_to_strict_target'):.2f} s on 2; DHO2 "
+        f"{med('dho2', 'seconds_to_strict_target'):.2f} s; FOSI "
+        f"{med('fosi', 'seconds_to_strict_target'):.2f} s."]
     if not time_met:
+        fastest = "adamw" if med("adamw", "seconds_to_target") <= adamw_seconds else "adamw-p2"
+        refreshes = len(range(CURVATURE["warmup"], steps, CURVATURE["refresh_interval"]))
         notes.append(
-            f"time target missed: tuned AdamW reaches val loss {target:.4f} in "
-            f"{med('adamw', 'seconds_to_target'):.2f} s / {med('adamw', 'steps_to_target'):.0f} "
-            f"steps (median), DHO2 (P=2) in {med('dho2', 'seconds_to_target'):.2f} s / "
-            f"{med('dho2', 'steps_to_target'):.0f} steps, FOSI (1 process) in "
-            f"{med('fosi', 'seconds_to_target'):.2f} s / {med('fosi', 'steps_to_target'):.0f} "
-            f"steps; DHO2 spent a median {med('dho2', 'curvature_seconds'):.2f} s on curvature. "
-            "On this ~3.8k-parameter CNN a step costs milliseconds, so Lanczos refreshes and "
-            "DHO2's four sequential gloo collectives per step (gradient reduce-scatter, two "
-            "k-float all-reduces, parameter all-gather) of 2 processes on 2 shared cores weigh "
-            "more than the steps the curvature saves.")
+            f"Why: DHO2 needs {ratio(med(fastest, 'steps_to_target'), med('dho2', 'steps_to_target')):.2f}x"
+            f" fewer steps than the faster AdamW, which bounds the time ratio even at equal step "
+            f"cost; its step costs {ratios['dho2_over_adamw_p2_step_seconds_median']:.2f}x "
+            f"AdamW's on 2 processes (three more sequential gloo collectives of a few floats each:"
+            f" latency-bound on 2 shared cores) and each refresh ({CURVATURE['k'] * 4} HVPs) "
+            f"{med('dho2', 'curvature_seconds') / refreshes:.2f} s.")
     if not memory_met:
         notes.append(f"memory target missed: fraction of ideal 1/P = {ideal}")
     write_result(
         "dho2", smoke=args.smoke, out=args.out, met=time_met and memory_met,
-        notes=" ".join(notes) or "both targets met",
-        config={"dataset": "sklearn digits (1797 8x8 images, 20% validation)",
-                "model": "CNN conv(1,8)-conv(8,16)-avgpool-linear(256,10)",
+        notes=" ".join(notes),
+        config={"dataset": "sklearn digits (1797 8x8 images, 20% validation)", "model": MODEL,
                 "n_params": memory[1]["n"], "steps": steps, "global_batch": 64,
                 "seeds": seeds, "lr_trials_per_method": trials, "lr_ranges": LR_RANGE,
                 "curvature": CURVATURE, "dho2_workers": 2, "mr_dho2_lanczos_per_step": 4,
                 "wall_seconds": wall},
-        baseline={"adamw": fig["adamw"], "sgd": fig["sgd"]},
+        baseline={"adamw": fig["adamw"], "adamw-p2": fig["adamw-p2"], "sgd": fig["sgd"]},
         method={"dho2": fig["dho2"], "fosi": fig["fosi"], "mr-dho2": fig["mr-dho2"]},
         ratios=ratios,
         target={"val_loss": target, "at_step": at, "from": "tuned AdamW, median over seeds",
+                "strict_val_loss": strict,
+                "strict_from": "tuned AdamW's lowest val loss in the budget, median over seeds",
                 "time_ratio": 1.4, "memory_fraction_of_ideal": 0.9},
         extra={"tuned_lr": lrs, "tuning": tuning,
-               "curvature_memory_per_worker": {f"P{P}": m for P, m in memory.items()}})
+               "curvature_memory_per_worker": {f"P{P}": m for P, m in memory.items()},
+               "hvp_modes": hvp})
 
 
 if __name__ == "__main__":

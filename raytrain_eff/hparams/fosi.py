@@ -28,6 +28,8 @@ class FOSIConfig:
     learning_rate_clip: float = 3.0  # upper clip of c = λ_max / λ_k (reference code default)
     eig_floor: float = 1e-4       # |λ| floor so tiny or negative λ never explode ρ = 1/|λ|
     ritz_tol: float = 1e-2        # keep Ritz pairs with β|s| <= ritz_tol·|λ_max| (converged ones)
+    # HVPs: double backward through one kept gradient graph per refresh, or forward-over-reverse
+    hvp_mode: Literal["double_backward", "forward_over_reverse"] = "double_backward"
 
     def __post_init__(self):
         check(self.lr > 0, "lr", self.lr, "> 0")

@@ -12,7 +12,8 @@ Per step: ``a = Σ_p V_p g_p`` and ``[V m, V u] = Σ_p [V_p m_p, V_p u_p]`` are 
 k and 2k floats; rank p updates θ_p and the slices are all-gathered into the model. Per
 Lanczos iteration: q is all-gathered once (n floats), every rank applies the Hessian of
 *its own* batch, and a reduce-scatter / P leaves each rank its slice of the averaged H q;
-dot products are all-reduces of j floats. No rank holds the full eigenvector matrix.
+the dot products are two all-reduces of about j floats (``lanczos._three_term_step``).
+No rank holds the full eigenvector matrix.
 Unlike the reference code, no rank repeats another's HVP and V is never re-assembled.
 
 MR-DHO2 (``MRDHO2Optimizer``) runs the refresh on a parameter snapshot a few Lanczos

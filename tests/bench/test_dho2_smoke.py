@@ -4,9 +4,10 @@ from smoke import run_smoke
 
 def test_dho2_bench_smoke(tmp_path):
     record = run_smoke("dho2", tmp_path, timeout=280)
-    assert {"curvature_memory_per_worker", "tuned_lr"} <= set(record)
+    assert {"curvature_memory_per_worker", "tuned_lr", "hvp_modes"} <= set(record)
     assert set(record["method"]) == {"dho2", "fosi", "mr-dho2"}
-    assert set(record["baseline"]) == {"adamw", "sgd"}
+    assert set(record["baseline"]) == {"adamw", "adamw-p2", "sgd"}
+    assert all(seconds > 0 for seconds in record["hvp_modes"].values())
     memory = record["curvature_memory_per_worker"]
     assert set(memory) == {"P1", "P2", "P4"}
     # slices: the per-rank basis falls with P (padding aside)

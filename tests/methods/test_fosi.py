@@ -133,7 +133,9 @@ def test_trains_and_reports_metrics():
             refreshes += 1
             assert stats["curvature_seconds"] > 0 and stats["lambda_max"] > 0
             assert stats["lanczos_iterations"] == 12
-            assert method.step_flops(1.0, ctx) > 1.0
+            # twelve HVPs through one gradient graph, whose build is counted once
+            assert opt.hvp_flops > 0 and opt.operator_flops > 0
+            assert method.step_flops(1.0, ctx) == 1.0 + 12 * opt.hvp_flops + opt.operator_flops
         else:
             assert stats["curvature_seconds"] == 0 and method.step_flops(1.0, ctx) == 1.0
     assert refreshes == 3                           # steps 2, 12, 22

@@ -2,6 +2,7 @@
 and the sharded recursion equals the single-process one."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch.func import functional_call, hessian
@@ -9,7 +10,7 @@ from torch.func import functional_call, hessian
 from raytrain_eff.hparams.fosi import DHO2Config, FOSIConfig
 from raytrain_eff.methods.dho2 import DHO2Optimizer
 from raytrain_eff.methods.fosi import FOSIOptimizer
-from raytrain_eff.methods.lanczos import HessianOperator, lanczos
+from raytrain_eff.methods.lanczos import HVP_MODES, HessianOperator, lanczos
 
 torch.set_num_threads(1)
 
@@ -48,14 +49,27 @@ def draw(n):
                                  dtype=torch.float64)
 
 
-def test_hvp_equals_dense_hessian_both_modes():
+@pytest.mark.parametrize("mode", HVP_MODES)
+def test_hvp_equals_dense_hessian_in_every_mode(mode):
+    model, batch = mlp(), data(1)
+    H = dense_hessian(model, batch)
+    op = HessianOperator(model, ce, batch, mode=mode)
+    v = torch.randn(H.shape[0], dtype=torch.float64)
+    torch.testing.assert_close(op(v), H @ v, rtol=0, atol=1e-12)
+
+
+def test_double_backward_reuses_one_gradient_graph_for_every_hvp():
     model, batch = mlp(), data(1)
     H = dense_hessian(model, batch)
     op = HessianOperator(model, ce, batch)
-    v = torch.randn(H.shape[0], dtype=torch.float64)
-    torch.testing.assert_close(op(v), H @ v, rtol=0, atol=1e-12)
-    op.forward_mode = False                      # the double-backward fallback
-    torch.testing.assert_close(op(v), H @ v, rtol=0, atol=1e-12)
+    op.prepare()
+    graph = op._graph
+    for seed in range(3):
+        v = torch.randn(H.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(op(v), H @ v, rtol=0, atol=1e-12)
+    assert op._graph is graph
+    with pytest.raises(ValueError, match="hvp mode 'reverse'.*forward_over_reverse"):
+        HessianOperator(model, ce, batch, mode="reverse")
 
 
 def test_full_order_lanczos_recovers_the_spectrum_and_v_is_orthonormal():
@@ -121,11 +135,12 @@ class BNDropNet(nn.Module):
         return self.fc2(self.drop(torch.tanh(self.bn(self.fc1(x)))))
 
 
-def test_operator_is_symmetric_with_batchnorm_and_dropout_and_keeps_buffers():
+@pytest.mark.parametrize("mode", HVP_MODES)
+def test_operator_is_symmetric_with_batchnorm_and_dropout_and_keeps_buffers(mode):
     torch.manual_seed(0)
     model = BNDropNet().double().train()
     before = {n: b.clone() for n, b in model.named_buffers()}
-    op = HessianOperator(model, ce, data(4), seed=7)
+    op = HessianOperator(model, ce, data(4), seed=7, mode=mode)
     n = sum(p.numel() for p in model.parameters())
     u, v = torch.randn(n, dtype=torch.float64), torch.randn(n, dtype=torch.float64)
     assert abs(float(u @ op(v) - v @ op(u))) < 1e-10 * float(u.norm() * v.norm())
