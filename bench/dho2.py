@@ -87,8 +87,8 @@ def method_for(name: str, lr: float):
 
 
 def train(name, lr, seed, steps, data, eval_every, rank=0, world=1, group=None):
-    """One run through the seam; returns per-eval (step, train seconds, val loss) and the
-    per-step wall times (evaluation excluded)."""
+    """One run through the seam; returns per-eval (step, train seconds, val loss, curvature
+    seconds so far) and the per-step wall times (evaluation excluded)."""
     (Xt, yt), (Xv, yv) = data
     batch = 64 // world
     model = cnn(seed)
@@ -123,7 +123,8 @@ def train(name, lr, seed, steps, data, eval_every, rank=0, world=1, group=None):
         if (step + 1) % eval_every == 0:
             with torch.no_grad():
                 val = float(loss_fn(model, (Xv, yv)))
-            trace.append((step + 1, elapsed, val if math.isfinite(val) else float("inf")))
+            trace.append((step + 1, elapsed, val if math.isfinite(val) else float("inf"),
+                          curvature_s))
     return {"trace": trace, "step_times": step_times, "curvature_seconds": curvature_s,
             "eigenpairs_max": eigenpairs}
 
@@ -142,17 +143,19 @@ def tune(name, trials, steps, data, eval_every):
 
 
 def to_target(trace, target):
-    """(steps, train seconds) at the first evaluation at or below the target; inf if never."""
-    for step, seconds, val in trace:
+    """(steps, train seconds, curvature seconds among them) at the first evaluation at or
+    below the target; inf if never."""
+    for step, seconds, val, curvature in trace:
         if val <= target:
-            return step, seconds
-    return float("inf"), float("inf")
+            return step, seconds, curvature
+    return float("inf"), float("inf"), float("inf")
 
 
 # -- gloo ranks: DHO2 / MR-DHO2 at P=2 and curvature memory at P=1, 2, 4 -----------------------
 # Timed runs get a group of exactly 2 processes: idle extra ranks waiting in a collective
 # would share the 2 cores with the ranks being timed.
-def _train_ranks(rank, world, port, jobs, steps, data, eval_every, queue):
+def _train_ranks(rank, world, port, jobs, steps, data, eval_every, curvature, queue):
+    CURVATURE.update(curvature)                  # a spawned process re-imports this module
     _join(rank, world, port)
     runs = [train(name, lr, seed, steps, data, eval_every, rank, world, dist.group.WORLD)
             for name, lr, seed in jobs]
@@ -160,7 +163,8 @@ def _train_ranks(rank, world, port, jobs, steps, data, eval_every, queue):
     dist.destroy_process_group()
 
 
-def _memory_ranks(rank, world, port, queue):
+def _memory_ranks(rank, world, port, curvature, queue):
+    CURVATURE.update(curvature)
     _join(rank, world, port)
     groups = {p: dist.new_group(list(range(p))) for p in (1, 2, 4)}   # every rank creates each
     memory = {}
@@ -218,6 +222,7 @@ def figures(runs, target, strict_target):
     times = sorted(t for r in runs for t in r["step_times"])
     return {"steps_to_target": summary([h[0] for h in hits]),
             "seconds_to_target": summary([h[1] for h in hits]),
+            "curvature_seconds_to_target": summary([h[2] for h in hits]),
             "steps_to_strict_target": summary([h[0] for h in strict]),
             "seconds_to_strict_target": summary([h[1] for h in strict]),
             "final_val_loss": summary([r["trace"][-1][2] for r in runs]),
@@ -242,15 +247,15 @@ def main():
     # the target: tuned AdamW's median val loss at 75% of the steps, fixed before FOSI/DHO2 run
     adamw = [train("adamw", lrs["adamw"], s, steps, data, eval_every) for s in seeds]
     at = int(0.75 * steps) // eval_every * eval_every
-    target = statistics.median(dict((st, v) for st, _, v in r["trace"])[at] for r in adamw)
+    target = statistics.median(dict((st, v) for st, _, v, _ in r["trace"])[at] for r in adamw)
     single = {"sgd": [], "fosi": []}
     for s in seeds:                                   # interleaved: machine noise hits both
         for name in single:
             single[name].append(train(name, lrs[name], s, steps, data, eval_every))
     jobs = [(name, lrs["adamw" if name == "adamw" else "fosi"], s)
             for s in seeds for name in ("dho2", "mr-dho2", "adamw")]
-    rank0 = spawn(_train_ranks, 2, jobs, steps, data, eval_every)[0]
-    memory = spawn(_memory_ranks, 4)[0]
+    rank0 = spawn(_train_ranks, 2, jobs, steps, data, eval_every, dict(CURVATURE))[0]
+    memory = spawn(_memory_ranks, 4, dict(CURVATURE))[0]
     on_two = {key: [r for (name, _, _), r in zip(jobs, rank0) if name == key]
               for key in ("dho2", "mr-dho2", "adamw")}
     report(args, steps, seeds, trials, lrs, tuning, target, at, data, memory,
@@ -290,7 +295,7 @@ def _seconds(fn, calls: int) -> float:
 
 def report(args, steps, seeds, trials, lrs, tuning, target, at, data, memory, runs, hvp, wall):
     # a second, stricter target: the median over seeds of tuned AdamW's best val loss
-    strict = statistics.median(min(v for _, _, v in r["trace"]) for r in runs["adamw"])
+    strict = statistics.median(min(v for _, _, v, _ in r["trace"]) for r in runs["adamw"])
     fig = {name: figures(r, target, strict) for name, r in runs.items()}
     med = lambda name, key: fig[name][key]["median"]
     ratio = lambda a, b: a / b if b > 0 else float("inf")
@@ -321,8 +326,8 @@ def report(args, steps, seeds, trials, lrs, tuning, target, at, data, memory, ru
         f" / {med('adamw', 'steps_to_target'):.0f} steps on 1 process and "
         f"{med('adamw-p2', 'seconds_to_target'):.2f} s / {med('adamw-p2', 'steps_to_target'):.0f}"
         f" steps on 2 (medians); DHO2 (P=2) in {med('dho2', 'seconds_to_target'):.2f} s / "
-        f"{med('dho2', 'steps_to_target'):.0f} steps, {med('dho2', 'curvature_seconds'):.2f} s"
-        f" of it curvature; FOSI (1 process) in {med('fosi', 'seconds_to_target'):.2f} s / "
+        f"{med('dho2', 'steps_to_target'):.0f} steps, "
+        f"{med('dho2', 'curvature_seconds_to_target'):.2f} s of it curvature; FOSI (1 process) in {med('fosi', 'seconds_to_target'):.2f} s / "
         f"{med('fosi', 'steps_to_target'):.0f} steps. Time target "
         f"{'met' if time_met else 'missed'}: {time_ratio:.2f}x against the faster AdamW. "
         f"To AdamW's best val loss {strict:.4f} (a stricter target, reported beside the issue's): "
