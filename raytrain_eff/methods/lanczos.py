@@ -152,7 +152,7 @@ class HessianOperator:
     with the operator. ``forward_over_reverse`` (``jvp`` of ``grad`` via ``torch.func``) keeps
     nothing between HVPs but recomputes everything each time; it falls back to double
     backward for good on an op without forward-mode AD. On bench/dho2.py's CNN the cached
-    double backward is ~2.5x faster per HVP (``hvp_modes`` in bench/results/dho2.json).
+    double backward is ~2x faster per HVP (``hvp_modes`` in bench/results/dho2.json).
     The operator is kept symmetric: buffers (BatchNorm statistics) are passed as copies, so
     no HVP changes them, and the loss runs under a fixed RNG seed, so dropout masks are the
     same for every HVP of a refresh (one graph, or the same seed replayed).
