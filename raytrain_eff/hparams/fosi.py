@@ -10,6 +10,9 @@ from typing import Literal
 
 from raytrain_eff.typed import check
 
+# How HVPs are formed (raytrain_eff.methods.lanczos.HessianOperator)
+HvpMode = Literal["double_backward", "forward_over_reverse"]
+
 
 @dataclass(kw_only=True)
 class FOSIConfig:
@@ -29,7 +32,7 @@ class FOSIConfig:
     eig_floor: float = 1e-4       # |λ| floor so tiny or negative λ never explode ρ = 1/|λ|
     ritz_tol: float = 1e-2        # keep Ritz pairs with β|s| <= ritz_tol·|λ_max| (converged ones)
     # HVPs: double backward through one kept gradient graph per refresh, or forward-over-reverse
-    hvp_mode: Literal["double_backward", "forward_over_reverse"] = "double_backward"
+    hvp_mode: HvpMode = "double_backward"
 
     def __post_init__(self):
         check(self.lr > 0, "lr", self.lr, "> 0")

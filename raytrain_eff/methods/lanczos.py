@@ -19,11 +19,13 @@ basis Q is held as an (m × n/P) fp64 slice per rank.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Generator, Optional
+from typing import Any, Callable, Generator, Optional, get_args
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp
+
+from raytrain_eff.hparams.fosi import HvpMode
 
 Psum = Callable[[torch.Tensor], torch.Tensor]
 
@@ -140,7 +142,7 @@ class _LossOf(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
-HVP_MODES = ("double_backward", "forward_over_reverse")
+HVP_MODES = get_args(HvpMode)
 
 
 class HessianOperator:

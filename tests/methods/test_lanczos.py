@@ -65,7 +65,8 @@ def test_double_backward_reuses_one_gradient_graph_for_every_hvp():
     op.prepare()
     graph = op._graph
     for seed in range(3):
-        v = torch.randn(H.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        gen = torch.Generator().manual_seed(seed)
+        v = torch.randn(H.shape[0], dtype=torch.float64, generator=gen)
         torch.testing.assert_close(op(v), H @ v, rtol=0, atol=1e-12)
     assert op._graph is graph
     with pytest.raises(ValueError, match="hvp mode 'reverse'.*forward_over_reverse"):
