@@ -207,6 +207,14 @@ def node_loss_scenario(root: pathlib.Path, cluster, node, gcs_address: str) -> d
             "samples_seen": result.metrics.get("samples_seen")}
 
 
+def wait_until_all_cpus_free(timeout: float) -> None:
+    import ray
+    deadline = time.monotonic() + timeout
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
+        assert time.monotonic() < deadline, f"CPUs still held: {ray.available_resources()}"
+        time.sleep(0.2)
+
+
 def main(root: pathlib.Path) -> None:
     import ray
     cluster, worker = start_cluster(root)
@@ -217,6 +225,8 @@ def main(root: pathlib.Path) -> None:
         observed = {"nodes": nodes, "head": cluster.head_node.node_id,
                     "probe": placement.probe(str(root / "runs"), nodes),
                     "spread_worker_nodes": spread_scenario(root, gcs_address)}
+        # the elastic run starts with the workers that fit: let the last run's actors go first
+        wait_until_all_cpus_free(timeout=60)
         observed["lost"] = node_loss_scenario(root, cluster, worker, gcs_address)
         (root / "observed.json").write_text(json.dumps(observed))
     finally:
