@@ -166,10 +166,13 @@ def spread_scenario(root: pathlib.Path, gcs_address: str) -> list[str]:
 
 def remove_when_checkpointed(cluster, node, run_dir: pathlib.Path, min_step: int,
                              done: threading.Event, gcs_address: str) -> dict:
-    """Once a checkpoint exists and step >= min_step, remove ``node`` if it hosts a worker."""
+    """Once Ray Train has registered a checkpoint and step >= min_step, remove ``node`` if it
+    hosts a worker. A checkpoint folder alone is not enough: Train registers it a moment
+    later, and a crash before that restarts the run from step 0."""
     from raytrain_eff.engine import records
+    registered = run_dir / "checkpoint_manager_snapshot.json"   # written on registration
     while not done.is_set():
-        table = records.read_table(str(run_dir)) if any(run_dir.glob("checkpoint_step*")) else None
+        table = records.read_table(str(run_dir)) if registered.exists() else None
         if table is not None and max(table.column("step").to_pylist()) >= min_step:
             break
         time.sleep(0.2)
@@ -207,14 +210,6 @@ def node_loss_scenario(root: pathlib.Path, cluster, node, gcs_address: str) -> d
             "samples_seen": result.metrics.get("samples_seen")}
 
 
-def wait_until_all_cpus_free(timeout: float) -> None:
-    import ray
-    deadline = time.monotonic() + timeout
-    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
-        assert time.monotonic() < deadline, f"CPUs still held: {ray.available_resources()}"
-        time.sleep(0.2)
-
-
 def main(root: pathlib.Path) -> None:
     import ray
     cluster, worker = start_cluster(root)
@@ -225,8 +220,6 @@ def main(root: pathlib.Path) -> None:
         observed = {"nodes": nodes, "head": cluster.head_node.node_id,
                     "probe": placement.probe(str(root / "runs"), nodes),
                     "spread_worker_nodes": spread_scenario(root, gcs_address)}
-        # the elastic run starts with the workers that fit: let the last run's actors go first
-        wait_until_all_cpus_free(timeout=60)
         observed["lost"] = node_loss_scenario(root, cluster, worker, gcs_address)
         (root / "observed.json").write_text(json.dumps(observed))
     finally:
