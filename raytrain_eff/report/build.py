@@ -22,6 +22,8 @@ import yaml
 from raytrain_eff.engine import records, storage
 from raytrain_eff.report import analysis, html, plots
 
+LR_SCALE_KEY = "newton_lr_scale"      # FOSI/DHO2's step multiplier c, as methods/fosi.py logs it
+
 IGNORED_KEYS = {"run": ("seed", "name", "storage_path", "stop_after", "max_failures"),
                 "monitor": None, "preset": None}
 
@@ -159,8 +161,25 @@ def setup_row(runs: list[Loaded], label: str, table: pd.DataFrame) -> dict:
             "world_size": int(mine.world_size.max()), "steps": int(cfg["run"]["steps"]),
             "batch_size": int(cfg["data"]["batch_size"]), "dataset": str(cfg["data"]["dataset"]),
             "median_samples": float(mine.samples.median()),
+            **step_sizes(runs),
             "data_checksum": joined("data_checksum"), "commit": joined("commit"),
             "machine": ", ".join(sorted({_machine(r.summary.get("machine")) for r in runs}))}
+
+
+def step_sizes(runs: list[Loaded]) -> dict:
+    """Each side's peak scheduled LR and its effective step size: the LR times the step
+    multiplier a method actually applied (FOSI's clip factor c, logged as ``newton_lr_scale``),
+    so that a comparison cannot hide an LR multiplier inside a method. Medians over runs."""
+    peak, effective, scale = [], [], []
+    for run in runs:
+        lr = run.steps["lr"] if "lr" in run.steps else pd.Series([float("nan")])
+        c = run.steps.get(LR_SCALE_KEY, pd.Series(1.0, index=lr.index)).fillna(1.0)
+        peak.append(float(lr.max()))
+        effective.append(float((lr * c).max()))
+        scale.append(float(c.max()))
+    med = lambda xs: float(pd.Series(xs).median())  # noqa: E731
+    return {"peak_lr": med(peak), "lr_multiplier_max": med(scale),
+            "effective_peak_lr": med(effective)}
 
 
 def _machine(info: Optional[dict]) -> str:

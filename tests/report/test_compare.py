@@ -85,6 +85,9 @@ def test_page_has_every_section_with_its_plots(report):
     assert sorted(runs.side) == ["digits-adamw"] * 2 + ["digits-sgd"] * 2
     assert sorted(runs.seed) == [0, 0, 1, 1] and (runs.steps == 30).all()
     assert (runs.samples == 30 * 64).all()  # the same budget on both sides
+    setup = pd.read_parquet(report / "tables" / "setup.parquet")
+    # plain optimizers step at their scheduled LR: no hidden multiplier on either side
+    assert (setup.effective_peak_lr == setup.peak_lr).all() and (setup.peak_lr > 0).all()
 
 
 def test_every_number_on_the_page_is_a_cell_of_its_parquet_table(report):
