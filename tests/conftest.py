@@ -50,3 +50,27 @@ def run_cfg(tmp_path, request):
             f"run.storage_path={tmp_path}", f"run.name={name}", "monitor.enabled=false",
             *overrides])
     return make
+
+
+TIERS = ("unit", "ray", "cluster", "bench", "e2e")
+E2E_MODULES = {"test_prometheus_e2e.py"}
+
+
+def pytest_collection_modifyitems(items):
+    """Give every test one tier marker (see pyproject's markers): an explicit one wins, else
+    the tier follows from where the test lives and which Ray fixture it uses."""
+    for item in items:
+        if any(item.get_closest_marker(t) for t in TIERS):
+            continue
+        path = item.path
+        if path.name in E2E_MODULES:
+            tier = "e2e"
+        elif "bench" in path.parts:
+            tier = "bench"
+        elif "cluster" in path.parts:
+            tier = "cluster"
+        elif "ray_session" in getattr(item, "fixturenames", ()):
+            tier = "ray"
+        else:
+            tier = "unit"
+        item.add_marker(getattr(pytest.mark, tier))
