@@ -98,7 +98,7 @@ def test_missing_file_and_unknown_base(tmp_path):
 
 def test_packaged_space_files_validate():
     import pathlib
-    files = sorted((pathlib.Path(__file__).resolve().parents[2] / "tune_spaces").glob("*.yaml"))
+    files = sorted((pathlib.Path(__file__).resolve().parents[2] / "tune_spaces").rglob("*.yaml"))
     assert files
     for path in files:
         space.load(str(path))
