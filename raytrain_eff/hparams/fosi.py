@@ -2,16 +2,36 @@
 
 Torch-free, so a config validates before torch loads; every field here is what a Tune space
 may search (``tune_spaces/dho2.yaml``).
+
+The four options that decide *which* algorithm runs default to the reference code, hsivan/fosi
+(``fosi/jax_optim/fosi_optimizer.py``, ``extreme_spectrum_estimation.py``,
+``lanczos_algorithm.py``); the other value of each is a named departure:
+
+* ``learning_rate_clip``: None, the base's reference value: ``fosi_adam`` passes 1.0 (Adam's
+  step is never scaled), ``fosi_momentum``/``fosi_sgd`` default to 3.0. Departure: a float.
+* ``warmup``: W, counted as the reference counts ``warmup_w``: the first estimate runs before
+  update W (1-based), then before W + T, W + 2T, ...; None means W = T, the reference default.
+* ``ritz_filter``: ``"none"`` keeps all k (+ℓ) Ritz pairs, as the reference does.
+  Departure: ``"converged"``.
+* ``start_vector``: ``"fixed"``, one seeded vector reused by every refresh (the JAX reference,
+  which the paper's experiments ran, draws it from one ``PRNGKey(0)`` each time; its PyTorch
+  port draws from the global RNG instead). Departure: ``"fresh"``.
+
+The sizes default to the reference functions' values too (``approx_k`` 5, ``approx_l`` 0,
+``alpha`` 0.1, ``num_iters_to_approx_eigs`` 100); the paper's experiments vary them per task,
+and the packaged presets set their own.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 from raytrain_eff.typed import check
 
 # How HVPs are formed (raytrain_eff.methods.lanczos.HessianOperator)
 HvpMode = Literal["double_backward", "forward_over_reverse"]
+# The reference's learning_rate_clip per base: fosi_adam fixes 1.0, fosi_momentum defaults 3.0
+REFERENCE_CLIP = {"adamw": 1.0, "heavy_ball": 3.0}
 
 
 @dataclass(kw_only=True)
@@ -22,15 +42,26 @@ class FOSIConfig:
     beta2: float = 0.999          # Adam second-moment decay
     eps: float = 1e-8             # Adam denominator floor
     weight_decay: float = 0.0     # decoupled: θ ← θ(1 − lr·wd), never seen by the curvature split
-    k: int = 10                   # top Hessian eigenpairs (paper default)
-    num_smallest: int = 0         # ℓ bottom eigenpairs (paper default 0)
-    alpha: float = 0.01           # Newton step size α (paper default)
-    refresh_interval: int = 800   # T: steps between Lanczos refreshes (paper default)
-    warmup: int = 0               # W: base-optimizer-only steps before the first refresh
+    k: int = 5                    # top Hessian eigenpairs (reference approx_k)
+    num_smallest: int = 0         # ℓ bottom eigenpairs (reference approx_l)
+    alpha: float = 0.1            # Newton step size α (reference alpha of the JAX fosi_adam)
+    refresh_interval: int = 100   # T: steps between Lanczos refreshes (num_iters_to_approx_eigs)
+    # W: the first refresh runs before update W (1-based), then before W + T, W + 2T, ... (the
+    # reference's count + 1 >= W, (count + 1 − W) % T == 0); None: W = T (reference default)
+    warmup: Optional[int] = None
     lanczos_order: int = 0        # Lanczos iterations; 0 means the paper's 4(k + ℓ)
-    learning_rate_clip: float = 3.0  # upper clip of c = λ_max / λ_k (reference code default)
-    eig_floor: float = 1e-4       # |λ| floor so tiny or negative λ never explode ρ = 1/|λ|
-    ritz_tol: float = 1e-2        # keep Ritz pairs with β|s| <= ritz_tol·|λ_max| (converged ones)
+    # upper clip of c = |λ_max / λ_k|; None: the reference's value for the base (REFERENCE_CLIP:
+    # 1.0 for adamw, 3.0 for heavy_ball). A float is a departure for adamw: it scales Adam's step
+    learning_rate_clip: Optional[float] = None
+    eig_floor: float = 1e-4       # |λ| floor: tiny λ never explode ρ = 1/|λ| (reference: none)
+    # "none" keeps all k (+ℓ) Ritz pairs, as the reference does; "converged" (a departure) keeps
+    # only pairs with residual β_m|s_mi| <= ritz_tol·|θ|_max, so an unconverged pair, whose ρ
+    # is a poor Newton step, gets no Newton step (its direction stays with the base optimizer)
+    ritz_filter: Literal["none", "converged"] = "none"
+    ritz_tol: float = 1e-2        # residual tolerance of ritz_filter="converged"
+    # "fixed": every refresh starts Lanczos from the same seeded vector (the reference's
+    # PRNGKey(0) draw); "fresh" (a departure): a new seeded vector per refresh
+    start_vector: Literal["fixed", "fresh"] = "fixed"
     # HVPs: double backward through one kept gradient graph per refresh, or forward-over-reverse
     hvp_mode: HvpMode = "double_backward"
 
@@ -45,12 +76,15 @@ class FOSIConfig:
         check(self.alpha > 0, "alpha", self.alpha, "> 0")
         check(self.refresh_interval >= 1, "refresh_interval", self.refresh_interval,
               "an integer >= 1")
-        check(self.warmup >= 0, "warmup", self.warmup, "an integer >= 0")
+        check(self.warmup is None or self.warmup >= 1, "warmup", self.warmup,
+              "None (W = refresh_interval) or an integer >= 1 (the update, counted from 1, "
+              "before which the first refresh runs; the reference's W = 0 acts as W = T)")
         check(self.lanczos_order == 0 or self.lanczos_order >= self.k + self.num_smallest,
               "lanczos_order", self.lanczos_order,
               f"0 (auto) or >= k + num_smallest ({self.k + self.num_smallest})")
-        check(self.learning_rate_clip >= 1, "learning_rate_clip", self.learning_rate_clip,
-              ">= 1")
+        check(self.learning_rate_clip is None or self.learning_rate_clip >= 1,
+              "learning_rate_clip", self.learning_rate_clip,
+              "None (the base's reference value) or >= 1")
         check(self.eig_floor > 0, "eig_floor", self.eig_floor, "> 0")
         check(self.ritz_tol > 0, "ritz_tol", self.ritz_tol, "> 0")
 
@@ -58,6 +92,23 @@ class FOSIConfig:
     def order(self) -> int:
         """Lanczos iterations m actually run."""
         return self.lanczos_order or 4 * (self.k + self.num_smallest)
+
+    @property
+    def first_refresh(self) -> int:
+        """W actually used: the 1-based update before which the first refresh runs."""
+        return self.refresh_interval if self.warmup is None else self.warmup
+
+    @property
+    def clip(self) -> float:
+        """Upper clip of c actually used (resolved here, so ``replace(base=...)`` follows)."""
+        if self.learning_rate_clip is None:
+            return REFERENCE_CLIP[self.base]
+        return self.learning_rate_clip
+
+    @property
+    def ritz_cutoff(self) -> Optional[float]:
+        """Residual tolerance handed to Lanczos; None keeps every extreme pair."""
+        return self.ritz_tol if self.ritz_filter == "converged" else None
 
 
 @dataclass(kw_only=True)

@@ -13,7 +13,8 @@ k and 2k floats; rank p updates θ_p and the slices are all-gathered into the mo
 Lanczos iteration: q is all-gathered once (n floats), every rank applies the Hessian of
 *its own* batch, and a reduce-scatter / P leaves each rank its slice of the averaged H q;
 the dot products are two all-reduces of about j floats (``lanczos._three_term_step``).
-No rank holds the full eigenvector matrix.
+No rank holds the full eigenvector matrix. Every rank slices the same seeded full-length start
+vector (``FOSIOptimizer._start``), so the sharded recursion is FOSI's on the concatenated batch.
 Unlike the reference code, no rank repeats another's HVP and V is never re-assembled.
 
 MR-DHO2 (``MRDHO2Optimizer``) runs the refresh on a parameter snapshot a few Lanczos
@@ -132,7 +133,7 @@ class MRDHO2Optimizer(DHO2Optimizer):
                         if p.requires_grad}
             H = self._operator(params=snapshot)
             m = min(self.cfg.order, self.n)
-            self.pending = lanczos_steps(self._matvec(H), self._draw(self.t), m, self._psum)
+            self.pending = lanczos_steps(self._matvec(H), self._start(), m, self._psum)
             self.snapshot_t = self.t
         if self.pending is None:
             return 0
@@ -141,7 +142,7 @@ class MRDHO2Optimizer(DHO2Optimizer):
                 next(self.pending)
             except StopIteration as finished:
                 c = self.cfg
-                self._install(ritz_pairs(*finished.value, c.k, c.num_smallest, c.ritz_tol))
+                self._install(ritz_pairs(*finished.value, c.k, c.num_smallest, c.ritz_cutoff))
                 self.pending, self.lag = None, self.t - self.snapshot_t
                 return done
         return self.cfg.lanczos_per_step

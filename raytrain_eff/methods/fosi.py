@@ -1,15 +1,29 @@
 """FOSI: a first-order base optimizer plus a Newton step in the top Hessian eigenspace.
 
 Sivan, Gabel, Schuster, "FOSI: Hybrid First and Second Order Optimization", ICLR 2024,
-arXiv 2302.08484 (reference code hsivan/fosi). With V the (k+ℓ)×n eigenvector rows from
-Lanczos (refreshed every T steps after a warm-up of W base-only steps) and ρ = 1/|λ|::
+arXiv 2302.08484 (reference code hsivan/fosi, ``fosi/jax_optim/fosi_optimizer.py``,
+``scale_by_fosi``). With V the (k+ℓ)×n eigenvector rows from Lanczos, ρ = 1/|λ| and
+t the updates taken so far (the reference's ``count``)::
 
+    if t + 1 >= W and (t + 1 − W) % T == 0:     # before update t + 1; W = T if unset
+        λ, V = lanczos(H(θ_t), v_0)              # v_0 fixed across refreshes (reference)
+        c = clip(ρ_k / ρ_max, 1, learning_rate_clip)    # = |λ_max / λ_k|
     a   = V g;        g1 = Vᵀ a;          g2 = g − g1
-    m_t = φ(g1, m_{t−1})                   # momentum of the base optimizer's kind
+    m_t = φ(g1, m_{t−1})                   # Adam: β1 m + (1−β1) g1; heavy-ball: μ m + g1
     d_N = Vᵀ (ρ ⊙ (V m_t))                 # Newton direction inside span(V)
     u   = base.update(g2);  u⊥ = u − Vᵀ(V u)
-    Δθ  = c · u⊥ − α · d_N,   c = clip(λ_max / λ_k, 1, learning_rate_clip)
+    Δθ  = c · u⊥ − α · d_N
     θ  ← θ (1 − lr·wd) + Δθ                # decoupled weight decay, outside the split
+
+Before the first refresh V is empty and the step is the base optimizer's. Reference values:
+``learning_rate_clip`` 1.0 for Adam (``fosi_adam`` passes it), 3.0 for momentum/SGD;
+all k (+ℓ) Ritz pairs kept; one start vector. These are our defaults
+(``raytrain_eff.hparams.fosi``); where we still differ, on purpose:
+
+* ρ uses |λ| floored at ``eig_floor`` (reference: unfloored), so a λ near 0 cannot explode ρ;
+* weight decay is decoupled, outside the split (the reference has none, see its TODO);
+* β1 of Adam and the Newton momentum are one value, ``momentum`` (reference: two, both 0.9);
+* each refresh takes a fresh batch from ``next_batch`` (reference: static or caller's batch).
 
 The optimizer works on flat vectors. Every hook that touches more than this process's data
 (gradient, HVP, sums over coordinates, parameter write-back, checkpoints) is a method, so
@@ -50,13 +64,12 @@ def newton_momentum(kind: str, g1: torch.Tensor, m: torch.Tensor, momentum: floa
     return m.mul_(momentum).add_(g1, alpha=1 - momentum)
 
 
-def lr_scale(top: torch.Tensor, clip: float) -> float:
-    """c = clip(λ_max / λ_k, 1, clip): the complement's curvature is at most λ_k."""
-    if len(top) == 0 or top[0] <= 0:
+def lr_scale(rho_top: torch.Tensor, clip: float) -> float:
+    """c = clip(ρ_k / ρ_max, 1, clip) = |λ_max / λ_k| clipped, as the reference computes it:
+    the complement's curvature is at most λ_k, so its step may grow by λ_max / λ_k."""
+    if len(rho_top) == 0:
         return 1.0
-    if top[-1] <= 0:
-        return clip
-    return float(min(max(top[0] / top[-1], 1.0), clip))
+    return float((rho_top[-1] / rho_top[0]).clamp(1.0, clip))
 
 
 class FOSIOptimizer(torch.optim.Optimizer):
@@ -126,14 +139,24 @@ class FOSIOptimizer(torch.optim.Optimizer):
             return self._local_slice(torch.randn(self.n, generator=gen, dtype=torch.float64))
         return draw
 
+    def _start(self) -> Callable[[int], torch.Tensor]:
+        """This refresh's start vector v_0 = draw(0) (draw(i ≥ 1): breakdown restarts).
+
+        ``fixed``: seed 0 at every refresh, i.e. v_0 = randn(n) from
+        ``torch.Generator().manual_seed(0)``: the reference's one ``PRNGKey(0)`` vector
+        (regenerated rather than kept, so it costs no memory). ``fresh``: seed t + 1.
+        """
+        return self._draw(0 if self.cfg.start_vector == "fixed" else self.t + 1)
+
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
         """Full-length vector (rows) from local slices; world-size-independent checkpoints."""
         return x
 
     # -- curvature -----------------------------------------------------------------------------
     def _refresh_due(self) -> bool:
-        c = self.cfg
-        return self.t >= c.warmup and (self.t - c.warmup) % c.refresh_interval == 0
+        """Before update t + 1 (1-based), as the reference's ``count + 1`` test."""
+        update, W = self.t + 1, self.cfg.first_refresh
+        return update >= W and (update - W) % self.cfg.refresh_interval == 0
 
     def _operator(self, params: Optional[dict] = None) -> HessianOperator:
         """HVP on a fresh batch; its seed ties the dropout mask to this refresh."""
@@ -144,8 +167,8 @@ class FOSIOptimizer(torch.optim.Optimizer):
     def refresh(self) -> None:
         H = self._operator()
         m = min(self.cfg.order, self.n)
-        self._install(lanczos(self._matvec(H), self._draw(self.t), m, self.cfg.k,
-                              self.cfg.num_smallest, self.cfg.ritz_tol, self._psum))
+        self._install(lanczos(self._matvec(H), self._start(), m, self.cfg.k,
+                              self.cfg.num_smallest, self.cfg.ritz_cutoff, self._psum))
 
     def _install(self, eig: RitzPairs) -> None:
         """Swap new eigenpairs in (at a step boundary)."""
@@ -153,7 +176,7 @@ class FOSIOptimizer(torch.optim.Optimizer):
         like = self._local_params()
         self.V = eig.V.to(like.dtype)
         self.rho = 1.0 / eig.eigvals.abs().clamp_min(self.cfg.eig_floor).to(like.dtype)
-        self.c = lr_scale(eig.eigvals[: eig.num_top], self.cfg.learning_rate_clip)
+        self.c = lr_scale(self.rho[: eig.num_top], self.cfg.clip)
 
     def _curvature_work(self) -> int:
         """Curvature work due before this step's update; returns the HVPs it computed."""

@@ -10,6 +10,13 @@ arXiv 2505.00982) estimate extreme Hessian eigenpairs by Lanczos on HVPs::
                               coefficient is α_j = q_jᵀ w, and it removes β_{j-1} q_{j-1})
         β_j = ||w||;  q_{j+1} = w / β_j   (β_j ≈ 0: restart with a fresh vector ⟂ Q)
     T = tridiag(β, α, β) = S diag(θ) Sᵀ;  Ritz vectors V = Sᵀ Qᵀ,  residual_i = β_m |S_{m,i}|
+    keep the k largest and ℓ smallest θ (all of them: the reference keeps every one)
+
+This is the reference's ``lanczos_alg`` (hsivan/fosi ``fosi/jax_optim/lanczos_algorithm.py``:
+fp64, two full Gram-Schmidt passes, m = 4(k + ℓ), start vector from one fixed ``PRNGKey(0)``,
+top-k/bottom-ℓ by ``eigh`` of T) with two optional or defensive additions: ``ritz_tol`` may
+drop pairs whose residual says they have not converged (off by default), and a breakdown
+(β_j ≈ 0, where the reference would divide by zero) restarts with a fresh orthogonal vector.
 
 The recursion is written over *slices*: every vector is the caller's contiguous slice of the
 full n-vector, and ``psum`` sums small tensors over the slices (identity in one process, an
@@ -99,25 +106,26 @@ def _orthogonalise(w: torch.Tensor, Q: torch.Tensor, psum: Psum) -> torch.Tensor
 
 
 def ritz_pairs(Q: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, restarts: int,
-               k: int, num_smallest: int, ritz_tol: float) -> RitzPairs:
-    """Top-k and bottom-ℓ Ritz pairs of T, only those whose residual says they converged."""
+               k: int, num_smallest: int, ritz_tol: Optional[float] = None) -> RitzPairs:
+    """Top-k and bottom-ℓ Ritz pairs of T; all of them (``ritz_tol=None``, the reference), or
+    only those with residual <= ritz_tol·|θ|_max, i.e. those that have converged."""
     m = alpha.numel()
     T = torch.diag(alpha) + torch.diag(beta[: m - 1], 1) + torch.diag(beta[: m - 1], -1)
     theta, S = torch.linalg.eigh(T)                       # ascending
     residuals = beta[m - 1].abs() * S[m - 1].abs()        # ||H v_i − θ_i v_i||
     top = list(range(m - 1, max(m - 1 - k, -1), -1))
     bottom = [i for i in range(min(num_smallest, m)) if i not in top]
-    scale = theta.abs().max().clamp_min(1e-300)
-    converged = [i for i in top + bottom if residuals[i] <= ritz_tol * scale]
-    idx = torch.tensor(converged, dtype=torch.long)
+    cut = None if ritz_tol is None else ritz_tol * theta.abs().max().clamp_min(1e-300)
+    kept = [i for i in top + bottom if cut is None or residuals[i] <= cut]
+    idx = torch.tensor(kept, dtype=torch.long)
     V = S[:, idx].T.to(Q.device) @ Q                      # (r, n/P)
     return RitzPairs(theta[idx], V, residuals[idx], m, restarts,
-                     Q.numel() * Q.element_size(), sum(i in top for i in converged))
+                     Q.numel() * Q.element_size(), sum(i in top for i in kept))
 
 
-def lanczos(matvec, draw, m: int, k: int, num_smallest: int = 0, ritz_tol: float = 1e-2,
-            psum: Optional[Psum] = None) -> RitzPairs:
-    """Run the recursion to the end and keep the converged extreme Ritz pairs."""
+def lanczos(matvec, draw, m: int, k: int, num_smallest: int = 0,
+            ritz_tol: Optional[float] = None, psum: Optional[Psum] = None) -> RitzPairs:
+    """Run the recursion to the end and keep the extreme Ritz pairs (see ``ritz_pairs``)."""
     steps = lanczos_steps(matvec, draw, m, psum or (lambda x: x))
     while True:
         try:

@@ -67,14 +67,14 @@ def test_before_the_first_refresh_fosi_is_its_base_optimizer(base):
 def test_split_step_equals_its_closed_form():
     # heavy-ball with μ = 0: m = g1, u = −lr·g2, so Δθ = −c·lr·(I − VᵀV) g − α Vᵀ(ρ ⊙ V g)
     cfg = FOSIConfig(base="heavy_ball", momentum=0.0, lr=0.1, alpha=0.3, k=4,
-                     refresh_interval=1000)
+                     refresh_interval=1000, warmup=1)
     model = mlp()
     opt = FOSIOptimizer(model, cfg, ce, Batches(500))
     batch = Batches()()
     ce(model, batch).backward()
     theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
     g = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
-    opt.step()                                     # refreshes first (t = 0), then steps
+    opt.step()                                     # W = 1: refreshes first, then steps
     V, rho, c = opt.V, opt.rho, opt.c
     assert V.shape[0] >= 1 and c >= 1.0
     expected = theta - c * 0.1 * (g - V.T @ (V @ g)) - 0.3 * V.T @ (rho * (V @ g))
@@ -95,8 +95,8 @@ def test_newton_part_solves_a_quadratic_inside_span_v():
     a = torch.tensor([100.0, 50.0] + [1.0] * (n - 2), dtype=torch.float64)
     model = Quadratic(n)
     loss = lambda m, _batch: 0.5 * (a * m.theta ** 2).sum()
-    cfg = FOSIConfig(base="heavy_ball", momentum=0.0, lr=0.01, alpha=1.0, k=2,
-                     lanczos_order=8, learning_rate_clip=1.0, ritz_tol=1e-6)
+    cfg = FOSIConfig(base="heavy_ball", momentum=0.0, lr=0.01, alpha=1.0, k=2, warmup=1,
+                     lanczos_order=8, learning_rate_clip=1.0)
     opt = FOSIOptimizer(model, cfg, loss, lambda: None)
     loss(model, None).backward()
     opt.step()
@@ -106,16 +106,47 @@ def test_newton_part_solves_a_quadratic_inside_span_v():
     torch.testing.assert_close(model.theta.detach(), expected, rtol=0, atol=1e-9)
 
 
-def test_eigenvalue_floor_bounds_rho_and_negative_curvature_is_descent():
-    opt = FOSIOptimizer(mlp(), FOSIConfig(eig_floor=0.5), ce, Batches())
-    n = opt.n
-    V = torch.zeros(3, n, dtype=torch.float64)
-    V[0, 0] = V[1, 1] = V[2, 2] = 1.0
-    opt._install(RitzPairs(torch.tensor([2.0, 1e-9, -4.0], dtype=torch.float64), V,
-                           torch.zeros(3), 0, 0, 0, 2))
-    torch.testing.assert_close(opt.rho, torch.tensor([0.5, 2.0, 0.25], dtype=torch.float64))
-    assert opt.c == 3.0                             # λ_k <= 0: the clip value, never infinite
+def _install_diagonal(opt, eigvals, num_top):
+    V = torch.zeros(len(eigvals), opt.n, dtype=torch.float64)
+    V[range(len(eigvals)), range(len(eigvals))] = 1.0
+    opt._install(RitzPairs(torch.tensor(eigvals, dtype=torch.float64), V,
+                           torch.zeros(len(eigvals)), 0, 0, 0, num_top))
 
+
+def test_eigenvalue_floor_bounds_rho_and_negative_curvature_is_descent():
+    opt = FOSIOptimizer(mlp(), FOSIConfig(base="heavy_ball", eig_floor=0.5), ce, Batches())
+    _install_diagonal(opt, [2.0, 1e-9, -4.0], 2)
+    torch.testing.assert_close(opt.rho, torch.tensor([0.5, 2.0, 0.25], dtype=torch.float64))
+    assert opt.c == 3.0                             # λ_k ≈ 0: the clip value, never infinite
+
+
+@pytest.mark.parametrize("base, clip, eigvals, c", [
+    ("heavy_ball", None, [4.0, 2.0], 2.0),          # reference fosi_momentum: clip 3
+    ("heavy_ball", None, [8.0, 2.0], 3.0),
+    ("heavy_ball", None, [1.0, -0.8], 1.25),        # |λ_max / λ_k|, as the reference
+    ("adamw", None, [8.0, 2.0], 1.0),               # reference fosi_adam: Adam never scaled
+    ("adamw", 3.0, [8.0, 2.0], 3.0),                # the named departure
+])
+def test_lr_scale_is_the_reference_clip_of_rho_k_over_rho_max(base, clip, eigvals, c):
+    cfg = FOSIConfig(base=base, learning_rate_clip=clip)
+    opt = FOSIOptimizer(mlp(), cfg, ce, Batches())
+    _install_diagonal(opt, eigvals, len(eigvals))
+    assert opt.c == pytest.approx(c, rel=1e-15)
+
+
+def test_refreshes_fall_on_the_reference_updates():
+    # reference: refresh before update τ = count + 1 when τ >= W and (τ − W) % T == 0
+    def refresh_updates(**kw):
+        opt = FOSIOptimizer(mlp(), FOSIConfig(k=1, **kw), ce, Batches(900))
+        model, batches, hits = opt.model, Batches(), []
+        for update in range(1, 13):
+            train(model, opt, 1, batches)
+            if opt.last["lanczos_iterations"]:
+                hits.append(update)
+        return hits
+    assert refresh_updates(refresh_interval=4, warmup=3) == [3, 7, 11]
+    assert refresh_updates(refresh_interval=4, warmup=1) == [1, 5, 9]
+    assert refresh_updates(refresh_interval=5) == [5, 10]          # W = None: W = T
 
 def test_trains_and_reports_metrics():
     model = mlp()
@@ -138,7 +169,7 @@ def test_trains_and_reports_metrics():
             assert method.step_flops(1.0, ctx) == 1.0 + 12 * opt.hvp_flops + opt.operator_flops
         else:
             assert stats["curvature_seconds"] == 0 and method.step_flops(1.0, ctx) == 1.0
-    assert refreshes == 3                           # steps 2, 12, 22
+    assert refreshes == 3                           # before updates 2, 12, 22 (1-based)
     assert stats["curvature_bytes"] == 12 * opt.n * 8 + opt.V.numel() * 8
     assert loss < 0.8 * first
 
@@ -170,3 +201,17 @@ def test_fosi_refuses_several_workers_and_configs_validate():
     with pytest.raises(ConfigError, match="refresh_interval"):
         MRDHO2Config(k=4, lanczos_per_step=2, refresh_interval=5)
     assert FOSIConfig(k=2, num_smallest=1).order == 12
+    with pytest.raises(ConfigError, match=r"warmup: 0 is invalid; must be None"):
+        FOSIConfig(warmup=0)
+    with pytest.raises(ConfigError, match="learning_rate_clip: 0.5 is invalid"):
+        FOSIConfig(learning_rate_clip=0.5)
+
+
+def test_defaults_are_the_reference_semantics():
+    cfg = FOSIConfig()
+    assert (cfg.learning_rate_clip, cfg.warmup) == (None, None)
+    assert (cfg.clip, FOSIConfig(base="heavy_ball").clip) == (1.0, 3.0)
+    assert cfg.first_refresh == cfg.refresh_interval
+    assert (cfg.ritz_filter, cfg.ritz_cutoff) == ("none", None)
+    assert FOSIConfig(ritz_filter="converged", ritz_tol=1e-3).ritz_cutoff == 1e-3
+    assert cfg.start_vector == "fixed"
