@@ -30,7 +30,8 @@ from raytrain_eff.methods.base import MethodContext
 
 def build_task(cfg: ExperimentConfig):
     cls = catalog.load_object(catalog.lookup(catalog.TASKS, "task", cfg.task.name).impl)
-    return cls(cfg.task.params, cfg.data, cfg.run.seed)
+    # the task maps (step, micro) to a micro-batch position with the run's grad_accum
+    return cls(cfg.task.params, cfg.data, cfg.run.seed, grad_accum=cfg.train.grad_accum)
 
 
 class Runner:

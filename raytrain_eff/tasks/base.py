@@ -1,7 +1,10 @@
 """A workload: model + data + loss + evaluation, with deterministic per-step batches.
 
-A batch is a pure function of (seed, step, micro-batch, rank, world size), so a resumed run
-sees exactly the batches it would have seen, and no data-loader state needs checkpointing.
+A batch is a pure function of (seed, micro-batch position, rank, world size), where the
+position of micro-batch ``micro`` of optimizer step ``step`` is ``step * grad_accum + micro``
+(``micro_batch_position``): the micro-batches of a run walk through each epoch's permutation
+one after the other, so gradient accumulation never repeats or skips rows. A resumed run sees
+exactly the batches it would have seen, and no data-loader state needs checkpointing.
 Tasks never import ray.
 """
 from __future__ import annotations
@@ -22,10 +25,11 @@ class Task:
     # False when the task generates its own data and data.dataset is only a label
     reads_dataset = True
 
-    def __init__(self, params: Any, data: Any, seed: int = 0):
+    def __init__(self, params: Any, data: Any, seed: int = 0, *, grad_accum: int = 1):
         self.params = params        # the task's hyper-parameter dataclass
         self.data = data            # config.DataConfig
         self.seed = seed
+        self.grad_accum = grad_accum  # train.grad_accum: micro-batches per optimizer step
         self.num_train = 0          # training rows (all ranks)
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -40,8 +44,18 @@ class Task:
         """Mean training loss of ``model`` on ``batch``."""
         raise NotImplementedError
 
-    def train_batch(self, step: int, micro: int, rank: int, world: int, batch_size: int) -> Any:
+    def batch_at(self, position: int, rank: int, world: int, batch_size: int) -> Any:
+        """The training micro-batch at ``position`` in this rank's stream of micro-batches
+        (the hook: subclasses see positions only, never steps)."""
         raise NotImplementedError
+
+    # -- the batch stream (not hooks) ----------------------------------------------------------
+    def batch_position(self, step: int, micro: int) -> int:
+        return micro_batch_position(step, micro, self.grad_accum)
+
+    def train_batch(self, step: int, micro: int, rank: int, world: int, batch_size: int) -> Any:
+        """Micro-batch ``micro`` (0 <= micro < grad_accum) of optimizer step ``step``."""
+        return self.batch_at(self.batch_position(step, micro), rank, world, batch_size)
 
     def val_batches(self, batch_size: int, num_batches: int) -> Iterator[Any]:
         raise NotImplementedError
@@ -94,14 +108,27 @@ def step_generator(seed: int, *keys: int) -> torch.Generator:
     return gen
 
 
-def epoch_batch_indices(num_rows: int, seed: int, step: int, micro: int, rank: int, world: int,
-                        batch_size: int, grad_accum: int = 1) -> torch.Tensor:
-    """Row indices of one micro-batch: each epoch is a fresh permutation of this rank's shard."""
+def micro_batch_position(step: int, micro: int, grad_accum: int) -> int:
+    """Where micro-batch ``micro`` of optimizer step ``step`` lies in a rank's stream of
+    micro-batches: ``step * grad_accum + micro``. A step is not a position once
+    ``grad_accum > 1``: (step s, micro 1) and (step s + 1, micro 0) must differ."""
+    if grad_accum < 1 or not 0 <= micro < grad_accum:
+        raise ValueError(f"micro-batch {micro} of a step with grad_accum={grad_accum}: "
+                         "need 0 <= micro < grad_accum")
+    return step * grad_accum + micro
+
+
+def epoch_batch_indices(num_rows: int, seed: int, *, position: int, rank: int, world: int,
+                        batch_size: int) -> torch.Tensor:
+    """Row indices of the micro-batch at ``position`` (``micro_batch_position``, never a bare
+    step): each epoch is a fresh permutation of this rank's shard, seeded by (seed, epoch,
+    rank, world), cut into ``len(shard) // batch_size`` disjoint micro-batches."""
     rows = shard_rows(num_rows, rank, world)
     if len(rows) == 0:
         raise ValueError(f"rank {rank} of {world} has an empty data shard ({num_rows} rows)")
+    if position < 0:
+        raise ValueError(f"micro-batch position {position} < 0")
     per_epoch = max(len(rows) // batch_size, 1)
-    position = step * grad_accum + micro
     epoch, within = divmod(position, per_epoch)
     perm = torch.randperm(len(rows), generator=step_generator(seed, epoch, rank, world))
     take = perm[(within * batch_size) % len(rows):][:batch_size]

@@ -66,8 +66,9 @@ class ClassifyTask(Task):
         x, y = batch
         return F.cross_entropy(model(x), y)
 
-    def train_batch(self, step, micro, rank, world, batch_size):
-        idx = epoch_batch_indices(self.num_train, self.seed, step, micro, rank, world, batch_size)
+    def batch_at(self, position, rank, world, batch_size):
+        idx = epoch_batch_indices(self.num_train, self.seed, position=position, rank=rank,
+                                  world=world, batch_size=batch_size)
         return self.X[idx], self.y[idx]
 
     def val_batches(self, batch_size, num_batches):

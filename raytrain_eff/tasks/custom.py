@@ -54,8 +54,9 @@ class CustomTask(Task):
     def loss(self, model, batch):
         return self.user.loss_fn(model(batch[0]), batch[1])
 
-    def train_batch(self, step, micro, rank, world, batch_size):
-        idx = epoch_batch_indices(self.num_train, self.seed, step, micro, rank, world, batch_size)
+    def batch_at(self, position, rank, world, batch_size):
+        idx = epoch_batch_indices(self.num_train, self.seed, position=position, rank=rank,
+                                  world=world, batch_size=batch_size)
         return self.Xt[idx], self.yt[idx]
 
     def val_batches(self, batch_size, num_batches):

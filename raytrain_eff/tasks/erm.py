@@ -80,9 +80,9 @@ class ERMTask(Task):
         return (LOSSES[p.loss][0](model(X), y).mean()
                 + p.l1 * x.abs().sum() + 0.5 * p.l2 * x.dot(x))
 
-    def train_batch(self, step: int, micro: int, rank: int, world: int, batch_size: int) -> Any:
-        rows = epoch_batch_indices(self.num_train, self.seed, step, micro, rank, world,
-                                   batch_size)
+    def batch_at(self, position: int, rank: int, world: int, batch_size: int) -> Any:
+        rows = epoch_batch_indices(self.num_train, self.seed, position=position, rank=rank,
+                                   world=world, batch_size=batch_size)
         return _take(self.X_train, rows), self.y_train[rows]
 
     def val_batches(self, batch_size: int, num_batches: int) -> Iterator[Any]:

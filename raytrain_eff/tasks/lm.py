@@ -149,10 +149,11 @@ class LanguageModelTask(Task):
         chunk = ids[offsets]
         return chunk[:, :-1], chunk[:, 1:]
 
-    def train_batch(self, step, micro, rank, world, batch_size):
-        # each rank draws windows from its own contiguous shard of the training text
+    def batch_at(self, position, rank, world, batch_size):
+        # each rank draws windows from its own contiguous shard of the training text, i.i.d.
+        # per micro-batch position (the 0 keeps grad_accum=1 streams as they were: step, 0)
         span = len(self.train_ids) // world
-        gen = step_generator(self.seed, step, micro, rank, world)
+        gen = step_generator(self.seed, position, 0, rank, world)
         starts = torch.randint(0, span - self.params.seq_len - 1, (batch_size,), generator=gen)
         return self._windows(self.train_ids, starts + rank * span)
 

@@ -54,13 +54,13 @@ class LowRankTask(Task):
         A, y = batch                                         # sensing (m, d, d), (m,)
         return 0.5 * ((A.flatten(1) @ W.reshape(-1) - y) ** 2).mean()
 
-    def train_batch(self, step, micro, rank, world, batch_size):
+    def batch_at(self, position, rank, world, batch_size):
         rows = shard_rows(self.num_train, rank, world)
         if batch_size >= len(rows):                          # full batch: the paper's GD
             idx = torch.arange(rows.start, rows.stop)
         else:
-            idx = epoch_batch_indices(self.num_train, self.seed, step, micro, rank, world,
-                                      batch_size)
+            idx = epoch_batch_indices(self.num_train, self.seed, position=position, rank=rank,
+                                      world=world, batch_size=batch_size)
         return tuple(t[idx] for t in self.rows)
 
     def shard_iterator(self, rank, world, batch_size) -> Iterator:

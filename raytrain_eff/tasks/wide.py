@@ -84,11 +84,11 @@ class WideTask(Task):
     def replicated_batches(self) -> bool:
         return self.params.shard_width
 
-    def train_batch(self, step: int, micro: int, rank: int, world: int, batch_size: int) -> Any:
+    def batch_at(self, position: int, rank: int, world: int, batch_size: int) -> Any:
         if self.params.shard_width:                        # width shards need the same batch
             rank, world = 0, 1
-        rows = epoch_batch_indices(self.num_train, self.seed, step, micro, rank, world,
-                                   batch_size)
+        rows = epoch_batch_indices(self.num_train, self.seed, position=position, rank=rank,
+                                   world=world, batch_size=batch_size)
         return self.X_train[rows], self.Y_train[rows], rows
 
     def val_batches(self, batch_size: int, num_batches: int) -> Iterator[Any]:
