@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pathlib
 import re
 import sys
@@ -28,6 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.harness import provenance, tune_bracketed  # noqa: E402
 from raytrain_eff import presets  # noqa: E402
+from raytrain_eff.engine.launch import ensure_ray  # noqa: E402
 from raytrain_eff.tune import space as space_mod  # noqa: E402
 from raytrain_eff.tune.sweep import run_sweep  # noqa: E402
 
@@ -40,7 +42,7 @@ def lr_entry(spec_file: pathlib.Path) -> tuple[dict, str, list[float]]:
     return raw, key, [float(v) for v in entry["grid"]]
 
 
-def score_of(spec_file: pathlib.Path, storage: str):
+def score_of(spec_file: pathlib.Path, storage: str, overrides: list[str]):
     """value -> final validation loss of a one-trial sweep at that LR (inf if it failed)."""
     raw, key, _ = lr_entry(spec_file)
 
@@ -51,7 +53,7 @@ def score_of(spec_file: pathlib.Path, storage: str):
             yaml.safe_dump(one, f)
         try:
             name = f"{spec_file.stem}-lr{value:.3g}".replace("+", "")
-            sweep_dir = run_sweep(f.name, storage_path=storage, name=name)
+            sweep_dir = run_sweep(f.name, overrides, storage_path=storage, name=name)
         finally:
             pathlib.Path(f.name).unlink()
         trials = pd.read_parquet(pathlib.Path(sweep_dir) / "trials.parquet")
@@ -77,15 +79,23 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("names", nargs="*", help="space files under tune_spaces/pairs (default: all)")
     p.add_argument("--write", action="store_true", help="write the winners into the presets")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override for every sweep (a quick check, e.g. run.steps=20; "
+                        "never with --write)")
     args = p.parse_args()
+    if args.write and args.set:
+        p.error("--write records the presets' own budget: drop --set")
     files = [PAIRS / f"{n}.yaml" for n in args.names] or sorted(PAIRS.glob("*.yaml"))
-    out_path = PAIRS / "tuned.json"
+    out_path = PAIRS / "tuned.json" if not args.set else pathlib.Path(tempfile.mkdtemp()) / "t.json"
     record = json.loads(out_path.read_text()) if out_path.exists() else {}
+    # Scores are validation losses, not times: 4 logical CPUs let a 2-worker trial and its
+    # driver share a 2-core machine, as the tests do
+    ensure_ray(num_cpus=max(4, os.cpu_count() or 1))
     with tempfile.TemporaryDirectory() as storage:
         for f in files:
             space_mod.load(str(f))                       # fail on a bad file before Ray
             raw, key, grid = lr_entry(f)
-            tuned = tune_bracketed(f.stem, score_of(f, storage), grid)
+            tuned = tune_bracketed(f.stem, score_of(f, storage, args.set), grid)
             record[f.stem] = {"base": raw["base"], "overrides": raw.get("overrides", []),
                               "key": key, **tuned, "provenance": provenance()}
             print(f"{f.stem}: winner {tuned['winner']:.3g} (inside grid: {tuned['inside']})")

@@ -139,16 +139,29 @@ def load_run_config(run: str, storage_path: Optional[str] = None) -> ExperimentC
                             f"in the run directory)")
 
 
-def ensure_ray(address: Optional[str] = None) -> None:
+def ensure_ray(address: Optional[str] = None, num_cpus: Optional[float] = None) -> None:
+    """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray pinned to itself."""
     import ray
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
-    else:
-        # the dashboard serves the State API that Train's clean-up and `ray job` rely on
-        ray.init(dashboard_host="127.0.0.1")
+        return
+    # The dashboard serves the State API that Train's clean-up and `ray job` rely on. Train's
+    # clean-up actor looks the cluster up without an address: with another Ray instance on
+    # the machine it fails ("Found multiple active Ray instances") and leaks the trial's CPUs,
+    # unless the address is pinned in the environment the cluster's processes inherit.
+    port = free_port()
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    ray.init(dashboard_host="127.0.0.1", dashboard_port=port, num_cpus=num_cpus)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def git_commit() -> str:
