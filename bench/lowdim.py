@@ -1,24 +1,32 @@
 """Benchmark: compressed (width 2r, spectral init) vs original (width d) deep linear networks.
 
-arXiv 2311.05061. For matrix factorisation (MF), completion (MC, 30% observed) and sensing
-(MS) at d = 100 and d = 1000, float64, one thread, same ``lowdim.fit`` loop for every variant:
-iterations and wall time to recovery error 1e-3 and 1e-8 for the original network (random
-orthogonal init), the compressed network (spectral init) and the compressed network with
-random orthogonal init. Then a classifier: the digits MLP with its dense nn.Linear head, an
-uncompressed deep linear head (width = hidden) and the compressed width-2r head (``lowdim``).
+arXiv 2311.05061, under the protocol of bench/README.md. Low-rank recovery in float64 on one
+thread with full-batch GD (depth 3, ε = 1e-2): matrix factorisation (MF) at d = 100 and matrix
+completion (MC, 30% observed, r = 5) at d = 100 and d = 400 (the d = 1000 of earlier runs
+does not fit 5 paired seeds in the time budget). Each arm's step size η is tuned by
+``harness.tune_bracketed`` on tuning seed 0 (score: iterations to the error target, then the
+final error); the arms then alternate on evaluation seeds 1-5. One stopping rule (the first
+check at or below recovery error 1e-3, checked every iteration, cap ``CAP``) and one timed
+region (network construction, the compressed net's surrogate gradient and SVD included, plus
+every step and check). The standard second problem: the digits MLP with its head replaced by
+the uncompressed deep linear head, the compressed width-2r head (``lowdim`` at its defaults)
+or a plain dense nn.Linear head (a reference arm), Adam, each LR tuned the same way, stopped
+at the first epoch whose validation accuracy reaches ``HEAD_TARGET``; test accuracy is
+reported on a held-out half that neither tuning nor stopping saw.
 
     python bench/lowdim.py [--smoke] [--out PATH]
 """
 from __future__ import annotations
 
-import statistics
+import math
 import sys
 import time
 
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-from bench.harness import parser, summary, write_result  # noqa: E402
+from bench.harness import (Protocol, paired, parser, summary, tune_bracketed,  # noqa: E402
+                           write_result)
 from raytrain_eff.config import DataConfig  # noqa: E402
 from raytrain_eff.hparams.lowdim import LowDimConfig  # noqa: E402
 from raytrain_eff.hparams.tasks import ClassifyConfig  # noqa: E402
@@ -26,271 +34,308 @@ from raytrain_eff.methods import lowdim as L  # noqa: E402
 from raytrain_eff.methods.base import MethodContext  # noqa: E402
 from raytrain_eff.tasks.classify import ClassifyTask  # noqa: E402
 
-EPS = 1e-2                      # the paper's ε
-TOLS = (1e-3, 1e-8)
-GRID = [(0.5, 1.0), (0.4, 1.5), (0.3, 2.0)]   # (η, α): the same tuning budget for every net
-VARIANTS = ("original", "compressed", "compressed_random")
+EPS = 1e-2                          # the paper's ε (both networks)
+TOL = 1e-3                          # the recovery-error target
+ALPHA = {"original": 1.0,           # the reference trains the original net with one rate
+         "compressed": LowDimConfig().alpha}   # 5.0: the reference's dlr for MC
+ARMS = ("original", "compressed")
+TUNING_SEED = 0
+# the same grid size (3) for every arm, each centred where a d = 100 pilot on the tuning seed
+# put its optimum; tune_bracketed widens past an edge
+GRIDS = {"original": [0.4, 0.57, 0.8], "compressed": [0.1, 0.14, 0.2]}
+HEAD_ARMS = ("original", "compressed", "dense")
+HEAD_GRIDS = {arm: [1e-3, 3e-3, 1e-2] for arm in HEAD_ARMS}
+HEAD_HIDDEN = 512   # the head must be a real share of the step (the paper's MLP is wide)
+HEAD_BATCH = 64
+
+FULL = {"problems": [("mf", 100), ("mc", 100), ("mc", 400)], "cap": 3000,
+        "eval_seeds": [1, 2, 3, 4, 5], "head_epochs": 30, "head_target": 0.95}
+SMOKE = {"problems": [("mf", 20), ("mc", 30)], "cap": 400, "eval_seeds": [1, 2],
+         "head_epochs": 2, "head_target": 0.5}
 
 
-def build(kind: str, d: int, seed: int, smoke: bool) -> tuple[L.LowRankProblem, int]:
+# -- low-rank recovery -------------------------------------------------------------------------
+def rank_of(d: int) -> int:
+    return 5 if d >= 50 else 2   # r = 5 as in the reference's MC; smoke sizes use 2
+
+
+def build(kind: str, d: int, seed: int) -> tuple[L.LowRankProblem, int]:
     gen = torch.Generator().manual_seed(seed)
-    if kind == "mf":
-        return L.factorization(d, 5, gen), 5
-    if kind == "mc":
-        return L.completion(d, 5, 0.3, gen), 5
-    return L.sensing(d, 3, 300 if smoke else 1200, gen), 3   # m = 4·r·d at d = 100
+    r = rank_of(d)
+    return (L.factorization(d, r, gen) if kind == "mf" else L.completion(d, r, 0.3, gen)), r
 
 
-def net_of(variant: str, P: L.LowRankProblem, r: int, seed: int) -> L.DeepLinear:
-    gen = torch.Generator().manual_seed(10_000 + seed)
-    if variant == "original":
-        return L.original(P.Phi.shape[0], 3, EPS, gen)
-    return L.compressed(P.surrogate, 2 * r, EPS, "spectral" if variant == "compressed" else
-                        "random", gen)
+def lowrank_run(arm: str, P: L.LowRankProblem, r: int, seed: int, eta: float, cap: int) -> dict:
+    """One timed run: construction (and for the compressed net Φ̂ = −∇f(0) and its SVD), then
+    GD until the first error at or below TOL, a NaN or ``cap`` steps."""
+    d = P.Phi.shape[0]
+    start = time.perf_counter()
+    if arm == "original":
+        net = L.original(d, 3, EPS, torch.Generator().manual_seed(10_000 + seed))
+    else:
+        net = L.compressed(L.surrogate(P.loss, tuple(P.Phi.shape)), 2 * r, EPS, "spectral")
+    opt = L.make_optimizer(L.param_groups(net, [net], eta, ALPHA[arm]), "gd")
+    setup = time.perf_counter() - start
+    traj = L.fit(net, P, opt, cap, tol=TOL)
+    seconds = time.perf_counter() - start
+    hit = traj.first_below(TOL)
+    return {"iterations": hit[0] if hit else math.inf, "seconds": seconds if hit else math.inf,
+            "seconds_run": seconds, "setup_seconds": setup, "steps_run": len(traj.errors) - 1,
+            "final_error": traj.errors[-1], "eta": eta}
 
 
-def run(variant, P, r, seed, eta, alpha, cap, tol=TOLS[-1]) -> dict:
-    net = net_of(variant, P, r, seed)
-    traj = L.fit(net, P, L.make_optimizer(L.param_groups(net, [net], eta, alpha), "gd"), cap,
-                 tol=tol)
-    out = {"iterations": len(traj.errors) - 1, "seconds": traj.seconds[-1],
-           "final_error": traj.errors[-1], "eta": eta, "alpha": alpha,
-           "errors": traj.errors}
-    for tol in TOLS:
-        hit = traj.first_below(tol)
-        out[f"iters_to_{tol:g}"], out[f"seconds_to_{tol:g}"] = hit if hit else (None, None)
-    return out
+def lowrank_score(arm: str, kind: str, d: int, cap: int):
+    """score(η) on the tuning seed: (iterations to TOL, final error). A run stops once it has
+    used as many iterations as the best run so far: it can no longer win."""
+    P, r = build(kind, d, TUNING_SEED)
+    best = [cap]
+
+    def score(eta: float) -> tuple:
+        res = lowrank_run(arm, P, r, TUNING_SEED, eta, best[0])
+        if math.isfinite(res["iterations"]):
+            best[0] = min(best[0], res["iterations"])
+        return (res["iterations"], res["final_error"])
+    return score
 
 
-def tune(kind, d, cap, smoke) -> dict:
-    """Per variant, the (η, α) of GRID with the fewest iterations to 1e-3 on seed 0."""
-    P, r = build(kind, d, 0, smoke)
-    best = {}
-    for variant in VARIANTS:
-        trials = [run(variant, P, r, 0, eta, alpha, cap, TOLS[0]) for eta, alpha in GRID]
-        key = [(t["iters_to_0.001"] or 10 ** 9, i) for i, t in enumerate(trials)]
-        best[variant] = GRID[min(key)[1]]
-    return best
+def lowrank_problem(kind: str, d: int, cfg: dict) -> dict:
+    tuning = {arm: tune_bracketed(arm, lowrank_score(arm, kind, d, cfg["cap"]), GRIDS[arm])
+              for arm in ARMS}
+    runs = {arm: {} for arm in ARMS}
+    for seed in cfg["eval_seeds"]:
+        P, r = build(kind, d, seed)   # the problem (Φ, Ω) is data: built outside the timer
+        for arm in (ARMS if seed % 2 else ARMS[::-1]):   # alternate which arm goes first
+            runs[arm][seed] = lowrank_run(arm, P, r, seed, tuning[arm]["winner"], cfg["cap"])
+    print(f"{kind}_d{d}", {a: t["winner"] for a, t in tuning.items()},
+          {a: [(x["iterations"], round(x["seconds"], 3)) for x in rs.values()]
+           for a, rs in runs.items()}, flush=True)
+    return {"tuning": tuning, "runs": runs}
 
 
-def lowrank_benchmark(smoke: bool) -> dict:
-    d_small, d_large = (30, 60) if smoke else (100, 1000)
-    caps = {"mf": 1200, "mc": 1200, "ms": 1000} if not smoke else {"mf": 300, "mc": 300,
-                                                                    "ms": 200}
-    seeds = (1, 2) if smoke else (1, 2, 3)
-    out, tuned_by_kind = {}, {}
-    for kind in ("mf", "mc", "ms"):
-        if kind != "ms":   # sensing reuses the MF choice: its iterations cost ~10x more
-            tuned_by_kind[kind] = tune(kind, d_small, caps[kind], smoke)
-        tuned = tuned_by_kind["mf" if kind == "ms" else kind]
-        for d in (d_small, d_large):
-            if kind == "ms" and d == d_large:
-                m = 4 * 3 * d
-                out[f"ms_d{d}"] = {"skipped": f"dense Gaussian sensing at m = 4·r·d = {m} needs "
-                                              f"{8 * m * d * d / 1e9:.0f} GB: not run"}
-                continue
-            runs = {v: [] for v in VARIANTS}
-            for seed in (seeds if d == d_small and kind != "ms" else seeds[:1]):
-                P, r = build(kind, d, seed, smoke)
-                for v in VARIANTS:
-                    # the width-d original costs ~2 s per iteration at d = 1000: it stops at
-                    # the first tolerance (1e-8 is below every variant's floor at this eps)
-                    tol = TOLS[0] if (v == "original" and d == d_large) else TOLS[-1]
-                    runs[v].append(run(v, P, r, seed, *tuned[v], caps[kind], tol))
-            out[f"{kind}_d{d}"] = {"tuned_eta_alpha": tuned, "runs": runs,
-                                   "equal_iterations": equal_iterations(runs)}
-            for rs in runs.values():
-                for x in rs:
-                    x["errors_every_50"] = x.pop("errors")[::50]
-            print(kind, d, {v: [(x["iters_to_0.001"], round(x["seconds"], 2),
-                                 f"{x['final_error']:.1e}") for x in rs]
-                            for v, rs in runs.items()}, flush=True)
-    return out
-
-
-def equal_iterations(runs: dict) -> list[dict]:
-    """Per seed: iterations where the compressed error exceeds the original's, and the
-    compressed error at the original's last iteration."""
-    out = []
-    for o, c in zip(runs["original"], runs["compressed"]):
-        n = min(len(o["errors"]), len(c["errors"]))
-        k = min(o["iterations"], len(c["errors"]) - 1)
-        out.append({"compared": n,
-                    "compressed_worse_at": sum(c["errors"][i] > o["errors"][i] for i in range(n)),
-                    "original_last_error": o["errors"][-1],
-                    "compressed_error_at_that_iteration": c["errors"][k]})
-    return out
-
-
-# -- the classifier head -----------------------------------------------------------------------
-# The head must be a real share of the step for compressing it to save time (the paper's
-# FashionMNIST MLP is wide): at hidden 512 the uncompressed deep head holds ~2/3 of the
-# parameters. At hidden 128 both heads cost the same per epoch and the comparison is one of
-# epochs alone (an earlier run of this bench: compressed 0.56x, not met).
-HEAD_HIDDEN = 512
-
-
-def head_run(variant: str, seed: int, lr: float, alpha: float, epochs: int) -> dict:
+# -- the classifier head (the standard problem) ------------------------------------------------
+def head_task(seed: int) -> tuple[ClassifyTask, tuple, tuple]:
+    """digits; the task's held-out 20% split in two halves: validation (tuning, stopping) and
+    test (reported only)."""
     task = ClassifyTask(ClassifyConfig(model="mlp", hidden=HEAD_HIDDEN, depth=2),
-                        DataConfig(dataset="digits", val_fraction=0.2, batch_size=64), seed=seed)
+                        DataConfig(dataset="digits", val_fraction=0.2, batch_size=HEAD_BATCH),
+                        seed=seed)
     task.load()
+    mid = task.num_train + (len(task.y) - task.num_train) // 2
+    val = (task.X[task.num_train:mid], task.y[task.num_train:mid])
+    test = (task.X[mid:], task.y[mid:])
+    return task, val, test
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, split: tuple) -> float:
+    x, y = split
+    return float((model(x).argmax(1) == y).double().mean())
+
+
+def head_run(arm: str, seed: int, lr: float, max_epochs: int, target: float) -> dict:
+    """One timed run: model and head construction (the compressed head's step-0 gradient and
+    SVD included), then epochs of Adam until validation accuracy reaches ``target``."""
+    task, val, test = head_task(seed)
     torch.manual_seed(seed)
+    start = time.perf_counter()
     model = task.build_model()
-    batch = 64
-    ctx = MethodContext(loss_fn=task.loss, next_batch=lambda: task.train_batch(0, 0, 0, 1, batch))
-    if variant == "compressed":
-        method = L.LowDim(LowDimConfig(width=10, init_scale=EPS, alpha=alpha, lr=lr))
+    if arm == "compressed":   # the lowdim method at its defaults but for the tuned lr
+        method = L.LowDim(LowDimConfig(lr=lr))
+        ctx = MethodContext(loss_fn=task.loss,
+                            next_batch=lambda: task.train_batch(0, 0, 0, 1, HEAD_BATCH))
         model = method.prepare(model, ctx)
         opt = method.make_optimizer(model, ctx)
-    elif variant == "original":   # uncompressed deep linear head: width = hidden, depth 3
-        gen = torch.Generator().manual_seed(seed)
+    elif arm == "original":   # uncompressed deep linear head: width = hidden, depth 3
+        gen = torch.Generator().manual_seed(10_000 + seed)
         model.head = L.DeepLinear(L.orthogonal_weights(HEAD_HIDDEN, task.classes, HEAD_HIDDEN,
                                                        3, EPS, gen, torch.float32),
                                   model.head.bias)
-        opt = L.make_optimizer(L.param_groups(model, [model.head], lr, alpha), "adam")
-    else:
+        opt = L.make_optimizer(L.param_groups(model, [model.head], lr, ALPHA["original"]),
+                               "adam")
+    else:                     # the plain nn.Linear head
         opt = L.make_optimizer([{"params": list(model.parameters()), "lr": lr}], "adam")
-    steps_per_epoch = task.num_train // batch
-    curve, seconds, step = [], 0.0, 0
-    for _ in range(epochs):
-        start = time.perf_counter()
+    steps_per_epoch = task.num_train // HEAD_BATCH
+    step, epochs, val_acc, reached = 0, 0, 0.0, False
+    while epochs < max_epochs and not reached:
         for _ in range(steps_per_epoch):
             opt.zero_grad(set_to_none=True)
-            task.loss(model, task.train_batch(step, 0, 0, 1, batch)).backward()
+            task.loss(model, task.train_batch(step, 0, 0, 1, HEAD_BATCH)).backward()
             opt.step()
             step += 1
-        seconds += time.perf_counter() - start
-        curve.append((seconds, task.evaluate(model, 256, 1)["val_accuracy"]))
-    return {"curve": curve, "final_accuracy": curve[-1][1], "lr": lr, "alpha": alpha}
+        epochs += 1
+        val_acc = accuracy(model, val)
+        reached = val_acc >= target
+    seconds = time.perf_counter() - start
+    return {"epochs": epochs if reached else math.inf, "seconds": seconds if reached
+            else math.inf, "seconds_run": seconds, "epochs_run": epochs, "val_accuracy": val_acc,
+            "test_accuracy": accuracy(model, test), "lr": lr}
 
 
-def time_to(curve, target) -> float | None:
-    return next((s for s, acc in curve if acc >= target), None)
+def head_score(arm: str, cfg: dict):
+    best = [cfg["head_epochs"]]
+
+    def score(lr: float) -> tuple:
+        res = head_run(arm, TUNING_SEED, lr, best[0], cfg["head_target"])
+        if math.isfinite(res["epochs"]):
+            best[0] = min(best[0], res["epochs"])
+        return (res["epochs"], 1.0 - res["val_accuracy"])
+    return score
 
 
-def head_benchmark(smoke: bool) -> dict:
-    epochs, seeds = (3, (1, 2)) if smoke else (25, (1, 2, 3))
-    grids = {"dense": [(lr, 1.0) for lr in (1e-3, 3e-3)],
-             "original": [(lr, a) for lr in (1e-3, 3e-3) for a in (1.0, 3.0)],
-             "compressed": [(lr, a) for lr in (1e-3, 3e-3) for a in (1.0, 3.0)]}
-    tuned = {v: max(g, key=lambda la: head_run(v, 0, *la, epochs)["final_accuracy"])
-             for v, g in grids.items()}
-    runs = {v: [head_run(v, s, *tuned[v], epochs) for s in seeds] for v in ("dense", "original")}
-    # the quality target is fixed from the uncompressed head before the compressed one runs
-    target = statistics.median(r["final_accuracy"] for r in runs["original"])
-    runs["compressed"] = [head_run("compressed", s, *tuned["compressed"], epochs) for s in seeds]
-    times = {v: [time_to(r["curve"], target) for r in rs] for v, rs in runs.items()}
-    print("head", tuned, target, times, flush=True)
-    return {"tuned_lr_alpha": tuned, "target_accuracy": target, "runs": runs,
-            "seconds_to_target": times}
+def head_problem(cfg: dict) -> dict:
+    torch.set_default_dtype(torch.float32)
+    tuning = {arm: tune_bracketed(arm, head_score(arm, cfg), HEAD_GRIDS[arm])
+              for arm in HEAD_ARMS}
+    runs = {arm: {} for arm in HEAD_ARMS}
+    for seed in cfg["eval_seeds"]:
+        for arm in (HEAD_ARMS if seed % 2 else HEAD_ARMS[::-1]):
+            runs[arm][seed] = head_run(arm, seed, tuning[arm]["winner"], cfg["head_epochs"],
+                                       cfg["head_target"])
+    print("digits_head", {a: t["winner"] for a, t in tuning.items()},
+          {a: [(x["epochs"], round(x["seconds"], 2), x["test_accuracy"]) for x in rs.values()]
+           for a, rs in runs.items()}, flush=True)
+    return {"tuning": tuning, "runs": runs}
+
+
+# -- the record --------------------------------------------------------------------------------
+def per_seed(runs: dict, key: str) -> dict:
+    return {seed: r[key] for seed, r in runs.items()}
 
 
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
+    cfg = SMOKE if args.smoke else FULL
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
-    lowrank = lowrank_benchmark(args.smoke)
-    torch.set_default_dtype(torch.float32)
-    head = head_benchmark(args.smoke)
-    record(lowrank, head, args)
+    wall = time.perf_counter()
+    results = {f"{k}_d{d}": lowrank_problem(k, d, cfg) for k, d in cfg["problems"]}
+    results["digits_head"] = head_problem(cfg)
+    record(results, cfg, args, time.perf_counter() - wall)
 
 
-def med(runs, key):
-    vals = [r[key] for r in runs if r[key] is not None]
-    return summary(vals) if len(vals) == len(runs) else None
-
-
-def record(lowrank: dict, head: dict, args) -> None:
-    baseline, method, ratios = {}, {}, {}
-    for name, res in lowrank.items():
-        if "runs" not in res:
-            continue
-        o, c, cr = (res["runs"][v] for v in VARIANTS)
-        baseline[name] = {k: med(o, k) for k in ("iters_to_0.001", "seconds_to_0.001",
-                                                 "iters_to_1e-08", "final_error", "iterations",
-                                                 "seconds")}
-        method[name] = {v: {k: med(rs, k) for k in ("iters_to_0.001", "seconds_to_0.001",
-                                                      "iters_to_1e-08", "final_error")}
-                        for v, rs in (("compressed", c), ("compressed_random", cr))}
-        ratios[name] = speedups(o, c)
-    mc_large = max((k for k in lowrank if k.startswith("mc_")),
-                   key=lambda k: int(k.split("_d")[1]))
-    # equal or lower error: the compressed error at the original's last iteration, seed by seed
-    eq = lowrank[mc_large]["equal_iterations"]
-    at_equal = max(e["compressed_error_at_that_iteration"] for e in eq)
-    mc_met = (ratios[mc_large]["wall_speedup_to_1e-3_lower_bound"] >= 5 and all(
-        e["compressed_error_at_that_iteration"] <= e["original_last_error"] for e in eq))
-    head_times = head["seconds_to_target"]
-    comp_t = [t for t in head_times["compressed"] if t is not None]
-    orig_t = [t for t in head_times["original"] if t is not None]
-    head_met = (len(comp_t) == len(head_times["compressed"]) and bool(orig_t)
-                and statistics.median(comp_t) < statistics.median(orig_t))
-    ratios["head_seconds_to_target_original_over_compressed"] = (
-        statistics.median(orig_t) / statistics.median(comp_t) if comp_t and orig_t else None)
-    method["head"] = {"seconds_to_target": head_times["compressed"],
-                      "final_accuracy": summary([x["final_accuracy"]
-                                                 for x in head["runs"]["compressed"]])}
-    baseline["head"] = {v: {"seconds_to_target": head_times[v],
-                            "final_accuracy": summary([x["final_accuracy"]
-                                                       for x in head["runs"][v]])}
-                        for v in ("dense", "original")}
-    write_result(
-        "lowdim", smoke=args.smoke, out=args.out,
-        config={"eps": EPS, "tolerances": TOLS, "grid_eta_alpha": GRID, "dtype": "float64",
-                "threads": 1, "optimizer": "full-batch GD", "depth": 3,
-                "mc_observed": 0.3, "ms": "r=3, m=1200 Gaussian at d=100",
-                "head": f"digits MLP 64-{HEAD_HIDDEN}-{HEAD_HIDDEN}, Adam, batch 64"},
+def record(results: dict, cfg: dict, args, wall: float) -> None:
+    claims, ratios, baseline, method = {}, {}, {}, {}
+    for name, res in results.items():
+        runs = res["runs"]
+        claims[f"{name}_seconds"] = paired(per_seed(runs["original"], "seconds"),
+                                           per_seed(runs["compressed"], "seconds"))
+        count = "epochs" if name == "digits_head" else "iterations"
+        ratios[f"{name}_{count}"] = paired(per_seed(runs["original"], count),
+                                           per_seed(runs["compressed"], count))
+        baseline[name] = {arm: runs[arm] for arm in runs if arm != "compressed"}
+        method[name] = runs["compressed"]
+    head = results["digits_head"]["runs"]
+    ratios["digits_head_seconds_dense_over_compressed"] = paired(
+        per_seed(head["dense"], "seconds"), per_seed(head["compressed"], "seconds"))
+    test_acc = {arm: summary([r["test_accuracy"] for r in head[arm].values()])
+                for arm in HEAD_ARMS}
+    met = all(c["wins"] for c in claims.values())
+    big = f"mc_d{max(d for k, d in cfg['problems'] if k == 'mc')}"
+    protocol = Protocol(
+        kind="comparison",
+        stopping_rule=(f"low-rank: the first check at or below recovery error {TOL:g} "
+                       f"(‖W−Φ‖_F/‖Φ‖_F), checked every iteration, cap {cfg['cap']} "
+                       f"iterations; head: the first epoch whose validation accuracy is at "
+                       f"or above {cfg['head_target']}, checked every epoch, cap "
+                       f"{cfg['head_epochs']} epochs. The same for every arm"),
+        timed_region=("from network construction to the stop, for every arm: the original "
+                      "net's orthogonal init (QR), the compressed net's surrogate −∇f(0), its "
+                      "SVD and spectral init (the lowdim head's step-0 gradient and SVD), the "
+                      "optimizer, every step and every stopping check. Building the problem "
+                      "(Φ, Ω) and loading digits are outside, shared by the arms"),
+        tuning={f"{name}/{arm}": t for name, res in results.items()
+                for arm, t in res["tuning"].items()},
+        untuned={"alpha": f"the discrepant rate is not tuned: compressed {ALPHA['compressed']}"
+                          " (the reference's dlr and LowDimConfig's default), original 1.0 "
+                          "(the reference trains it with one rate)",
+                 "eps": f"ε = {EPS} for every network (the reference's init_scale)"},
+        tuning_seeds=[TUNING_SEED], eval_seeds=list(cfg["eval_seeds"]),
+        problems=[*({"name": f"{k}_d{d}", "standard": False,
+                     "why": "the paper's own deep matrix "
+                     f"{'factorisation' if k == 'mf' else 'completion (30% observed)'}, "
+                     f"d = {d}, rank {rank_of(d)}"} for k, d in cfg["problems"]),
+                  {"name": "digits_head", "standard": True,
+                   "why": "scikit-learn's digits, MLP 64-512-512: the method compresses a "
+                          "classifier head on data its authors did not choose"}],
+        baselines={"original": "the same fit() loop as the compressed net: one end-to-end "
+                               "product per iteration shared by the error check and the loss "
+                               "(issue 17: it was formed twice), step size tuned with the same "
+                               "grid size; for the head, the same Adam loop",
+                   "dense": "head only: a plain nn.Linear head, Adam, LR tuned the same way "
+                            "(reported beside the claim, not part of it)"},
+        departures={"head target": "the reference trains for a fixed number of epochs; here "
+                                   "every arm stops at the same validation accuracy"},
+        selection_split=("low-rank: the tuning seed's own problem instance; head: the first "
+                         "half of digits' held-out 20% (validation)"),
+        report_split=("low-rank: evaluation seeds' problem instances; head: the second half "
+                      "of the held-out 20% (test), never used to tune or stop"),
+        alternation="on each evaluation seed the arms run back to back, first arm alternating "
+                    "by seed parity",
+        claims=claims)
+    c_big, c_head = claims[f"{big}_seconds"], claims["digits_head_seconds"]
+    dense = ratios["digits_head_seconds_dense_over_compressed"]
+    headline = (f"Timed from construction to recovery error 1e-3, the compressed network was "
+                f"{_g(c_big['geometric_mean'])}x faster than the original on {big} (worst seed "
+                f"{_g(c_big['worst'])}x, {c_big['n']} seeds) and its digits head "
+                f"{_g(c_head['geometric_mean'])}x faster than the uncompressed deep head (worst "
+                f"{_g(c_head['worst'])}x), " + (
+                    f"but a plain dense head was {_g(1 / dense['median'])}x faster than the "
+                    "compressed one." if dense["median"] < 1 else
+                    f"and {_g(dense['median'])}x faster than a plain dense head."))
+    notes = _notes(results, claims, ratios, big, met, test_acc, wall)
+    path = write_result(
+        "lowdim", smoke=args.smoke, out=args.out, headline=headline,
+        config={"eps": EPS, "tol": TOL, "alpha": ALPHA, "depth": 3, "dtype": "float64",
+                "threads": 1, "optimizer": "full-batch GD (low-rank), Adam (head)",
+                "problems": [f"{k}_d{d}" for k, d in cfg["problems"]], "cap": cfg["cap"],
+                "mc_observed": 0.3, "head": f"digits MLP 64-{HEAD_HIDDEN}-{HEAD_HIDDEN}, "
+                f"batch {HEAD_BATCH}, compressed width {LowDimConfig().width}",
+                "head_target_val_accuracy": cfg["head_target"],
+                "head_max_epochs": cfg["head_epochs"], "full_run_seconds": wall},
         baseline=baseline, method=method, ratios=ratios,
-        target={"mc_large_wall_speedup_to_1e-3": 5.0, "head": "compressed reaches the "
-                "uncompressed deep head's median accuracy in less median time"},
-        met=mc_met and head_met, notes=notes(lowrank, ratios, mc_large, at_equal, head_met),
-        extra={"lowrank": lowrank, "head": head})
+        target={"claim": "every problem's paired time ratio (original over compressed) wins: "
+                         "worst seed > 1 or 90% bootstrap lower bound > 1"},
+        met=met, notes=notes,
+        extra={"head_test_accuracy": test_acc}, protocol=protocol)
+    print(path.read_text()[:2000])
 
 
-def speedups(o: list, c: list) -> dict:
-    """Iteration and wall ratios (original / compressed) to 1e-3, seed by seed.
-
-    When the original stops at its cap above 1e-3 its time there is a lower bound."""
-    wall, iters, bound = [], [], []
-    for oo, cc in zip(o, c):
-        t_c = cc["seconds_to_0.001"]
-        if t_c is None:
-            continue
-        reached = oo["seconds_to_0.001"] is not None
-        t_o = oo["seconds_to_0.001"] if reached else oo["seconds"]
-        wall.append(t_o / t_c)
-        bound.append(not reached)
-        if reached:
-            iters.append(oo["iters_to_0.001"] / cc["iters_to_0.001"])
-    return {"wall_speedup_to_1e-3": summary(wall) if wall else None,
-            "wall_speedup_to_1e-3_lower_bound": min(wall) if wall else 0.0,
-            "original_capped_before_1e-3": any(bound),
-            "iteration_ratio_to_1e-3": summary(iters) if iters else None}
+def _g(x) -> str:
+    return "inf" if x is None or not math.isfinite(x) else f"{x:.3g}"
 
 
-def notes(lowrank, ratios, mc_large, at_equal, head_met) -> str:
-    floor = ", ".join(f"{k}: {v['runs']['original'][0]['final_error']:.1e} vs "
-                      f"{v['runs']['compressed'][0]['final_error']:.1e}"
-                      for k, v in lowrank.items() if "runs" in v)
-    o, c = (lowrank[mc_large]["runs"][v][0] for v in ("original", "compressed"))
-    per_iter = (o["seconds"] / o["iterations"], c["seconds"] / c["iterations"])
+def _notes(results, claims, ratios, big, met, test_acc, wall) -> str:
+    per_problem = "; ".join(
+        f"{name}: time {_g(c['geometric_mean'])}x (per seed "
+        f"{', '.join(_g(v) for v in c['per_seed'])}), "
+        f"{'epochs' if name == 'digits_head_seconds' else 'iterations'} "
+        f"{_g(ratios[name.replace('_seconds', '_epochs' if 'head' in name else '_iterations')]['median'])}x"
+        for name, c in claims.items())
+    setup = {arm: summary([r["setup_seconds"] for r in results[big]["runs"][arm].values()])
+             ["median"] for arm in ARMS}
     return (
-        f"1e-8 is below both networks' floor at eps=1e-2: directions not in the target keep "
-        f"their eps^3 = 1e-6 singular values (depth-3 GD shrinks them like s' = -3 s^(7/3)), "
-        f"so the error stalls near sqrt(k)*eps^3/||Phi||_F, k = d - r (original) or r "
-        f"(compressed); final errors original vs compressed: {floor}. tests/methods/"
-        f"test_lowdim.py reaches < 1e-8 with eps = 1.5e-3 on a small MF. At d=1000 the "
-        f"original networks run one seed and stop at 1e-3 ({mc_large}: {o['iterations']} "
-        f"iterations, each 7 dense d^3 float64 matmuls: {per_iter[0]:.2f} s vs "
-        f"{per_iter[1]:.3f} s per compressed iteration); {mc_large} wall-time ratio to 1e-3 "
-        f"{ratios[mc_large]['wall_speedup_to_1e-3_lower_bound']:.1f}x"
-        f"{' (a lower bound: the original hit its cap)' if ratios[mc_large]['original_capped_before_1e-3'] else ''}"
-        f"; the compressed error at the original's last iteration was {at_equal:.2e}. "
-        f"MS at d=100 runs one seed "
-        f"(each iteration reads the 96 MB operator twice), MS uses the MF-tuned (eta, alpha); "
-        f"MS at d=1000 is not run (a dense Gaussian operator would not fit in memory). "
-        f"torch.compile at d=100: bench/lowdim_compile.py (bench/results/lowdim_compile.json). "
-        f"Head target met: {head_met}.")
+        f"Re-run under the protocol (issue 17 item 6). Changes from the previous result: the "
+        f"original network's fit() formed the end-to-end product twice per iteration (error "
+        f"and loss), now once; the compressed net's surrogate gradient and SVD were outside "
+        f"the timer, now both arms' set-up is timed (at {big} median set-up "
+        f"{setup['original']:.3g} s original, {setup['compressed']:.3g} s compressed); "
+        f"step sizes are tuned per arm by tune_bracketed (same grid size, tuning seed 0) "
+        f"instead of a shared 3-point (η, α) grid, and α is fixed at the reference's values "
+        f"(1 original, 5 compressed; it was 1.5 for both); the previous headline figure, "
+        f"27.2x at MC d = 1000, was one seed with the arms run one after the other; d = 1000 "
+        f"does not fit 5 paired seeds in the 8-minute budget (the original takes ~0.5 s per "
+        f"iteration there), so the largest problem is now {big}, and the MS problem and the "
+        f"random-init ablation are no longer run. Previous wall-time ratios (3 seeds, set-up "
+        f"untimed, arms one after the other): mf_d100 2.04x, mc_d100 2.14x, digits head "
+        f"2.86x (medians). Paired ratios now, original over compressed: "
+        f"{per_problem}. The claim (compressed faster on every problem, paired) "
+        f"{'holds' if met else 'does not hold'}; the ratio grows with d because the "
+        f"original's iteration costs O(d^3) and the compressed one's O(r d^2); the "
+        f"iteration ratios above are hardware-independent. The previous 27x at d = 1000 is not re-measured here; issue "
+        f"17 measured about 16x with the set-up timed. Head test accuracy (median): "
+        f"original {test_acc['original']['median']:.3f}, compressed "
+        f"{test_acc['compressed']['median']:.3f}, dense {test_acc['dense']['median']:.3f}. "
+        f"Whole run {wall:.0f} s.")
 
 
 if __name__ == "__main__":

@@ -139,9 +139,12 @@ class LowRankProblem:
     A: Optional[torch.Tensor] = None  # (m, d²) vec(Aᵢ) as rows (sensing)
     y: Optional[torch.Tensor] = None  # (m,) yᵢ = ⟨Aᵢ, Φ⟩ (sensing)
 
+    def __post_init__(self):
+        self.Phi_norm = torch.linalg.norm(self.Phi)   # ‖Φ‖_F, once: error() runs every step
+
     def error(self, W: torch.Tensor) -> float:
         """Relative recovery error ‖W − Φ‖_F / ‖Φ‖_F."""
-        return float(torch.linalg.norm(W - self.Phi) / torch.linalg.norm(self.Phi))
+        return float(torch.linalg.norm(W - self.Phi) / self.Phi_norm)
 
 
 def low_rank_target(d: int, r: int, gen: torch.Generator, dtype=torch.float64) -> torch.Tensor:
@@ -202,25 +205,30 @@ class Trajectory:
     seconds: list[float]     # wall time spent up to that point (steps and error evaluation)
 
     def first_below(self, tol: float) -> Optional[tuple[int, float]]:
-        """(iterations, seconds) at which the error first fell below ``tol``; None if never."""
+        """(iterations, seconds) at which the error first fell to ``tol`` or below; None if
+        never."""
         for k, e in enumerate(self.errors):
-            if e < tol:
+            if e <= tol:
                 return k, self.seconds[k]
         return None
 
 
 def fit(net: DeepLinear, problem: LowRankProblem, opt: torch.optim.Optimizer, steps: int,
         tol: float = 0.0) -> Trajectory:
-    """Full-batch training of f(W_L⋯W_1), recording the recovery error at every iteration."""
+    """Full-batch training of f(W_L⋯W_1), recording the recovery error at every iteration.
+
+    The end-to-end product is formed once per iteration: the error reads it (detached) and
+    the loss backpropagates through the same tensor. Stops at the first error at or below
+    ``tol``, after ``steps`` steps, or at a NaN."""
     errors, seconds, start = [], [], time.perf_counter()
     for k in range(steps + 1):
-        with torch.no_grad():
-            errors.append(problem.error(net.product()))
+        W = net.product()                         # (d_out, d_in), with its autograd graph
+        errors.append(problem.error(W.detach()))
         seconds.append(time.perf_counter() - start)
-        if errors[-1] < tol or k == steps or errors[-1] != errors[-1]:   # done, capped or NaN
+        if errors[-1] <= tol or k == steps or errors[-1] != errors[-1]:  # done, capped or NaN
             break
         opt.zero_grad(set_to_none=True)
-        problem.loss(net.product()).backward()
+        problem.loss(W).backward()
         opt.step()
     return Trajectory(errors, seconds)
 

@@ -1,12 +1,33 @@
-"""bench/lowdim.py --smoke runs end to end and writes the DESIGN.md record."""
+"""bench/lowdim.py --smoke runs end to end and writes a protocol record (shape only: smoke
+figures are not claims)."""
 from smoke import run_smoke
 
 
 def test_lowdim_bench_smoke(tmp_path):
     record = run_smoke("lowdim", tmp_path, timeout=280)
-    for name in ("mf_d30", "mc_d30", "mc_d60"):
-        runs = record["lowrank"][name]["runs"]
-        assert set(runs) == {"original", "compressed", "compressed_random"}
-        assert all(r["errors_every_50"][0] > 0.9 for rs in runs.values() for r in rs)
-    assert "skipped" in record["lowrank"]["ms_d60"]
-    assert set(record["head"]["seconds_to_target"]) == {"dense", "original", "compressed"}
+    protocol = record["protocol"]
+    problems = {"mf_d20", "mc_d30", "digits_head"}
+    assert {p["name"] for p in protocol["problems"]} == problems
+    assert [p["name"] for p in protocol["problems"] if p["standard"]] == ["digits_head"]
+    assert protocol["stopping_rule"] and protocol["timed_region"]
+    seeds = protocol["eval_seeds"]
+    assert seeds and not set(seeds) & set(protocol["tuning_seeds"])
+    tuning = protocol["tuning"]
+    assert set(tuning) == {f"{p}/{arm}" for p in problems - {"digits_head"}
+                           for arm in ("original", "compressed")} | {
+        f"digits_head/{arm}" for arm in ("original", "compressed", "dense")}
+    for rec in tuning.values():
+        assert len(rec["grid"]) == len(rec["scores"]) >= 3 and rec["budget"] == 3
+        assert rec["winner"] in rec["grid"]
+    assert set(protocol["claims"]) == {f"{p}_seconds" for p in problems}
+    for claim in protocol["claims"].values():
+        assert len(claim["per_seed"]) == len(protocol["eval_seeds"]) == claim["n"]
+        assert isinstance(claim["wins"], bool)
+    for name in problems:
+        arms = set(record["baseline"][name]) | {"compressed"}
+        assert arms == ({"original", "compressed", "dense"} if name == "digits_head"
+                        else {"original", "compressed"})
+        assert set(record["method"][name]) == {str(s) for s in protocol["eval_seeds"]}
+    for arm in ("original", "compressed", "dense"):
+        assert 0 <= record["head_test_accuracy"][arm]["median"] <= 1
+    assert isinstance(record["protocol_violations"], list) and record["headline"]

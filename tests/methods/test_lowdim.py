@@ -76,6 +76,56 @@ def test_compressed_recovers_a_small_factorisation_below_1e_8():
     assert traj.first_below(1e-3)[0] < traj.first_below(1e-8)[0] == len(traj.errors) - 1
 
 
+def _fit_forming_the_product_twice(net, problem, opt, steps, tol):
+    """fit() as it was before issue 17: the product formed once for the error, once for the
+    loss (a transcription kept here to pin the trajectory)."""
+    errors = []
+    for k in range(steps + 1):
+        with torch.no_grad():
+            errors.append(problem.error(net.product()))
+        if errors[-1] <= tol or k == steps or errors[-1] != errors[-1]:
+            break
+        opt.zero_grad(set_to_none=True)
+        problem.loss(net.product()).backward()
+        opt.step()
+    return errors
+
+
+@pytest.mark.parametrize("variant", ["original", "compressed"])
+@pytest.mark.parametrize("kind", ["factorization", "completion", "sensing"])
+def test_fit_forms_the_product_once_per_iteration_on_the_same_trajectory(kind, variant):
+    P = problems()[kind]
+    d, r = P.Phi.shape[0], 3 if kind == "factorization" else 2
+
+    def net():
+        return (L.original(d, 3, 1e-2, gen(1)) if variant == "original"
+                else L.compressed(P.surrogate, 2 * r, 1e-2))
+    a, b = net(), net()
+    calls = []
+    product = a.product
+    a.product = lambda: calls.append(1) or product()
+    traj = L.fit(a, P, L.make_optimizer(L.param_groups(a, [a], 0.4, 1.5), "gd"), 300, tol=1e-3)
+    ref = _fit_forming_the_product_twice(
+        b, P, L.make_optimizer(L.param_groups(b, [b], 0.4, 1.5), "gd"), 300, tol=1e-3)
+    assert traj.errors == ref                     # bit for bit: the same maths, once
+    assert len(calls) == len(traj.errors)         # one product per recorded iteration
+    for Wa, Wb in zip(a.weights, b.weights):
+        assert torch.equal(Wa.detach(), Wb.detach())
+
+
+def test_fit_stops_at_the_first_error_at_or_below_tol():
+    P = L.factorization(20, 2, gen(0))
+    net = L.compressed(P.surrogate, 4, 1e-2)
+    full = L.fit(net, P, L.make_optimizer(L.param_groups(net, [net], 0.4, 1.5), "gd"), 800)
+    k, _ = full.first_below(1e-3)
+    tol = full.errors[k]                          # a tolerance equal to an attained error
+    net = L.compressed(P.surrogate, 4, 1e-2)
+    stopped = L.fit(net, P, L.make_optimizer(L.param_groups(net, [net], 0.4, 1.5), "gd"), 800,
+                    tol=tol)
+    assert len(stopped.errors) == k + 1 and stopped.errors == full.errors[:k + 1]
+    assert stopped.first_below(tol)[0] == k
+
+
 @pytest.mark.parametrize("kind,eta,alpha,steps", [("factorization", 0.4, 1.5, 700),
                                                   ("completion", 0.3, 1.0, 800),
                                                   ("sensing", 0.4, 1.5, 900)])
