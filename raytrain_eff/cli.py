@@ -29,7 +29,14 @@ EXAMPLES = {
     "exporter": """\
         examples:
           raytrain-eff exporter                                   # one exporter, this process
-          raytrain-eff exporter --address auto --file-sd /tmp/raytrain_eff/prometheus_file_sd.json""",
+          raytrain-eff exporter --address auto --host node        # every node, file_sd kept current
+          raytrain-eff exporter --address auto --stop             # end the cluster's exporters""",
+    "provenance": """\
+        examples:
+          raytrain-eff provenance                  # {"env_vars": {"RAYTRAIN_EFF_COMMIT": ...}}
+          ray job submit --address http://127.0.0.1:8265 --working-dir . \\
+              --runtime-env-json "$(raytrain-eff provenance --runtime-env clusters/runtime_env.yaml)" \\
+              -- raytrain-eff train --preset digits-adamw""",
     "eval": "example:\n  raytrain-eff eval ~/raytrain_runs/RUN",
     "export": "example:\n  raytrain-eff export ~/raytrain_runs/RUN --out model.pt",
     "sample": "example:\n  raytrain-eff sample ~/raytrain_runs/RUN --prompt 'In the beginning' --chars 200",
@@ -78,12 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tune)
 
     p = _sub(sub, "exporter", "run the Prometheus exporter by hand (one, or one per Ray node)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 exposes it)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address: 127.0.0.1 (this machine "
+                   "only), node (the Ray node's IP), 0.0.0.0 (every interface) or an address")
     p.add_argument("--port", type=int, default=9464, help="first port tried; the next free "
                    "one is used if taken")
-    p.add_argument("--file-sd", help="write a Prometheus file_sd JSON of the exporter targets")
+    p.add_argument("--file-sd", help="write a Prometheus file_sd JSON of the exporter targets "
+                   "(on a cluster, default: one per cluster under $RAYTRAIN_EFF_FILE_SD_DIR)")
     p.add_argument("--address", help="a Ray cluster: start an exporter on every node")
+    p.add_argument("--stop", action="store_true", help="end every exporter and file_sd writer "
+                   "of the cluster (--address, default auto) and remove the writers' files")
     p.set_defaults(func=cmd_exporter)
+
+    p = _sub(sub, "provenance", "print the runtime env that hands this checkout's commit and "
+             "dirty flag to a `ray job submit` run (its summary.json records them)")
+    p.add_argument("--runtime-env", metavar="YAML", help="a runtime env file to extend "
+                   "(e.g. clusters/runtime_env.yaml)")
+    p.set_defaults(func=cmd_provenance)
 
     p = _sub(sub, "presets", "list the packaged presets")
     p.add_argument("--show", metavar="NAME", help="print one preset's YAML")
@@ -125,6 +142,13 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="dotted overrides, e.g. run.steps=200 methods.adamw.lr=1e-3")
 
 
+def _record_provenance() -> None:
+    """The commit and dirty flag of the checkout this command runs in, for summary.json: read
+    here, on the submitting side, because a job's uploaded working dir has no .git."""
+    from raytrain_eff.engine import provenance
+    provenance.export_from_checkout()
+
+
 def cmd_train(args) -> int:
     if args.resume:
         if args.preset or args.config:
@@ -137,6 +161,7 @@ def cmd_train(args) -> int:
     if args.dry_run:
         print(config_mod.dump(cfg), end="")
         return 0
+    _record_provenance()
     from raytrain_eff.engine.launch import fit
     result = fit(cfg, address=args.address, resume=bool(args.resume))
     print(json.dumps({"run": result.run_name, "run_dir": result.run_dir,
@@ -149,6 +174,7 @@ def cmd_tune(args) -> int:
     space.load(args.space, args.overrides)  # fail on a bad file before Ray starts
     if args.resume and not args.name:
         raise ConfigError("--resume needs --name of the sweep to continue")
+    _record_provenance()
     from raytrain_eff.tune.sweep import run_sweep
     sweep_dir = run_sweep(args.space, args.overrides, name=args.name,
                           storage_path=args.storage_path, resume=args.resume,
@@ -159,8 +185,26 @@ def cmd_tune(args) -> int:
 
 
 def cmd_exporter(args) -> int:
-    from raytrain_eff.monitor.cli_exporter import run_exporter
+    from raytrain_eff.monitor.cli_exporter import run_exporter, stop_cluster
+    if args.stop:
+        return stop_cluster(args.address or "auto")
     return run_exporter(args.host, args.port, args.file_sd, address=args.address)
+
+
+def cmd_provenance(args) -> int:
+    import yaml
+
+    from raytrain_eff.engine import provenance
+    base = None
+    if args.runtime_env:
+        with open(args.runtime_env) as f:
+            base = yaml.safe_load(f) or {}
+    env = provenance.runtime_env(base)
+    if not env["env_vars"].get(provenance.ENV_COMMIT):
+        print("warning: not in a git checkout; the run will record commit 'unknown'",
+              file=sys.stderr)
+    print(json.dumps(env))
+    return 0
 
 
 def cmd_presets(args) -> int:

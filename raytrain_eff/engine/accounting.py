@@ -14,6 +14,8 @@ import resource
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from raytrain_eff.monitor import keys
+
 
 class DenseFlopCounter:
     def __init__(self, task):
@@ -37,11 +39,23 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def peak_memory_bytes(device: torch.device) -> int:
-    """Peak GPU memory allocated on CUDA; the process's peak RSS (VmHWM) on CPU."""
+def peak_memory_bytes(device: torch.device, rss: int | None = None) -> int:
+    """Peak GPU memory allocated on CUDA; the process's peak RSS on CPU.
+
+    On CPU the kernel's high-water mark (``ru_maxrss``) and ``rss`` come from different
+    counters, so the peak is taken as at least the RSS just measured: never below it.
+    """
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    return max(int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, rss or 0)
+
+
+def gpu_memory(device: torch.device) -> dict[str, int]:
+    """``{keys.GPU_ALLOCATED, keys.GPU_PEAK}`` of a CUDA device; empty elsewhere."""
+    if device.type != "cuda":
+        return {}
+    return {keys.GPU_ALLOCATED: int(torch.cuda.memory_allocated(device)),
+            keys.GPU_PEAK: int(torch.cuda.max_memory_allocated(device))}
 
 
 def lr_factor(step: int, total: int, warmup: int, decay: str, min_ratio: float) -> float:

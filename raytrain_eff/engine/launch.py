@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
-import subprocess
 import time
 from typing import Optional
 
@@ -17,7 +15,7 @@ import yaml
 
 from raytrain_eff import config as config_mod
 from raytrain_eff.config import ExperimentConfig
-from raytrain_eff.engine import placement, preflight, storage
+from raytrain_eff.engine import placement, preflight, provenance, storage
 
 CONFIG_FILE = "config.yaml"
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
@@ -79,7 +77,7 @@ def build_trainer(cfg: ExperimentConfig, name: str, *, trial: str = "",
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "run_name": name, "trial": trial,
                            "run_dir": storage.join(base, name), "init_checkpoint": init_checkpoint,
-                           "summary_extra": {"commit": git_commit(), "machine": machine()}},
+                           "summary_extra": {**provenance.current(), "machine": machine()}},
         scaling_config=ScalingConfig(
             num_workers=(sc.num_workers if sc.min_workers is None
                          else (sc.min_workers, sc.num_workers)),
@@ -119,13 +117,13 @@ def fit(cfg: ExperimentConfig, *, address: Optional[str] = None, resume: bool = 
 
 
 def _start_exporters(cfg: ExperimentConfig) -> None:
-    """One exporter per node before workers start, and the file_sd Prometheus reads."""
+    """One exporter per node before workers start, and the file_sd that follows the cluster
+    (written on this node, which is where a Prometheus of the head reads it)."""
     from raytrain_eff.monitor import discovery
     addresses = discovery.ensure_exporters(cfg.monitor.host, cfg.monitor.port)
-    discovery.write_file_sd(discovery.DEFAULT_FILE_SD, addresses)
+    file_sd = discovery.start_file_sd(cfg.monitor.host, cfg.monitor.port)
     urls = ", ".join(a.get("url", str(a)) for a in addresses)
-    print(f"[{cfg.run.name}] metrics: {urls} (Prometheus file_sd: {discovery.DEFAULT_FILE_SD})",
-          flush=True)
+    print(f"[{cfg.run.name}] metrics: {urls} (Prometheus file_sd: {file_sd})", flush=True)
 
 
 def load_run_config(run: str, storage_path: Optional[str] = None) -> ExperimentConfig:
@@ -165,11 +163,8 @@ def free_port() -> int:
 
 
 def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=pathlib.Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """The commit the run records (``engine.provenance``: the submitter's, else git's)."""
+    return provenance.current()["commit"]
 
 
 def machine() -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import pathlib
+import secrets
 import tempfile
 import time
 from typing import Callable, Optional
@@ -24,8 +25,10 @@ from raytrain_eff import catalog
 from raytrain_eff.config import ExperimentConfig
 from raytrain_eff.engine import accounting, checkpoint, records
 from raytrain_eff.engine.grad_sync import OverlappedGradientSync
+from raytrain_eff.engine.totals import RankShare, RunTotals
 from raytrain_eff.methods import registry
 from raytrain_eff.methods.base import MethodContext
+from raytrain_eff.monitor import keys as K
 
 
 def build_task(cfg: ExperimentConfig):
@@ -50,7 +53,8 @@ class Runner:
         self.init_checkpoint = init_checkpoint
         self.last_eval: dict[str, float] = {}
         self._curv_draws = 0  # curvature batches drawn so far
-        self.samples_seen = 0  # over all ranks and steps; elastic runs change world size
+        # over all ranks and kept steps, checkpointed: they survive failover (engine.totals)
+        self.totals = RunTotals()
 
     # -- set-up --------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -86,6 +90,7 @@ class Runner:
         if self.table is not None:
             self.attempt = self.table.attempt
         self.flops = accounting.DenseFlopCounter(self.task)
+        self.rank_share = RankShare(self.totals, self.world, self.start_step)
         self.pusher = self._make_pusher()
 
     def _curvature_batch(self):
@@ -111,9 +116,13 @@ class Runner:
                                    device=self.device)
         self._log(f"resumed from step {manifest['step']} (saved by {manifest['world_size']} "
                   f"workers, now {self.world})")
-        self.samples_seen = int(manifest.get("samples_seen", self._constant_world_samples(
-            int(manifest["step"]), int(manifest["world_size"]))))
+        self.totals = RunTotals.from_manifest(manifest, self._constant_world_samples(
+            int(manifest["step"]), int(manifest["world_size"])))
         return int(manifest["step"]), int(manifest.get("attempt", 0)) + 1
+
+    @property
+    def samples_seen(self) -> int:
+        return int(self.totals.samples)
 
     def _constant_world_samples(self, steps: int, world: int) -> int:
         """Samples of ``steps`` steps at one world size: for checkpoints that predate the
@@ -131,10 +140,23 @@ class Runner:
             return None
         from raytrain_eff.monitor.push import MetricsPusher
         pusher = MetricsPusher(run=self.run_name, trial=self.trial, rank=self.rank,
-                               host=mon.host, port=mon.port, grace_period_s=mon.grace_period_s)
+                               host=mon.host, port=mon.port, grace_period_s=mon.grace_period_s,
+                               generation=self._generation())
         if self.rank == 0:
+            # a failed attempt's series (its workers never finished) give way to this one's,
+            # and discovery rewrites the file_sd (nodes may have left or joined)
+            pusher.start_attempt()
             self._log(f"metrics: {pusher.url}")
         return pusher
+
+    def _generation(self) -> str:
+        """A token naming this attempt, the same on every rank (rank 0's, broadcast)."""
+        token = torch.tensor([secrets.randbits(62)], dtype=torch.int64)  # not torch's RNG
+        if self.ctx.distributed:
+            device = self.device if dist.get_backend(self.group) == "nccl" else torch.device("cpu")
+            token = token.to(device)
+            dist.broadcast(token, src=0, group=self.group)
+        return f"{int(token.item()):x}"
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -143,7 +165,6 @@ class Runner:
         steps = min(cfg.run.steps, cfg.run.stop_after or cfg.run.steps)
         dense = self.flops.count(self.model, self._batch(self.start_step, 0))
         self.t_start, self.samples_at_start = time.perf_counter(), self.samples_seen
-        self.effective_flops_total = 0.0
         row = {}
         for step in range(self.start_step, steps):
             row = self.train_step(step, dense)
@@ -154,7 +175,8 @@ class Runner:
             if self.table is not None:
                 self.table.append(row)
             if self.pusher is not None:
-                self.pusher.push({**row, **self.rank_amounts})
+                self.pusher.push({**row, **self.rank_amounts},
+                                 totals=self.rank_share.add_step(self.rank_amounts))
             if self._due(step, cfg.run.report_interval, steps):
                 self._report(step, row, last=step + 1 == steps)
         if self.pusher is not None:
@@ -198,20 +220,20 @@ class Runner:
         loss_mean = self._mean_over_ranks(loss_sum / cfg.train.grad_accum)
         batches = self._batches_per_step(self.world)
         # the exporter sums ranks, so it gets this rank's share; the table gets the step's total
-        self.rank_amounts = {"samples": samples * batches / self.world,
-                             "tokens": tokens * batches / self.world,
-                             "dense_flops": dense * cfg.train.grad_accum,
-                             "effective_flops": effective}
-        self.samples_seen += samples * batches
-        self.effective_flops_total += effective * self.world
-        return {"step": step, "wall_s": time.perf_counter() - self.t_start, "loss": loss_mean,
-                "lr": self.optimizer.param_groups[0]["lr"], "world_size": self.world,
-                "samples": samples * batches,
-                "tokens": tokens * batches, "step_time_s": step_time,
-                "dense_flops": dense * cfg.train.grad_accum * self.world,
-                "effective_flops": effective * self.world,
-                "rss_bytes": accounting.rss_bytes(),
-                "peak_memory_bytes": accounting.peak_memory_bytes(self.device), **stats}
+        self.rank_amounts = {K.SAMPLES: samples * batches / self.world,
+                             K.TOKENS: tokens * batches / self.world,
+                             K.DENSE_FLOPS: dense * cfg.train.grad_accum,
+                             K.EFFECTIVE_FLOPS: effective}
+        rss = accounting.rss_bytes()
+        row = {K.STEP: step, K.WALL: time.perf_counter() - self.t_start, K.LOSS: loss_mean,
+               K.LR: self.optimizer.param_groups[0]["lr"], K.WORLD_SIZE: self.world,
+               K.SAMPLES: samples * batches, K.TOKENS: tokens * batches, K.STEP_TIME: step_time,
+               K.DENSE_FLOPS: dense * cfg.train.grad_accum * self.world,
+               K.EFFECTIVE_FLOPS: effective * self.world, K.RSS: rss,
+               K.PEAK_MEMORY: accounting.peak_memory_bytes(self.device, rss),
+               **accounting.gpu_memory(self.device), **stats}
+        self.totals.add_step(row)
+        return row
 
     def _batch(self, step: int, micro: int):
         batch = self.task.train_batch(step, micro, self.rank, self.world, self.cfg.data.batch_size)
@@ -237,9 +259,10 @@ class Runner:
     def _report(self, step: int, row: dict, last: bool) -> None:
         cfg = self.cfg
         final = step + 1 == cfg.run.steps
+        # totals over the kept steps of every attempt, so Tune's costs survive failover
         metrics = {"step": step + 1, "loss": row["loss"], "samples_seen": self.samples_seen,
-                   "effective_flops_total": self.effective_flops_total,
-                   "wall_s": row["wall_s"], **self.last_eval}
+                   "effective_flops_total": self.totals.effective_flops,
+                   "wall_s": self.totals.wall(row[K.WALL]), **self.last_eval}
         with_ckpt = last or (step + 1) % cfg.run.checkpoint_interval == 0
         if self.table is not None:
             self.table.flush()
@@ -252,7 +275,8 @@ class Runner:
         from ray.train import Checkpoint
         save = dict(rank=self.rank, world_size=self.world, step=step + 1, attempt=self.attempt,
                     model=self.model, optimizer=self.optimizer, methods=self.methods,
-                    extra={"samples_seen": self.samples_seen})
+                    extra={"samples_seen": self.samples_seen,
+                           "totals": self.totals.to_manifest(row[K.WALL])})
         if self.local_checkpoints:
             final = checkpoint.save_local(self.run_dir, keep=cfg.run.num_to_keep, **save)
             self.report(metrics, checkpoint=Checkpoint.from_directory(str(final)))
@@ -263,16 +287,12 @@ class Runner:
                         checkpoint_dir_name=checkpoint.dir_name(step + 1))
 
     def _summary(self, row: dict) -> dict:
-        rows = self.table.rows
         return {"run": self.run_name, "trial": self.trial, "config": self.cfg.to_dict(),
                 "data_checksum": self.task.checksum(), "world_size": self.world,
                 "steps": self.cfg.run.steps, "attempts": self.attempt + 1,
                 "final": {k: row.get(k) for k in ("loss", "peak_memory_bytes")} | self.last_eval,
-                "totals": {"samples": sum(r["samples"] for r in rows),
-                           "tokens": sum(r["tokens"] for r in rows),
-                           "dense_flops": sum(r["dense_flops"] for r in rows),
-                           "effective_flops": sum(r["effective_flops"] for r in rows),
-                           "train_seconds": sum(r["step_time_s"] for r in rows)},
+                # the checkpointed totals: the same as the table's sums and the metrics'
+                "totals": self.totals.summary(row[K.WALL]),
                 **self.summary_extra}
 
     def _progress(self, step: int, row: dict) -> None:

@@ -40,6 +40,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from raytrain_eff.methods.base import Method, MethodContext
 from raytrain_eff.methods.lanczos import HessianOperator, RitzPairs, lanczos
+from raytrain_eff.monitor import keys
 
 BASE_STATE = {"adamw": ("exp_avg", "exp_avg_sq"), "heavy_ball": ("momentum_buffer",)}
 
@@ -222,7 +223,7 @@ class FOSIOptimizer(torch.optim.Optimizer):
         eig = self.eig
         have = eig is not None and len(eig.eigvals) > 0
         self.last = {
-            "curvature_seconds": seconds,
+            keys.CURVATURE_SECONDS: seconds,
             "lanczos_iterations": float(hvps),
             "lambda_max": float(eig.eigvals.max()) if have else 0.0,
             "ritz_residual_max": float(eig.residuals.max()) if have else 0.0,

@@ -37,6 +37,7 @@ from raytrain_eff.methods.base import Method, MethodContext
 from raytrain_eff.methods.schedules import Piecewise, UpdateFrequency, make_schedule, ramp
 from raytrain_eff.methods.sparse_attention import AttentionSchedule, HybridAttention, pattern, \
     tile_pairs
+from raytrain_eff.monitor import keys
 
 
 @dataclasses.dataclass
@@ -274,10 +275,11 @@ class MST(Method):
         self._collect = False
         dense, eff = self.counter.totals(self._dense_dw)
         n = sum(sp.weight.numel() for sp in self.params)
+        density = sum(self.density[id(sp.weight)] * sp.weight.numel()
+                      for sp in self.params) / max(n, 1)
         out = {"mst_sparsity_target": self.sparsity(step), "mst_drop_fraction": self.drop(step),
-               "mst_density": sum(self.density[id(sp.weight)] * sp.weight.numel()
-                                  for sp in self.params) / max(n, 1),
-               "mst_attention_density": self.counter.attention_density(),
+               "mst_density": density, keys.SPARSITY: 1.0 - density,  # the dashboard's gauge
+               keys.ATTENTION_DENSITY: self.counter.attention_density(),
                "mst_flops_dense": dense, "mst_flops_effective": eff, **self.last_update}
         out.update({f"mst_density/{sp.name}": self.density[id(sp.weight)] for sp in self.params})
         self.last_update = {}

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raytrain_eff.methods.base import Method, MethodContext
+from raytrain_eff.monitor import keys
 
 
 def default_shift(m: int) -> float:
@@ -494,7 +495,7 @@ class Sublinear(Method):
     def after_step(self, step: int, ctx: MethodContext) -> dict[str, float]:
         s = {key: sum(layer.stats[key] for layer in self.layers) for key in STAT_KEYS}
         width = sum(len(layer.weight) * layer.stats["batch"] for layer in self.layers)
-        out = {"active_fraction": s["pairs"] / max(width, 1),
+        out = {keys.ACTIVE_FRACTION: s["pairs"] / max(width, 1),
                "neurons_updated": s["updated"], "neurons_rekeyed": s["rekeyed"],
                "candidates": s["candidates"], "query_seconds": s["query_s"],
                "update_seconds": s["update_s"]}

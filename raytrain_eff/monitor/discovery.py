@@ -1,18 +1,42 @@
-"""Finding the per-node exporters, and the Prometheus file_sd JSON that lists them.
+"""Finding the per-node exporters, and the Prometheus file_sd JSON that follows the cluster.
 
-On a Ray cluster each node runs one ``NodeExporter`` as a detached actor named after the node
-id, in the namespace ``NAMESPACE``, pinned to its node (``NodeAffinitySchedulingStrategy``,
-``num_cpus=0`` so it never takes a training slot). Whoever needs it first -- a training worker,
-the Tune driver, ``raytrain-eff exporter`` -- creates it with ``get_if_exists=True``; everyone
-else gets the same actor. Detached, it outlives the run that created it, so finished runs stay
-scrapeable for their grace period and the scrape targets stay put between runs.
+**Exporters.** On a Ray cluster each node runs one ``NodeExporter`` as a detached actor named
+after the node id, in the namespace ``NAMESPACE``, pinned to its node
+(``NodeAffinitySchedulingStrategy``, ``num_cpus=0`` so it never takes a training slot). Whoever
+needs it first -- a training worker, the Tune driver, ``raytrain-eff exporter`` -- creates it;
+everyone else gets the same actor. One asking for other settings (host, port) than the
+running exporter's replaces it. Detached, it outlives the run that created it, so finished runs
+stay scrapeable for their grace period; ``stop_exporters`` (``raytrain-eff exporter --stop``)
+ends them all.
 
-``write_file_sd`` writes what Prometheus's ``file_sd_configs`` reads::
+**Addresses.** ``monitor.host`` says what an exporter binds to and so what it advertises:
 
-    [{"targets": ["127.0.0.1:9464"], "labels": {"node_id": "<hex node id>"}}, ...]
+============================  ===========================  ================================
+``monitor.host``              binds                        advertises
+============================  ===========================  ================================
+``127.0.0.1`` (default)       loopback only                ``127.0.0.1`` (same machine only)
+``node``                      the Ray node's IP            the node's IP
+``0.0.0.0`` / ``::``          every interface              the node's IP
+any other address             that address                 that address
+============================  ===========================  ================================
 
-one group per exporter. A port that was taken moved the exporter to the next free one; the file
-records the port it really listens on. Prometheus re-reads the file when it changes.
+A node may impose its own with the environment variable ``HOST_ENV`` (the cluster configs set
+``node`` in every ``ray start``), which wins over the run's. The port is the first free one from
+``monitor.port`` on that node, so two Ray nodes on one machine (test clusters) get two ports.
+
+**file_sd.** A detached ``FileSdWriter`` actor on the node that started the run (the head, where
+Prometheus runs) owns one file per cluster, ``<dir>/cluster-<key>.json`` under
+``$RAYTRAIN_EFF_FILE_SD_DIR`` (default ``DEFAULT_FILE_SD_DIR``; ``clusters/prometheus`` reads
+``*.json`` there). Every ``refresh_s`` seconds, on every training attempt (rank 0 asks) and at
+each run's start it starts exporters on nodes that joined, drops the targets of nodes that
+left (and ends their exporters), and rewrites the file atomically if it changed. The file holds
+the cluster's live exporters, not a run's, so concurrent runs on one cluster share it and runs
+on two clusters write two files: none clobbers another. Each group is::
+
+    {"targets": ["10.0.0.12:9464"], "labels": {"node_id": "<hex node id>"}}
+
+A loopback target of another machine is left out (a Prometheus there would scrape its own
+node's exporter instead): set ``monitor.host`` for a cluster of several machines.
 
 Ray is imported inside the functions that need it, so writing a file_sd for an exporter run
 outside Ray does not pay for the Ray import.
@@ -20,25 +44,52 @@ outside Ray does not pay for the Ray import.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import pathlib
+import threading
+import time
 
 from raytrain_eff.monitor.exporter import WILDCARD_HOSTS, NodeExporter
 
 NAMESPACE = "raytrain_eff_monitor"
 ACTOR_PREFIX = "exporter-"
-# where clusters/prometheus/prometheus.yml looks for the exporters' targets
-DEFAULT_FILE_SD = "/tmp/raytrain_eff/prometheus_file_sd.json"
+WRITER_PREFIX = "file-sd-"
+HOST_ENV = "RAYTRAIN_EFF_MONITOR_HOST"        # a node's own monitor.host, over the run's
+FILE_SD_DIR_ENV = "RAYTRAIN_EFF_FILE_SD_DIR"
+# where clusters/prometheus/prometheus.yml looks for the exporters' targets (*.json)
+DEFAULT_FILE_SD_DIR = "/tmp/raytrain_eff/file_sd"
+NODE_HOST = "node"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def bind_and_advertise(host: str, node_ip: str) -> tuple[str, str]:
+    """(address to bind, address to advertise) for ``monitor.host`` on a node at ``node_ip``."""
+    host = os.environ.get(HOST_ENV) or host
+    if host == NODE_HOST:
+        return node_ip, node_ip
+    if host in WILDCARD_HOSTS:
+        return host, node_ip
+    return host, host
 
 
 class _RayNodeExporter(NodeExporter):
-    """A NodeExporter that advertises the Ray node's address when bound to all interfaces."""
+    """A NodeExporter on a Ray node: binds and advertises as ``monitor.host`` says."""
 
     def __init__(self, host: str, port: int, node_id: str):
         import ray
-        advertise = ray.util.get_node_ip_address() if host in WILDCARD_HOSTS else None
-        super().__init__(host=host, port=port, node_id=node_id, advertise_host=advertise)
+        self.node_ip = ray.util.get_node_ip_address()
+        self._settings = {"host": host, "port": port}
+        bind, advertise = bind_and_advertise(host, self.node_ip)
+        super().__init__(host=bind, port=port, node_id=node_id, advertise_host=advertise)
+
+    def settings(self) -> dict:
+        """What it was asked for (not the port it moved to): a different request replaces it."""
+        return dict(self._settings)
+
+    def address(self) -> dict[str, str]:
+        return {**super().address(), "node_ip": self.node_ip}
 
 
 @functools.cache
@@ -47,31 +98,101 @@ def _actor_class():
     return ray.remote(_RayNodeExporter)
 
 
-def node_exporter(host: str = "127.0.0.1", port: int = 9464, node_id: str | None = None):
-    """The exporter actor of ``node_id`` (default: the caller's node), created if missing."""
-    import ray
+def _pinned(node_id: str):
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    return NodeAffinitySchedulingStrategy(node_id, soft=False)
+
+
+def node_exporter(host: str = "127.0.0.1", port: int = 9464, node_id: str | None = None, *,
+                  replace: bool = True):
+    """The exporter actor of ``node_id`` (default: the caller's node), created if missing and,
+    with ``replace``, started anew if it runs with other settings."""
+    import ray
     node_id = node_id or ray.get_runtime_context().get_node_id()
-    return _actor_class().options(
-        name=ACTOR_PREFIX + node_id, namespace=NAMESPACE, get_if_exists=True,
-        lifetime="detached", num_cpus=0, max_restarts=-1,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-    ).remote(host, port, node_id)
+    name = ACTOR_PREFIX + node_id
+
+    def get_or_create():
+        return _actor_class().options(
+            name=name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
+            num_cpus=0, max_restarts=-1, scheduling_strategy=_pinned(node_id),
+        ).remote(host, port, node_id)
+    handle = get_or_create()
+    if replace and ray.get(handle.settings.remote()) != {"host": host, "port": port}:
+        _end({name: handle})
+        handle = get_or_create()
+    return handle
 
 
-def ensure_exporters(host: str = "127.0.0.1", port: int = 9464) -> list[dict]:
+def _end(actors: dict[str, object], timeout_s: float = 30.0) -> None:
+    """Close (the HTTP port is free when this returns), kill, and wait until the names are free."""
+    import ray
+    refs = [handle.close.remote() for handle in actors.values()]
+    ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    for handle in actors.values():
+        ray.kill(handle)
+    for name, handle in actors.items():
+        _wait_released(name, handle, timeout_s)
+
+
+def _wait_released(name: str, old, timeout_s: float = 30.0) -> None:
+    """Wait until the name of a killed actor is free (or taken by a new one)."""
+    import ray
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            current = ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            return
+        if current._actor_id != old._actor_id:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"actor {name} did not release its name within {timeout_s} s")
+
+
+def _named(prefix: str) -> dict[str, object]:
+    """{name: handle} of this package's actors whose name starts with ``prefix``."""
+    import ray
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["namespace"] == NAMESPACE and a["name"].startswith(prefix)]
+    handles = {}
+    for name in names:
+        try:
+            handles[name] = ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:          # killed since the listing
+            continue
+    return handles
+
+
+def _alive_nodes() -> set[str]:
+    import ray
+    return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+
+
+def ensure_exporters(host: str = "127.0.0.1", port: int = 9464, *,
+                     replace: bool = True) -> list[dict]:
     """Start (or find) an exporter on every alive node; returns their addresses."""
     import ray
-    handles = [node_exporter(host, port, n["NodeID"]) for n in ray.nodes() if n["Alive"]]
+    handles = [node_exporter(host, port, n, replace=replace) for n in sorted(_alive_nodes())]
     return ray.get([h.address.remote() for h in handles])
 
 
-def list_exporters(timeout_s: float = 30.0) -> list[dict]:
-    """Addresses of every exporter actor now on the cluster, sorted by node id."""
+def exporter_handles() -> list:
+    """Handles of the exporters on alive nodes. Those of nodes that left are ended: pinned to
+    their node and restartable, they would otherwise wait for it forever."""
     import ray
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-             if a["namespace"] == NAMESPACE and a["name"].startswith(ACTOR_PREFIX)]
-    refs = [ray.get_actor(name, namespace=NAMESPACE).address.remote() for name in names]
+    alive, handles = _alive_nodes(), []
+    for name, handle in _named(ACTOR_PREFIX).items():
+        if name[len(ACTOR_PREFIX):] in alive:
+            handles.append(handle)
+        else:
+            ray.kill(handle)
+    return handles
+
+
+def list_exporters(timeout_s: float = 30.0) -> list[dict]:
+    """Addresses of the exporters on the cluster's alive nodes, sorted by node id."""
+    import ray
+    refs = [h.address.remote() for h in exporter_handles()]
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
     addresses = []
     for ref in ready:
@@ -80,6 +201,13 @@ def list_exporters(timeout_s: float = 30.0) -> list[dict]:
         except ray.exceptions.RayActorError:   # its node died since the listing
             continue
     return sorted(addresses, key=lambda a: a["node_id"])
+
+
+def reachable_from(addresses: list[dict], node_ip: str) -> list[dict]:
+    """The addresses a scraper on ``node_ip`` can reach: loopback ones of its own IP only."""
+    return [a for a in addresses
+            if a["target"].rsplit(":", 1)[0].strip("[]") not in LOOPBACK_HOSTS
+            or a.get("node_ip", node_ip) == node_ip]
 
 
 def file_sd_groups(addresses: list[dict]) -> list[dict]:
@@ -94,7 +222,97 @@ def write_file_sd(path: str | os.PathLike, addresses: list[dict] | None = None) 
     groups = file_sd_groups(list_exporters() if addresses is None else addresses)
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(groups, indent=2) + "\n")
     tmp.replace(path)
     return groups
+
+
+# -- the file_sd that follows the cluster -------------------------------------------------------
+def file_sd_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get(FILE_SD_DIR_ENV) or DEFAULT_FILE_SD_DIR)
+
+
+def cluster_file_sd(directory: str | os.PathLike | None = None) -> pathlib.Path:
+    """``<dir>/cluster-<key>.json`` of the connected cluster (key: a hash of its GCS address)."""
+    import ray
+    key = hashlib.sha256(ray.get_runtime_context().gcs_address.encode()).hexdigest()[:12]
+    return pathlib.Path(directory or file_sd_dir()) / f"cluster-{key}.json"
+
+
+class FileSdWriter:
+    """Keeps one file_sd up to date with the cluster's live exporters (a detached actor)."""
+
+    def __init__(self, path: str, host: str, port: int, refresh_s: float):
+        import ray
+        self.path, self.refresh_s = pathlib.Path(path), float(refresh_s)
+        self.node_ip = ray.util.get_node_ip_address()
+        self._settings = (host, port)
+        self._written: list[dict] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def configure(self, host: str, port: int) -> None:
+        """The settings for exporters it starts on nodes that join."""
+        self._settings = (host, port)
+
+    def refresh(self) -> list[dict]:
+        """Exporters on joined nodes, dead targets dropped, the file rewritten if it changed."""
+        with self._lock:
+            ensure_exporters(*self._settings, replace=False)
+            addresses = reachable_from(list_exporters(timeout_s=10), self.node_ip)
+            groups = file_sd_groups(addresses)
+            if groups != self._written or not self.path.exists():
+                write_file_sd(self.path, addresses)
+                self._written = groups
+            return groups
+
+    def close(self) -> None:
+        """Stop following the cluster and remove the file (its targets go with it)."""
+        self._stop.set()
+        with self._lock:
+            self.path.unlink(missing_ok=True)
+
+    def file(self) -> str:
+        return str(self.path)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.refresh_s):
+            try:
+                self.refresh()
+            except Exception as err:  # noqa: BLE001 -- a node died mid-refresh: next time
+                print(f"file_sd refresh failed: {err!r}", flush=True)
+
+
+def start_file_sd(host: str = "127.0.0.1", port: int = 9464,
+                  path: str | os.PathLike | None = None, refresh_s: float = 5.0) -> str:
+    """Make sure this node's writer keeps ``path`` (default ``cluster_file_sd()``) current and
+    rewrite it now; returns the path."""
+    import ray
+    path = str(path or cluster_file_sd())
+    node_id = ray.get_runtime_context().get_node_id()
+    name = f"{WRITER_PREFIX}{node_id}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+    writer = ray.remote(FileSdWriter).options(
+        name=name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached", num_cpus=0,
+        max_concurrency=4, scheduling_strategy=_pinned(node_id),
+    ).remote(path, host, port, refresh_s)
+    ray.get(writer.configure.remote(host, port))
+    ray.get(writer.refresh.remote())
+    return path
+
+
+def refresh_file_sd(wait: bool = False) -> None:
+    """Ask every writer to rewrite its file now (a new training attempt starts)."""
+    import ray
+    refs = [w.refresh.remote() for w in _named(WRITER_PREFIX).values()]
+    if wait:
+        ray.get(refs)
+
+
+def stop_exporters() -> dict[str, int]:
+    """End every writer (removing its file) and every exporter of the cluster."""
+    writers, exporters = _named(WRITER_PREFIX), _named(ACTOR_PREFIX)
+    _end(writers)                   # first: a writer would start exporters again
+    _end(exporters)
+    return {"writers": len(writers), "exporters": len(exporters)}

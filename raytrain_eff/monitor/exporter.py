@@ -22,7 +22,11 @@ import threading
 import time
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.exposition import start_http_server
 
 from raytrain_eff.monitor import metrics as M
@@ -55,11 +59,14 @@ class _WorkerSeries:
     time_sum: float = 0.0
     last_push: float = 0.0              # unix seconds
     expires_at: float | None = None     # monotonic seconds; None while the run is live
+    generation: str = ""                # the training attempt that pushes this series
 
     def apply(self, delta: dict) -> None:
-        self.counters["steps"] = self.counters.get("steps", 0.0) + delta["steps"]
+        self.counters[M.STEPS_KEY] = self.counters.get(M.STEPS_KEY, 0.0) + delta["steps"]
         for key, amount in delta["sums"].items():
             self.counters[key] = self.counters.get(key, 0.0) + amount
+        # absolute values (run totals restored from a checkpoint) override the summed deltas
+        self.counters.update(delta.get("totals", {}))
         for t in delta["step_times"]:
             self.buckets[bisect.bisect_left(M.STEP_TIME_BUCKETS, t)] += 1
             self.time_sum += t
@@ -106,8 +113,23 @@ class NodeExporter:
 
     # -- what pushers call -------------------------------------------------------------------
     def push(self, run: str, trial: str, rank: str, delta: dict) -> None:
+        generation = delta.get("generation", "")
         with self._lock:
-            self._workers.setdefault((run, trial, rank), _WorkerSeries()).apply(delta)
+            series = self._workers.get((run, trial, rank))
+            if series is None or series.generation != generation:   # a new attempt starts over
+                series = self._workers[(run, trial, rank)] = _WorkerSeries(generation=generation)
+            series.apply(delta)
+
+    def retire(self, run: str, trial: str, keep_generation: str) -> int:
+        """Drop the series of ``(run, trial)`` pushed by any other attempt than
+        ``keep_generation``: after a failover the new attempt's totals supersede them, and a
+        killed worker never says it finished. Returns how many were dropped."""
+        with self._lock:
+            stale = [k for k, s in self._workers.items()
+                     if k[:2] == (run, trial) and s.generation != keep_generation]
+            for key in stale:
+                del self._workers[key]
+        return len(stale)
 
     def finish(self, run: str, trial: str, rank: str, grace_period_s: float) -> None:
         """Mark a worker's run finished: its series are dropped ``grace_period_s`` from now."""
@@ -173,7 +195,7 @@ class NodeExporter:
         fams = {spec.name: _family(spec) for spec in M.ALL if spec.labels[:4] == M.WORKER_LABELS}
         for (run, trial, rank), s in self._workers.items():
             labels = [run, trial, self.node_id, rank]
-            fams[M.STEPS.name].add_metric(labels, s.counters["steps"])
+            fams[M.STEPS.name].add_metric(labels, s.counters[M.STEPS_KEY])
             fams[M.LAST_PUSH.name].add_metric(labels, s.last_push)
             for key, total in s.counters.items():
                 if key in M.COUNTERS:

@@ -14,11 +14,16 @@ which statistic feeds which metric:
   that read a gauge (and for Ray-less single-process runs without Prometheus rate windows);
 * ``GAUGES``: last value wins (loss, learning rate, memory, sparsity);
 * ``STEP_TIME``: a histogram of step durations;
-* any other numeric statistic a method reports goes to ``METHOD_STAT`` with a ``stat`` label.
+* any other numeric statistic a method reports goes to ``METHOD_STAT`` with a ``stat`` label;
+  the engine's bookkeeping (``keys.is_bookkeeping``: wall time, world size, ``val_*``) goes nowhere.
+
+The statistic keys are the constants of ``monitor.keys``, shared with the methods that emit them.
 """
 from __future__ import annotations
 
 import dataclasses
+
+from raytrain_eff.monitor import keys as K
 
 PREFIX = "raytrain_eff_"
 WORKER_LABELS = ("run", "trial", "node_id", "rank")
@@ -44,52 +49,53 @@ def _worker(name: str, kind: str, help: str) -> Metric:
 
 # statistic key -> counter fed by its per-step amount
 COUNTERS = {
-    "samples": _worker("samples_total", "counter", "Training samples processed."),
-    "tokens": _worker("tokens_total", "counter", "Training tokens processed."),
-    "dense_flops": _worker("dense_flops_total", "counter",
+    K.SAMPLES: _worker("samples_total", "counter", "Training samples processed."),
+    K.TOKENS: _worker("tokens_total", "counter", "Training tokens processed."),
+    K.DENSE_FLOPS: _worker("dense_flops_total", "counter",
                            "FLOPs the dense reference model would have needed."),
-    "effective_flops": _worker("effective_flops_total", "counter",
+    K.EFFECTIVE_FLOPS: _worker("effective_flops_total", "counter",
                                "FLOPs the method actually needed (after sparsity, compression)."),
-    "curvature_seconds": _worker("curvature_seconds_total", "counter",
+    K.CURVATURE_SECONDS: _worker("curvature_seconds_total", "counter",
                                  "Seconds spent on curvature work (Lanczos, Hessian-vector products)."),
 }
+STEPS_KEY = K.STEPS
 STEPS = _worker("steps_total", "counter", "Optimizer steps taken.")
 
 # statistic key (or "steps") -> gauge of its per-second rate over the last push window
 RATES = {
-    "steps": _worker("steps_per_second", "gauge", "Steps per second over the last push window."),
-    "samples": _worker("samples_per_second", "gauge",
+    STEPS_KEY: _worker("steps_per_second", "gauge", "Steps per second over the last push window."),
+    K.SAMPLES: _worker("samples_per_second", "gauge",
                        "Samples per second over the last push window."),
-    "tokens": _worker("tokens_per_second", "gauge", "Tokens per second over the last push window."),
-    "dense_flops": _worker("dense_flops_per_second", "gauge",
+    K.TOKENS: _worker("tokens_per_second", "gauge", "Tokens per second over the last push window."),
+    K.DENSE_FLOPS: _worker("dense_flops_per_second", "gauge",
                            "Dense-equivalent FLOP/s over the last push window."),
-    "effective_flops": _worker("effective_flops_per_second", "gauge",
+    K.EFFECTIVE_FLOPS: _worker("effective_flops_per_second", "gauge",
                                "Effective FLOP/s over the last push window."),
 }
 
 # statistic key -> gauge holding its last pushed value
 GAUGES = {
-    "step": _worker("step", "gauge", "Index of the last step pushed."),
-    "loss": _worker("loss", "gauge", "Training loss of the last step."),
-    "lr": _worker("learning_rate", "gauge", "Learning rate of the last step."),
-    "rss_bytes": _worker("worker_rss_bytes", "gauge", "Resident set size of the worker process."),
-    "peak_memory_bytes": _worker("worker_peak_memory_bytes", "gauge",
+    K.STEP: _worker("step", "gauge", "Index of the last step pushed."),
+    K.LOSS: _worker("loss", "gauge", "Training loss of the last step."),
+    K.LR: _worker("learning_rate", "gauge", "Learning rate of the last step."),
+    K.RSS: _worker("worker_rss_bytes", "gauge", "Resident set size of the worker process."),
+    K.PEAK_MEMORY: _worker("worker_peak_memory_bytes", "gauge",
                                  "Peak memory of the worker so far (device peak on GPU, RSS peak on CPU)."),
-    "gpu_allocated_bytes": _worker("worker_gpu_allocated_bytes", "gauge",
+    K.GPU_ALLOCATED: _worker("worker_gpu_allocated_bytes", "gauge",
                                    "GPU memory allocated by the worker."),
-    "gpu_peak_bytes": _worker("worker_gpu_peak_bytes", "gauge",
+    K.GPU_PEAK: _worker("worker_gpu_peak_bytes", "gauge",
                               "Peak GPU memory allocated by the worker."),
-    "sparsity": _worker("sparsity_ratio", "gauge", "Fraction of masked (zero) weights."),
-    "attention_density": _worker("attention_density_ratio", "gauge",
+    K.SPARSITY: _worker("sparsity_ratio", "gauge", "Fraction of masked (zero) weights."),
+    K.ATTENTION_DENSITY: _worker("attention_density_ratio", "gauge",
                                  "Fraction of attention scores computed."),
-    "active_fraction": _worker("active_neurons_ratio", "gauge",
+    K.ACTIVE_FRACTION: _worker("active_neurons_ratio", "gauge",
                                "Fraction of wide-layer neurons active in the step."),
 }
 LAST_PUSH = _worker("last_push_timestamp_seconds", "gauge",
                     "Unix time of the last push from this worker.")
 
 STEP_TIME = _worker("step_time_seconds", "histogram", "Wall time of one training step.")
-STEP_TIME_STAT = "step_time_s"
+STEP_TIME_STAT = K.STEP_TIME
 
 METHOD_STAT = Metric(PREFIX + "method_stat", "gauge",
                      "Other per-step statistic reported by a method, named by the stat label.",

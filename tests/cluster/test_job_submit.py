@@ -37,8 +37,10 @@ def free_port() -> int:
 
 def auth_env(token_file: pathlib.Path, tmpdir: pathlib.Path) -> dict:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_API_SERVER_ADDRESS")}
+           if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_API_SERVER_ADDRESS",
+                        "RAYTRAIN_EFF_MONITOR_HOST")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file), TMPDIR=str(tmpdir),
+               RAYTRAIN_EFF_FILE_SD_DIR=str(tmpdir.parent / "file_sd"),
                PATH=f"{pathlib.Path(sys.executable).parent}:{env.get('PATH', '')}",
                OMP_NUM_THREADS="1", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5",
                RAY_USAGE_STATS_ENABLED="0")
@@ -135,7 +137,11 @@ def cluster():
 def test_a_submitted_preset_succeeds_and_leaves_its_records(cluster):
     head, token = cluster
     runs, exporter_port = head.root / "runs", free_port()
-    out = head.job("submit", "--working-dir", str(REPO), "--",
+    # the submitter hands over its commit: the uploaded working dir has no .git
+    from raytrain_eff.engine import provenance
+    runtime_env = provenance.runtime_env(where=REPO)
+    out = head.job("submit", "--working-dir", str(REPO),
+                   "--runtime-env-json", json.dumps(runtime_env), "--",
                    "raytrain-eff", "train", "--preset", "digits-adamw", "run.steps=20",
                    "run.report_interval=10", "run.checkpoint_interval=10",
                    "run.eval_interval=10", f"run.storage_path={runs}", "run.name=submitted",
@@ -150,12 +156,18 @@ def test_a_submitted_preset_succeeds_and_leaves_its_records(cluster):
     assert table["step"].tolist() == list(range(20))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 20
+    assert summary["commit"] == runtime_env["env_vars"][provenance.ENV_COMMIT]
+    assert summary["commit_source"] == "submitter" and isinstance(summary["dirty"], bool)
     assert sorted(p.name for p in run_dir.glob("checkpoint_step*")) == [
         "checkpoint_step00000010", "checkpoint_step00000020"]
 
     # metrics: the run's exporter on monitor.host only, Ray's on the fixed export port
     assert listening_hosts(exporter_port) == {"127.0.0.1"}
     assert 'run="submitted"' in scrape(exporter_port)
+    # the job's driver left the cluster's file_sd on the head, listing that exporter
+    (file_sd,) = (head.root / "file_sd").glob("cluster-*.json")
+    assert [g["targets"] for g in json.loads(file_sd.read_text())] == [
+        [f"127.0.0.1:{exporter_port}"]]
     assert "ray_node_cpu_utilization" in scrape(head.metrics_port)
 
     # the token reaches no log, result or checkpoint: not the job's, not Ray's

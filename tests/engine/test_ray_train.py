@@ -79,13 +79,14 @@ def test_a_killed_worker_restarts_from_the_checkpoint(run_cfg):
     # slow enough steps that the kill lands mid-run: the char-level GPT, small
     cfg = run_cfg("default", "run.steps=200", "run.report_interval=5", "run.checkpoint_interval=10",
                   "run.eval_interval=0", "run.max_failures=1", "task.n_layer=1",
-                  "task.n_embd=32", "task.n_head=2", "data.batch_size=8")
+                  "task.n_embd=32", "task.n_head=2", "data.batch_size=8",
+                  "monitor.enabled=true", "monitor.port=19464")
     run_dir = pathlib.Path(launch.run_dir_of(cfg, cfg.run.name))
     done, killed = threading.Event(), []
     killer = threading.Thread(target=lambda: killed.append(_kill_a_worker_when(run_dir, 12, done)))
     killer.start()
     try:
-        launch.fit(cfg)
+        result = launch.fit(cfg)
     finally:
         done.set()
         killer.join(timeout=30)
@@ -93,3 +94,34 @@ def test_a_killed_worker_restarts_from_the_checkpoint(run_cfg):
     table = _table(run_dir)
     assert table["step"].tolist() == list(range(200))  # no gaps, no duplicates
     assert table["attempt"].max() == 1
+    # the totals survived the failover: the table, summary.json, Tune's last report and the
+    # exporters' counters (the killed attempt's series retired) all hold the same numbers
+    totals = json.loads((run_dir / "summary.json").read_text())["totals"]
+    assert totals["samples"] == table["samples"].sum() == result.metrics["samples_seen"]
+    for key in ("tokens", "dense_flops", "effective_flops"):
+        assert totals[key] == pytest.approx(table[key].sum(), rel=1e-9), key
+    assert result.metrics["effective_flops_total"] == pytest.approx(totals["effective_flops"])
+    assert totals["train_seconds"] == pytest.approx(table["step_time_s"].sum())
+    elapsed = sum(part["wall_s"].max() for _, part in table.groupby("attempt"))
+    assert totals["wall_seconds"] == pytest.approx(elapsed) == result.metrics["wall_s"]
+    counters = _exported_totals(cfg.run.name)
+    assert counters["raytrain_eff_steps_total"] == [200.0, 200.0]
+    for key in ("samples", "tokens", "dense_flops", "effective_flops"):
+        assert sum(counters[f"raytrain_eff_{key}_total"]) == pytest.approx(totals[key]), key
+
+
+def _exported_totals(run: str) -> dict[str, list[float]]:
+    """{counter: its values for ``run``, one per series} over every exporter, by HTTP."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from raytrain_eff.monitor import discovery
+    out: dict[str, list[float]] = {}
+    for address in discovery.list_exporters():
+        text = urllib.request.urlopen(address["url"], timeout=10).read().decode()
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.labels.get("run") == run and s.name.endswith("_total"):
+                    out.setdefault(s.name, []).append(s.value)
+    return out

@@ -171,3 +171,55 @@ def test_tune_progress_updates_and_expires(exporter):
     assert _value(s, "raytrain_eff_tune_best_metric", run="sweep") == 0.42
     tune.close()
     assert _value(_scrape(exporter.url()), "raytrain_eff_tune_trials_expected", run="sweep") is None
+
+
+def test_a_new_attempt_replaces_its_series_and_retires_the_failed_ones(exporter):
+    run = "failover"
+    old = [MetricsPusher(run=run, rank=r, exporter=exporter, generation="a") for r in (0, 1)]
+    for pusher in old:
+        pusher.push(STATS, totals={"samples": 50.0, "steps": 5.0})
+        pusher.flush()
+    # the new attempt restarts from a checkpoint at step 4 on one worker: absolute totals win
+    new = MetricsPusher(run=run, rank=0, exporter=exporter, generation="b")
+    assert new.retire_others() == 2
+    new.push(STATS, totals={"samples": 90.0, "steps": 5.0})
+    new.flush()
+    s = _scrape(exporter.url())
+    assert _value(s, "raytrain_eff_samples_total", run=run, rank="0") == 90.0
+    assert _value(s, "raytrain_eff_samples_total", run=run, rank="1") is None
+    assert _value(s, "raytrain_eff_steps_total", run=run, rank="0") == 5.0
+    assert exporter.retire(run, "", keep_generation="b") == 0
+
+
+@pytest.mark.parametrize("host, expected", [
+    ("127.0.0.1", ("127.0.0.1", "127.0.0.1")),     # this machine only
+    ("node", ("10.0.0.7", "10.0.0.7")),            # the node's private address
+    ("0.0.0.0", ("0.0.0.0", "10.0.0.7")),          # every interface, reached by the node's IP
+    ("192.168.1.5", ("192.168.1.5", "192.168.1.5")),
+])
+def test_monitor_host_decides_bind_and_advertised_address(host, expected, monkeypatch):
+    monkeypatch.delenv(discovery.HOST_ENV, raising=False)
+    assert discovery.bind_and_advertise(host, "10.0.0.7") == expected
+
+
+def test_a_nodes_own_host_setting_wins(monkeypatch):
+    monkeypatch.setenv(discovery.HOST_ENV, "node")
+    assert discovery.bind_and_advertise("127.0.0.1", "10.0.0.7") == ("10.0.0.7", "10.0.0.7")
+
+
+def test_loopback_targets_of_other_machines_are_left_out():
+    addresses = [{"target": "127.0.0.1:9464", "node_id": "head", "node_ip": "10.0.0.1"},
+                 {"target": "127.0.0.1:9464", "node_id": "w1", "node_ip": "10.0.0.2"},
+                 {"target": "10.0.0.3:9464", "node_id": "w2", "node_ip": "10.0.0.3"}]
+    kept = discovery.reachable_from(addresses, "10.0.0.1")
+    assert [a["node_id"] for a in kept] == ["head", "w2"]
+
+
+def test_exporter_stop_command_ends_the_clusters_exporters(monkeypatch):
+    from raytrain_eff import cli
+    from raytrain_eff.monitor import cli_exporter
+    calls = []
+    monkeypatch.setattr(cli_exporter, "stop_cluster", lambda address: calls.append(address) or 0)
+    assert cli.main(["exporter", "--stop"]) == 0
+    assert cli.main(["exporter", "--stop", "--address", "10.0.0.1:6379"]) == 0
+    assert calls == ["auto", "10.0.0.1:6379"]

@@ -124,3 +124,41 @@ def test_promtool_checks_recording_rules():
     result = subprocess.run([str(PROMTOOL), "check", "rules", str(rules)], capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_key_of_the_vocabulary_feeds_a_named_metric():
+    from raytrain_eff.monitor import keys as K
+    named = {v for k, v in vars(K).items() if k.isupper() and isinstance(v, str)}
+    bookkeeping = set(K.BOOKKEEPING) | {K.EVAL_PREFIX}
+    assert named - bookkeeping == set(M.COUNTERS) | set(M.GAUGES) | {M.STEP_TIME_STAT, M.STEPS_KEY}
+    assert not bookkeeping & M.KNOWN_STATS
+
+
+def test_only_method_statistics_go_to_method_stat(exporter):
+    from raytrain_eff.monitor import keys as K
+    row = {**ALL_STATS, K.WALL: 12.5, K.WORLD_SIZE: 2, K.ATTEMPT: 1, "val_loss": 0.3,
+           "val_accuracy": 0.9, "mst_density": 0.1}
+    pusher = MetricsPusher(run="r", rank=0, exporter=exporter)
+    pusher.push(row)
+    pusher.flush()
+    stats = {s.labels["stat"] for f in text_string_to_metric_families(exporter.render().decode())
+             for s in f.samples if s.name == M.METHOD_STAT.name}
+    assert stats == {"lanczos_staleness", "mst_density"}
+
+
+def test_gpu_gauges_are_fed_on_cuda_only_and_peak_is_never_below_rss():
+    import torch
+
+    from raytrain_eff.engine import accounting
+    from raytrain_eff.monitor import keys as K
+    cpu = torch.device("cpu")
+    assert accounting.gpu_memory(cpu) == {}
+    rss = accounting.rss_bytes()
+    assert accounting.peak_memory_bytes(cpu, rss) >= rss
+    assert accounting.peak_memory_bytes(cpu, 1 << 50) == 1 << 50
+    if torch.cuda.is_available():
+        cuda = torch.device("cuda")
+        x = torch.ones(1 << 20, device=cuda)
+        mem = accounting.gpu_memory(cuda)
+        assert set(mem) == {K.GPU_ALLOCATED, K.GPU_PEAK}
+        assert mem[K.GPU_PEAK] >= mem[K.GPU_ALLOCATED] >= x.numel() * 4

@@ -2,10 +2,12 @@
 
 The cluster (``ray.cluster_utils.Cluster``) runs in a subprocess -- this file run as a script --
 with its own temp dir: one training actor per node runs a small attention + MLP model and pushes
-its real step statistics through ``MetricsPusher``; the driver publishes Tune progress and writes
-the file_sd. Prometheus (from ``scripts/test-deps.sh``; missing fails the test) loads the repo's
-``prometheus.yml`` and rules with the file paths and intervals of the test. The test checks both
-targets are up and every PromQL expression of the Grafana dashboard returns data for both nodes.
+its real step statistics through ``MetricsPusher``; the driver publishes Tune progress and starts
+the file_sd writer, as a run's driver does. Prometheus (from ``scripts/test-deps.sh``; missing
+fails the test) loads the repo's ``prometheus.yml`` and rules with the file_sd directory and
+intervals of the test. The test checks both targets are up, distinct and discovered without hand
+edits, that every PromQL expression of the Grafana dashboard returns data for both nodes, that a
+node joining gets a target and that a node lost mid-run leaves the file_sd and Prometheus.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / ".test-deps" / "bin" / "prometheus"
 PROMTOOL = REPO / ".test-deps" / "bin" / "promtool"
 RUN = "e2e-run"
+RUN_MST = "e2e-mst"
 
 
 # --------------------------------------------------------------------------------------------
@@ -35,6 +38,8 @@ def _train_and_push(run: str, rank: int, port: int, stop_file: str) -> int:
     """A few real training steps per second until ``stop_file`` exists; returns steps taken."""
     import torch
     from torch import nn
+
+    from raytrain_eff.monitor import keys as K
     from raytrain_eff.monitor.push import MetricsPusher
 
     torch.set_num_threads(1)
@@ -70,12 +75,12 @@ def _train_and_push(run: str, rank: int, port: int, stop_file: str) -> int:
             fc1.weight.mul_(mask)
         dense = 6.0 * n_params * B                  # forward + backward multiply-adds
         zeros = float((fc1.weight == 0).float().mean())
-        pusher.push({"step": step, "loss": float(loss), "samples": B, "tokens": B * T,
-                     "step_time_s": time.perf_counter() - t0, "dense_flops": dense,
-                     "effective_flops": dense - 6.0 * zeros * fc1.weight.numel() * B,
-                     "lr": opt.param_groups[0]["lr"], "curvature_seconds": curvature_s,
-                     "sparsity": zeros, "attention_density": float(band.float().mean()),
-                     "active_fraction": float((h > 0).float().mean()),
+        pusher.push({K.STEP: step, K.LOSS: float(loss), K.SAMPLES: B, K.TOKENS: B * T,
+                     K.STEP_TIME: time.perf_counter() - t0, K.DENSE_FLOPS: dense,
+                     K.EFFECTIVE_FLOPS: dense - 6.0 * zeros * fc1.weight.numel() * B,
+                     K.LR: opt.param_groups[0]["lr"], K.CURVATURE_SECONDS: curvature_s,
+                     K.SPARSITY: zeros, K.ATTENTION_DENSITY: float(band.float().mean()),
+                     K.ACTIVE_FRACTION: float((h > 0).float().mean()), K.WALL: 1.0,
                      "grad_norm": float(torch.sqrt(sum((g * g).sum() for g in grads)))})
         step += 1
         time.sleep(0.05)                            # leave the shared cores to Prometheus
@@ -84,9 +89,13 @@ def _train_and_push(run: str, rank: int, port: int, stop_file: str) -> int:
 
 
 def _cluster_main(workdir: str, port: int) -> None:
+    """Steps driven by files in ``workdir``: ready.json, then on ``add_node`` a third node
+    (added.json), on ``remove_node`` the first worker node goes, training actor and all
+    (removed.json), on ``stop`` the head's training ends (done.json)."""
     import ray
     from ray.cluster_utils import Cluster
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     from raytrain_eff.monitor import discovery
     from raytrain_eff.monitor.push import TuneProgress
 
@@ -95,25 +104,64 @@ def _cluster_main(workdir: str, port: int) -> None:
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "include_dashboard": False, "temp_dir": str(work / "ray")})
     try:
-        cluster.add_node(num_cpus=1)
+        worker = cluster.add_node(num_cpus=1)
         ray.init(address=cluster.address, log_to_driver=False)
         nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
         train = ray.remote(num_cpus=0)(_train_and_push)
         stop_file = str(work / "stop")
-        refs = [train.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
-                .remote(RUN, rank, port, stop_file) for rank, n in enumerate(nodes)]
+        refs = {n: train.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
+                .remote(RUN, rank, port, stop_file) for rank, n in enumerate(nodes)}
         while len(discovery.list_exporters()) < len(nodes):     # the workers create them
             time.sleep(0.2)
-        TuneProgress(run=RUN, port=port).update(trials_total=4, trials_running=2,
-                                                trials_terminated=1, trials_errored=0,
-                                                best_metric=0.25)
-        discovery.write_file_sd(work / "file_sd.json")
-        (work / "ready.json").write_text(json.dumps({"nodes": nodes}))
-        steps = ray.get(refs, timeout=180)
+        # what a run's driver does: the writer keeps $RAYTRAIN_EFF_FILE_SD_DIR current
+        file_sd = discovery.start_file_sd("127.0.0.1", port, refresh_s=0.5)
+        tune = TuneProgress(run=RUN, port=port)     # a sweep's driver: the same writer
+        assert tune.file_sd == file_sd
+        tune.update(trials_total=4, trials_running=2, trials_terminated=1, trials_errored=0,
+                    best_metric=0.25)
+        (work / "ready.json").write_text(json.dumps({"nodes": nodes, "file_sd": file_sd}))
+        _train_mst(work, port)
+        _when(work / "add_node")
+        cluster.add_node(num_cpus=0)
+        (work / "added.json").write_text(json.dumps(
+            {"nodes": sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])}))
+        _when(work / "remove_node")
+        gone = worker.node_id
+        cluster.remove_node(worker)
+        (work / "removed.json").write_text(json.dumps({"node": gone}))
+        _when(work / "stop")
+        head = ray.get_runtime_context().get_node_id()
+        steps = ray.get(refs[head], timeout=180)
         (work / "done.json").write_text(json.dumps({"steps": steps}))
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def _train_mst(work: pathlib.Path, port: int) -> None:
+    """gpt-mst for real, tiny, one Ray Train worker per node: MST's own sparsity reaches the
+    dashboard through the pushers, the exporters and Prometheus."""
+    from raytrain_eff import config
+    from raytrain_eff.engine import launch
+    cfg = config.load(preset="gpt-mst", overrides=[
+        f"run.storage_path={work / 'runs'}", f"run.name={RUN_MST}", "scaling.num_workers=2",
+        "scaling.placement=SPREAD", "scaling.cpus_per_worker=1", "run.steps=8",
+        "run.report_interval=4", "run.checkpoint_interval=8", "run.eval_interval=0",
+        f"monitor.port={port}", "monitor.progress=false", "task.n_layer=1", "task.n_embd=32",
+        "task.n_head=2", "data.batch_size=4", "train.warmup_steps=0",
+        "methods.mst.warmup_end=0.25", "methods.mst.restore_start=1.0",
+        "methods.mst.restore_end=1.0", "methods.mst.update_every=1",
+        "methods.mst.attention_start=0.0", "methods.mst.attention_stop=1.0"])
+    launch.fit(cfg)
+    (work / "mst.json").write_text(json.dumps({"run": RUN_MST}))
+
+
+def _when(path: pathlib.Path, timeout_s: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,12 +186,14 @@ def _wait_for(what: str, check, timeout_s: float, proc: subprocess.Popen | None 
 
 
 def _prometheus_config(work: pathlib.Path) -> pathlib.Path:
-    """The repo's prometheus.yml with the test's file_sd path and 1 s intervals."""
+    """The repo's prometheus.yml with the test's file_sd directory and 1 s intervals."""
     import yaml
     config = yaml.safe_load((REPO / "clusters/prometheus/prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    jobs["raytrain_eff"]["file_sd_configs"] = [{"files": [str(work / "file_sd.json")],
+    (default,) = jobs["raytrain_eff"]["file_sd_configs"][0]["files"]
+    assert default.endswith("/*.json")          # one file per cluster in the directory
+    jobs["raytrain_eff"]["file_sd_configs"] = [{"files": [str(work / "file_sd" / "*.json")],
                                                 "refresh_interval": "1s"}]
     jobs["ray"]["file_sd_configs"] = [{"files": [str(work / "ray/prom_metrics_service_discovery.json")]}]
     shutil.copy(REPO / "clusters/prometheus" / config["rule_files"][0], work)
@@ -182,18 +232,24 @@ def _recording_rules() -> list[str]:
 def test_prometheus_scrapes_two_node_cluster_and_dashboard_has_data():
     assert PROMETHEUS.exists() and PROMTOOL.exists(), "run scripts/test-deps.sh first"
     work = pathlib.Path(tempfile.mkdtemp(prefix="rte-e2e-", dir="/tmp"))  # short socket paths
-    env = dict(os.environ, RAY_TMPDIR=str(work), PYTHONPATH=str(REPO))
+    env = dict(os.environ, RAY_TMPDIR=str(work), PYTHONPATH=str(REPO),
+               RAYTRAIN_EFF_FILE_SD_DIR=str(work / "file_sd"))
+    env.pop("RAYTRAIN_EFF_MONITOR_HOST", None)
     cluster = subprocess.Popen([sys.executable, __file__, str(work), str(_free_port())], env=env,
                                stdout=open(work / "cluster.log", "w"), stderr=subprocess.STDOUT,
                                start_new_session=True)
     prometheus = None
     try:
         _wait_for("cluster ready", lambda: (work / "ready.json").exists(), 150, cluster)
-        nodes = set(json.loads((work / "ready.json").read_text())["nodes"])
-        groups = json.loads((work / "file_sd.json").read_text())
-        assert {g["labels"]["node_id"] for g in groups} == nodes
+        ready = json.loads((work / "ready.json").read_text())
+        nodes, file_sd = set(ready["nodes"]), pathlib.Path(ready["file_sd"])
+        assert file_sd.parent == work / "file_sd" and file_sd.name.startswith("cluster-")
+
+        def file_sd_nodes() -> set[str]:
+            return {g["labels"]["node_id"] for g in json.loads(file_sd.read_text())}
+        assert file_sd_nodes() == nodes                 # discovered, no hand edits
         # both exporters were asked for the same port on one host: the second moved on
-        assert len({g["targets"][0] for g in groups}) == 2
+        assert len({g["targets"][0] for g in json.loads(file_sd.read_text())}) == 2
 
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
@@ -239,13 +295,47 @@ def test_prometheus_scrapes_two_node_cluster_and_dashboard_has_data():
         losses = _api(base, "query", query=f'raytrain_eff_loss{{run="{RUN}"}}')["result"]
         assert all(0.0 < float(s["value"][1]) < 10.0 for s in losses) and len(losses) == 2
 
+        # MST's own statistics, from a real gpt-mst run on both nodes, through Prometheus
+        _wait_for("the gpt-mst run", lambda: (work / "mst.json").exists(), 240, cluster)
+
+        def mst_final_values_on_both_nodes():   # a scrape after the run's last push
+            for metric in ("raytrain_eff_sparsity_ratio", "raytrain_eff_attention_density_ratio"):
+                if nodes_of(f'{metric}{{run="{RUN_MST}"}}') != nodes:
+                    return None
+            result = _api(base, "query", query=f'raytrain_eff_sparsity_ratio{{run="{RUN_MST}"}}')
+            final = all(abs(float(s["value"][1]) - 0.9) < 0.02 for s in result["result"])
+            return final or None
+        _wait_for("MST's final sparsity 0.9 in Prometheus", mst_final_values_on_both_nodes, 30)
+        sparsity_panels = [e.replace(RUN, RUN_MST) for _, e in per_node
+                           if "sparsity_ratio" in e or "attention_density_ratio" in e]
+        assert sparsity_panels and all(nodes_of(e) == nodes for e in sparsity_panels)
+
+        # a node that joins gets an exporter and a target; a node lost mid-run loses both
+        (work / "add_node").touch()
+        _wait_for("a third node", lambda: (work / "added.json").exists(), 90, cluster)
+        grown = set(json.loads((work / "added.json").read_text())["nodes"])
+        assert len(grown) == 3
+        _wait_for("the new node in the file_sd", lambda: file_sd_nodes() == grown, 60, cluster)
+        (work / "remove_node").touch()
+        _wait_for("a node removed", lambda: (work / "removed.json").exists(), 90, cluster)
+        gone = json.loads((work / "removed.json").read_text())["node"]
+        assert gone in nodes
+        _wait_for("the lost node out of the file_sd",
+                  lambda: file_sd_nodes() == grown - {gone}, 60, cluster)
+
+        def prometheus_dropped_it():
+            active = _api(base, "targets")["activeTargets"]
+            ours = {t["labels"]["node_id"] for t in active if t["labels"]["job"] == "raytrain_eff"}
+            return ours == grown - {gone}
+        _wait_for("Prometheus to drop the lost node's target", prometheus_dropped_it, 30)
+
         (work / "stop").touch()
         _wait_for("training to finish", lambda: (work / "done.json").exists(), 60, cluster)
-        steps = json.loads((work / "done.json").read_text())["steps"]
-        assert len(steps) == 2 and min(steps) > 0
+        assert json.loads((work / "done.json").read_text())["steps"] > 0
         assert cluster.wait(timeout=60) == 0, (work / "cluster.log").read_text()[-3000:]
     finally:
-        (work / "stop").touch()
+        for name in ("add_node", "remove_node", "stop"):
+            (work / name).touch()
         for proc in (prometheus, cluster):
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
