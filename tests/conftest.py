@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# runs started by tests write their Prometheus file_sd into a private dir, never into the
+# machine's default /tmp/raytrain_eff/file_sd that a real Prometheus may read
+os.environ.setdefault("RAYTRAIN_EFF_FILE_SD_DIR", tempfile.mkdtemp(prefix="rte-file-sd-"))
 
 
 @pytest.fixture(scope="session")
