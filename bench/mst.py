@@ -1,27 +1,32 @@
-"""MST vs dense AdamW on the char-level GPT (King James Bible): validation loss, effective
-training FLOPs and wall time, at equal tokens and at equal FLOPs.
+"""MST vs dense AdamW at equal steps and at equal effective FLOPs: held-out test loss, paired
+per seed, on a char-level GPT (King James Bible) and on the scikit-learn digits MLP.
 
-Arms, all in one run through the method seam in a plain PyTorch loop (AdamW, linear LR
-warm-up then cosine decay to 10%, each arm over its own step count):
+Arms, all in one run through the method seam in the same plain PyTorch loop (AdamW, weight
+decay 0.1, betas (0.9, 0.99), grad clip 1.0, linear LR warm-up then cosine decay to 10%, each
+arm over its own step count):
   * ``dense_steps``  dense for S steps (equal tokens);
-  * ``mst``          MST for S steps, with the schedule that bench/mst_sweep.py's Ray Tune
-                     sweep kept (``bench/results/mst_sweep.json``; the gpt-mst preset's
-                     schedule when there is none), phases scaled to S;
+  * ``mst``          MST at the reference defaults (``MSTConfig()``: 90% sparsity, warm-up to
+                     0.1, restoration 0.6-0.85, ζ=0.3, mixed growth, local attention), with ΔT
+                     scaled to the run (a named departure);
   * ``dense_flops``  dense for S_eq steps, S_eq = MST's effective FLOPs / dense FLOPs per step
-                     (equal FLOPs, fewer tokens) — its own full LR schedule.
-Fairness: every arm gets the same tuning budget — the same LR grid on a tuning seed — and
-then runs on 3 fresh seeds. FLOPs of all arms come from the same analytic counter
-(``raytrain_eff.methods.mst.FlopCounter``). Target: MST's median validation loss is below
-dense_flops's by more than 3× the larger seed spread; stretch: within 2% of dense_steps at
-≤ 0.5× its FLOPs. A CPU micro-benchmark times the block-sparse attention kernel (which skips
+                     (equal effective FLOPs, fewer tokens), its own full LR schedule.
+Every arm tunes its LR with ``harness.tune_bracketed`` on the same-size grid, scored by the
+mean final validation loss over the tuning seeds; the evaluation seeds are disjoint and the
+reported figure is the loss on a test split that no selection saw. The Tune-swept schedule is
+a departure from the reference defaults and is measured in bench/mst_sweep.py (swept vs
+reference, paired, on the same test split), not here.
+
+Splits. LM: the corpus's held-out tail (last 5%, ``data.val_fraction``) is cut in two —
+validation (first half) and test (second half); the sweep never reads past the validation
+half. Digits: the task's fixed shuffled order, 60% train / 20% validation / 20% test.
+
+FLOPs of all arms come from one analytic counter (``raytrain_eff.methods.mst.FlopCounter``):
+"effective (theoretical) FLOPs" are what an ideal sparse kernel would do; on this CPU the masked
+weights stay dense tensors and masked SDPA computes every pair, so MST's measured wall time is
+about dense's. A CPU micro-benchmark times the block-sparse attention kernel (which skips
 untouched tiles) against masked dense SDPA.
 
-Scale: a 2-layer, 64-wide GPT on 64-character windows, batch 8, a few hundred steps, on a
-shared 2-core CPU, so the whole run fits in about 10 minutes; the paper's figures are for
-GPT-2 on 9B tokens.
-
-    python bench/mst_sweep.py      # first: the Tune sweep that picks MST's schedule
-    python bench/mst.py            # full run -> bench/results/mst.json
+    python bench/mst.py            # full run -> bench/results/mst.json (~4-5 min on 2 cores)
     python bench/mst.py --smoke    # seconds; checks the script end to end
 """
 from __future__ import annotations
@@ -35,41 +40,135 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from bench.harness import parser, summary, write_result  # noqa: E402
+from bench.harness import Protocol, paired, parser, summary, tune_bracketed, \
+    write_result  # noqa: E402
 from raytrain_eff.config import DataConfig  # noqa: E402
+from raytrain_eff.data.tabular import load_features  # noqa: E402
 from raytrain_eff.hparams.mst import MSTConfig  # noqa: E402
 from raytrain_eff.hparams.tasks import LMConfig  # noqa: E402
 from raytrain_eff.methods.base import MethodContext  # noqa: E402
 from raytrain_eff.methods.mst import MST, FlopCounter  # noqa: E402
 from raytrain_eff.methods.sparse_attention import block_sparse_attention, pattern  # noqa: E402
+from raytrain_eff.tasks.base import step_generator  # noqa: E402
+from raytrain_eff.tasks.classify import mlp  # noqa: E402
 from raytrain_eff.tasks.lm import LanguageModelTask  # noqa: E402
 
-FULL = dict(model=LMConfig(seq_len=64, n_layer=2, n_head=4, n_embd=64), batch=8, steps=240,
-            lrs=[2e-3, 5e-3, 1e-2], seeds=[1, 2, 3], tune_seed=0, eval_batches=16,
-            mst=dict(update_every=20, attention_window=16, attention_tile=16), frontier=3)
-SMOKE = dict(model=LMConfig(seq_len=32, n_layer=1, n_head=2, n_embd=32), batch=4, steps=12,
-             lrs=[5e-3], seeds=[1, 2], tune_seed=0, eval_batches=2,
-             mst=dict(update_every=3, attention_window=8, attention_tile=8), frontier=1)
-PRESET_MST = dict(sparsity=0.9, warmup_end=0.1, restore_start=0.6, restore_end=0.85,
-                  drop_fraction=0.3, grow="mixed", attention="local", attention_start=0.1,
-                  attention_stop=0.6)
-# sparser schedules (MST's tuned LR, 3 seeds each): at what FLOP fraction is MST within 2%?
-FRONTIER = [dict(sparsity=0.95), dict(sparsity=0.95, restore_start=0.7, restore_end=0.9),
-            dict(sparsity=0.98, restore_start=0.75, restore_end=0.9)]
+REFERENCE_UPDATE_EVERY = MSTConfig().update_every    # ΔT of the reference defaults (100)
+UPDATES_PER_RUN = 12                                  # ΔT = steps // 12 here (a departure)
+
+FULL = dict(
+    lm=dict(model=LMConfig(seq_len=64, n_layer=2, n_head=4, n_embd=64), batch=8, steps=240,
+            eval_batches=16, lrs=[2.5e-3, 5e-3, 1e-2]),
+    digits=dict(hidden=128, depth=2, batch=32, steps=300, lrs=[1e-3, 3e-3, 9e-3]),
+    tuning_seeds=[0, 1], eval_seeds=[101, 102, 103, 104, 105, 106, 107, 108],
+    max_widenings=4, kernel=dict(B=4, heads=4, T=512, head_dim=16, window=64, reps=7))
+SMOKE = dict(
+    lm=dict(model=LMConfig(seq_len=32, n_layer=1, n_head=2, n_embd=32), batch=4, steps=12,
+            eval_batches=2, lrs=[2.5e-3, 5e-3, 1e-2]),
+    digits=dict(hidden=32, depth=1, batch=16, steps=24, lrs=[1e-3, 3e-3, 9e-3]),
+    tuning_seeds=[0], eval_seeds=[101, 102], max_widenings=1,
+    kernel=dict(B=2, heads=2, T=64, head_dim=8, window=16, reps=2))
+ARMS = ("dense_steps", "mst", "dense_flops")
+WITHIN = 0.02   # stretch: MST's test loss within 2% of dense at equal steps
 
 
-def swept_schedule(smoke: bool) -> tuple[dict, str]:
-    """(schedule, where it came from): the Tune sweep's choice, else the preset's."""
-    path = pathlib.Path(__file__).resolve().parent / "results" / "mst_sweep.json"
-    if smoke or not path.is_file():
-        return {}, "gpt-mst preset"
-    record = json.loads(path.read_text())
-    return record["method"]["schedule"], (f"Tune sweep ({record['config']['trials']} trials, "
-                                          f"kept trial {record['method']['trial_id']})")
+def mst_config(steps: int, seed: int, schedule: dict | None = None) -> MSTConfig:
+    """The reference defaults, ΔT scaled to the run (see ``departures``); ``schedule``
+    replaces some of them (bench/mst_sweep.py's swept schedules)."""
+    return MSTConfig(**{"update_every": max(steps // UPDATES_PER_RUN, 1), **(schedule or {}),
+                        "seed": seed})
 
 
+# -- the two problems ------------------------------------------------------------------------
+class LMProblem:
+    """Char-level GPT on the King James Bible; held-out tail split into validation | test."""
+    name = "kjv_char_gpt"
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.task = LanguageModelTask(cfg["model"], DataConfig(dataset="kjv"), seed=0)
+        self.task.load()
+        held = self.task.val_ids
+        half = len(held) // 2
+        self.splits = {"validation": held[:half], "test": held[half:]}
+        self.steps, self.batch, self.lrs = cfg["steps"], cfg["batch"], cfg["lrs"]
+
+    def split_sizes(self) -> dict:
+        return {"train_chars": len(self.task.train_ids),
+                **{f"{k}_chars": len(v) for k, v in self.splits.items()}}
+
+    def model(self, seed: int):
+        torch.manual_seed(seed)
+        return self.task.build_model()
+
+    def train_batch(self, t: int, seed: int):
+        self.task.seed = seed
+        return self.task.train_batch(t, 0, 0, 1, self.batch)
+
+    def loss(self, model, batch):
+        return self.task.loss(model, batch)
+
+    @torch.no_grad()
+    def evaluate(self, model, split: str) -> dict:
+        """Mean next-character loss over fixed, evenly spaced windows of one split."""
+        ids, T = self.splits[split], self.cfg["model"].seq_len
+        n = self.batch * 4 * self.cfg["eval_batches"]
+        starts = torch.linspace(0, len(ids) - T - 2, n).long()
+        model.eval()
+        total = 0.0
+        for chunk in starts.split(self.batch * 4):
+            total += float(self.task.loss(model, self.task._windows(ids, chunk))) * len(chunk)
+        model.train()
+        return {"loss": total / n}
+
+
+class DigitsProblem:
+    """scikit-learn's 8x8 digits, an MLP; the task's fixed shuffled order, 60/20/20."""
+    name = "digits_mlp"
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        X, y, _ = load_features("digits")
+        X, y = torch.from_numpy(X), torch.from_numpy(y)
+        a, b = int(0.6 * len(y)), int(0.8 * len(y))
+        self.train = (X[:a], y[:a])
+        self.splits = {"validation": (X[a:b], y[a:b]), "test": (X[b:], y[b:])}
+        self.steps, self.batch, self.lrs = cfg["steps"], cfg["batch"], cfg["lrs"]
+
+    def split_sizes(self) -> dict:
+        return {"train_rows": len(self.train[1]),
+                **{f"{k}_rows": len(v[1]) for k, v in self.splits.items()}}
+
+    def model(self, seed: int):
+        torch.manual_seed(seed)
+        return mlp(64, self.cfg["hidden"], self.cfg["depth"], 10)
+
+    def train_batch(self, t: int, seed: int):
+        """Epochs of fresh permutations seeded by (seed, epoch)."""
+        n, bs = len(self.train[1]), self.batch
+        per_epoch = n // bs
+        epoch, within = divmod(t, per_epoch)
+        perm = torch.randperm(n, generator=step_generator(seed, epoch))
+        idx = perm[within * bs:(within + 1) * bs]
+        return self.train[0][idx], self.train[1][idx]
+
+    def loss(self, model, batch):
+        return F.cross_entropy(model(batch[0]), batch[1])
+
+    @torch.no_grad()
+    def evaluate(self, model, split: str) -> dict:
+        X, y = self.splits[split]
+        model.eval()
+        logits = model(X)
+        model.train()
+        return {"loss": float(F.cross_entropy(logits, y)),
+                "accuracy": float((logits.argmax(1) == y).float().mean())}
+
+
+# -- one training run ------------------------------------------------------------------------
 def lr_at(t: int, steps: int, lr: float) -> float:
     warm = max(steps // 20, 1)
     if t < warm:
@@ -78,23 +177,22 @@ def lr_at(t: int, steps: int, lr: float) -> float:
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * u)))
 
 
-def run(task, cfg, *, arm: str, lr: float, seed: int, steps: int, schedule=None) -> dict:
-    """One training run; returns val loss, analytic dense/effective FLOPs and wall seconds.
-    ``schedule``: MST settings that replace the preset's."""
-    torch.manual_seed(seed)
-    task.seed = seed
-    model = task.build_model()
+def run(problem, *, arm: str, lr: float, seed: int, steps: int, split: str,
+        schedule: dict | None = None) -> dict:
+    """One training run scored on ``split``: loss, analytic dense / effective FLOPs, wall
+    seconds of the training loop (model build and evaluation outside the clock)."""
+    model = problem.model(seed)
     ctx = MethodContext(total_steps=steps)
-    mst_cfg = {**PRESET_MST, **cfg["mst"], **(schedule or {}), "seed": seed}
-    mst = MST(MSTConfig(**mst_cfg)) if arm == "mst" else None
+    mst = MST(mst_config(steps, seed, schedule)) if arm == "mst" else None
     if mst:
         mst.prepare(model, ctx)
         counter = mst.counter
     else:
-        counter = FlopCounter(model, {}, cfg["mst"]["attention_tile"])
+        counter = FlopCounter(model, {}, MSTConfig().attention_tile)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.99))
     ctx.optimizer = opt
     dense = eff = 0.0
+    diverged = False
     start = time.perf_counter()
     for t in range(steps):
         for g in opt.param_groups:
@@ -103,7 +201,11 @@ def run(task, cfg, *, arm: str, lr: float, seed: int, steps: int, schedule=None)
         if mst:
             mst.before_step(t, ctx)
         opt.zero_grad(set_to_none=True)
-        task.loss(model, task.train_batch(t, 0, 0, 1, cfg["batch"])).backward()
+        loss = problem.loss(model, problem.train_batch(t, seed))
+        if not torch.isfinite(loss):
+            diverged = True
+            break
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if mst:
@@ -111,36 +213,87 @@ def run(task, cfg, *, arm: str, lr: float, seed: int, steps: int, schedule=None)
         d, e = counter.totals(mst._dense_dw if mst else frozenset())
         dense, eff = dense + d, eff + e
     wall = time.perf_counter() - start
-    val = task.evaluate(model, cfg["batch"] * 4, cfg["eval_batches"])["val_loss"]
-    return {"val_loss": val, "flops_dense": dense, "flops_effective": eff, "wall_s": wall,
-            "steps": steps}
+    scores = {"loss": math.inf} if diverged else problem.evaluate(model, split)
+    return {f"{split}_{k}": v for k, v in scores.items()} | {
+        "flops_dense": dense, "flops_effective": eff, "wall_s": wall, "steps": steps,
+        "seed": seed, "lr": lr}
 
 
-def tune(task, cfg, arm: str, steps: int, schedule=None) -> tuple[float, list]:
-    """Same LR grid for every arm on the tuning seed; returns the best LR and all trials."""
-    trials = [(lr, run(task, cfg, arm=arm, lr=lr, seed=cfg["tune_seed"], steps=steps,
-                       schedule=schedule)) for lr in cfg["lrs"]]
-    best = min(trials, key=lambda tr: tr[1]["val_loss"])[0]
-    return best, [{"lr": lr, **r} for lr, r in trials]
+# -- tuning, evaluation, claims --------------------------------------------------------------
+def tune_arms(problem, cfg: dict) -> tuple[dict, dict, int]:
+    """tune_bracketed on the LR for each arm (same grid, tuning seeds, validation split).
+    dense_flops's step count comes from MST's tuned runs (effective / dense FLOPs)."""
+    S, seeds = problem.steps, cfg["tuning_seeds"]
+    runs: dict[str, dict] = {arm: {} for arm in ARMS}
+
+    def scorer(arm: str, steps: int):
+        def score(lr: float) -> float:
+            rs = [run(problem, arm="mst" if arm == "mst" else "dense", lr=lr, seed=s,
+                      steps=steps, split="validation") for s in seeds]
+            runs[arm][lr] = rs
+            return statistics.fmean(r["validation_loss"] for r in rs)
+        return score
+
+    tuned = {}
+    for arm in ("dense_steps", "mst"):
+        tuned[arm] = tune_bracketed(f"{problem.name}/{arm}", scorer(arm, S), problem.lrs,
+                                    max_widenings=cfg["max_widenings"])
+    best = runs["mst"][tuned["mst"]["winner"]]
+    fraction = statistics.fmean(r["flops_effective"] / r["flops_dense"] for r in best)
+    S_eq = max(round(S * fraction), 1)
+    tuned["dense_flops"] = tune_bracketed(f"{problem.name}/dense_flops", scorer("dense_flops", S_eq),
+                                          problem.lrs, max_widenings=cfg["max_widenings"])
+    return tuned, runs, S_eq
 
 
-def arm_summary(runs: list[dict], lr: float, trials: list) -> dict:
-    return {"lr": lr, "steps": runs[0]["steps"], "tuning_trials": trials, "runs": runs,
-            **{k: summary([r[k] for r in runs])
-               for k in ("val_loss", "flops_effective", "flops_dense", "wall_s")}}
+def evaluate_arms(problem, cfg: dict, tuned: dict, S_eq: int) -> dict:
+    """Every evaluation seed runs every arm, the order rotating from seed to seed."""
+    steps = {"dense_steps": problem.steps, "mst": problem.steps, "dense_flops": S_eq}
+    out: dict[str, list] = {arm: [] for arm in ARMS}
+    for i, seed in enumerate(cfg["eval_seeds"]):
+        order = ARMS[i % 3:] + ARMS[:i % 3]
+        for arm in order:
+            out[arm].append(run(problem, arm="mst" if arm == "mst" else "dense",
+                                lr=tuned[arm]["winner"], seed=seed, steps=steps[arm],
+                                split="test") | {"order": order.index(arm)})
+    return out
 
 
-def attention_kernel_timing(smoke: bool) -> dict:
+def by_seed(runs: list[dict], key: str, scale: float = 1.0) -> dict:
+    return {r["seed"]: r[key] * scale for r in runs}
+
+
+def analyse(problem, runs: dict) -> dict:
+    m, ds, de = runs["mst"], runs["dense_steps"], runs["dense_flops"]
+    claims = {
+        "beats_dense_at_equal_flops": paired(by_seed(de, "test_loss"), by_seed(m, "test_loss"),
+                                             kind="difference"),
+        "beats_dense_at_equal_steps": paired(by_seed(ds, "test_loss"), by_seed(m, "test_loss"),
+                                             kind="difference"),
+        "within_2pct_of_dense_at_equal_steps": paired(
+            by_seed(ds, "test_loss", 1 + WITHIN), by_seed(m, "test_loss"), kind="difference"),
+    }
+    wall = paired(by_seed(ds, "wall_s"), by_seed(m, "wall_s"), kind="ratio")
+    fraction = [r["flops_effective"] / d["flops_dense"] for r, d in zip(m, ds, strict=True)]
+    arms = {arm: {"steps": rs[0]["steps"], "lr": rs[0]["lr"], "runs": rs,
+                  **{k: summary([r[k] for r in rs]) for k in rs[0]
+                     if k.startswith("test_") or k in ("flops_effective", "flops_dense",
+                                                         "wall_s")}}
+            for arm, rs in runs.items()}
+    return {"claims": claims, "arms": arms, "flop_fraction": summary(fraction),
+            "wall_dense_over_mst": wall}
+
+
+def attention_kernel_timing(k: dict) -> dict:
     """Forward+backward seconds: block-sparse kernel vs masked dense SDPA, local pattern."""
-    B, nh, T, hs, w = (2, 2, 64, 8, 16) if smoke else (4, 4, 512, 16, 64)
+    B, nh, T, hs, w = k["B"], k["heads"], k["T"], k["head_dim"], k["window"]
     mask = pattern("local", T, w)
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(B, nh, T, hs, generator=g, requires_grad=True) for _ in range(3))
-    fns = {"dense_sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(
-               q, k, v, attn_mask=mask),
-           "block_sparse": lambda: block_sparse_attention(q, k, v, mask, tile=w)}
+    q, kk, v = (torch.randn(B, nh, T, hs, generator=g, requires_grad=True) for _ in range(3))
+    fns = {"dense_sdpa": lambda: F.scaled_dot_product_attention(q, kk, v, attn_mask=mask),
+           "block_sparse": lambda: block_sparse_attention(q, kk, v, mask, tile=w)}
     times = {name: [] for name in fns}
-    for _ in range(2 if smoke else 7):  # interleaved so machine noise hits both alike
+    for _ in range(k["reps"]):  # interleaved so machine noise hits both alike
         for name, fn in fns.items():
             t0 = time.perf_counter()
             fn().sum().backward()
@@ -151,88 +304,154 @@ def attention_kernel_timing(smoke: bool) -> dict:
             "speedup": med["dense_sdpa"] / med["block_sparse"]}
 
 
+def previous_result() -> dict | None:
+    path = pathlib.Path(__file__).resolve().parent / "results" / "mst.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     torch.set_num_threads(1)
     cfg = SMOKE if args.smoke else FULL
-    task = LanguageModelTask(cfg["model"], DataConfig(dataset="kjv"), seed=0)
-    task.load()
-    S = cfg["steps"]
-
-    schedule, source = swept_schedule(args.smoke)
-    lr_d, trials_d = tune(task, cfg, "dense", S)
-    lr_m, trials_m = tune(task, cfg, "mst", S, schedule)
-    best_m = next(t for t in trials_m if t["lr"] == lr_m)
-    S_eq = max(round(S * best_m["flops_effective"] / best_m["flops_dense"]), 1)
-    lr_e, trials_e = tune(task, cfg, "dense", S_eq)
-
-    arms = {"dense_steps": ("dense", lr_d, S, trials_d), "mst": ("mst", lr_m, S, trials_m),
-            "dense_flops": ("dense", lr_e, S_eq, trials_e)}
-    runs = {name: [] for name in arms}
-    for seed in cfg["seeds"]:  # seeds outermost: arms share the machine's state per seed
-        for name, (arm, lr, steps, _) in arms.items():
-            runs[name].append(run(task, cfg, arm=arm, lr=lr, seed=seed, steps=steps,
-                                  schedule=schedule))
-    res = {name: arm_summary(runs[name], lr, trials)
-           for name, (_, lr, _, trials) in arms.items()}
-    frontier = [{"schedule": {**schedule, **sched}, **arm_summary(
-        [run(task, cfg, arm="mst", lr=lr_m, seed=seed, steps=S, schedule={**schedule, **sched})
-         for seed in cfg["seeds"]], lr_m, [])} for sched in FRONTIER[:cfg["frontier"]]]
-    report(args, cfg, res, frontier, attention_kernel_timing(args.smoke),
-           {**PRESET_MST, **schedule}, source)
+    t0 = time.perf_counter()
+    problems = [LMProblem(cfg["lm"]), DigitsProblem(cfg["digits"])]
+    results, tuning, tuning_runs, s_eq = {}, {}, {}, {}
+    for p in problems:
+        tuned, truns, S_eq = tune_arms(p, cfg)
+        tuning |= {f"{p.name}/{arm}": rec for arm, rec in tuned.items()}
+        tuning_runs[p.name] = {arm: {str(lr): rs for lr, rs in d.items()}
+                               for arm, d in truns.items()}
+        s_eq[p.name] = S_eq
+        results[p.name] = analyse(p, evaluate_arms(p, cfg, tuned, S_eq))
+    kernel = attention_kernel_timing(cfg["kernel"])
+    report(args, cfg, problems, results, tuning, tuning_runs, kernel,
+           time.perf_counter() - t0)
 
 
-def report(args, cfg, res: dict, frontier: list, kernel: dict, schedule: dict,
-           source: str) -> None:
-    m, ds, de = res["mst"], res["dense_steps"], res["dense_flops"]
-    mv, dsv, dev = (statistics.median(a["val_loss"]["values"]) for a in (m, ds, de))
-    points = [{"schedule": a.get("schedule", schedule),
-               "flop_fraction": a["flops_effective"]["median"] / ds["flops_dense"]["median"],
-               "val_gap": a["val_loss"]["median"] / dsv - 1} for a in [m, *frontier]]
-    within = [p["flop_fraction"] for p in points if p["val_gap"] <= 0.02]
-    lowest = min(within) if within else None
-    spread = max(m["val_loss"]["spread"], de["val_loss"]["spread"])
-    flop_frac = m["flops_effective"]["median"] / ds["flops_dense"]["median"]
-    gap = mv / dsv - 1
-    met = dev - mv > 3 * spread
-    stretch = gap <= 0.02 and flop_frac <= 0.5
-    ratios = {"mst_flops_over_dense_steps": flop_frac,
-              "mst_val_over_dense_steps": mv / dsv, "mst_val_over_dense_flops": mv / dev,
-              "mst_wall_over_dense_steps": m["wall_s"]["median"] / ds["wall_s"]["median"],
-              "dense_flops_steps_over_dense_steps": de["steps"] / ds["steps"]}
-    notes = (f"Tiny scale ({cfg['model'].n_layer} layers x {cfg['model'].n_embd} wide, "
-             f"T={cfg['model'].seq_len}, batch {cfg['batch']}, {cfg['steps']} steps, "
-             f"{len(cfg['seeds'])} seeds, LR grid {cfg['lrs']} per arm) so the bench fits ~10 "
-             f"min on a shared 2-core CPU. MST schedule from the {source} (phases scaled to "
-             f"the run; ΔT={cfg['mst']['update_every']}); every arm tunes its LR on the same grid. "
-             f"MST val {mv:.4f} vs dense@equal-FLOPs {dev:.4f} (diff {dev - mv:+.4f}, 3x spread "
-             f"{3 * spread:.4f}) -> target {'met' if met else 'NOT met'}. MST uses "
-             f"{flop_frac:.3f}x dense training FLOPs and is {gap * 100:+.2f}% vs dense at equal "
-             f"steps ({dsv:.4f}); stretch (within 2% at <=0.5x FLOPs) "
-             f"{'met' if stretch else 'not met'}. Sparser schedules (same LR): "
-             + "; ".join(f"{p['flop_fraction']:.3f}x FLOPs -> {p['val_gap'] * 100:+.2f}%"
-                         for p in points[1:]) +
-             f". Lowest FLOP fraction within 2% of dense at this scale: "
-             f"{'none' if lowest is None else f'{lowest:.3f}x'}. Effective FLOPs are analytic (sparse matmuls "
-             f"at their density, attention at {cfg['mst']['attention_tile']}-token tiles, dense "
-             f"dW on growth steps). Measured wall time of MST is "
-             f"{ratios['mst_wall_over_dense_steps']:.2f}x dense at equal steps; on CPU the "
-             f"masked weights stay dense tensors and masked SDPA computes every pair, so MST "
-             f"does the dense arithmetic plus mask and topology work, and the ratio mostly "
-             f"shows the noise of a shared 2-core host. The block-sparse attention kernel, which does skip "
-             f"untouched tiles, runs at {kernel['speedup']:.2f}x the speed of masked SDPA "
-             f"(T={kernel['shape']['T']}, window {kernel['shape']['window']}, fwd+bwd). "
-             f"No GPU here: 2:4 semi-structured sparsity and FlexAttention BlockMask untested.")
-    write_result("mst", config={k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
-                                for k, v in cfg.items()} | {"mst_schedule": schedule,
-                                                            "mst_schedule_source": source},
-                 baseline={"dense_steps": ds, "dense_flops": de}, method=m, ratios=ratios,
-                 target={"mst_beats_dense_at_equal_flops_by": "3x seed spread",
-                         "stretch": "val within 2% of dense at <= 0.5x FLOPs",
-                         "stretch_met": stretch}, met=met, notes=notes, smoke=args.smoke,
-                 out=args.out, extra={"cpu_attention_kernel": kernel, "frontier": frontier,
-                                      "frontier_points": points,
-                                      "lowest_flop_fraction_within_2pct": lowest})
+def report(args, cfg, problems, results, tuning, tuning_runs, kernel, elapsed) -> None:
+    lm, dg = (results[p.name] for p in problems)
+    claims = {f"{p.name}/{c}": v for p in problems for c, v in results[p.name]["claims"].items()}
+    met = all(results[p.name]["claims"]["beats_dense_at_equal_flops"]["wins"] for p in problems)
+
+    def line(p, r) -> str:
+        c, a = r["claims"], r["arms"]
+        eq, st = c["beats_dense_at_equal_flops"], c["beats_dense_at_equal_steps"]
+        return (f"{p.name}: MST test loss {a['mst']['test_loss']['median']:.3g} vs dense "
+                f"{a['dense_flops']['test_loss']['median']:.3g} at equal effective FLOPs "
+                f"(paired diff median {eq['median']:+.2g}, worst seed {eq['worst']:+.2g}, "
+                f"90% bound {eq['bootstrap_lower_90']:+.2g}; "
+                f"{'wins' if eq['wins'] else 'does not win'}) and "
+                f"{a['dense_steps']['test_loss']['median']:.3g} at equal steps (diff "
+                f"{st['median']:+.2g}, worst {st['worst']:+.2g}, bound "
+                f"{st['bootstrap_lower_90']:+.2g}) at "
+                f"{r['flop_fraction']['median']:.2f}x effective (theoretical) FLOPs, measured "
+                f"wall {1 / r['wall_dense_over_mst']['median']:.2f}x dense")
+    headline = (f"MST at reference defaults, {len(cfg['eval_seeds'])} paired test seeds: "
+                f"on the KJV char-GPT its test loss is "
+                f"{lm['arms']['mst']['test_loss']['median']:.3g} vs "
+                f"{lm['arms']['dense_flops']['test_loss']['median']:.3g} for dense at equal "
+                f"effective (theoretical) FLOPs ({lm['flop_fraction']['median']:.2f}x dense; "
+                f"paired diff {lm['claims']['beats_dense_at_equal_flops']['median']:+.2g}, "
+                f"90% lower bound {lm['claims']['beats_dense_at_equal_flops']['bootstrap_lower_90']:+.2g}) "
+                f"and {lm['arms']['dense_steps']['test_loss']['median']:.3g} at equal steps "
+                f"(diff {lm['claims']['beats_dense_at_equal_steps']['median']:+.2g}), on the "
+                f"digits MLP {dg['arms']['mst']['test_loss']['median']:.3g} vs "
+                f"{dg['arms']['dense_flops']['test_loss']['median']:.3g} at equal FLOPs "
+                f"({dg['flop_fraction']['median']:.2f}x; diff "
+                f"{dg['claims']['beats_dense_at_equal_flops']['median']:+.2g}, bound "
+                f"{dg['claims']['beats_dense_at_equal_flops']['bootstrap_lower_90']:+.2g}), "
+                f"and its measured wall time is {1 / lm['wall_dense_over_mst']['median']:.2f}x "
+                f"dense (no sparse kernel on CPU: the FLOP saving is theoretical).")
+    prev = previous_result()
+    prev_txt = ("no previous result" if prev is None else
+                f"previous result ({prev.get('date')}, {prev.get('commit', '')[:12]}): MST with "
+                f"the Tune-swept schedule, LR grid of 3 per arm on one tuning seed, scored and "
+                f"reported on the same validation windows over 3 seeds, met="
+                f"{prev.get('met')} by 'beats dense at equal FLOPs by > 3x the seed range' "
+                f"(notes: {str(prev.get('notes', ''))[:160]}...)")
+    stretch = {p.name: results[p.name]["claims"]["within_2pct_of_dense_at_equal_steps"]["wins"]
+               and results[p.name]["flop_fraction"]["median"] <= 0.5 for p in problems}
+    notes = (
+        f"What changed: {prev_txt}. Now: MST runs at the reference defaults (MSTConfig; ΔT "
+        f"scaled to the run), not the swept schedule (that departure is measured in "
+        f"bench/results/mst_sweep.json); every arm tunes its LR with tune_bracketed on a grid of "
+        f"{len(cfg['lm']['lrs'])} scored on tuning seeds {cfg['tuning_seeds']} and the "
+        f"validation split; {len(cfg['eval_seeds'])} evaluation seeds {cfg['eval_seeds']} "
+        f"report the loss on a test split selection never saw; claims are paired per-seed "
+        f"differences (worst seed or 90% bootstrap bound), and a second, standard problem "
+        f"(digits MLP) was added. Verdict: the claim (MST beats dense at equal effective FLOPs "
+        f"on both problems) {'holds' if met else 'does NOT hold'}. "
+        + "; ".join(line(p, results[p.name]) for p in problems) +
+        f". Stretch (within {WITHIN:.0%} of dense at equal steps at <= 0.5x FLOPs): "
+        + ", ".join(f"{k} {'met' if v else 'not met'}" for k, v in stretch.items()) +
+        f". Effective FLOPs are analytic (sparse matmuls at their density, attention at "
+        f"{MSTConfig().attention_tile}-token tiles, dense dW on gradient-growth steps): what an "
+        f"ideal sparse kernel would do. On this CPU MST ran the dense arithmetic plus mask "
+        f"and topology work, so its wall ratio shows that overhead (and host noise), never a saving. The block-sparse "
+        f"attention kernel, which does skip untouched tiles, runs at {kernel['speedup']:.2f}x "
+        f"masked SDPA (T={kernel['shape']['T']}, window {kernel['shape']['window']}, fwd+bwd). "
+        f"Scale is tiny (LM {cfg['lm']['model'].n_layer}x{cfg['lm']['model'].n_embd}, "
+        f"T={cfg['lm']['model'].seq_len}, batch {cfg['lm']['batch']}, {cfg['lm']['steps']} "
+        f"steps; the paper: GPT-2 on 9B tokens). Whole run {elapsed:.0f} s.")
+    protocol = Protocol(
+        kind="comparison",
+        stopping_rule=("a fixed step budget per arm: S steps for dense_steps and mst, S_eq = "
+                       "round(S x MST's effective/dense FLOP fraction on its tuned runs) for "
+                       "dense_flops; each arm's LR schedule (5% warm-up, cosine to 10%) spans its "
+                       "own steps; one evaluation at the end"),
+        timed_region=("the training loop only (all steps: forward, backward, clip, AdamW, MST's "
+                      "mask/topology work); model build and evaluation excluded, for every arm"),
+        tuning=tuning,
+        tuning_seeds=cfg["tuning_seeds"], eval_seeds=cfg["eval_seeds"],
+        problems=[{"name": LMProblem.name, "standard": False,
+                   "why": "the method's own setting (char-level GPT pre-training, as the "
+                          "paper's GPT-2), at a CPU-sized scale"},
+                  {"name": DigitsProblem.name, "standard": True,
+                   "why": "scikit-learn's bundled digits with an MLP: a standard problem the "
+                          "MST authors did not choose; MST sparsifies its Linear layers "
+                          "(no attention)"}],
+        baselines={"dense_steps": "the same model, loop and optimizer with no masks, same steps"
+                                  " (equal tokens); LR tuned like MST's",
+                   "dense_flops": "the same dense model trained for S_eq steps, its own full LR "
+                                  "schedule: the dense run that spends MST's effective FLOPs; "
+                                  "LR tuned like MST's"},
+        departures={"update_every": f"reference default {REFERENCE_UPDATE_EVERY} steps (for runs"
+                                    f" of thousands of steps); here steps // {UPDATES_PER_RUN} "
+                                    f"(20 at 240 steps, 25 at 300) so that warm-up and "
+                                    f"restoration see several topology updates",
+                    "schedule": "reference defaults here; the Ray Tune-swept schedule is a "
+                                "departure measured in bench/mst_sweep.py"},
+        selection_split="validation: LM first half of the held-out tail, digits rows 60-80%",
+        report_split="test: LM second half of the held-out tail, digits rows 80-100%",
+        alternation="every evaluation seed runs all three arms, the order rotating per seed",
+        claims=claims)
+    ratios = {"lm_flop_fraction_effective_theoretical": lm["flop_fraction"]["median"],
+              "lm_test_diff_vs_dense_equal_flops": lm["claims"]["beats_dense_at_equal_flops"]["median"],
+              "lm_test_diff_vs_dense_equal_steps": lm["claims"]["beats_dense_at_equal_steps"]["median"],
+              "lm_wall_mst_over_dense_steps_measured": 1 / lm["wall_dense_over_mst"]["median"],
+              "digits_flop_fraction_effective_theoretical": dg["flop_fraction"]["median"],
+              "digits_test_diff_vs_dense_equal_flops": dg["claims"]["beats_dense_at_equal_flops"]["median"],
+              "digits_test_diff_vs_dense_equal_steps": dg["claims"]["beats_dense_at_equal_steps"]["median"]}
+    config = {k: (v if k not in ("lm",) else {**v, "model": dataclasses.asdict(v["model"])})
+              for k, v in cfg.items()} | {
+        "mst": dataclasses.asdict(mst_config(cfg["lm"]["steps"], 0)) | {"seed": "eval seed"},
+        "splits": {p.name: p.split_sizes() for p in problems}}
+    write_result(
+        "mst", headline=headline, config=config,
+        baseline={p.name: {a: results[p.name]["arms"][a] for a in ("dense_steps", "dense_flops")}
+                  for p in problems},
+        method={p.name: results[p.name]["arms"]["mst"] | {
+            "flop_fraction": results[p.name]["flop_fraction"],
+            "wall_dense_over_mst": results[p.name]["wall_dense_over_mst"]} for p in problems},
+        ratios=ratios,
+        target={"claim": "MST's test loss below dense at equal effective FLOPs on both problems "
+                         "(paired difference: worst seed > 0 or 90% bootstrap lower bound > 0)",
+                "stretch": f"within {WITHIN:.0%} of dense at equal steps at <= 0.5x effective "
+                           f"FLOPs", "stretch_met": stretch},
+        met=met, notes=notes, smoke=args.smoke, out=args.out,
+        extra={"cpu_attention_kernel": kernel, "tuning_runs": tuning_runs},
+        protocol=protocol)
+    print(headline)
     print(notes)
 
 
