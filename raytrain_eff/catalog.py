@@ -37,7 +37,8 @@ METHODS: dict[str, Entry] = {
     "mst": Entry(f"{_H}.mst:MSTConfig", "raytrain_eff.methods.mst:MST",
                  "Mixed Sparsity Training: dense -> sparse -> dense DST + hybrid sparse "
                  "attention (add adamw)"),
-    "sublinear": Entry(f"{_H}.sublinear:SublinearConfig", "raytrain_eff.methods.sublinear:Sublinear",
+    "sublinear": Entry(f"{_H}.sublinear:SublinearConfig",
+                       "raytrain_eff.methods.sublinear:Sublinear",
                        "shifted-ReLU wide layers whose active neurons come from an exact "
                        "max-tree or LSH index, so a step touches few neurons (arXiv 2208.04508)"),
     "dasvrda": Entry(f"{_H}.dasvrda:DASVRDAConfig", "raytrain_eff.methods.dasvrda:DASVRDAMethod",

@@ -9,6 +9,7 @@ import json
 import sys
 import textwrap
 
+from raytrain_eff import __version__
 from raytrain_eff import config as config_mod
 from raytrain_eff.typed import ConfigError
 
@@ -35,11 +36,13 @@ EXAMPLES = {
         examples:
           raytrain-eff provenance                  # {"env_vars": {"RAYTRAIN_EFF_COMMIT": ...}}
           ray job submit --address http://127.0.0.1:8265 --working-dir . \\
-              --runtime-env-json "$(raytrain-eff provenance --runtime-env clusters/runtime_env.yaml)" \\
+              --runtime-env-json "$(raytrain-eff provenance \\
+                  --runtime-env clusters/runtime_env.yaml)" \\
               -- raytrain-eff train --preset digits-adamw""",
     "eval": "example:\n  raytrain-eff eval ~/raytrain_runs/RUN",
     "export": "example:\n  raytrain-eff export ~/raytrain_runs/RUN --out model.pt",
-    "sample": "example:\n  raytrain-eff sample ~/raytrain_runs/RUN --prompt 'In the beginning' --chars 200",
+    "sample": "example:\n  raytrain-eff sample ~/raytrain_runs/RUN --prompt 'In the beginning' "
+              "--chars 200",
 }
 
 
@@ -62,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train PyTorch models on Ray with efficient-training methods and measure "
                     "what they save.",
         epilog="run `raytrain-eff COMMAND --help` for a command's options and examples")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = _sub(sub, "train", "train a preset or config on Ray Train")

@@ -21,7 +21,7 @@ import importlib.resources
 import pathlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
@@ -34,12 +34,13 @@ RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 @dataclass(kw_only=True)
 class DataConfig:
-    dataset: str = "kjv"        # built-in name (kjv, pydoc, digits) or Parquet path / pyarrow.fs URI
+    # built-in name (kjv, pydoc, digits) or Parquet path / pyarrow.fs URI
+    dataset: str = "kjv"
     batch_size: int = 32        # per worker and micro-batch
     val_fraction: float = 0.05  # held-out tail of the data, never trained on
     text_column: str = "text"   # Parquet text corpora
     label_column: str = "label"  # Parquet classification data
-    feature_columns: Optional[list[str]] = None  # None: every column but the label
+    feature_columns: list[str] | None = None  # None: every column but the label
 
     def __post_init__(self):
         check(self.batch_size > 0, "batch_size", self.batch_size, "an integer > 0")
@@ -53,7 +54,7 @@ class TrainConfig:
     decay: Literal["constant", "cosine", "linear"] = "cosine"
     min_lr_ratio: float = 0.1  # decay floor as a fraction of the peak LR
     grad_accum: int = 1        # micro-batches per optimizer step (batch sweeps beyond memory)
-    grad_clip: Optional[float] = None  # max global gradient norm
+    grad_clip: float | None = None  # max global gradient norm
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast where the device supports it
     threads_per_worker: int = 1  # torch intra-op threads; 1 avoids oversubscribing small nodes
 
@@ -72,7 +73,7 @@ class ScalingConfig:
     num_workers: int = 2       # 0: Ray Train local mode (one process, no Ray workers)
     # elastic: start (and restart after a lost node) with as many workers as the cluster holds
     # between min_workers and num_workers; None keeps the worker count fixed
-    min_workers: Optional[int] = None
+    min_workers: int | None = None
     resize_interval_s: float = 60.0  # elastic: how often a healthy group checks to grow
     cpus_per_worker: float = 1.0
     use_gpu: bool = False
@@ -93,7 +94,7 @@ class ScalingConfig:
 @dataclass(kw_only=True)
 class RunConfig:
     steps: int = 1000            # optimizer steps (the LR schedule spans all of them)
-    stop_after: Optional[int] = None  # pause after this step with a checkpoint; --resume goes on
+    stop_after: int | None = None  # pause after this step with a checkpoint; --resume goes on
     eval_interval: int = 250     # steps between held-out evaluations (0: only at the end)
     eval_batches: int = 20       # batches per evaluation
     report_interval: int = 50    # steps between ray.train.report calls
@@ -101,7 +102,7 @@ class RunConfig:
     num_to_keep: int = 2         # checkpoints kept
     max_failures: int = 0        # worker-group restarts from the latest checkpoint
     storage_path: str = "~/raytrain_runs"  # local dir, shared filesystem or pyarrow.fs URI
-    name: Optional[str] = None   # run name; default: <preset or task>-<timestamp>
+    name: str | None = None   # run name; default: <preset or task>-<timestamp>
     seed: int = 0
 
     def __post_init__(self):
@@ -151,7 +152,7 @@ class ExperimentConfig:
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     run: RunConfig = field(default_factory=RunConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
-    preset: Optional[str] = None  # where it came from, for names and reports
+    preset: str | None = None  # where it came from, for names and reports
 
     def to_dict(self) -> dict:
         """Plain data that ``from_dict`` reads back to an equal config."""
@@ -201,7 +202,7 @@ def _from_dict(raw: dict) -> ExperimentConfig:
         entry = catalog.lookup(catalog.METHODS, "method", name)
         methods[name] = build(catalog.load_object(entry.config), params, f"methods.{name}")
     sections = {k: build(cls, raw.get(k), k) for k, cls in SECTIONS.items()}
-    preset = coerce(Optional[str], raw.get("preset"), "preset")
+    preset = coerce(str | None, raw.get("preset"), "preset")
     return ExperimentConfig(task=task, methods=methods, preset=preset, **sections)
 
 
@@ -282,8 +283,8 @@ def preset_description(name: str) -> str:
     return first.lstrip("# ").strip() if first.startswith("#") else ""
 
 
-def load(preset: Optional[str] = None, path: Optional[str] = None,
-         overrides: Optional[list[str]] = None) -> ExperimentConfig:
+def load(preset: str | None = None, path: str | None = None,
+         overrides: list[str] | None = None) -> ExperimentConfig:
     """Preset or file, then overrides, then validation: the one entry point the CLI uses."""
     if preset and path:
         raise ConfigError("give either --preset or --config, not both")

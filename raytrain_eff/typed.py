@@ -13,7 +13,6 @@ import types
 import typing
 from typing import Any, Literal, Union
 
-
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -21,7 +20,7 @@ class ConfigError(ValueError):
     """A configuration value or file that cannot be used; the message says which and why."""
 
 
-def nearest(name: str, options) -> str:
+def nearest(name: object, options) -> str:
     """' (did you mean 'x'?)' for a typo, else ''."""
     match = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
@@ -85,7 +84,7 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
         return {k: coerce(item, v, f"{where}.{k}") for k, v in value.items()}
     if tp is Any:
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return value if isinstance(value, tp) else build(tp, value, where)
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):

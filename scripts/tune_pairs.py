@@ -53,7 +53,9 @@ def score_of(spec_file: pathlib.Path, storage: str, overrides: list[str]):
             yaml.safe_dump(one, f)
         try:
             name = f"{spec_file.stem}-lr{value:.3g}".replace("+", "")
-            sweep_dir = run_sweep(f.name, overrides, storage_path=storage, name=name)
+            # scores are validation losses: the sweep needs no Prometheus exporter
+            sweep_dir = run_sweep(f.name, ["monitor.enabled=false", *overrides],
+                                  storage_path=storage, name=name)
         finally:
             pathlib.Path(f.name).unlink()
         trials = pd.read_parquet(pathlib.Path(sweep_dir) / "trials.parquet")

@@ -19,7 +19,7 @@ def run_smoke(name: str, tmp_path: pathlib.Path, timeout: int = 300) -> dict:
                           cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads(out.read_text())
-    assert RECORD_KEYS <= set(record), RECORD_KEYS - set(record)
+    assert set(record) >= RECORD_KEYS, RECORD_KEYS - set(record)
     assert record["bench"] == name and record["smoke"] is True
     assert isinstance(record["met"], bool)
     return record

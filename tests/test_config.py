@@ -67,7 +67,8 @@ def test_bad_values_fail_with_a_helpful_message(override, message):
 def test_malformed_override_and_unknown_preset():
     with pytest.raises(ConfigError, match="expected dotted.key=value"):
         config.load(overrides=["run.steps"])
-    with pytest.raises(ConfigError, match="unknown preset 'defualt' \\(did you mean 'default'\\?\\)"):
+    with pytest.raises(ConfigError,
+                       match="unknown preset 'defualt' \\(did you mean 'default'\\?\\)"):
         config.load(preset="defualt")
 
 

@@ -25,7 +25,7 @@ def test_every_registered_method_has_a_preset():
 
 def test_every_entry_imports():
     for table in (catalog.METHODS, catalog.TASKS):
-        for name, entry in table.items():
+        for entry in table.values():
             catalog.load_object(entry.config)
             catalog.load_object(entry.impl)
 

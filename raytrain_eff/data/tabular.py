@@ -11,6 +11,7 @@ BUILTIN_TABULAR = ("digits",)
 def load_features(dataset: str, label_column: str = "label",
                   feature_columns: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, tuple]:
     """(X float32 [n, d], y int64 [n], image shape or ()) in a fixed, shuffled order."""
+    shape: tuple[int, ...]
     if dataset == "digits":
         from sklearn.datasets import load_digits
         d = load_digits()  # 1,797 real 8x8 handwritten digits shipped with scikit-learn
@@ -21,7 +22,8 @@ def load_features(dataset: str, label_column: str = "label",
         require_columns(table, dataset, {label_column: "integer",
                                          **{c: "numeric" for c in features}})
         X = np.stack([table.column(c).to_numpy(zero_copy_only=False) for c in features], 1)
-        X, y, shape = X.astype(np.float32), table.column(label_column).to_numpy().astype(np.int64), ()
+        y = table.column(label_column).to_numpy().astype(np.int64)
+        X, shape = X.astype(np.float32), ()
         if np.isnan(X).any():
             raise DataError(f"{dataset}: feature columns contain nulls/NaN")
         if y.min() < 0:

@@ -18,7 +18,7 @@ from raytrain_eff.monitor import keys
 
 
 class DenseFlopCounter:
-    def __init__(self, task):
+    def __init__(self, task) -> None:
         self.task = task
         self.cache: dict[tuple, float] = {}
 

@@ -59,7 +59,8 @@ def save(directory: pathlib.Path, *, rank: int, world_size: int, step: int, atte
 
 
 def save_local(run_dir: str, *, keep: int, **save_args) -> pathlib.Path:
-    """Single-process runs: write into ``run_dir`` via a temporary name, keep the newest ``keep``."""
+    """Single-process runs: write into ``run_dir`` via a temporary name, keep the newest
+    ``keep``."""
     root = pathlib.Path(run_dir)
     final = root / dir_name(save_args["step"])
     tmp = root / (final.name + ".partial")
@@ -100,7 +101,7 @@ def read_manifest(directory: pathlib.Path) -> dict:
 
 
 def load(directory: pathlib.Path, *, rank: int, seed: int, model, optimizer, methods,
-         device=torch.device("cpu")) -> dict:
+         device: torch.device | str = "cpu") -> dict:
     """Restore in place; returns the manifest (its ``step`` is the next step to run)."""
     directory = pathlib.Path(directory)
     manifest = read_manifest(directory)

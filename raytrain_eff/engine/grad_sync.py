@@ -29,7 +29,7 @@ class _Bucket:
             total += p.numel()
         self.flat = torch.zeros(total, dtype=params[0].dtype, device=params[0].device)
         self.ready: set[int] = set()
-        self.work = None
+        self.work: dist.Work | None = None  # the bucket's all-reduce once launched
 
     def copy_in(self, i: int, grad: torch.Tensor) -> None:
         o = self.offsets[i]
@@ -79,6 +79,7 @@ class OverlappedGradientSync:
         if not self.armed:
             return
         b, i = self._where[id(p)]
+        assert p.grad is not None  # a post-accumulate-grad hook runs with .grad set
         self.buckets[b].copy_in(i, p.grad)
         self._launch_ready()
 
@@ -97,9 +98,10 @@ class OverlappedGradientSync:
             bucket.fill_missing()
             self._launch(bucket)
         for bucket in self.buckets:
+            assert bucket.work is not None  # every bucket was launched above
             bucket.work.wait()
             bucket.flat.div_(self.world)
-            for p, o in zip(bucket.params, bucket.offsets):
+            for p, o in zip(bucket.params, bucket.offsets, strict=False):
                 view = bucket.flat[o:o + p.numel()].view_as(p)
                 if p.grad is None:
                     p.grad = view.clone()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Optional
 
 import yaml
 
@@ -26,7 +25,7 @@ class FitResult:
     run_name: str
     run_dir: str
     metrics: dict            # the final report's metrics
-    checkpoint_path: Optional[str]
+    checkpoint_path: str | None
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -64,8 +63,8 @@ def run_dir_of(cfg: ExperimentConfig, name: str) -> str:
 
 
 def build_trainer(cfg: ExperimentConfig, name: str, *, trial: str = "",
-                  storage_path: Optional[str] = None, callbacks=None,
-                  init_checkpoint: Optional[str] = None):
+                  storage_path: str | None = None, callbacks=None,
+                  init_checkpoint: str | None = None):
     """The TorchTrainer for ``cfg``; ``storage_path`` overrides the config's (Tune trials)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -78,8 +77,10 @@ def build_trainer(cfg: ExperimentConfig, name: str, *, trial: str = "",
         train_loop_config={"config": cfg.to_dict(), "run_name": name, "trial": trial,
                            "run_dir": storage.join(base, name), "init_checkpoint": init_checkpoint,
                            "summary_extra": {**provenance.current(), "machine": machine()}},
-        scaling_config=ScalingConfig(
-            num_workers=(sc.num_workers if sc.min_workers is None
+        # ray.train exports Train V2's ScalingConfig (V2 is on by default), but a type checker
+        # sees the V1 names of its conditional imports, which lack elastic (min, max) workers
+        scaling_config=ScalingConfig(  # type: ignore[call-arg]
+            num_workers=(sc.num_workers if sc.min_workers is None  # type: ignore[arg-type]
                          else (sc.min_workers, sc.num_workers)),
             elastic_resize_monitor_interval_s=sc.resize_interval_s, use_gpu=sc.use_gpu,
             resources_per_worker={"CPU": sc.cpus_per_worker} if sc.num_workers else None,
@@ -91,7 +92,7 @@ def build_trainer(cfg: ExperimentConfig, name: str, *, trial: str = "",
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.num_to_keep)))
 
 
-def fit(cfg: ExperimentConfig, *, address: Optional[str] = None, resume: bool = False) -> FitResult:
+def fit(cfg: ExperimentConfig, *, address: str | None = None, resume: bool = False) -> FitResult:
     """Train ``cfg`` on Ray (local or ``address``); with ``resume`` continue ``cfg.run.name``."""
     name = cfg.run.name or default_name(cfg)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name))
@@ -126,9 +127,10 @@ def _start_exporters(cfg: ExperimentConfig) -> None:
     print(f"[{cfg.run.name}] metrics: {urls} (Prometheus file_sd: {file_sd})", flush=True)
 
 
-def load_run_config(run: str, storage_path: Optional[str] = None) -> ExperimentConfig:
+def load_run_config(run: str, storage_path: str | None = None) -> ExperimentConfig:
     """A run directory (or a run name under ``storage_path``) -> its saved config."""
-    candidates = [run] if storage_path is None else [storage.join(storage.resolve(storage_path), run), run]
+    candidates = ([run] if storage_path is None
+                  else [storage.join(storage.resolve(storage_path), run), run])
     for candidate in candidates:
         data = storage.read_bytes(storage.join(storage.resolve(candidate), CONFIG_FILE))
         if data is not None:
@@ -137,7 +139,7 @@ def load_run_config(run: str, storage_path: Optional[str] = None) -> ExperimentC
                             f"in the run directory)")
 
 
-def ensure_ray(address: Optional[str] = None, num_cpus: Optional[float] = None) -> None:
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray pinned to itself."""
     import ray
     if ray.is_initialized():

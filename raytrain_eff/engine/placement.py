@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import Optional
 
 from raytrain_eff.config import ExperimentConfig
 from raytrain_eff.engine import storage
@@ -33,14 +32,14 @@ class StorageNotSharedError(ValueError):
     """run.storage_path is a node-local path on a multi-node cluster."""
 
 
-def local_path(storage_path: str) -> Optional[str]:
+def local_path(storage_path: str) -> str | None:
     """The filesystem path behind ``storage_path``, or None for a remote URI (shared by design)."""
     if storage_path.startswith("file://"):
         return storage_path[len("file://"):]
     return None if "://" in storage_path else storage.resolve(storage_path)
 
 
-def storage_error(storage_path: str, seen: dict[str, bool]) -> Optional[str]:
+def storage_error(storage_path: str, seen: dict[str, bool]) -> str | None:
     """The error for nodes that could not read the driver's marker (``seen``: node id -> read)."""
     blind = sorted(node for node, ok in seen.items() if not ok)
     if len(seen) < 2 or not blind:
@@ -58,7 +57,7 @@ def alive_nodes() -> list[str]:
     return [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
 
 
-def _read_marker(path: str) -> Optional[str]:
+def _read_marker(path: str) -> str | None:
     try:
         with open(path) as f:
             return f.read()
@@ -80,12 +79,13 @@ def probe(directory: str, nodes: list[str], timeout_s: float = PROBE_TIMEOUT_S) 
         read = ray.remote(num_cpus=0, max_retries=0)(_read_marker)
         refs = [read.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
                 .remote(marker) for node in nodes]
-        return {node: text == nonce for node, text in zip(nodes, ray.get(refs, timeout=timeout_s))}
+        texts = ray.get(refs, timeout=timeout_s)
+        return {node: text == nonce for node, text in zip(nodes, texts, strict=False)}
     finally:
         os.remove(marker)
 
 
-def check_storage(cfg: ExperimentConfig, storage_path: Optional[str] = None) -> None:
+def check_storage(cfg: ExperimentConfig, storage_path: str | None = None) -> None:
     """Raise StorageNotSharedError when a multi-node run would write to node-local disks.
 
     Call after Ray is connected and before the trainer is built; ``storage_path`` overrides the

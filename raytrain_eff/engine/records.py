@@ -1,4 +1,5 @@
-"""The run's own records beside Ray's checkpoints: per-step ``metrics.parquet`` and ``summary.json``.
+"""The run's own records beside Ray's checkpoints: per-step ``metrics.parquet`` and
+``summary.json``.
 
 Train V2 keeps only metrics attached to checkpoints, so rank 0 keeps the full per-step table
 itself. After a restart from a checkpoint at step s, rows for steps >= s are dropped (they
@@ -53,7 +54,9 @@ FIRST_COLUMNS = ["step", "attempt", "world_size", "wall_s", "loss", "val_loss", 
 
 
 def _column_order(name: str):
-    return (FIRST_COLUMNS.index(name), name) if name in FIRST_COLUMNS else (len(FIRST_COLUMNS), name)
+    if name in FIRST_COLUMNS:
+        return FIRST_COLUMNS.index(name), name
+    return len(FIRST_COLUMNS), name
 
 
 def _clean(value):

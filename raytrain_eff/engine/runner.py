@@ -16,7 +16,7 @@ import pathlib
 import secrets
 import tempfile
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -41,8 +41,8 @@ class Runner:
     def __init__(self, cfg: ExperimentConfig, *, rank: int, world: int, group, device,
                  run_dir: str, run_name: str, trial: str = "",
                  report: Callable = lambda metrics, checkpoint=None, **kw: None,
-                 get_checkpoint: Callable = lambda: None, summary_extra: Optional[dict] = None,
-                 local_checkpoints: bool = False, init_checkpoint: Optional[str] = None):
+                 get_checkpoint: Callable = lambda: None, summary_extra: dict | None = None,
+                 local_checkpoints: bool = False, init_checkpoint: str | None = None):
         self.cfg, self.rank, self.world, self.group, self.device = cfg, rank, world, group, device
         self.run_dir, self.run_name, self.trial = run_dir, run_name, trial
         self.report, self.get_checkpoint = report, get_checkpoint
@@ -74,8 +74,8 @@ class Runner:
         for method in self.methods:
             model = method.prepare(model, self.ctx)
         self.model = model
-        optimizers = [m.make_optimizer(model, self.ctx) for m in self.methods]
-        optimizers = [o for o in optimizers if o is not None]
+        made = [m.make_optimizer(model, self.ctx) for m in self.methods]
+        optimizers = [o for o in made if o is not None]
         if len(optimizers) != 1:
             raise ValueError(f"methods {list(cfg.methods)}: exactly one must provide the "
                              f"optimizer (e.g. add adamw or sgd); {len(optimizers)} do")
@@ -188,7 +188,7 @@ class Runner:
         ctx.step = step
         lr_f = accounting.lr_factor(step, cfg.run.steps, cfg.train.warmup_steps,
                                     cfg.train.decay, cfg.train.min_lr_ratio)
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=False):
             group["lr"] = base * lr_f
         for method in self.methods:
             method.before_step(step, ctx)
@@ -278,8 +278,8 @@ class Runner:
                     extra={"samples_seen": self.samples_seen,
                            "totals": self.totals.to_manifest(row[K.WALL])})
         if self.local_checkpoints:
-            final = checkpoint.save_local(self.run_dir, keep=cfg.run.num_to_keep, **save)
-            self.report(metrics, checkpoint=Checkpoint.from_directory(str(final)))
+            ckpt_dir = checkpoint.save_local(self.run_dir, keep=cfg.run.num_to_keep, **save)
+            self.report(metrics, checkpoint=Checkpoint.from_directory(str(ckpt_dir)))
             return
         with tempfile.TemporaryDirectory(prefix="raytrain_eff_ckpt_") as tmp:
             checkpoint.save(pathlib.Path(tmp), **save)

@@ -7,7 +7,7 @@ DASVRDA, Prox-SVRG and Katyusha solve the very same problem. ``b = 0`` and ``m =
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 from raytrain_eff.typed import check
 
@@ -64,7 +64,7 @@ class ERMConfig:
     normalize: bool = True     # unit-norm rows: equal L_i, so uniform sampling is already optimal
     min_df: int = 2            # words in fewer verses are dropped (kjv vocabulary size)
     bias_feature: bool = True  # append a constant-1 column (regularised like every weight)
-    max_rows: Optional[int] = None  # use only the first rows of the shuffled data (quick runs)
+    max_rows: int | None = None  # use only the first rows of the shuffled data (quick runs)
 
     def __post_init__(self):
         check(self.l1 >= 0, "l1", self.l1, ">= 0")

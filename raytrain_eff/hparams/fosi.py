@@ -24,7 +24,7 @@ and the packaged presets set their own.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 from raytrain_eff.typed import check
 
@@ -48,11 +48,11 @@ class FOSIConfig:
     refresh_interval: int = 100   # T: steps between Lanczos refreshes (num_iters_to_approx_eigs)
     # W: the first refresh runs before update W (1-based), then before W + T, W + 2T, ... (the
     # reference's count + 1 >= W, (count + 1 − W) % T == 0); None: W = T (reference default)
-    warmup: Optional[int] = None
+    warmup: int | None = None
     lanczos_order: int = 0        # Lanczos iterations; 0 means the paper's 4(k + ℓ)
     # upper clip of c = |λ_max / λ_k|; None: the reference's value for the base (REFERENCE_CLIP:
     # 1.0 for adamw, 3.0 for heavy_ball). A float is a departure for adamw: it scales Adam's step
-    learning_rate_clip: Optional[float] = None
+    learning_rate_clip: float | None = None
     eig_floor: float = 1e-4       # |λ| floor: tiny λ never explode ρ = 1/|λ| (reference: none)
     # "none" keeps all k (+ℓ) Ritz pairs, as the reference does; "converged" (a departure) keeps
     # only pairs with residual β_m|s_mi| <= ritz_tol·|θ|_max, so an unconverged pair, whose ρ
@@ -106,7 +106,7 @@ class FOSIConfig:
         return self.learning_rate_clip
 
     @property
-    def ritz_cutoff(self) -> Optional[float]:
+    def ritz_cutoff(self) -> float | None:
         """Residual tolerance handed to Lanczos; None keeps every extreme pair."""
         return self.ritz_tol if self.ritz_filter == "converged" else None
 

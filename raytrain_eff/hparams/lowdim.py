@@ -7,7 +7,7 @@ method (what ``tune_spaces/lowdim.yaml`` searches: width, α, ε); ``LowRankConf
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 from raytrain_eff.typed import check
 
@@ -39,7 +39,7 @@ class LowRankConfig:
     observed: float = 0.3         # p: fraction of entries observed (completion)
     measurements: int = 2000      # m: Gaussian sensing matrices (sensing; each is d×d)
     depth: int = 3                # L: layers of the original network
-    width: Optional[int] = None   # width of the original network; None means d
+    width: int | None = None   # width of the original network; None means d
     init_scale: float = 1e-2      # ε: orthogonal initialisation scale of the original network
     dtype: Literal["float64", "float32"] = "float64"  # recovery to 1e-8 needs float64
 

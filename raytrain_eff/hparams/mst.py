@@ -8,7 +8,7 @@ fits runs of any length: warm-up ``[0, warmup_end]`` (sparsity 0 → ``sparsity`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from raytrain_eff.typed import check
 
@@ -26,7 +26,7 @@ class MSTConfig:
     restore_start: float = 0.6      # fraction of steps where restoration begins
     restore_end: float = 0.85       # fraction of steps where restoration reaches final_sparsity
     restore_shape: Shape = "linear"
-    schedule: Optional[Any] = None  # explicit schedule in absolute steps (float / [[step, s]] /
+    schedule: Any | None = None  # explicit schedule in absolute steps (float / [[step, s]] /
                                     # {type: ...}); overrides the three phases above
     # -- when and how the topology changes (dynamic sparse training) -------------------------
     update_every: int = 100         # ΔT: steps between topology updates

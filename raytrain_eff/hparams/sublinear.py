@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 from raytrain_eff.typed import check
 
@@ -38,7 +38,7 @@ class WideConfig:
     """The paper's two-layer net f(x) = (1/√m) Σ_r a_r·max(⟨w_r, x⟩ − b, 0)."""
     dataset: Literal["synthetic", "digits"] = "synthetic"  # unit-norm regression or digits
     width: int = 4096           # m: neurons in the hidden layer
-    shift: Optional[float] = None  # b; None: √(0.4·ln m), so about m^0.8 neurons fire per input
+    shift: float | None = None  # b; None: √(0.4·ln m), so about m^0.8 neurons fire per input
     dim: int = 64               # d for synthetic data (digits has 64 pixels)
     num_train: int = 256        # n for synthetic data (the index holds one tree per row)
     num_val: int = 256          # held-out synthetic rows

@@ -40,7 +40,7 @@ class ClassifyConfig:
 class CustomTaskConfig:
     """A user task: ``factory`` returns a raytrain_eff.tasks.custom.UserTask (see README)."""
     factory: str              # "package.module:function"
-    options: dict = None      # keyword arguments passed to the factory
+    options: dict | None = None  # keyword arguments passed to the factory
 
     def __post_init__(self):
         check(bool(re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.factory or "")),

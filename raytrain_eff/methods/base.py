@@ -18,7 +18,8 @@ a Ray Train worker group.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -34,13 +35,13 @@ class MethodContext:
     total_steps: int = 1
     step: int = 0
     # mean loss of ``model`` on ``batch`` (no backward); HVPs and line searches use it
-    loss_fn: Optional[Callable[[nn.Module, Any], torch.Tensor]] = None
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None
     # a fresh training batch from this rank's shard (curvature refreshes draw their own)
-    next_batch: Optional[Callable[[], Any]] = None
+    next_batch: Callable[[], Any] | None = None
     # iterates this rank's whole shard in batches of the given size (VR snapshots)
-    iterate_shard: Optional[Callable[[int], Iterator[Any]]] = None
+    iterate_shard: Callable[[int], Iterator[Any]] | None = None
     shard_size: int = 0                    # training rows on this rank
-    optimizer: Optional[torch.optim.Optimizer] = None  # set by the engine after make_optimizer
+    optimizer: torch.optim.Optimizer | None = None  # set by the engine after make_optimizer
     task: Any = None                       # the Task (model factory, loss, eval)
 
     @property
@@ -62,7 +63,7 @@ class Method:
     def prepare(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         return model
 
-    def make_optimizer(self, model: nn.Module, ctx: MethodContext) -> Optional[torch.optim.Optimizer]:
+    def make_optimizer(self, model: nn.Module, ctx: MethodContext) -> torch.optim.Optimizer | None:
         return None
 
     def before_step(self, step: int, ctx: MethodContext) -> None:

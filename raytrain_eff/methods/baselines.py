@@ -56,5 +56,5 @@ class DecoupledSGD(torch.optim.SGD):
         try:
             return super().step(closure)
         finally:
-            for g, wd in zip(self.param_groups, saved):
+            for g, wd in zip(self.param_groups, saved, strict=False):
                 g["weight_decay"] = wd

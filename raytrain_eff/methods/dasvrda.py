@@ -50,7 +50,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -117,20 +116,20 @@ class CSRRows:
     blocks (``keep_transpose``) and a scatter over the entries on small ones (batches)."""
 
     def __init__(self, crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, d: int,
-                 rowid: Optional[torch.Tensor] = None):
+                 rowid: torch.Tensor | None = None):
         self.crow, self.col, self.val, self.d = crow, col, val, d
         self.n, self.nnz = crow.shape[0] - 1, val.shape[0]
         self.S = torch.sparse_csr_tensor(crow, col, val, (self.n, d), check_invariants=False)
         # row of each stored entry: Aᵀc = Σ_e val_e·c[rowid_e]·e_{col_e}
         self.rowid = (torch.arange(self.n).repeat_interleave(crow.diff())
                       if rowid is None else rowid)
-        self.T = None
+        self.T: torch.Tensor | None = None  # Aᵀ in CSR form, once keep_transpose() ran
 
     @staticmethod
-    def from_torch(S: torch.Tensor) -> "CSRRows":
+    def from_torch(S: torch.Tensor) -> CSRRows:
         return CSRRows(S.crow_indices(), S.col_indices(), S.values(), S.shape[1])
 
-    def keep_transpose(self) -> "CSRRows":
+    def keep_transpose(self) -> CSRRows:
         """Store Aᵀ in CSR form (2x memory) so full passes use the CSR kernel both ways."""
         order = torch.argsort(self.col, stable=True)
         crow = torch.zeros(self.d + 1, dtype=self.crow.dtype)
@@ -169,7 +168,8 @@ class CSRRows:
         edges = self.crow[bounds].tolist()
         return [CSRRows(self.crow[a:e + 1] - ea, self.col[ea:ee], self.val[ea:ee], self.d,
                         self.rowid[ea:ee] - a)
-                for a, e, ea, ee in zip(bounds[:-1], bounds[1:], edges[:-1], edges[1:])]
+                for a, e, ea, ee in zip(bounds[:-1], bounds[1:], edges[:-1], edges[1:],
+                                        strict=False)]
 
 
 def as_rows(X: torch.Tensor):
@@ -184,7 +184,8 @@ def cat_rows(parts: list):
     if isinstance(parts[0], DenseRows):
         return DenseRows(torch.cat([p.A for p in parts]))
     offsets = torch.tensor([0] + [p.nnz for p in parts[:-1]]).cumsum(0)
-    crow = torch.cat([parts[0].crow[:1]] + [p.crow[1:] + o for p, o in zip(parts, offsets)])
+    crow = torch.cat([parts[0].crow[:1]]
+                     + [p.crow[1:] + o for p, o in zip(parts, offsets, strict=False)])
     return CSRRows(crow, torch.cat([p.col for p in parts]), torch.cat([p.val for p in parts]),
                    parts[0].d)
 
@@ -256,7 +257,7 @@ class ERMProblem:
         parts = self.rows.take(local).split(counts)
         ws = w.index_select(0, sel).split(counts) if w is not None else [None] * m
         ys = self.y.index_select(0, local).split(counts)
-        return list(zip(parts, ys, local.split(counts), ws))
+        return list(zip(parts, ys, local.split(counts), ws, strict=False))
 
     def batch_grad(self, batch, x, dphi_snap, b: int):
         """(1/b) Σ_{i∈I} (∇f_i(x) − ∇f_i(x̃))/(n q_i), all ranks' rows of I summed."""
@@ -287,6 +288,23 @@ class VRSolver:
         self.flops = 0.0         # this rank's multiply-adds x2, counted where computed
         self.objective = math.nan
         self.started = False
+
+    # -- the algorithm: one subclass per paper ---------------------------------------------
+    def begin(self, P_snap: float) -> None:
+        """A new stage, from the snapshot's objective P(x̃)."""
+        raise NotImplementedError
+
+    def query_point(self, k: int) -> torch.Tensor:
+        """Where the k-th inner step evaluates the variance-reduced gradient."""
+        raise NotImplementedError
+
+    def inner(self, k: int, g_diff: torch.Tensor) -> None:
+        """The k-th inner step, given ∇f_B(query point) − ∇f_B(x̃)."""
+        raise NotImplementedError
+
+    def end(self) -> None:
+        """Close the stage: set the new x̃."""
+        raise NotImplementedError
 
     @property
     def passes(self) -> float:
@@ -477,7 +495,7 @@ class Trace:
     objective: list = field(default_factory=list)
 
 
-def solve(solver: VRSolver, *, max_passes: float, target: Optional[float] = None,
+def solve(solver: VRSolver, *, max_passes: float, target: float | None = None,
           max_seconds: float = math.inf) -> Trace:
     """Run until P(x̃) ≤ target (checked at every snapshot) or a budget is spent."""
     trace, t0, seen = Trace(), time.perf_counter(), -1
@@ -494,7 +512,7 @@ def solve(solver: VRSolver, *, max_passes: float, target: Optional[float] = None
 
 
 def dasvrda(problem: ERMProblem, x0=None, *, max_passes: float = 50.0,
-            target: Optional[float] = None, **options) -> tuple[torch.Tensor, Trace]:
+            target: float | None = None, **options) -> tuple[torch.Tensor, Trace]:
     """Minimise P with DASVRDA; returns (x̃, trace). ``options``: see ``make_solver``."""
     solver = make_solver("dasvrda", problem, x0, **options)
     trace = solve(solver, max_passes=max_passes, target=target)
@@ -502,7 +520,7 @@ def dasvrda(problem: ERMProblem, x0=None, *, max_passes: float = 50.0,
 
 
 # --- reference optimum and its certificate ------------------------------------------------------
-def certify(problem: ERMProblem, x: torch.Tensor, L: Optional[float] = None):
+def certify(problem: ERMProblem, x: torch.Tensor, L: float | None = None):
     """(x⁺, P(x⁺), bound): P(x⁺) − P* ≤ bound, from a subgradient of P at x⁺.
 
     x⁺ = prox_{R/L}(x − ∇F(x)/L) gives s = L(x − x⁺) + ∇F(x⁺) − ∇F(x) ∈ ∂P(x⁺), and
@@ -521,7 +539,7 @@ def certify(problem: ERMProblem, x: torch.Tensor, L: Optional[float] = None):
     return x_plus, F_plus + problem.R(x_plus), bound
 
 
-def fista(problem: ERMProblem, x0=None, *, iters: int = 1000, L: Optional[float] = None,
+def fista(problem: ERMProblem, x0=None, *, iters: int = 1000, L: float | None = None,
           tol: float = 0.0, check_every: int = 100) -> torch.Tensor:
     """Beck & Teboulle's FISTA with backtracking and function-value restarts (reference)."""
     x = torch.zeros(problem.d, dtype=torch.float64) if x0 is None else x0.clone()

@@ -23,7 +23,8 @@ lag behind their snapshot is at most ceil(m / lanczos_per_step) steps and is rep
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -31,7 +32,7 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from raytrain_eff.methods.base import MethodContext
-from raytrain_eff.methods.fosi import FOSI, FOSIOptimizer
+from raytrain_eff.methods.fosi import FOSI, FOSIOptimizer, curvature_inputs
 from raytrain_eff.methods.lanczos import HessianOperator, lanczos_steps, ritz_pairs
 
 
@@ -142,7 +143,9 @@ class MRDHO2Optimizer(DHO2Optimizer):
                 next(self.pending)
             except StopIteration as finished:
                 c = self.cfg
-                self._install(ritz_pairs(*finished.value, c.k, c.num_smallest, c.ritz_cutoff))
+                Q, alpha, beta, restarts = finished.value
+                self._install(ritz_pairs(Q, alpha, beta, restarts, c.k, c.num_smallest,
+                                         c.ritz_cutoff))
                 self.pending, self.lag = None, self.t - self.snapshot_t
                 return done
         return self.cfg.lanczos_per_step
@@ -168,7 +171,7 @@ class DHO2(FOSI):
 
     def make_optimizer(self, model: nn.Module, ctx: MethodContext):
         self.optimizer = self.optimizer_class(
-            model, self.config, ctx.loss_fn, ctx.next_batch,
+            model, self.config, *curvature_inputs(ctx),
             group=ctx.group, rank=ctx.rank, world_size=ctx.world_size)
         return self.optimizer
 

@@ -32,7 +32,8 @@ The optimizer works on flat vectors. Every hook that touches more than this proc
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,17 +85,18 @@ class FOSIOptimizer(torch.optim.Optimizer):
         self.n = sum(p.numel() for p in params)
         self.t = 0                                   # optimizer steps taken
         like = self._local_params()
-        self.flat = {name: torch.zeros_like(like) for name in ("newton_m",) + BASE_STATE[config.base]}
+        self.flat = {name: torch.zeros_like(like)
+                     for name in ("newton_m",) + BASE_STATE[config.base]}
         # decay matrices, not biases or norm gains (raytrain_eff.methods.base convention)
         self.decay_mask = self._local_slice(torch.cat(
             [torch.full((p.numel(),), float(p.dim() >= 2), dtype=like.dtype, device=like.device)
              for p in params]))
-        self.eig: Optional[RitzPairs] = None
+        self.eig: RitzPairs | None = None
         self.V = like.new_zeros(0, like.numel())     # (r, n_local)
         self.rho = like.new_zeros(0)
         self.c = 1.0
         self.last: dict[str, float] = {}
-        self.hvp_flops: Optional[float] = None      # FLOPs of one HVP, counted once
+        self.hvp_flops: float | None = None      # FLOPs of one HVP, counted once
         self.operator_flops = 0.0                    # FLOPs of one operator's graph build
         self.operators_built = 0                     # HVP operators made this step
 
@@ -159,7 +161,7 @@ class FOSIOptimizer(torch.optim.Optimizer):
         update, W = self.t + 1, self.cfg.first_refresh
         return update >= W and (update - W) % self.cfg.refresh_interval == 0
 
-    def _operator(self, params: Optional[dict] = None) -> HessianOperator:
+    def _operator(self, params: dict | None = None) -> HessianOperator:
         """HVP on a fresh batch; its seed ties the dropout mask to this refresh."""
         self.operators_built += 1
         return HessianOperator(self.model, self.loss_fn, self.next_batch(), params=params,
@@ -184,6 +186,7 @@ class FOSIOptimizer(torch.optim.Optimizer):
         if not self._refresh_due():
             return 0
         self.refresh()
+        assert self.eig is not None  # refresh() installed new pairs
         return self.eig.iterations
 
     # -- the step ------------------------------------------------------------------------------
@@ -202,7 +205,8 @@ class FOSIOptimizer(torch.optim.Optimizer):
         delta = self.direction(g)
         theta = self._local_params()
         lr, wd = self.param_groups[0]["lr"], self.cfg.weight_decay
-        self._write_params(theta - lr * wd * self.decay_mask * theta + delta if wd else theta + delta)
+        self._write_params(theta - lr * wd * self.decay_mask * theta + delta if wd
+                           else theta + delta)
         self._record(seconds if hvps else 0.0, hvps)
         return loss
 
@@ -220,13 +224,12 @@ class FOSIOptimizer(torch.optim.Optimizer):
         return self.c * (u - V.T @ Vu) - c.alpha * (V.T @ (self.rho * Vm))
 
     def _record(self, seconds: float, hvps: int) -> None:
-        eig = self.eig
-        have = eig is not None and len(eig.eigvals) > 0
+        eig = self.eig if self.eig is not None and len(self.eig.eigvals) > 0 else None
         self.last = {
             keys.CURVATURE_SECONDS: seconds,
             "lanczos_iterations": float(hvps),
-            "lambda_max": float(eig.eigvals.max()) if have else 0.0,
-            "ritz_residual_max": float(eig.residuals.max()) if have else 0.0,
+            "lambda_max": float(eig.eigvals.max()) if eig is not None else 0.0,
+            "ritz_residual_max": float(eig.residuals.max()) if eig is not None else 0.0,
             "curvature_bytes": float(self.curvature_bytes()),
             "curvature_transient_bytes": float(self.transient_bytes()),
             "eigenpairs": float(self.V.shape[0]),
@@ -256,7 +259,7 @@ class FOSIOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state: dict) -> None:
         self.t = state["t"]
-        for group, lr in zip(self.param_groups, state["lr"]):
+        for group, lr in zip(self.param_groups, state["lr"], strict=False):
             group["lr"] = lr
         like = self._local_params()
         for name, full in state["flat"].items():
@@ -270,6 +273,14 @@ class FOSIOptimizer(torch.optim.Optimizer):
                                 state["num_top"]))
 
 
+def curvature_inputs(ctx: MethodContext) -> tuple[Callable, Callable]:
+    """The loss and the fresh-batch source that the HVPs need (the engine sets both)."""
+    if ctx.loss_fn is None or ctx.next_batch is None:
+        raise ValueError("fosi and dho2 need ctx.loss_fn and ctx.next_batch (their "
+                         "Hessian-vector products draw fresh batches)")
+    return ctx.loss_fn, ctx.next_batch
+
+
 class FOSI(Method):
     """Registered as ``fosi``: one process (use ``dho2`` for several workers)."""
 
@@ -277,7 +288,7 @@ class FOSI(Method):
         if ctx.distributed:
             raise ValueError(f"fosi runs in one process (world_size is {ctx.world_size}); "
                              "use dho2, which shares the curvature across workers")
-        self.optimizer = FOSIOptimizer(model, self.config, ctx.loss_fn, ctx.next_batch)
+        self.optimizer = FOSIOptimizer(model, self.config, *curvature_inputs(ctx))
         return self.optimizer
 
     def after_step(self, step: int, ctx: MethodContext) -> dict[str, float]:

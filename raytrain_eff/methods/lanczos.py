@@ -26,7 +26,8 @@ basis Q is held as an (m × n/P) fp64 slice per rank.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Generator, Optional, get_args
+from collections.abc import Callable, Generator
+from typing import Any, get_args
 
 import torch
 from torch import nn
@@ -51,7 +52,7 @@ class RitzPairs:
 
 def lanczos_steps(matvec: Callable[[torch.Tensor], torch.Tensor],
                   draw: Callable[[int], torch.Tensor], m: int, psum: Psum,
-                  ) -> Generator[int, None, tuple]:
+                  ) -> Generator[int, None, tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]:
     """The recursion as a generator: yields after each HVP but the last, then returns
     (Q, α, β, restarts).
 
@@ -106,7 +107,7 @@ def _orthogonalise(w: torch.Tensor, Q: torch.Tensor, psum: Psum) -> torch.Tensor
 
 
 def ritz_pairs(Q: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, restarts: int,
-               k: int, num_smallest: int, ritz_tol: Optional[float] = None) -> RitzPairs:
+               k: int, num_smallest: int, ritz_tol: float | None = None) -> RitzPairs:
     """Top-k and bottom-ℓ Ritz pairs of T; all of them (``ritz_tol=None``, the reference), or
     only those with residual <= ritz_tol·|θ|_max, i.e. those that have converged."""
     m = alpha.numel()
@@ -124,14 +125,15 @@ def ritz_pairs(Q: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, restart
 
 
 def lanczos(matvec, draw, m: int, k: int, num_smallest: int = 0,
-            ritz_tol: Optional[float] = None, psum: Optional[Psum] = None) -> RitzPairs:
+            ritz_tol: float | None = None, psum: Psum | None = None) -> RitzPairs:
     """Run the recursion to the end and keep the extreme Ritz pairs (see ``ritz_pairs``)."""
     steps = lanczos_steps(matvec, draw, m, psum or (lambda x: x))
     while True:
         try:
             next(steps)
         except StopIteration as done:
-            return ritz_pairs(*done.value, k, num_smallest, ritz_tol)
+            Q, alpha, beta, restarts = done.value
+            return ritz_pairs(Q, alpha, beta, restarts, k, num_smallest, ritz_tol)
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,7 +171,7 @@ class HessianOperator:
     """
 
     def __init__(self, model: nn.Module, loss_fn, batch: Any,
-                 params: Optional[dict[str, torch.Tensor]] = None, seed: int = 0,
+                 params: dict[str, torch.Tensor] | None = None, seed: int = 0,
                  mode: str = "double_backward"):
         if mode not in HVP_MODES:
             raise ValueError(f"hvp mode {mode!r} is invalid; must be one of {HVP_MODES}")
@@ -184,7 +186,7 @@ class HessianOperator:
         self.seed = seed
         self.dtype = next(iter(self.params.values())).dtype
         self.forward_mode = mode == "forward_over_reverse"
-        self._graph: Optional[tuple[list, tuple]] = None   # (leaves, ∇L with its graph)
+        self._graph: tuple[list, tuple] | None = None   # (leaves, ∇L with its graph)
 
     def _loss(self, params: dict) -> torch.Tensor:
         state = {f"model.{n}": p for n, p in params.items()}
@@ -196,7 +198,7 @@ class HessianOperator:
 
     def _unflatten(self, v: torch.Tensor) -> dict:
         out, i = {}, 0
-        for n, shape in zip(self.names, self.shapes):
+        for n, shape in zip(self.names, self.shapes, strict=False):
             size = shape.numel()
             out[n] = v[i:i + size].view(shape)
             i += size
@@ -215,11 +217,12 @@ class HessianOperator:
         tangents = self._unflatten(v.to(self.dtype))
         if self.forward_mode:
             try:
-                _, hv = jvp(grad(self._loss), (self.params,), (tangents,))
+                hv = jvp(grad(self._loss), (self.params,), (tangents,))[1]  # (value, jvp)
                 return torch.cat([hv[n].reshape(-1) for n in self.names])
             except (RuntimeError, NotImplementedError):
                 self.forward_mode = False   # an op without forward AD: fall back for good
         self.prepare()
+        assert self._graph is not None  # prepare() built it: forward mode is off
         leaves, g = self._graph
         with torch.enable_grad():
             hv = torch.autograd.grad(g, leaves, grad_outputs=[tangents[n] for n in self.names],

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -37,7 +37,7 @@ Loss = Callable[[torch.Tensor], torch.Tensor]
 class DeepLinear(nn.Module):
     """x ↦ W_L⋯W_1 x (+ b). ``product()`` is the end-to-end matrix (d_out, d_in)."""
 
-    def __init__(self, weights: list[torch.Tensor], bias: Optional[torch.Tensor] = None):
+    def __init__(self, weights: list[torch.Tensor], bias: torch.Tensor | None = None):
         super().__init__()
         self.weights = nn.ParameterList(nn.Parameter(w.detach().clone()) for w in weights)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
@@ -87,12 +87,12 @@ def spectral_weights(Phi_hat: torch.Tensor, width: int, eps: float) -> list[torc
         raise ValueError(f"width {width} exceeds min(d_out, d_in) = {min(Phi_hat.shape)} "
                          f"of the surrogate {tuple(Phi_hat.shape)}")
     U, _, Vh = torch.linalg.svd(Phi_hat, full_matrices=False)
-    I = torch.eye(width, dtype=Phi_hat.dtype, device=Phi_hat.device)
+    I = torch.eye(width, dtype=Phi_hat.dtype, device=Phi_hat.device)  # noqa: E741 (the paper's I)
     return [eps * Vh[:width], eps * I, eps * U[:, :width]]
 
 
 def compressed(Phi_hat: torch.Tensor, width: int, eps: float, init: str = "spectral",
-               gen: Optional[torch.Generator] = None, bias: Optional[torch.Tensor] = None
+               gen: torch.Generator | None = None, bias: torch.Tensor | None = None
                ) -> DeepLinear:
     """Depth-3, width-2r network: spectral init from Φ̂, or random orthogonal (the ablation)."""
     if init == "spectral":
@@ -105,7 +105,7 @@ def compressed(Phi_hat: torch.Tensor, width: int, eps: float, init: str = "spect
     return DeepLinear(weights, bias)
 
 
-def original(d: int, depth: int, eps: float, gen: torch.Generator, width: Optional[int] = None,
+def original(d: int, depth: int, eps: float, gen: torch.Generator, width: int | None = None,
              dtype=torch.float64) -> DeepLinear:
     return DeepLinear(orthogonal_weights(d, d, width or d, depth, eps, gen, dtype))
 
@@ -135,9 +135,9 @@ class LowRankProblem:
     Phi: torch.Tensor                 # (d, d) rank-r target
     loss: Loss                        # f(W), a scalar
     surrogate: torch.Tensor           # (d, d) Φ̂
-    M: Optional[torch.Tensor] = None  # (d, d) 0/1 observation mask Ω (factorisation: all ones)
-    A: Optional[torch.Tensor] = None  # (m, d²) vec(Aᵢ) as rows (sensing)
-    y: Optional[torch.Tensor] = None  # (m,) yᵢ = ⟨Aᵢ, Φ⟩ (sensing)
+    M: torch.Tensor | None = None  # (d, d) 0/1 observation mask Ω (factorisation: all ones)
+    A: torch.Tensor | None = None  # (m, d²) vec(Aᵢ) as rows (sensing)
+    y: torch.Tensor | None = None  # (m,) yᵢ = ⟨Aᵢ, Φ⟩ (sensing)
 
     def __post_init__(self):
         self.Phi_norm = torch.linalg.norm(self.Phi)   # ‖Φ‖_F, once: error() runs every step
@@ -164,7 +164,7 @@ def observation_mask(d: int, p: float, gen: torch.Generator, dtype=torch.float64
     return mask.view(d, d)
 
 
-def surrogate(f: Loss, shape: tuple[int, int], dtype=torch.float64) -> torch.Tensor:
+def surrogate(f: Loss, shape: tuple[int, ...], dtype=torch.float64) -> torch.Tensor:
     """Φ̂ = −∇f(0): the spectral initialisation's target for any end-to-end loss."""
     W = torch.zeros(shape, dtype=dtype, requires_grad=True)
     (g,) = torch.autograd.grad(f(W), W)
@@ -204,7 +204,7 @@ class Trajectory:
     errors: list[float]      # recovery error of the iterate before step k (errors[0]: init)
     seconds: list[float]     # wall time spent up to that point (steps and error evaluation)
 
-    def first_below(self, tol: float) -> Optional[tuple[int, float]]:
+    def first_below(self, tol: float) -> tuple[int, float] | None:
         """(iterations, seconds) at which the error first fell to ``tol`` or below; None if
         never."""
         for k, e in enumerate(self.errors):
@@ -238,9 +238,9 @@ class LowDim(Method):
     """Swap ``config.layer`` (an nn.Linear) for a width-2r deep linear layer initialised from
     the step-0 gradient; a model that is itself a DeepLinear network is compressed whole."""
 
-    def __init__(self, config):
+    def __init__(self, config) -> None:
         super().__init__(config)
-        self.net: Optional[DeepLinear] = None
+        self.net: DeepLinear | None = None
 
     def prepare(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         c = self.config
@@ -283,6 +283,9 @@ class LowDim(Method):
 
     def make_optimizer(self, model, ctx: MethodContext):
         c = self.config
+        if self.net is None:
+            raise RuntimeError("lowdim: prepare() builds the compressed layer before "
+                               "make_optimizer")
         return make_optimizer(param_groups(model, [self.net], c.lr, c.alpha), c.optimizer)
 
     def export(self, model: nn.Module) -> nn.Module:

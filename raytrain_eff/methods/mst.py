@@ -14,8 +14,9 @@ or uniform allocation so that Σ d_l n_l = (1 − s(t)) Σ n_l. Every ΔT steps 
     new weights start at 0; optimizer moments of every changed entry are reset to 0
 
 ζ_t is cosine-annealed from ζ_0 to 0; restoration completes on the step s(t) reaches 0, even
-between multiples of ΔT. A head tied to the embedding shares its weight, hence its mask. Scores are all-reduced over the data-parallel group and
-random growth is seeded by (seed, step, layer), so every rank takes the same decisions.
+between multiples of ΔT. A head tied to the embedding shares its weight, hence its mask. Scores
+are all-reduced over the data-parallel group and random growth is seeded by (seed, step, layer),
+so every rank takes the same decisions.
 
 Accounting (``FlopCounter``): per training forward, a linear layer on R rows with n weights at
 density ρ costs 2Rnρ (forward) + 2Rnρ (dX, when its input needs a gradient) + 2Rnρ (dW; 2Rn on
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -35,21 +35,25 @@ from torch import nn
 
 from raytrain_eff.methods.base import Method, MethodContext
 from raytrain_eff.methods.schedules import Piecewise, UpdateFrequency, make_schedule, ramp
-from raytrain_eff.methods.sparse_attention import AttentionSchedule, HybridAttention, pattern, \
-    tile_pairs
+from raytrain_eff.methods.sparse_attention import (
+    AttentionSchedule,
+    HybridAttention,
+    pattern,
+    tile_pairs,
+)
 from raytrain_eff.monitor import keys
 
 
 @dataclasses.dataclass
 class SparseParam:
     name: str                   # parameter name in the model
-    weight: nn.Parameter
+    weight: torch.Tensor        # the module's nn.Parameter
     owner: nn.Module            # holds the mask buffer ``mst_mask``
     index: int                  # position in the sparse-parameter list (seeds random growth)
 
     @property
     def mask(self) -> torch.Tensor:
-        return self.owner.mst_mask
+        return self.owner.get_buffer("mst_mask")
 
 
 def discover(model: nn.Module, include: list[str], exclude: list[str]) -> list[SparseParam]:
@@ -73,7 +77,7 @@ def layer_densities(shapes: list[tuple], density: float, distribution: str) -> l
     if distribution == "uniform":
         return [density] * len(n)
     raw = [sum(s) / nl if distribution == "erk" else (s[0] + s[1]) / (s[0] * s[1])
-           for s, nl in zip(shapes, n)]
+           for s, nl in zip(shapes, n, strict=False)]
     dense: set[int] = set()
     while True:  # layers whose density would exceed 1 become dense; redistribute the rest
         budget = density * sum(n) - sum(n[i] for i in dense)
@@ -84,7 +88,7 @@ def layer_densities(shapes: list[tuple], density: float, distribution: str) -> l
         dense |= over
 
 
-def prune_and_grow(w_abs: torch.Tensor, mask: torch.Tensor, grad: Optional[torch.Tensor],
+def prune_and_grow(w_abs: torch.Tensor, mask: torch.Tensor, grad: torch.Tensor | None,
                    k: int, zeta: float, n_grad: float, gen: torch.Generator) -> torch.Tensor:
     """One layer's topology update (flattened); returns the new mask. ``n_grad``: share of
     regrowth chosen by |grad| (rest random)."""
@@ -102,8 +106,8 @@ def prune_and_grow(w_abs: torch.Tensor, mask: torch.Tensor, grad: Optional[torch
     if int(candidates.sum()) < G:
         candidates = ~m               # ...unless restoration needs them back
     G_grad = round(n_grad * G) if grad is not None else 0
-    for count, score in ((G_grad, None if grad is None else grad.flatten().abs()),
-                         (G - G_grad, torch.rand(n, generator=gen).to(m.device))):
+    by_grad = [] if grad is None else [(G_grad, grad.flatten().abs())]
+    for count, score in by_grad + [(G - G_grad, torch.rand(n, generator=gen).to(m.device))]:
         if count:
             idx = torch.topk(torch.where(candidates, score, -1.0), count).indices
             m[idx] = True
@@ -175,11 +179,11 @@ class FlopCounter:
 class MST(Method):
     """Mixed Sparsity Training through the method seam; combine with an optimizer method."""
 
-    def __init__(self, config):
+    def __init__(self, config) -> None:
         super().__init__(config)
         self.params: list[SparseParam] = []
         self.step = 0
-        self._pending: Optional[dict] = None
+        self._pending: dict | None = None
         self._scores: dict[int, torch.Tensor] = {}
         self._collect = False
         self._dense_dw: frozenset = frozenset()
@@ -219,7 +223,7 @@ class MST(Method):
         dens = layer_densities([tuple(sp.weight.shape) for sp in self.params], 1 - s,
                                self.config.distribution)
         out = []
-        for sp, d in zip(self.params, dens):
+        for sp, d in zip(self.params, dens, strict=False):
             r = torch.rand(sp.weight.shape, generator=self._generator(-1, sp.index))
             k = round(d * r.numel())
             m = torch.zeros(r.numel(), dtype=torch.bool)
@@ -233,7 +237,7 @@ class MST(Method):
 
     def _set_masks(self, masks: list[torch.Tensor]) -> None:
         with torch.no_grad():
-            for sp, m in zip(self.params, masks):
+            for sp, m in zip(self.params, masks, strict=False):
                 sp.mask.copy_(m)
                 sp.weight.mul_(sp.mask)
                 self.density[id(sp.weight)] = float(sp.mask.float().mean())
@@ -299,7 +303,7 @@ class MST(Method):
                                1 - self.sparsity(t), c.distribution)
         share = {"gradient": 1.0, "random": 0.0, "mixed": c.gradient_share}[c.grow]
         masks, pruned, grown = [], 0, 0
-        for sp, d in zip(self.params, dens):
+        for sp, d in zip(self.params, dens, strict=False):
             w_abs = sp.weight.abs()
             grad = self._scores.get(sp.index) if share > 0 else None
             if ctx.distributed:  # identical decisions on every rank

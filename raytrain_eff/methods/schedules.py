@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from raytrain_eff.typed import ConfigError, check, nearest
 
 
+@dataclasses.dataclass
 class Schedule:
     """Base: subclasses are dataclasses whose fields are the whole state (``spec``)."""
 
@@ -39,7 +40,7 @@ class Schedule:
 
     def spec(self) -> dict:
         """Plain data that ``make_schedule`` turns back into an equal schedule."""
-        out = {"type": self.kind}
+        out: dict[str, Any] = {"type": self.kind}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             out[f.name] = (v.spec() if isinstance(v, Schedule) else

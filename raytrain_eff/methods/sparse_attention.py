@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +71,7 @@ class AttentionSchedule:
     def active(self, t: int) -> bool:
         return self.name != "dense" and self.t0 <= t < self.t1
 
-    def mask(self, t: int, T: int) -> Optional[torch.Tensor]:
+    def mask(self, t: int, T: int) -> torch.Tensor | None:
         return pattern(self.name, T, self.w) if self.active(t) else None
 
 
@@ -89,19 +89,20 @@ class HybridAttention:
 
     def attach(self, model: nn.Module) -> int:
         """Hooks modules that have a ``pattern_mask`` attribute; returns how many."""
-        mods = [m for m in model.modules() if hasattr(m, "pattern_mask")]
+        mods: list[Any] = [m for m in model.modules() if hasattr(m, "pattern_mask")]
+        kernel = KERNELS[self.kernel]  # None: "masked", the module's own masked attention
         for m in mods:
             m.register_forward_pre_hook(self._before_forward)
-            if self.kernel != "masked":
-                m.attention_fn = functools.partial(KERNELS[self.kernel], tile=self.tile)
+            if kernel is not None:
+                m.attention_fn = functools.partial(kernel, tile=self.tile)
         return len(mods)
 
-    def _mask(self, T: int, device) -> Optional[torch.Tensor]:
+    def _mask(self, T: int, device) -> torch.Tensor | None:
         if not self.schedule.active(self.step):
             return None
         key = (self.schedule.name, self.schedule.w, T, str(device))
         if key not in self._cache:
-            self._cache[key] = self.schedule.mask(self.step, T).to(device)
+            self._cache[key] = pattern(self.schedule.name, T, self.schedule.w).to(device)
         return self._cache[key]
 
     def _before_forward(self, module, args):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -66,7 +65,8 @@ class MaxTreeIndex:
         self.levels = self._build(self.W_snap @ X.T)
 
     def _build(self, keys: torch.Tensor) -> list[torch.Tensor]:
-        levels, cur = [], keys                                  # (m, n)
+        levels: list[torch.Tensor] = []
+        cur = keys                                              # (m, n)
         while True:
             if cur.shape[0] == 1:
                 return levels + [cur]
@@ -101,7 +101,7 @@ class MaxTreeIndex:
         self.W_snap[R] = W[R]
         self.levels[0].index_copy_(0, R, W.index_select(0, R) @ self.X.T)  # n·|R|·d
         idx, children, writes = R, torch.arange(self.f, device=R.device), len(R)
-        for lower, upper in zip(self.levels[:-1], self.levels[1:]):
+        for lower, upper in zip(self.levels[:-1], self.levels[1:], strict=False):
             idx = torch.unique_consecutive(idx // self.f)
             kids = (idx[:, None] * self.f + children).reshape(-1)
             upper.index_copy_(0, idx, lower.index_select(0, kids).view(-1, self.f, len(self.X))
@@ -127,7 +127,8 @@ class HyperplaneLSH:
         self.M = float(W.detach().norm(dim=1).max()) * 1.5   # room for weights to grow
         self.weights = 2 ** torch.arange(bits, device=W.device)
         self.codes = self._hash(self._lift(W.detach()))       # (L, m)
-        self.slots = self.fill = self.where = None
+        self.cap = 0
+        self.slots = self.fill = self.where = torch.empty(0)   # set by _rebuild_all
         self._rebuild_all()
 
     def _lift(self, W: torch.Tensor) -> torch.Tensor:
@@ -232,18 +233,21 @@ class ShiftedReLU(nn.Module):
     sparse (one row per active pair) on the index paths, dense on the GEMM path.
     """
 
-    def __init__(self, d: int, m: int, k: int = 1, b: Optional[float] = None, seed: int = 0,
+    a: torch.Tensor  # (m, k) buffer of ±1 output weights
+
+    def __init__(self, d: int, m: int, k: int = 1, b: float | None = None, seed: int = 0,
                  dtype: torch.dtype = torch.float32):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         self.m, self.b, self.offset = m, default_shift(m) if b is None else float(b), 0
         self.weight = nn.Parameter(torch.randn(m, d, generator=gen, dtype=dtype))  # w_r ~ N(0, I)
         self.register_buffer("a", (torch.randint(0, 2, (m, k), generator=gen) * 2 - 1).to(dtype))
-        self.mode, self.index, self.group = "dense", None, None
+        self.mode, self.group = "dense", None
+        self.index: MaxTreeIndex | HyperplaneLSH | None = None
         self.check_recall = False
         self.count_active = True                       # dense path: count z > 0 (one extra pass)
-        self.grad_out: Optional[torch.Tensor] = None   # ∂ℓ/∂f of the last training forward
-        self._saved: Optional[tuple] = None            # (x, bi, r) of that forward
+        self.grad_out: torch.Tensor | None = None   # ∂ℓ/∂f of the last training forward
+        self._saved: tuple | None = None            # (x, bi, r) of that forward
         self.reset_stats()
 
     def reset_stats(self) -> None:
@@ -258,11 +262,13 @@ class ShiftedReLU(nn.Module):
         self.a = self.a[start:stop].clone()
         self.offset, self.group = start, group
 
-    def use_index(self, mode: str, X: Optional[torch.Tensor] = None, *, fanout: int = 8,
+    def use_index(self, mode: str, X: torch.Tensor | None = None, *, fanout: int = 8,
                   slack: float = 0.0, tables: int = 8, bits: int = 6, seed: int = 0) -> None:
         """Switch to 'dense', 'exact' (indexing inputs X) or 'lsh', building the index now."""
         W = self.weight.detach()
         if mode == "exact":
+            if X is None:
+                raise ValueError("the exact index needs the inputs X it indexes")
             self.index = MaxTreeIndex(X.to(W), W, fanout, slack)
         elif mode == "lsh":
             self.index = HyperplaneLSH(W, tables, bits, seed + self.offset)
@@ -271,7 +277,7 @@ class ShiftedReLU(nn.Module):
         self.mode = mode
 
     # -- forward -------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         sparse = self.mode == "lsh" or (self.mode == "exact" and rows is not None)
         f_p = self._sparse(x, rows) if sparse else self._dense(x)   # (B, k), this shard's part
         if f_p.requires_grad:
@@ -293,15 +299,19 @@ class ShiftedReLU(nn.Module):
         self.stats["flops"] += 4 * B * m_p * (d + k)               # addmm, output; their grads
         return act @ self.a / math.sqrt(self.m)
 
-    def active_pairs(self, x: torch.Tensor, rows: Optional[torch.Tensor]):
+    def active_pairs(self, x: torch.Tensor, rows: torch.Tensor | None):
         """(bi, r, h): the pairs with h = ⟨w_r, x_bi⟩ > b among the index's candidates."""
-        d = x.shape[1]
+        d, index = x.shape[1], self.index
         with torch.no_grad():
-            if self.mode == "exact":
-                bi, r, h, reads = self.index.query(rows, self.b)
+            if isinstance(index, MaxTreeIndex):                      # mode "exact"
+                assert rows is not None  # forward() takes the exact path only with rows
+                bi, r, h, reads = index.query(rows, self.b)
+                fresh = index.slack == 0                             # leaf keys are current
+            elif isinstance(index, HyperplaneLSH):                   # mode "lsh"
+                bi, r, reads = index.query(x)
+                fresh = False
             else:
-                bi, r, reads = self.index.query(x)
-            fresh = self.mode == "exact" and self.index.slack == 0   # leaf keys are current
+                raise RuntimeError("a sparse forward needs an index: call use_index first")
             if not fresh:                                            # verify with exact dots
                 h = (self.weight.index_select(0, r) * x.index_select(0, bi)).sum(1)
                 self.stats["flops"] += 2 * len(r) * d
@@ -309,11 +319,11 @@ class ShiftedReLU(nn.Module):
         self.stats["candidates"] += len(r)
         self.stats["reads"] += reads
         self.stats["flops"] += reads
-        if self.mode == "lsh":
-            self.stats["flops"] += 2 * len(x) * (d + 1) * self.index.L * self.index.K
+        if isinstance(index, HyperplaneLSH):
+            self.stats["flops"] += 2 * len(x) * (d + 1) * index.L * index.K
         return bi[keep], r[keep], h[keep]
 
-    def _sparse(self, x: torch.Tensor, rows: Optional[torch.Tensor]) -> torch.Tensor:
+    def _sparse(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
         t0 = time.perf_counter()
         bi, r, h = self.active_pairs(x, rows)
         self.stats["query_s"] += time.perf_counter() - t0

@@ -50,8 +50,12 @@ import os
 import pathlib
 import threading
 import time
+from typing import Any
 
 from raytrain_eff.monitor.exporter import WILDCARD_HOSTS, NodeExporter
+
+# A handle to one of our named actors, found by name (``ray.get_actor``): untyped in Ray.
+ActorRef = Any
 
 NAMESPACE = "raytrain_eff_monitor"
 ACTOR_PREFIX = "exporter-"
@@ -123,7 +127,7 @@ def node_exporter(host: str = "127.0.0.1", port: int = 9464, node_id: str | None
     return handle
 
 
-def _end(actors: dict[str, object], timeout_s: float = 30.0) -> None:
+def _end(actors: dict[str, ActorRef], timeout_s: float = 30.0) -> None:
     """Close (the HTTP port is free when this returns), kill, and wait until the names are free."""
     import ray
     refs = [handle.close.remote() for handle in actors.values()]
@@ -149,7 +153,7 @@ def _wait_released(name: str, old, timeout_s: float = 30.0) -> None:
     raise TimeoutError(f"actor {name} did not release its name within {timeout_s} s")
 
 
-def _named(prefix: str) -> dict[str, object]:
+def _named(prefix: str) -> dict[str, ActorRef]:
     """{name: handle} of this package's actors whose name starts with ``prefix``."""
     import ray
     names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
@@ -293,7 +297,7 @@ def start_file_sd(host: str = "127.0.0.1", port: int = 9464,
     path = str(path or cluster_file_sd())
     node_id = ray.get_runtime_context().get_node_id()
     name = f"{WRITER_PREFIX}{node_id}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
-    writer = ray.remote(FileSdWriter).options(
+    writer: ActorRef = ray.remote(FileSdWriter).options(
         name=name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached", num_cpus=0,
         max_concurrency=4, scheduling_strategy=_pinned(node_id),
     ).remote(path, host, port, refresh_s)

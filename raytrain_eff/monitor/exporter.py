@@ -20,6 +20,7 @@ import os
 import socket
 import threading
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -55,7 +56,8 @@ class _WorkerSeries:
     gauges: dict[str, float] = dataclasses.field(default_factory=dict)
     method: dict[str, float] = dataclasses.field(default_factory=dict)
     # non-cumulative counts per bucket of STEP_TIME_BUCKETS, the last one for +Inf
-    buckets: list[int] = dataclasses.field(default_factory=lambda: [0] * (len(M.STEP_TIME_BUCKETS) + 1))
+    buckets: list[int] = dataclasses.field(
+        default_factory=lambda: [0] * (len(M.STEP_TIME_BUCKETS) + 1))
     time_sum: float = 0.0
     last_push: float = 0.0              # unix seconds
     expires_at: float | None = None     # monotonic seconds; None while the run is live
@@ -172,8 +174,10 @@ class NodeExporter:
     # -- prometheus_client collector ----------------------------------------------------------
     def _expire(self) -> None:
         now = time.monotonic()
-        for table in (self._workers, self._tune):
-            for key in [k for k, s in table.items() if s.expires_at is not None and s.expires_at <= now]:
+        tables: tuple[dict[Any, Any], ...] = (self._workers, self._tune)
+        for table in tables:
+            for key in [k for k, s in table.items()
+                        if s.expires_at is not None and s.expires_at <= now]:
                 del table[key]
 
     def collect(self):
@@ -207,7 +211,7 @@ class NodeExporter:
             for key, value in s.method.items():
                 fams[M.METHOD_STAT.name].add_metric(labels + [key], value)
             cumulative, buckets = 0, []
-            for bound, count in zip(M.STEP_TIME_BUCKETS + (float("inf"),), s.buckets):
+            for bound, count in zip(M.STEP_TIME_BUCKETS + (float("inf"),), s.buckets, strict=False):
                 cumulative += count
                 buckets.append((_le(bound), cumulative))
             fams[M.STEP_TIME.name].add_metric(labels, buckets, s.time_sum)

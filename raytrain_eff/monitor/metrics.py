@@ -56,7 +56,8 @@ COUNTERS = {
     K.EFFECTIVE_FLOPS: _worker("effective_flops_total", "counter",
                                "FLOPs the method actually needed (after sparsity, compression)."),
     K.CURVATURE_SECONDS: _worker("curvature_seconds_total", "counter",
-                                 "Seconds spent on curvature work (Lanczos, Hessian-vector products)."),
+                                 "Seconds spent on curvature work "
+                                 "(Lanczos, Hessian-vector products)."),
 }
 STEPS_KEY = K.STEPS
 STEPS = _worker("steps_total", "counter", "Optimizer steps taken.")
@@ -80,7 +81,8 @@ GAUGES = {
     K.LR: _worker("learning_rate", "gauge", "Learning rate of the last step."),
     K.RSS: _worker("worker_rss_bytes", "gauge", "Resident set size of the worker process."),
     K.PEAK_MEMORY: _worker("worker_peak_memory_bytes", "gauge",
-                                 "Peak memory of the worker so far (device peak on GPU, RSS peak on CPU)."),
+                                 "Peak memory of the worker so far "
+                                 "(device peak on GPU, RSS peak on CPU)."),
     K.GPU_ALLOCATED: _worker("worker_gpu_allocated_bytes", "gauge",
                                    "GPU memory allocated by the worker."),
     K.GPU_PEAK: _worker("worker_gpu_peak_bytes", "gauge",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -52,7 +51,7 @@ def run_curve(run: Run, metric: str) -> pd.DataFrame:
                           "step": s["step"] + 1, "elapsed_s": elapsed_s(s),
                           "effective_flops": s["effective_flops"].cumsum(),
                           "samples": s["samples"].cumsum(), "loss": s["loss"],
-                          metric: s[metric] if metric in s else np.nan})
+                          metric: s.get(metric, np.nan)})
     return frame.reset_index(drop=True)
 
 
@@ -106,7 +105,7 @@ def per_run(runs: list[Run], metric: str, mode: str, target: float, price_per_no
 
 
 def baseline_target(runs_table: pd.DataFrame, metric: str, baseline: str,
-                    value: Optional[float] = None) -> tuple[float, str]:
+                    value: float | None = None) -> tuple[float, str]:
     """The user's target, else the baseline side's median final metric."""
     if value is not None:
         return float(value), "given"

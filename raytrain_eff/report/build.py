@@ -13,7 +13,6 @@ import copy
 import dataclasses
 import json
 import os
-from typing import Optional
 
 import pandas as pd
 import pyarrow.fs
@@ -42,7 +41,7 @@ def _json(uri: str) -> dict:
     return {} if data is None else json.loads(data)
 
 
-def load_run(run_dir: str, steps: Optional[pd.DataFrame] = None) -> Loaded:
+def load_run(run_dir: str, steps: pd.DataFrame | None = None) -> Loaded:
     summary = _json(storage.join(run_dir, records.SUMMARY))
     config = summary.get("config")
     if config is None:
@@ -182,16 +181,16 @@ def step_sizes(runs: list[Loaded]) -> dict:
             "effective_peak_lr": med(effective)}
 
 
-def _machine(info: Optional[dict]) -> str:
+def _machine(info: dict | None) -> str:
     if not info:
         return "unknown"
     return f"{info.get('nproc', '?')} CPUs, Python {info.get('python', '?')}"
 
 
 def build_report(run_dirs_a: list[str], run_dirs_b: list[str], out_dir: str,
-                 price_per_node_hour: float = 3.0, labels: Optional[tuple[str, str]] = None, *,
-                 metric: str = "val_loss", mode: Optional[str] = None,
-                 target: Optional[float] = None, workers_per_node: int = 1) -> str:
+                 price_per_node_hour: float = 3.0, labels: tuple[str, str] | None = None, *,
+                 metric: str = "val_loss", mode: str | None = None,
+                 target: float | None = None, workers_per_node: int = 1) -> str:
     """Write the report of A (the method) against B (its baseline) into ``out_dir`` (returned):
     ``report.html``, ``tables/*.parquet``, ``plots/*.png``."""
     mode = mode or ("max" if "acc" in metric else "min")

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import re
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from raytrain_eff import config as config_mod
 from raytrain_eff.config import ExperimentConfig
@@ -58,9 +58,9 @@ def run_name(stamp: str, side: str, label: str, seed: int) -> str:
 
 
 def compare(a: str, b: str, seeds: int = 3, overrides: Sequence[str] = (),
-            price_per_node_hour: float = 3.0, out_dir: Optional[str] = None,
-            address: Optional[str] = None, *, metric: str = "val_loss",
-            mode: Optional[str] = None, target: Optional[float] = None,
+            price_per_node_hour: float = 3.0, out_dir: str | None = None,
+            address: str | None = None, *, metric: str = "val_loss",
+            mode: str | None = None, target: float | None = None,
             workers_per_node: int = 1) -> str:
     """Train ``a`` (the method) and ``b`` (its baseline) over ``seeds`` seeds and write the
     report; returns the report directory."""

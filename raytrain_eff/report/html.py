@@ -12,6 +12,7 @@ import base64
 import html
 import math
 
+import numpy as np
 import pandas as pd
 
 SECTIONS = [("verdict", "Verdict"), ("setup", "Setup and fairness"),
@@ -63,7 +64,7 @@ class Page:
     def cell(self, table: str, row: int, col: str) -> str:
         value = self.tables[table][col].iloc[row]
         where = f'data-table="{table}" data-row="{row}" data-col="{html.escape(col)}"'
-        if isinstance(value, (bool,)) or getattr(value, "dtype", None) == bool:
+        if isinstance(value, (bool,)) or getattr(value, "dtype", None) == np.dtype(bool):
             return f'<span class="bool" {where}>{fmt(bool(value))}</span>'
         if isinstance(value, str) or value is None:
             return f'<span class="text" {where}>{html.escape(value or "")}</span>'
@@ -75,10 +76,10 @@ class Page:
               rows: list[int] | None = None) -> str:
         frame = self.tables[name]
         columns = columns or list(frame.columns)
-        rows = range(len(frame)) if rows is None else rows
+        row_ids = range(len(frame)) if rows is None else rows
         head = "".join(f'<th class="{_align(frame[c])}">{html.escape(c)}</th>' for c in columns)
         body = "".join("<tr>" + "".join(f'<td class="{_align(frame[c])}">{self.cell(name, r, c)}'
-                                        f"</td>" for c in columns) + "</tr>" for r in rows)
+                                        f"</td>" for c in columns) + "</tr>" for r in row_ids)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     def rows_of(self, table: str, column: str, values: list[str]) -> list[int]:

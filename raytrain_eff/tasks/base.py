@@ -10,7 +10,8 @@ Tasks never import ray.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,9 +20,6 @@ from torch import nn
 class Task:
     """Subclasses set ``num_train`` in ``load`` and implement the hooks below."""
 
-    # True when every rank trains on the same batch (width-sharded models): a step then
-    # sees one batch's samples, not one per rank
-    replicated_batches = False
     # False when the task generates its own data and data.dataset is only a label
     reads_dataset = True
 
@@ -31,6 +29,12 @@ class Task:
         self.seed = seed
         self.grad_accum = grad_accum  # train.grad_accum: micro-batches per optimizer step
         self.num_train = 0          # training rows (all ranks)
+
+    @property
+    def replicated_batches(self) -> bool:
+        """True when every rank trains on the same batch (width-sharded models): a step then
+        sees one batch's samples, not one per rank."""
+        return False
 
     # -- hooks ---------------------------------------------------------------------------------
     def load(self) -> None:

@@ -13,7 +13,7 @@ evaluation metrics beside ``val_loss``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ class UserTask:
     model_fn: Callable[[], nn.Module]
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> mean
     data: tuple  # (X_train, y_train, X_val, y_val)
-    metrics_fn: Optional[Callable[[torch.Tensor, torch.Tensor], dict]] = None
+    metrics_fn: Callable[[torch.Tensor, torch.Tensor], dict] | None = None
 
 
 class CustomTask(Task):
@@ -35,7 +35,8 @@ class CustomTask(Task):
         try:
             factory = load_object(self.params.factory)
         except (ImportError, AttributeError) as err:
-            raise ValueError(f"task.factory '{self.params.factory}' cannot be imported: {err}") from None
+            raise ValueError(f"task.factory '{self.params.factory}' cannot be imported: "
+                             f"{err}") from None
         user = factory(**self.params.options)
         if not isinstance(user, UserTask):
             raise TypeError(f"task.factory '{self.params.factory}' returned "
@@ -66,7 +67,8 @@ class CustomTask(Task):
     def shard_iterator(self, rank, world, batch_size):
         rows = shard_rows(self.num_train, rank, world)
         for start in range(rows.start, rows.stop, batch_size):
-            yield self.Xt[start:min(start + batch_size, rows.stop)], self.yt[start:min(start + batch_size, rows.stop)]
+            stop = min(start + batch_size, rows.stop)
+            yield self.Xt[start:stop], self.yt[start:stop]
 
     @torch.no_grad()
     def evaluate(self, model, batch_size, num_batches):

@@ -14,7 +14,8 @@ float64: the solvers certify 1e-6 relative suboptimality, beyond float32's reach
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -75,7 +76,7 @@ class ERMTask(Task):
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         """The objective's estimate on a batch: mean φ plus R (what the solvers minimise)."""
         X, y = batch
-        x = model.weight
+        x = cast(torch.Tensor, model.weight)  # LinearModel's weight vector
         p = self.params
         return (LOSSES[p.loss][0](model(X), y).mean()
                 + p.l1 * x.abs().sum() + 0.5 * p.l2 * x.dot(x))

@@ -37,7 +37,7 @@ class CausalSelfAttention(nn.Module):
         if self.pattern_mask is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         else:
-            mask = self._allowed_mask(T, x.device)
+            mask = self._allowed_mask(self.pattern_mask, T, x.device)
             if self.attention_fn is not None:
                 y = self.attention_fn(q, k, v, mask)
             else:
@@ -45,13 +45,13 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
 
-    def _allowed_mask(self, T: int, device) -> torch.Tensor:
-        """causal & pattern_mask, rebuilt only when the pattern, length or device changes."""
+    def _allowed_mask(self, pattern: torch.Tensor, T: int, device) -> torch.Tensor:
+        """causal & pattern, rebuilt only when the pattern, length or device changes."""
         source, mask = self._allowed
-        if source is not self.pattern_mask or mask.shape[0] != T or mask.device != device:
+        if source is not pattern or mask.shape[0] != T or mask.device != device:
             causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()
-            mask = causal & self.pattern_mask[:T, :T].to(device)
-            self._allowed = (self.pattern_mask, mask)
+            mask = causal & pattern[:T, :T].to(device)
+            self._allowed = (pattern, mask)
         return mask
 
 
@@ -78,16 +78,26 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.ln_2(x)))
 
 
+class Trunk(nn.Module):
+    """nanoGPT's ``transformer`` ModuleDict as a module with typed attributes (same state-dict
+    keys: ``transformer.wte.weight``, ``transformer.h.0.attn.c_attn.weight``, ...)."""
+
+    def __init__(self, vocab_size: int, seq_len: int, n_layer: int, n_head: int, n_embd: int,
+                 dropout: float):
+        super().__init__()
+        self.wte = nn.Embedding(vocab_size, n_embd)
+        self.wpe = nn.Embedding(seq_len, n_embd)
+        self.drop = nn.Dropout(dropout)
+        self.h = nn.ModuleList(Block(n_embd, n_head, dropout) for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(n_embd)
+
+
 class GPT(nn.Module):
     def __init__(self, vocab_size: int, seq_len: int, n_layer: int, n_head: int, n_embd: int,
                  dropout: float = 0.0):
         super().__init__()
         self.seq_len = seq_len
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(vocab_size, n_embd), wpe=nn.Embedding(seq_len, n_embd),
-            drop=nn.Dropout(dropout),
-            h=nn.ModuleList(Block(n_embd, n_head, dropout) for _ in range(n_layer)),
-            ln_f=nn.LayerNorm(n_embd)))
+        self.transformer = Trunk(vocab_size, seq_len, n_layer, n_head, n_embd, dropout)
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # weight tying
         self.apply(self._init)

@@ -13,9 +13,11 @@ engine's all-reduce mean over equal shards gives −∇f's exact value. Evaluati
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
+from typing import cast
 
 import torch
+from torch import nn
 
 from raytrain_eff.methods.lowdim import DeepLinear, completion, original, sensing
 from raytrain_eff.tasks.base import Task, epoch_batch_indices, shard_rows, tensor_checksum
@@ -30,12 +32,16 @@ class LowRankTask(Task):
         p = self.params
         self.dtype = getattr(torch, p.dtype)
         gen = torch.Generator().manual_seed(self.seed)
+        self.rows: tuple[torch.Tensor, ...]  # (A, y) measurements or (i, j, Φᵢⱼ) entries
         if p.problem == "sensing":
             problem = sensing(p.d, p.rank, p.measurements, gen)
-            self.rows = (problem.A.view(-1, p.d, p.d).to(self.dtype), problem.y.to(self.dtype))
+            A, y = problem.A, problem.y
+            assert A is not None and y is not None  # sensing() sets both
+            self.rows = (A.view(-1, p.d, p.d).to(self.dtype), y.to(self.dtype))
         else:
             observed = p.observed if p.problem == "completion" else 1.0
             problem = completion(p.d, p.rank, observed, gen)
+            assert problem.M is not None  # completion() sets Ω (all ones: factorisation)
             i, j = torch.nonzero(problem.M, as_tuple=True)
             self.rows = (i, j, problem.Phi[i, j].to(self.dtype))
         self.Phi = problem.Phi.to(self.dtype)
@@ -46,8 +52,8 @@ class LowRankTask(Task):
         gen = torch.Generator().manual_seed(self.seed + 1)
         return original(p.d, p.depth, p.init_scale, gen, p.width, self.dtype)
 
-    def loss(self, model: DeepLinear, batch) -> torch.Tensor:
-        W = model.product()
+    def loss(self, model: nn.Module, batch) -> torch.Tensor:
+        W = cast(DeepLinear, model).product()  # the DeepLinear of build_model
         if len(batch) == 3:                                  # entries (i, j, Φᵢⱼ)
             i, j, y = batch
             return 0.5 * W.shape[0] * W.shape[1] * ((W[i, j] - y) ** 2).mean()

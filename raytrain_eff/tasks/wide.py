@@ -12,7 +12,8 @@ inputs an exact active-neuron index keeps one max-tree for.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F

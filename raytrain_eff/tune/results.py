@@ -9,7 +9,6 @@ import re
 
 import pandas as pd
 import pyarrow.fs
-import yaml
 
 from raytrain_eff import config as config_mod
 from raytrain_eff.engine import records, storage
@@ -92,7 +91,8 @@ def write_results(grid, spec: SweepSpec, base: dict, sweep_dir: str) -> None:
         raw = config_mod.apply_overrides(base, space_mod.overrides_for(sample))
         raw["run"]["name"] = None  # a fresh run, not a resume of the trial
         cfg = config_mod.from_dict(raw)
-        header = f"# best of sweep {sweep_dir}: trial {best.trial_id}, {spec.metric}={best[spec.metric]:.6g}\n"
+        header = (f"# best of sweep {sweep_dir}: trial {best.trial_id}, "
+                  f"{spec.metric}={best[spec.metric]:.6g}\n")
         storage.write_bytes(storage.join(sweep_dir, "best.yaml"),
                             (header + config_mod.dump(cfg)).encode())
     figures = plots(steps, trials, spec)
@@ -169,7 +169,8 @@ def html_page(trials: pd.DataFrame, figures: dict, spec: SweepSpec, sweep_dir: s
         f'<figure><img alt="{html.escape(n)}" src="data:image/png;base64,'
         f'{base64.b64encode(png).decode()}"><figcaption>{html.escape(n)}</figcaption></figure>'
         for n, png in figures.items())
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Sweep {html.escape(sweep_dir)}"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Sweep "
+            f"{html.escape(sweep_dir)}"
             f"</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:"
             f"collapse}}td,th{{border:1px solid #ccc;padding:2px 6px;font-size:12px}}</style>"
             f"</head><body><h1>Sweep results</h1><p>{html.escape(spec.path)}: {spec.metric} "

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
@@ -44,9 +44,9 @@ KINDS = ("uniform", "loguniform", "choice", "randint", "grid")
 class SchedulerSpec:
     type: Literal["fifo", "asha", "pbt"] = "fifo"
     time_attr: str = "samples_seen"   # steps are not comparable across batch sizes
-    grace_period: Optional[float] = None      # ASHA: default 1/8 of the budget
+    grace_period: float | None = None      # ASHA: default 1/8 of the budget
     reduction_factor: float = 2.0
-    perturbation_interval: Optional[float] = None  # PBT: default 1/4 of the budget
+    perturbation_interval: float | None = None  # PBT: default 1/4 of the budget
     quantile_fraction: float = 0.25  # PBT: bottom share that copies the top share
     synch: bool = False              # PBT: wait for every trial at each perturbation point
 
@@ -61,7 +61,7 @@ class SchedulerSpec:
 @dataclass(kw_only=True)
 class ResourceSpec:
     driver_cpus: float = 0.1   # the trial's Tune function only waits on its TorchTrainer
-    max_concurrent: Optional[int] = None  # default: as many as the cluster's CPUs hold
+    max_concurrent: int | None = None  # default: as many as the cluster's CPUs hold
 
     def __post_init__(self):
         check(self.driver_cpus > 0, "driver_cpus", self.driver_cpus,
@@ -104,7 +104,7 @@ class SweepSpec:
         check(self.num_samples >= 1, "num_samples", self.num_samples, "an integer >= 1")
 
 
-def load(path: str, extra_overrides: Optional[list[str]] = None) -> tuple[SweepSpec, dict]:
+def load(path: str, extra_overrides: list[str] | None = None) -> tuple[SweepSpec, dict]:
     """(spec, base config as plain data with all overrides) or ConfigError naming file and key."""
     file = pathlib.Path(path)
     if not file.is_file():
@@ -141,7 +141,8 @@ def parse_entry(key: str, value: Any) -> Entry:
     if not isinstance(args, list) or not args:
         raise ConfigError(f"space.{key}.{kind}: expected a non-empty list, got {args!r}")
     if kind in ("uniform", "loguniform", "randint"):
-        if len(args) != 2 or not all(isinstance(a, (int, float)) for a in args) or args[0] >= args[1]:
+        if (len(args) != 2 or not all(isinstance(a, (int, float)) for a in args)
+                or args[0] >= args[1]):
             raise ConfigError(f"space.{key}.{kind}: expected [low, high] numbers with "
                               f"low < high, got {args!r}")
         if kind == "loguniform" and args[0] <= 0:
@@ -159,7 +160,8 @@ def _base_raw(spec: SweepSpec, file: pathlib.Path) -> dict:
     candidate = (file.parent / spec.base).resolve()
     if candidate.is_file():
         return config_mod.read_yaml(candidate)
-    raise ConfigError(f"base: '{spec.base}' is neither a preset{nearest(spec.base, config_mod.preset_names())} "
+    hint = nearest(spec.base, config_mod.preset_names())
+    raise ConfigError(f"base: '{spec.base}' is neither a preset{hint} "
                       f"nor a config file next to the space file")
 
 

@@ -11,7 +11,6 @@ import dataclasses
 import math
 import os
 import pathlib
-from typing import Optional
 
 import numpy as np
 from ray.train.v2.api.callback import UserCallback
@@ -140,8 +139,10 @@ def scheduler(spec: SweepSpec, budget: float):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
     s = spec.scheduler
     if s.type == "asha":
-        return ASHAScheduler(time_attr=s.time_attr, max_t=budget,
-                             grace_period=s.grace_period or max(budget / 8, 1),
+        # Ray annotates max_t and grace_period as int, but time_attr may be fractional (wall_s)
+        # and ASHA's rung arithmetic is in floats anyway
+        return ASHAScheduler(time_attr=s.time_attr, max_t=budget,  # type: ignore[arg-type]
+                             grace_period=s.grace_period or max(budget / 8, 1),  # type: ignore[arg-type]
                              reduction_factor=s.reduction_factor)
     if s.type == "pbt":
         mutations = {e.key: e.args if e.kind == "choice" else _domain(e)
@@ -180,9 +181,9 @@ def time_budget(spec: SweepSpec, base: dict) -> float:
     return float(steps)
 
 
-def run_sweep(space_file: str, overrides: Optional[list[str]] = None, *,
-              name: Optional[str] = None, storage_path: Optional[str] = None,
-              resume: bool = False, address: Optional[str] = None) -> str:
+def run_sweep(space_file: str, overrides: list[str] | None = None, *,
+              name: str | None = None, storage_path: str | None = None,
+              resume: bool = False, address: str | None = None) -> str:
     """Run (or resume) a sweep; returns its directory, holding results and plots."""
     import time
 

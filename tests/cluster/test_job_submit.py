@@ -71,7 +71,7 @@ class Head:
                 "--max-worker-port", "0", "--disable-usage-stats"]
         for flag, port in ports.items():
             args += [flag, str(port)]
-        self.log = open(root / "head.log", "w")
+        self.log = open(root / "head.log", "w")  # noqa: SIM115 (held open for the head process)
         self.proc = subprocess.Popen(args, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
@@ -91,7 +91,8 @@ class Head:
         out = subprocess.run([RAY, "job", command, "--address", self.address, *args], env=self.env,
                              capture_output=True, text=True, timeout=timeout, cwd=REPO)
         if check and out.returncode != 0:
-            raise AssertionError(f"ray job {command} {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+            raise AssertionError(f"ray job {command} {' '.join(args)} failed:\n"
+                                 f"{out.stdout}\n{out.stderr}")
         return out
 
     def stop(self) -> None:
@@ -151,7 +152,8 @@ def test_a_submitted_preset_succeeds_and_leaves_its_records(cluster):
     logs = head.job("logs", job_id).stdout
 
     run_dir = runs / "submitted"  # <run.storage_path>/<run.name>, as the README says
-    assert json.loads(logs[logs.rindex('{\n  "run"'):logs.rindex("}") + 1])["run_dir"] == str(run_dir)
+    summary = json.loads(logs[logs.rindex('{\n  "run"'):logs.rindex("}") + 1])
+    assert summary["run_dir"] == str(run_dir)
     table = pq.read_table(run_dir / "metrics.parquet").to_pandas()
     assert table["step"].tolist() == list(range(20))
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -8,6 +8,7 @@ scenario: starting one costs more than the runs.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -53,10 +54,8 @@ def observed():
 
 def kill_group(proc: subprocess.Popen) -> None:
     """Whatever the script left of its cluster (its own process group), by SIGKILL."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait(timeout=30)
 
 
@@ -82,7 +81,7 @@ def test_an_elastic_run_shrinks_to_the_surviving_node(observed):
     # one worker per node (2 CPUs each): after the loss only one fits; an elastic run
     # (min_workers=1) goes on with it instead of waiting for a node that never returns
     lost = observed["lost"]
-    worlds = dict(zip(lost["table_steps"], lost["table_worlds"]))
+    worlds = dict(zip(lost["table_steps"], lost["table_worlds"], strict=False))
     assert worlds[0] == 2 and worlds[lost["steps"] - 1] == 1
     first_small = min(s for s, w in worlds.items() if w == 1)
     assert all(w == 1 for s, w in worlds.items() if s >= first_small)

@@ -23,13 +23,14 @@ def test_pydoc_fallback_needs_no_install():
 def test_digits_are_real_images():
     X, y, shape = tabular.load_features("digits")
     assert X.shape == (1797, 64) and shape == (1, 8, 8)
-    assert set(np.unique(y)) == set(range(10)) and 0 <= X.min() and X.max() <= 1
+    assert set(np.unique(y)) == set(range(10)) and X.min() >= 0 and X.max() <= 1
 
 
 def test_user_parquet_text_and_features(tmp_path):
     pq.write_table(pa.table({"text": ["abc", "de"]}), tmp_path / "t.parquet")
     assert corpus.load_text(str(tmp_path / "t.parquet")) == "abc\nde"
-    pq.write_table(pa.table({"a": [0.1, 0.2], "b": [1, 2], "label": [0, 1]}), tmp_path / "f.parquet")
+    pq.write_table(pa.table({"a": [0.1, 0.2], "b": [1, 2], "label": [0, 1]}),
+                   tmp_path / "f.parquet")
     X, y, shape = tabular.load_features(str(tmp_path / "f.parquet"))
     assert X.shape == (2, 2) and sorted(y.tolist()) == [0, 1] and shape == ()
 

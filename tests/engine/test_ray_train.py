@@ -65,9 +65,9 @@ def _kill_a_worker_when(run_dir: pathlib.Path, min_step: int, done: threading.Ev
     address = ray.get_runtime_context().gcs_address
     while not done.is_set():
         ckpts = list(run_dir.glob("checkpoint_step*"))
-        if ckpts and (run_dir / "metrics.parquet").exists():
-            if _table(run_dir)["step"].max() >= min_step:
-                break
+        if (ckpts and (run_dir / "metrics.parquet").exists()
+                and _table(run_dir)["step"].max() >= min_step):
+            break
         time.sleep(0.2)
     workers = list_actors(address=address, filters=[("class_name", "=", "RayTrainWorker"),
                                                     ("state", "=", "ALIVE")])

@@ -8,12 +8,23 @@ import pytest
 import torch
 
 from raytrain_eff.config import DataConfig
-from raytrain_eff.hparams.dasvrda import (DASVRDAConfig, ERMConfig, KatyushaConfig,
-                                          ProxSVRGConfig)
+from raytrain_eff.hparams.dasvrda import DASVRDAConfig, ERMConfig, KatyushaConfig, ProxSVRGConfig
 from raytrain_eff.methods.base import MethodContext
-from raytrain_eff.methods.dasvrda import (LOSSES, DASVRDAMethod, DenseRows, ERMProblem,
-                                          KatyushaMethod, ProxSVRGMethod, as_rows, certify,
-                                          dasvrda, fista, make_solver, prox_elastic_net, solve)
+from raytrain_eff.methods.dasvrda import (
+    LOSSES,
+    DASVRDAMethod,
+    DenseRows,
+    ERMProblem,
+    KatyushaMethod,
+    ProxSVRGMethod,
+    as_rows,
+    certify,
+    dasvrda,
+    fista,
+    make_solver,
+    prox_elastic_net,
+    solve,
+)
 from raytrain_eff.tasks.erm import ERMTask
 from raytrain_eff.typed import ConfigError
 
@@ -51,7 +62,8 @@ def test_prox_is_the_minimiser_of_its_definition():
     v = torch.linspace(-2, 2, 41, dtype=torch.float64)
     t, l1, l2 = 0.7, 0.5, 0.3
     x = prox_elastic_net(v, t, l1, l2)
-    h = lambda u: 0.5 * (u - v) ** 2 + t * (l1 * u.abs() + 0.5 * l2 * u * u)
+    def h(u):
+        return 0.5 * (u - v) ** 2 + t * (l1 * u.abs() + 0.5 * l2 * u * u)
     for delta in (1e-3, -1e-3, 0.1, -0.1):   # separable: each coordinate is its own minimum
         assert torch.all(h(x) <= h(x + delta) + 1e-15)
     assert torch.all(x[v.abs() <= t * l1] == 0)

@@ -79,7 +79,7 @@ def _sharded(rank, world, group, opt_cls, cfg, steps):
 def test_p1_dho2_equals_fosi_step_by_step():
     fosi, _ = single(FOSIOptimizer, FOSIConfig(**CFG), 12)
     dho2, _ = single(DHO2Optimizer, DHO2Config(**CFG), 12)
-    for a, b in zip(fosi, dho2):
+    for a, b in zip(fosi, dho2, strict=False):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
@@ -89,7 +89,7 @@ def test_dho2_on_2_and_3_ranks_equals_fosi_on_the_concatenated_batch(gloo):
     for world in (2, 3):
         results = gloo.run(world, _sharded, DHO2Optimizer, DHO2Config(**CFG), 12)
         for trace, v_shape, curvature_bytes, last in results:
-            for t, (a, b) in enumerate(zip(reference, trace)):
+            for t, (a, b) in enumerate(zip(reference, trace, strict=False)):
                 torch.testing.assert_close(b, a, rtol=0, atol=1e-9, msg=f"P={world} step {t}")
             # each rank's curvature is a 1/P slice: basis (m × s) plus V (r × s), s = ceil(n/P)
             s = -(-66 // world)
@@ -135,7 +135,7 @@ def test_mr_dho2_spreads_the_refresh_and_equals_itself_across_ranks(gloo):
     reference, opt = single(MRDHO2Optimizer, cfg, 12)
     assert opt.lag == 2 and opt.last["curvature_lag_steps"] == 2
     for trace, *_ in gloo.run(2, _sharded, MRDHO2Optimizer, cfg, 12):
-        for a, b in zip(reference, trace):
+        for a, b in zip(reference, trace, strict=False):
             torch.testing.assert_close(b, a, rtol=0, atol=1e-9)
     # with all iterations in one step there is no lag: MR-DHO2 is DHO2
     eager = MRDHO2Config(**{**CFG, "refresh_interval": 6}, lanczos_per_step=12)

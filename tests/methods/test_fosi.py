@@ -60,7 +60,7 @@ def test_before_the_first_refresh_fosi_is_its_base_optimizer(base):
         ref = DecoupledSGD(weight_decay_groups(b, 0.1), lr=0.05, momentum=0.9, nesterov=False)
     train(a, fosi, 6, Batches())
     train(b, ref, 6, Batches())
-    for p, q in zip(a.parameters(), b.parameters()):
+    for p, q in zip(a.parameters(), b.parameters(), strict=False):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-12)
 
 
@@ -94,7 +94,8 @@ def test_newton_part_solves_a_quadratic_inside_span_v():
     n = 12
     a = torch.tensor([100.0, 50.0] + [1.0] * (n - 2), dtype=torch.float64)
     model = Quadratic(n)
-    loss = lambda m, _batch: 0.5 * (a * m.theta ** 2).sum()
+    def loss(m, _batch):
+        return 0.5 * (a * m.theta ** 2).sum()
     cfg = FOSIConfig(base="heavy_ball", momentum=0.0, lr=0.01, alpha=1.0, k=2, warmup=1,
                      lanczos_order=8, learning_rate_clip=1.0)
     opt = FOSIOptimizer(model, cfg, loss, lambda: None)
@@ -186,7 +187,7 @@ def test_state_dict_resumes_exactly():
     opt_b.load_state_dict(state)
     train(a, opt_a, 7, Batches(6))
     train(b, opt_b, 7, Batches(6))
-    for p, q in zip(a.parameters(), b.parameters()):
+    for p, q in zip(a.parameters(), b.parameters(), strict=False):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 

@@ -119,7 +119,8 @@ def torch_run(cls, cfg, theta0, batches, curvature):
     def loss_fn(m, batch):
         return nn.functional.binary_cross_entropy_with_logits(m(batch[0]).squeeze(-1), batch[1])
 
-    as_torch = lambda b: (torch.from_numpy(b[0]), torch.from_numpy(b[1]))
+    def as_torch(b):
+        return torch.from_numpy(b[0]), torch.from_numpy(b[1])
     opt = cls(model, cfg, loss_fn, lambda: as_torch(curvature))
     trace = []
     for t in range(STEPS):
@@ -153,6 +154,6 @@ def test_default_fosi_reproduces_the_reference_trajectory(base, cls, config):
     assert all(ratio > 1.05 for *_, ratio in ritz)
     assert any((res > 1e-2 * scale).any() for _, res, scale, _ in ritz)
     assert min(abs(lam).min() for lam, *_ in ritz) > 1e-3  # eig_floor (1e-4) never binds
-    for t, (a, b) in enumerate(zip(expected, got)):
+    for t, (a, b) in enumerate(zip(expected, got, strict=False)):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-12, err_msg=f"update {t + 1}")
     assert np.abs(expected[-1] - theta0).max() > 0.1   # it moved: the match is not trivial

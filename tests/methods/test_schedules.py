@@ -4,9 +4,19 @@ import math
 import pytest
 
 from raytrain_eff.hparams.mst import MSTConfig
-from raytrain_eff.methods.schedules import (Constant, Cosine, Cubic, Cycling, Keypoints, Linear,
-                                            Piecewise, Step, UpdateFrequency, make_schedule,
-                                            ramp)
+from raytrain_eff.methods.schedules import (
+    Constant,
+    Cosine,
+    Cubic,
+    Cycling,
+    Keypoints,
+    Linear,
+    Piecewise,
+    Step,
+    UpdateFrequency,
+    make_schedule,
+    ramp,
+)
 from raytrain_eff.typed import ConfigError, build
 
 

@@ -9,8 +9,15 @@ import torch
 from raytrain_eff.config import DataConfig
 from raytrain_eff.hparams.sublinear import SublinearConfig, WideConfig
 from raytrain_eff.methods.base import MethodContext
-from raytrain_eff.methods.sublinear import (GaussNewton, HyperplaneLSH, NeuronSGD, ShiftedReLU,
-                                            Sublinear, default_shift, gram)
+from raytrain_eff.methods.sublinear import (
+    GaussNewton,
+    HyperplaneLSH,
+    NeuronSGD,
+    ShiftedReLU,
+    Sublinear,
+    default_shift,
+    gram,
+)
 from raytrain_eff.tasks.wide import WideTask, unit_rows
 from raytrain_eff.typed import ConfigError
 
@@ -112,9 +119,10 @@ def test_gram_equals_explicit_jacobian_product():
     d, m, k, B = 5, 200, 3, 6
     X, _ = unit_data(B, d, 9)
     layer = ShiftedReLU(d, m, k, b=0.3, seed=3, dtype=F64)
-    f = lambda W: (torch.relu(X @ W.T - layer.b) @ layer.a / math.sqrt(m)).T.reshape(-1)
+    def f(W):
+        return (torch.relu(X @ W.T - layer.b) @ layer.a / math.sqrt(m)).T.reshape(-1)
     J = torch.autograd.functional.jacobian(f, layer.weight.detach()).reshape(k * B, -1)
-    bi, r = (X @ layer.weight.detach().T > layer.b).nonzero(as_tuple=True)
+    bi, r = (layer.b < X @ layer.weight.detach().T).nonzero(as_tuple=True)
     G, U, _ = gram(X, bi, r, layer.a, m)
     assert torch.allclose(G, J @ J.T, atol=1e-12)
 

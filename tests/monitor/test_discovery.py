@@ -1,6 +1,7 @@
 """Exporters on the shared Ray session: replaced when their settings change, stopped on demand,
 and a file_sd per cluster that the writer keeps current."""
 import json
+import pathlib
 import socket
 import urllib.request
 
@@ -41,7 +42,7 @@ def test_changed_settings_replace_the_exporter_and_stop_ends_them(tmp_path, monk
 
     path = discovery.start_file_sd("127.0.0.1", second_port, tmp_path / "sd" / "c.json",
                                    refresh_s=0.5)
-    groups = json.loads(open(path).read())
+    groups = json.loads(pathlib.Path(path).read_text())
     assert groups == [{"targets": [new["target"]], "labels": {"node_id": new["node_id"]}}]
 
     assert discovery.stop_exporters() == {"writers": 1, "exporters": 1}

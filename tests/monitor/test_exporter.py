@@ -70,7 +70,8 @@ def test_counters_sum_gauges_persist_and_first_window_rate(exporter):
     assert _value(s, "raytrain_eff_loss", run=run) == 1.5        # persisted from step 1
     assert _value(s, "raytrain_eff_learning_rate", run=run) == 0.1
     assert _value(s, "raytrain_eff_step_time_seconds_sum", run=run) == pytest.approx(1.5)
-    assert _value(s, "raytrain_eff_step_time_seconds_bucket", run=run, le="0.5") == 3  # le is inclusive
+    # le is inclusive
+    assert _value(s, "raytrain_eff_step_time_seconds_bucket", run=run, le="0.5") == 3
     assert _value(s, "raytrain_eff_step_time_seconds_bucket", run=run, le="0.25") == 0
     # RSS is measured by the pusher when a step does not report it; its peak follows
     assert _value(s, "raytrain_eff_worker_peak_memory_bytes", run=run) >= 1e8

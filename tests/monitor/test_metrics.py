@@ -46,7 +46,8 @@ def test_names_types_and_labels_follow_conventions():
     names = [m.name for m in M.ALL]
     assert len(names) == len(set(names))
     for m in M.ALL:
-        assert m.name.startswith("raytrain_eff_") and m.help and m.kind in ("counter", "gauge", "histogram")
+        assert m.name.startswith("raytrain_eff_") and m.help
+        assert m.kind in ("counter", "gauge", "histogram")
         assert m.name.endswith("_total") == (m.kind == "counter"), m.name
         assert not {"ip", "instance", "host", "address"} & set(m.labels), m.name
         assert m.labels[0] in ("run", "node_id") and "node_id" in m.labels
@@ -106,7 +107,8 @@ def test_dashboard_queries_name_only_defined_metrics():
     root = pathlib.Path(__file__).resolve().parents[2]
     dash = json.loads((root / "clusters/grafana/raytrain_eff.json").read_text())
     assert [v["name"] for v in dash["templating"]["list"]] == ["datasource", "run", "node"]
-    exported = {m.name for m in M.ALL} | {M.STEP_TIME.name + s for s in ("_bucket", "_sum", "_count")}
+    exported = ({m.name for m in M.ALL}
+                | {M.STEP_TIME.name + s for s in ("_bucket", "_sum", "_count")})
     titles = " ".join(p["title"] for p in dash["panels"]).lower()
     for topic in ("memory", "throughput", "flop/s", "step time", "curvature", "sparsity", "loss",
                   "tune"):
@@ -120,7 +122,8 @@ def test_dashboard_queries_name_only_defined_metrics():
 
 
 def test_promtool_checks_recording_rules():
-    rules = pathlib.Path(__file__).resolve().parents[2] / "clusters/prometheus/raytrain_eff.rules.yml"
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    rules = repo / "clusters/prometheus/raytrain_eff.rules.yml"
     result = subprocess.run([str(PROMTOOL), "check", "rules", str(rules)], capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stdout + result.stderr

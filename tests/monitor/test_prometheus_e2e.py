@@ -70,7 +70,7 @@ def _train_and_push(run: str, rank: int, port: int, stop_file: str) -> int:
         torch.autograd.grad(grads, params, grad_outputs=vec)
         curvature_s = time.perf_counter() - c0
         with torch.no_grad():
-            for p, g in zip(params, grads):
+            for p, g in zip(params, grads, strict=False):
                 p -= 0.05 * g
             fc1.weight.mul_(mask)
         dense = 6.0 * n_params * B                  # forward + backward multiply-adds
@@ -195,7 +195,8 @@ def _prometheus_config(work: pathlib.Path) -> pathlib.Path:
     assert default.endswith("/*.json")          # one file per cluster in the directory
     jobs["raytrain_eff"]["file_sd_configs"] = [{"files": [str(work / "file_sd" / "*.json")],
                                                 "refresh_interval": "1s"}]
-    jobs["ray"]["file_sd_configs"] = [{"files": [str(work / "ray/prom_metrics_service_discovery.json")]}]
+    ray_sd = work / "ray/prom_metrics_service_discovery.json"
+    jobs["ray"]["file_sd_configs"] = [{"files": [str(ray_sd)]}]
     shutil.copy(REPO / "clusters/prometheus" / config["rule_files"][0], work)
     path = work / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
@@ -236,7 +237,8 @@ def test_prometheus_scrapes_two_node_cluster_and_dashboard_has_data():
                RAYTRAIN_EFF_FILE_SD_DIR=str(work / "file_sd"))
     env.pop("RAYTRAIN_EFF_MONITOR_HOST", None)
     cluster = subprocess.Popen([sys.executable, __file__, str(work), str(_free_port())], env=env,
-                               stdout=open(work / "cluster.log", "w"), stderr=subprocess.STDOUT,
+                               stdout=open(work / "cluster.log", "w"),  # noqa: SIM115 (the child owns it)
+                               stderr=subprocess.STDOUT,
                                start_new_session=True)
     prometheus = None
     try:
@@ -256,7 +258,8 @@ def test_prometheus_scrapes_two_node_cluster_and_dashboard_has_data():
         prometheus = subprocess.Popen(
             [str(PROMETHEUS), f"--config.file={_prometheus_config(work)}",
              f"--storage.tsdb.path={work / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
-             "--log.level=warn"], stdout=open(work / "prometheus.log", "w"),
+             "--log.level=warn"],
+            stdout=open(work / "prometheus.log", "w"),  # noqa: SIM115 (the child owns it)
             stderr=subprocess.STDOUT)
 
         def targets_up():
@@ -265,7 +268,8 @@ def test_prometheus_scrapes_two_node_cluster_and_dashboard_has_data():
             except OSError:
                 return None
             ours = [t for t in active if t["labels"]["job"] == "raytrain_eff"]
-            return ours if {t["labels"]["node_id"] for t in ours if t["health"] == "up"} == nodes else None
+            up = {t["labels"]["node_id"] for t in ours if t["health"] == "up"}
+            return ours if up == nodes else None
         _wait_for("both targets up", targets_up, 30, prometheus)
 
         per_node = [(title, e) for title, e in _dashboard_queries() if not title.startswith("Tune")]

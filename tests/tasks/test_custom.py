@@ -1,6 +1,5 @@
 """A user's model given as 'package.module:function' trains through the engine."""
 import pathlib
-import sys
 
 import pytest
 

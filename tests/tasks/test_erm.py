@@ -76,7 +76,7 @@ def test_dasvrda_learns_testament_from_words(kjv):
     model = task.build_model()
     opt = method.make_optimizer(model, ctx)
     before = task.evaluate(model, 100, 2)["val_loss"]
-    for step in range(6 * opt.solver.m):             # six stages, twelve data passes
+    for _ in range(6 * opt.solver.m):             # six stages, twelve data passes
         opt.step()
     metrics = task.evaluate(model, 100, 2)
     assert metrics["val_loss"] < before and metrics["val_accuracy"] > 0.8

@@ -40,6 +40,7 @@ def test_every_entry_type_parses(tmp_path):
 
 def test_param_space_uses_ray_tune_domains(tmp_path):
     from ray import tune
+
     from raytrain_eff.tune.sweep import param_space
     spec, _ = space.load(write(tmp_path, GOOD))
     ps = param_space(spec)
@@ -55,9 +56,11 @@ def test_overrides_round_trip_values():
 
 @pytest.mark.parametrize("snippet, message", [
     ("space:\n  methods.adamw.lrr: {uniform: [0.1, 0.2]}",
-     "space.methods.adamw.lrr: value 0.1 is rejected by the config: methods.adamw.lrr: unknown key (did you mean 'lr'?)"),
+     "space.methods.adamw.lrr: value 0.1 is rejected by the config: "
+     "methods.adamw.lrr: unknown key (did you mean 'lr'?)"),
     ("space:\n  methods.adamw.lr: {uniform: [-1.0, 0.2]}",
-     "space.methods.adamw.lr: value -1.0 is rejected by the config: methods.adamw.lr: -1.0 is invalid; must be > 0"),
+     "space.methods.adamw.lr: value -1.0 is rejected by the config: "
+     "methods.adamw.lr: -1.0 is invalid; must be > 0"),
     ("space:\n  methods.adamw.lr: {unifrom: [0.1, 0.2]}",
      "space.methods.adamw.lr: unknown entry type 'unifrom' (did you mean 'uniform'?)"),
     ("space:\n  methods.adamw.lr: {uniform: [0.2, 0.1]}",
@@ -74,12 +77,17 @@ def test_overrides_round_trip_values():
     ("space:\n  train.grad_clip: {uniform: [0.5, 1.0], when: {data.bs: 32}}",
      "space.train.grad_clip.when: 'data.bs' is not a space entry"),
     ("space: {}", "space: no entries"),
-    ("metrik: val_loss\nspace:\n  data.batch_size: {choice: [8]}", "metrik: unknown key (did you mean 'metric'?)"),
-    ("mode: mni\nspace:\n  data.batch_size: {choice: [8]}", "mode: 'mni' is not allowed (did you mean 'min'?)"),
-    ("search: grid\nspace:\n  methods.adamw.lr: {uniform: [0.1, 0.2]}", "search: grid needs every entry"),
-    ("scheduler: {type: pbt}\nsearch: grid\nspace:\n  data.batch_size: {grid: [8]}", "pbt mutates trials itself"),
+    ("metrik: val_loss\nspace:\n  data.batch_size: {choice: [8]}",
+     "metrik: unknown key (did you mean 'metric'?)"),
+    ("mode: mni\nspace:\n  data.batch_size: {choice: [8]}",
+     "mode: 'mni' is not allowed (did you mean 'min'?)"),
+    ("search: grid\nspace:\n  methods.adamw.lr: {uniform: [0.1, 0.2]}",
+     "search: grid needs every entry"),
+    ("scheduler: {type: pbt}\nsearch: grid\nspace:\n  data.batch_size: {grid: [8]}",
+     "pbt mutates trials itself"),
     ("search: optuna\nspace:\n  data.batch_size: {grid: [8]}", "search: optuna supports neither"),
-    ("overrides: [scaling.num_workers=0]\nspace:\n  data.batch_size: {choice: [8]}", "use >= 1 worker"),
+    ("overrides: [scaling.num_workers=0]\nspace:\n  data.batch_size: {choice: [8]}",
+     "use >= 1 worker"),
 ])
 def test_errors_name_the_file_key_and_problem(tmp_path, snippet, message):
     path = write(tmp_path, "base: digits-adamw\n" + snippet + "\n")
@@ -92,7 +100,8 @@ def test_missing_file_and_unknown_base(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         space.load(str(tmp_path / "nope.yaml"))
     path = write(tmp_path, "base: digits-adamx\nspace:\n  data.batch_size: {choice: [8]}\n")
-    with pytest.raises(ConfigError, match="'digits-adamx' is neither a preset \\(did you mean 'digits-adamw'\\?\\)"):
+    with pytest.raises(ConfigError, match="'digits-adamx' is neither a preset "
+                                          "\\(did you mean 'digits-adamw'\\?\\)"):
         space.load(path)
 
 

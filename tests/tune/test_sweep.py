@@ -35,7 +35,7 @@ def test_asha_sweep_writes_table_best_yaml_and_plots_and_survives_a_failing_tria
     assert len(ok) == 2 and ok.val_loss.notna().all()
     steps = pd.read_parquet(sweep_dir / "results.parquet")
     assert set(steps.trial_id) == set(ok.trial_id)
-    for tid, frame in steps.groupby("trial_id"):
+    for _tid, frame in steps.groupby("trial_id"):
         assert frame.step.tolist() == list(range(len(frame)))  # one row per step
     best = yaml.safe_load((sweep_dir / "best.yaml").read_text())
     cfg = config.from_dict(best)
