@@ -42,12 +42,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.harness import (Protocol, paired, parser, summary, tune_bracketed,  # noqa: E402
-                           write_result)
+from bench.harness import Protocol, paired, parser, summary, tune_bracketed, write_result  # noqa: E402
 from raytrain_eff.config import DataConfig  # noqa: E402
 from raytrain_eff.hparams.dasvrda import ERMConfig  # noqa: E402
-from raytrain_eff.methods.dasvrda import (ERMProblem, as_rows, certify, fista,  # noqa: E402
-                                          make_solver, solve)
+from raytrain_eff.methods.dasvrda import ERMProblem, as_rows, certify, fista, make_solver, solve  # noqa: E402
 from raytrain_eff.tasks.erm import ERMTask  # noqa: E402
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -80,7 +78,7 @@ WHY = {
 DP_PASSES = {"full": 10, "smoke": 2}
 
 
-# --- data ----------------------------------------------------------------------------------
+# --- data -----------------------------------------------------------------------------------------
 def load(name: str, rows):
     """(X torch [CSR or dense] float64, y ±1, SAGA's copy of X, how it was built)."""
     if name == "digits":
@@ -105,7 +103,7 @@ def load(name: str, rows):
     return X, y, A, "task erm's training split (unit rows, penalised bias column)"
 
 
-# --- the reference optimum -------------------------------------------------------------------
+# --- the reference optimum ------------------------------------------------------------------------
 def reference(X, y, l1, l2, smoke):
     """DASVRDA, FISTA polish to a 1e-12 certificate, best bound over prox steps: (P_ref, bound)."""
     P = ERMProblem(as_rows(X), y, l1=l1, l2=l2)
@@ -117,7 +115,7 @@ def reference(X, y, l1, l2, smoke):
     return P_ref, min(c[1] - P_ref + c[2] for c in certs)             # P_ref − P* ≤ this
 
 
-# --- the arms ------------------------------------------------------------------------------------
+# --- the arms -------------------------------------------------------------------------------------
 def vr_fit(name, X, y, l1, l2, scale, seed, max_passes, target=None):
     """Set up the problem and run; (seconds, trace). ``target=None``: a fixed budget."""
     t0 = time.perf_counter()
@@ -176,10 +174,11 @@ def fewest(reaches, start: int, cap: int) -> tuple[float, int]:
 
 def first_hit(trace, target):
     """Data passes at the first snapshot with P(x̃) ≤ target (inf if none)."""
-    return next((p for p, o in zip(trace.passes, trace.objective) if o <= target), math.inf)
+    pairs = zip(trace.passes, trace.objective, strict=True)
+    return next((p for p, o in pairs if o <= target), math.inf)
 
 
-# --- one (data set, λ₁, λ₂) setting -----------------------------------------------------------------
+# --- one (data set, λ₁, λ₂) setting ---------------------------------------------------------------
 def run_setting(name, data, l1, l2, cap, reps, smoke, max_widenings):
     X, y, A, _ = data
     yn = y.numpy()
@@ -271,8 +270,9 @@ def run_setting(name, data, l1, l2, cap, reps, smoke, max_widenings):
         out["per_seed"][key] = raw[eps]
         out["seconds"][key] = {a: summary(raw[eps][a]["seconds"]) for a in ARMS}
         out["passes"][key] = {a: summary(raw[eps][a]["passes"]) for a in ARMS}
-        by_seed = {a: dict(zip(EVAL_SEEDS, raw[eps][a]["seconds"])) for a in ARMS}
-        passes_by_seed = {a: dict(zip(EVAL_SEEDS, raw[eps][a]["passes"])) for a in ARMS}
+        by_seed = {a: dict(zip(EVAL_SEEDS, raw[eps][a]["seconds"], strict=False)) for a in ARMS}
+        passes_by_seed = {a: dict(zip(EVAL_SEEDS, raw[eps][a]["passes"], strict=True))
+                          for a in ARMS}
         out["paired_time_saga_over"][key] = {a: paired(by_seed["saga"], by_seed[a])
                                              for a in VR}
         out["paired_passes_saga_over"][key] = {a: paired(passes_by_seed["saga"],
@@ -280,7 +280,7 @@ def run_setting(name, data, l1, l2, cap, reps, smoke, max_widenings):
     return out, tuning
 
 
-# --- 2-rank data-parallel DASVRDA ---------------------------------------------------------------
+# --- 2-rank data-parallel DASVRDA -----------------------------------------------------------------
 def _dp_worker(rank, world, port, X, y, l1, l2, passes, out):
     import torch.distributed as dist
     torch.set_num_threads(1)
@@ -299,6 +299,7 @@ def _dp_worker(rank, world, port, X, y, l1, l2, passes, out):
 def data_parallel(X, y, l1, l2, passes):
     """2 gloo ranks, rows split in half (dense digits): iterates must equal one process's."""
     import socket
+
     import torch.multiprocessing as mp
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -323,7 +324,7 @@ def data_parallel(X, y, l1, l2, passes):
             "objective_2_ranks": results[0][3], "objective_1_process": single.objective}
 
 
-# --- the record ------------------------------------------------------------------------------------
+# --- the record -----------------------------------------------------------------------------------
 def _label(r):
     return f"{r['dataset']} l1={r['l1']:g} l2={r['l2']:g}"
 
@@ -362,7 +363,7 @@ def main():
     e0 = str(EPS[0])
     claims = {f"time to {e0}: saga / dasvrda, {_label(r)}":
               r["paired_time_saga_over"][e0]["dasvrda"] for r in results}
-    per_setting = {_label(r): c["wins"] for r, c in zip(results, claims.values())}
+    per_setting = {_label(r): c["wins"] for r, c in zip(results, claims.values(), strict=False)}
     met = all(per_setting.values())
     ratios = {_label(r): {
         f"eps={e}": {f"saga_over_{a}_time": {k: r["paired_time_saga_over"][e][a][k]
@@ -379,7 +380,7 @@ def main():
         f"fixed-budget fit timed, DASVRDA beat scikit-learn SAGA on {won} of {len(results)} "
         f"settings (SAGA/DASVRDA time, median [worst] of {len(EVAL_SEEDS)} paired seeds: "
         + "; ".join(f"{_label(r)} {_ratio(c['median'])} [{_ratio(c['worst'])}]"
-                    for r, c in zip(results, claims.values())) + ").")
+                    for r, c in zip(results, claims.values(), strict=False)) + ").")
     lines = []
     for r in results:
         sec, pas = r["seconds"][e0], r["passes"][e0]

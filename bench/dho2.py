@@ -59,8 +59,7 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from bench.harness import (Protocol, paired, parser, summary, tune_bracketed,  # noqa: E402
-                           write_result)
+from bench.harness import Protocol, paired, parser, summary, tune_bracketed, write_result  # noqa: E402
 from raytrain_eff.engine.grad_sync import OverlappedGradientSync  # noqa: E402
 from raytrain_eff.hparams.baselines import AdamWConfig, SGDConfig  # noqa: E402
 from raytrain_eff.hparams.fosi import DHO2Config, FOSIConfig, MRDHO2Config  # noqa: E402
@@ -513,7 +512,7 @@ def run_problem(problem: Problem, pair: RankPair, sizes: Sizes) -> dict:
         tuning[arm] = tune_bracketed(arm, score, lr_grid(arm, sizes.grid_points),
                                      max_widenings=sizes.max_widenings)
         log(f"{problem.name}: {arm} lr {tuning[arm]['winner']:.3g} "
-            f"(grid {['%.3g' % g for g in tuning[arm]['grid']]})")
+            f"(grid {[f'{g:.3g}' for g in tuning[arm]['grid']]})")
 
     # 3. evaluation seeds, arms alternating (order rotated per seed)
     order, runs = list(ARMS), {arm: {} for arm in ARMS}

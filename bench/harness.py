@@ -150,7 +150,8 @@ def tune_bracketed(arm: str, score: Callable[[float], Any], grid: Sequence[float
     """
     values = sorted(float(v) for v in grid)
     if len(values) < 3:
-        raise ValueError(f"tune_bracketed({arm}): a grid needs >= 3 values to bracket, got {values}")
+        raise ValueError(f"tune_bracketed({arm}): a grid needs >= 3 values to bracket, "
+                         f"got {values}")
     scores: dict[float, Any] = {}
     widenings = 0
     while True:
@@ -215,7 +216,8 @@ class Protocol:
         if not self.stopping_rule.strip() or not self.timed_region.strip():
             found.append("stopping_rule and timed_region must be stated")
         if len(self.eval_seeds) < MIN_EVAL_SEEDS:
-            found.append(f"{len(self.eval_seeds)} evaluation seeds; claims need >= {MIN_EVAL_SEEDS}")
+            found.append(f"{len(self.eval_seeds)} evaluation seeds; claims need "
+                         f">= {MIN_EVAL_SEEDS}")
         if set(self.eval_seeds) & set(self.tuning_seeds):
             found.append(f"evaluation seeds {sorted(set(self.eval_seeds) & set(self.tuning_seeds))}"
                          " were also used for tuning")
@@ -255,12 +257,14 @@ def write_result(name: str, *, headline: str, config: dict, baseline: dict, meth
     source = provenance()
     record = {"bench": name, "machine": machine(), "commit": commit_string(source),
               "provenance": source, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "smoke": smoke, "headline": headline, "config": config, "protocol": dataclasses.asdict(protocol)
-              if protocol else None, "protocol_violations": violations,
+              "smoke": smoke, "headline": headline, "config": config,
+              "protocol": dataclasses.asdict(protocol) if protocol else None,
+              "protocol_violations": violations,
               "met_claimed": bool(met), "met": bool(met) and not violations,
               "baseline": baseline, "method": method, "ratios": ratios, "target": target,
               "notes": notes, **(extra or {})}
-    path = pathlib.Path(out) if out else RESULTS / (f"{name}.smoke.json" if smoke else f"{name}.json")
+    default = RESULTS / (f"{name}.smoke.json" if smoke else f"{name}.json")
+    path = pathlib.Path(out) if out else default
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(_finite(record), indent=2, default=_json_default,

@@ -25,8 +25,7 @@ import time
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-from bench.harness import (Protocol, paired, parser, summary, tune_bracketed,  # noqa: E402
-                           write_result)
+from bench.harness import Protocol, paired, parser, summary, tune_bracketed, write_result  # noqa: E402
 from raytrain_eff.config import DataConfig  # noqa: E402
 from raytrain_eff.hparams.lowdim import LowDimConfig  # noqa: E402
 from raytrain_eff.hparams.tasks import ClassifyConfig  # noqa: E402
@@ -304,12 +303,17 @@ def _g(x) -> str:
     return "inf" if x is None or not math.isfinite(x) else f"{x:.3g}"
 
 
+def _count_key(seconds_key: str) -> str:
+    """The hardware-independent count beside a time claim: epochs (head) or iterations."""
+    return seconds_key.replace("_seconds", "_epochs" if "head" in seconds_key else "_iterations")
+
+
 def _notes(results, claims, ratios, big, met, test_acc, wall) -> str:
     per_problem = "; ".join(
         f"{name}: time {_g(c['geometric_mean'])}x (per seed "
         f"{', '.join(_g(v) for v in c['per_seed'])}), "
         f"{'epochs' if name == 'digits_head_seconds' else 'iterations'} "
-        f"{_g(ratios[name.replace('_seconds', '_epochs' if 'head' in name else '_iterations')]['median'])}x"
+        f"{_g(ratios[_count_key(name)]['median'])}x"
         for name, c in claims.items())
     setup = {arm: summary([r["setup_seconds"] for r in results[big]["runs"][arm].values()])
              ["median"] for arm in ARMS}
@@ -331,8 +335,9 @@ def _notes(results, claims, ratios, big, met, test_acc, wall) -> str:
         f"{per_problem}. The claim (compressed faster on every problem, paired) "
         f"{'holds' if met else 'does not hold'}; the ratio grows with d because the "
         f"original's iteration costs O(d^3) and the compressed one's O(r d^2); the "
-        f"iteration ratios above are hardware-independent. The previous 27x at d = 1000 is not re-measured here; issue "
-        f"17 measured about 16x with the set-up timed. Head test accuracy (median): "
+        f"iteration ratios above are hardware-independent. The previous 27x at d = 1000 "
+        f"is not re-measured here; issue 17 measured about 16x with the set-up timed. "
+        f"Head test accuracy (median): "
         f"original {test_acc['original']['median']:.3f}, compressed "
         f"{test_acc['compressed']['median']:.3f}, dense {test_acc['dense']['median']:.3f}. "
         f"Whole run {wall:.0f} s.")

@@ -150,9 +150,10 @@ def record(runs: dict, gaps: dict, cfg: dict, args, wall: float) -> None:
         claims=claims)
     speedups = {key: c["geometric_mean"] for key, c in claims.items()}
     lo, hi = min(speedups, key=speedups.get), max(speedups, key=speedups.get)
+    unit = "_seconds_per_iteration"
     headline = (f"At d = {cfg['d']}, compiling the deep linear loss changed the steady-state "
-                f"time per iteration by {_g(speedups[lo])}x ({lo.removesuffix('_seconds_per_iteration')}) "
-                f"to {_g(speedups[hi])}x ({hi.removesuffix('_seconds_per_iteration')}), eager "
+                f"time per iteration by {_g(speedups[lo])}x ({lo.removesuffix(unit)}) "
+                f"to {_g(speedups[hi])}x ({hi.removesuffix(unit)}), eager "
                 f"over compiled over {cfg['reps']} alternating repetitions, with the same "
                 f"trajectory.")
     notes = (

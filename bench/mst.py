@@ -43,8 +43,14 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from bench.harness import Protocol, paired, parser, summary, tune_bracketed, \
-    write_result  # noqa: E402
+from bench.harness import (
+    Protocol,
+    paired,
+    parser,
+    summary,
+    tune_bracketed,
+    write_result,  # noqa: E402
+)
 from raytrain_eff.config import DataConfig  # noqa: E402
 from raytrain_eff.data.tabular import load_features  # noqa: E402
 from raytrain_eff.hparams.mst import MSTConfig  # noqa: E402
@@ -241,8 +247,9 @@ def tune_arms(problem, cfg: dict) -> tuple[dict, dict, int]:
     best = runs["mst"][tuned["mst"]["winner"]]
     fraction = statistics.fmean(r["flops_effective"] / r["flops_dense"] for r in best)
     S_eq = max(round(S * fraction), 1)
-    tuned["dense_flops"] = tune_bracketed(f"{problem.name}/dense_flops", scorer("dense_flops", S_eq),
-                                          problem.lrs, max_widenings=cfg["max_widenings"])
+    tuned["dense_flops"] = tune_bracketed(f"{problem.name}/dense_flops",
+                                          scorer("dense_flops", S_eq), problem.lrs,
+                                          max_widenings=cfg["max_widenings"])
     return tuned, runs, S_eq
 
 
@@ -352,7 +359,8 @@ def report(args, cfg, problems, results, tuning, tuning_runs, kernel, elapsed) -
                 f"{lm['arms']['dense_flops']['test_loss']['median']:.3g} for dense at equal "
                 f"effective (theoretical) FLOPs ({lm['flop_fraction']['median']:.2f}x dense; "
                 f"paired diff {lm['claims']['beats_dense_at_equal_flops']['median']:+.2g}, "
-                f"90% lower bound {lm['claims']['beats_dense_at_equal_flops']['bootstrap_lower_90']:+.2g}) "
+                f"90% lower bound "
+                f"{lm['claims']['beats_dense_at_equal_flops']['bootstrap_lower_90']:+.2g}) "
                 f"and {lm['arms']['dense_steps']['test_loss']['median']:.3g} at equal steps "
                 f"(diff {lm['claims']['beats_dense_at_equal_steps']['median']:+.2g}), on the "
                 f"digits MLP {dg['arms']['mst']['test_loss']['median']:.3g} vs "
@@ -387,7 +395,8 @@ def report(args, cfg, problems, results, tuning, tuning_runs, kernel, elapsed) -
         f". Effective FLOPs are analytic (sparse matmuls at their density, attention at "
         f"{MSTConfig().attention_tile}-token tiles, dense dW on gradient-growth steps): what an "
         f"ideal sparse kernel would do. On this CPU MST ran the dense arithmetic plus mask "
-        f"and topology work, so its wall ratio shows that overhead (and host noise), never a saving. The block-sparse "
+        f"and topology work, so its wall ratio shows that overhead (and host noise), never "
+        f"a saving. The block-sparse "
         f"attention kernel, which does skip untouched tiles, runs at {kernel['speedup']:.2f}x "
         f"masked SDPA (T={kernel['shape']['T']}, window {kernel['shape']['window']}, fwd+bwd). "
         f"Scale is tiny (LM {cfg['lm']['model'].n_layer}x{cfg['lm']['model'].n_embd}, "
@@ -425,13 +434,14 @@ def report(args, cfg, problems, results, tuning, tuning_runs, kernel, elapsed) -
         report_split="test: LM second half of the held-out tail, digits rows 80-100%",
         alternation="every evaluation seed runs all three arms, the order rotating per seed",
         claims=claims)
+    equal_flops, equal_steps = "beats_dense_at_equal_flops", "beats_dense_at_equal_steps"
     ratios = {"lm_flop_fraction_effective_theoretical": lm["flop_fraction"]["median"],
-              "lm_test_diff_vs_dense_equal_flops": lm["claims"]["beats_dense_at_equal_flops"]["median"],
-              "lm_test_diff_vs_dense_equal_steps": lm["claims"]["beats_dense_at_equal_steps"]["median"],
+              "lm_test_diff_vs_dense_equal_flops": lm["claims"][equal_flops]["median"],
+              "lm_test_diff_vs_dense_equal_steps": lm["claims"][equal_steps]["median"],
               "lm_wall_mst_over_dense_steps_measured": 1 / lm["wall_dense_over_mst"]["median"],
               "digits_flop_fraction_effective_theoretical": dg["flop_fraction"]["median"],
-              "digits_test_diff_vs_dense_equal_flops": dg["claims"]["beats_dense_at_equal_flops"]["median"],
-              "digits_test_diff_vs_dense_equal_steps": dg["claims"]["beats_dense_at_equal_steps"]["median"]}
+              "digits_test_diff_vs_dense_equal_flops": dg["claims"][equal_flops]["median"],
+              "digits_test_diff_vs_dense_equal_steps": dg["claims"][equal_steps]["median"]}
     config = {k: (v if k not in ("lm",) else {**v, "model": dataclasses.asdict(v["model"])})
               for k, v in cfg.items()} | {
         "mst": dataclasses.asdict(mst_config(cfg["lm"]["steps"], 0)) | {"seed": "eval seed"},

@@ -29,8 +29,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.harness import Protocol, paired, parser, summary, tune_bracketed, \
-    write_result  # noqa: E402
+from bench.harness import Protocol, paired, parser, summary, tune_bracketed, write_result
 
 TRIALS = {"full": 16, "smoke": 1}
 CONCURRENT = 2

@@ -39,7 +39,8 @@ def test_dasvrda_bench_smoke(tmp_path):
             for arm in ARMS:
                 assert len(per_seed[arm]["seconds"]) == len(proto["eval_seeds"])
                 assert len(per_seed[arm]["passes"]) == len(proto["eval_seeds"])
-                for passes, gap in zip(per_seed[arm]["passes"], per_seed[arm]["rel_gap"]):
+                found = zip(per_seed[arm]["passes"], per_seed[arm]["rel_gap"], strict=True)
+                for passes, gap in found:
                     # a budget that was found reproduces its gap when re-run for the clock
                     assert passes is None or gap <= float(eps) * (1 + 1e-9)
     assert record["method"]["data_parallel"]["ranks_equal"] is True
