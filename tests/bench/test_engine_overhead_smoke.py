@@ -1,4 +1,6 @@
-"""The engine-overhead benchmark runs end to end in --smoke mode and writes its JSON."""
+"""The engine-overhead benchmark runs end to end in --smoke mode and writes its JSON, with the
+protocol record of an overhead benchmark (nothing tuned, repetitions as evaluation seeds, one
+paired claim). Timings are not asserted."""
 from smoke import run_smoke
 
 
@@ -7,3 +9,19 @@ def test_engine_overhead_smoke(tmp_path):
     assert record["method"]["steps_per_s"]["median"] > 0
     assert record["baseline"]["steps_per_s"]["median"] > 0
     assert record["machine"]["nproc"] >= 1
+    assert isinstance(record["headline"], str) and record["headline"]
+    protocol = record["protocol"]
+    assert protocol["kind"] == "overhead"
+    assert protocol["stopping_rule"] and protocol["timed_region"]
+    assert protocol["tuning"] == {} and set(protocol["untuned"]) == {"engine", "plain"}
+    reps = record["config"]["repetitions"]
+    assert protocol["eval_seeds"] == list(range(reps))
+    assert not set(protocol["eval_seeds"]) & set(protocol["tuning_seeds"])
+    claim = protocol["claims"][record["main_claim"]]
+    assert claim["kind"] == "ratio" and claim["seeds"] == protocol["eval_seeds"]
+    assert len(claim["per_seed"]) == reps and claim["worst"] == min(claim["per_seed"])
+    assert "bootstrap_lower_90" in claim and isinstance(claim["meets_target"], bool)
+    assert record["met_claimed"] == claim["meets_target"]
+    # smoke runs one repetition: the protocol check must say so, and met follows from it
+    assert any("evaluation seeds" in v for v in record["protocol_violations"])
+    assert record["met"] is False
