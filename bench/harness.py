@@ -24,6 +24,9 @@ from typing import Any
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 ROOT = RESULTS.parents[1]
+# the code a result depends on (generated files excluded); git pathspecs relative to ROOT
+PROVENANCE_PATHS = ("raytrain_eff", "bench", ":(exclude)bench/results",
+                    ":(exclude)bench/README.md")
 MIN_EVAL_SEEDS = 5                    # a claim rests on at least this many paired evaluations
 BOOTSTRAP_DRAWS = 10_000
 
@@ -56,8 +59,8 @@ def provenance() -> dict:
     so a later commit holding those blobs can be checked to be what was measured."""
     try:
         head = _git("rev-parse", "HEAD").strip()
-        lines = _git("status", "--porcelain", "--untracked-files=all", "--", "raytrain_eff",
-                     "bench", ":(exclude)bench/results").splitlines()
+        lines = _git("status", "--porcelain", "--untracked-files=all", "--",
+                     *PROVENANCE_PATHS).splitlines()
     except (OSError, subprocess.CalledProcessError):
         return {"commit": "unknown", "dirty": None, "dirty_files": {}}
     dirty = {}

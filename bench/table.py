@@ -6,7 +6,11 @@ import math
 import pathlib
 import re
 import subprocess
+import sys
 from collections.abc import Callable
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from bench import harness  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -234,8 +238,25 @@ def _code(record: dict, git: Git) -> str:
     files = source.get("dirty_files") or {}
     head = git("rev-parse", "HEAD") if files else None   # no file list: nothing to verify
     if head and all(_blob_at_head(git, path, blob) for path, blob in files.items()):
-        return f"{sha8}+dirty, verified at {head[:8]}"
+        changed = _changed_since(git, commit, set(files))
+        if changed == []:
+            return f"{sha8}+dirty, verified at {head[:8]}"
+        if changed:
+            return f"{sha8}+dirty (unverified: {len(changed)} other files changed since)"
     return f"{sha8}+dirty (unverified)"
+
+
+def _changed_since(git: Git, commit: str, dirty: set[str]) -> list[str] | None:
+    """Measured code the recorded commit held that HEAD no longer holds: files under the
+    provenance's paths changed between the two, other than the recorded dirty files (None if
+    git does not know the commit)."""
+    out = git("diff", "--name-only", commit, "HEAD", "--", *PROVENANCE_PATHS)
+    if out is None:
+        return None
+    return [path for path in out.splitlines() if path and path not in dirty]
+
+
+PROVENANCE_PATHS = harness.PROVENANCE_PATHS
 
 
 def _blob_at_head(git: Git, path: str, blob: str) -> bool:

@@ -80,19 +80,31 @@ def git_repo(tmp_path: pathlib.Path) -> tuple[table.Git, str, str]:
                               cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     run("init", "-q")
     (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "base.py").write_text("print('committed when measured')\n")
+    run("add", "bench/base.py")
+    run("commit", "-q", "-m", "the commit the record names")
+    measured = run("rev-parse", "HEAD").strip()
     (tmp_path / "bench" / "new.py").write_text("print('measured')\n")
     run("add", "bench/new.py")
-    run("commit", "-q", "-m", "the measured code")
-    return table.repo_git(tmp_path), run("rev-parse", "HEAD").strip(), \
-        run("rev-parse", "HEAD:bench/new.py").strip()
+    run("commit", "-q", "-m", "the measured code, committed later")
+    git = table.repo_git(tmp_path)
+    git.run = run               # the test drives the repo further through the same git
+    git.measured = measured
+    return git, run("rev-parse", "HEAD").strip(), run("rev-parse", "HEAD:bench/new.py").strip()
 
 
 def test_dirty_record_verified_at_a_later_head(tmp_path):
     git, head, blob = git_repo(tmp_path)
-    rec = record(commit=SHA + "+dirty", provenance={
-        "commit": SHA, "dirty": True,
+    rec = record(commit=git.measured + "+dirty", provenance={
+        "commit": git.measured, "dirty": True,
         "dirty_files": {"bench/new.py": blob, "bench/gone.py": "deleted"}})
-    assert table.row(rec, git).endswith(f"| 01234567+dirty, verified at {head[:8]} |")
+    sha8 = git.measured[:8]
+    assert table.row(rec, git).endswith(f"| {sha8}+dirty, verified at {head[:8]} |")
+    # code that was clean when measured and changed since: HEAD is no longer what ran
+    (tmp_path / "bench" / "base.py").write_text("print('changed after the run')\n")
+    git.run("commit", "-q", "-am", "a later change")
+    assert table.row(rec, git).endswith(
+        f"| {sha8}+dirty (unverified: 1 other files changed since) |")
 
 
 def test_dirty_record_unverified(tmp_path):
