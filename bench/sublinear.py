@@ -1,4 +1,5 @@
-"""Per-iteration time vs width m: the exact max-tree index (arXiv 2208.04508) against an in-place dense step.
+"""Per-iteration time vs width m: the exact max-tree index (arXiv 2208.04508) against an
+in-place dense step.
 
 The layer: f(x) = (1/√m) Σ_r a_r·max(⟨w_r, x⟩ − b, 0), b = √(0.4·ln m), a_r ∈ {±1}^k fixed,
 unit-norm x, loss ℓ = mean_i ½‖f_i − y_i‖², one SGD step W ← W − η·∂ℓ/∂W per iteration
@@ -373,6 +374,7 @@ def notes_for(results: list[dict], met: bool, gap: float, gap_rows: float,
         f"exact_vs_dense_fused_{head['metric']}"]["geometric_mean"]) for m in head["widths"][-3:]}
     worst = max((e["weight_gaps"]["exact_vs_dense_fused"], e["weight_gaps"]["max_weight_change"])
                 for r in results for e in r["by_width"].values())
+    verdict_lost = "no longer holds: it was an artefact of the weak dense baseline"
     return (f"{'met' if met else 'NOT met'}. Re-measured under the protocol (issue 17 item 5). "
             f"The previous result (commit 3bea96e) timed the dense arm as autograd with a fresh "
             f"(m, d) weight gradient plus a separate update pass, and reported a 1.72× exact "
@@ -384,8 +386,9 @@ def notes_for(results: list[dict], met: bool, gap: float, gap_rows: float,
             + "; ".join(parts) +
             f". Log-log slope of CPU time in m over the whole range, {head['name']}: {slopes}; "
             f"the exact/dense_fused speed ratio at its three largest widths is {last} (no "
-            f"extrapolation beyond the measured range is claimed). The claim (exact faster at the largest m of the paper's regime) "
-            f"{'still holds' if met else 'no longer holds: it was an artefact of the weak dense baseline'}. "
+            f"extrapolation beyond the measured range is claimed). The claim (exact faster at "
+            f"the largest m of the paper's regime) "
+            f"{'still holds' if met else verdict_lost}. "
             f"Same maths: after the run the weights differ by at most {gap:.2g} (exact vs "
             f"dense_fused; the largest weight change over that run was {worst[1]:.2g}) and "
             f"{gap_rows:.2g} (dense_rows vs dense_fused): rounding of the pre-activations (a "
@@ -396,7 +399,8 @@ def notes_for(results: list[dict], met: bool, gap: float, gap_rows: float,
             f"the models are the same. Set-up (index build) is untimed for every arm and "
             f"reported as index_build_seconds. Whole run {seconds:.0f} s; load average "
             f"{load_start[0]:.1f} at the start and {load_end[0]:.1f} at the end on "
-            f"{os.cpu_count()} cores (a shared host: wall times carry other jobs' waits, so 1-thread "
+            f"{os.cpu_count()} cores (a shared host: wall times carry other jobs' waits, so "
+            f"1-thread "
             f"claims use CPU seconds; the 2-thread claims use wall and are the noisiest).")
 
 
