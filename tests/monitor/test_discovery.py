@@ -12,6 +12,13 @@ from raytrain_eff.monitor import discovery
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 
+@pytest.fixture(autouse=True)
+def no_exporters(ray_session):
+    """The session is shared: runs of earlier tests leave their exporters and file_sd
+    writers (detached, as on a real cluster); each test here starts from none."""
+    discovery.stop_exporters()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
