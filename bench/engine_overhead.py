@@ -14,13 +14,11 @@ bootstrap lower bound of the geometric mean, is >= TARGET_RATIO.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import pathlib
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -163,12 +161,8 @@ def _meets(claim: dict) -> bool:
     return bool(claim["worst"] >= TARGET_RATIO or claim["bootstrap_lower_90"] >= TARGET_RATIO)
 
 
-def _near(value: float, target: float = TARGET_RATIO) -> str:
-    """3 significant digits, saying so when rounding would hide which side of the target."""
-    text = f"{value:.3g}"
-    if text == f"{target:.3g}" and value != target:
-        return ("just under " if value < target else "just over ") + text
-    return text
+def _near(value: float) -> str:
+    return harness.near(value, TARGET_RATIO)
 
 
 def _protocol(steps: int, overrides: list[str], reps: list[int], claim: dict) -> harness.Protocol:
@@ -235,23 +229,17 @@ def _notes(claim, engine, plain, steps, overrides) -> str:
 def _versus_previous(overrides: list[str], met: bool) -> str:
     """What changed against the record this run replaces (read before it is overwritten) and,
     when that one is not yet committed, against the committed one too."""
-    path = harness.RESULTS / "engine_overhead.json"
-    prev = _load(lambda: path.read_text())
-    committed = _load(lambda: harness._git("show", f"HEAD:{path.relative_to(harness.ROOT)}"))
-    if prev is None and committed is None:
+    records = harness.previous_records("engine_overhead")
+    if not records:
         return "No previous result to compare with."
     text = ""
-    for label, rec in (("Previous result", prev), ("Committed result", committed)):
-        if rec is None or (label == "Committed result" and prev is not None
-                           and rec.get("date") == prev.get("date")):
-            continue
+    for label, rec in records:
         r = rec.get("ratios", {}).get("steps_per_s", {})
         held = bool(rec.get("met"))
         text += (f"{label} ({rec.get('date', '?')}, commit {str(rec.get('commit'))[:8]}, load "
                  f"average {_load_of(rec)}): median ratio {r.get('median', math.nan):.3f}, "
                  f"worst {r.get('min', math.nan):.3f}, met {rec.get('met')}; against it the "
-                 "claim " + ("still holds. " if held and met else "no longer holds (a finding). "
-                             if held else "now holds. " if met else "still does not hold. "))
+                 "claim " + harness.verdict_change(held, met))
         before = rec.get("config", {}).get("overrides", [])
         if before != overrides:
             text += (f"Its overrides were {' '.join(before)}; this run's are "
@@ -261,13 +249,6 @@ def _versus_previous(overrides: list[str], met: bool) -> str:
                      "the 90% bootstrap lower bound to reach the target, and the record carries "
                      "the protocol. ")
     return text.strip()
-
-
-def _load(read) -> dict | None:
-    try:
-        return json.loads(read())
-    except (OSError, ValueError, subprocess.CalledProcessError):
-        return None
 
 
 def _load_of(record: dict) -> str:

@@ -22,7 +22,6 @@ component (the exporter) on and off, nothing tuned. The full run takes ~3-4 minu
 """
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing as mp
 import os
@@ -38,7 +37,16 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-from bench.harness import RESULTS, Protocol, paired, parser, summary, write_result  # noqa: E402
+from bench.harness import (  # noqa: E402
+    Protocol,
+    near,
+    paired,
+    parser,
+    previous_records,
+    summary,
+    verdict_change,
+    write_result,
+)
 from raytrain_eff.monitor.exporter import NodeExporter  # noqa: E402
 from raytrain_eff.monitor.push import MetricsPusher  # noqa: E402
 
@@ -287,18 +295,11 @@ def _meets(claim: dict) -> bool:
 def _versus_previous(met: bool, sizes: tuple) -> str:
     """What changed against the record this run replaces (read before it is overwritten) and,
     when that one is not yet committed, against the committed one too."""
-    path = RESULTS / "exporter.json"
-    prev = _load(path.read_text)
-    committed = _load(lambda: subprocess.run(
-        ["git", "show", f"HEAD:{path.relative_to(RESULTS.parents[1])}"], capture_output=True,
-        text=True, check=True, cwd=RESULTS.parents[1]).stdout)
-    if prev is None and committed is None:
+    records = previous_records("exporter")
+    if not records:
         return "No previous result to compare with."
     text = ""
-    for label, rec in (("Previous result", prev), ("Committed result", committed)):
-        if rec is None or (label == "Committed result" and prev is not None
-                           and rec.get("date") == prev.get("date")):
-            continue
+    for label, rec in records:
         r = rec.get("ratios", {}).get("throughput_on_over_off", {})
         p95 = max((n.get("p95_s") or math.nan for n in rec.get("method", {}).get("scrape", {})
                    .values()), default=math.nan)
@@ -312,9 +313,7 @@ def _versus_previous(met: bool, sizes: tuple) -> str:
                  f"judged on {rec.get('throughput_judged_on', 'wall')} time, scrape p95 "
                  f"{1e3 * p95:.1f} ms, met {rec.get('met')}; sizes (pairs, steps, block, "
                  f"scrapes) {'unchanged' if before == sizes else f'were {before}, now {sizes}'}; "
-                 "against it the claim " + (
-                     "still holds. " if held and met else "no longer holds (a finding). "
-                     if held else "now holds. " if met else "still does not hold. "))
+                 "against it the claim " + verdict_change(held, met))
         if not rec.get("protocol"):
             text += ("Its verdict was the median and lowest pair; it now rests on the paired "
                      f"rule (worst pair or 90% bootstrap lower bound >= {TARGET_RATIO}, no pair "
@@ -322,19 +321,8 @@ def _versus_previous(met: bool, sizes: tuple) -> str:
     return text.strip()
 
 
-def _load(read) -> dict | None:
-    try:
-        return json.loads(read())
-    except (OSError, ValueError, subprocess.CalledProcessError):
-        return None
-
-
-def _near(value: float, target: float = TARGET_RATIO) -> str:
-    """3 significant digits, saying so when rounding would hide which side of the target."""
-    text = f"{value:.3g}"
-    if text == f"{target:.3g}" and value != target:
-        return ("just under " if value < target else "just over ") + text
-    return text
+def _near(value: float) -> str:
+    return near(value, TARGET_RATIO)
 
 
 def _list(values: list[float]) -> str:

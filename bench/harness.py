@@ -71,6 +71,39 @@ def provenance() -> dict:
     return {"commit": head, "dirty": bool(dirty), "dirty_files": dirty}
 
 
+# -- earlier results ---------------------------------------------------------------------------
+def previous_records(name: str) -> list[tuple[str, dict]]:
+    """The result a run replaces (read before it is overwritten) and, when it differs, the
+    committed one: what a record's notes compare against."""
+    path = RESULTS / f"{name}.json"
+    committed = f"HEAD:{path.relative_to(ROOT)}"
+    found: list[tuple[str, dict]] = []
+    for label, read in (("Previous result", path.read_text),
+                        ("Committed result", lambda: _git("show", committed))):
+        try:
+            record = json.loads(read())
+        except (OSError, ValueError, subprocess.CalledProcessError):
+            continue
+        if not any(r.get("date") == record.get("date") for _, r in found):
+            found.append((label, record))
+    return found
+
+
+def verdict_change(held: bool, met: bool) -> str:
+    """How this run's verdict reads against an earlier record's."""
+    if held:
+        return "still holds. " if met else "no longer holds (a finding). "
+    return "now holds. " if met else "still does not hold. "
+
+
+def near(value: float, target: float) -> str:
+    """3 significant digits, saying so when rounding would hide which side of the target."""
+    text = f"{value:.3g}"
+    if text == f"{target:.3g}" and value != target:
+        return ("just under " if value < target else "just over ") + text
+    return text
+
+
 # -- figures --------------------------------------------------------------------------------
 def summary(values: Sequence[float]) -> dict:
     """Median, mean, standard deviation and range of per-seed figures, raw values kept."""
