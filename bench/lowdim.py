@@ -31,6 +31,7 @@ from raytrain_eff.hparams.lowdim import LowDimConfig  # noqa: E402
 from raytrain_eff.hparams.tasks import ClassifyConfig  # noqa: E402
 from raytrain_eff.methods import lowdim as L  # noqa: E402
 from raytrain_eff.methods.base import MethodContext  # noqa: E402
+from raytrain_eff.tasks import lowrank  # noqa: E402
 from raytrain_eff.tasks.classify import ClassifyTask  # noqa: E402
 
 EPS = 1e-2                          # the paper's ε (both networks)
@@ -58,13 +59,16 @@ def rank_of(d: int) -> int:
     return 5 if d >= 50 else 2   # r = 5 as in the reference's MC; smoke sizes use 2
 
 
-def build(kind: str, d: int, seed: int) -> tuple[L.LowRankProblem, int]:
+def build(kind: str, d: int, seed: int) -> tuple[lowrank.LowRankProblem, int]:
     gen = torch.Generator().manual_seed(seed)
     r = rank_of(d)
-    return (L.factorization(d, r, gen) if kind == "mf" else L.completion(d, r, 0.3, gen)), r
+    problem = (lowrank.factorization(d, r, gen) if kind == "mf" else
+               lowrank.completion(d, r, 0.3, gen))
+    return problem, r
 
 
-def lowrank_run(arm: str, P: L.LowRankProblem, r: int, seed: int, eta: float, cap: int) -> dict:
+def lowrank_run(arm: str, P: lowrank.LowRankProblem, r: int, seed: int, eta: float,
+                cap: int) -> dict:
     """One timed run: construction (and for the compressed net Φ̂ = −∇f(0) and its SVD), then
     GD until the first error at or below TOL, a NaN or ``cap`` steps."""
     d = P.Phi.shape[0]
@@ -72,10 +76,10 @@ def lowrank_run(arm: str, P: L.LowRankProblem, r: int, seed: int, eta: float, ca
     if arm == "original":
         net = L.original(d, 3, EPS, torch.Generator().manual_seed(10_000 + seed))
     else:
-        net = L.compressed(L.surrogate(P.loss, tuple(P.Phi.shape)), 2 * r, EPS, "spectral")
+        net = L.compressed(lowrank.surrogate(P.loss, tuple(P.Phi.shape)), 2 * r, EPS, "spectral")
     opt = L.make_optimizer(L.param_groups(net, [net], eta, ALPHA[arm]), "gd")
     setup = time.perf_counter() - start
-    traj = L.fit(net, P, opt, cap, tol=TOL)
+    traj = lowrank.fit(net, P, opt, cap, tol=TOL)
     seconds = time.perf_counter() - start
     hit = traj.first_below(TOL)
     return {"iterations": hit[0] if hit else math.inf, "seconds": seconds if hit else math.inf,

@@ -6,7 +6,7 @@ completion (30% observed) at d = 100, float64, one thread, full-batch GD at a fi
 seconds per iteration of the original (width d) and compressed (width 2r) networks, eager
 and with ``f(W_L⋯W_1)`` compiled together with the end-to-end product it shares with the
 error check (its backward is compiled with it by AOTAutograd; the GD update stays eager).
-Each iteration is the one of ``lowdim.fit``: one product, the error check, backward, step.
+Each iteration is the one of ``lowrank.fit``: one product, the error check, backward, step.
 ``REPS`` repetitions, eager and compiled alternating within each (which goes first alternates
 too); each compiled run starts from ``torch._dynamo.reset()``, so the first repetition's
 warm-up pays a cold Inductor cache and the later ones a warm one. Warm-up iterations are
@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
 from bench.harness import Protocol, paired, parser, summary, write_result  # noqa: E402
 from raytrain_eff.methods import lowdim as L  # noqa: E402
+from raytrain_eff.tasks import lowrank  # noqa: E402
 
 EPS, ETA, ALPHA, D, R = 1e-2, 0.4, 1.5, 100, 5
 ARMS = ("eager", "compiled")
@@ -36,19 +37,19 @@ FULL = {"d": D, "iterations": 600, "warmup": 5, "reps": 5}
 SMOKE = {"d": 30, "iterations": 20, "warmup": 3, "reps": 2}
 
 
-def problem(kind: str, d: int) -> L.LowRankProblem:
+def problem(kind: str, d: int) -> lowrank.LowRankProblem:
     gen = torch.Generator().manual_seed(1)
-    return L.factorization(d, R, gen) if kind == "mf" else L.completion(d, R, 0.3, gen)
+    return lowrank.factorization(d, R, gen) if kind == "mf" else lowrank.completion(d, R, 0.3, gen)
 
 
-def network(variant: str, P: L.LowRankProblem) -> L.DeepLinear:
+def network(variant: str, P: lowrank.LowRankProblem) -> L.DeepLinear:
     gen = torch.Generator().manual_seed(10_001)
     if variant == "original":
         return L.original(P.Phi.shape[0], 3, EPS, gen)
     return L.compressed(P.surrogate, 2 * R, EPS, "spectral", gen)
 
 
-def timed_run(variant: str, P: L.LowRankProblem, iterations: int, warmup: int,
+def timed_run(variant: str, P: lowrank.LowRankProblem, iterations: int, warmup: int,
               compiled: bool) -> dict:
     net = network(variant, P)
     opt = L.make_optimizer(L.param_groups(net, [net], ETA, ALPHA), "gd")

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
+import traceback
 
 from raytrain_eff import __version__
 from raytrain_eff import config as config_mod
+from raytrain_eff.engine.failures import RunFailed, summary
 from raytrain_eff.typed import ConfigError
 
 EXAMPLES = {
@@ -47,16 +50,63 @@ EXAMPLES = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    working_dir_on_path()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    verbose = getattr(args, "verbose", False)
     try:
         return args.func(args) or 0
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except ConfigError as err:  # a configuration, input or resource problem the user can fix
+        return _fail(err, str(err), verbose)
+    except RunFailed as err:  # a run that started and failed: one line, the log has the rest
+        return _fail(err.cause, str(err), verbose, rc=1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if not _is_ray_failure(err):
+            raise  # a bug: its traceback is what a report needs
+        return _fail(err, _ray_failure_line(args, err), verbose, rc=1)
+
+
+def working_dir_on_path() -> None:
+    """The working directory on ``sys.path``, as ``python -m`` puts it, so that a task
+    factory such as ``examples.my_task:make_task`` imports from where the command runs (Ray
+    puts the driver's working directory on its workers' paths itself)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def _fail(err: BaseException, line: str, verbose: bool, rc: int = 2) -> int:
+    if verbose:
+        traceback.print_exception(err, file=sys.stderr)
+    print(f"error: {line}", file=sys.stderr)
+    return rc
+
+
+def _ray_failure_line(args, err: BaseException) -> str:
+    line = f"{args.command} failed: {summary(err)}"
+    if args.command == "tune" and args.name:
+        from raytrain_eff.tune.sweep import resume_command
+        line += f"; resume with: {resume_command(args, args.name)}"
+    return line + " (--verbose shows Ray's traceback)"
+
+
+def _is_ray_failure(err: BaseException) -> bool:
+    """A failure Ray reports for a worker or trial (told in one line), not a bug of ours."""
+    if "ray" not in sys.modules:
+        return False
+    import ray.exceptions
+    kinds: list[type] = [ray.exceptions.RayError]
+    for module, name in (("ray.train", "TrainingFailedError"), ("ray.tune", "TuneError")):
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type):
+            kinds.append(cls)
+    return isinstance(err, tuple(kinds))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,12 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "what they save.",
         epilog="run `raytrain-eff COMMAND --help` for a command's options and examples")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
 
     p = _sub(sub, "train", "train a preset or config on Ray Train")
     _config_args(p)
     p.add_argument("--resume", metavar="RUN", help="continue a run (its directory, or a name "
-                   "under run.storage_path) from its latest checkpoint")
+                   "under run.storage_path) from its newest good checkpoint")
+    p.add_argument("--from-checkpoint", metavar="DIR|STEP", help="with --resume: start from "
+                   "this checkpoint (its directory or a step) instead of the newest")
     p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a "
                    "local Ray started for this run)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the config")
@@ -129,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from raytrain_eff.report.commands import add_commands
     add_commands(sub)  # compare, report
+    for command in sub.choices.values():
+        command.add_argument("-v", "--verbose", action="store_true", help="Ray's own logs on "
+                             "the console, and tracebacks with errors")
     return parser
 
 
@@ -167,10 +222,30 @@ def cmd_train(args) -> int:
         return 0
     _record_provenance()
     from raytrain_eff.engine.launch import fit
-    result = fit(cfg, address=args.address, resume=bool(args.resume))
-    print(json.dumps({"run": result.run_name, "run_dir": result.run_dir,
-                      "metrics": result.metrics}, indent=2, default=str))
+    result = fit(cfg, address=args.address, resume=bool(args.resume), quiet=not args.verbose,
+                 from_checkpoint=args.from_checkpoint)
+    print(summary_table(result))
     return 0
+
+
+def summary_table(result) -> str:
+    """The end-of-run table: where the run is and its final numbers."""
+    m = result.metrics
+    rows = [("run", result.run_name), ("run dir", result.run_dir)]
+    rows += [(key, _number(m[key])) for key in ("step", "loss") if key in m]
+    rows += [(key, _number(value)) for key, value in m.items() if key.startswith("val_")]
+    if "samples_seen" in m:
+        rows.append(("samples seen", f"{int(m['samples_seen']):,}"))
+    if "wall_s" in m:
+        rows.append(("train time", f"{float(m['wall_s']):.1f} s"))
+    if result.checkpoint_path:
+        rows.append(("checkpoint", result.checkpoint_path))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _number(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def cmd_tune(args) -> int:
@@ -179,10 +254,14 @@ def cmd_tune(args) -> int:
     if args.resume and not args.name:
         raise ConfigError("--resume needs --name of the sweep to continue")
     _record_provenance()
-    from raytrain_eff.tune.sweep import run_sweep
-    sweep_dir = run_sweep(args.space, args.overrides, name=args.name,
-                          storage_path=args.storage_path, resume=args.resume,
-                          address=args.address)
+    from raytrain_eff.tune.sweep import SweepInterrupted, resume_command, run_sweep
+    try:
+        sweep_dir = run_sweep(args.space, args.overrides, name=args.name,
+                              storage_path=args.storage_path, resume=args.resume,
+                              address=args.address)
+    except SweepInterrupted as stop:
+        print(f"{stop}\nresume with: {resume_command(args, stop.name)}", file=sys.stderr)
+        return 130  # as a shell reports a SIGINT
     print(f"sweep results: {sweep_dir} (results.parquet, trials.parquet, best.yaml, "
           f"report.html, plots/)")
     return 0
@@ -224,19 +303,19 @@ def cmd_presets(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from raytrain_eff.engine.inspect import evaluate_run
+    from raytrain_eff.engine.finished_runs import evaluate_run
     print(json.dumps(evaluate_run(args.run), indent=2))
     return 0
 
 
 def cmd_export(args) -> int:
-    from raytrain_eff.engine.inspect import export_run
+    from raytrain_eff.engine.finished_runs import export_run
     print(export_run(args.run, args.out))
     return 0
 
 
 def cmd_sample(args) -> int:
-    from raytrain_eff.engine.inspect import sample_run
+    from raytrain_eff.engine.finished_runs import sample_run
     print(sample_run(args.run, args.prompt, args.chars, args.temperature, args.seed))
     return 0
 

@@ -44,7 +44,8 @@ class DataConfig:
 
     def __post_init__(self):
         check(self.batch_size > 0, "batch_size", self.batch_size, "an integer > 0")
-        check(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "in (0, 1)")
+        check(0 <= self.val_fraction < 1, "val_fraction", self.val_fraction,
+              "in [0, 1) (0: nothing held out, task erm only)")
         check(bool(self.dataset), "dataset", self.dataset, "a built-in name or a Parquet path")
 
 
@@ -79,6 +80,8 @@ class ScalingConfig:
     use_gpu: bool = False
     placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl with GPUs, else gloo
+    # ddp: every worker holds the whole model; fsdp: each holds a 1/P slice (FSDP2)
+    strategy: Literal["ddp", "fsdp"] = "ddp"
 
     def __post_init__(self):
         check(self.num_workers >= 0, "num_workers", self.num_workers, "an integer >= 0")
@@ -89,6 +92,8 @@ class ScalingConfig:
         check(self.cpus_per_worker > 0, "cpus_per_worker", self.cpus_per_worker, "> 0")
         check(self.backend != "nccl" or self.use_gpu, "backend", self.backend,
               "gloo or auto unless use_gpu is true (NCCL needs GPUs)")
+        check(self.strategy == "ddp" or self.num_workers >= 1, "strategy", self.strategy,
+              "ddp when num_workers is 0 (local mode has no process group to shard over)")
 
 
 @dataclass(kw_only=True)
@@ -203,7 +208,24 @@ def _from_dict(raw: dict) -> ExperimentConfig:
         methods[name] = build(catalog.load_object(entry.config), params, f"methods.{name}")
     sections = {k: build(cls, raw.get(k), k) for k, cls in SECTIONS.items()}
     preset = coerce(str | None, raw.get("preset"), "preset")
+    if sections["scaling"].strategy == "fsdp":
+        _check_shardable(task_name, methods)
+    if sections["data"].val_fraction == 0 and task_name != "erm":
+        raise ConfigError(f"data.val_fraction: 0 is allowed for task erm only (an optimisation "
+                          f"task); task {task_name} evaluates on held-out rows, so use > 0")
     return ExperimentConfig(task=task, methods=methods, preset=preset, **sections)
+
+
+def _check_shardable(task: str, methods: dict) -> None:
+    """scaling.strategy=fsdp: refuse, before launch, what cannot train on model shards."""
+    for kind, table, names in (("task", catalog.TASKS, [task]),
+                               ("methods", catalog.METHODS, list(methods))):
+        for name in names:
+            why = table[name].unsharded
+            if why:
+                where = "task.name" if kind == "task" else f"methods.{name}"
+                raise ConfigError(f"{where}: {name} cannot run under scaling.strategy=fsdp: "
+                                  f"{why}; use scaling.strategy=ddp")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -295,7 +317,8 @@ def load(preset: str | None = None, path: str | None = None,
 
 RESUME_OVERRIDABLE = ("run.stop_after", "run.max_failures", "scaling.num_workers",
                       "scaling.min_workers", "scaling.resize_interval_s",
-                      "scaling.cpus_per_worker", "scaling.placement", "monitor.")
+                      "scaling.cpus_per_worker", "scaling.placement", "scaling.strategy",
+                      "monitor.")
 
 
 def apply_resume_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:

@@ -13,7 +13,10 @@ import types
 import typing
 from typing import Any, Literal, Union
 
-_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+# numbers written as strings: PyYAML reads 1e-4 (no dot) as a string, and users quote numbers
+# ("0.001", "32"); both kinds are read as the number they spell, never half of them
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_INT_TEXT = re.compile(r"[-+]?\d+")
 
 
 class ConfigError(ValueError):
@@ -52,7 +55,8 @@ def build(cls: type, data: Any, where: str) -> Any:
 
 
 def coerce(tp: Any, value: Any, where: str) -> Any:
-    """Check ``value`` against annotation ``tp``; ints and 1e-4-style strings widen to floats."""
+    """Check ``value`` against annotation ``tp``; ints widen to floats, numbers written as
+    strings ("0.001", "1e-3", "32") are read as numbers."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         options = typing.get_args(tp)
@@ -89,11 +93,13 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
-            return float(value)  # PyYAML reads "1e-4" (no dot) as a string
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+            return int(value)
     elif isinstance(tp, type) and isinstance(value, tp):
         return value
     raise ConfigError(f"{where}: expected {_name(tp)}, got {value!r} ({type(value).__name__})")

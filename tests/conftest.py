@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+from timeouts import scaled  # noqa: E402 (the tests' own helpers, found through the path above)
+
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # runs started by tests write their Prometheus file_sd into a private dir, never into the
@@ -56,14 +59,42 @@ def run_cfg(tmp_path, request):
     return make
 
 
+def pytest_addoption(parser):
+    parser.addoption("--background-load", type=int, default=0, metavar="N",
+                     help="keep N busy processes running for the whole session, to check that "
+                          "the tests hold on a loaded machine (see README, Development)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-timeout reads its settings
+def pytest_configure(config):
+    if config.getvalue("timeout") is None and not os.environ.get("PYTEST_TIMEOUT"):
+        config.option.timeout = scaled(float(config.getini("timeout")))
+    load = config.getoption("--background-load")
+    if load < 0:
+        raise pytest.UsageError(f"--background-load={load}: expected 0 or more processes")
+    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"
+    config.background_load = [subprocess.Popen([sys.executable, "-c", spin])  # ends with us
+                              for _ in range(load)]
+
+
+def pytest_unconfigure(config):
+    for proc in getattr(config, "background_load", ()):
+        proc.kill()
+        proc.wait()
+
+
 TIERS = ("unit", "ray", "cluster", "bench", "e2e")
 E2E_MODULES = {"test_prometheus_e2e.py"}
 
 
 def pytest_collection_modifyitems(items):
     """Give every test one tier marker (see pyproject's markers): an explicit one wins, else
-    the tier follows from where the test lives and which Ray fixture it uses."""
+    the tier follows from where the test lives and which Ray fixture it uses. A test's own
+    ``timeout`` marker is stretched by the machine's factor (tests/timeouts.py)."""
     for item in items:
+        limit = item.get_closest_marker("timeout")
+        if limit is not None and limit.args:
+            item.add_marker(pytest.mark.timeout(scaled(limit.args[0])), append=False)
         if any(item.get_closest_marker(t) for t in TIERS):
             continue
         path = item.path

@@ -15,6 +15,7 @@ import traceback
 
 import torch.multiprocessing as mp
 from ray import cloudpickle
+from timeouts import scaled
 
 MAX_WORLD = 4
 
@@ -71,7 +72,7 @@ class GlooPool:
             inbox.put((payload, world))
         results = {}
         for _ in range(world):
-            rank, ok, value = self.outbox.get(timeout=timeout)
+            rank, ok, value = self.outbox.get(timeout=scaled(timeout))
             if not ok:
                 raise RuntimeError(f"rank {rank} failed:\n{value}")
             results[rank] = value

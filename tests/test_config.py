@@ -4,6 +4,7 @@ import sys
 
 import pytest
 import yaml
+from timeouts import scaled
 
 from raytrain_eff import config
 from raytrain_eff.typed import ConfigError
@@ -96,6 +97,7 @@ def test_broken_config_fails_before_torch_or_ray_is_imported():
             "assert rc == 2, rc\n"
             "bad = [m for m in ('torch', 'ray') if m in sys.modules]\n"
             "assert not bad, bad\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=scaled(60))
     assert proc.returncode == 0, proc.stderr
     assert "did you mean 'steps'" in proc.stderr

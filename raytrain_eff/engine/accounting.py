@@ -8,10 +8,10 @@ the dense count into the effective count they really needed.
 from __future__ import annotations
 
 import math
-import os
 import resource
 
 import torch
+from torch.distributed.tensor import DTensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from raytrain_eff.monitor import keys
@@ -33,12 +33,6 @@ class DenseFlopCounter:
         return self.cache[key]
 
 
-def rss_bytes() -> int:
-    """Resident set size of this process now."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def peak_memory_bytes(device: torch.device, rss: int | None = None) -> int:
     """Peak GPU memory allocated on CUDA; the process's peak RSS on CPU.
 
@@ -48,6 +42,25 @@ def peak_memory_bytes(device: torch.device, rss: int | None = None) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return max(int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, rss or 0)
+
+
+def _bytes(tensors) -> int:
+    """Bytes of these tensors on this rank (a DTensor counts its local slice only)."""
+    return sum((t.to_local() if isinstance(t, DTensor) else t).numel() * t.element_size()
+               for t in tensors)
+
+
+def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                extra_grad_bytes: int = 0) -> dict[str, int]:
+    """Bytes this rank holds for parameters, gradients and optimizer state: the model's share
+    of memory, which sharding divides by P. ``extra_grad_bytes``: gradient copies held
+    outside ``.grad`` (the ddp all-reduce buckets)."""
+    params = list(model.parameters())
+    grads = [p.grad for p in params if p.grad is not None]
+    state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    return {keys.PARAM_BYTES: _bytes(params),
+            keys.GRAD_BYTES: _bytes(grads) + extra_grad_bytes,
+            keys.OPTIMIZER_BYTES: _bytes(state)}
 
 
 def gpu_memory(device: torch.device) -> dict[str, int]:

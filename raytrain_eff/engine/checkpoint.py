@@ -2,102 +2,284 @@
 
 Layout of one checkpoint directory::
 
-    manifest.json   format, step, world size, attempt, samples seen, sha256 of rank-0 files
+    manifest.json   format, step, world size, attempt, samples seen, sha256 of every file
     model.pt        model state dict (replicated across ranks)
     optimizer.pt    optimizer state dict (methods that shard it gather it first)
     methods.pt      {method name: method.state_dict()} (world-size independent by contract)
-    rng_rank<r>.pt  torch (and CUDA) RNG state of rank r
+    rng_rank<r>.pt  torch (and CUDA) RNG state of rank r, gathered to rank 0
 
-Every rank writes its files into a local temporary directory and hands it to
+Rank 0 writes every file into a local temporary directory and hands it to
 ``ray.train.report``; Ray registers the checkpoint only once all ranks have reported and
 uploaded, so a crash mid-write never leaves a registered checkpoint. The manifest is
-written last and checked on load. Everything loads with ``weights_only=True``: no pickled
-code runs. A run saved with P ranks resumes with P' ranks: replicated state is shared, and
-ranks without an RNG file are seeded from (seed, step, rank).
+written last and checked on load; only files it lists are read. Everything loads with
+``weights_only=True``: no pickled code runs. A run saved with P ranks resumes with P'
+ranks: replicated state is shared, and ranks without an RNG file are seeded from
+(seed, step, rank).
+
+Choosing the checkpoint to resume from is the engine's, not Ray's: Ray hands every restart
+its latest registered checkpoint, even a corrupted one (Train V2's ``CheckpointManager``
+gives each new worker group ``latest_checkpoint_result``, restored from its snapshot on
+``--resume``; ``ray.train.get_checkpoint()`` returns it). ``choose`` verifies it and falls
+back to the newest good one before it, with a warning that names the bad file, in local
+mode and with Ray workers alike. Checkpoints written after a fallback get a revision
+suffix (``checkpoint_step00000020-r1``), so they never overwrite a checkpoint that Ray has
+registered (Ray deletes by path when it retires one).
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import pathlib
+import posixpath
+import re
 import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 
+import pyarrow.fs
 import torch
+import torch.distributed as dist
 
-FORMAT = 1
+from raytrain_eff.engine import storage
+from raytrain_eff.tasks.base import step_generator
+from raytrain_eff.typed import ConfigError
+
+FORMAT = 2  # 2: every file (RNG files too) is in the manifest's checksums
+READABLE = (1, 2)
 REPLICATED = ("model.pt", "optimizer.pt", "methods.pt")
+MANIFEST = "manifest.json"
+_NAME = re.compile(r"checkpoint_step(\d{8})(?:-r(\d+))?")
+
+Warn = Callable[[str], None]
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that is incomplete, corrupted or of an unknown format."""
+def _stderr(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
-def dir_name(step: int) -> str:
-    return f"checkpoint_step{step:08d}"
+class CheckpointError(ConfigError):
+    """A checkpoint that is incomplete, corrupted or of an unknown format (one line on the
+    command line)."""
+
+
+def dir_name(step: int, revision: int = 0) -> str:
+    return f"checkpoint_step{step:08d}" + (f"-r{revision}" if revision else "")
+
+
+def order(name: str) -> tuple[int, int]:
+    """(step, revision) of a checkpoint directory name; (-1, -1) for any other name."""
+    m = _NAME.fullmatch(name)
+    return (-1, -1) if m is None else (int(m.group(1)), int(m.group(2) or 0))
+
+
+def listing(run_dir: str) -> list[str]:
+    """Names of the checkpoint directories in ``run_dir`` (any storage), oldest first."""
+    fs, path = storage.filesystem(storage.resolve(run_dir))
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
+        return []
+    found = fs.get_file_info(pyarrow.fs.FileSelector(path))
+    names = [posixpath.basename(f.path) for f in found
+             if f.type == pyarrow.fs.FileType.Directory]
+    return sorted((n for n in names if order(n)[0] >= 0), key=order)
 
 
 def save(directory: pathlib.Path, *, rank: int, world_size: int, step: int, attempt: int,
-         model, optimizer, methods, extra: dict | None = None) -> None:
+         model, optimizer, methods, group=None, extra: dict | None = None) -> None:
+    """Every rank calls this (it gathers); rank 0 writes. ``group``: the ranks' process group
+    (None: the default one)."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
-    torch.save(rng, directory / f"rng_rank{rank}.pt")
+    rngs = _gather_to_rank0(rng, rank, world_size, group)  # the manifest covers them all
     # methods may gather sharded state collectively: every rank calls state_dict()
     method_states = {m.name: m.state_dict() for m in methods}
     optimizer_state = optimizer.state_dict()
     if rank != 0:
         return
+    names = list(REPLICATED)
+    for r, state in enumerate(rngs):
+        torch.save(state, directory / f"rng_rank{r}.pt")
+        names.append(f"rng_rank{r}.pt")
     torch.save(model.state_dict(), directory / "model.pt")
     torch.save(optimizer_state, directory / "optimizer.pt")
     torch.save(method_states, directory / "methods.pt")
     manifest = {"format": FORMAT, "step": step, "world_size": world_size, "attempt": attempt,
-                "files": {n: _digest(directory / n) for n in REPLICATED}, **(extra or {})}
+                "files": {n: _digest(directory / n) for n in names}, **(extra or {})}
     tmp = directory / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(directory / "manifest.json")
+    tmp.replace(directory / MANIFEST)
 
 
-def save_local(run_dir: str, *, keep: int, **save_args) -> pathlib.Path:
+def _gather_to_rank0(obj, rank: int, world_size: int, group) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on rank 0 (a collective); [] on other ranks."""
+    if world_size == 1:
+        return [obj]
+    if not (dist.is_available() and dist.is_initialized()):
+        raise CheckpointError(f"saving from rank {rank} of {world_size} needs the process "
+                              f"group: rank 0 writes every rank's RNG state")
+    out: list | None = [None] * world_size if rank == 0 else None
+    dist.gather_object(obj, out, group=group, group_dst=0)
+    return out or []
+
+
+def save_local(run_dir: str, *, keep: int, revision: int = 0, **save_args) -> pathlib.Path:
     """Single-process runs: write into ``run_dir`` via a temporary name, keep the newest
     ``keep``."""
     root = pathlib.Path(run_dir)
-    final = root / dir_name(save_args["step"])
+    final = root / dir_name(save_args["step"], revision)
     tmp = root / (final.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     save(tmp, **save_args)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    for old in sorted(root.glob("checkpoint_step*[0-9]"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    for old in listing(run_dir)[:-keep]:
+        shutil.rmtree(root / old, ignore_errors=True)
     return final
 
 
-def latest(run_dir: str) -> pathlib.Path | None:
-    """The newest complete checkpoint (valid manifest) in a local run directory, or None."""
-    for directory in sorted(pathlib.Path(run_dir).glob("checkpoint_step*[0-9]"), reverse=True):
+def latest(run_dir: str, warn: Warn = _stderr) -> pathlib.Path | None:
+    """The newest good checkpoint in a local run directory, or None; bad ones are named."""
+    chosen = _newest_good(run_dir, listing(run_dir), warn)
+    return None if chosen is None else pathlib.Path(run_dir) / chosen
+
+
+def read_manifest(directory) -> dict:
+    """The manifest of a checkpoint (local path or URI) once every file it lists matches its
+    checksum; otherwise CheckpointError naming the file."""
+    uri = storage.resolve(str(directory))
+    fs, path = storage.filesystem(uri)
+    if fs.get_file_info(posixpath.join(path, MANIFEST)).type != pyarrow.fs.FileType.File:
+        raise CheckpointError(f"{uri}: no {MANIFEST} (incomplete checkpoint)")
+    with fs.open_input_stream(posixpath.join(path, MANIFEST)) as f:
         try:
-            read_manifest(directory)
-            return directory
-        except CheckpointError:
-            continue  # an incomplete checkpoint: fall back to the one before
+            manifest = json.loads(f.read())
+        except ValueError as err:
+            raise CheckpointError(f"{uri}/{MANIFEST} is not valid JSON ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") not in READABLE:
+        found = manifest.get("format") if isinstance(manifest, dict) else manifest
+        raise CheckpointError(f"{uri}: checkpoint format {found!r}; this version reads "
+                              f"formats {', '.join(map(str, READABLE))}")
+    if not isinstance(manifest.get("files"), dict):
+        raise CheckpointError(f"{uri}/{MANIFEST} lists no files")
+    for name, expected in manifest["files"].items():
+        file = posixpath.join(path, name)
+        if fs.get_file_info(file).type != pyarrow.fs.FileType.File:
+            raise CheckpointError(f"{uri}/{name} is missing")
+        if _digest(fs, file) != expected:
+            raise CheckpointError(f"{uri}/{name} does not match its manifest checksum")
+    return manifest
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    name: str        # the checkpoint directory's name in the run directory
+    uri: str
+    revision: int    # for the checkpoints this attempt writes: never an existing name
+
+
+def choose(run_dir: str, *, pick: str | None, start: dict | None = None,
+           warn: Warn = _stderr) -> Choice | None:
+    """The checkpoint to restore: ``pick`` if it is good, else the newest good one before it,
+    each bad one named; None when there is nothing to restore.
+
+    ``pick``: the name of the checkpoint Ray hands this attempt (None: it has none); local
+    runs pass ``newest(run_dir)``. ``start`` (``resolve_start``'s, from the driver) overrides
+    ``pick`` unless ``pick`` was written after the driver chose: by an earlier attempt of
+    this same fit, whose failover must resume from it.
+    """
+    names = listing(run_dir)
+    if start and not (pick in names and pick not in start["existing"]):
+        pick = start["checkpoint"]  # Ray's pick is older than the driver's choice, or gone
+    if pick is None or order(pick)[0] < 0:
+        return None
+    older = [n for n in names if order(n) <= order(pick)]
+    if pick not in older:  # registered with Ray, then deleted by hand
+        warn(f"{storage.join(run_dir, pick)} is missing; falling back to the checkpoint before")
+    name = _newest_good(run_dir, older, warn)
+    if name is None:
+        raise CheckpointError(f"{run_dir}: no usable checkpoint up to {pick} (checked: "
+                              f"{', '.join(older) or 'none'}); start a new run instead")
+    return Choice(name, storage.join(run_dir, name), _revision(names, name))
+
+
+def newest(run_dir: str) -> str | None:
+    names = listing(run_dir)
+    return names[-1] if names else None
+
+
+def resolve_start(run_dir: str, spec: str | None = None, warn: Warn = _stderr) -> dict | None:
+    """On the driver, for ``train --resume [--from-checkpoint SPEC]``: the checkpoint to start
+    from (SPEC: a directory or its name, or a step), verified, and the names that exist now.
+    Without SPEC, the newest good one (bad ones are named); None when the run has none."""
+    names = listing(run_dir)
+    if spec is None:
+        if not names:
+            return None
+        chosen = _newest_good(run_dir, names, warn)
+        if chosen is None:
+            raise CheckpointError(f"{run_dir}: none of its checkpoints is usable "
+                                  f"({', '.join(names)}); start a new run instead")
+    else:
+        chosen = _match(run_dir, spec, names)
+        read_manifest(storage.join(run_dir, chosen))  # an explicit choice never falls back
+    return {"checkpoint": chosen, "existing": names}
+
+
+def _match(run_dir: str, spec: str, names: list[str]) -> str:
+    spec = str(spec).rstrip("/")
+    if spec.isdigit():
+        found = [n for n in names if order(n)[0] == int(spec)]
+    else:
+        found = [n for n in names if n == posixpath.basename(spec)]
+        parent = posixpath.dirname(storage.resolve(spec)) if "/" in spec else ""
+        if parent not in ("", storage.resolve(run_dir).rstrip("/")):
+            found = []  # a checkpoint of another run: not this run's trajectory
+    if not found:
+        raise CheckpointError(f"--from-checkpoint {spec}: no such checkpoint of {run_dir}; "
+                              f"give a step or one of: {', '.join(names) or '(none)'}")
+    return found[-1]
+
+
+def _newest_good(run_dir: str, names: list[str], warn: Warn) -> str | None:
+    bad: list[str] = []
+    for name in reversed(names):
+        try:
+            read_manifest(storage.join(run_dir, name))
+        except CheckpointError as err:
+            bad.append(str(err))
+            continue
+        for reason in bad:
+            warn(f"{reason}; resuming from the previous good checkpoint, {name}")
+        return name
+    for reason in bad:
+        warn(reason)
     return None
 
 
-def read_manifest(directory: pathlib.Path) -> dict:
-    path = pathlib.Path(directory) / "manifest.json"
-    if not path.is_file():
-        raise CheckpointError(f"{directory}: no manifest.json (incomplete checkpoint)")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{directory}: checkpoint format {manifest.get('format')!r}; "
-                              f"this version reads format {FORMAT}")
-    for name, expected in manifest["files"].items():
-        if not (pathlib.Path(directory) / name).is_file():
-            raise CheckpointError(f"{directory}: {name} is missing")
-        if _digest(pathlib.Path(directory) / name) != expected:
-            raise CheckpointError(f"{directory}: {name} does not match its manifest checksum")
-    return manifest
+def _revision(names: list[str], chosen: str) -> int:
+    """0 unless checkpoints newer than ``chosen`` exist (a fallback, an explicit start): then
+    one above every revision so far, so no name of this attempt is taken."""
+    step = order(chosen)[0]
+    if all(order(n)[0] <= step for n in names):
+        return 0
+    return 1 + max(order(n)[1] for n in names)
+
+
+@contextlib.contextmanager
+def local_copy(uri: str) -> Iterator[pathlib.Path]:
+    """A checkpoint as a local directory: itself when local, else a temporary download."""
+    fs, path = storage.filesystem(uri)
+    if isinstance(fs, pyarrow.fs.LocalFileSystem):
+        yield pathlib.Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="raytrain_eff_restore_") as tmp:
+        pyarrow.fs.copy_files(path, tmp, source_filesystem=fs,
+                              destination_filesystem=pyarrow.fs.LocalFileSystem())
+        yield pathlib.Path(tmp)
 
 
 def load(directory: pathlib.Path, *, rank: int, seed: int, model, optimizer, methods,
@@ -111,14 +293,16 @@ def load(directory: pathlib.Path, *, rank: int, seed: int, model, optimizer, met
         if m.name in states:
             m.load_state_dict(states[m.name])
     optimizer.load_state_dict(_load(directory / "optimizer.pt", device))
-    rng_file = directory / f"rng_rank{rank}.pt"
-    if rng_file.is_file():
-        rng = _load(rng_file, torch.device("cpu"))
+    rng_name = f"rng_rank{rank}.pt"
+    # format 1 left RNG files out of the checksums; from format 2 only checked files are read
+    if rng_name in manifest["files"] or (manifest["format"] == 1
+                                         and (directory / rng_name).is_file()):
+        rng = _load(directory / rng_name, torch.device("cpu"))
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
     else:  # a new rank after a world-size change
-        torch.manual_seed(hash((seed, manifest["step"], rank)) & 0x7FFFFFFF)
+        torch.manual_seed(step_generator(seed, manifest["step"], rank).initial_seed())
     return manifest
 
 
@@ -135,9 +319,12 @@ def _load(path: pathlib.Path, device):
     return torch.load(path, map_location=device, weights_only=True)
 
 
-def _digest(path: pathlib.Path) -> str:
+def _digest(fs: pyarrow.fs.FileSystem | pathlib.Path, path: str | None = None) -> str:
+    """sha256 of a file: ``_digest(local_path)`` or ``_digest(filesystem, path)``."""
+    if isinstance(fs, pathlib.Path):
+        fs, path = pyarrow.fs.LocalFileSystem(), str(fs.absolute())
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with fs.open_input_stream(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

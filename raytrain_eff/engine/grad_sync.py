@@ -11,6 +11,9 @@ Buckets are launched strictly in index order on every rank, so the sequence of c
 the same everywhere even when a parameter gets no gradient on some step (it is sent as zeros
 when the step is finished). Hooks are registered after the methods' own (MST masks gradients
 in its hook), so a bucket always receives the gradient the method left.
+
+This is the ``ddp`` strategy's sync; under ``fsdp`` (``engine.sharding``) the engine creates
+none, since FSDP reduce-scatters each gradient into its shard itself.
 """
 from __future__ import annotations
 
@@ -111,6 +114,10 @@ class OverlappedGradientSync:
             bucket.work = None
         self._next = 0
         self.armed = False
+
+    def buffer_bytes(self) -> int:
+        """Bytes of the flat all-reduce buffers: a second copy of every gradient."""
+        return sum(b.flat.numel() * b.flat.element_size() for b in self.buckets)
 
     def remove(self) -> None:
         for h in self._handles:

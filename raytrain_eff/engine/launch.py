@@ -14,7 +14,17 @@ import yaml
 
 from raytrain_eff import config as config_mod
 from raytrain_eff.config import ExperimentConfig
-from raytrain_eff.engine import placement, preflight, provenance, storage
+from raytrain_eff.engine import (
+    checkpoint,
+    console,
+    failures,
+    preflight,
+    provenance,
+    resources,
+    shared_storage,
+    storage,
+)
+from raytrain_eff.typed import ConfigError
 
 CONFIG_FILE = "config.yaml"
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
@@ -45,13 +55,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
         device = ray.train.torch.get_device()
     else:
         device = torch.device("cpu")
+    sink = loop_config.get("progress")
+    if loop_config.get("worker_logs") and world > 0:
+        console.worker_logs_to_file(loop_config["run_dir"], loop_config["run_name"], rank)
     Runner(cfg, rank=rank, world=world, group=group, device=device,
            run_dir=loop_config["run_dir"], run_name=loop_config["run_name"],
            trial=loop_config.get("trial", ""), report=ray.train.report,
+           log=console.remote_log(sink) if sink is not None else None,
            get_checkpoint=ray.train.get_checkpoint,
            summary_extra=loop_config.get("summary_extra"),
            local_checkpoints=cfg.scaling.num_workers == 0,
-           init_checkpoint=loop_config.get("init_checkpoint")).run()
+           init_checkpoint=loop_config.get("init_checkpoint"),
+           start_from=loop_config.get("start_from")).run()
 
 
 def default_name(cfg: ExperimentConfig) -> str:
@@ -64,8 +79,11 @@ def run_dir_of(cfg: ExperimentConfig, name: str) -> str:
 
 def build_trainer(cfg: ExperimentConfig, name: str, *, trial: str = "",
                   storage_path: str | None = None, callbacks=None,
-                  init_checkpoint: str | None = None):
-    """The TorchTrainer for ``cfg``; ``storage_path`` overrides the config's (Tune trials)."""
+                  init_checkpoint: str | None = None, progress=None,
+                  worker_logs: bool = False, start_from: dict | None = None):
+    """The TorchTrainer for ``cfg``; ``storage_path`` overrides the config's (Tune trials).
+    ``progress``: a ``console.ProgressSink`` actor that shows rank 0's progress on the driver;
+    ``worker_logs``: workers also log to ``<run_dir>/logs/worker-<rank>.log``."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -76,6 +94,8 @@ def build_trainer(cfg: ExperimentConfig, name: str, *, trial: str = "",
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "run_name": name, "trial": trial,
                            "run_dir": storage.join(base, name), "init_checkpoint": init_checkpoint,
+                           "progress": progress, "worker_logs": worker_logs,
+                           "start_from": start_from,
                            "summary_extra": {**provenance.current(), "machine": machine()}},
         # ray.train exports Train V2's ScalingConfig (V2 is on by default), but a type checker
         # sees the V1 names of its conditional imports, which lack elastic (min, max) workers
@@ -92,29 +112,66 @@ def build_trainer(cfg: ExperimentConfig, name: str, *, trial: str = "",
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.num_to_keep)))
 
 
-def fit(cfg: ExperimentConfig, *, address: str | None = None, resume: bool = False) -> FitResult:
-    """Train ``cfg`` on Ray (local or ``address``); with ``resume`` continue ``cfg.run.name``."""
+def fit(cfg: ExperimentConfig, *, address: str | None = None, resume: bool = False,
+        quiet: bool = False, from_checkpoint: str | None = None) -> FitResult:
+    """Train ``cfg`` on Ray (local or ``address``); with ``resume`` continue ``cfg.run.name``.
+
+    Rank 0's progress is shown once, on the driver. ``quiet`` (the CLI without --verbose)
+    keeps Ray's own output off the console: it goes to ``<run_dir>/logs/``. A failure after
+    the start raises ``failures.RunFailed``, whose text is one line.
+    """
     name = cfg.run.name or default_name(cfg)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name))
     run_dir = run_dir_of(cfg, name)
     config_uri = storage.join(run_dir, CONFIG_FILE)
     if not resume and storage.exists(config_uri):
-        raise FileExistsError(f"run '{name}' already exists in {run_dir}; continue it with "
-                              f"`raytrain-eff train --resume {run_dir}` or choose a new run.name")
+        raise ConfigError(f"run '{name}' already exists in {run_dir}; continue it with "
+                          f"`raytrain-eff train --resume {run_dir}` or choose a new run.name")
     if resume and not storage.exists(config_uri):
-        raise FileNotFoundError(f"nothing to resume: {config_uri} does not exist")
-    storage.write_bytes(config_uri, config_mod.dump(cfg).encode())
+        raise ConfigError(f"nothing to resume: {config_uri} does not exist")
+    if from_checkpoint is not None and not resume:
+        raise ConfigError("--from-checkpoint picks where a resumed run starts; add --resume")
     preflight.check(cfg)
+    # chosen and verified here, so a bad checkpoint is named on this console in both modes
+    start = checkpoint.resolve_start(run_dir, from_checkpoint) if resume else None
     os.environ.setdefault(HEALTH_CHECK_ENV, "1")
-    if cfg.scaling.num_workers > 0:
-        ensure_ray(address)
-        placement.check_storage(cfg)
-        if cfg.monitor.enabled:
-            _start_exporters(cfg)
-    result = build_trainer(cfg, name).fit()
+    log = console.driver_log(run_dir, name)
+    shown = _start(cfg, address, quiet, log)
+    # written once the checks pass: a refused run leaves nothing that --resume would find
+    storage.write_bytes(config_uri, config_mod.dump(cfg).encode())
+    from ray.train import TrainingFailedError
+    try:
+        trainer = build_trainer(cfg, name, progress=shown.start() if shown else None,
+                                worker_logs=quiet, start_from=start)
+        result = trainer.fit()
+    except TrainingFailedError as err:
+        raise failures.run_failed(err, name=name, run_dir=run_dir, log=log,
+                                  max_failures=cfg.run.max_failures) from err
+    finally:
+        if shown is not None:
+            shown.close()
     ckpt = result.checkpoint.path if result.checkpoint is not None else None
     return FitResult(run_name=name, run_dir=run_dir, metrics=dict(result.metrics or {}),
                      checkpoint_path=ckpt)
+
+
+def _start(cfg: ExperimentConfig, address: str | None, quiet: bool,
+           log: str) -> console.Console | None:
+    """Ray started and checked before training (workers placeable, storage shared, exporters
+    up); returns the console that shows rank 0's progress (None in local mode: it prints)."""
+    if quiet:
+        import ray.train  # noqa: F401 - its loggers exist before they are redirected
+        console.ray_logs_to_file(log)
+        print(f"[{cfg.run.name}] Ray's logs: {os.path.dirname(log)}/ (--verbose shows them "
+              f"here)", flush=True)
+    if cfg.scaling.num_workers == 0:
+        return None
+    ensure_ray(address, log_to_driver=not quiet)
+    resources.check(cfg)
+    shared_storage.check_storage(cfg)
+    if cfg.monitor.enabled:
+        _start_exporters(cfg)
+    return console.Console()
 
 
 def _start_exporters(cfg: ExperimentConfig) -> None:
@@ -135,18 +192,20 @@ def load_run_config(run: str, storage_path: str | None = None) -> ExperimentConf
         data = storage.read_bytes(storage.join(storage.resolve(candidate), CONFIG_FILE))
         if data is not None:
             return config_mod.from_dict(yaml.safe_load(data), where=f"{candidate}/{CONFIG_FILE}")
-    raise FileNotFoundError(f"no run found at {' or '.join(candidates)} (expected {CONFIG_FILE} "
-                            f"in the run directory)")
+    raise ConfigError(f"no run found at {' or '.join(candidates)} (expected {CONFIG_FILE} in "
+                      f"the run directory)")
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray pinned to itself."""
+def ensure_ray(address: str | None = None, num_cpus: int | None = None,
+               log_to_driver: bool = True) -> None:
+    """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray pinned to itself.
+    ``log_to_driver=False`` keeps workers' output off this process's console."""
     import ray
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        ray.init(address=address, log_to_driver=log_to_driver)
         return
     # The dashboard serves the State API that Train's clean-up and `ray job` rely on. Train's
     # clean-up actor looks the cluster up without an address: with another Ray instance on
@@ -154,7 +213,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # unless the address is pinned in the environment the cluster's processes inherit.
     port = free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    ray.init(dashboard_host="127.0.0.1", dashboard_port=port, num_cpus=num_cpus)
+    ray.init(dashboard_host="127.0.0.1", dashboard_port=port, num_cpus=num_cpus,
+             log_to_driver=log_to_driver)
 
 
 def free_port() -> int:

@@ -7,6 +7,7 @@ will be recomputed) and new rows carry the next ``attempt`` number: exactly one 
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -15,9 +16,40 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raytrain_eff.engine import storage
+from raytrain_eff.monitor import keys as K
 
 TABLE = "metrics.parquet"
 SUMMARY = "summary.json"
+
+
+@dataclasses.dataclass
+class StepStats:
+    """One optimizer step, as DESIGN.md's data flow names it; ``row()`` is what the sinks
+    (the table, the exporter, Ray's report) receive, under the ``monitor.keys`` vocabulary.
+    Amounts (samples, tokens, FLOPs) are the step's totals over ranks; ``rank_share`` is this
+    rank's part of them, which the exporter sums over ranks."""
+    step: int
+    wall_s: float                 # since the attempt started
+    loss: float                   # mean over ranks and micro-batches
+    lr: float
+    world_size: int
+    samples: float
+    tokens: float
+    step_time_s: float
+    dense_flops: float
+    effective_flops: float
+    rss_bytes: int
+    peak_memory_bytes: int
+    memory: dict[str, int]        # this rank's parameter/gradient/optimizer bytes, GPU memory
+    method_stats: dict[str, float]
+    rank_share: dict[str, float]
+
+    def row(self) -> dict:
+        return {K.STEP: self.step, K.WALL: self.wall_s, K.LOSS: self.loss, K.LR: self.lr,
+                K.WORLD_SIZE: self.world_size, K.SAMPLES: self.samples, K.TOKENS: self.tokens,
+                K.STEP_TIME: self.step_time_s, K.DENSE_FLOPS: self.dense_flops,
+                K.EFFECTIVE_FLOPS: self.effective_flops, K.RSS: self.rss_bytes,
+                K.PEAK_MEMORY: self.peak_memory_bytes, **self.memory, **self.method_stats}
 
 
 class MetricsTable:
@@ -33,9 +65,6 @@ class MetricsTable:
 
     def append(self, row: dict) -> None:
         self.rows.append({"attempt": self.attempt, **row})
-
-    def update_last(self, **values) -> None:
-        self.rows[-1].update(values)
 
     def flush(self) -> None:
         if not self.rows:

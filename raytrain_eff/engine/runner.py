@@ -1,6 +1,7 @@
 """The per-worker training loop: one step as data flows in DESIGN.md.
 
-batch -> method.before_step -> forward/backward (gradient all-reduce overlapped, grad_sync)
+batch -> method.before_step -> forward/backward (gradient all-reduce overlapped, grad_sync;
+under scaling.strategy=fsdp the model is sharded and FSDP reduce-scatters instead: sharding)
 -> optimizer step -> method.after_step -> a row of step statistics -> three sinks
 (ray.train.report every k steps with a checkpoint at k-multiples, the node's Prometheus
 exporter, rank 0's metrics.parquet).
@@ -17,18 +18,21 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from raytrain_eff import catalog
 from raytrain_eff.config import ExperimentConfig
-from raytrain_eff.engine import accounting, checkpoint, records
+from raytrain_eff.engine import accounting, checkpoint, records, sharding
 from raytrain_eff.engine.grad_sync import OverlappedGradientSync
 from raytrain_eff.engine.totals import RankShare, RunTotals
-from raytrain_eff.methods import registry
 from raytrain_eff.methods.base import MethodContext
 from raytrain_eff.monitor import keys as K
+from raytrain_eff.monitor.push import rss_bytes
+from raytrain_eff.tasks.base import step_generator
+from raytrain_eff.typed import ConfigError
 
 
 def build_task(cfg: ExperimentConfig):
@@ -42,8 +46,11 @@ class Runner:
                  run_dir: str, run_name: str, trial: str = "",
                  report: Callable = lambda metrics, checkpoint=None, **kw: None,
                  get_checkpoint: Callable = lambda: None, summary_extra: dict | None = None,
-                 local_checkpoints: bool = False, init_checkpoint: str | None = None):
+                 local_checkpoints: bool = False, init_checkpoint: str | None = None,
+                 log: Callable[[dict], None] | None = None, start_from: dict | None = None):
         self.cfg, self.rank, self.world, self.group, self.device = cfg, rank, world, group, device
+        # where rank 0's messages go ({"text", "step", "steps"}): the driver's console, or print
+        self.log = log or (lambda event: print(event["text"], flush=True))
         self.run_dir, self.run_name, self.trial = run_dir, run_name, trial
         self.report, self.get_checkpoint = report, get_checkpoint
         self.summary_extra = summary_extra or {}
@@ -51,8 +58,12 @@ class Runner:
         self.local_checkpoints = local_checkpoints
         # a checkpoint to start from (a PBT exploit) when the run has none of its own yet
         self.init_checkpoint = init_checkpoint
+        # `train --resume`: the checkpoint the driver chose (checkpoint.resolve_start)
+        self.start_from = start_from
+        self.ckpt_revision = 0  # > 0 after a fallback: new checkpoints take no existing name
         self.last_eval: dict[str, float] = {}
         self._curv_draws = 0  # curvature batches drawn so far
+        self.t_start, self.samples_at_start = 0.0, 0  # when and where this attempt's loop began
         # over all ranks and kept steps, checkpointed: they survive failover (engine.totals)
         self.totals = RunTotals()
 
@@ -64,7 +75,11 @@ class Runner:
         self.task.load()
         torch.manual_seed(cfg.run.seed)  # same initial weights on every rank
         model = self.task.build_model().to(self.device)
-        self.methods = registry.create_all(cfg.methods)
+        self.sharded = cfg.scaling.strategy == "fsdp"
+        if self.sharded:  # before prepare: methods see (and hook) the sharded parameters
+            model = sharding.shard(model, self.task.shard_units(model),
+                                   sharding.mesh(self.group, self.device))
+        self.methods = catalog.create_methods(cfg.methods)
         self.ctx = MethodContext(
             rank=self.rank, world_size=self.world, group=self.group, device=self.device,
             total_steps=cfg.run.steps, loss_fn=self.task.loss, task=self.task,
@@ -77,15 +92,17 @@ class Runner:
         made = [m.make_optimizer(model, self.ctx) for m in self.methods]
         optimizers = [o for o in made if o is not None]
         if len(optimizers) != 1:
-            raise ValueError(f"methods {list(cfg.methods)}: exactly one must provide the "
-                             f"optimizer (e.g. add adamw or sgd); {len(optimizers)} do")
+            raise ConfigError(f"methods {list(cfg.methods)}: exactly one must provide the "
+                              f"optimizer (e.g. add adamw or sgd); {len(optimizers)} do")
         self.optimizer = self.ctx.optimizer = optimizers[0]
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.owns_sync = any(m.owns_gradient_sync for m in self.methods)
         self.grad_sync = (OverlappedGradientSync(model, self.group, self.world)
-                          if self.ctx.distributed and not self.owns_sync else None)
+                          if self.ctx.distributed and not self.owns_sync and not self.sharded
+                          else None)  # fsdp reduce-scatters gradients itself
         self.start_step, self.attempt = self._restore()
-        torch.manual_seed(cfg.run.seed * 1000 + self.rank + 7919 * self.start_step)
+        # this rank's stream from here on, derived like every other (tasks.base.step_generator)
+        torch.manual_seed(step_generator(cfg.run.seed, self.start_step, self.rank).initial_seed())
         self.table = records.MetricsTable(self.run_dir, self.start_step) if self.rank == 0 else None
         if self.table is not None:
             self.attempt = self.table.attempt
@@ -100,20 +117,30 @@ class Runner:
                                      self.cfg.data.batch_size)
 
     def _restore(self) -> tuple[int, int]:
+        # the engine, not Ray, picks: Ray would hand every restart its latest checkpoint even
+        # when corrupted; checkpoint.choose falls back to the newest good one, and says so
         if self.local_checkpoints:
-            directory = checkpoint.latest(self.run_dir) or self.init_checkpoint
-            return self._load_from(directory) if directory else (0, 0)
-        ckpt = self.get_checkpoint()
-        if ckpt is None:
+            pick = checkpoint.newest(self.run_dir)
+        else:
+            ckpt = self.get_checkpoint()
+            pick = None if ckpt is None else pathlib.PurePosixPath(ckpt.path).name
+        chosen = checkpoint.choose(self.run_dir, pick=pick, start=self.start_from,
+                                   warn=lambda text: self._log(f"warning: {text}"))
+        if chosen is None:
             return self._load_from(self.init_checkpoint) if self.init_checkpoint else (0, 0)
-        with ckpt.as_directory() as directory:
+        self.ckpt_revision = chosen.revision
+        with checkpoint.local_copy(chosen.uri) as directory:
             return self._load_from(directory)
 
     def _load_from(self, directory) -> tuple[int, int]:
+        model: Any = self.model
+        optimizer: Any = self.optimizer
+        if self.sharded:  # full state on every rank; each keeps its own slice
+            model = sharding.ShardedModelLoader(self.model)
+            optimizer = sharding.ShardedOptimizerLoader(self.model, self.optimizer)
         manifest = checkpoint.load(pathlib.Path(directory), rank=self.rank,
-                                   seed=self.cfg.run.seed, model=self.model,
-                                   optimizer=self.optimizer, methods=self.methods,
-                                   device=self.device)
+                                   seed=self.cfg.run.seed, model=model, optimizer=optimizer,
+                                   methods=self.methods, device=self.device)
         self._log(f"resumed from step {manifest['step']} (saved by {manifest['world_size']} "
                   f"workers, now {self.world})")
         self.totals = RunTotals.from_manifest(manifest, self._constant_world_samples(
@@ -165,75 +192,94 @@ class Runner:
         steps = min(cfg.run.steps, cfg.run.stop_after or cfg.run.steps)
         dense = self.flops.count(self.model, self._batch(self.start_step, 0))
         self.t_start, self.samples_at_start = time.perf_counter(), self.samples_seen
-        row = {}
+        row: dict = {}
         for step in range(self.start_step, steps):
-            row = self.train_step(step, dense)
-            if self.rank == 0 and self._due(step, cfg.run.eval_interval, steps):
+            stats = self.train_step(step, dense)
+            row = stats.row()
+            # a sharded model's forward needs every rank
+            if (self.rank == 0 or self.sharded) and self._due(step, cfg.run.eval_interval, steps):
                 self.last_eval = self.task.evaluate(self.model, cfg.data.batch_size,
                                                     cfg.run.eval_batches)
                 row.update(self.last_eval)
             if self.table is not None:
                 self.table.append(row)
             if self.pusher is not None:
-                self.pusher.push({**row, **self.rank_amounts},
-                                 totals=self.rank_share.add_step(self.rank_amounts))
+                self.pusher.push({**row, **stats.rank_share},
+                                 totals=self.rank_share.add_step(stats.rank_share))
             if self._due(step, cfg.run.report_interval, steps):
                 self._report(step, row, last=step + 1 == steps)
         if self.pusher is not None:
             self.pusher.close()
         return row
 
-    def train_step(self, step: int, dense: float) -> dict:
+    def train_step(self, step: int, dense: float) -> records.StepStats:
         cfg, ctx = self.cfg, self.ctx
         ctx.step = step
         lr_f = accounting.lr_factor(step, cfg.run.steps, cfg.train.warmup_steps,
                                     cfg.train.decay, cfg.train.min_lr_ratio)
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=False):
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = base * lr_f
         for method in self.methods:
             method.before_step(step, ctx)
         t0 = time.perf_counter()
+        loss_sum, samples, tokens = self._forward_backward(step)
+        if cfg.train.grad_clip and not self.owns_sync:  # a sharded method sees only its slice
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+        self.optimizer.step()
+        method_stats: dict[str, float] = {}
+        for method in self.methods:
+            method_stats.update(method.after_step(step, ctx))
+        step_time = time.perf_counter() - t0
+        effective = dense * cfg.train.grad_accum
+        for method in self.methods:
+            effective = method.step_flops(effective, ctx)
+        stats = self._step_stats(step, loss_sum / cfg.train.grad_accum, samples, tokens,
+                                 dense * cfg.train.grad_accum, effective, step_time,
+                                 method_stats)
+        self.totals.add_step(stats.row())
+        return stats
+
+    def _forward_backward(self, step: int) -> tuple[float, int, int]:
+        """Every micro-batch of the step; gradients averaged over ranks when it returns.
+        Returns this rank's (sum of micro-batch losses, samples, tokens)."""
+        accum = self.cfg.train.grad_accum
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum, samples, tokens = 0.0, 0, 0
-        for micro in range(cfg.train.grad_accum):
+        for micro in range(accum):
             if self.grad_sync is not None:
-                self.grad_sync.arm(micro + 1 == cfg.train.grad_accum)
+                self.grad_sync.arm(micro + 1 == accum)
             batch = self._batch(step, micro)
             with self._autocast():
                 loss = self.task.loss(self.model, batch)
-            (loss / cfg.train.grad_accum).backward()
+            (loss / accum).backward()
             loss_sum += float(loss.detach())
             s, t = self.task.counts(batch)
             samples, tokens = samples + s, tokens + t
         if self.grad_sync is not None:
             self.grad_sync.finish()
-        if cfg.train.grad_clip and not self.owns_sync:  # a sharded method sees only its slice
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
-        self.optimizer.step()
-        stats = {}
-        for method in self.methods:
-            stats.update(method.after_step(step, ctx))
-        step_time = time.perf_counter() - t0
-        effective = dense * cfg.train.grad_accum
-        for method in self.methods:
-            effective = method.step_flops(effective, ctx)
-        loss_mean = self._mean_over_ranks(loss_sum / cfg.train.grad_accum)
+        return loss_sum, samples, tokens
+
+    def _step_stats(self, step: int, loss: float, samples: int, tokens: int, dense: float,
+                    effective: float, step_time: float, method_stats: dict) -> records.StepStats:
+        """This rank's amounts -> the step's totals over ranks, plus memory."""
         batches = self._batches_per_step(self.world)
-        # the exporter sums ranks, so it gets this rank's share; the table gets the step's total
-        self.rank_amounts = {K.SAMPLES: samples * batches / self.world,
-                             K.TOKENS: tokens * batches / self.world,
-                             K.DENSE_FLOPS: dense * cfg.train.grad_accum,
-                             K.EFFECTIVE_FLOPS: effective}
-        rss = accounting.rss_bytes()
-        row = {K.STEP: step, K.WALL: time.perf_counter() - self.t_start, K.LOSS: loss_mean,
-               K.LR: self.optimizer.param_groups[0]["lr"], K.WORLD_SIZE: self.world,
-               K.SAMPLES: samples * batches, K.TOKENS: tokens * batches, K.STEP_TIME: step_time,
-               K.DENSE_FLOPS: dense * cfg.train.grad_accum * self.world,
-               K.EFFECTIVE_FLOPS: effective * self.world, K.RSS: rss,
-               K.PEAK_MEMORY: accounting.peak_memory_bytes(self.device, rss),
-               **accounting.gpu_memory(self.device), **stats}
-        self.totals.add_step(row)
-        return row
+        rss = rss_bytes()
+        return records.StepStats(
+            step=step, wall_s=time.perf_counter() - self.t_start,
+            loss=self._mean_over_ranks(loss), lr=self.optimizer.param_groups[0]["lr"],
+            world_size=self.world, samples=samples * batches, tokens=tokens * batches,
+            step_time_s=step_time, dense_flops=dense * self.world,
+            effective_flops=effective * self.world, rss_bytes=rss,
+            peak_memory_bytes=accounting.peak_memory_bytes(self.device, rss),
+            memory={**self._state_bytes(), **accounting.gpu_memory(self.device)},
+            method_stats=method_stats,
+            rank_share={K.SAMPLES: samples * batches / self.world,
+                        K.TOKENS: tokens * batches / self.world,
+                        K.DENSE_FLOPS: dense, K.EFFECTIVE_FLOPS: effective})
+
+    def _state_bytes(self) -> dict[str, int]:
+        buffers = self.grad_sync.buffer_bytes() if self.grad_sync is not None else 0
+        return accounting.state_bytes(self.model, self.optimizer, buffers)
 
     def _batch(self, step: int, micro: int):
         batch = self.task.train_batch(step, micro, self.rank, self.world, self.cfg.data.batch_size)
@@ -273,18 +319,25 @@ class Runner:
             self.report(metrics)
             return
         from ray.train import Checkpoint
+        model: Any = self.model
+        optimizer: Any = self.optimizer
+        if self.sharded:  # gathered by every rank, ddp's format: any world size, any strategy
+            model = sharding.Snapshot(sharding.full_model_state(self.model))
+            optimizer = sharding.Snapshot(sharding.full_optimizer_state(self.model,
+                                                                        self.optimizer))
         save = dict(rank=self.rank, world_size=self.world, step=step + 1, attempt=self.attempt,
-                    model=self.model, optimizer=self.optimizer, methods=self.methods,
+                    model=model, optimizer=optimizer, methods=self.methods, group=self.group,
                     extra={"samples_seen": self.samples_seen,
                            "totals": self.totals.to_manifest(row[K.WALL])})
         if self.local_checkpoints:
-            ckpt_dir = checkpoint.save_local(self.run_dir, keep=cfg.run.num_to_keep, **save)
+            ckpt_dir = checkpoint.save_local(self.run_dir, keep=cfg.run.num_to_keep,
+                                             revision=self.ckpt_revision, **save)
             self.report(metrics, checkpoint=Checkpoint.from_directory(str(ckpt_dir)))
             return
         with tempfile.TemporaryDirectory(prefix="raytrain_eff_ckpt_") as tmp:
             checkpoint.save(pathlib.Path(tmp), **save)
             self.report(metrics, checkpoint=Checkpoint.from_directory(tmp),
-                        checkpoint_dir_name=checkpoint.dir_name(step + 1))
+                        checkpoint_dir_name=checkpoint.dir_name(step + 1, self.ckpt_revision))
 
     def _summary(self, row: dict) -> dict:
         return {"run": self.run_name, "trial": self.trial, "config": self.cfg.to_dict(),
@@ -304,11 +357,12 @@ class Runner:
         eta = elapsed / max(done, 1) * (self.cfg.run.steps - step - 1)
         val = f" | val {self.last_eval['val_loss']:.3f}" if "val_loss" in self.last_eval else ""
         self._log(f"step {step + 1}/{self.cfg.run.steps} | loss {row['loss']:.3f}{val} | "
-                  f"{rate:,.0f} samples/s | ETA {_duration(eta)}")
+                  f"{rate:,.0f} samples/s | ETA {_duration(eta)}",
+                  step=step + 1, steps=self.cfg.run.steps)
 
-    def _log(self, text: str) -> None:
+    def _log(self, text: str, step: int | None = None, steps: int | None = None) -> None:
         if self.rank == 0:
-            print(f"[{self.run_name}] {text}", flush=True)
+            self.log({"text": f"[{self.run_name}] {text}", "step": step, "steps": steps})
 
 
 def _duration(seconds: float) -> str:

@@ -1,4 +1,5 @@
-"""Hyper-parameters of sublinear-time wide-network training (arXiv 2208.04508), `wide` task."""
+"""Hyper-parameters of sublinear-time wide-network training (arXiv 2208.04508); the `wide`
+task's own live in ``hparams/tasks.py``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,23 +32,3 @@ class SublinearConfig:
               "an integer >= 1")
         check(self.update != "gauss_newton" or self.index != "lsh", "update", self.update,
               "sgd when index is lsh (the Gram needs every active pair, LSH misses some)")
-
-
-@dataclass(kw_only=True)
-class WideConfig:
-    """The paper's two-layer net f(x) = (1/√m) Σ_r a_r·max(⟨w_r, x⟩ − b, 0)."""
-    dataset: Literal["synthetic", "digits"] = "synthetic"  # unit-norm regression or digits
-    width: int = 4096           # m: neurons in the hidden layer
-    shift: float | None = None  # b; None: √(0.4·ln m), so about m^0.8 neurons fire per input
-    dim: int = 64               # d for synthetic data (digits has 64 pixels)
-    num_train: int = 256        # n for synthetic data (the index holds one tree per row)
-    num_val: int = 256          # held-out synthetic rows
-    loss: Literal["mse", "ce"] = "mse"  # mse: the paper's regression loss (Gauss-Newton needs it)
-    shard_width: bool = False   # neurons split over ranks: every rank then sees the same batch
-
-    def __post_init__(self):
-        check(self.width > 0, "width", self.width, "an integer > 0")
-        check(self.shift is None or self.shift >= 0, "shift", self.shift, ">= 0 or null")
-        check(self.dim > 0, "dim", self.dim, "an integer > 0")
-        check(self.num_train > 0, "num_train", self.num_train, "an integer > 0")
-        check(self.num_val > 0, "num_val", self.num_val, "an integer > 0")

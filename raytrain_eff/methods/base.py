@@ -3,7 +3,7 @@
 The engine calls these hooks in a fixed order and never names a method::
 
     model = method.prepare(model, ctx)            # once, before the optimizer exists
-    opt = method.make_optimizer(model, ctx)       # first non-None wins; else error
+    opt = method.make_optimizer(model, ctx)       # exactly one method returns one
     for step in range(start, steps):
         method.before_step(step, ctx)             # schedules, topology updates
         forward / backward on ctx.loss_fn(model, batch), gradient all-reduce
@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # for the annotation only: tasks never import methods, nor the reverse
+    from raytrain_eff.tasks.base import Task
+
+ConfigT = TypeVar("ConfigT")   # a method's hyper-parameter dataclass (hparams/)
 
 
 @dataclasses.dataclass
@@ -42,23 +47,30 @@ class MethodContext:
     iterate_shard: Callable[[int], Iterator[Any]] | None = None
     shard_size: int = 0                    # training rows on this rank
     optimizer: torch.optim.Optimizer | None = None  # set by the engine after make_optimizer
-    task: Any = None                       # the Task (model factory, loss, eval)
+    task: Task | None = None               # the run's task (model factory, loss, eval)
 
     @property
     def distributed(self) -> bool:
         return self.group is not None and self.world_size > 1
 
 
-class Method:
-    """Base class: every hook is a no-op, so a method overrides only what its paper changes."""
+class Method(Generic[ConfigT]):
+    """Base class: every hook is a no-op, so a method overrides only what its paper changes.
+    ``Method[XConfig]`` types ``self.config`` as the method's own hyper-parameters."""
 
     name: ClassVar[str] = ""
     # True when the method averages gradients itself (sharded optimizers); the engine then
     # skips its own gradient all-reduce.
     owns_gradient_sync: ClassVar[bool] = False
 
-    def __init__(self, config: Any):
+    def __init__(self, config: ConfigT):
         self.config = config
+
+    @classmethod
+    def preflight(cls, params: Any, cfg: Any) -> None:
+        """Checks on the driver before any worker starts: refuse settings that cannot work
+        with the rest of the run's config (``cfg``), raising ``typed.ConfigError`` naming the
+        key (the CLI shows it as one line)."""
 
     def prepare(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         return model

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import torch
 
+from raytrain_eff.hparams.baselines import AdamWConfig, SGDConfig
 from raytrain_eff.methods.base import Method, MethodContext, weight_decay_groups
 
 
-class SGD(Method):
+class SGD(Method[SGDConfig]):
     """SGD with heavy-ball or Nesterov momentum; weight decay decoupled (SGDW)."""
 
     def make_optimizer(self, model, ctx: MethodContext):
@@ -19,21 +20,24 @@ class SGD(Method):
         # torch's SGD folds weight decay into the gradient; decoupling keeps it comparable
         # with AdamW when LR schedules change the step size.
         return DecoupledSGD(weight_decay_groups(model, c.weight_decay), lr=c.lr,
-                            momentum=c.momentum, nesterov=c.nesterov, fused=fusable(model))
+                            momentum=c.momentum, nesterov=c.nesterov,
+                            fused=fusable(model, sharded=False))
 
 
-class AdamW(Method):
+class AdamW(Method[AdamWConfig]):
     def make_optimizer(self, model, ctx: MethodContext):
         c = self.config
         return torch.optim.AdamW(weight_decay_groups(model, c.weight_decay), lr=c.lr,
                                  betas=(c.beta1, c.beta2), eps=c.eps, fused=fusable(model))
 
 
-def fusable(model) -> bool:
-    """torch's fused optimizers take floating-point parameters on CPU or CUDA only."""
+def fusable(model, sharded: bool = True) -> bool:
+    """torch's fused optimizers take floating-point parameters on CPU or CUDA only;
+    ``sharded=False``: nor FSDP's DTensor shards (torch has no DTensor rule for fused SGD)."""
+    from torch.distributed.tensor import DTensor
     params = list(model.parameters())
     return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
-                                for p in params)
+                                and (sharded or not isinstance(p, DTensor)) for p in params)
 
 
 class DecoupledSGD(torch.optim.SGD):

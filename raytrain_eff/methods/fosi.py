@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from raytrain_eff.hparams.fosi import FOSIConfig
 from raytrain_eff.methods.base import Method, MethodContext
 from raytrain_eff.methods.lanczos import HessianOperator, RitzPairs, lanczos
 from raytrain_eff.monitor import keys
@@ -281,7 +282,7 @@ def curvature_inputs(ctx: MethodContext) -> tuple[Callable, Callable]:
     return ctx.loss_fn, ctx.next_batch
 
 
-class FOSI(Method):
+class FOSI(Method[FOSIConfig]):
     """Registered as ``fosi``: one process (use ``dho2`` for several workers)."""
 
     def make_optimizer(self, model: nn.Module, ctx: MethodContext):

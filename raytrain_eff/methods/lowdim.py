@@ -20,17 +20,12 @@ swapped for a width-2r deep linear head initialised from the step-0 gradient of 
 """
 from __future__ import annotations
 
-import dataclasses
-import time
-from collections.abc import Callable
-
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from raytrain_eff.hparams.lowdim import LowDimConfig
 from raytrain_eff.methods.base import Method, MethodContext
-
-Loss = Callable[[torch.Tensor], torch.Tensor]
 
 
 # -- networks ----------------------------------------------------------------------------------
@@ -127,114 +122,8 @@ def make_optimizer(groups: list[dict], kind: str) -> torch.optim.Optimizer:
     raise ValueError(f"optimizer '{kind}': choose 'gd' or 'adam'")
 
 
-# -- low-rank recovery problems ----------------------------------------------------------------
-@dataclasses.dataclass
-class LowRankProblem:
-    """f(W) for an end-to-end matrix W, its target Φ and the surrogate Φ̂ = −∇f(0)."""
-    kind: str
-    Phi: torch.Tensor                 # (d, d) rank-r target
-    loss: Loss                        # f(W), a scalar
-    surrogate: torch.Tensor           # (d, d) Φ̂
-    M: torch.Tensor | None = None  # (d, d) 0/1 observation mask Ω (factorisation: all ones)
-    A: torch.Tensor | None = None  # (m, d²) vec(Aᵢ) as rows (sensing)
-    y: torch.Tensor | None = None  # (m,) yᵢ = ⟨Aᵢ, Φ⟩ (sensing)
-
-    def __post_init__(self):
-        self.Phi_norm = torch.linalg.norm(self.Phi)   # ‖Φ‖_F, once: error() runs every step
-
-    def error(self, W: torch.Tensor) -> float:
-        """Relative recovery error ‖W − Φ‖_F / ‖Φ‖_F."""
-        return float(torch.linalg.norm(W - self.Phi) / self.Phi_norm)
-
-
-def low_rank_target(d: int, r: int, gen: torch.Generator, dtype=torch.float64) -> torch.Tensor:
-    """Φ = U diag(s) Vᵀ with random orthonormal U, V and s evenly spread over [0.5, 1]:
-    ‖Φ‖₂ = 1 makes step sizes independent of d; distinct s give the incremental learning
-    of the paper's targets."""
-    U, V = orthogonal(d, r, gen, dtype), orthogonal(d, r, gen, dtype)
-    s = torch.linspace(1.0, 0.5, r, dtype=dtype) if r > 1 else torch.ones(1, dtype=dtype)
-    return (U * s) @ V.T
-
-
-def observation_mask(d: int, p: float, gen: torch.Generator, dtype=torch.float64) -> torch.Tensor:
-    """Exactly round(p·d²) entries, uniformly without replacement."""
-    count = max(1, round(p * d * d))
-    mask = torch.zeros(d * d, dtype=dtype)
-    mask[torch.randperm(d * d, generator=gen)[:count]] = 1
-    return mask.view(d, d)
-
-
-def surrogate(f: Loss, shape: tuple[int, ...], dtype=torch.float64) -> torch.Tensor:
-    """Φ̂ = −∇f(0): the spectral initialisation's target for any end-to-end loss."""
-    W = torch.zeros(shape, dtype=dtype, requires_grad=True)
-    (g,) = torch.autograd.grad(f(W), W)
-    return -g
-
-
-def factorization(d: int, r: int, gen: torch.Generator) -> LowRankProblem:
-    """f(W) = ½‖W − Φ‖²_F."""
-    return completion(d, r, 1.0, gen, kind="factorization")
-
-
-def completion(d: int, r: int, p: float, gen: torch.Generator,
-               kind: str = "completion") -> LowRankProblem:
-    """f(W) = ½‖P_Ω(W − Φ)‖²_F / p, p = |Ω|/d²: an unbiased estimate of ½‖W − Φ‖²_F."""
-    Phi = low_rank_target(d, r, gen)
-    M = observation_mask(d, p, gen) if p < 1 else torch.ones_like(Phi)
-    p_hat = float(M.sum()) / (d * d)
-
-    def f(W):
-        return 0.5 * ((M * (W - Phi)) ** 2).sum() / p_hat
-    return LowRankProblem(kind, Phi, f, surrogate(f, Phi.shape), M=M)
-
-
-def sensing(d: int, r: int, m: int, gen: torch.Generator) -> LowRankProblem:
-    """f(W) = (1/2m) Σᵢ (⟨Aᵢ, W⟩ − yᵢ)², Aᵢ with iid N(0, 1) entries, yᵢ = ⟨Aᵢ, Φ⟩."""
-    Phi = low_rank_target(d, r, gen)
-    A = torch.randn(m, d * d, generator=gen, dtype=Phi.dtype)   # (m, d²): vec(Aᵢ) as rows
-    y = A @ Phi.reshape(-1)
-
-    def f(W):
-        return 0.5 * ((A @ W.reshape(-1) - y) ** 2).mean()
-    return LowRankProblem("sensing", Phi, f, surrogate(f, Phi.shape), A=A, y=y)
-
-
-@dataclasses.dataclass
-class Trajectory:
-    errors: list[float]      # recovery error of the iterate before step k (errors[0]: init)
-    seconds: list[float]     # wall time spent up to that point (steps and error evaluation)
-
-    def first_below(self, tol: float) -> tuple[int, float] | None:
-        """(iterations, seconds) at which the error first fell to ``tol`` or below; None if
-        never."""
-        for k, e in enumerate(self.errors):
-            if e <= tol:
-                return k, self.seconds[k]
-        return None
-
-
-def fit(net: DeepLinear, problem: LowRankProblem, opt: torch.optim.Optimizer, steps: int,
-        tol: float = 0.0) -> Trajectory:
-    """Full-batch training of f(W_L⋯W_1), recording the recovery error at every iteration.
-
-    The end-to-end product is formed once per iteration: the error reads it (detached) and
-    the loss backpropagates through the same tensor. Stops at the first error at or below
-    ``tol``, after ``steps`` steps, or at a NaN."""
-    errors, seconds, start = [], [], time.perf_counter()
-    for k in range(steps + 1):
-        W = net.product()                         # (d_out, d_in), with its autograd graph
-        errors.append(problem.error(W.detach()))
-        seconds.append(time.perf_counter() - start)
-        if errors[-1] <= tol or k == steps or errors[-1] != errors[-1]:  # done, capped or NaN
-            break
-        opt.zero_grad(set_to_none=True)
-        problem.loss(W).backward()
-        opt.step()
-    return Trajectory(errors, seconds)
-
-
 # -- the method: compress a model's linear layer (or a whole deep linear network) --------------
-class LowDim(Method):
+class LowDim(Method[LowDimConfig]):
     """Swap ``config.layer`` (an nn.Linear) for a width-2r deep linear layer initialised from
     the step-0 gradient; a model that is itself a DeepLinear network is compressed whole."""
 

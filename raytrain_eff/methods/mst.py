@@ -18,6 +18,12 @@ between multiples of ΔT. A head tied to the embedding shares its weight, hence 
 are all-reduced over the data-parallel group and random growth is seeded by (seed, step, layer),
 so every rank takes the same decisions.
 
+Under model shards (FSDP2, ``scaling.strategy=fsdp``) each weight is a DTensor and its mask
+lives on the local shard only: masking, gradient masking, moment resets and density all
+work on ``to_local()`` slices. A topology update gathers one layer's |W|, scores and mask at a
+time (the prune/grow choice is a top-k over the whole layer) and keeps the local slice of the
+result, so the decisions are the ones ddp takes.
+
 Accounting (``FlopCounter``): per training forward, a linear layer on R rows with n weights at
 density ρ costs 2Rnρ (forward) + 2Rnρ (dX, when its input needs a gradient) + 2Rnρ (dW; 2Rn on
 gradient-growth steps, which need the dense gradient); an embedding costs Rdρ adds for its
@@ -32,7 +38,9 @@ import fnmatch
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
+from raytrain_eff.hparams.mst import MSTConfig
 from raytrain_eff.methods.base import Method, MethodContext
 from raytrain_eff.methods.schedules import Piecewise, UpdateFrequency, make_schedule, ramp
 from raytrain_eff.methods.sparse_attention import (
@@ -42,6 +50,7 @@ from raytrain_eff.methods.sparse_attention import (
     tile_pairs,
 )
 from raytrain_eff.monitor import keys
+from raytrain_eff.typed import ConfigError
 
 
 @dataclasses.dataclass
@@ -54,6 +63,30 @@ class SparseParam:
     @property
     def mask(self) -> torch.Tensor:
         return self.owner.get_buffer("mst_mask")
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's slice of a sharded tensor; the tensor itself otherwise."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def _full(weight: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+    """The whole tensor whose local slice is ``part``, sharded as ``weight`` is (collective)."""
+    if not isinstance(weight, DTensor):
+        return part
+    dtype = part.dtype
+    part = part.to(torch.uint8) if dtype == torch.bool else part  # gloo gathers no bools
+    whole = DTensor.from_local(part, weight.device_mesh, weight.placements,
+                               shape=weight.shape, stride=weight.stride()).full_tensor()
+    return whole.to(dtype)
+
+
+def _slice(weight: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+    """This rank's slice of ``whole`` (identical on every rank), sharded as ``weight`` is."""
+    if not isinstance(weight, DTensor):
+        return whole
+    return distribute_tensor(whole, weight.device_mesh, weight.placements,
+                             src_data_rank=None).to_local()
 
 
 def discover(model: nn.Module, include: list[str], exclude: list[str]) -> list[SparseParam]:
@@ -122,6 +155,9 @@ class FlopCounter:
         self.density = density    # id(weight) -> current density; missing: dense
         self.tile = tile
         self.records: list[tuple] = []
+        # id(module) -> id(its weight) now: under FSDP a forward sees a gathered stand-in
+        self.weight_id = {id(m): id(m.weight) for m in model.modules()
+                          if isinstance(m, (nn.Linear, nn.Embedding))}
         for mod in model.modules():
             if isinstance(mod, (nn.Linear, nn.Embedding)):
                 mod.register_forward_pre_hook(self._matmul)
@@ -138,9 +174,10 @@ class FlopCounter:
         linear = isinstance(mod, nn.Linear)
         rows = x.numel() // mod.in_features if linear else x.numel()
         self.records.append(("linear" if linear else "embedding", rows, mod.weight.numel(),
-                             mod.weight.shape[1], self.density.get(id(mod.weight), 1.0),
+                             mod.weight.shape[1],
+                             self.density.get(self.weight_id.get(id(mod), id(mod.weight)), 1.0),
                              linear and x.requires_grad, mod.weight.requires_grad,
-                             id(mod.weight)))
+                             self.weight_id.get(id(mod), id(mod.weight))))
 
     def _attention(self, mod, args, out):
         if torch.is_grad_enabled() and mod.training:
@@ -176,8 +213,14 @@ class FlopCounter:
         return dense, eff
 
 
-class MST(Method):
+class MST(Method[MSTConfig]):
     """Mixed Sparsity Training through the method seam; combine with an optimizer method."""
+
+    @classmethod
+    def preflight(cls, params, cfg) -> None:
+        if params.attention_kernel == "flex" and not cfg.scaling.use_gpu:
+            raise ConfigError("methods.mst.attention_kernel=flex needs scaling.use_gpu=true "
+                             "(FlexAttention has no CPU backward); on CPU use tiles")
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -206,7 +249,8 @@ class MST(Method):
         self.attention.attach(model)
         self.params = discover(model, c.include, c.exclude)
         for sp in self.params:  # not persistent: masks travel in this method's state_dict
-            sp.owner.register_buffer("mst_mask", torch.ones_like(sp.weight, dtype=torch.bool),
+            sp.owner.register_buffer("mst_mask", torch.ones_like(_local(sp.weight),
+                                                                 dtype=torch.bool),
                                      persistent=False)
             sp.weight.register_post_accumulate_grad_hook(self._grad_hook(sp))
         self.density: dict[int, float] = {}
@@ -236,24 +280,26 @@ class MST(Method):
             (self.config.seed * 1_000_003 + (step + 1) * 7_919 + index) % (1 << 62))
 
     def _set_masks(self, masks: list[torch.Tensor]) -> None:
+        """Install whole-layer masks (each rank keeps its slice) and zero what they drop."""
         with torch.no_grad():
             for sp, m in zip(self.params, masks, strict=False):
-                sp.mask.copy_(m)
-                sp.weight.mul_(sp.mask)
-                self.density[id(sp.weight)] = float(sp.mask.float().mean())
+                sp.mask.copy_(_slice(sp.weight, m))
+                _local(sp.weight).mul_(sp.mask)
+                self.density[id(sp.weight)] = float(m.float().mean())
 
     # -- hooks ----------------------------------------------------------------------------------
     def _apply_masks(self, module, args):
         # .data: keeps autograd's version counters intact (values are already masked)
         for sp in self.params:
-            sp.weight.data.mul_(sp.mask)
+            _local(sp.weight.data).mul_(sp.mask)
 
     def _grad_hook(self, sp: SparseParam):
         def hook(p):
+            grad = _local(p.grad)  # under fsdp: this rank's slice, already averaged
             if self._collect:  # dense gradient of inactive weights: the regrowth score
-                score = self._scores.setdefault(sp.index, torch.zeros_like(p.grad))
-                score.add_(p.grad * ~sp.mask)
-            p.grad.mul_(sp.mask)
+                score = self._scores.setdefault(sp.index, torch.zeros_like(grad))
+                score.add_(grad * ~sp.mask)
+            grad.mul_(sp.mask)
         return hook
 
     # -- per step -------------------------------------------------------------------------------
@@ -273,7 +319,7 @@ class MST(Method):
             else frozenset()
         with torch.no_grad():
             for sp in self.params:
-                sp.weight.mul_(sp.mask)  # weight decay or curvature steps must not revive zeros
+                _local(sp.weight).mul_(sp.mask)  # weight decay or curvature must not revive zeros
             if self._is_update(step):
                 self._topology_update(step, ctx)
         self._collect = False
@@ -304,17 +350,20 @@ class MST(Method):
         share = {"gradient": 1.0, "random": 0.0, "mixed": c.gradient_share}[c.grow]
         masks, pruned, grown = [], 0, 0
         for sp, d in zip(self.params, dens, strict=False):
-            w_abs = sp.weight.abs()
+            # whole layers, one at a time: gathered from the shards under fsdp
+            w_abs = _full(sp.weight, _local(sp.weight).abs())
             grad = self._scores.get(sp.index) if share > 0 else None
-            if ctx.distributed:  # identical decisions on every rank
+            grad = _full(sp.weight, grad) if grad is not None else None
+            mask = _full(sp.weight, sp.mask)
+            if ctx.distributed and not isinstance(sp.weight, DTensor):  # same decisions everywhere
                 dist.all_reduce(w_abs, group=ctx.group)
                 if grad is not None:
                     dist.all_reduce(grad, group=ctx.group)
-            m = prune_and_grow(w_abs, sp.mask, grad, round(d * sp.weight.numel()),
+            m = prune_and_grow(w_abs, mask, grad, round(d * sp.weight.numel()),
                                self.drop(t), share, self._generator(t, sp.index))
-            pruned += int((sp.mask & ~m).sum())
-            grown += int((m & ~sp.mask).sum())
-            self._reset_moments(sp, m ^ sp.mask, ctx.optimizer)
+            pruned += int((mask & ~m).sum())
+            grown += int((m & ~mask).sum())
+            self._reset_moments(sp, _slice(sp.weight, m ^ mask), ctx.optimizer)
             masks.append(m)
         self._set_masks(masks)  # regrown weights were 0 while masked: they start at 0
         self.last_update = {"mst_pruned": float(pruned), "mst_grown": float(grown)}
@@ -326,12 +375,12 @@ class MST(Method):
         state = opt.state.get(sp.weight, {}) if opt is not None else {}
         for v in state.values():
             if torch.is_tensor(v) and v.shape == sp.weight.shape:
-                v.masked_fill_(changed, 0)
+                _local(v).masked_fill_(changed, 0)
 
     # -- checkpoint -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"step": self.step,
-                "masks": {sp.name: sp.mask.cpu().clone() for sp in self.params},
+                "masks": {sp.name: _full(sp.weight, sp.mask).cpu().clone() for sp in self.params},
                 "sparsity": self.sparsity.spec(), "drop": self.drop.spec(),
                 "update": self.update.spec(),
                 "attention": dataclasses.asdict(self.attention.schedule)}
@@ -357,5 +406,5 @@ class MST(Method):
     def export(self, model: nn.Module) -> nn.Module:
         with torch.no_grad():
             for sp in self.params:
-                sp.weight.mul_(sp.mask)
+                _local(sp.weight).mul_(sp.mask)
         return model

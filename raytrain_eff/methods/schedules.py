@@ -47,9 +47,6 @@ class Schedule:
                            [[s, p.spec()] for s, p in v] if f.name == "pieces" else v)
         return out
 
-    def state_dict(self) -> dict:
-        return {"spec": self.spec()}
-
 
 @dataclasses.dataclass
 class Constant(Schedule):

@@ -31,6 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from raytrain_eff.hparams.sublinear import SublinearConfig
 from raytrain_eff.methods.base import Method, MethodContext
 from raytrain_eff.monitor import keys
 
@@ -455,7 +456,7 @@ class GaussNewton(torch.optim.Optimizer):
             layer.neurons_changed(U)
 
 
-class Sublinear(Method):
+class Sublinear(Method[SublinearConfig]):
     """Finds active neurons with an index so a step touches few of the m; see the module doc.
 
     Width sharding: each rank keeps its slice of every wide layer (``task.shard_width``, so
@@ -482,7 +483,11 @@ class Sublinear(Method):
     def _build_indexes(self) -> None:
         c, X = self.config, None
         if c.index == "exact":
-            X = self._ctx.task.index_inputs().to(self._ctx.device)
+            inputs = getattr(self._ctx.task, "index_inputs", None)
+            if inputs is None:
+                raise ValueError("sublinear.index=exact indexes the training inputs: it needs a "
+                                 "task with index_inputs() (the wide task); use index=lsh")
+            X = inputs().to(self._ctx.device)
         for layer in self.layers:
             layer.use_index(c.index, X, fanout=c.fanout, slack=c.slack, tables=c.lsh_tables,
                             bits=c.lsh_bits, seed=getattr(self._ctx.task, "seed", 0))

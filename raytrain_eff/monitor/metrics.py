@@ -87,6 +87,12 @@ GAUGES = {
                                    "GPU memory allocated by the worker."),
     K.GPU_PEAK: _worker("worker_gpu_peak_bytes", "gauge",
                               "Peak GPU memory allocated by the worker."),
+    K.PARAM_BYTES: _worker("worker_param_bytes", "gauge",
+                           "Parameter bytes the worker holds (its slice under fsdp)."),
+    K.GRAD_BYTES: _worker("worker_grad_bytes", "gauge",
+                          "Gradient bytes the worker holds, all-reduce buffers included."),
+    K.OPTIMIZER_BYTES: _worker("worker_optimizer_state_bytes", "gauge",
+                               "Optimizer-state bytes the worker holds."),
     K.SPARSITY: _worker("sparsity_ratio", "gauge", "Fraction of masked (zero) weights."),
     K.ATTENTION_DENSITY: _worker("attention_density_ratio", "gauge",
                                  "Fraction of attention scores computed."),
@@ -121,7 +127,6 @@ TUNE_BEST = Metric(PREFIX + "tune_best_metric", "gauge",
                    "Best value so far of the metric Tune optimises.", TUNE_LABELS)
 
 # Statistics that are not method statistics (they feed named metrics or are bookkeeping).
-KNOWN_STATS = frozenset(COUNTERS) | frozenset(GAUGES) | {STEP_TIME_STAT}
 
 ALL = (tuple(COUNTERS.values()) + (STEPS,) + tuple(RATES.values()) + tuple(GAUGES.values())
        + (LAST_PUSH, STEP_TIME, METHOD_STAT) + tuple(NODE_MEMORY.values())

@@ -80,14 +80,15 @@ class _Sink:
             ray.get(ref)
 
 
-def _rss_bytes() -> float:
-    """Resident set size of this process (its peak where /proc is missing)."""
+def rss_bytes() -> int:
+    """Resident set size of this process (its peak where /proc is missing); the engine's
+    accounting reads memory through this one function too."""
     try:
         with open("/proc/self/statm") as f:
-            return float(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         import resource
-        return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 class MetricsPusher:
@@ -153,7 +154,7 @@ class MetricsPusher:
     def _fill_memory(self) -> None:
         """RSS and its peak where the caller did not measure them (once per window)."""
         if K.RSS not in self._last:
-            self._last[K.RSS] = _rss_bytes()
+            self._last[K.RSS] = rss_bytes()
         self._peak_rss = max(self._peak_rss, self._last[K.RSS])
         self._last.setdefault(K.PEAK_MEMORY, self._peak_rss)
 

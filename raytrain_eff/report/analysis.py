@@ -21,6 +21,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from raytrain_eff.typed import ConfigError
+
 MIB = 2.0 ** 20
 
 
@@ -111,8 +113,8 @@ def baseline_target(runs_table: pd.DataFrame, metric: str, baseline: str,
         return float(value), "given"
     finals = runs_table.loc[runs_table.side == baseline, f"final_{metric}"].dropna()
     if finals.empty:
-        raise ValueError(f"the baseline runs never evaluated '{metric}', so there is no target; "
-                         f"pick a metric they report or give a target value")
+        raise ConfigError(f"the baseline runs never evaluated '{metric}', so there is no target; "
+                          f"pick a metric they report or give a target value")
     return float(finals.median()), "baseline median final"
 
 

@@ -20,6 +20,7 @@ import yaml
 
 from raytrain_eff.engine import records, storage
 from raytrain_eff.report import analysis, html, plots
+from raytrain_eff.typed import ConfigError
 
 LR_SCALE_KEY = "newton_lr_scale"      # FOSI/DHO2's step multiplier c, as methods/fosi.py logs it
 
@@ -47,13 +48,13 @@ def load_run(run_dir: str, steps: pd.DataFrame | None = None) -> Loaded:
     if config is None:
         data = storage.read_bytes(storage.join(run_dir, "config.yaml"))
         if data is None:
-            raise FileNotFoundError(f"{run_dir}: no summary.json or config.yaml, so its config "
-                                    f"is unknown")
+            raise ConfigError(f"{run_dir}: no summary.json or config.yaml, so its config "
+                              f"is unknown")
         config = yaml.safe_load(data)
     if steps is None:
         table = records.read_table(run_dir)
         if table is None:
-            raise FileNotFoundError(f"{run_dir}: no {records.TABLE} (did the run start?)")
+            raise ConfigError(f"{run_dir}: no {records.TABLE} (did the run start?)")
         steps = table.to_pandas()
     name = run_dir.rstrip("/").rsplit("/", 1)[-1]
     return Loaded(run_dir=run_dir, name=name, config=config, summary=summary, steps=steps)
@@ -66,8 +67,8 @@ def expand(path: str) -> list[Loaded]:
         return [load_run(path)]
     trials_dir = storage.join(path, "trials")
     if not storage.exists(trials_dir):
-        raise FileNotFoundError(f"{path}: neither a run directory ({records.TABLE}) nor a Tune "
-                                f"sweep directory (trials/)")
+        raise ConfigError(f"{path}: neither a run directory ({records.TABLE}) nor a Tune "
+                          f"sweep directory (trials/)")
     from raytrain_eff.tune.results import trial_steps
     fs, root = storage.filesystem(trials_dir)
     names = sorted(i.base_name for i in fs.get_file_info(pyarrow.fs.FileSelector(root))
@@ -104,7 +105,7 @@ def _completed(run: Loaded) -> bool:
 def choose(runs: list[Loaded], side: str, metric: str, mode: str) -> tuple[list[Loaded], list]:
     """The side's best completed config group, and one row per group found."""
     if not runs:
-        raise ValueError(f"side {side}: no runs given")
+        raise ConfigError(f"side {side}: no runs given")
     groups: dict[str, list[Loaded]] = {}
     for run in runs:
         groups.setdefault(group_key(run.config), []).append(run)
@@ -199,8 +200,8 @@ def build_report(run_dirs_a: list[str], run_dirs_b: list[str], out_dir: str,
     for side, runs in loaded.items():
         if runs and not any(metric in r.steps for r in runs):
             found = sorted(c for r in runs for c in r.steps.columns if c.startswith("val_"))
-            raise ValueError(f"side {side}: the runs never recorded '{metric}'; they have: "
-                             f"{', '.join(sorted(set(found))) or 'no val_ metrics'}")
+            raise ConfigError(f"side {side}: the runs never recorded '{metric}'; they have: "
+                              f"{', '.join(sorted(set(found))) or 'no val_ metrics'}")
     (runs_a, groups_a), (runs_b, groups_b) = (choose(loaded[s], s, metric, mode) for s in "AB")
     labels = labels or _labels(runs_a[0].config, runs_b[0].config)
     chosen = [to_analysis_run(r, labels[0]) for r in runs_a] + \

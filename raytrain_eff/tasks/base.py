@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from raytrain_eff.data import validate
 
 
 class Task:
     """Subclasses set ``num_train`` in ``load`` and implement the hooks below."""
 
     # False when the task generates its own data and data.dataset is only a label
-    reads_dataset = True
+    reads_dataset: ClassVar[bool] = True
+    # data.dataset names that are bundled with the package rather than Parquet paths
+    builtin_datasets: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Any, data: Any, seed: int = 0, *, grad_accum: int = 1):
         self.params = params        # the task's hyper-parameter dataclass
@@ -35,6 +39,20 @@ class Task:
         """True when every rank trains on the same batch (width-sharded models): a step then
         sees one batch's samples, not one per rank."""
         return False
+
+    # -- driver-side checks (class methods: no data is loaded) ---------------------------------
+    @classmethod
+    def required_columns(cls, data: Any) -> dict[str, str]:
+        """Columns read from a Parquet ``data.dataset`` -> the kind each must have
+        ('string', 'integer' or 'numeric'), checked from the files' footers."""
+        return {}
+
+    @classmethod
+    def preflight(cls, cfg: Any) -> None:
+        """Checks on the driver before any worker starts; raises ``ConfigError`` (``DataError``)
+        naming the key, file, column or value. Overrides add scans of the data itself."""
+        if cls.reads_dataset and cfg.data.dataset not in cls.builtin_datasets:
+            validate.check_footers(cfg.data.dataset, cls.required_columns(cfg.data))
 
     # -- hooks ---------------------------------------------------------------------------------
     def load(self) -> None:
@@ -84,6 +102,12 @@ class Task:
             n += self.counts(batch)[0]
         model.train(was_training)
         return {"val_loss": total / max(n, 1)}
+
+    def shard_units(self, model: nn.Module) -> list[nn.Module]:
+        """The blocks that become one FSDP unit each under scaling.strategy=fsdp (gathered
+        whole for their forward and backward only); the root takes the rest. Default: none,
+        so the whole model is one unit (sharded between steps, gathered for each step)."""
+        return []
 
     def shard_iterator(self, rank: int, world: int, batch_size: int) -> Iterator[Any]:
         """One pass over this rank's training rows in order (variance-reduction snapshots)."""

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raytrain_eff.data.tabular import load_features
+from raytrain_eff.data import validate
+from raytrain_eff.data.tabular import BUILTIN_TABULAR, load_features
 from raytrain_eff.tasks.base import Task, epoch_batch_indices, shard_rows, tensor_checksum
 
 
@@ -40,6 +41,22 @@ class Classifier(nn.Module):
 
 
 class ClassifyTask(Task):
+    builtin_datasets = BUILTIN_TABULAR
+
+    @classmethod
+    def required_columns(cls, data):
+        return {data.label_column: "integer", **dict.fromkeys(data.feature_columns or (),
+                                                               "numeric")}
+
+    @classmethod
+    def preflight(cls, cfg) -> None:
+        """Footers, then a scan: finite features, class labels 0..K-1 with every class
+        present (a stray 1000 is named, never turned into a 1001-way head)."""
+        super().preflight(cfg)
+        if cfg.data.dataset not in cls.builtin_datasets:
+            validate.check_tabular(cfg.data.dataset, cfg.data.label_column,
+                                   cfg.data.feature_columns, classes=True)
+
     def load(self) -> None:
         X, y, self.shape = load_features(self.data.dataset, self.data.label_column,
                                          self.data.feature_columns)
@@ -61,6 +78,10 @@ class ClassifyTask(Task):
         if p.model == "cnn":
             return cnn(self.shape, p.hidden, p.depth, self.classes)
         return mlp(int(np.prod(self.X.shape[1:])), p.hidden, p.depth, self.classes)
+
+    def shard_units(self, model):
+        """Each hidden layer (linear or conv stage) of the body; the head stays at the root."""
+        return [m for m in model.body if isinstance(m, (nn.Linear, nn.Conv2d))]
 
     def loss(self, model, batch):
         x, y = batch

@@ -20,6 +20,7 @@ from torch import nn
 
 from raytrain_eff.catalog import load_object
 from raytrain_eff.tasks.base import Task, epoch_batch_indices, shard_rows, tensor_checksum
+from raytrain_eff.typed import ConfigError
 
 
 @dataclasses.dataclass
@@ -31,21 +32,22 @@ class UserTask:
 
 
 class CustomTask(Task):
+    reads_dataset = False  # the factory brings its own data
+
+    @classmethod
+    def preflight(cls, cfg) -> None:
+        _factory(cfg.task.params.factory)
+
     def load(self) -> None:
-        try:
-            factory = load_object(self.params.factory)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"task.factory '{self.params.factory}' cannot be imported: "
-                             f"{err}") from None
-        user = factory(**self.params.options)
+        user = _factory(self.params.factory)(**self.params.options)
         if not isinstance(user, UserTask):
             raise TypeError(f"task.factory '{self.params.factory}' returned "
                             f"{type(user).__name__}; expected raytrain_eff.tasks.custom.UserTask")
         self.user = user
         Xt, yt, Xv, yv = (torch.as_tensor(t) for t in user.data)
         if len(Xt) != len(yt) or len(Xv) != len(yv) or len(Xt) == 0 or len(Xv) == 0:
-            raise ValueError("UserTask.data: expected non-empty (X_train, y_train, X_val, y_val) "
-                             "with matching lengths")
+            raise ConfigError("UserTask.data: expected non-empty (X_train, y_train, X_val, y_val) "
+                              "with matching lengths")
         self.Xt, self.yt, self.Xv, self.yv = Xt, yt, Xv, yv
         self.num_train = len(Xt)
 
@@ -82,3 +84,10 @@ class CustomTask(Task):
 
     def checksum(self):
         return tensor_checksum(*(t.float() for t in (self.Xt, self.yt, self.Xv, self.yv)))
+
+
+def _factory(path: str):
+    try:
+        return load_object(path)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"task.factory '{path}' cannot be imported: {err}") from None

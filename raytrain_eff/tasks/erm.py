@@ -4,13 +4,16 @@ Built-in data (``data.dataset``):
 
 * ``kjv``: bag-of-words of the 31,102 King James Bible verses, labelled Old (−1) or New (+1)
   Testament; sparse CSR, tf-idf / binary / count weights, words in >= ``min_df`` verses.
-* ``breast_cancer`` (binary) and ``diabetes`` (regression, squared loss): scikit-learn's
-  bundled real sets, standardised columns.
-* a Parquet path or URI: numeric feature columns and an integer label column.
+* scikit-learn's bundled real sets (no download), standardised columns: ``breast_cancer``
+  (malignant vs benign), ``digits`` (0–4 vs 5–9), ``iris`` (virginica vs the rest),
+  ``wine`` (cultivar 0 vs the rest); ``diabetes`` is regression (squared loss).
+* a Parquet path or URI: numeric feature columns and a label column (two values for the
+  classification losses, real values for squared).
 
 Rows are shuffled once with a fixed seed (the Bible is ordered by book, so a plain tail
-would hold out only Revelation) and the last ``val_fraction`` is held out. Everything is
-float64: the solvers certify 1e-6 relative suboptimality, beyond float32's reach.
+would hold out only Revelation) and the last ``val_fraction`` is held out (0: none, all rows
+train, ``evaluate`` reports nothing). Everything is float64: the solvers certify 1e-6
+relative suboptimality, beyond float32's reach.
 """
 from __future__ import annotations
 
@@ -21,10 +24,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from raytrain_eff.data import validate
 from raytrain_eff.methods.dasvrda import LOSSES, CSRRows
 from raytrain_eff.tasks.base import Task, epoch_batch_indices, shard_rows, tensor_checksum
 
 NEW_TESTAMENT_FIRST_BOOK = "Matthew"
+# scikit-learn's bundled sets: loader and the binary question asked of its labels (None: as is)
+BUNDLED = {
+    "breast_cancer": ("load_breast_cancer", None),
+    "digits": ("load_digits", lambda y: y >= 5),
+    "iris": ("load_iris", lambda y: y == 2),
+    "wine": ("load_wine", lambda y: y == 0),
+    "diabetes": ("load_diabetes", None),
+}
 
 
 class LinearModel(nn.Module):
@@ -39,6 +51,21 @@ class LinearModel(nn.Module):
 
 
 class ERMTask(Task):
+    builtin_datasets = ("kjv", *BUNDLED)
+
+    @classmethod
+    def required_columns(cls, data):
+        return {data.label_column: "numeric", **dict.fromkeys(data.feature_columns or (),
+                                                               "numeric")}
+
+    @classmethod
+    def preflight(cls, cfg) -> None:
+        """Footers, then a scan: finite features and finite numeric labels."""
+        super().preflight(cfg)
+        if cfg.data.dataset not in cls.builtin_datasets:
+            validate.check_tabular(cfg.data.dataset, cfg.data.label_column,
+                                   cfg.data.feature_columns, classes=False)
+
     def load(self) -> None:
         X, y = self._read()
         if self.params.loss != "squared":
@@ -51,7 +78,7 @@ class ERMTask(Task):
             X = _unit_rows(X)
         if self.params.bias_feature:
             X = _append_ones(X)
-        n_val = max(1, int(len(y) * self.data.val_fraction))
+        n_val = max(1, int(len(y) * self.data.val_fraction)) if self.data.val_fraction else 0
         self.num_train = len(y) - n_val
         self.X_train, self.y_train = _take(X, torch.arange(self.num_train)), y[: self.num_train]
         self.X_val, self.y_val = _take(X, torch.arange(self.num_train, len(y))), y[self.num_train:]
@@ -61,12 +88,15 @@ class ERMTask(Task):
         name = self.data.dataset
         if name == "kjv":
             return _bible_bag_of_words(self.params.features, self.params.min_df)
-        if name in ("breast_cancer", "diabetes"):
+        if name in BUNDLED:
             import sklearn.datasets
-            X, y = getattr(sklearn.datasets, f"load_{name}")(return_X_y=True)
+            loader, binary = BUNDLED[name]
+            X, y = getattr(sklearn.datasets, loader)(return_X_y=True)
+            if binary is not None:
+                y = binary(y).astype(np.float64)
         else:
-            from raytrain_eff.data.tabular import load_features
-            X, y, _ = load_features(name, self.data.label_column, self.data.feature_columns)
+            from raytrain_eff.data.tabular import load_erm_table
+            X, y = load_erm_table(name, self.data.label_column, self.data.feature_columns)
         X = (X - X.mean(0)) / np.maximum(X.std(0), 1e-12)
         return torch.tensor(X, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
 
@@ -102,6 +132,8 @@ class ERMTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batch_size: int, num_batches: int) -> dict[str, float]:
+        if len(self.y_val) == 0:
+            return {}                             # val_fraction 0: nothing held out
         out = super().evaluate(model, batch_size, num_batches)
         if self.params.loss != "squared":
             right = sum(int((torch.sign(model(X)) == y).sum())

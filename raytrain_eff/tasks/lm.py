@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raytrain_eff.data.corpus import CharVocab, load_text
+from raytrain_eff.data.corpus import BUILTIN_CORPORA, CharVocab, load_text
 from raytrain_eff.tasks.base import Task, step_generator, tensor_checksum
 
 
@@ -131,6 +131,12 @@ class GPT(nn.Module):
 
 
 class LanguageModelTask(Task):
+    builtin_datasets = BUILTIN_CORPORA
+
+    @classmethod
+    def required_columns(cls, data):
+        return {data.text_column: "string"}
+
     """Next-character prediction; the last ``val_fraction`` of the corpus is held out."""
 
     def load(self) -> None:
@@ -147,6 +153,11 @@ class LanguageModelTask(Task):
     def build_model(self) -> nn.Module:
         p = self.params
         return GPT(len(self.vocab), p.seq_len, p.n_layer, p.n_head, p.n_embd, p.dropout)
+
+    def shard_units(self, model):
+        """Transformer blocks; the tied embedding/head, positions and final norm stay at the
+        root (a tied weight must live in one unit)."""
+        return list(model.transformer.h)
 
     def loss(self, model, batch):
         x, y = batch

@@ -37,6 +37,8 @@ def unit_rows(X: torch.Tensor) -> torch.Tensor:
 
 
 class WideTask(Task):
+    reads_dataset = False  # task.dataset picks synthetic data or the bundled digits
+
     def load(self) -> None:
         p = self.params
         if p.dataset == "synthetic":

@@ -5,65 +5,147 @@ from __future__ import annotations
 import base64
 import html
 import io
-import re
+import json
 
+import numpy as np
 import pandas as pd
 import pyarrow.fs
+import yaml
 
 from raytrain_eff import config as config_mod
 from raytrain_eff.engine import records, storage
+from raytrain_eff.engine.launch import CONFIG_FILE
+from raytrain_eff.tune import schedulers
 from raytrain_eff.tune import space as space_mod
 from raytrain_eff.tune.space import SweepSpec
 
-TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})")
+STATUSES = ("completed", "early_stopped", "errored", "interrupted", "not_started")
 
 
-def trial_id_of(result) -> str:
-    """From the trial's directory name: after a PBT exploit the metrics may be the donor's."""
-    match = TRIAL_ID.search(str(result.path))
-    return match.group(1) if match else (result.metrics or {}).get("trial_id", str(result.path))
+def saved_grid(sweep_dir: str, spec: SweepSpec):
+    """The sweep's results as Tune saved them when it ended: on SIGINT Tune saves the state,
+    then stops the running trials and marks them TERMINATED in the grid ``fit`` returns."""
+    from ray.tune import ExperimentAnalysis, ResultGrid
+    return ResultGrid(ExperimentAnalysis(sweep_dir, default_metric=spec.metric,
+                                         default_mode=spec.mode))
 
 
-def collect(grid, spec: SweepSpec, sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-step table of all trials, one row per trial)."""
+def trials_of(grid) -> list:
+    """Tune's trials, in the result grid's order (a result has no status of its own)."""
+    return list(grid._experiment_analysis.trials)
+
+
+def unfinished(grid) -> list:
+    """Trials a sweep left running, paused or pending: it was interrupted."""
+    return [t for t in trials_of(grid) if t.status not in ("TERMINATED", "ERROR")]
+
+
+def collect(grid, spec: SweepSpec, base: dict,
+            sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-step table of all trials, one row per trial, trials never generated included)."""
     sweep_name = sweep_dir.rstrip("/").rsplit("/", 1)[-1]
-    steps, trials = [], []
-    for result in grid:
-        tid = trial_id_of(result)
-        sample = {k: v for k, v in (result.config or {}).items()}
-        frame = trial_steps(storage.join(sweep_dir, "trials"), f"{sweep_name}-{tid}")
-        last = (result.metrics or {})
-        row = {"trial_id": tid, "status": "ERROR" if result.error else "OK",
-               "error": _error_text(result.error),
-               spec.metric: last.get(spec.metric), "samples_seen": last.get("samples_seen"),
-               "effective_flops_total": last.get("effective_flops_total"),
-               "wall_s": last.get("wall_s"), "steps_done": last.get("step")}
-        row.update({f"config/{k}": v for k, v in sample.items()})
-        trials.append(row)
+    trials_dir = storage.join(sweep_dir, "trials")
+    steps, rows = [], []
+    for trial, result in zip(trials_of(grid), grid, strict=True):
+        frame, history = stitched(trials_dir, f"{sweep_name}-{trial.trial_id}",
+                                  [e.key for e in spec.entries])
+        rows.append(trial_row(trial, result, frame, history, spec, base))
         if len(frame):
-            frame.insert(0, "trial_id", tid)
-            for k, v in sample.items():
-                frame[f"config/{k}"] = v
+            frame.insert(0, "trial_id", trial.trial_id)
             steps.append(frame)
-    return (pd.concat(steps, ignore_index=True) if steps else pd.DataFrame()), pd.DataFrame(trials)
+    rows += [{"trial_id": None, "status": "not_started"}
+             for _ in range(expected_trials(spec) - len(rows))]
+    return (pd.concat(steps, ignore_index=True) if steps else pd.DataFrame()), pd.DataFrame(rows)
+
+
+def trial_row(trial, result, frame: pd.DataFrame, history: list[dict], spec: SweepSpec,
+              base: dict) -> dict:
+    """The trial's own record: its metric and counts from its own (stitched) steps, since
+    Tune's last result can be a PBT donor's."""
+    sample = space_mod.effective(space_mod.conditions(spec), trial.config or {})
+    last = dict(result.metrics or {})
+    done = int(max(last.get("step", 0), frame.step.max() + 1 if len(frame) else 0))
+    planned = schedulers.planned_steps(base, sample)
+    own = frame[spec.metric].dropna() if spec.metric in frame else pd.Series(dtype=float)
+    row = {"trial_id": trial.trial_id,
+           # a saved config means the trial's function ran, whether or not it reported
+           "status": status_of(trial.status, done, planned, "step" in last or bool(history)),
+           "error": _error_text(result.error),
+           spec.metric: own.iloc[-1] if len(own) else last.get(spec.metric),
+           "samples_seen": (int(frame["samples"].sum()) if "samples" in frame
+                            else last.get("samples_seen")),
+           "effective_flops_total": last.get("effective_flops_total"),
+           "wall_s": last.get("wall_s"), "steps_done": done, "steps_planned": planned,
+           "config_history": json.dumps(history, default=_plain)}
+    row.update({f"config/{k}": v for k, v in sample.items()})
+    return row
+
+
+def status_of(tune_status: str, steps_done: int, planned: int, started: bool) -> str:
+    if tune_status == "ERROR":
+        return "errored"
+    if tune_status == "TERMINATED":  # a scheduler's STOP also ends as TERMINATED
+        return "completed" if steps_done >= planned else "early_stopped"
+    if tune_status in ("RUNNING", "PAUSED"):
+        return "interrupted"
+    return "interrupted" if started or steps_done else "not_started"  # PENDING
+
+
+def expected_trials(spec: SweepSpec) -> int:
+    grid = [len(e.args) for e in spec.entries if e.kind == "grid" and not e.when]
+    return spec.num_samples * int(np.prod(grid)) if grid else spec.num_samples
 
 
 def trial_steps(trials_dir: str, run_name: str) -> pd.DataFrame:
-    """A trial's rows; after PBT exploits, each '-fromSTEP' segment replaces what followed STEP."""
-    frame = pd.DataFrame()
-    fs, root = storage.filesystem(trials_dir)
-    names = sorted(info.base_name for info in fs.get_file_info(
-        pyarrow.fs.FileSelector(root, allow_not_found=True))
-        if info.base_name == run_name or info.base_name.startswith(run_name + "-from"))
-    for name in names:  # the plain name sorts first, then segments by start step
+    """A trial's rows, stitched over its PBT restarts."""
+    return stitched(trials_dir, run_name, [])[0]
+
+
+def stitched(trials_dir: str, run_name: str,
+             keys: list[str]) -> tuple[pd.DataFrame, list[dict]]:
+    """(a trial's rows, its config history). After PBT exploits, each '-fromSTEP' segment
+    replaces what followed STEP; each row carries the ``config/KEY`` its segment ran with."""
+    frame, history = pd.DataFrame(), list[dict]()
+    for start, name in segments(trials_dir, run_name):
+        values = segment_config(storage.join(trials_dir, name), keys)
+        if values is not None and (not history or
+                                   {k: v for k, v in history[-1].items() if k != "from_step"}
+                                   != values):
+            history.append({"from_step": start, **values})
         table = records.read_table(storage.join(trials_dir, name))
         if table is None:
             continue
         part = table.to_pandas()
+        for k, v in (values or {}).items():
+            part[f"config/{k}"] = v
         if len(frame):
             frame = frame[frame.step < part.step.min()]
         frame = pd.concat([frame, part], ignore_index=True)
-    return frame
+    if "samples" in frame:  # one row per step: the running total the trial trained on
+        frame["samples_seen"] = frame["samples"].cumsum()
+    return frame, history
+
+
+def segments(trials_dir: str, run_name: str) -> list[tuple[int, str]]:
+    """(first step, directory name) of a trial's runs: its own, then one per PBT restart."""
+    fs, root = storage.filesystem(trials_dir)
+    out = []
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True)):
+        name = info.base_name
+        if name == run_name:
+            out.append((0, name))
+        elif name.startswith(run_name + "-from") and name[len(run_name) + 5:].isdigit():
+            out.append((int(name[len(run_name) + 5:]), name))
+    return sorted(out)
+
+
+def segment_config(run_dir: str, keys: list[str]) -> dict | None:
+    """The searched keys' values in a run's saved config (None: no config saved)."""
+    data = storage.read_bytes(storage.join(run_dir, CONFIG_FILE))
+    if data is None:
+        return None
+    raw = yaml.safe_load(data)
+    return {k: space_mod.base_value(raw, k) for k in keys}
 
 
 def _error_text(error) -> str:
@@ -74,14 +156,17 @@ def _error_text(error) -> str:
 
 
 def best_trial(trials: pd.DataFrame, spec: SweepSpec):
-    ok = trials[(trials.status == "OK") & trials[spec.metric].notna()]
-    if ok.empty:
+    """The best completed trial: an early-stopped or interrupted one never saw its budget."""
+    if spec.metric not in trials:
         return None
-    return ok.sort_values(spec.metric, ascending=spec.mode == "min").iloc[0]
+    done = trials[(trials.status == "completed") & trials[spec.metric].notna()]
+    if done.empty:
+        return None
+    return done.sort_values(spec.metric, ascending=spec.mode == "min").iloc[0]
 
 
 def write_results(grid, spec: SweepSpec, base: dict, sweep_dir: str) -> None:
-    steps, trials = collect(grid, spec, sweep_dir)
+    steps, trials = collect(grid, spec, base, sweep_dir)
     _write_parquet(steps, storage.join(sweep_dir, "results.parquet"))
     _write_parquet(trials, storage.join(sweep_dir, "trials.parquet"))
     best = best_trial(trials, spec)

@@ -4,13 +4,14 @@ Schema (``tune_spaces/*.yaml``)::
 
     base: digits-adamw            # a preset name, or a config file path relative to this file
     overrides: [run.steps=200]    # applied to the base before sampling
-    metric: val_loss              # any metric the engine reports
+    metric: val_loss              # a key trials report: checked against the task before Ray
     mode: min                     # min | max
     num_samples: 8                # samples of the space (each grid point this many times)
     scheduler:                    # fifo | asha | pbt
       type: asha
       time_attr: samples_seen     # default: steps are not comparable across batch sizes
-      grace_period: 2000          # in time_attr units
+      grace_period: 2000          # in time_attr units (default: 1/8 of the smallest budget)
+      max_t: null                 # default: the largest trial's budget (needed for wall_s)
       reduction_factor: 2
     search: random                # random | grid | optuna | hyperopt
     resources: {driver_cpus: 0.1, max_concurrent: null}
@@ -19,10 +20,10 @@ Schema (``tune_spaces/*.yaml``)::
       data.batch_size: {choice: [16, 32, 64]}
       train.warmup_steps: {randint: [0, 100]}     # high exclusive, like Ray Tune
       methods.adamw.beta2: {grid: [0.95, 0.99]}
-      methods.mst.period: {randint: [50, 200], when: {methods.mst.shape: cycling}}
+      train.grad_clip: {uniform: [0.5, 2.0], when: {data.batch_size: 64}}
 
-``when`` makes an entry conditional: it is sampled only in trials whose other entries take
-the given values, and left at the base value otherwise. Every entry is checked against the
+``when`` makes an entry conditional: it applies only in trials whose other entries take
+the given values, and is left at the base value otherwise. Every entry is checked against the
 base config at both ends of its range, so a typo'd key or an out-of-range bound fails here
 with the file and key named.
 """
@@ -35,6 +36,7 @@ from typing import Any, Literal
 import yaml
 
 from raytrain_eff import config as config_mod
+from raytrain_eff.tune import reported
 from raytrain_eff.typed import ConfigError, build, check, nearest
 
 KINDS = ("uniform", "loguniform", "choice", "randint", "grid")
@@ -44,7 +46,8 @@ KINDS = ("uniform", "loguniform", "choice", "randint", "grid")
 class SchedulerSpec:
     type: Literal["fifo", "asha", "pbt"] = "fifo"
     time_attr: str = "samples_seen"   # steps are not comparable across batch sizes
-    grace_period: float | None = None      # ASHA: default 1/8 of the budget
+    grace_period: float | None = None      # ASHA: default 1/8 of the smallest trial budget
+    max_t: float | None = None             # ASHA: default the largest trial budget
     reduction_factor: float = 2.0
     perturbation_interval: float | None = None  # PBT: default 1/4 of the budget
     quantile_fraction: float = 0.25  # PBT: bottom share that copies the top share
@@ -54,6 +57,9 @@ class SchedulerSpec:
         check(self.reduction_factor > 1, "reduction_factor", self.reduction_factor, "> 1")
         check(self.grace_period is None or self.grace_period > 0, "grace_period",
               self.grace_period, "> 0")
+        check(self.max_t is None or self.max_t > 0, "max_t", self.max_t, "null or > 0")
+        check(self.perturbation_interval is None or self.perturbation_interval > 0,
+              "perturbation_interval", self.perturbation_interval, "null or > 0")
         check(0 < self.quantile_fraction <= 0.5, "quantile_fraction", self.quantile_fraction,
               "in (0, 0.5]")
 
@@ -192,6 +198,47 @@ def _check_scheduler(spec: SweepSpec, base_raw: dict) -> None:
                           f"use search: random")
     if (base_raw.get("scaling") or {}).get("num_workers", 2) == 0:
         raise ConfigError("scaling.num_workers: trials run a TorchTrainer; use >= 1 worker")
+    s = spec.scheduler
+    reported.check_time_attr(s.time_attr)
+    if s.time_attr not in reported.BUDGETED:
+        needed = {"asha": ("max_t", s.max_t), "pbt": ("perturbation_interval",
+                                                      s.perturbation_interval)}.get(s.type)
+        if needed and needed[1] is None:
+            raise ConfigError(f"scheduler.{needed[0]}: required with time_attr: {s.time_attr}, "
+                              f"whose full-run value is unknown before the sweep (or use "
+                              f"one of {', '.join(reported.BUDGETED)})")
+
+
+def conditions(spec: SweepSpec) -> dict[str, dict]:
+    return {e.key: e.when for e in spec.entries if e.when}
+
+
+def effective(conds: dict[str, dict], sample: dict) -> dict:
+    """A trial's draws with each conditional entry whose condition fails set to None (left at
+    the base value); conditions on conditional entries see the masked values."""
+    out = dict(sample)
+    changed = True
+    while changed:
+        changed = False
+        for key, when in conds.items():
+            if out.get(key) is not None and any(out.get(k) != v for k, v in when.items()):
+                out[key], changed = None, True
+    return out
+
+
+def base_value(base: dict, key: str) -> Any:
+    """The value of a dotted key in a plain config."""
+    node: Any = base
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def sample_value(base: dict, sample: dict, key: str) -> Any:
+    """A trial's value of ``key``: its sample's, else the base config's (a conditional entry
+    that was not drawn is None in the sample)."""
+    value = sample.get(key)
+    return base_value(base, key) if value is None else value
 
 
 def overrides_for(sample: dict) -> list[str]:

@@ -8,26 +8,27 @@ evaluate at every report so schedulers compare fresh metrics.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import pathlib
 
-import numpy as np
 from ray.train.v2.api.callback import UserCallback
 
 from raytrain_eff import config as config_mod
-from raytrain_eff.engine import checkpoint, launch, placement, storage
+from raytrain_eff.engine import checkpoint, launch, shared_storage, storage
+from raytrain_eff.tune import reported, schedulers
 from raytrain_eff.tune import space as space_mod
 from raytrain_eff.tune.space import Entry, SweepSpec
+from raytrain_eff.typed import ConfigError, nearest
 
 
 def param_space(spec: SweepSpec) -> dict:
+    """Plain Tune domains only: Tune stores their draws in the trial's config, while a
+    ``sample_from`` function is drawn again when a sweep is restored. A conditional entry is
+    drawn in every trial and masked where its condition fails (``space.effective``)."""
     from ray import tune
     out = {}
     for e in spec.entries:
-        if e.when:
-            out[e.key] = tune.sample_from(_conditional(e))
-        elif e.kind == "grid":
+        if e.kind == "grid" and not e.when:
             out[e.key] = tune.grid_search(e.args)
         else:
             out[e.key] = _domain(e)
@@ -35,31 +36,12 @@ def param_space(spec: SweepSpec) -> dict:
 
 
 def _domain(e: Entry):
-    """A non-grid entry as a Ray Tune search domain."""
+    """A non-grid entry as a Ray Tune search domain (a conditional grid draws like a choice)."""
     from ray import tune
-    if e.kind == "choice":
+    if e.kind in ("choice", "grid"):
         return tune.choice(e.args)
     return {"uniform": tune.uniform, "loguniform": tune.loguniform,
             "randint": tune.randint}[e.kind](*e.args)
-
-
-def _conditional(entry: Entry):
-    def sample(resolved):
-        if all(resolved.config.get(k) == v for k, v in entry.when.items()):
-            return _draw(entry)
-        return None  # left at the base config's value
-    return sample
-
-
-def _draw(e: Entry):
-    rng = np.random.default_rng()
-    if e.kind == "uniform":
-        return float(rng.uniform(*e.args))
-    if e.kind == "loguniform":
-        return float(math.exp(rng.uniform(math.log(e.args[0]), math.log(e.args[1]))))
-    if e.kind == "randint":
-        return int(rng.integers(*e.args))
-    return e.args[int(rng.integers(len(e.args)))]
 
 
 def trial_config(base: dict, sample: dict, name: str) -> config_mod.ExperimentConfig:
@@ -70,9 +52,11 @@ def trial_config(base: dict, sample: dict, name: str) -> config_mod.ExperimentCo
     return config_mod.replace(cfg, run=run)
 
 
-def make_trainable(base: dict, sweep_name: str, trials_dir: str, pbt: bool):
+def make_trainable(base: dict, sweep_name: str, trials_dir: str, pbt: bool,
+                   conditions: dict[str, dict] | None = None):
     def run_trial(sample: dict) -> None:
         from ray import tune
+        sample = space_mod.effective(conditions or {}, sample)
         trial_id = tune.get_context().get_trial_id()
         donor = tune.get_checkpoint()
         if donor is not None:  # a PBT exploit: continue from the donor trial's weights
@@ -135,24 +119,6 @@ def _capture(fn):
         return err
 
 
-def scheduler(spec: SweepSpec, budget: float):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
-    s = spec.scheduler
-    if s.type == "asha":
-        # Ray annotates max_t and grace_period as int, but time_attr may be fractional (wall_s)
-        # and ASHA's rung arithmetic is in floats anyway
-        return ASHAScheduler(time_attr=s.time_attr, max_t=budget,  # type: ignore[arg-type]
-                             grace_period=s.grace_period or max(budget / 8, 1),  # type: ignore[arg-type]
-                             reduction_factor=s.reduction_factor)
-    if s.type == "pbt":
-        mutations = {e.key: e.args if e.kind == "choice" else _domain(e)
-                     for e in spec.entries if e.kind != "grid"}
-        return PopulationBasedTraining(time_attr=s.time_attr, hyperparam_mutations=mutations,
-                                       perturbation_interval=s.perturbation_interval or budget / 4,
-                                       quantile_fraction=s.quantile_fraction, synch=s.synch)
-    return FIFOScheduler()
-
-
 def search_algorithm(spec: SweepSpec):
     if spec.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
@@ -172,56 +138,83 @@ def concurrency(spec: SweepSpec, base: dict) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
 
 
-def time_budget(spec: SweepSpec, base: dict) -> float:
-    """The full run in ``time_attr`` units (samples by default)."""
-    steps = base["run"]["steps"]
-    if spec.scheduler.time_attr == "samples_seen":
-        return float(steps * base["data"]["batch_size"] * base["train"]["grad_accum"]
-                     * max(base["scaling"]["num_workers"], 1))
-    return float(steps)
+class SweepInterrupted(Exception):
+    """Tune stopped (SIGINT) with trials unfinished; the results so far are written."""
+
+    def __init__(self, sweep_dir: str, name: str, unfinished: int, total: int):
+        super().__init__(f"sweep '{name}' interrupted with {unfinished} of {total} trials "
+                         f"unfinished; results so far are in {sweep_dir}")
+        self.sweep_dir, self.name = sweep_dir, name
 
 
 def run_sweep(space_file: str, overrides: list[str] | None = None, *,
               name: str | None = None, storage_path: str | None = None,
               resume: bool = False, address: str | None = None) -> str:
-    """Run (or resume) a sweep; returns its directory, holding results and plots."""
+    """Run (or resume) a sweep; returns its directory, holding results and plots.
+
+    Raises SweepInterrupted, after writing the results so far, when Tune stops on SIGINT.
+    """
     import time
 
     from ray import tune
     spec, base = space_mod.load(space_file, overrides)
+    reported.check_metric(spec.path, spec.metric, base)
     name = name or f"sweep-{os.path.basename(space_file).rsplit('.', 1)[0]}-" \
                    f"{time.strftime('%Y%m%d-%H%M%S')}"
     root = storage.resolve(storage_path or base["run"]["storage_path"])
     sweep_dir = storage.join(root, name)
     trials_dir = storage.join(sweep_dir, "trials")
+    if resume and not tune.Tuner.can_restore(sweep_dir):
+        raise ConfigError(f"no sweep to resume at {sweep_dir} (--name {name}"
+                                f"{nearest(name, _sweeps_in(root))})")
+    if not resume and storage.exists(sweep_dir):
+        raise ConfigError(f"sweep '{name}' exists in {root}; resume it with --resume "
+                              f"--name {name}, or choose another --name")
     os.environ.setdefault(launch.HEALTH_CHECK_ENV, "1")
     launch.ensure_ray(address)
-    placement.check_storage(config_mod.from_dict(base), storage_path=root)
+    shared_storage.check_storage(config_mod.from_dict(base), storage_path=root)
     pbt = spec.scheduler.type == "pbt"
-    trainable = tune.with_resources(make_trainable(base, name, trials_dir, pbt),
-                                    {"CPU": spec.resources.driver_cpus})
-    if resume:
-        if not tune.Tuner.can_restore(sweep_dir):
-            raise FileNotFoundError(f"no sweep to resume at {sweep_dir}")
-        tuner = tune.Tuner.restore(sweep_dir, trainable=trainable, resume_errored=False,
+    trainable = tune.with_resources(
+        make_trainable(base, name, trials_dir, pbt, space_mod.conditions(spec)),
+        {"CPU": spec.resources.driver_cpus})
+    if resume:  # Tune keeps trials' draws but not the space; it checks the keys match
+        tuner = tune.Tuner.restore(sweep_dir, trainable=trainable,
+                                   param_space=param_space(spec), resume_errored=False,
                                    restart_errored=False, resume_unfinished=True)
     else:
-        if storage.exists(sweep_dir):
-            raise FileExistsError(f"sweep '{name}' exists in {root}; resume it with --resume "
-                                  f"--name {name}, or choose another --name")
+        sched = schedulers.scheduler(spec, base)
         tuner = tune.Tuner(
             trainable, param_space=param_space(spec),
             tune_config=tune.TuneConfig(
                 metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
-                scheduler=scheduler(spec, time_budget(spec, base)),
-                search_alg=search_algorithm(spec),
+                scheduler=sched, search_alg=search_algorithm(spec),
                 max_concurrent_trials=concurrency(spec, base)),
-            run_config=tune.RunConfig(name=name, storage_path=root,
-                                      callbacks=_callbacks(spec, base, name)))
-    grid = tuner.fit()
-    from raytrain_eff.tune.results import write_results
-    write_results(grid, spec, base, sweep_dir)
+            run_config=tune.RunConfig(
+                name=name, storage_path=root,
+                callbacks=_callbacks(spec, base, name) + schedulers.state_callbacks(sched)))
+    tuner.fit()
+    from raytrain_eff.tune import results
+    grid = results.saved_grid(sweep_dir, spec)
+    results.write_results(grid, spec, base, sweep_dir)
+    left = results.unfinished(grid)
+    if left:
+        raise SweepInterrupted(sweep_dir, name, len(left), len(results.trials_of(grid)))
     return sweep_dir
+
+
+def resume_command(args, name: str) -> str:
+    """The ``raytrain-eff tune`` command line that continues this sweep."""
+    import shlex
+    words = ["raytrain-eff", "tune", args.space, *args.overrides, "--resume", "--name", name]
+    for flag, value in (("--storage-path", args.storage_path), ("--address", args.address)):
+        words += [flag, value] if value else []
+    return shlex.join(words)
+
+
+def _sweeps_in(root: str) -> list[str]:
+    """Names of the sweeps under a storage path (for a did-you-mean)."""
+    path = pathlib.Path(root)
+    return [p.parent.name for p in path.glob("*/tuner.pkl")] if path.is_dir() else []
 
 
 def _callbacks(spec: SweepSpec, base: dict, name: str) -> list:

@@ -23,8 +23,9 @@ import threading
 import time
 
 import pytest
+from timeouts import scaled
 
-from raytrain_eff.engine import placement
+from raytrain_eff.engine import shared_storage
 
 WORKER_CLASS = "RayTrainWorker"
 pytestmark = pytest.mark.timeout(480)
@@ -39,12 +40,13 @@ def observed():
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(root / "auth_token"),
                TMPDIR=str(root / "tmp"), OMP_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0",
-               RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5")
+               RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5",
+               PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))  # tests/: timeouts
     proc = subprocess.Popen([sys.executable, __file__, str(root)], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        output, _ = proc.communicate(timeout=420)
+        output, _ = proc.communicate(timeout=scaled(420))
         assert proc.returncode == 0, output[-8000:]
         yield json.loads((root / "observed.json").read_text())
     finally:
@@ -85,25 +87,28 @@ def test_an_elastic_run_shrinks_to_the_surviving_node(observed):
     assert worlds[0] == 2 and worlds[lost["steps"] - 1] == 1
     first_small = min(s for s, w in worlds.items() if w == 1)
     assert all(w == 1 for s, w in worlds.items() if s >= first_small)
-    assert first_small <= lost["at_step"] + 1  # resumed from a checkpoint before the loss
+    # resumed from a checkpoint: the small world starts on a checkpoint boundary. Not "before
+    # at_step": rank 0 writes the table every report_interval steps, so the workers may have
+    # checkpointed a step the remover had not seen yet when it removed the node
+    assert first_small % lost["checkpoint_interval"] == 0 and first_small > 0
     # samples_seen counts what was trained, across the change of world size
     assert lost["samples_seen"] == sum(lost["table_samples"])
 
 
 def test_a_node_local_path_is_refused_with_the_nodes_named():
     seen = {"a" * 56: True, "b" * 56: False}
-    message = placement.storage_error("/data/runs", seen)
+    message = shared_storage.storage_error("/data/runs", seen)
     assert "run.storage_path=/data/runs is not shared" in message
     assert "1 of 2 nodes (bbbbbbbbbbbb)" in message and "s3://" in message
-    assert placement.storage_error("/data/runs", {"a" * 56: True, "b" * 56: True}) is None
-    assert placement.storage_error("/data/runs", {"a" * 56: False}) is None  # one node
+    assert shared_storage.storage_error("/data/runs", {"a" * 56: True, "b" * 56: True}) is None
+    assert shared_storage.storage_error("/data/runs", {"a" * 56: False}) is None  # one node
 
 
 def test_only_local_paths_need_the_probe():
-    assert placement.local_path("s3://bucket/runs") is None
-    assert placement.local_path("gs://bucket/runs") is None
-    assert placement.local_path("file:///mnt/runs") == "/mnt/runs"
-    assert placement.local_path("/mnt/runs") == "/mnt/runs"
+    assert shared_storage.local_path("s3://bucket/runs") is None
+    assert shared_storage.local_path("gs://bucket/runs") is None
+    assert shared_storage.local_path("file:///mnt/runs") == "/mnt/runs"
+    assert shared_storage.local_path("/mnt/runs") == "/mnt/runs"
 
 
 # -- the cluster script -------------------------------------------------------------------------
@@ -158,7 +163,7 @@ def spread_scenario(root: pathlib.Path, gcs_address: str) -> list[str]:
     from raytrain_eff.engine import launch
     cfg = run_config(root, "digits-adamw", "spread", "run.steps=6", "run.report_interval=3",
                      "run.checkpoint_interval=6", "run.eval_interval=0")
-    placement.check_storage(cfg)
+    shared_storage.check_storage(cfg)
     launch.fit(cfg)
     return list(worker_nodes(gcs_address).values())
 
@@ -199,9 +204,10 @@ def node_loss_scenario(root: pathlib.Path, cluster, node, gcs_address: str) -> d
         result = launch.fit(cfg)
     finally:
         done.set()
-        remover.join(timeout=60)
+        remover.join(timeout=scaled(60))
     table = records.read_table(str(run_dir))
-    return {**lost, "steps": steps, "final_step": result.metrics.get("step"),
+    return {**lost, "steps": steps, "checkpoint_interval": cfg.run.checkpoint_interval,
+            "final_step": result.metrics.get("step"),
             "table_steps": table.column("step").to_pylist(),
             "table_attempts": table.column("attempt").to_pylist(),
             "table_worlds": table.column("world_size").to_pylist(),
@@ -215,9 +221,9 @@ def main(root: pathlib.Path) -> None:
     try:
         ray.init(address=cluster.address)
         gcs_address = ray.get_runtime_context().gcs_address
-        nodes = placement.alive_nodes()
+        nodes = shared_storage.alive_nodes()
         observed = {"nodes": nodes, "head": cluster.head_node.node_id,
-                    "probe": placement.probe(str(root / "runs"), nodes),
+                    "probe": shared_storage.probe(str(root / "runs"), nodes),
                     "spread_worker_nodes": spread_scenario(root, gcs_address)}
         observed["lost"] = node_loss_scenario(root, cluster, worker, gcs_address)
         (root / "observed.json").write_text(json.dumps(observed))

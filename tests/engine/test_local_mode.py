@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from raytrain_eff.engine import checkpoint, inspect, launch
+from raytrain_eff.engine import checkpoint, finished_runs, launch
+from raytrain_eff.typed import ConfigError
 
 
 def _table(run_dir):
@@ -54,7 +55,7 @@ def test_existing_run_name_is_never_silently_resumed(run_cfg):
     cfg = run_cfg("digits-adamw", "scaling.num_workers=0", "run.steps=5", "run.report_interval=5",
                   "run.checkpoint_interval=5")
     launch.fit(cfg)
-    with pytest.raises(FileExistsError, match="already exists"):
+    with pytest.raises(ConfigError, match="already exists"):
         launch.fit(cfg)
 
 
@@ -62,14 +63,14 @@ def test_eval_export_and_corrupted_checkpoint_fallback(run_cfg, tmp_path):
     cfg = run_cfg("digits-adamw", "scaling.num_workers=0", "run.steps=20",
                   "run.report_interval=10", "run.checkpoint_interval=10", "run.eval_interval=20")
     result = launch.fit(cfg)
-    metrics = inspect.evaluate_run(result.run_dir)
+    metrics = finished_runs.evaluate_run(result.run_dir)
     assert metrics["val_loss"] == pytest.approx(result.metrics["val_loss"], rel=1e-6)
     out = tmp_path / "model.pt"
-    inspect.export_run(result.run_dir, str(out))
+    finished_runs.export_run(result.run_dir, str(out))
     state = torch.load(out, weights_only=True)
     assert any(k.startswith("head.") for k in state)
     newest = pathlib.Path(result.run_dir) / "checkpoint_step00000020"
     (newest / "model.pt").write_bytes(b"truncated")
     with pytest.raises(checkpoint.CheckpointError, match="checksum"):
         checkpoint.read_manifest(newest)
-    assert inspect.latest_checkpoint(result.run_dir).name == "checkpoint_step00000010"
+    assert finished_runs.latest_checkpoint(result.run_dir).name == "checkpoint_step00000010"

@@ -9,6 +9,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 import torch
+from timeouts import scaled
 
 from raytrain_eff import config
 from raytrain_eff.engine import launch
@@ -89,7 +90,7 @@ def test_a_killed_worker_restarts_from_the_checkpoint(run_cfg):
         result = launch.fit(cfg)
     finally:
         done.set()
-        killer.join(timeout=30)
+        killer.join(timeout=scaled(30))
     assert killed, "no worker was killed"
     table = _table(run_dir)
     assert table["step"].tolist() == list(range(200))  # no gaps, no duplicates

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from raytrain_eff.config import DataConfig
-from raytrain_eff.hparams.dasvrda import DASVRDAConfig, ERMConfig, KatyushaConfig, ProxSVRGConfig
+from raytrain_eff.hparams.dasvrda import DASVRDAConfig, KatyushaConfig, ProxSVRGConfig
+from raytrain_eff.hparams.tasks import ERMConfig
 from raytrain_eff.methods.base import MethodContext
 from raytrain_eff.methods.dasvrda import (
     LOSSES,

@@ -10,6 +10,7 @@ from torch import nn
 from raytrain_eff.hparams.lowdim import LowDimConfig
 from raytrain_eff.methods import lowdim as L
 from raytrain_eff.methods.base import MethodContext
+from raytrain_eff.tasks import lowrank
 from raytrain_eff.typed import ConfigError
 
 torch.set_num_threads(1)
@@ -20,9 +21,9 @@ def gen(seed):
 
 
 def problems():
-    return {"factorization": L.factorization(30, 3, gen(0)),
-            "completion": L.completion(50, 2, 0.3, gen(0)),
-            "sensing": L.sensing(20, 2, 300, gen(0))}
+    return {"factorization": lowrank.factorization(30, 3, gen(0)),
+            "completion": lowrank.completion(50, 2, 0.3, gen(0)),
+            "sensing": lowrank.sensing(20, 2, 300, gen(0))}
 
 
 def test_surrogates_match_their_closed_forms():
@@ -67,10 +68,10 @@ def test_original_init_is_scaled_orthogonal():
 
 
 def test_compressed_recovers_a_small_factorisation_below_1e_8():
-    P = L.factorization(20, 2, gen(0))
+    P = lowrank.factorization(20, 2, gen(0))
     # the width-2r net keeps ε³ in its r unneeded directions: the floor is √r·ε³/‖Φ‖_F ≈ 4e-9
     net = L.compressed(P.surrogate, 4, 1.5e-3)
-    traj = L.fit(net, P, L.make_optimizer(L.param_groups(net, [net], 0.5, 1.5), "gd"), 6000,
+    traj = lowrank.fit(net, P, L.make_optimizer(L.param_groups(net, [net], 0.5, 1.5), "gd"), 6000,
                  tol=1e-8)
     assert traj.errors[-1] < 1e-8, traj.errors[-1]
     assert traj.first_below(1e-3)[0] < traj.first_below(1e-8)[0] == len(traj.errors) - 1
@@ -104,7 +105,8 @@ def test_fit_forms_the_product_once_per_iteration_on_the_same_trajectory(kind, v
     calls = []
     product = a.product
     a.product = lambda: calls.append(1) or product()
-    traj = L.fit(a, P, L.make_optimizer(L.param_groups(a, [a], 0.4, 1.5), "gd"), 300, tol=1e-3)
+    traj = lowrank.fit(a, P, L.make_optimizer(L.param_groups(a, [a], 0.4, 1.5), "gd"), 300,
+                       tol=1e-3)
     ref = _fit_forming_the_product_twice(
         b, P, L.make_optimizer(L.param_groups(b, [b], 0.4, 1.5), "gd"), 300, tol=1e-3)
     assert traj.errors == ref                     # bit for bit: the same maths, once
@@ -114,13 +116,13 @@ def test_fit_forms_the_product_once_per_iteration_on_the_same_trajectory(kind, v
 
 
 def test_fit_stops_at_the_first_error_at_or_below_tol():
-    P = L.factorization(20, 2, gen(0))
+    P = lowrank.factorization(20, 2, gen(0))
     net = L.compressed(P.surrogate, 4, 1e-2)
-    full = L.fit(net, P, L.make_optimizer(L.param_groups(net, [net], 0.4, 1.5), "gd"), 800)
+    full = lowrank.fit(net, P, L.make_optimizer(L.param_groups(net, [net], 0.4, 1.5), "gd"), 800)
     k, _ = full.first_below(1e-3)
     tol = full.errors[k]                          # a tolerance equal to an attained error
     net = L.compressed(P.surrogate, 4, 1e-2)
-    stopped = L.fit(net, P, L.make_optimizer(L.param_groups(net, [net], 0.4, 1.5), "gd"), 800,
+    stopped = lowrank.fit(net, P, L.make_optimizer(L.param_groups(net, [net], 0.4, 1.5), "gd"), 800,
                     tol=tol)
     assert len(stopped.errors) == k + 1 and stopped.errors == full.errors[:k + 1]
     assert stopped.first_below(tol)[0] == k
@@ -134,9 +136,9 @@ def test_compressed_never_worse_than_original_at_equal_iterations(kind, eta, alp
     d, r = P.Phi.shape[0], 3 if kind == "factorization" else 2
     orig = L.original(d, 3, 1e-2, gen(1))
     comp = L.compressed(P.surrogate, 2 * r, 1e-2)
-    e_orig = L.fit(orig, P, L.make_optimizer(L.param_groups(orig, [orig], eta, 1.0), "gd"),
+    e_orig = lowrank.fit(orig, P, L.make_optimizer(L.param_groups(orig, [orig], eta, 1.0), "gd"),
                    steps).errors
-    e_comp = L.fit(comp, P, L.make_optimizer(L.param_groups(comp, [comp], eta, alpha), "gd"),
+    e_comp = lowrank.fit(comp, P, L.make_optimizer(L.param_groups(comp, [comp], eta, alpha), "gd"),
                    steps).errors
     assert len(e_orig) == len(e_comp) == steps + 1
     worse = [k for k in range(steps + 1) if e_comp[k] > e_orig[k]]
@@ -145,7 +147,7 @@ def test_compressed_never_worse_than_original_at_equal_iterations(kind, eta, alp
 
 
 def test_discrepant_learning_rate_is_one_gd_step_by_hand():
-    P = L.factorization(10, 2, gen(0))
+    P = lowrank.factorization(10, 2, gen(0))
     net = L.compressed(P.surrogate, 4, 0.5)
     before = [w.detach().clone() for w in net.weights]
     opt = L.make_optimizer(L.param_groups(net, [net], 0.1, 3.0), "gd")
@@ -157,10 +159,10 @@ def test_discrepant_learning_rate_is_one_gd_step_by_hand():
 
 
 def test_adam_and_random_init_also_train():
-    P = L.factorization(20, 2, gen(0))
+    P = lowrank.factorization(20, 2, gen(0))
     for init, kind, lr in (("spectral", "adam", 1e-2), ("random", "gd", 0.4)):
         net = L.compressed(P.surrogate, 4, 1e-2, init, gen(5))
-        traj = L.fit(net, P, L.make_optimizer(L.param_groups(net, [net], lr, 2.0), kind), 600)
+        traj = lowrank.fit(net, P, L.make_optimizer(L.param_groups(net, [net], lr, 2.0), kind), 600)
         goal = 0.05 if init == "spectral" else 0.5   # a random subspace must rotate first
         assert traj.errors[-1] < goal * traj.errors[0], (init, kind, traj.errors[-1])
 

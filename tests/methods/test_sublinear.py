@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from raytrain_eff.config import DataConfig
-from raytrain_eff.hparams.sublinear import SublinearConfig, WideConfig
+from raytrain_eff.hparams.sublinear import SublinearConfig
+from raytrain_eff.hparams.tasks import WideConfig
 from raytrain_eff.methods.base import MethodContext
 from raytrain_eff.methods.sublinear import (
     GaussNewton,

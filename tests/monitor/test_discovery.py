@@ -6,6 +6,7 @@ import socket
 import urllib.request
 
 import pytest
+from timeouts import scaled
 
 from raytrain_eff.monitor import discovery
 
@@ -86,7 +87,7 @@ def test_exporter_command_on_a_cluster_keeps_a_file_sd_and_stop_ends_it(tmp_path
         assert _listening(f"http://{group['targets'][0]}/metrics")
     finally:
         stop.set()
-        thread.join(timeout=60)
+        thread.join(timeout=scaled(60))
     assert lines[0] == f"Prometheus file_sd: {file_sd}"
     assert any(group["targets"][0] in line for line in lines[1:])
     out = []

@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from timeouts import scaled
 
 from raytrain_eff.monitor import discovery
 from raytrain_eff.monitor.cli_exporter import run_exporter
@@ -147,7 +148,7 @@ def test_run_exporter_by_hand_records_the_moved_port(tmp_path):
                           node_id=group["labels"]["node_id"]) == node_memory()["total"]
         finally:
             stop.set()
-            thread.join(timeout=30)
+            thread.join(timeout=scaled(30))
     assert not thread.is_alive()
     assert lines == [f"exporter for node {group['labels']['node_id']} at http://{group['targets'][0]}/metrics"]
 
@@ -157,7 +158,7 @@ def test_pusher_outside_ray_does_not_import_ray():
             "p = MetricsPusher(run='x', port=0); p.push({'step': 0, 'step_time_s': 0.1}); "
             "p.close(); print('ray' in sys.modules, p.url)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60).stdout.split()
+                         check=True, timeout=scaled(60)).stdout.split()
     assert out[0] == "False" and out[1].startswith("http://127.0.0.1:")
 
 

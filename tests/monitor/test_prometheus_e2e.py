@@ -24,6 +24,8 @@ import time
 import urllib.parse
 import urllib.request
 
+from timeouts import scaled
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / ".test-deps" / "bin" / "prometheus"
 PROMTOOL = REPO / ".test-deps" / "bin" / "promtool"
@@ -131,7 +133,7 @@ def _cluster_main(workdir: str, port: int) -> None:
         (work / "removed.json").write_text(json.dumps({"node": gone}))
         _when(work / "stop")
         head = ray.get_runtime_context().get_node_id()
-        steps = ray.get(refs[head], timeout=180)
+        steps = ray.get(refs[head], timeout=scaled(180))
         (work / "done.json").write_text(json.dumps({"steps": steps}))
     finally:
         ray.shutdown()
@@ -157,7 +159,7 @@ def _train_mst(work: pathlib.Path, port: int) -> None:
 
 
 def _when(path: pathlib.Path, timeout_s: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + scaled(timeout_s)
     while not path.exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path} never appeared")
@@ -174,7 +176,7 @@ def _free_port() -> int:
 
 
 def _wait_for(what: str, check, timeout_s: float, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + scaled(timeout_s)
     while time.monotonic() < deadline:
         result = check()
         if result:
@@ -233,7 +235,7 @@ def _recording_rules() -> list[str]:
 def test_prometheus_scrapes_two_node_cluster_and_dashboard_has_data():
     assert PROMETHEUS.exists() and PROMTOOL.exists(), "run scripts/test-deps.sh first"
     work = pathlib.Path(tempfile.mkdtemp(prefix="rte-e2e-", dir="/tmp"))  # short socket paths
-    env = dict(os.environ, RAY_TMPDIR=str(work), PYTHONPATH=str(REPO),
+    env = dict(os.environ, RAY_TMPDIR=str(work), PYTHONPATH=f"{REPO}:{REPO / 'tests'}",
                RAYTRAIN_EFF_FILE_SD_DIR=str(work / "file_sd"))
     env.pop("RAYTRAIN_EFF_MONITOR_HOST", None)
     cluster = subprocess.Popen([sys.executable, __file__, str(work), str(_free_port())], env=env,
@@ -336,7 +338,7 @@ def test_prometheus_scrapes_two_node_cluster_and_dashboard_has_data():
         (work / "stop").touch()
         _wait_for("training to finish", lambda: (work / "done.json").exists(), 60, cluster)
         assert json.loads((work / "done.json").read_text())["steps"] > 0
-        assert cluster.wait(timeout=60) == 0, (work / "cluster.log").read_text()[-3000:]
+        assert cluster.wait(timeout=scaled(60)) == 0, (work / "cluster.log").read_text()[-3000:]
     finally:
         for name in ("add_node", "remove_node", "stop"):
             (work / name).touch()

@@ -9,6 +9,7 @@ import subprocess
 
 import pandas as pd
 import pytest
+from timeouts import scaled
 
 from raytrain_eff.report import build, commands
 from raytrain_eff.report.compare import compare
@@ -131,7 +132,7 @@ def test_page_renders_in_headless_chromium(report, tmp_path):
                     "--disable-component-update", "--disable-sync",
                     f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
                     "--window-size=1280,4000", (report / "report.html").as_uri()],
-                   check=True, capture_output=True, timeout=120)
+                   check=True, capture_output=True, timeout=scaled(120))
     from PIL import Image
     image = Image.open(shot).convert("RGB")
     assert image.size == (1280, 4000)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from raytrain_eff.config import DataConfig
-from raytrain_eff.hparams.dasvrda import DASVRDAConfig, ERMConfig
+from raytrain_eff.hparams.dasvrda import DASVRDAConfig
+from raytrain_eff.hparams.tasks import ERMConfig
 from raytrain_eff.methods.base import MethodContext
 from raytrain_eff.methods.dasvrda import DASVRDAMethod
 from raytrain_eff.tasks.erm import ERMTask
@@ -112,3 +113,54 @@ def test_config_errors():
         ERMConfig(l1=-1.0)
     with pytest.raises(ConfigError, match="min_df: 0 is invalid"):
         ERMConfig(min_df=0)
+
+
+def test_bias_options_and_no_held_out_rows():
+    plain = make("breast_cancer", val_fraction=0.0, bias_feature=False)
+    assert plain.d == 30 and plain.num_train == 569 and len(plain.y_val) == 0
+    assert plain.evaluate(plain.build_model(), 64, 2) == {}      # nothing held out
+    free = make("breast_cancer")
+    assert free.d == 31 and not free.params.penalise_bias
+    ctx = MethodContext(task=free, iterate_shard=lambda bs: free.shard_iterator(0, 1, bs),
+                        shard_size=free.num_train)
+    method = DASVRDAMethod(DASVRDAConfig())
+    method.make_optimizer(free.build_model(), ctx)
+    assert method.solver.P.intercept and method.solver.P.d_pen == 30
+    penalised = make("breast_cancer", penalise_bias=True)
+    method.make_optimizer(penalised.build_model(), MethodContext(
+        task=penalised, iterate_shard=lambda bs: penalised.shard_iterator(0, 1, bs),
+        shard_size=penalised.num_train))
+    assert not method.solver.P.intercept and method.solver.P.d_pen == 31
+    with pytest.raises(ConfigError, match="penalise_bias: True is invalid; must be false when"):
+        ERMConfig(bias_feature=False, penalise_bias=True)
+
+
+@pytest.mark.parametrize("name,positives", [("digits", 0.5), ("iris", 1 / 3), ("wine", 0.33)])
+def test_bundled_multiclass_sets_are_binarised(name, positives):
+    task = make(name, loss="squared_hinge", val_fraction=0.0)
+    assert set(task.y_train.unique().tolist()) == {-1.0, 1.0}
+    assert float((task.y_train > 0).double().mean()) == pytest.approx(positives, abs=0.01)
+
+
+def test_parquet_regression_labels_and_missing_values(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(120, 2, dtype=torch.float64, generator=g)
+    target = X[:, 0] * 3.5 - 1.25                       # real-valued labels, float column
+    path = tmp_path / "reg.parquet"
+    pq.write_table(pa.table({"a": X[:, 0].numpy(), "b": X[:, 1].numpy(),
+                             "label": target.numpy()}), path)
+    task = make(str(path), loss="squared", bias_feature=False, normalize=False,
+                val_fraction=0.0)
+    assert task.d == 2 and task.X_train.dtype == torch.float64
+    assert len(task.y_train.unique()) == 120              # kept as real numbers
+    holes = tmp_path / "holes.parquet"
+    pq.write_table(pa.table({"a": [1.0, None, 3.0], "label": [0, 1, 0]}), holes)
+    with pytest.raises(ValueError, match=r"row 1: column 'a' is nan \(null or not finite\)"):
+        make(str(holes))
+
+
+def test_val_fraction_zero_is_for_erm_only():
+    from raytrain_eff import config
+    assert config.load(preset="erm-digits").data.val_fraction == 0.0
+    with pytest.raises(ConfigError, match="val_fraction: 0 is allowed for task erm only"):
+        config.load(preset="digits-adamw", overrides=["data.val_fraction=0"])

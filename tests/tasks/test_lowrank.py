@@ -1,4 +1,4 @@
-"""The ``lowrank`` task: observed entries as rows, sharded by rank, same maths as lowdim.py."""
+"""The ``lowrank`` task: observed entries as rows, sharded by rank, same maths as its problems."""
 from __future__ import annotations
 
 import pytest
@@ -6,9 +6,11 @@ import torch
 import torch.distributed as dist
 
 from raytrain_eff.config import DataConfig
-from raytrain_eff.hparams.lowdim import LowDimConfig, LowRankConfig
+from raytrain_eff.hparams.lowdim import LowDimConfig
+from raytrain_eff.hparams.tasks import LowRankConfig
 from raytrain_eff.methods import lowdim as L
 from raytrain_eff.methods.base import MethodContext
+from raytrain_eff.tasks import lowrank
 from raytrain_eff.tasks.lowrank import LowRankTask
 from raytrain_eff.typed import ConfigError
 
@@ -22,12 +24,12 @@ def make_task(**params) -> LowRankTask:
     return task
 
 
-def problem_of(task: LowRankTask) -> L.LowRankProblem:
+def problem_of(task: LowRankTask) -> lowrank.LowRankProblem:
     """The same problem built directly by lowdim.py from the task's seed."""
     p, gen = task.params, torch.Generator().manual_seed(task.seed)
     if p.problem == "sensing":
-        return L.sensing(p.d, p.rank, p.measurements, gen)
-    return L.completion(p.d, p.rank, p.observed if p.problem == "completion" else 1.0, gen)
+        return lowrank.sensing(p.d, p.rank, p.measurements, gen)
+    return lowrank.completion(p.d, p.rank, p.observed if p.problem == "completion" else 1.0, gen)
 
 
 @pytest.mark.parametrize("problem", ["factorization", "completion", "sensing"])

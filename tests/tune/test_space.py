@@ -46,7 +46,17 @@ def test_param_space_uses_ray_tune_domains(tmp_path):
     ps = param_space(spec)
     assert isinstance(ps["methods.adamw.lr"], tune.search.sample.Float)
     assert ps["methods.adamw.beta2"] == {"grid_search": [0.95, 0.99]}
-    assert isinstance(ps["train.grad_clip"], tune.search.sample.Function)
+    # a plain domain, never a sample_from function: Tune draws those again on restore
+    assert isinstance(ps["train.grad_clip"], tune.search.sample.Float)
+
+
+def test_conditional_entries_are_masked_where_their_condition_fails():
+    conds = {"train.grad_clip": {"data.batch_size": 32}, "a": {"train.grad_clip": 1.0}}
+    drawn = {"data.batch_size": 16, "train.grad_clip": 1.0, "a": 3}
+    assert space.effective(conds, drawn) == {"data.batch_size": 16, "train.grad_clip": None,
+                                             "a": None}
+    drawn["data.batch_size"] = 32
+    assert space.effective(conds, drawn) == drawn
 
 
 def test_overrides_round_trip_values():
@@ -88,6 +98,13 @@ def test_overrides_round_trip_values():
     ("search: optuna\nspace:\n  data.batch_size: {grid: [8]}", "search: optuna supports neither"),
     ("overrides: [scaling.num_workers=0]\nspace:\n  data.batch_size: {choice: [8]}",
      "use >= 1 worker"),
+    ("scheduler: {type: asha, time_attr: sample_seen}\nspace:\n  data.batch_size: "
+     "{choice: [8]}", "scheduler.time_attr: 'sample_seen' is not a counter trials report "
+     "(did you mean 'samples_seen'?); use one of samples_seen, step,"),
+    ("scheduler: {type: asha, time_attr: wall_s}\nspace:\n  data.batch_size: {choice: [8]}",
+     "scheduler.max_t: required with time_attr: wall_s"),
+    ("scheduler: {type: pbt, time_attr: time_total_s}\nspace:\n  methods.adamw.lr: "
+     "{uniform: [0.1, 0.2]}", "scheduler.perturbation_interval: required with time_attr"),
 ])
 def test_errors_name_the_file_key_and_problem(tmp_path, snippet, message):
     path = write(tmp_path, "base: digits-adamw\n" + snippet + "\n")
@@ -111,3 +128,9 @@ def test_packaged_space_files_validate():
     assert files
     for path in files:
         space.load(str(path))
+
+
+def test_the_module_docstring_example_is_a_valid_space(tmp_path):
+    block = space.__doc__.split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    spec, _ = space.load(write(tmp_path, textwrap.dedent(block)))
+    assert {e.key for e in spec.entries if e.when} == {"train.grad_clip"}

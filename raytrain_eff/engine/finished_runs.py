@@ -5,11 +5,12 @@ import pathlib
 
 import torch
 
+from raytrain_eff import catalog
 from raytrain_eff.engine import checkpoint, storage
 from raytrain_eff.engine.launch import load_run_config
 from raytrain_eff.engine.runner import build_task
-from raytrain_eff.methods import registry
 from raytrain_eff.methods.base import MethodContext
+from raytrain_eff.typed import ConfigError
 
 
 def latest_checkpoint(run_dir: str) -> pathlib.Path:
@@ -17,7 +18,7 @@ def latest_checkpoint(run_dir: str) -> pathlib.Path:
     directory = checkpoint.latest(storage.resolve(run_dir))
     if directory is not None:
         return directory
-    raise FileNotFoundError(f"{run_dir}: no complete checkpoint (checkpoint_step*/manifest.json)")
+    raise ConfigError(f"{run_dir}: no complete checkpoint (checkpoint_step*/manifest.json)")
 
 
 def restore(run_dir: str):
@@ -27,7 +28,7 @@ def restore(run_dir: str):
     task.load()
     torch.manual_seed(cfg.run.seed)
     model = task.build_model()
-    methods = registry.create_all(cfg.methods)
+    methods = catalog.create_methods(cfg.methods)
     ctx = MethodContext(total_steps=cfg.run.steps, loss_fn=task.loss, task=task,
                         next_batch=lambda: task.train_batch(0, 0, 0, 1, cfg.data.batch_size))
     for m in methods:
@@ -59,6 +60,6 @@ def export_run(run_dir: str, out: str) -> str:
 def sample_run(run_dir: str, prompt: str, chars: int, temperature: float, seed: int) -> str:
     cfg, task, model, _, _ = restore(run_dir)
     if not hasattr(task, "sample"):
-        raise ValueError(f"task '{cfg.task.name}' does not generate text; sampling needs task lm")
+        raise ConfigError(f"task '{cfg.task.name}' does not generate text; sampling needs task lm")
     model.eval()
     return task.sample(model, prompt, chars, temperature, seed)

@@ -1,0 +1,133 @@
+"""Checks of user Parquet data that name the file, column, row and value at fault.
+
+The driver runs ``check_tabular`` / ``check_footers`` before any Ray work: column types come
+from each file's footer (no rows read), then the label and feature columns are scanned one
+record batch at a time, so memory stays at one batch whatever the data's size. Workers run
+``check_columns`` on the table they load, so a run started without the driver's checks (a
+library call, a notebook) still fails with the same messages.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from raytrain_eff.data.parquet import DataError, files, locate, require_columns
+
+SCAN_BATCH_ROWS = 1 << 16
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # features train as float32
+
+
+def check_footers(uri: str, columns: dict[str, str]) -> None:
+    """Every file has each of ``columns`` with its kind ('string', 'integer', 'numeric'),
+    from the footers only (no rows read)."""
+    for path in files(uri):
+        require_columns(_schema(path), path, columns)
+
+
+def check_tabular(uri: str, label: str, features: list[str] | None, *,
+                  classes: bool) -> int:
+    """Types, finite features and valid labels in every file; returns the row count.
+
+    ``classes`` (task classify): labels are class indices (an integer column), so they must
+    be 0..K-1 with every class present: a stray 1000 among labels 0..2 is named, never
+    turned into a 1001-way head; features train as float32. Otherwise (task erm) labels are
+    any finite numbers (regression, ±1 targets) and features are float64.
+    """
+    first_row: dict[int, tuple[str, int]] = {}  # label value -> (file, row) where first seen
+    rows = 0
+    for path in files(uri):
+        schema = _schema(path)
+        columns = features or [c for c in schema.names if c != label]
+        require_columns(schema, path, {label: "integer" if classes else "numeric",
+                                       **{c: "numeric" for c in columns}})
+        fs, local = locate(path)
+        with fs.open_input_file(local) as f:
+            row = 0
+            for batch in pq.ParquetFile(f).iter_batches(SCAN_BATCH_ROWS, columns=[label, *columns]):
+                check_columns(batch, path, label, columns, row, classes=classes)
+                if classes:
+                    _first_rows(batch.column(label), path, row, first_row)
+                row += batch.num_rows
+        rows += row
+    if rows == 0:
+        raise DataError(f"{uri}: has no rows")
+    if classes:
+        check_class_labels(first_row, label)
+    return rows
+
+
+def check_columns(data: pa.Table | pa.RecordBatch, where: str, label: str,
+                  features: list[str], first_row: int = 0, *, classes: bool = True) -> None:
+    """Labels present (and >= 0 when ``classes``, else finite), features finite (and within
+    float32 when ``classes``: see ``check_tabular``); rows counted from ``first_row``."""
+    labels = data.column(label)
+    null = _first(pc.is_null(labels))
+    if null is not None:
+        needed = "a class label 0..K-1" if classes else "a label"
+        raise DataError(f"{where}: row {first_row + null}: column '{label}' is null (a missing "
+                        f"label); every row needs {needed}")
+    if classes:
+        negative = _first(pc.less(labels, 0))
+        if negative is not None:
+            raise DataError(f"{where}: row {first_row + negative}: column '{label}' has the "
+                            f"negative label {labels[negative].as_py()}; labels are class "
+                            f"indices 0..K-1")
+    else:
+        _check_finite(labels, where, label, "label", first_row, np.inf)
+    limit = FLOAT32_MAX if classes else np.inf
+    for name in features:
+        _check_finite(data.column(name), where, name, "feature", first_row, limit)
+
+
+def _check_finite(column, where: str, name: str, role: str, first_row: int,
+                  limit: float) -> None:
+    bad = pc.is_null(column)
+    if pa.types.is_floating(column.type):
+        bad = pc.or_(pc.invert(pc.is_finite(column)), pc.greater(pc.abs(column), limit))
+        bad = pc.fill_null(bad, True)
+    i = _first(bad)
+    if i is not None:
+        value = column[i].as_py()
+        what = "null" if value is None else (
+            f"{value}" if not np.isfinite(value) else f"{value} (beyond float32's range)")
+        raise DataError(f"{where}: row {first_row + i}: {role} column '{name}' is {what}; "
+                        f"{role}s must be finite numbers")
+
+
+def check_class_labels(first_row: dict[int, tuple[str, int]], label: str) -> int:
+    """Labels {0..K-1}, every class present; returns K. ``first_row``: value -> (file, row)."""
+    values = sorted(first_row)
+    k = next((i for i, v in enumerate(values) if v != i), len(values))
+    if k == len(values):
+        return k
+    stray = values[k]
+    where, row = first_row[stray]
+    hint = " (1-based labels? subtract 1)" if k == 0 and stray == 1 else ""
+    absent = f"class {k}" if stray == k + 1 else f"classes {k}..{stray - 1}"
+    raise DataError(
+        f"{where}: row {row}: column '{label}' has label {stray}, out of range: labels must be "
+        f"class indices 0..K-1 with every class present; the labels below it cover "
+        f"{f'0..{k - 1}' if k else 'nothing'} ({k} classes) and {absent} never occur{hint}")
+
+
+def _first_rows(labels: pa.Array, where: str, offset: int,
+                out: dict[int, tuple[str, int]]) -> None:
+    values, index = np.unique(labels.to_numpy(zero_copy_only=False), return_index=True)
+    for v, i in zip(values.tolist(), index.tolist(), strict=True):
+        out.setdefault(int(v), (where, offset + i))
+
+
+def _first(mask) -> int | None:
+    i = pc.index(mask, True).as_py()
+    return None if i is None or i < 0 else i
+
+
+def _schema(path: str) -> pa.Schema:
+    fs, local = locate(path)
+    try:
+        with fs.open_input_file(local) as f:
+            return pq.read_schema(f)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataError(f"{path}: not a Parquet file ({err})") from None

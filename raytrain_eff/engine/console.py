@@ -1,0 +1,162 @@
+"""The driver's console: one line (or a bar) per progress report, Ray's own logs in a file.
+
+Rank 0 sends progress events (``{"text", "step", "steps"}``) to a small actor; a thread on the
+driver drains it and prints each event once: a tqdm bar on a terminal, plain lines otherwise.
+Workers' output then need not reach the console (``ray.init(log_to_driver=False)``), so Ray's
+per-rank lines stay out of it; the driver's Ray loggers write to ``<run_dir>/logs/driver.log``
+and each worker's to ``logs/worker-<rank>.log``. ``--verbose`` keeps Ray's logs on the console.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from raytrain_eff.engine import storage
+
+LOG_DIR = "logs"
+DRIVER_LOG = "driver.log"
+POLL_S = 0.5
+REDIRECT = "raytrain-eff-ray-log"  # the name of the handler that sends Ray's logs to a file
+
+Event = dict  # {"text": str, "step": int | None, "steps": int | None}
+
+
+def log_dir(run_dir: str, name: str) -> str:
+    """A local directory for the run's logs: ``<run_dir>/logs``, or a temporary one when the
+    run directory is a URI (logs are appended line by line; object stores cannot)."""
+    if "://" in run_dir:
+        return os.path.join(tempfile.gettempdir(), "raytrain_eff-logs", name)
+    return storage.join(run_dir, LOG_DIR)
+
+
+def driver_log(run_dir: str, name: str) -> str:
+    return os.path.join(log_dir(run_dir, name), DRIVER_LOG)
+
+
+def ray_logs_to_file(path: str) -> None:
+    """Point every ``ray`` logger that prints to the console at ``path`` instead."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.set_name(REDIRECT)
+    loggers = [logging.getLogger("ray")] + [
+        lg for name, lg in logging.root.manager.loggerDict.items()
+        if name.startswith("ray.") and isinstance(lg, logging.Logger)]
+    for logger in loggers:
+        # the console's handlers, and an earlier run's file in this process
+        gone = [h for h in logger.handlers if _is_console(h) or h.get_name() == REDIRECT]
+        for h in gone:
+            logger.removeHandler(h)
+        if gone or logger.name == "ray":
+            logger.addHandler(handler)
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    return (isinstance(handler, logging.StreamHandler)
+            and not isinstance(handler, logging.FileHandler)
+            and getattr(handler, "stream", None) in (sys.stderr, sys.stdout,
+                                                      sys.__stderr__, sys.__stdout__))
+
+
+def worker_logs_to_file(run_dir: str, name: str, rank: int) -> None:
+    """On a worker: Train's and the user's log records (prints included, through Train's
+    print patch) also go to ``logs/worker-<rank>.log``."""
+    path = os.path.join(log_dir(run_dir, name), f"worker-{rank}.log")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for logger in (logging.getLogger(), logging.getLogger("ray.train")):
+        logger.addHandler(handler)
+
+
+class ProgressSink:
+    """Made a Ray actor by ``Console``: holds rank 0's events until the driver drains them."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def put(self, event: Event) -> None:
+        self.events.append(event)
+
+    def drain(self) -> list[Event]:
+        events, self.events = self.events, []
+        return events
+
+
+def remote_log(sink) -> Callable[[Event], None]:
+    """What rank 0 calls to show an event on the driver (fire and forget)."""
+    return lambda event: sink.put.remote(event)
+
+
+class Console:
+    """Shows events on the driver: a tqdm bar on a terminal, one plain line each otherwise."""
+
+    def __init__(self, stream: Any = None, tty: bool | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.bar: Any = None  # tqdm, on a terminal
+        self.sink: Any = None  # the ProgressSink actor's handle
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def show(self, event: Event) -> None:
+        step, steps = event.get("step"), event.get("steps")
+        if not self.tty or step is None:
+            self._line(event["text"])
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+            self.bar = tqdm(total=steps, initial=0, file=self.stream, unit="step",
+                            dynamic_ncols=True)
+        self.bar.update(step - self.bar.n)
+        self.bar.set_description_str(event["text"].split(" | ", 1)[0])
+        self.bar.set_postfix_str(event["text"].split(" | ", 1)[-1])
+
+    def _line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def start(self):
+        """Start the sink actor and the thread that drains it; returns the actor handle."""
+        import ray
+        self.sink = ray.remote(num_cpus=0)(ProgressSink).remote()
+        self._thread = threading.Thread(target=self._poll, name="raytrain-eff-console",
+                                        daemon=True)
+        self._thread.start()
+        return self.sink
+
+    def _poll(self) -> None:
+        while not self._stop.wait(POLL_S):
+            if not self._drain():
+                return
+
+    def _drain(self) -> bool:
+        import ray
+        try:
+            events = ray.get(self.sink.drain.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - Ray shutting down: nothing more to show
+            return False
+        for event in events:
+            self.show(event)
+        return True
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=5)
+            self._drain()
+            import ray
+            with contextlib.suppress(Exception):  # Ray already gone (an interrupted run)
+                ray.kill(self.sink)
+            self._thread = None
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
