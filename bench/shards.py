@@ -100,11 +100,12 @@ def _train(Runner, cfg, rank, world, run_dir, vm0, rss0) -> dict:
     step = runner.train_step
 
     def timed(*args):
-        row = step(*args)
+        stats = step(*args)
         walls.append(time.perf_counter())
+        row = stats.row()
         held.append(row[accounting.keys.PARAM_BYTES] + row[accounting.keys.GRAD_BYTES]
                     + row[accounting.keys.OPTIMIZER_BYTES])
-        return row
+        return stats
     runner.train_step = timed
     runner.run()
     rate = (len(walls) - 1) / (walls[-1] - walls[0]) if len(walls) > 1 else math.nan

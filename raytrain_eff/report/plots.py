@@ -1,4 +1,5 @@
-"""PNG figures of a comparison report, drawn from the same frames the report's tables hold.
+"""PNG figures of a comparison report and of a sweep, drawn from the same frames their tables
+hold.
 
 Curves show every seed thin and the per-step median thick, so the seed spread is visible
 beside the difference between the sides.
@@ -70,3 +71,32 @@ def per_run_figure(runs: pd.DataFrame, columns: list[tuple[str, str]],
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     return _png(fig)
+
+
+def sweep_figures(steps: pd.DataFrame, done: pd.DataFrame, front: pd.DataFrame,
+                  metric: str) -> dict[str, bytes]:
+    """A sweep's trials: ``metric`` against cumulative effective FLOPs and wall time, one line
+    per trial; and each finished trial's quality against its cost, with the Pareto front."""
+    plt = _pyplot()
+    figures = {}
+    if not steps.empty and metric in steps:
+        for x, label in [("effective_flops_cum", "effective training FLOPs"),
+                         ("wall_s", "wall time (s)")]:
+            fig, ax = plt.subplots(figsize=(6.4, 4))
+            for tid, frame in steps.groupby("trial_id"):
+                frame = frame.assign(effective_flops_cum=frame["effective_flops"].cumsum())
+                pts = frame[frame[metric].notna()]
+                ax.plot(pts[x], pts[metric], marker=".", label=tid)
+            ax.set_xlabel(label)
+            ax.set_ylabel(metric)
+            ax.legend(fontsize=6)
+            figures[f"{metric}_vs_{x}"] = _png(fig)
+    if not done.empty:
+        fig, ax = plt.subplots(figsize=(6.4, 4))
+        ax.scatter(done.effective_flops_total, done[metric], label="trials")
+        ax.plot(front.effective_flops_total, front[metric], "r-o", label="Pareto front")
+        ax.set_xlabel("effective training FLOPs (cost)")
+        ax.set_ylabel(metric)
+        ax.legend()
+        figures["pareto"] = _png(fig)
+    return figures

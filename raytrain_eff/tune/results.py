@@ -198,33 +198,10 @@ def _write_parquet(frame: pd.DataFrame, uri: str) -> None:
 
 
 def plots(steps: pd.DataFrame, trials: pd.DataFrame, spec: SweepSpec) -> dict[str, bytes]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    figures = {}
-    if not steps.empty and spec.metric in steps:
-        for x, label in [("effective_flops_cum", "effective training FLOPs"),
-                         ("wall_s", "wall time (s)")]:
-            fig, ax = plt.subplots(figsize=(6.4, 4))
-            for tid, frame in steps.groupby("trial_id"):
-                frame = frame.assign(effective_flops_cum=frame["effective_flops"].cumsum())
-                pts = frame[frame[spec.metric].notna()]
-                ax.plot(pts[x], pts[spec.metric], marker=".", label=tid)
-            ax.set_xlabel(label)
-            ax.set_ylabel(spec.metric)
-            ax.legend(fontsize=6)
-            figures[f"{spec.metric}_vs_{x}"] = _png(fig)
+    from raytrain_eff.report.plots import sweep_figures
     done = trials[trials[spec.metric].notna() & trials.effective_flops_total.notna()]
-    if not done.empty:
-        fig, ax = plt.subplots(figsize=(6.4, 4))
-        ax.scatter(done.effective_flops_total, done[spec.metric], label="trials")
-        front = pareto_front(done, spec)
-        ax.plot(front.effective_flops_total, front[spec.metric], "r-o", label="Pareto front")
-        ax.set_xlabel("effective training FLOPs (cost)")
-        ax.set_ylabel(spec.metric)
-        ax.legend()
-        figures["pareto"] = _png(fig)
-    return figures
+    front = pareto_front(done, spec) if not done.empty else done
+    return sweep_figures(steps, done, front, spec.metric)
 
 
 def pareto_front(done: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
@@ -238,15 +215,6 @@ def pareto_front(done: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
             best = quality
             keep.append(idx)
     return ordered.loc[keep]
-
-
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def html_page(trials: pd.DataFrame, figures: dict, spec: SweepSpec, sweep_dir: str) -> str:

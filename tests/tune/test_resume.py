@@ -22,10 +22,10 @@ mode: min
 """
 
 
-def start(tmp_path, space: str, name: str, log: str):
+def start(tmp_path, space: str, name: str, log: str, base: str = BASE):
     import ray
     space_file = tmp_path / "space.yaml"
-    space_file.write_text(BASE + textwrap.dedent(space))
+    space_file.write_text(base + textwrap.dedent(space))
     cmd = ["raytrain-eff", "tune", str(space_file), "--name", name, "--storage-path",
            str(tmp_path), "--address", ray.get_runtime_context().gcs_address]
     out = open(tmp_path / log, "w")  # noqa: SIM115 - the child writes it until it ends
@@ -104,9 +104,14 @@ def test_fifo_conditional_space_resumes_without_rerunning_finished_trials(tmp_pa
 
 @pytest.mark.timeout(900)
 def test_asha_budget_follows_each_trials_batch_and_survives_resume(tmp_path):
-    """Budgets in samples: the batch-64 trial runs all 20 steps (twice the base's samples),
-    the batch-32 trial with a useless learning rate is cut at a rung."""
+    """Budgets in samples: the batch-64 trial runs all its steps (twice the base's samples),
+    the batch-32 trial with a useless learning rate is cut at a rung. Long runs: Tune's STOP
+    reaches a trial asynchronously, and a 20-step trial of this tiny model can finish first."""
     sweep = tmp_path / "asha"
+    steps = 400
+    base = BASE.replace("run.steps=20, run.report_interval=5, run.checkpoint_interval=5",
+                        f"run.steps={steps}, run.report_interval=10, run.checkpoint_interval=50")
+    assert base != BASE
     proc = start(tmp_path, """\
         num_samples: 1
         scheduler: {type: asha, reduction_factor: 2}
@@ -114,14 +119,14 @@ def test_asha_budget_follows_each_trials_batch_and_survives_resume(tmp_path):
         space:
           data.batch_size: {grid: [64, 32]}
           methods.adamw.lr: {choice: [1.0e-7], when: {data.batch_size: 32}}
-        """, "asha", "first.log")
+        """, "asha", "first.log", base)
     assert interrupt_when(proc, second_started(sweep)) == 130
     resume(tmp_path, "first.log")
     trials = pd.read_parquet(sweep / "trials.parquet").set_index("config/data.batch_size")
-    assert trials.loc[64, "status"] == "completed" and trials.loc[64, "steps_done"] == 20
-    assert trials.loc[64, "samples_seen"] == 20 * 64
+    assert trials.loc[64, "status"] == "completed" and trials.loc[64, "steps_done"] == steps
+    assert trials.loc[64, "samples_seen"] == steps * 64
     assert trials.loc[32, "status"] == "early_stopped"
-    assert trials.loc[32, "steps_done"] < 20
+    assert trials.loc[32, "steps_done"] < steps
     assert "trial " + trials.loc[64, "trial_id"] in (sweep / "best.yaml").read_text()
 
 
