@@ -26,6 +26,8 @@ class Task:
     reads_dataset: ClassVar[bool] = True
     # data.dataset names that are bundled with the package rather than Parquet paths
     builtin_datasets: ClassVar[tuple[str, ...]] = ()
+    # a table task's label column: 'integer' class indices 0..K-1 or any finite 'numeric'
+    label_kind: ClassVar[str | None] = None
 
     def __init__(self, params: Any, data: Any, seed: int = 0, *, grad_accum: int = 1):
         self.params = params        # the task's hyper-parameter dataclass
@@ -45,14 +47,23 @@ class Task:
     def required_columns(cls, data: Any) -> dict[str, str]:
         """Columns read from a Parquet ``data.dataset`` -> the kind each must have
         ('string', 'integer' or 'numeric'), checked from the files' footers."""
-        return {}
+        if cls.label_kind is None:
+            return {}
+        return {data.label_column: cls.label_kind,
+                **dict.fromkeys(data.feature_columns or (), "numeric")}
 
     @classmethod
     def preflight(cls, cfg: Any) -> None:
         """Checks on the driver before any worker starts; raises ``ConfigError`` (``DataError``)
-        naming the key, file, column or value. Overrides add scans of the data itself."""
-        if cls.reads_dataset and cfg.data.dataset not in cls.builtin_datasets:
-            validate.check_footers(cfg.data.dataset, cls.required_columns(cfg.data))
+        naming the key, file, column or value. A table task's data is then scanned: finite
+        features, and labels of its ``label_kind`` (class indices 0..K-1 with every class
+        present: a stray 1000 is named, never turned into a 1001-way head)."""
+        if not cls.reads_dataset or cfg.data.dataset in cls.builtin_datasets:
+            return
+        validate.check_footers(cfg.data.dataset, cls.required_columns(cfg.data))
+        if cls.label_kind is not None:
+            validate.check_tabular(cfg.data.dataset, cfg.data.label_column,
+                                   cfg.data.feature_columns, classes=cls.label_kind == "integer")
 
     # -- hooks ---------------------------------------------------------------------------------
     def load(self) -> None:

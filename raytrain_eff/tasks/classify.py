@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raytrain_eff.data import validate
 from raytrain_eff.data.tabular import BUILTIN_TABULAR, load_features
 from raytrain_eff.tasks.base import Task, epoch_batch_indices, shard_rows, tensor_checksum
 
@@ -42,20 +41,7 @@ class Classifier(nn.Module):
 
 class ClassifyTask(Task):
     builtin_datasets = BUILTIN_TABULAR
-
-    @classmethod
-    def required_columns(cls, data):
-        return {data.label_column: "integer", **dict.fromkeys(data.feature_columns or (),
-                                                               "numeric")}
-
-    @classmethod
-    def preflight(cls, cfg) -> None:
-        """Footers, then a scan: finite features, class labels 0..K-1 with every class
-        present (a stray 1000 is named, never turned into a 1001-way head)."""
-        super().preflight(cfg)
-        if cfg.data.dataset not in cls.builtin_datasets:
-            validate.check_tabular(cfg.data.dataset, cfg.data.label_column,
-                                   cfg.data.feature_columns, classes=True)
+    label_kind = "integer"
 
     def load(self) -> None:
         X, y, self.shape = load_features(self.data.dataset, self.data.label_column,

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from raytrain_eff.data import validate
 from raytrain_eff.methods.dasvrda import LOSSES, CSRRows
 from raytrain_eff.tasks.base import Task, epoch_batch_indices, shard_rows, tensor_checksum
 
@@ -52,19 +51,7 @@ class LinearModel(nn.Module):
 
 class ERMTask(Task):
     builtin_datasets = ("kjv", *BUNDLED)
-
-    @classmethod
-    def required_columns(cls, data):
-        return {data.label_column: "numeric", **dict.fromkeys(data.feature_columns or (),
-                                                               "numeric")}
-
-    @classmethod
-    def preflight(cls, cfg) -> None:
-        """Footers, then a scan: finite features and finite numeric labels."""
-        super().preflight(cfg)
-        if cfg.data.dataset not in cls.builtin_datasets:
-            validate.check_tabular(cfg.data.dataset, cfg.data.label_column,
-                                   cfg.data.feature_columns, classes=False)
+    label_kind = "numeric"
 
     def load(self) -> None:
         X, y = self._read()
