@@ -27,9 +27,7 @@ class Entry:
 
 _H = "raytrain_eff.hparams"
 _WHOLE_VECTOR = ("Lanczos and the Newton step work on the whole flattened parameter vector, "
-                 "which FSDP never holds on one worker")
-_OWN_SLICES = ("it shards parameters, gradients and curvature into its own slices and averages "
-               "gradients itself; FSDP would shard them a second time")
+                 "which FSDP never holds on one worker; dho2 runs FOSI on FSDP shards")
 _SOLVER = ("the ERM solvers keep whole snapshots and dual-averaging sums of the weight vector "
            "outside the model")
 _OUTSIDE_FORWARD = ("its loss reads the model's weights outside forward(), where FSDP holds only "
@@ -45,10 +43,10 @@ METHODS: dict[str, Entry] = {
                   unsharded=_WHOLE_VECTOR),
     "dho2": Entry(f"{_H}.fosi:DHO2Config", "raytrain_eff.methods.dho2:DHO2",
                   "DHO2: FOSI with Lanczos vectors, eigenvectors and optimizer state sharded "
-                  "1/P across workers", unsharded=_OWN_SLICES),
+                  "1/P across workers (under fsdp its slice is the worker's FSDP shard)"),
     "mr-dho2": Entry(f"{_H}.fosi:MRDHO2Config", "raytrain_eff.methods.dho2:MRDHO2",
                      "MR-DHO2: DHO2 with the curvature refresh spread over model updates "
-                     "(bounded staleness)", unsharded=_OWN_SLICES),
+                     "(bounded staleness)"),
     "mst": Entry(f"{_H}.mst:MSTConfig", "raytrain_eff.methods.mst:MST",
                  "Mixed Sparsity Training: dense -> sparse -> dense DST + hybrid sparse "
                  "attention (add adamw)"),

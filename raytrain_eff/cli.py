@@ -23,7 +23,7 @@ EXAMPLES = {
           raytrain-eff train --preset digits-adamw run.steps=100 methods.adamw.lr=1e-3
           raytrain-eff train --config my.yaml --address auto  # join a running cluster
           raytrain-eff train run.stop_after=300               # pause at step 300 ...
-          raytrain-eff train --resume ~/raytrain_runs/RUN run.stop_after=null  # ... go on
+          raytrain-eff train --resume ~/raytrain_runs/RUN     # ... and go on to run.steps
           raytrain-eff train --resume ~/raytrain_runs/RUN scaling.num_workers=4""",
     "tune": """\
         examples:

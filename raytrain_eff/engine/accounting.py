@@ -58,6 +58,8 @@ def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     params = list(model.parameters())
     grads = [p.grad for p in params if p.grad is not None]
     state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    # optimizers that keep flat state outside torch's per-parameter dict (FOSI, DHO2) list it
+    state += getattr(optimizer, "state_tensors", list)()
     return {keys.PARAM_BYTES: _bytes(params),
             keys.GRAD_BYTES: _bytes(grads) + extra_grad_bytes,
             keys.OPTIMIZER_BYTES: _bytes(state)}

@@ -104,7 +104,7 @@ class OverlappedGradientSync:
             assert bucket.work is not None  # every bucket was launched above
             bucket.work.wait()
             bucket.flat.div_(self.world)
-            for p, o in zip(bucket.params, bucket.offsets, strict=False):
+            for p, o in zip(bucket.params, bucket.offsets, strict=True):
                 view = bucket.flat[o:o + p.numel()].view_as(p)
                 if p.grad is None:
                     p.grad = view.clone()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 
 import yaml
@@ -134,6 +135,7 @@ def fit(cfg: ExperimentConfig, *, address: str | None = None, resume: bool = Fal
     preflight.check(cfg)
     # chosen and verified here, so a bad checkpoint is named on this console in both modes
     start = checkpoint.resolve_start(run_dir, from_checkpoint) if resume else None
+    cfg = _past_the_pause(cfg, start)
     os.environ.setdefault(HEALTH_CHECK_ENV, "1")
     log = console.driver_log(run_dir, name)
     shown = _start(cfg, address, quiet, log)
@@ -153,6 +155,17 @@ def fit(cfg: ExperimentConfig, *, address: str | None = None, resume: bool = Fal
     ckpt = result.checkpoint.path if result.checkpoint is not None else None
     return FitResult(run_name=name, run_dir=run_dir, metrics=dict(result.metrics or {}),
                      checkpoint_path=ckpt)
+
+
+def _past_the_pause(cfg: ExperimentConfig, start: dict | None) -> ExperimentConfig:
+    """A run paused at ``run.stop_after`` and resumed goes on to ``run.steps``: the pause it
+    was given is behind it (a later ``run.stop_after=N`` on resume pauses it again)."""
+    pause = cfg.run.stop_after
+    if start is None or pause is None or checkpoint.order(start["checkpoint"])[0] < pause:
+        return cfg
+    print(f"run.stop_after={pause} was reached; continuing to run.steps={cfg.run.steps}",
+          file=sys.stderr)
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, stop_after=None))
 
 
 def _start(cfg: ExperimentConfig, address: str | None, quiet: bool,

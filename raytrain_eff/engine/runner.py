@@ -31,7 +31,7 @@ from raytrain_eff.engine.totals import RankShare, RunTotals
 from raytrain_eff.methods.base import MethodContext
 from raytrain_eff.monitor import keys as K
 from raytrain_eff.monitor.push import rss_bytes
-from raytrain_eff.tasks.base import step_generator
+from raytrain_eff.tasks.base import shard_rows, step_generator, take_rows
 from raytrain_eff.typed import ConfigError
 
 
@@ -110,11 +110,16 @@ class Runner:
         self.rank_share = RankShare(self.totals, self.world, self.start_step)
         self.pusher = self._make_pusher()
 
-    def _curvature_batch(self):
-        # a fresh batch, never one the optimizer steps on: drawn from a separate stream
+    def _curvature_batch(self, share: tuple[int, int] | None = None):
+        """A fresh batch, never one the optimizer steps on: drawn from a separate stream.
+        ``share=(part, parts)``: that part's rows of one batch every rank draws alike."""
         self._curv_draws += 1
-        return self.task.train_batch(10_000_000 + self._curv_draws, 0, self.rank, self.world,
-                                     self.cfg.data.batch_size)
+        rows = self.cfg.data.batch_size
+        if share is None:
+            return self.task.train_batch(10_000_000 + self._curv_draws, 0, self.rank,
+                                         self.world, rows)
+        whole = self.task.train_batch(10_000_000 + self._curv_draws, 0, 0, 1, rows)
+        return take_rows(whole, shard_rows(rows, *share))
 
     def _restore(self) -> tuple[int, int]:
         # the engine, not Ray, picks: Ray would hand every restart its latest checkpoint even
@@ -137,7 +142,8 @@ class Runner:
         optimizer: Any = self.optimizer
         if self.sharded:  # full state on every rank; each keeps its own slice
             model = sharding.ShardedModelLoader(self.model)
-            optimizer = sharding.ShardedOptimizerLoader(self.model, self.optimizer)
+            if not self._optimizer_state_is_full:
+                optimizer = sharding.ShardedOptimizerLoader(self.model, self.optimizer)
         manifest = checkpoint.load(pathlib.Path(directory), rank=self.rank,
                                    seed=self.cfg.run.seed, model=model, optimizer=optimizer,
                                    methods=self.methods, device=self.device)
@@ -146,6 +152,12 @@ class Runner:
         self.totals = RunTotals.from_manifest(manifest, self._constant_world_samples(
             int(manifest["step"]), int(manifest["world_size"])))
         return int(manifest["step"]), int(manifest.get("attempt", 0)) + 1
+
+    @property
+    def _optimizer_state_is_full(self) -> bool:
+        """The optimizer gathers its own full, world-size-independent state (DHO2's flat
+        vectors), so FSDP's per-parameter state-dict gathering does not apply."""
+        return getattr(self.optimizer, "world_size_independent_state", False)
 
     @property
     def samples_seen(self) -> int:
@@ -323,8 +335,9 @@ class Runner:
         optimizer: Any = self.optimizer
         if self.sharded:  # gathered by every rank, ddp's format: any world size, any strategy
             model = sharding.Snapshot(sharding.full_model_state(self.model))
-            optimizer = sharding.Snapshot(sharding.full_optimizer_state(self.model,
-                                                                        self.optimizer))
+            if not self._optimizer_state_is_full:
+                optimizer = sharding.Snapshot(sharding.full_optimizer_state(self.model,
+                                                                            self.optimizer))
         save = dict(rank=self.rank, world_size=self.world, step=step + 1, attempt=self.attempt,
                     model=model, optimizer=optimizer, methods=self.methods, group=self.group,
                     extra={"samples_seen": self.samples_seen,

@@ -80,7 +80,7 @@ def probe(directory: str, nodes: list[str], timeout_s: float = PROBE_TIMEOUT_S) 
         refs = [read.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
                 .remote(marker) for node in nodes]
         texts = ray.get(refs, timeout=timeout_s)
-        return {node: text == nonce for node, text in zip(nodes, texts, strict=False)}
+        return {node: text == nonce for node, text in zip(nodes, texts, strict=True)}
     finally:
         os.remove(marker)
 

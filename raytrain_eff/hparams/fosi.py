@@ -114,6 +114,11 @@ class FOSIConfig:
 @dataclass(kw_only=True)
 class DHO2Config(FOSIConfig):
     """FOSI with parameters, Lanczos vectors and eigenvectors split into P slices."""
+    # "global" (the paper's distributed calculation): one curvature batch of data.batch_size
+    # rows, the same on every rank, each rank's HVPs on its 1/P of the rows, so curvature time
+    # falls with P. "per_rank": every rank its own full batch, P times the rows (more accurate
+    # curvature at FOSI's per-process cost)
+    curvature_split: Literal["global", "per_rank"] = "global"
 
 
 @dataclass(kw_only=True)

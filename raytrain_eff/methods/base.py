@@ -41,8 +41,9 @@ class MethodContext:
     step: int = 0
     # mean loss of ``model`` on ``batch`` (no backward); HVPs and line searches use it
     loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None
-    # a fresh training batch from this rank's shard (curvature refreshes draw their own)
-    next_batch: Callable[[], Any] | None = None
+    # a fresh training batch (curvature refreshes draw their own): ``next_batch()`` is this
+    # rank's own; ``next_batch((part, parts))`` is that part of one batch all ranks draw alike
+    next_batch: Callable[..., Any] | None = None
     # iterates this rank's whole shard in batches of the given size (VR snapshots)
     iterate_shard: Callable[[int], Iterator[Any]] | None = None
     shard_size: int = 0                    # training rows on this rank

@@ -60,5 +60,5 @@ class DecoupledSGD(torch.optim.SGD):
         try:
             return super().step(closure)
         finally:
-            for g, wd in zip(self.param_groups, saved, strict=False):
+            for g, wd in zip(self.param_groups, saved, strict=True):
                 g["weight_decay"] = wd

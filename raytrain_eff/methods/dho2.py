@@ -1,21 +1,34 @@
 """DHO2: FOSI with the Lanczos segments and the update sharded across P workers.
 
 Gu et al., "DHO2: Distributed Hybrid-Order Optimization", arXiv 2505.00982, built on FOSI
-(arXiv 2302.08484; the update rule is in ``fosi.py``). The flat parameter vector, zero-padded
-to P·s, is split into P contiguous slices of s floats; rank p owns slice p of
+(arXiv 2302.08484; the update rule is in ``fosi.py``). The flat parameter vector is split
+into P slices; rank p owns slice p of
 
 * every Lanczos vector and eigenvector (curvature memory (m + k)·n/P per rank, not (m + k)·n),
 * the gradient (a reduce-scatter / P replaces the data-parallel all-reduce),
 * the base optimizer's and the Newton momentum's state (ZeRO-1 style).
 
 Per step: ``a = Σ_p V_p g_p`` and ``[V m, V u] = Σ_p [V_p m_p, V_p u_p]`` are all-reduces of
-k and 2k floats; rank p updates θ_p and the slices are all-gathered into the model. Per
-Lanczos iteration: q is all-gathered once (n floats), every rank applies the Hessian of
-*its own* batch, and a reduce-scatter / P leaves each rank its slice of the averaged H q;
-the dot products are two all-reduces of about j floats (``lanczos._three_term_step``).
-No rank holds the full eigenvector matrix. Every rank slices the same seeded full-length start
-vector (``FOSIOptimizer._start``), so the sharded recursion is FOSI's on the concatenated batch.
-Unlike the reference code, no rank repeats another's HVP and V is never re-assembled.
+k and 2k floats; rank p updates θ_p. Per Lanczos iteration: q is all-gathered once
+(n floats), every rank applies the Hessian of its part of the curvature batch, and a
+reduce-scatter leaves each rank its slice of the averaged H q; the dot products are two
+all-reduces of about j floats (``lanczos._three_term_step``). No rank holds the full
+eigenvector matrix. Every rank slices the same seeded full-length start vector
+(``FOSIOptimizer._start``), so the sharded recursion is FOSI's on the whole curvature batch.
+
+The curvature batch (``curvature_split``): ``global``, the paper's distributed calculation,
+is one batch of B rows that every rank draws alike, each rank's HVPs covering its 1/P of the
+rows, so a refresh's compute falls as 1/P (H q is weighted by each rank's row count, so
+uneven splits still average over rows); ``per_rank`` gives every rank its own B rows.
+
+Two layouts of the slices (``Slices``, ``ShardSlices``). Under ``scaling.strategy: ddp``
+every rank holds the whole model; its slice is the p-th of P equal contiguous pieces of the
+zero-padded vector, and updated slices are all-gathered back into the model. Under ``fsdp``
+rank p's slice *is* its FSDP2 shard: each parameter's dim-0 chunk ``torch.chunk(p, P)[p]``,
+so parameters and gradients are 1/P too, the update writes the local shards in place and
+the parameter all-gather is FSDP's own at the next forward. The HVP then runs on the full
+parameters gathered once per refresh, through a parameter-less copy of the model on the
+meta device (``structure``): exact double backward, without FSDP's hooks in the graph.
 
 MR-DHO2 (``MRDHO2Optimizer``) runs the refresh on a parameter snapshot a few Lanczos
 iterations per model update and swaps the eigenpairs in at a step boundary; the eigenpairs'
@@ -23,13 +36,15 @@ lag behind their snapshot is at most ceil(m / lanczos_per_step) steps and is rep
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.utils import _pytree as pytree
 
 from raytrain_eff.methods.base import MethodContext
 from raytrain_eff.methods.fosi import FOSI, FOSIOptimizer, curvature_inputs
@@ -37,7 +52,7 @@ from raytrain_eff.methods.lanczos import HessianOperator, lanczos_steps, ritz_pa
 
 
 class Slices:
-    """Equal contiguous slices of a zero-padded n-vector (last dim), one per rank."""
+    """Equal contiguous slices of a zero-padded n-vector (last dim), one per rank (ddp)."""
 
     def __init__(self, n: int, rank: int, world: int, group: Any):
         self.n, self.rank, self.world, self.group = n, rank, world, group
@@ -78,22 +93,115 @@ class Slices:
         return full[:, : self.n].reshape(*local.shape[:-1], self.n)
 
 
+class ShardSlices(Slices):
+    """FSDP2's layout (fsdp): rank p's slice is the concatenation, in parameter order, of each
+    parameter's dim-0 chunk ``torch.chunk(param, P)[p]`` (ceil(rows / P) rows; the last
+    chunks may be shorter or empty). Each chunk is a contiguous run of the flat vector."""
+
+    def __init__(self, params: Sequence[torch.Tensor], rank: int, world: int, group: Any):
+        n = sum(p.numel() for p in params)
+        super().__init__(n, rank, world, group)
+        self.runs: list[list[tuple[int, int]]] = [[] for _ in range(world)]  # (start, length)
+        offset = 0
+        for p in params:
+            rows = p.shape[0] if p.dim() else 1
+            width, chunk = p.numel() // max(rows, 1), -(-rows // world)
+            for r in range(world):
+                lo, hi = min(r * chunk, rows), min((r + 1) * chunk, rows)
+                self.runs[r].append((offset + lo * width, (hi - lo) * width))
+            offset += p.numel()
+        sizes = [sum(length for _, length in runs) for runs in self.runs]
+        self.size, self.widest = sizes[rank], max(sizes)
+        held = sum(local_tensor(p).numel() for p in params)
+        if held != self.size:
+            raise RuntimeError(f"rank {rank} holds {held} parameter values, but FSDP2's dim-0 "
+                               f"chunking gives it {self.size}: the layout changed")
+
+    def _take(self, full: torch.Tensor, rank: int) -> torch.Tensor:
+        pieces = [full[..., a:a + length] for a, length in self.runs[rank]]
+        out = torch.cat(pieces, dim=-1)
+        extra = self.widest - out.shape[-1]
+        return torch.nn.functional.pad(out, (0, extra)) if extra else out
+
+    def local(self, full: torch.Tensor) -> torch.Tensor:
+        return self._take(full, self.rank)[..., : self.size].clone()
+
+    def reduce_scatter_mean(self, full: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return self.local(full)
+        rows = torch.cat([self._take(full, r) for r in range(self.world)]).contiguous()
+        out = full.new_empty(self.widest)
+        dist.reduce_scatter_tensor(out, rows, group=self.group)
+        return out[: self.size].div_(self.world)
+
+    def gather(self, local: torch.Tensor) -> torch.Tensor:
+        rows = local.reshape(local.shape[:-1].numel(), self.size)         # (r, s_p)
+        padded = torch.nn.functional.pad(rows, (0, self.widest - self.size)).contiguous()
+        every = padded.new_empty(self.world * rows.shape[0], self.widest)
+        if self.world == 1:
+            every.copy_(padded)
+        else:
+            dist.all_gather_into_tensor(every, padded, group=self.group)
+        every = every.view(self.world, rows.shape[0], self.widest)
+        full = rows.new_empty(rows.shape[0], self.n)
+        for r in range(self.world):
+            at = 0
+            for a, length in self.runs[r]:
+                full[:, a:a + length] = every[r, :, at:at + length]
+                at += length
+        return full.reshape(*local.shape[:-1], self.n)
+
+
+def local_tensor(p: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of an FSDP2 parameter (a DTensor), or the tensor itself."""
+    return p.to_local() if isinstance(p, DTensor) else p
+
+
+def is_sharded(model: nn.Module) -> bool:
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
 class DHO2Optimizer(FOSIOptimizer):
-    """FOSI's step on this rank's slice; only k-float sums and the parameter gather leave it."""
+    """FOSI's step on this rank's slice; only k-float sums and the parameter gather leave it.
+
+    ``structure``: the model built on the meta device, needed when ``model`` is FSDP2-sharded
+    (the HVP's functional call runs on it with the gathered full parameters)."""
 
     def __init__(self, model: nn.Module, config: Any, loss_fn: Callable, next_batch: Callable,
-                 group: Any = None, rank: int = 0, world_size: int = 1):
-        n = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        self.slices = Slices(n, rank, world_size if group is not None else 1, group)
+                 group: Any = None, rank: int = 0, world_size: int = 1,
+                 structure: nn.Module | None = None):
+        params = [p for p in model.parameters() if p.requires_grad]
+        world = world_size if group is not None else 1
+        self.sharded = is_sharded(model)
+        if self.sharded and structure is None:
+            raise ValueError("dho2 on FSDP2-sharded parameters needs `structure`, the model "
+                             "built on the meta device (DHO2.make_optimizer builds it from "
+                             "ctx.task)")
+        self.structure = structure
+        self.slices = (ShardSlices(params, rank, world, group) if self.sharded
+                       else Slices(sum(p.numel() for p in params), rank, world, group))
+        # this rank's part of one global curvature batch; one process takes all of its own
+        self.share = (rank, world) if config.curvature_split == "global" and world > 1 else None
+        self.row_weight = 1.0        # this rank's rows × P / all rows, for the HVP average
         super().__init__(model, config, loss_fn, next_batch)
 
     def _local_slice(self, full: torch.Tensor) -> torch.Tensor:
         return self.slices.local(full)
 
+    def _shards(self) -> list[torch.Tensor]:
+        return [local_tensor(p) for p in self.param_groups[0]["params"]]
+
     def _local_params(self) -> torch.Tensor:
+        if self.sharded:
+            return torch.cat([t.detach().reshape(-1) for t in self._shards()])
         return self.slices.local(parameters_to_vector(self.param_groups[0]["params"]).detach())
 
     def _local_grad(self) -> torch.Tensor:
+        if self.sharded:    # FSDP reduce-scattered and averaged them already
+            params = self.param_groups[0]["params"]
+            return torch.cat([(local_tensor(p.grad) if p.grad is not None
+                               else torch.zeros_like(local_tensor(p))).reshape(-1)
+                              for p in params])
         # the engine skips its all-reduce for this method: average here, one slice per rank
         return self.slices.reduce_scatter_mean(super()._local_grad())
 
@@ -101,12 +209,57 @@ class DHO2Optimizer(FOSIOptimizer):
         return self.slices.psum(x)
 
     def _write_params(self, theta_local: torch.Tensor) -> None:
-        vector_to_parameters(self.slices.gather(theta_local), self.param_groups[0]["params"])
+        if not self.sharded:
+            vector_to_parameters(self.slices.gather(theta_local), self.param_groups[0]["params"])
+            return
+        at = 0
+        for shard in self._shards():    # FSDP all-gathers them at the next forward
+            shard.copy_(theta_local[at:at + shard.numel()].view_as(shard))
+            at += shard.numel()
+
+    def _full_params(self) -> dict[str, torch.Tensor]:
+        """θ for an HVP: the model's own parameters under ddp, gathered copies under fsdp."""
+        named = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        if not self.sharded:
+            return {n: p.detach() for n, p in named.items()}
+        return {n: p.full_tensor().detach() if isinstance(p, DTensor) else p.detach()
+                for n, p in named.items()}
+
+    def _operator(self, params: dict | None = None) -> HessianOperator:
+        """HVP on this rank's part of a fresh curvature batch (all of it under per_rank)."""
+        self.operators_built += 1
+        batch = self.next_batch(self.share) if self.share else self.next_batch()
+        self.row_weight = self._row_weight(batch)
+        model, buffers = self.model, None
+        if self.structure is not None:     # sharded: gathered θ through the meta structure
+            params = params or self._full_params()
+            model, buffers = self.structure, self._fixed_tensors()
+        return HessianOperator(model, self.loss_fn, batch, params=params, seed=self.t,
+                               mode=self.cfg.hvp_mode, buffers=buffers)
+
+    def _fixed_tensors(self) -> dict[str, torch.Tensor]:
+        """Buffers and frozen parameters (full) for the functional call on ``structure``."""
+        fixed = dict(self.model.named_buffers())
+        for n, p in self.model.named_parameters():
+            if not p.requires_grad:
+                fixed[n] = p.full_tensor() if isinstance(p, DTensor) else p
+        return fixed
+
+    def _row_weight(self, batch: Any) -> float:
+        """rows × P / all rows: the mean over ranks of weighted per-rank H q is the mean over
+        every row of the global batch, even when the rows do not split evenly."""
+        if self.share is None:
+            return 1.0
+        rows = float(len(pytree.tree_leaves(batch)[0]))
+        total = float(self._psum(torch.tensor([rows], dtype=torch.float64))[0])
+        return rows * self.slices.world / total
 
     def _matvec(self, H: HessianOperator) -> Callable[[torch.Tensor], torch.Tensor]:
         def matvec(q: torch.Tensor) -> torch.Tensor:     # q: (s,) fp64, this rank's slice
-            Hq = self._hvp(H, self.slices.gather(q))      # own batch's Hessian, full length
-            return self.slices.reduce_scatter_mean(Hq.to(torch.float64))
+            Hq = self._hvp(H, self.slices.gather(q)).to(torch.float64)   # full length
+            if self.row_weight != 1.0:
+                Hq.mul_(self.row_weight)
+            return self.slices.reduce_scatter_mean(Hq)
         return matvec
 
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,9 +267,12 @@ class DHO2Optimizer(FOSIOptimizer):
 
     def transient_bytes(self) -> int:
         """Per-HVP buffers beside the basis: gathered q and padded fp64 H q (both full
-        length), and H q in the model's dtype."""
-        padded = self.slices.size * self.slices.world
-        return 2 * padded * 8 + self.n * self._local_params().element_size()
+        length), H q in the model's dtype, and under fsdp the gathered parameters."""
+        element = self._local_params().element_size()
+        slices = self.slices
+        padded = (slices.widest if isinstance(slices, ShardSlices) else slices.size) * slices.world
+        gathered = self.n * element if self.sharded else 0
+        return 2 * padded * 8 + self.n * element + gathered
 
 
 class MRDHO2Optimizer(DHO2Optimizer):
@@ -130,8 +286,9 @@ class MRDHO2Optimizer(DHO2Optimizer):
 
     def _curvature_work(self) -> int:
         if self.pending is None and self._refresh_due():
-            snapshot = {n: p.detach().clone() for n, p in self.model.named_parameters()
-                        if p.requires_grad}
+            snapshot = self._full_params()      # gathered copies under fsdp
+            if not self.sharded:
+                snapshot = {n: p.clone() for n, p in snapshot.items()}
             H = self._operator(params=snapshot)
             m = min(self.cfg.order, self.n)
             self.pending = lanczos_steps(self._matvec(H), self._start(), m, self._psum)
@@ -170,9 +327,16 @@ class DHO2(FOSI):
     optimizer_class = DHO2Optimizer
 
     def make_optimizer(self, model: nn.Module, ctx: MethodContext):
+        structure = None
+        if is_sharded(model):
+            if ctx.task is None:
+                raise ValueError("dho2 on FSDP2-sharded parameters needs ctx.task: its "
+                                 "build_model() gives the HVP's structure")
+            with torch.device("meta"):
+                structure = ctx.task.build_model()
         self.optimizer = self.optimizer_class(
             model, self.config, *curvature_inputs(ctx),
-            group=ctx.group, rank=ctx.rank, world_size=ctx.world_size)
+            group=ctx.group, rank=ctx.rank, world_size=ctx.world_size, structure=structure)
         return self.optimizer
 
 

@@ -31,6 +31,7 @@ The optimizer works on flat vectors. Every hook that touches more than this proc
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -77,6 +78,10 @@ def lr_scale(rho_top: torch.Tensor, clip: float) -> float:
 
 class FOSIOptimizer(torch.optim.Optimizer):
     """FOSI over AdamW or heavy-ball, in one process, on the flat parameter vector."""
+
+    # state_dict() holds full-length vectors and load_state_dict() takes them on any worker
+    # count, sharded or not: the engine saves and loads it as it is (no FSDP re-keying)
+    world_size_independent_state = True
 
     def __init__(self, model: nn.Module, config: Any, loss_fn: Callable, next_batch: Callable):
         self.model, self.cfg = model, config
@@ -176,9 +181,9 @@ class FOSIOptimizer(torch.optim.Optimizer):
 
     def _install(self, eig: RitzPairs) -> None:
         """Swap new eigenpairs in (at a step boundary)."""
-        self.eig = eig
         like = self._local_params()
         self.V = eig.V.to(like.dtype)
+        self.eig = dataclasses.replace(eig, V=self.V)   # no second, fp64 copy is kept
         self.rho = 1.0 / eig.eigvals.abs().clamp_min(self.cfg.eig_floor).to(like.dtype)
         self.c = lr_scale(self.rho[: eig.num_top], self.cfg.clip)
 
@@ -237,6 +242,11 @@ class FOSIOptimizer(torch.optim.Optimizer):
             "newton_lr_scale": self.c,
         }
 
+    def state_tensors(self) -> list[torch.Tensor]:
+        """What this optimizer holds outside ``self.state``: base moments, Newton momentum,
+        eigenvectors (``engine.accounting.state_bytes`` counts them)."""
+        return [*self.flat.values(), self.V]
+
     def curvature_bytes(self) -> int:
         """Bytes of this process's Lanczos basis slice and eigenvector slice."""
         basis = self.eig.basis_bytes if self.eig is not None else 0
@@ -260,7 +270,7 @@ class FOSIOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state: dict) -> None:
         self.t = state["t"]
-        for group, lr in zip(self.param_groups, state["lr"], strict=False):
+        for group, lr in zip(self.param_groups, state["lr"], strict=True):
             group["lr"] = lr
         like = self._local_params()
         for name, full in state["flat"].items():

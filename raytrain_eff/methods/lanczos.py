@@ -172,15 +172,18 @@ class HessianOperator:
 
     def __init__(self, model: nn.Module, loss_fn, batch: Any,
                  params: dict[str, torch.Tensor] | None = None, seed: int = 0,
-                 mode: str = "double_backward"):
+                 mode: str = "double_backward", buffers: dict[str, torch.Tensor] | None = None):
         if mode not in HVP_MODES:
             raise ValueError(f"hvp mode {mode!r} is invalid; must be one of {HVP_MODES}")
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         named = dict(model.named_parameters())
-        # θ: the model's current parameters, or a snapshot (MR-DHO2)
+        # θ: the model's current trainable parameters, or the given ones (an MR-DHO2 snapshot;
+        # full tensors gathered from shards, with ``model`` then only the structure)
+        self.names = list(params) if params else [n for n, p in named.items() if p.requires_grad]
         self.params = {n: (params[n] if params else named[n]).detach() for n in self.names}
         self.shapes = [self.params[n].shape for n in self.names]
-        self.buffers = {f"model.{n}": b for n, b in model.named_buffers()}
+        # everything else functional_call needs: buffers (and frozen parameters, if given)
+        fixed = dict(model.named_buffers()) if buffers is None else buffers
+        self.buffers = {f"model.{n}": b for n, b in fixed.items()}
         self.wrapper = _LossOf(model, loss_fn)
         self.batch = batch
         self.seed = seed
@@ -198,7 +201,7 @@ class HessianOperator:
 
     def _unflatten(self, v: torch.Tensor) -> dict:
         out, i = {}, 0
-        for n, shape in zip(self.names, self.shapes, strict=False):
+        for n, shape in zip(self.names, self.shapes, strict=True):
             size = shape.numel()
             out[n] = v[i:i + size].view(shape)
             i += size

@@ -110,7 +110,7 @@ def layer_densities(shapes: list[tuple], density: float, distribution: str) -> l
     if distribution == "uniform":
         return [density] * len(n)
     raw = [sum(s) / nl if distribution == "erk" else (s[0] + s[1]) / (s[0] * s[1])
-           for s, nl in zip(shapes, n, strict=False)]
+           for s, nl in zip(shapes, n, strict=True)]
     dense: set[int] = set()
     while True:  # layers whose density would exceed 1 become dense; redistribute the rest
         budget = density * sum(n) - sum(n[i] for i in dense)
@@ -267,7 +267,7 @@ class MST(Method[MSTConfig]):
         dens = layer_densities([tuple(sp.weight.shape) for sp in self.params], 1 - s,
                                self.config.distribution)
         out = []
-        for sp, d in zip(self.params, dens, strict=False):
+        for sp, d in zip(self.params, dens, strict=True):
             r = torch.rand(sp.weight.shape, generator=self._generator(-1, sp.index))
             k = round(d * r.numel())
             m = torch.zeros(r.numel(), dtype=torch.bool)
@@ -282,7 +282,7 @@ class MST(Method[MSTConfig]):
     def _set_masks(self, masks: list[torch.Tensor]) -> None:
         """Install whole-layer masks (each rank keeps its slice) and zero what they drop."""
         with torch.no_grad():
-            for sp, m in zip(self.params, masks, strict=False):
+            for sp, m in zip(self.params, masks, strict=True):
                 sp.mask.copy_(_slice(sp.weight, m))
                 _local(sp.weight).mul_(sp.mask)
                 self.density[id(sp.weight)] = float(m.float().mean())
@@ -349,7 +349,7 @@ class MST(Method[MSTConfig]):
                                1 - self.sparsity(t), c.distribution)
         share = {"gradient": 1.0, "random": 0.0, "mixed": c.gradient_share}[c.grow]
         masks, pruned, grown = [], 0, 0
-        for sp, d in zip(self.params, dens, strict=False):
+        for sp, d in zip(self.params, dens, strict=True):
             # whole layers, one at a time: gathered from the shards under fsdp
             w_abs = _full(sp.weight, _local(sp.weight).abs())
             grad = self._scores.get(sp.index) if share > 0 else None

@@ -34,6 +34,7 @@ from torch import nn
 from raytrain_eff.hparams.sublinear import SublinearConfig
 from raytrain_eff.methods.base import Method, MethodContext
 from raytrain_eff.monitor import keys
+from raytrain_eff.ranks import shard_rows
 
 
 def default_shift(m: int) -> float:
@@ -102,7 +103,7 @@ class MaxTreeIndex:
         self.W_snap[R] = W[R]
         self.levels[0].index_copy_(0, R, W.index_select(0, R) @ self.X.T)  # n·|R|·d
         idx, children, writes = R, torch.arange(self.f, device=R.device), len(R)
-        for lower, upper in zip(self.levels[:-1], self.levels[1:], strict=False):
+        for lower, upper in zip(self.levels[:-1], self.levels[1:], strict=True):
             idx = torch.unique_consecutive(idx // self.f)
             kids = (idx[:, None] * self.f + children).reshape(-1)
             upper.index_copy_(0, idx, lower.index_select(0, kids).view(-1, self.f, len(self.X))
@@ -256,9 +257,8 @@ class ShiftedReLU(nn.Module):
 
     def shard(self, rank: int, world: int, group) -> None:
         """Keep this rank's contiguous slice of the neurons; outputs are summed over ranks."""
-        per, extra = divmod(self.m, world)
-        start = rank * per + min(rank, extra)
-        stop = start + per + (1 if rank < extra else 0)
+        mine = shard_rows(self.m, rank, world)
+        start, stop = mine.start, mine.stop
         self.weight = nn.Parameter(self.weight.data[start:stop].clone())
         self.a = self.a[start:stop].clone()
         self.offset, self.group = start, group

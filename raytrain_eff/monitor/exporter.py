@@ -211,7 +211,7 @@ class NodeExporter:
             for key, value in s.method.items():
                 fams[M.METHOD_STAT.name].add_metric(labels + [key], value)
             cumulative, buckets = 0, []
-            for bound, count in zip(M.STEP_TIME_BUCKETS + (float("inf"),), s.buckets, strict=False):
+            for bound, count in zip(M.STEP_TIME_BUCKETS + (float("inf"),), s.buckets, strict=True):
                 cumulative += count
                 buckets.append((_le(bound), cumulative))
             fams[M.STEP_TIME.name].add_metric(labels, buckets, s.time_sum)

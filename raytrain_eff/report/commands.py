@@ -119,5 +119,5 @@ def split_by_group(dirs: list[str]) -> tuple[list[str], list[str]]:
         raise ConfigError(f"the {len(dirs)} directories form {len(groups)} config group(s) "
                           f"(configs minus seed); expected two, or say which is which with "
                           f"--a DIR... --b DIR...")
-    return ([d for d, k in zip(dirs, keys, strict=False) if k == groups[0]],
-            [d for d, k in zip(dirs, keys, strict=False) if k == groups[1]])
+    return ([d for d, k in zip(dirs, keys, strict=True) if k == groups[0]],
+            [d for d, k in zip(dirs, keys, strict=True) if k == groups[1]])

@@ -7,6 +7,7 @@ beside the difference between the sides.
 from __future__ import annotations
 
 import io
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,7 @@ def curve_figures(curves: pd.DataFrame, metric: str, labels: tuple[str, str],
     figures = {}
     for x, xlabel in CURVE_AXES:
         fig, ax = plt.subplots(figsize=(6.4, 3.8))
-        for label, colour in zip(labels, COLOURS, strict=False):
+        for label, colour in zip(labels, itertools.cycle(COLOURS)):
             side = evals[evals.side == label]
             for _, run in side.groupby("run"):
                 ax.plot(run[x], run[metric], color=colour, alpha=0.35, lw=1)
@@ -60,8 +61,8 @@ def per_run_figure(runs: pd.DataFrame, columns: list[tuple[str, str]],
     """One panel per column: each seed a dot, each side's median a bar; never-reached as a gap."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3.2), squeeze=False)
-    for ax, (column, title) in zip(axes[0], columns, strict=False):
-        for i, (label, colour) in enumerate(zip(labels, COLOURS, strict=False)):
+    for ax, (column, title) in zip(axes[0], columns, strict=True):
+        for i, (label, colour) in enumerate(zip(labels, itertools.cycle(COLOURS))):
             values = runs.loc[runs.side == label, column].astype(float)
             finite = values[np.isfinite(values)]
             if len(finite) == len(values) and len(values):

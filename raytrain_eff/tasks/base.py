@@ -15,8 +15,10 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree
 
 from raytrain_eff.data import validate
+from raytrain_eff.ranks import shard_rows  # tasks import it from here too
 
 
 class Task:
@@ -132,11 +134,12 @@ class Task:
         return ""
 
 
-def shard_rows(num_rows: int, rank: int, world: int) -> range:
-    """Contiguous, near-equal row ranges per rank; every row belongs to exactly one rank."""
-    per, extra = divmod(num_rows, world)
-    start = rank * per + min(rank, extra)
-    return range(start, start + per + (1 if rank < extra else 0))
+def take_rows(batch: Any, rows: range) -> Any:
+    """The given rows of a batch: every tensor in it is cut along dim 0 (batches are tuples
+    or dicts of tensors whose first dimension is the row)."""
+    return pytree.tree_map(
+        lambda t: t[rows.start:rows.stop] if isinstance(t, torch.Tensor) and t.dim() else t,
+        batch)
 
 
 def step_generator(seed: int, *keys: int) -> torch.Generator:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raytrain_eff.data.corpus import BUILTIN_CORPORA, CharVocab, load_text
-from raytrain_eff.tasks.base import Task, step_generator, tensor_checksum
+from raytrain_eff.tasks.base import Task, shard_rows, step_generator, tensor_checksum
 
 
 class CausalSelfAttention(nn.Module):
@@ -173,10 +173,11 @@ class LanguageModelTask(Task):
     def batch_at(self, position, rank, world, batch_size):
         # each rank draws windows from its own contiguous shard of the training text, i.i.d.
         # per micro-batch position (the 0 keeps grad_accum=1 streams as they were: step, 0)
-        span = len(self.train_ids) // world
+        span = shard_rows(len(self.train_ids), rank, world)
         gen = step_generator(self.seed, position, 0, rank, world)
-        starts = torch.randint(0, span - self.params.seq_len - 1, (batch_size,), generator=gen)
-        return self._windows(self.train_ids, starts + rank * span)
+        starts = torch.randint(0, len(span) - self.params.seq_len - 1, (batch_size,),
+                               generator=gen)
+        return self._windows(self.train_ids, starts + span.start)
 
     def val_batches(self, batch_size, num_batches):
         # fixed, evenly spaced windows: every evaluation scores the same text

@@ -83,7 +83,7 @@ def test_an_elastic_run_shrinks_to_the_surviving_node(observed):
     # one worker per node (2 CPUs each): after the loss only one fits; an elastic run
     # (min_workers=1) goes on with it instead of waiting for a node that never returns
     lost = observed["lost"]
-    worlds = dict(zip(lost["table_steps"], lost["table_worlds"], strict=False))
+    worlds = dict(zip(lost["table_steps"], lost["table_worlds"], strict=True))
     assert worlds[0] == 2 and worlds[lost["steps"] - 1] == 1
     first_small = min(s for s, w in worlds.items() if w == 1)
     assert all(w == 1 for s, w in worlds.items() if s >= first_small)

@@ -1,4 +1,5 @@
 """Corrupted checkpoints with Ray workers: the engine, not Ray, picks the newest good one."""
+import os
 import pathlib
 
 import pyarrow.parquet as pq
@@ -43,8 +44,17 @@ def _same_trajectory(run, straight, attempts):
                                torch.tensor(reference["loss"].values), rtol=1e-6, atol=1e-7)
 
 
-def test_two_workers_fall_back_past_a_corrupted_checkpoint(run_cfg, capsys):
-    straight = launch.fit(run_cfg("digits-sgd", *COMMON))
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, ray_session):
+    """The uninterrupted run both fallbacks must reproduce (one fit for the module: on a
+    loaded machine each 2-worker fit takes minutes)."""
+    storage = tmp_path_factory.mktemp("straight")
+    return launch.fit(config.load(preset="digits-sgd", overrides=[
+        f"run.storage_path={storage}", f"run.name=straight-{os.getpid()}",
+        "monitor.enabled=false", *COMMON]))
+
+
+def test_two_workers_fall_back_past_a_corrupted_checkpoint(run_cfg, capsys, straight):
     run, resumed = _paused_with_a_bad_newest(run_cfg)
     capsys.readouterr()
     result = launch.fit(resumed, resume=True)
@@ -58,7 +68,9 @@ def test_two_workers_fall_back_past_a_corrupted_checkpoint(run_cfg, capsys):
     assert checkpoint.listing(str(run)) == ["checkpoint_step00000020-r1",
                                             "checkpoint_step00000024-r1"]
 
-    # Ray hands a restart its latest checkpoint, however bad: the workers fall back themselves
+
+def test_ray_hands_a_restart_a_bad_checkpoint_and_the_workers_fall_back(run_cfg, straight):
+    """Ray hands a restart its latest checkpoint, however bad: the workers fall back."""
     run, resumed = _paused_with_a_bad_newest(run_cfg)
     launch.build_trainer(resumed, resumed.run.name).fit()  # no driver-side choice
     _same_trajectory(run, straight, [0] * 8 + [1] * 16)

@@ -44,7 +44,7 @@ def test_bucketed_overlap_equals_full_allreduce_with_accumulation(gloo):
         results = gloo.run(2, _rank_grads, accum, bucket)
         (g0, e0, n0), (g1, e1, _) = results
         assert n0 > (1 if bucket == 20 else 0)
-        for a, b, c in zip(g0, g1, e0, strict=False):
+        for a, b, c in zip(g0, g1, e0, strict=True):
             torch.testing.assert_close(a, c, rtol=1e-6, atol=1e-7)
             torch.testing.assert_close(a, b, rtol=0, atol=0)   # identical on both ranks
         assert not g0[-1].any()   # the unused layer's averaged gradient is zero

@@ -23,8 +23,10 @@ RUN = ["run.steps=6", "run.report_interval=1", "run.checkpoint_interval=3",
 MST = ["methods.mst.sparsity=0.5", "methods.mst.warmup_end=0.34", "methods.mst.update_every=2",
        "methods.mst.restore_start=0.67", "methods.mst.restore_end=0.84",
        "methods.mst.attention_window=8", "methods.mst.attention_tile=8"]
+# DHO2 with two Lanczos refreshes inside six steps (before updates 2 and 5)
+DHO2 = ["methods.dho2.k=2", "methods.dho2.refresh_interval=3", "methods.dho2.warmup=2"]
 CASES = {"adamw": ("gpt-dense", TINY["gpt"]), "sgd": ("digits-sgd", TINY["digits"]),
-         "mst": ("gpt-mst", TINY["gpt"] + MST)}
+         "mst": ("gpt-mst", TINY["gpt"] + MST), "dho2": ("classify-dho2", TINY["digits"] + DHO2)}
 
 
 def _train(rank, world, group, preset, overrides, run_dir, resume_from=None, save_to=None):
@@ -79,17 +81,27 @@ def _compare(gloo, tmp_path, method, save_to=None):
     assert len(_losses(ddp)) == 6 and torch.isfinite(_losses(ddp)).all()
     torch.testing.assert_close(_losses(fsdp), _losses(ddp), rtol=1e-4, atol=1e-5)
     _assert_same_model(fsdp[0], ddp[0])
-    # each rank holds about half of the parameters and optimizer state (uneven dim-0 slices)
-    for key in ("param_bytes", "optimizer_state_bytes"):
+    # each rank holds about half of the parameters and optimizer state (uneven dim-0 slices);
+    # DHO2 slices its optimizer state under ddp too, so there fsdp halves the gradients
+    halved = ("param_bytes", "grad_bytes" if method == "dho2" else "optimizer_state_bytes")
+    for key in halved:
         assert fsdp[0]["bytes"][key] + fsdp[1][key] == pytest.approx(ddp[1][key], rel=0.01)
         assert fsdp[1][key] <= 0.6 * ddp[1][key]
+    if method == "dho2":  # its ddp optimizer state is sliced already: the same under fsdp
+        key = "optimizer_state_bytes"
+        assert fsdp[0]["bytes"][key] + fsdp[1][key] == pytest.approx(
+            ddp[0]["bytes"][key] + ddp[1][key], rel=0.01)
     assert fsdp[0]["rows"][-1]["param_bytes"] == fsdp[0]["bytes"]["param_bytes"]
     return fsdp
 
 
-@pytest.mark.parametrize("method", ["adamw", "sgd"])
+@pytest.mark.parametrize("method", ["adamw", "sgd", "dho2"])
 def test_fsdp_takes_ddps_steps_with_a_slice_of_the_memory(method, gloo, tmp_path):
-    _compare(gloo, tmp_path, method)
+    fsdp = _compare(gloo, tmp_path, method)
+    if method == "dho2":  # the refreshes ran on the shards: eigenpairs, and a slice of them
+        rows = fsdp[0]["rows"]
+        assert max(r["eigenpairs"] for r in rows) == 2
+        assert sum(r["lanczos_iterations"] for r in rows) == 2 * 8
 
 
 def test_mst_on_shards_matches_ddp_and_its_checkpoint_resumes_anywhere(gloo, tmp_path):
@@ -114,7 +126,6 @@ def test_mst_on_shards_matches_ddp_and_its_checkpoint_resumes_anywhere(gloo, tmp
 
 @pytest.mark.parametrize("preset,field,why", [
     ("classify-fosi", "methods.fosi", "whole flattened parameter vector"),
-    ("classify-dho2", "methods.dho2", "its own slices"),
     ("erm-dasvrda", "task.name", "outside forward()"),
     ("wide-sublinear", "task.name", "index over whole weight rows"),
     ("digits-lowdim-head", "methods.lowdim", "whole weight matrices"),

@@ -9,6 +9,7 @@ from raytrain_eff.hparams.fosi import DHO2Config, FOSIConfig, MRDHO2Config
 from raytrain_eff.methods.base import MethodContext
 from raytrain_eff.methods.dho2 import DHO2, MRDHO2, DHO2Optimizer, MRDHO2Optimizer
 from raytrain_eff.methods.fosi import FOSIOptimizer
+from raytrain_eff.tasks.base import shard_rows
 
 torch.set_num_threads(1)
 ROWS = 12                                            # global batch; splits over 1, 2, 3 ranks
@@ -31,16 +32,19 @@ def global_batch(i):
 
 
 class RankBatches:
-    """This rank's share of global batch i (train: i = step; curvature: i = 10⁶ + refresh)."""
+    """Global batch i (train: i = step; curvature: i = 10⁶ + refresh): ``share=(part, parts)``
+    gives that part's rows, as the engine does; no share, this rank's own block of rows."""
 
     def __init__(self, rank, world, start):
         self.rank, self.world, self.i = rank, world, start
+        self.shares = []                              # what each call asked for
 
-    def __call__(self):
+    def __call__(self, share=None):
         X, y = global_batch(self.i)
         self.i += 1
-        per = ROWS // self.world
-        return X[self.rank * per:(self.rank + 1) * per], y[self.rank * per:(self.rank + 1) * per]
+        self.shares.append(share)
+        rows = shard_rows(ROWS, *(share or (self.rank, self.world)))
+        return X[rows.start:rows.stop], y[rows.start:rows.stop]
 
 
 def run_steps(model, opt, rank, world, first, last):
@@ -79,7 +83,7 @@ def _sharded(rank, world, group, opt_cls, cfg, steps):
 def test_p1_dho2_equals_fosi_step_by_step():
     fosi, _ = single(FOSIOptimizer, FOSIConfig(**CFG), 12)
     dho2, _ = single(DHO2Optimizer, DHO2Config(**CFG), 12)
-    for a, b in zip(fosi, dho2, strict=False):
+    for a, b in zip(fosi, dho2, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
@@ -89,7 +93,7 @@ def test_dho2_on_2_and_3_ranks_equals_fosi_on_the_concatenated_batch(gloo):
     for world in (2, 3):
         results = gloo.run(world, _sharded, DHO2Optimizer, DHO2Config(**CFG), 12)
         for trace, v_shape, curvature_bytes, last in results:
-            for t, (a, b) in enumerate(zip(reference, trace, strict=False)):
+            for t, (a, b) in enumerate(zip(reference, trace, strict=True)):
                 torch.testing.assert_close(b, a, rtol=0, atol=1e-9, msg=f"P={world} step {t}")
             # each rank's curvature is a 1/P slice: basis (m × s) plus V (r × s), s = ceil(n/P)
             s = -(-66 // world)
@@ -135,7 +139,7 @@ def test_mr_dho2_spreads_the_refresh_and_equals_itself_across_ranks(gloo):
     reference, opt = single(MRDHO2Optimizer, cfg, 12)
     assert opt.lag == 2 and opt.last["curvature_lag_steps"] == 2
     for trace, *_ in gloo.run(2, _sharded, MRDHO2Optimizer, cfg, 12):
-        for a, b in zip(reference, trace, strict=False):
+        for a, b in zip(reference, trace, strict=True):
             torch.testing.assert_close(b, a, rtol=0, atol=1e-9)
     # with all iterations in one step there is no lag: MR-DHO2 is DHO2
     eager = MRDHO2Config(**{**CFG, "refresh_interval": 6}, lanczos_per_step=12)
@@ -161,3 +165,116 @@ def test_methods_own_the_gradient_sync_and_report_metrics():
     assert {"curvature_seconds", "lambda_max", "ritz_residual_max", "curvature_bytes",
             "curvature_lag_steps"} <= set(stats)
 
+
+
+# -- on FSDP2 shards: rank p's slice is its FSDP shard ---------------------------------------
+def _fsdp_model(group):
+    from raytrain_eff.engine import sharding
+    model = mlp()
+    return sharding.shard(model, [model[0]], sharding.mesh(group, torch.device("cpu")))
+
+
+def _meta_mlp():
+    with torch.device("meta"):
+        return mlp()
+
+
+def _full(model):
+    from torch.distributed.tensor import DTensor
+    return torch.cat([(p.full_tensor() if isinstance(p, DTensor) else p).detach().reshape(-1)
+                      for p in model.parameters()])
+
+
+def _on_shards(rank, world, group, opt_cls, cfg, steps, saved=None):
+    """Train on FSDP2 shards; the full-parameter trace, what each rank holds, its state."""
+    from raytrain_eff.methods.dho2 import local_tensor
+    model = _fsdp_model(group)
+    opt = opt_cls(model, cfg, ce, RankBatches(rank, world, 10**6), group=group, rank=rank,
+                  world_size=world, structure=_meta_mlp())
+    first = 0
+    if saved is not None:
+        from raytrain_eff.engine import sharding
+        sharding.ShardedModelLoader(model).load_state_dict(saved[0])
+        opt.load_state_dict(saved[1])
+        opt.next_batch.i, first = saved[2], saved[3]
+    trace = []
+    for t in range(first, steps):
+        run_steps(model, opt, rank, world, t, t + 1)
+        trace.append(_full(model))
+    held = {"params": sum(local_tensor(p).numel() for p in model.parameters()),
+            "grads": sum(local_tensor(p.grad).numel() for p in model.parameters()),
+            "state": sum(t.numel() for t in opt.state_tensors()) - opt.V.numel(),
+            "V": tuple(opt.V.shape), "curvature_bytes": opt.curvature_bytes()}
+    from raytrain_eff.engine import sharding
+    state = (sharding.full_model_state(model), opt.state_dict(), opt.next_batch.i, steps)
+    return trace, held, state, opt.next_batch.shares
+
+
+def test_dho2_on_fsdp_shards_equals_fosi_holding_a_slice_of_everything(gloo):
+    """Parameters, gradients, base-optimizer and Newton state and eigenvectors: 1/P each; the
+    steps are FOSI's on the whole curvature batch (each rank's HVPs on its rows)."""
+    reference, _ = single(FOSIOptimizer, FOSIConfig(**CFG), 12)
+    for world in (2, 3):
+        results = gloo.run(world, _on_shards, DHO2Optimizer, DHO2Config(**CFG), 12)
+        for rank, (trace, held, _, shares) in enumerate(results):
+            for t, (a, b) in enumerate(zip(reference, trace, strict=True)):
+                torch.testing.assert_close(b, a, rtol=0, atol=1e-9, msg=f"P={world} step {t}")
+            assert held["params"] == held["grads"] == _chunk_numel(rank, world)
+            assert held["state"] == 3 * held["params"]     # Adam moments + Newton momentum
+            assert held["V"][1] == held["params"]
+            assert set(shares) == {(rank, world)}           # each refresh: its part of one batch
+        assert sum(held["params"] for _, held, _, _ in results) == 66
+
+
+def _chunk_numel(rank, world):
+    """Values rank holds under FSDP2: each parameter's ``torch.chunk(p, world)[rank]``."""
+    chunks = [torch.chunk(p, world) for p in mlp().parameters()]
+    return sum(c[rank].numel() for c in chunks if rank < len(c))
+
+
+def test_mr_dho2_on_fsdp_shards_equals_itself_in_one_process(gloo):
+    cfg = MRDHO2Config(**{**CFG, "refresh_interval": 6}, lanczos_per_step=5)
+    reference, _ = single(MRDHO2Optimizer, cfg, 12)
+    (trace, *_), _ = gloo.run(2, _on_shards, MRDHO2Optimizer, cfg, 12)
+    for a, b in zip(reference, trace, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-9)
+
+
+def test_an_fsdp_checkpoint_resumes_in_one_process_and_back_on_shards(gloo):
+    cfg = DHO2Config(**CFG)
+    reference, _ = single(FOSIOptimizer, FOSIConfig(**CFG), 13)
+    saved = gloo.run(2, _on_shards, DHO2Optimizer, cfg, 7)[0][2]
+    assert saved[1]["V"].shape[1] == 66 and saved[1]["flat"]["exp_avg"].numel() == 66
+    resumed = _resume(0, 1, None, cfg, saved[:3], 7, 13)            # fsdp P=2 -> one process
+    torch.testing.assert_close(resumed, reference[-1], rtol=0, atol=1e-9)
+    for trace, *_ in gloo.run(2, _on_shards, DHO2Optimizer, cfg, 13, saved):  # -> fsdp again
+        torch.testing.assert_close(trace[-1], reference[-1], rtol=0, atol=1e-9)
+
+
+def _refresh_uneven(rank, world, group, split, rows):
+    """One refresh on a curvature batch of ``rows`` rows; the full eigenvectors."""
+    def batches(share=None):
+        X, y = _refresh_batch(rows)
+        part = shard_rows(rows, *(share or (0, 1)))
+        return X[part.start:part.stop], y[part.start:part.stop]
+    opt = DHO2Optimizer(mlp(), DHO2Config(**CFG, curvature_split=split), ce, batches,
+                        group=group, rank=rank, world_size=world)
+    opt.refresh()
+    return opt.eig.eigvals, opt._gather(opt.V)
+
+
+def test_global_split_weights_ranks_by_rows_and_per_rank_is_the_option(gloo):
+    """13 rows over 2 ranks (7 + 6): the weighted average is the Hessian of all 13 rows."""
+    fosi = FOSIOptimizer(mlp(), FOSIConfig(**CFG), ce, lambda: _refresh_batch(13))
+    fosi.refresh()
+    for eigvals, V in gloo.run(2, _refresh_uneven, "global", 13):
+        torch.testing.assert_close(eigvals, fosi.eig.eigvals, rtol=0, atol=1e-10)
+        torch.testing.assert_close(V.abs(), fosi.V.abs(), rtol=0, atol=1e-8)
+    # per_rank: each rank its own whole batch (here both the same 13 rows): still the same
+    for eigvals, _ in gloo.run(2, _refresh_uneven, "per_rank", 13):
+        torch.testing.assert_close(eigvals, fosi.eig.eigvals, rtol=0, atol=1e-10)
+
+
+def _refresh_batch(rows):
+    X, y = global_batch(7)
+    return torch.cat([X, X[:1] * 2])[:rows], torch.cat([y, y[:1]])[:rows]

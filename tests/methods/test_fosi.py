@@ -60,7 +60,7 @@ def test_before_the_first_refresh_fosi_is_its_base_optimizer(base):
         ref = DecoupledSGD(weight_decay_groups(b, 0.1), lr=0.05, momentum=0.9, nesterov=False)
     train(a, fosi, 6, Batches())
     train(b, ref, 6, Batches())
-    for p, q in zip(a.parameters(), b.parameters(), strict=False):
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-12)
 
 
@@ -187,7 +187,7 @@ def test_state_dict_resumes_exactly():
     opt_b.load_state_dict(state)
     train(a, opt_a, 7, Batches(6))
     train(b, opt_b, 7, Batches(6))
-    for p, q in zip(a.parameters(), b.parameters(), strict=False):
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 

@@ -154,6 +154,6 @@ def test_default_fosi_reproduces_the_reference_trajectory(base, cls, config):
     assert all(ratio > 1.05 for *_, ratio in ritz)
     assert any((res > 1e-2 * scale).any() for _, res, scale, _ in ritz)
     assert min(abs(lam).min() for lam, *_ in ritz) > 1e-3  # eig_floor (1e-4) never binds
-    for t, (a, b) in enumerate(zip(expected, got, strict=False)):
+    for t, (a, b) in enumerate(zip(expected, got, strict=True)):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-12, err_msg=f"update {t + 1}")
     assert np.abs(expected[-1] - theta0).max() > 0.1   # it moved: the match is not trivial

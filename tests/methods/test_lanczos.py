@@ -37,7 +37,7 @@ def dense_hessian(model, batch) -> torch.Tensor:
 
     def f(theta):
         params, i = {}, 0
-        for n, s in zip(names, shapes, strict=False):
+        for n, s in zip(names, shapes, strict=True):
             params[n] = theta[i:i + s.numel()].view(s)
             i += s.numel()
         return ce(lambda x: functional_call(model, params, (x,)), batch)
@@ -86,7 +86,7 @@ def test_full_order_lanczos_recovers_the_spectrum_and_v_is_orthonormal():
     torch.testing.assert_close(eig.V @ eig.V.T, torch.eye(7, dtype=torch.float64), rtol=0,
                                atol=1e-10)
     # each Ritz vector is an eigenvector: ||H v − λ v|| equals the reported residual bound
-    for lam_i, v, r in zip(eig.eigvals, eig.V, eig.residuals, strict=False):
+    for lam_i, v, r in zip(eig.eigvals, eig.V, eig.residuals, strict=True):
         assert float((H @ v - lam_i * v).norm()) <= float(r) + 1e-9
 
 
@@ -98,7 +98,7 @@ def test_short_lanczos_top_k_within_the_ritz_residual_of_eigvalsh():
     eig = lanczos(HessianOperator(model, ce, batch), draw(H.shape[0]), m=4 * k, k=k)
     assert eig.num_top >= 1
     torch.testing.assert_close(eig.eigvals[0], lam[0], rtol=1e-6, atol=0)
-    for i, (lam_i, r) in enumerate(zip(eig.eigvals, eig.residuals, strict=False)):
+    for i, (lam_i, r) in enumerate(zip(eig.eigvals, eig.residuals, strict=True)):
         # Ritz values bound true ones from inside; each lies within r of an eigenvalue
         assert lam_i <= lam[i] + 1e-12
         assert (lam - lam_i).abs().min() <= r + 1e-12
@@ -163,7 +163,7 @@ def _rank_batches(rank, world, step):
 def _sharded_refresh(rank, world, group, start_vector):
     model = mlp()
     opt = DHO2Optimizer(model, DHO2Config(**CFG, start_vector=start_vector), ce,
-                        lambda: _rank_batches(rank, world, 0), group=group, rank=rank,
+                        lambda share: _rank_batches(*share, 0), group=group, rank=rank,
                         world_size=world)
     opt.t = 7                                    # a later refresh: "fresh" must not be seed 0
     opt.refresh()

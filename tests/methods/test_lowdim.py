@@ -111,7 +111,7 @@ def test_fit_forms_the_product_once_per_iteration_on_the_same_trajectory(kind, v
         b, P, L.make_optimizer(L.param_groups(b, [b], 0.4, 1.5), "gd"), 300, tol=1e-3)
     assert traj.errors == ref                     # bit for bit: the same maths, once
     assert len(calls) == len(traj.errors)         # one product per recorded iteration
-    for Wa, Wb in zip(a.weights, b.weights, strict=False):
+    for Wa, Wb in zip(a.weights, b.weights, strict=True):
         assert torch.equal(Wa.detach(), Wb.detach())
 
 
@@ -154,7 +154,7 @@ def test_discrepant_learning_rate_is_one_gd_step_by_hand():
     P.loss(net.product()).backward()
     grads = [w.grad.clone() for w in net.weights]
     opt.step()
-    for W, W0, G, lr in zip(net.weights, before, grads, (0.3, 0.1, 0.3), strict=False):
+    for W, W0, G, lr in zip(net.weights, before, grads, (0.3, 0.1, 0.3), strict=True):
         torch.testing.assert_close(W.detach(), W0 - lr * G, rtol=0, atol=1e-15)
 
 

@@ -64,7 +64,7 @@ def test_layer_densities_meet_the_budget():
     n = [a * b for a, b in shapes]
     for dist_name in ("erk", "er", "uniform"):
         d = layer_densities(shapes, 0.3, dist_name)
-        assert sum(di * ni for di, ni in zip(d, n, strict=False)) == pytest.approx(0.3 * sum(n))
+        assert sum(di * ni for di, ni in zip(d, n, strict=True)) == pytest.approx(0.3 * sum(n))
     erk = layer_densities([(4, 4), (400, 400)], 0.5, "erk")
     assert erk[0] == 1.0 and erk[1] == pytest.approx((0.5 * 160016 - 16) / 160000)
 
@@ -163,9 +163,9 @@ def test_resume_restores_masks_and_schedule_exactly():
     opt3.load_state_dict(saved[1])
     assert [mst3.sparsity(t) for t in range(steps)] == [mst.sparsity(t) for t in range(steps)]
     train(model3, mst3, opt3, ctx3, steps, start=cut)
-    for (n, a), b in zip(model.state_dict().items(), model3.state_dict().values(), strict=False):
+    for (n, a), b in zip(model.state_dict().items(), model3.state_dict().values(), strict=True):
         assert torch.equal(a, b), n
-    for sp, sp3 in zip(mst.params, mst3.params, strict=False):
+    for sp, sp3 in zip(mst.params, mst3.params, strict=True):
         assert torch.equal(sp.mask, sp3.mask)
 
 
@@ -175,7 +175,7 @@ def test_state_loaded_before_prepare_applies_at_prepare():
     fresh = MST(MSTConfig(**CFG))
     fresh.load_state_dict(mst.state_dict())
     fresh.prepare(tiny_gpt(), MethodContext(total_steps=30))
-    assert all(torch.equal(a.mask, b.mask) for a, b in zip(mst.params, fresh.params, strict=False))
+    assert all(torch.equal(a.mask, b.mask) for a, b in zip(mst.params, fresh.params, strict=True))
     bad = MST(MSTConfig(**{**CFG, "include": ["*mlp*"]}))
     bad.prepare(tiny_gpt(), MethodContext(total_steps=30))
     with pytest.raises(ValueError, match="do not match this model's sparse weights"):
@@ -193,7 +193,7 @@ def _ranks_train(rank, world, group):
 
 def test_masks_identical_across_two_ranks(gloo):
     m0, m1 = gloo.run(2, _ranks_train)
-    assert all(torch.equal(a, b) for a, b in zip(m0, m1, strict=False))
+    assert all(torch.equal(a, b) for a, b in zip(m0, m1, strict=True))
     assert any(not a.all() for a in m0)
 
 

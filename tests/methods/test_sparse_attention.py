@@ -81,7 +81,7 @@ def test_tiles_kernel_in_the_gpt_equals_masked_attention():
     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
     a.sum().backward()
     b.sum().backward()
-    for p, q in zip(masked.parameters(), tiled.parameters(), strict=False):
+    for p, q in zip(masked.parameters(), tiled.parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6)
 
 

@@ -72,7 +72,7 @@ def _train_and_push(run: str, rank: int, port: int, stop_file: str) -> int:
         torch.autograd.grad(grads, params, grad_outputs=vec)
         curvature_s = time.perf_counter() - c0
         with torch.no_grad():
-            for p, g in zip(params, grads, strict=False):
+            for p, g in zip(params, grads, strict=True):
                 p -= 0.05 * g
             fc1.weight.mul_(mask)
         dense = 6.0 * n_params * B                  # forward + backward multiply-adds

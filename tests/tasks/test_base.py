@@ -3,13 +3,20 @@ import pytest
 import torch
 
 from raytrain_eff import catalog
-from raytrain_eff.tasks.base import Task, epoch_batch_indices, micro_batch_position, shard_rows
+from raytrain_eff.tasks.base import (
+    Task,
+    epoch_batch_indices,
+    micro_batch_position,
+    shard_rows,
+    take_rows,
+)
 
 
-def test_shards_cover_every_row_once():
-    for n, world in [(10, 3), (7, 7), (1000, 4)]:
-        rows = [r for rank in range(world) for r in shard_rows(n, rank, world)]
-        assert rows == list(range(n))
+def test_take_rows_cuts_every_tensor_of_a_batch_along_its_first_dimension():
+    X, y = torch.arange(20.).view(10, 2), torch.arange(10)
+    part = take_rows({"x": X, "pair": (y, torch.tensor(3.0))}, shard_rows(10, 1, 3))
+    assert torch.equal(part["x"], X[4:7]) and torch.equal(part["pair"][0], y[4:7])
+    assert part["pair"][1].item() == 3.0                    # a 0-dim tensor stays whole
 
 
 def test_batches_are_pure_functions_of_position_and_stay_in_the_shard():

@@ -56,7 +56,7 @@ def test_shards_partition_the_observed_entries_and_minibatches_stay_in_shard():
     seen = []
     for rank in range(3):
         i, j, _ = task.train_batch(0, 0, rank, 3, FULL)
-        seen += list(zip(i.tolist(), j.tolist(), strict=False))
+        seen += list(zip(i.tolist(), j.tolist(), strict=True))
         assert len(task.train_batch(4, 0, rank, 3, 5)[0]) == 5
     assert len(seen) == len(set(seen)) == task.num_train == 50
     i, j, y = task.train_batch(0, 0, 0, 1, FULL)
@@ -84,13 +84,13 @@ def test_two_ranks_give_the_single_process_gradient_and_spectral_init(gloo):
     one, two = gloo.run(1, _sharded_step0), gloo.run(2, _sharded_step0)
     task = make_task(problem="completion", d=20, rank=2, observed=0.3)
     assert task.num_train % 2 == 0   # equal shards: the mean of shard means is the full mean
-    for g1, g2a, g2b in zip(one[0][0], two[0][0], two[1][0], strict=False):
+    for g1, g2a, g2b in zip(one[0][0], two[0][0], two[1][0], strict=True):
         torch.testing.assert_close(g2a, g1, rtol=1e-12, atol=1e-18)
         torch.testing.assert_close(g2b, g1, rtol=1e-12, atol=1e-18)
     expected = L.spectral_weights(problem_of(task).surrogate, 4, 1e-2)
     for ranks in (one, two):
         for _, weights in ranks:
-            for w, e in zip(weights, expected, strict=False):
+            for w, e in zip(weights, expected, strict=True):
                 torch.testing.assert_close(w, e, rtol=1e-9, atol=1e-15)
 
 

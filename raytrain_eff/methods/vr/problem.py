@@ -130,7 +130,7 @@ class ERMProblem:
         parts = self.rows.take(local).split(counts)
         ws = w.index_select(0, sel).split(counts) if w is not None else [None] * m
         ys = self.y.index_select(0, local).split(counts)
-        return list(zip(parts, ys, local.split(counts), ws, strict=False))
+        return list(zip(parts, ys, local.split(counts), ws, strict=True))
 
     def batch_grad(self, batch, x, dphi_snap, b: int):
         """(1/b) Σ_{i∈I} (∇f_i(x) − ∇f_i(x̃))/(n q_i), all ranks' rows of I summed."""

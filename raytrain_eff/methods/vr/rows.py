@@ -84,7 +84,7 @@ class CSRRows:
         return [CSRRows(self.crow[a:e + 1] - ea, self.col[ea:ee], self.val[ea:ee], self.d,
                         self.rowid[ea:ee] - a)
                 for a, e, ea, ee in zip(bounds[:-1], bounds[1:], edges[:-1], edges[1:],
-                                        strict=False)]
+                                        strict=True)]
 
 
 def as_rows(X: torch.Tensor):
@@ -100,6 +100,6 @@ def cat_rows(parts: list):
         return DenseRows(torch.cat([p.A for p in parts]))
     offsets = torch.tensor([0] + [p.nnz for p in parts[:-1]]).cumsum(0)
     crow = torch.cat([parts[0].crow[:1]]
-                     + [p.crow[1:] + o for p, o in zip(parts, offsets, strict=False)])
+                     + [p.crow[1:] + o for p, o in zip(parts, offsets, strict=True)])
     return CSRRows(crow, torch.cat([p.col for p in parts]), torch.cat([p.val for p in parts]),
                    parts[0].d)
