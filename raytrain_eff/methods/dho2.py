@@ -49,6 +49,7 @@ from torch.utils import _pytree as pytree
 from raytrain_eff.methods.base import MethodContext
 from raytrain_eff.methods.fosi import FOSI, FOSIOptimizer, curvature_inputs
 from raytrain_eff.methods.lanczos import HessianOperator, lanczos_steps, ritz_pairs
+from raytrain_eff.typed import ConfigError
 
 
 class Slices:
@@ -325,6 +326,15 @@ class DHO2(FOSI):
 
     owns_gradient_sync = True
     optimizer_class = DHO2Optimizer
+
+    @classmethod
+    def preflight(cls, params, cfg) -> None:
+        workers = cfg.scaling.num_workers
+        if params.curvature_split == "global" and cfg.data.batch_size < workers:
+            raise ConfigError(
+                f"data.batch_size={cfg.data.batch_size} is the global curvature batch that "
+                f"curvature_split=global splits over scaling.num_workers={workers} workers: "
+                f"it needs at least one row per worker (or use curvature_split=per_rank)")
 
     def make_optimizer(self, model: nn.Module, ctx: MethodContext):
         structure = None

@@ -2,6 +2,7 @@
 the curvature per rank, and resumes on a different worker count."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -278,3 +279,14 @@ def test_global_split_weights_ranks_by_rows_and_per_rank_is_the_option(gloo):
 def _refresh_batch(rows):
     X, y = global_batch(7)
     return torch.cat([X, X[:1] * 2])[:rows], torch.cat([y, y[:1]])[:rows]
+
+
+def test_a_global_curvature_batch_smaller_than_the_workers_is_refused_before_launch():
+    from raytrain_eff import config
+    from raytrain_eff.engine import preflight
+    from raytrain_eff.typed import ConfigError
+    cfg = config.load(preset="classify-dho2", overrides=["data.batch_size=1"])
+    with pytest.raises(ConfigError, match="data.batch_size=1 .* scaling.num_workers=2"):
+        preflight.check(cfg)
+    preflight.check(config.load(preset="classify-dho2", overrides=[
+        "data.batch_size=1", "methods.dho2.curvature_split=per_rank"]))
