@@ -252,7 +252,8 @@ class DHO2Optimizer(FOSIOptimizer):
         if self.share is None:
             return 1.0
         rows = float(len(pytree.tree_leaves(batch)[0]))
-        total = float(self._psum(torch.tensor([rows], dtype=torch.float64))[0])
+        count = torch.tensor([rows], dtype=torch.float64, device=self.decay_mask.device)
+        total = float(self._psum(count)[0])
         return rows * self.slices.world / total
 
     def _matvec(self, H: HessianOperator) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -144,8 +144,9 @@ class FOSIOptimizer(torch.optim.Optimizer):
         """Local slice of the i-th random start vector; the full vector is seeded identically
         everywhere, so any slicing sees the same vector."""
         def draw(i: int) -> torch.Tensor:
-            gen = torch.Generator().manual_seed(seed * 1000003 + i)
-            return self._local_slice(torch.randn(self.n, generator=gen, dtype=torch.float64))
+            gen = torch.Generator().manual_seed(seed * 1000003 + i)   # CPU: same on any device
+            full = torch.randn(self.n, generator=gen, dtype=torch.float64)
+            return self._local_slice(full).to(self.decay_mask.device)
         return draw
 
     def _start(self) -> Callable[[int], torch.Tensor]:
