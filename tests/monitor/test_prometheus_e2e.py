@@ -83,6 +83,9 @@ def _train_and_push(run: str, rank: int, port: int, stop_file: str) -> int:
                      K.LR: opt.param_groups[0]["lr"], K.CURVATURE_SECONDS: curvature_s,
                      K.SPARSITY: zeros, K.ATTENTION_DENSITY: float(band.float().mean()),
                      K.ACTIVE_FRACTION: float((h > 0).float().mean()), K.WALL: 1.0,
+                     K.PARAM_BYTES: sum(p.numel() * p.element_size() for p in params),
+                     K.GRAD_BYTES: sum(g.numel() * g.element_size() for g in grads),
+                     K.OPTIMIZER_BYTES: 0,                 # plain SGD keeps no state
                      "grad_norm": float(torch.sqrt(sum((g * g).sum() for g in grads)))})
         step += 1
         time.sleep(0.05)                            # leave the shared cores to Prometheus
