@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.utils import _pytree as pytree
 
 from raytrain_eff import catalog
 from raytrain_eff.config import ExperimentConfig
@@ -116,10 +117,13 @@ class Runner:
         self._curv_draws += 1
         rows = self.cfg.data.batch_size
         if share is None:
-            return self.task.train_batch(10_000_000 + self._curv_draws, 0, self.rank,
-                                         self.world, rows)
-        whole = self.task.train_batch(10_000_000 + self._curv_draws, 0, 0, 1, rows)
-        return take_rows(whole, shard_rows(rows, *share))
+            batch = self.task.train_batch(10_000_000 + self._curv_draws, 0, self.rank,
+                                          self.world, rows)
+        else:
+            whole = self.task.train_batch(10_000_000 + self._curv_draws, 0, 0, 1, rows)
+            batch = take_rows(whole, shard_rows(rows, *share))
+        return pytree.tree_map(  # on the model's device, as the training batches are
+            lambda t: t.to(self.device) if isinstance(t, torch.Tensor) else t, batch)
 
     def _restore(self) -> tuple[int, int]:
         # the engine, not Ray, picks: Ray would hand every restart its latest checkpoint even
