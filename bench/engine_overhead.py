@@ -211,11 +211,9 @@ def _notes(claim, engine, plain, steps, overrides) -> str:
             f"{statistics.median(e['startup_s'] for e in engine.values()):.1f} s (engine: Ray, "
             f"worker group, data) vs "
             f"{statistics.median(p['startup_s'] for p in plain.values()):.1f} s (plain). ")
-    load, cores = os.getloadavg(), os.cpu_count() or 1
-    if max(load) > cores:
-        text += (f"The machine was loaded (load average {load[0]:.1f} / {load[1]:.1f} / "
-                 f"{load[2]:.1f} over 1 / 5 / 15 min on {cores} cores): wall-clock ratios then "
-                 "largely measure waiting for a core, and repetitions spread accordingly. ")
+    text += harness.loaded_machine_note(
+        "wall-clock ratios then largely measure waiting for a core, and repetitions spread "
+        "accordingly.")
     text += (f"Target >= {TARGET_RATIO} {'met' if claim['meets_target'] else 'NOT met'} under "
              "the paired rule (worst repetition or bootstrap bound). "
              + _versus_previous(overrides, claim["meets_target"]))

@@ -96,6 +96,16 @@ def verdict_change(held: bool, met: bool) -> str:
     return "now holds. " if met else "still does not hold. "
 
 
+def loaded_machine_note(consequence: str) -> str:
+    """A sentence for a result's notes when the load average exceeded the cores, saying what
+    that does to this benchmark's figures; empty on a quiet machine."""
+    load, cores = os.getloadavg(), os.cpu_count() or 1
+    if max(load) <= cores:
+        return ""
+    return (f"The machine was loaded (load average {load[0]:.1f} / {load[1]:.1f} / "
+            f"{load[2]:.1f} over 1 / 5 / 15 min on {cores} cores): {consequence} ")
+
+
 def near(value: float, target: float) -> str:
     """3 significant digits, saying so when rounding would hide which side of the target."""
     text = f"{value:.3g}"

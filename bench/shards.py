@@ -278,12 +278,8 @@ def _notes(summ, fraction, speed, demo) -> str:
             f"{mb(demo['uncapped_need_bytes']['ddp_p1'])} (ddp P=1); under it ddp P=1 "
             f"{'trained' if demo['under_cap']['ddp_p1']['fits'] else 'failed'} and fsdp P=2 "
             f"{'trained' if demo['under_cap']['fsdp_p2']['fits'] else 'failed'}. ")
-    load, cores = os.getloadavg(), os.cpu_count() or 1
-    if max(load) > cores:
-        text += (f"The machine was loaded (load average {load[0]:.1f} / {load[1]:.1f} / "
-                 f"{load[2]:.1f} on {cores} cores): steps/s ratios partly measure waiting for a "
-                 "core; byte counts do not depend on load. ")
-    return text
+    return text + harness.loaded_machine_note(
+        "steps/s ratios partly measure waiting for a core; byte counts do not depend on load.")
 
 
 if __name__ == "__main__":

@@ -122,8 +122,7 @@ class Runner:
         else:
             whole = self.task.train_batch(10_000_000 + self._curv_draws, 0, 0, 1, rows)
             batch = take_rows(whole, shard_rows(rows, *share))
-        return pytree.tree_map(  # on the model's device, as the training batches are
-            lambda t: t.to(self.device) if isinstance(t, torch.Tensor) else t, batch)
+        return self._on_device(batch)
 
     def _restore(self) -> tuple[int, int]:
         # the engine, not Ray, picks: Ray would hand every restart its latest checkpoint even
@@ -299,7 +298,12 @@ class Runner:
 
     def _batch(self, step: int, micro: int):
         batch = self.task.train_batch(step, micro, self.rank, self.world, self.cfg.data.batch_size)
-        return tuple(t.to(self.device) for t in batch)
+        return self._on_device(batch)
+
+    def _on_device(self, batch):
+        """Every tensor of a batch (training or curvature) on the model's device."""
+        return pytree.tree_map(
+            lambda t: t.to(self.device) if isinstance(t, torch.Tensor) else t, batch)
 
     def _autocast(self):
         if self.cfg.train.precision == "bf16":

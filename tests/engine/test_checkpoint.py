@@ -156,6 +156,16 @@ def _table(run_dir):
     return pq.read_table(pathlib.Path(run_dir) / "metrics.parquet").to_pandas()
 
 
+def _same_trajectory(run, straight, attempts):
+    """30 steps with these attempt numbers, on the uninterrupted run's losses."""
+    table = _table(run)
+    assert table["step"].tolist() == list(range(30))
+    assert table["attempt"].tolist() == attempts
+    torch.testing.assert_close(torch.tensor(table["loss"].values),
+                               torch.tensor(_table(straight.run_dir)["loss"].values),
+                               rtol=1e-6, atol=1e-7)
+
+
 def test_local_resume_past_a_corrupted_checkpoint_keeps_the_trajectory(run_cfg, capsys):
     common = ["scaling.num_workers=0", "run.steps=30", "run.report_interval=5",
               "run.checkpoint_interval=5", "run.eval_interval=0", "run.num_to_keep=10"]
@@ -172,12 +182,7 @@ def test_local_resume_past_a_corrupted_checkpoint_keeps_the_trajectory(run_cfg, 
     err = capsys.readouterr().err
     assert (f"warning: {bad} does not match its manifest checksum; resuming from the previous "
             f"good checkpoint, checkpoint_step00000015") in err
-    table = _table(run)
-    assert table["step"].tolist() == list(range(30))
-    assert table["attempt"].tolist() == [0] * 15 + [1] * 15
-    torch.testing.assert_close(torch.tensor(table["loss"].values),
-                               torch.tensor(_table(straight.run_dir)["loss"].values),
-                               rtol=1e-6, atol=1e-7)
+    _same_trajectory(run, straight, [0] * 15 + [1] * 15)
     # nothing written is overwritten: the bad checkpoint is as it was, the new ones are beside
     assert bad.read_bytes() == bad_bytes
     assert checkpoint.listing(str(run))[-4:] == [
@@ -185,12 +190,7 @@ def test_local_resume_past_a_corrupted_checkpoint_keeps_the_trajectory(run_cfg, 
         "checkpoint_step00000030-r1"]
     # and the user can go back to any good checkpoint: the same trajectory from step 10
     launch.fit(resumed, resume=True, from_checkpoint="10")
-    table = _table(run)
-    assert table["step"].tolist() == list(range(30))
-    assert table["attempt"].tolist() == [0] * 10 + [2] * 20
-    torch.testing.assert_close(torch.tensor(table["loss"].values),
-                               torch.tensor(_table(straight.run_dir)["loss"].values),
-                               rtol=1e-6, atol=1e-7)
+    _same_trajectory(run, straight, [0] * 10 + [2] * 20)
 
 
 def test_ray_mode_restore_falls_back_and_reports_under_new_names(run_cfg, tmp_path):

@@ -188,13 +188,13 @@ def _full(model):
 
 def _on_shards(rank, world, group, opt_cls, cfg, steps, saved=None):
     """Train on FSDP2 shards; the full-parameter trace, what each rank holds, its state."""
+    from raytrain_eff.engine import sharding
     from raytrain_eff.methods.dho2 import local_tensor
     model = _fsdp_model(group)
     opt = opt_cls(model, cfg, ce, RankBatches(rank, world, 10**6), group=group, rank=rank,
                   world_size=world, structure=_meta_mlp())
     first = 0
     if saved is not None:
-        from raytrain_eff.engine import sharding
         sharding.ShardedModelLoader(model).load_state_dict(saved[0])
         opt.load_state_dict(saved[1])
         opt.next_batch.i, first = saved[2], saved[3]
@@ -206,7 +206,6 @@ def _on_shards(rank, world, group, opt_cls, cfg, steps, saved=None):
             "grads": sum(local_tensor(p.grad).numel() for p in model.parameters()),
             "state": sum(t.numel() for t in opt.state_tensors()) - opt.V.numel(),
             "V": tuple(opt.V.shape), "curvature_bytes": opt.curvature_bytes()}
-    from raytrain_eff.engine import sharding
     state = (sharding.full_model_state(model), opt.state_dict(), opt.next_batch.i, steps)
     return trace, held, state, opt.next_batch.shares
 
