@@ -25,14 +25,14 @@ import time
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-from bench.harness import Protocol, paired, parser, summary, tune_bracketed, write_result  # noqa: E402
-from raytrain_eff.config import DataConfig  # noqa: E402
-from raytrain_eff.hparams.lowdim import LowDimConfig  # noqa: E402
-from raytrain_eff.hparams.tasks import ClassifyConfig  # noqa: E402
-from raytrain_eff.methods import lowdim as L  # noqa: E402
-from raytrain_eff.methods.base import MethodContext  # noqa: E402
-from raytrain_eff.tasks import lowrank  # noqa: E402
-from raytrain_eff.tasks.classify import ClassifyTask  # noqa: E402
+from bench.harness import Protocol, paired, parser, summary, tune_bracketed, write_result
+from raytrain_eff.config import DataConfig
+from raytrain_eff.hparams.lowdim import LowDimConfig
+from raytrain_eff.hparams.tasks import ClassifyConfig
+from raytrain_eff.methods import lowdim as L
+from raytrain_eff.methods.base import MethodContext
+from raytrain_eff.tasks import lowrank
+from raytrain_eff.tasks.classify import ClassifyTask
 
 EPS = 1e-2                          # the paper's ε (both networks)
 TOL = 1e-3                          # the recovery-error target

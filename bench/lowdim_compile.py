@@ -26,9 +26,9 @@ import time
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-from bench.harness import Protocol, paired, parser, summary, write_result  # noqa: E402
-from raytrain_eff.methods import lowdim as L  # noqa: E402
-from raytrain_eff.tasks import lowrank  # noqa: E402
+from bench.harness import Protocol, paired, parser, summary, write_result
+from raytrain_eff.methods import lowdim as L
+from raytrain_eff.tasks import lowrank
 
 EPS, ETA, ALPHA, D, R = 1e-2, 0.4, 1.5, 100, 5
 ARMS = ("eager", "compiled")

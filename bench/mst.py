@@ -49,18 +49,18 @@ from bench.harness import (
     parser,
     summary,
     tune_bracketed,
-    write_result,  # noqa: E402
+    write_result,
 )
-from raytrain_eff.config import DataConfig  # noqa: E402
-from raytrain_eff.data.tabular import load_features  # noqa: E402
-from raytrain_eff.hparams.mst import MSTConfig  # noqa: E402
-from raytrain_eff.hparams.tasks import LMConfig  # noqa: E402
-from raytrain_eff.methods.base import MethodContext  # noqa: E402
-from raytrain_eff.methods.mst import MST, FlopCounter  # noqa: E402
-from raytrain_eff.methods.sparse_attention import block_sparse_attention, pattern  # noqa: E402
-from raytrain_eff.tasks.base import step_generator  # noqa: E402
-from raytrain_eff.tasks.classify import mlp  # noqa: E402
-from raytrain_eff.tasks.lm import LanguageModelTask  # noqa: E402
+from raytrain_eff.config import DataConfig
+from raytrain_eff.data.tabular import load_features
+from raytrain_eff.hparams.mst import MSTConfig
+from raytrain_eff.hparams.tasks import LMConfig
+from raytrain_eff.methods.base import MethodContext
+from raytrain_eff.methods.mst import MST, FlopCounter
+from raytrain_eff.methods.sparse_attention import block_sparse_attention, pattern
+from raytrain_eff.tasks.base import step_generator
+from raytrain_eff.tasks.classify import mlp
+from raytrain_eff.tasks.lm import LanguageModelTask
 
 REFERENCE_UPDATE_EVERY = MSTConfig().update_every    # ΔT of the reference defaults (100)
 UPDATES_PER_RUN = 12                                  # ΔT = steps // 12 here (a departure)

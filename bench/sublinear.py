@@ -37,12 +37,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from bench import harness  # noqa: E402
-from raytrain_eff.config import DataConfig  # noqa: E402
-from raytrain_eff.hparams.sublinear import SublinearConfig  # noqa: E402
-from raytrain_eff.hparams.tasks import WideConfig  # noqa: E402
-from raytrain_eff.methods.sublinear import NeuronSGD, ShiftedReLU  # noqa: E402
-from raytrain_eff.tasks.wide import WideTask  # noqa: E402
+from bench import harness
+from raytrain_eff.config import DataConfig
+from raytrain_eff.hparams.sublinear import SublinearConfig
+from raytrain_eff.hparams.tasks import WideConfig
+from raytrain_eff.methods.sublinear import NeuronSGD, ShiftedReLU
+from raytrain_eff.tasks.wide import WideTask
 
 ARMS = ("dense_fused", "dense_rows", "exact")
 DENSE = ("dense_fused", "dense_rows")

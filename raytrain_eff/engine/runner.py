@@ -128,7 +128,7 @@ class Runner:
         # the engine, not Ray, picks: Ray would hand every restart its latest checkpoint even
         # when corrupted; checkpoint.choose falls back to the newest good one, and says so
         if self.local_checkpoints:
-            pick = checkpoint.newest(self.run_dir)
+            pick = checkpoint.newest_name(self.run_dir)
         else:
             ckpt = self.get_checkpoint()
             pick = None if ckpt is None else pathlib.PurePosixPath(ckpt.path).name
