@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from bench.harness import Protocol, paired, parser, summary, write_result
+from raytrain_eff.blocks.rows import as_rows
 from raytrain_eff.config import DataConfig
 from raytrain_eff.hparams.dasvrda import (
     DASVRDAConfig,
@@ -53,7 +54,9 @@ from raytrain_eff.hparams.dasvrda import (
     ProxSVRGConfig,
 )
 from raytrain_eff.hparams.tasks import ERMConfig
-from raytrain_eff.methods.dasvrda import ERMProblem, as_rows, certify, fista, make_solver, solve
+from raytrain_eff.methods.vr.certificate import certify, fista
+from raytrain_eff.methods.vr.problem import ERMProblem
+from raytrain_eff.methods.vr.solvers import make_solver, solve
 from raytrain_eff.tasks.erm import ERMTask
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -361,7 +364,7 @@ def _dp_worker(rank, world, port, X, y, l1, l2, passes, out):
 def _take(X, lo, hi):
     if X.layout != torch.sparse_csr:
         return X[lo:hi]
-    from raytrain_eff.methods.dasvrda import CSRRows
+    from raytrain_eff.blocks.rows import CSRRows
     return CSRRows.from_torch(X).take(torch.arange(lo, hi)).S
 
 

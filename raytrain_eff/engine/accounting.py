@@ -11,9 +11,9 @@ import math
 import resource
 
 import torch
-from torch.distributed.tensor import DTensor
 from torch.utils.flop_counter import FlopCounterMode
 
+from raytrain_eff.blocks import dtensor
 from raytrain_eff.monitor import keys
 
 
@@ -46,8 +46,7 @@ def peak_memory_bytes(device: torch.device, rss: int | None = None) -> int:
 
 def _bytes(tensors) -> int:
     """Bytes of these tensors on this rank (a DTensor counts its local slice only)."""
-    return sum((t.to_local() if isinstance(t, DTensor) else t).numel() * t.element_size()
-               for t in tensors)
+    return sum(dtensor.local(t).numel() * t.element_size() for t in tensors)
 
 
 def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
