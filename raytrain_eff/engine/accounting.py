@@ -14,6 +14,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from raytrain_eff.blocks import dtensor
+from raytrain_eff.methods import base
 from raytrain_eff.monitor import keys
 
 
@@ -58,7 +59,7 @@ def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     grads = [p.grad for p in params if p.grad is not None]
     state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
     # optimizers that keep flat state outside torch's per-parameter dict (FOSI, DHO2) list it
-    state += getattr(optimizer, "state_tensors", list)()
+    state += base.state_tensors(optimizer)
     return {keys.PARAM_BYTES: _bytes(params),
             keys.GRAD_BYTES: _bytes(grads) + extra_grad_bytes,
             keys.OPTIMIZER_BYTES: _bytes(state)}
