@@ -47,11 +47,11 @@ METHODS: dict[str, Entry] = {
     "mr-dho2": Entry(f"{_H}.fosi:MRDHO2Config", "raytrain_eff.methods.dho2:MRDHO2",
                      "MR-DHO2: DHO2 with the curvature refresh spread over model updates "
                      "(bounded staleness)"),
-    "mst": Entry(f"{_H}.mst:MSTConfig", "raytrain_eff.methods.mst:MST",
+    "mst": Entry(f"{_H}.mst:MSTConfig", "raytrain_eff.methods.mst.method:MST",
                  "Mixed Sparsity Training: dense -> sparse -> dense DST + hybrid sparse "
                  "attention (add adamw)"),
     "sublinear": Entry(f"{_H}.sublinear:SublinearConfig",
-                       "raytrain_eff.methods.sublinear:Sublinear",
+                       "raytrain_eff.methods.sublinear.method:Sublinear",
                        "shifted-ReLU wide layers whose active neurons come from an exact "
                        "max-tree or LSH index, so a step touches few neurons (arXiv 2208.04508)",
                        unsharded="its neuron index holds whole rows of the wide layer"),

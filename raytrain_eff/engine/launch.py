@@ -253,11 +253,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def git_commit() -> str:
-    """The commit the run records (``engine.provenance``: the submitter's, else git's)."""
-    return provenance.current()["commit"]
-
-
 def machine() -> dict:
     import platform
     return {"nproc": os.cpu_count(), "platform": platform.platform(),

@@ -29,7 +29,7 @@ from raytrain_eff.config import ExperimentConfig
 from raytrain_eff.engine import accounting, checkpoint, records, sharding
 from raytrain_eff.engine.grad_sync import OverlappedGradientSync
 from raytrain_eff.engine.totals import RankShare, RunTotals
-from raytrain_eff.methods.base import MethodContext
+from raytrain_eff.methods.base import MethodContext, world_size_independent_state
 from raytrain_eff.monitor import keys as K
 from raytrain_eff.monitor.push import rss_bytes
 from raytrain_eff.tasks.base import shard_rows, step_generator, take_rows
@@ -135,7 +135,7 @@ class Runner:
         # the engine, not Ray, picks: Ray would hand every restart its latest checkpoint even
         # when corrupted; checkpoint.choose falls back to the newest good one, and says so
         if self.local_checkpoints:
-            pick = checkpoint.newest(self.run_dir)
+            pick = checkpoint.newest_name(self.run_dir)
         else:
             ckpt = self.get_checkpoint()
             pick = None if ckpt is None else pathlib.PurePosixPath(ckpt.path).name
@@ -166,7 +166,7 @@ class Runner:
     def _optimizer_state_is_full(self) -> bool:
         """The optimizer gathers its own full, world-size-independent state (DHO2's flat
         vectors), so FSDP's per-parameter state-dict gathering does not apply."""
-        return getattr(self.optimizer, "world_size_independent_state", False)
+        return world_size_independent_state(self.optimizer)
 
     @property
     def samples_seen(self) -> int:

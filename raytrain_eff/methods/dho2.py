@@ -46,6 +46,7 @@ from torch.distributed.tensor import DTensor
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from torch.utils import _pytree as pytree
 
+from raytrain_eff.blocks import dtensor
 from raytrain_eff.methods.base import MethodContext
 from raytrain_eff.methods.fosi import FOSI, FOSIOptimizer, curvature_inputs
 from raytrain_eff.methods.lanczos import HessianOperator, lanczos_steps, ritz_pairs
@@ -113,7 +114,7 @@ class ShardSlices(Slices):
             offset += p.numel()
         sizes = [sum(length for _, length in runs) for runs in self.runs]
         self.size, self.widest = sizes[rank], max(sizes)
-        held = sum(local_tensor(p).numel() for p in params)
+        held = sum(dtensor.local(p).numel() for p in params)
         if held != self.size:
             raise RuntimeError(f"rank {rank} holds {held} parameter values, but FSDP2's dim-0 "
                                f"chunking gives it {self.size}: the layout changed")
@@ -153,11 +154,6 @@ class ShardSlices(Slices):
         return full.reshape(*local.shape[:-1], self.n)
 
 
-def local_tensor(p: torch.Tensor) -> torch.Tensor:
-    """This rank's shard of an FSDP2 parameter (a DTensor), or the tensor itself."""
-    return p.to_local() if isinstance(p, DTensor) else p
-
-
 def is_sharded(model: nn.Module) -> bool:
     return any(isinstance(p, DTensor) for p in model.parameters())
 
@@ -190,7 +186,7 @@ class DHO2Optimizer(FOSIOptimizer):
         return self.slices.local(full)
 
     def _shards(self) -> list[torch.Tensor]:
-        return [local_tensor(p) for p in self.param_groups[0]["params"]]
+        return [dtensor.local(p) for p in self.param_groups[0]["params"]]
 
     def _local_params(self) -> torch.Tensor:
         if self.sharded:
@@ -200,8 +196,8 @@ class DHO2Optimizer(FOSIOptimizer):
     def _local_grad(self) -> torch.Tensor:
         if self.sharded:    # FSDP reduce-scattered and averaged them already
             params = self.param_groups[0]["params"]
-            return torch.cat([(local_tensor(p.grad) if p.grad is not None
-                               else torch.zeros_like(local_tensor(p))).reshape(-1)
+            return torch.cat([(dtensor.local(p.grad) if p.grad is not None
+                               else torch.zeros_like(dtensor.local(p))).reshape(-1)
                               for p in params])
         # the engine skips its all-reduce for this method: average here, one slice per rank
         return self.slices.reduce_scatter_mean(super()._local_grad())

@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from raytrain_eff.hparams.fosi import FOSIConfig
-from raytrain_eff.methods.base import Method, MethodContext
+from raytrain_eff.methods.base import Method, MethodContext, MethodOptimizer
 from raytrain_eff.methods.lanczos import HessianOperator, RitzPairs, lanczos
 from raytrain_eff.monitor import keys
 
@@ -76,7 +76,7 @@ def lr_scale(rho_top: torch.Tensor, clip: float) -> float:
     return float((rho_top[-1] / rho_top[0]).clamp(1.0, clip))
 
 
-class FOSIOptimizer(torch.optim.Optimizer):
+class FOSIOptimizer(MethodOptimizer):
     """FOSI over AdamW or heavy-ball, in one process, on the flat parameter vector."""
 
     # state_dict() holds full-length vectors and load_state_dict() takes them on any worker

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from raytrain_eff.methods.vr.losses import LOSSES, prox_elastic_net
-from raytrain_eff.methods.vr.rows import CSRRows, DenseRows
+from raytrain_eff.blocks.erm_losses import LOSSES, prox_elastic_net
+from raytrain_eff.blocks.rows import CSRRows, DenseRows
 
 
 class ERMProblem:
