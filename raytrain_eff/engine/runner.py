@@ -21,10 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.utils import _pytree as pytree
 
-from raytrain_eff import catalog
+from raytrain_eff import catalog, collectives
 from raytrain_eff.config import ExperimentConfig
 from raytrain_eff.engine import accounting, checkpoint, records, sharding
 from raytrain_eff.engine.grad_sync import OverlappedGradientSync
@@ -195,9 +194,7 @@ class Runner:
         """A token naming this attempt, the same on every rank (rank 0's, broadcast)."""
         token = torch.tensor([secrets.randbits(62)], dtype=torch.int64)  # not torch's RNG
         if self.ctx.distributed:
-            device = self.device if dist.get_backend(self.group) == "nccl" else torch.device("cpu")
-            token = token.to(device)
-            dist.broadcast(token, src=0, group=self.group)
+            collectives.broadcast(token, 0, self.group)
         return f"{int(token.item()):x}"
 
     # -- the loop ------------------------------------------------------------------------------
@@ -314,7 +311,7 @@ class Runner:
         if not self.ctx.distributed:
             return value
         t = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(t, group=self.group)
+        collectives.all_reduce(t, self.group)
         return float(t) / self.world
 
     @staticmethod

@@ -36,10 +36,10 @@ import dataclasses
 import fnmatch
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from raytrain_eff import collectives
 from raytrain_eff.hparams.mst import MSTConfig
 from raytrain_eff.methods.base import Method, MethodContext
 from raytrain_eff.methods.schedules import Piecewise, UpdateFrequency, make_schedule, ramp
@@ -356,9 +356,9 @@ class MST(Method[MSTConfig]):
             grad = _full(sp.weight, grad) if grad is not None else None
             mask = _full(sp.weight, sp.mask)
             if ctx.distributed and not isinstance(sp.weight, DTensor):  # same decisions everywhere
-                dist.all_reduce(w_abs, group=ctx.group)
+                collectives.all_reduce(w_abs, ctx.group)
                 if grad is not None:
-                    dist.all_reduce(grad, group=ctx.group)
+                    collectives.all_reduce(grad, ctx.group)
             m = prune_and_grow(w_abs, mask, grad, round(d * sp.weight.numel()),
                                self.drop(t), share, self._generator(t, sp.index))
             pruned += int((mask & ~m).sum())

@@ -27,10 +27,10 @@ import math
 import time
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from raytrain_eff import collectives
 from raytrain_eff.hparams.sublinear import SublinearConfig
 from raytrain_eff.methods.base import Method, MethodContext
 from raytrain_eff.monitor import keys
@@ -214,9 +214,7 @@ class _SumOverShards(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, f_p, group):
-        out = f_p.clone()
-        dist.all_reduce(out, group=group)
-        return out
+        return collectives.all_reduce(f_p.clone(), group)
 
     @staticmethod
     def backward(ctx, grad):
@@ -442,7 +440,7 @@ class GaussNewton(torch.optim.Optimizer):
             e = layer.grad_out * len(x)                            # (B, k) residuals f − y
             G, U, slot = gram(x, bi, r, layer.a, layer.m)
             if layer.group is not None:
-                dist.all_reduce(G, group=layer.group)
+                collectives.all_reduce(G, layer.group)
             eye = torch.eye(len(G), dtype=G.dtype, device=G.device)
             z = torch.linalg.solve(G + self.damping * eye, e.T.reshape(-1))
             z = z.view(e.shape[1], len(x)).T                       # (B, k)
