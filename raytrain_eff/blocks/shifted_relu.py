@@ -13,9 +13,9 @@ import time
 from typing import Protocol
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from raytrain_eff import collectives
 from raytrain_eff.ranks import shard_rows
 
 
@@ -51,9 +51,7 @@ class _SumOverShards(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, f_p, group):
-        out = f_p.clone()
-        dist.all_reduce(out, group=group)
-        return out
+        return collectives.all_reduce(f_p.clone(), group)
 
     @staticmethod
     def backward(ctx, grad):

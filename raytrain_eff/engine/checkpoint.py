@@ -43,6 +43,7 @@ import pyarrow.fs
 import torch
 import torch.distributed as dist
 
+from raytrain_eff import collectives
 from raytrain_eff.engine import storage
 from raytrain_eff.tasks.base import step_generator
 from raytrain_eff.typed import ConfigError
@@ -122,7 +123,7 @@ def _gather_to_rank0(obj, rank: int, world_size: int, group) -> list:
         raise CheckpointError(f"saving from rank {rank} of {world_size} needs the process "
                               f"group: rank 0 writes every rank's RNG state")
     out: list | None = [None] * world_size if rank == 0 else None
-    dist.gather_object(obj, out, group=group, group_dst=0)
+    collectives.gather_object(obj, out, group, group_dst=0)
     return out or []
 
 

@@ -11,10 +11,11 @@ The engine calls these hooks in a fixed order and never names a method::
         stats = method.after_step(step, ctx)      # method metrics for this step
         effective = method.step_flops(dense, ctx) # FLOPs this step really needed
 
-Methods are pure PyTorch; collective work goes through ``torch.distributed`` on
-``ctx.group`` (None in a single process), so the same code runs in a gloo unit test and on
-a Ray Train worker group. An optimizer a method builds may subclass ``MethodOptimizer`` to
-tell the engine about state that torch's per-parameter ``optimizer.state`` does not hold.
+Methods are pure PyTorch; collective work goes through ``raytrain_eff.collectives`` (which
+puts tensors on the group's device) on ``ctx.group`` (None in a single process), so the same
+code runs in a gloo unit test and on a Ray Train worker group under NCCL. An optimizer a method
+builds may subclass ``MethodOptimizer`` to tell the engine about state that torch's
+per-parameter ``optimizer.state`` does not hold.
 """
 from __future__ import annotations
 

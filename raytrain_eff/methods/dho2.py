@@ -40,12 +40,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from torch.utils import _pytree as pytree
 
+from raytrain_eff import collectives
 from raytrain_eff.blocks import dtensor
 from raytrain_eff.methods.base import MethodContext
 from raytrain_eff.methods.fosi import FOSI, FOSIOptimizer, curvature_inputs
@@ -71,16 +71,14 @@ class Slices:
     def psum(self, x: torch.Tensor) -> torch.Tensor:
         if self.world == 1:
             return x
-        x = x.clone()
-        dist.all_reduce(x, group=self.group)
-        return x
+        return collectives.all_reduce(x.clone(), self.group)
 
     def reduce_scatter_mean(self, full: torch.Tensor) -> torch.Tensor:
         """This rank's slice of the mean over ranks of a full-length vector."""
         if self.world == 1:
             return self.local(full)
         out = full.new_empty(self.size)
-        dist.reduce_scatter_tensor(out, self._pad(full).contiguous(), group=self.group)
+        collectives.reduce_scatter_tensor(out, self._pad(full), self.group)
         return out.div_(self.world)
 
     def gather(self, local: torch.Tensor) -> torch.Tensor:
@@ -90,7 +88,7 @@ class Slices:
                 else local[..., : self.n]
         rows = local.reshape(-1, self.size).contiguous()                 # (r, s)
         out = rows.new_empty(self.world * rows.shape[0], self.size)      # (P·r, s)
-        dist.all_gather_into_tensor(out, rows, group=self.group)
+        collectives.all_gather_into_tensor(out, rows, self.group)
         full = out.view(self.world, -1, self.size).transpose(0, 1).reshape(rows.shape[0], -1)
         return full[:, : self.n].reshape(*local.shape[:-1], self.n)
 
@@ -133,7 +131,7 @@ class ShardSlices(Slices):
             return self.local(full)
         rows = torch.cat([self._take(full, r) for r in range(self.world)]).contiguous()
         out = full.new_empty(self.widest)
-        dist.reduce_scatter_tensor(out, rows, group=self.group)
+        collectives.reduce_scatter_tensor(out, rows, self.group)
         return out[: self.size].div_(self.world)
 
     def gather(self, local: torch.Tensor) -> torch.Tensor:
@@ -143,7 +141,7 @@ class ShardSlices(Slices):
         if self.world == 1:
             every.copy_(padded)
         else:
-            dist.all_gather_into_tensor(every, padded, group=self.group)
+            collectives.all_gather_into_tensor(every, padded, self.group)
         every = every.view(self.world, rows.shape[0], self.widest)
         full = rows.new_empty(rows.shape[0], self.n)
         for r in range(self.world):

@@ -21,9 +21,9 @@ swapped for a width-2r deep linear head initialised from the step-0 gradient of 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from raytrain_eff import collectives
 from raytrain_eff.blocks.deep_linear import DeepLinear, orthogonal_weights
 from raytrain_eff.hparams.lowdim import LowDimConfig
 from raytrain_eff.methods.base import Method, MethodContext
@@ -114,7 +114,7 @@ class LowDim(Method[LowDimConfig]):
                 _set(model, self.config.layer, old)
         (g,) = torch.autograd.grad(loss, zero.weights[0])
         if ctx.distributed:
-            dist.all_reduce(g, group=ctx.group)
+            collectives.all_reduce(g, ctx.group)
             g /= ctx.world_size
         return -g
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from raytrain_eff import collectives
 from raytrain_eff.blocks.dtensor import full, local, slice_like
 from raytrain_eff.hparams.mst import MSTConfig
 from raytrain_eff.methods.base import Method, MethodContext
@@ -164,9 +164,9 @@ class MST(Method[MSTConfig]):
             grad = full(sp.weight, grad) if grad is not None else None
             mask = full(sp.weight, sp.mask)
             if ctx.distributed and not isinstance(sp.weight, DTensor):  # same decisions everywhere
-                dist.all_reduce(w_abs, group=ctx.group)
+                collectives.all_reduce(w_abs, ctx.group)
                 if grad is not None:
-                    dist.all_reduce(grad, group=ctx.group)
+                    collectives.all_reduce(grad, ctx.group)
             m = prune_and_grow(w_abs, mask, grad, round(d * sp.weight.numel()),
                                self.drop(t), share, self._generator(t, sp.index))
             pruned += int((mask & ~m).sum())

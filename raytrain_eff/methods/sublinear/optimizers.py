@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from raytrain_eff import collectives
 from raytrain_eff.blocks.shifted_relu import wide_layers
 
 
@@ -71,7 +71,7 @@ class GaussNewton(torch.optim.Optimizer):
             e = layer.grad_out * len(x)                            # (B, k) residuals f − y
             G, U, slot = gram(x, bi, r, layer.a, layer.m)
             if layer.group is not None:
-                dist.all_reduce(G, group=layer.group)
+                collectives.all_reduce(G, layer.group)
             eye = torch.eye(len(G), dtype=G.dtype, device=G.device)
             z = torch.linalg.solve(G + self.damping * eye, e.T.reshape(-1))
             z = z.view(e.shape[1], len(x)).T                       # (B, k)
