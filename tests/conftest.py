@@ -83,7 +83,7 @@ def pytest_unconfigure(config):
         proc.wait()
 
 
-TIERS = ("unit", "ray", "cluster", "bench", "e2e")
+TIERS = ("unit", "ray", "cluster", "bench", "e2e", "presets")
 E2E_MODULES = {"test_prometheus_e2e.py"}
 
 

@@ -16,11 +16,11 @@ from raytrain_eff import cli
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _run(*args, timeout=240):
+def _run(*args, timeout=240, **env_extra):
     """``raytrain-eff ARGS`` from the repository root, as the README runs it."""
     script = shutil.which("raytrain-eff")
     assert script, "the raytrain-eff console script is not installed (pip install -e .)"
-    env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
+    env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", **env_extra}
     env.pop("RAY_ADDRESS", None)
     return subprocess.run([script, *map(str, args)], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=scaled(timeout))
@@ -52,9 +52,14 @@ def test_a_bug_is_not_told_as_a_user_error(monkeypatch):
 # -- through the console script (Ray) ------------------------------------------------------
 @pytest.mark.ray
 def test_default_run_prints_each_progress_line_once_and_no_ray_lines(tmp_path):
+    file_sd = tmp_path / "file_sd"
     proc = _run("train", *_common(tmp_path, "quiet"), "run.steps=10", "run.report_interval=5",
-                "run.eval_interval=5", "run.checkpoint_interval=5", "run.eval_batches=2")
+                "run.eval_interval=5", "run.checkpoint_interval=5", "run.eval_batches=2",
+                "monitor.enabled=true", RAYTRAIN_EFF_FILE_SD_DIR=str(file_sd))
     assert proc.returncode == 0, proc.stderr
+    # its local Ray ended with it, exporters and all: so did its Prometheus targets
+    assert f"(Prometheus file_sd: {file_sd}/cluster-" in proc.stdout
+    assert list(file_sd.iterdir()) == []
     out = proc.stdout + proc.stderr
     progress = [ln for ln in out.splitlines() if re.search(r"step \d+/10 \|", ln)]
     assert [re.search(r"step (\d+)/", ln).group(1) for ln in progress] == ["5", "10"]

@@ -76,7 +76,9 @@ def worker_logs_to_file(run_dir: str, name: str, rank: int) -> None:
 
 
 class ProgressSink:
-    """Made a Ray actor by ``Console``: holds rank 0's events until the driver drains them."""
+    """Made a Ray actor by ``Console``: holds rank 0's events until the driver drains them.
+    It lives on the driver's node, so it outlives any worker node: a restarted worker group
+    reports to the same sink (``Console.start``)."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
@@ -94,6 +96,22 @@ def remote_log(sink) -> Callable[[Event], None]:
     return lambda event: sink.put.remote(event)
 
 
+def failure_notice(sink):
+    """A Ray Train callback (it runs on Train's controller) that sends the reason a worker
+    group failed to the sink; the console shows it with the restart that follows."""
+    from ray.train import UserCallback
+
+    from raytrain_eff.engine.failures import summary
+
+    class FailureNotice(UserCallback):
+        def after_exception(self, run_context, worker_exceptions: dict) -> None:
+            rank = min(worker_exceptions)
+            sink.put.remote({"failure": f"rank {rank} failed: "
+                                        f"{summary(worker_exceptions[rank])}"})
+
+    return FailureNotice()
+
+
 class Console:
     """Shows events on the driver: a tqdm bar on a terminal, one plain line each otherwise."""
 
@@ -102,10 +120,17 @@ class Console:
         self.tty = self.stream.isatty() if tty is None else tty
         self.bar: Any = None  # tqdm, on a terminal
         self.sink: Any = None  # the ProgressSink actor's handle
+        self.failure: str | None = None  # why the worker group last failed, until it restarts
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def show(self, event: Event) -> None:
+        if "failure" in event:        # held until the restart it caused is shown
+            self.failure = event["failure"]
+            return
+        if event.get("resumed") and self.failure:   # one line: attempt, step, and why
+            event = {**event, "text": f"{event['text']}, after {self.failure}"}
+            self.failure = None
         step, steps = event.get("step"), event.get("steps")
         if not self.tty or step is None:
             self._line(event["text"])
@@ -127,7 +152,11 @@ class Console:
     def start(self):
         """Start the sink actor and the thread that drains it; returns the actor handle."""
         import ray
-        self.sink = ray.remote(num_cpus=0)(ProgressSink).remote()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        # on the driver's node: a lost worker node must not take the console's messages along
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.sink = ray.remote(num_cpus=0)(ProgressSink).options(
+            scheduling_strategy=here).remote()
         self._thread = threading.Thread(target=self._poll, name="raytrain-eff-console",
                                         daemon=True)
         self._thread.start()

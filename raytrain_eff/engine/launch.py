@@ -6,6 +6,7 @@ checkpoints the engine keeps ``config.yaml`` (what ``--resume`` reads back),
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 import sys
@@ -146,8 +147,9 @@ def fit(cfg: ExperimentConfig, *, address: str | None = None, resume: bool = Fal
     storage.write_bytes(config_uri, config_mod.dump(cfg).encode())
     from ray.train import TrainingFailedError
     try:
-        trainer = build_trainer(cfg, name, progress=shown.start() if shown else None,
-                                worker_logs=quiet, start_from=start)
+        sink = shown.start() if shown else None
+        trainer = build_trainer(cfg, name, progress=sink, worker_logs=quiet, start_from=start,
+                                callbacks=[console.failure_notice(sink)] if sink else None)
         result = trainer.fit()
     except TrainingFailedError as err:
         raise failures.run_failed(err, name=name, run_dir=run_dir, log=log,
@@ -182,12 +184,24 @@ def _start(cfg: ExperimentConfig, address: str | None, quiet: bool,
               f"here)", flush=True)
     if cfg.scaling.num_workers == 0:
         return None
-    ensure_ray(address, log_to_driver=not quiet)
+    local_ray = ensure_ray(address, log_to_driver=not quiet)
     resources.check(cfg)
     shared_storage.check_storage(cfg)
     if cfg.monitor.enabled:
         _start_exporters(cfg)
+    if local_ray and cfg.monitor.enabled:
+        # a Ray started here ends with this process, and its exporters with it: its file_sd
+        # goes too, so no Prometheus scrapes a later exporter on that address through it
+        atexit.register(_stop_file_sd)
     return console.Console()
+
+
+def _stop_file_sd() -> None:
+    import ray
+
+    from raytrain_eff.monitor import discovery
+    if ray.is_initialized():
+        discovery.stop_file_sd()
 
 
 def _start_exporters(cfg: ExperimentConfig) -> None:
@@ -213,16 +227,17 @@ def load_run_config(run: str, storage_path: str | None = None) -> ExperimentConf
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None,
-               log_to_driver: bool = True) -> None:
+               log_to_driver: bool = True) -> bool:
     """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray pinned to itself.
-    ``log_to_driver=False`` keeps workers' output off this process's console."""
+    ``log_to_driver=False`` keeps workers' output off this process's console. True when this
+    call started a local Ray (it ends with this process)."""
     import ray
     if ray.is_initialized():
-        return
+        return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=log_to_driver)
-        return
+        return False
     # The dashboard serves the State API that Train's clean-up and `ray job` rely on. Train's
     # clean-up actor looks the cluster up without an address: with another Ray instance on
     # the machine it fails ("Found multiple active Ray instances") and leaks the trial's CPUs,
@@ -231,6 +246,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ray.init(dashboard_host="127.0.0.1", dashboard_port=port, num_cpus=num_cpus,
              log_to_driver=log_to_driver)
+    return True
 
 
 def free_port() -> int:

@@ -64,6 +64,7 @@ class Runner:
         self.ckpt_revision = 0  # > 0 after a fallback: new checkpoints take no existing name
         self.last_eval: dict[str, float] = {}
         self._curv_draws = 0  # curvature batches drawn so far
+        self._resumed: tuple[int, int] | None = None  # (step, world size) of the checkpoint
         self.t_start, self.samples_at_start = 0.0, 0  # when and where this attempt's loop began
         # over all ranks and kept steps, checkpointed: they survive failover (engine.totals)
         self.totals = RunTotals()
@@ -90,6 +91,8 @@ class Runner:
         for method in self.methods:
             model = method.prepare(model, self.ctx)
         self.model = model
+        # the task says whether its model's forward is collective (FSDP units, width shards)
+        self.eval_on_every_rank = self.ctx.distributed and self.task.forward_needs_every_rank(model)
         made = [m.make_optimizer(model, self.ctx) for m in self.methods]
         optimizers = [o for o in made if o is not None]
         if len(optimizers) != 1:
@@ -107,6 +110,10 @@ class Runner:
         self.table = records.MetricsTable(self.run_dir, self.start_step) if self.rank == 0 else None
         if self.table is not None:
             self.attempt = self.table.attempt
+        if self._resumed is not None:
+            step, saved_by = self._resumed
+            self._log(f"attempt {self.attempt}: resumed from step {step} (saved by {saved_by} "
+                      f"workers, now {self.world})", resumed=True)
         self.flops = accounting.DenseFlopCounter(self.task)
         self.rank_share = RankShare(self.totals, self.world, self.start_step)
         self.pusher = self._make_pusher()
@@ -150,8 +157,7 @@ class Runner:
         manifest = checkpoint.load(pathlib.Path(directory), rank=self.rank,
                                    seed=self.cfg.run.seed, model=model, optimizer=optimizer,
                                    methods=self.methods, device=self.device)
-        self._log(f"resumed from step {manifest['step']} (saved by {manifest['world_size']} "
-                  f"workers, now {self.world})")
+        self._resumed = (int(manifest["step"]), int(manifest["world_size"]))
         self.totals = RunTotals.from_manifest(manifest, self._constant_world_samples(
             int(manifest["step"]), int(manifest["world_size"])))
         return int(manifest["step"]), int(manifest.get("attempt", 0)) + 1
@@ -211,8 +217,8 @@ class Runner:
         for step in range(self.start_step, steps):
             stats = self.train_step(step, dense)
             row = stats.row()
-            # a sharded model's forward needs every rank
-            if (self.rank == 0 or self.sharded) and self._due(step, cfg.run.eval_interval, steps):
+            if (self.rank == 0 or self.eval_on_every_rank) and self._due(
+                    step, cfg.run.eval_interval, steps):
                 self.last_eval = self.task.evaluate(self.model, cfg.data.batch_size,
                                                     cfg.run.eval_batches)
                 row.update(self.last_eval)
@@ -381,9 +387,11 @@ class Runner:
                   f"{rate:,.0f} samples/s | ETA {_duration(eta)}",
                   step=step + 1, steps=self.cfg.run.steps)
 
-    def _log(self, text: str, step: int | None = None, steps: int | None = None) -> None:
+    def _log(self, text: str, step: int | None = None, steps: int | None = None,
+             resumed: bool = False) -> None:
         if self.rank == 0:
-            self.log({"text": f"[{self.run_name}] {text}", "step": step, "steps": steps})
+            self.log({"text": f"[{self.run_name}] {text}", "step": step, "steps": steps,
+                      "resumed": resumed})
 
 
 def _duration(seconds: float) -> str:

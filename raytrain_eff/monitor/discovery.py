@@ -38,6 +38,15 @@ on two clusters write two files: none clobbers another. Each group is::
 A loopback target of another machine is left out (a Prometheus there would scrape its own
 node's exporter instead): set ``monitor.host`` for a cluster of several machines.
 
+**Stale files.** A file names live targets only while its writer lives. The writer removes it
+when it is closed (``raytrain-eff exporter --stop``, or the end of a ``train`` that started its
+own local Ray), and holds a lease beside it (``.cluster-<key>.lease``: host, pid, expiry) that
+it renews on every refresh. Every writer, on start and on each refresh, removes the files of the
+directory whose lease has run out or whose writer process on this host is gone -- a killed run
+leaves nothing that a later exporter on the same address would be scraped through twice. The
+shipped ``prometheus.yml`` also names targets by address, so two files that still name one
+address give one target.
+
 Ray is imported inside the functions that need it, so writing a file_sd for an exporter run
 outside Ray does not pay for the Ray import.
 """
@@ -48,6 +57,7 @@ import hashlib
 import json
 import os
 import pathlib
+import socket
 import threading
 import time
 from typing import Any
@@ -65,6 +75,7 @@ FILE_SD_DIR_ENV = "RAYTRAIN_EFF_FILE_SD_DIR"
 # where clusters/prometheus/prometheus.yml looks for the exporters' targets (*.json)
 DEFAULT_FILE_SD_DIR = "/tmp/raytrain_eff/file_sd"
 NODE_HOST = "node"
+LEASE_S = 60.0          # a file whose writer has not renewed its lease for this long is stale
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -244,6 +255,51 @@ def cluster_file_sd(directory: str | os.PathLike | None = None) -> pathlib.Path:
     return pathlib.Path(directory or file_sd_dir()) / f"cluster-{key}.json"
 
 
+def lease_path(file_sd: pathlib.Path) -> pathlib.Path:
+    return file_sd.with_name(f".{file_sd.stem}.lease")
+
+
+def renew_lease(file_sd: pathlib.Path, lease_s: float = LEASE_S) -> None:
+    """Say that ``file_sd``'s writer (this process) is alive for ``lease_s`` more seconds."""
+    lease = {"host": socket.gethostname(), "pid": os.getpid(), "until": time.time() + lease_s}
+    path = lease_path(file_sd)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(lease))
+    tmp.replace(path)
+
+
+def _lease_alive(file_sd: pathlib.Path, now: float) -> bool:
+    try:
+        lease = json.loads(lease_path(file_sd).read_text())
+    except (OSError, ValueError):         # no lease: written by hand, or before leases
+        return True
+    if lease["until"] < now:
+        return False
+    if lease["host"] != socket.gethostname():
+        return True                       # another machine's writer: trust its lease
+    try:
+        os.kill(int(lease["pid"]), 0)     # signal 0: does the writer's process still exist?
+    except ProcessLookupError:
+        return False
+    except PermissionError:               # exists, owned by another user
+        pass
+    return True
+
+
+def sweep_stale(directory: pathlib.Path, keep: pathlib.Path | None = None) -> list[str]:
+    """Remove the cluster files of ``directory`` whose writer is gone (lease run out, or its
+    process on this host dead), with their leases; returns the names removed."""
+    removed, now = [], time.time()
+    for path in sorted(directory.glob("cluster-*.json")):
+        if path == keep or _lease_alive(path, now):
+            continue
+        path.unlink(missing_ok=True)
+        lease_path(path).unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
+
+
 class FileSdWriter:
     """Keeps one file_sd up to date with the cluster's live exporters (a detached actor)."""
 
@@ -262,14 +318,17 @@ class FileSdWriter:
         self._settings = (host, port)
 
     def refresh(self) -> list[dict]:
-        """Exporters on joined nodes, dead targets dropped, the file rewritten if it changed."""
+        """Exporters on joined nodes, dead targets dropped, the file rewritten if it changed,
+        the lease renewed and dead writers' files removed."""
         with self._lock:
             ensure_exporters(*self._settings, replace=False)
             addresses = reachable_from(list_exporters(timeout_s=10), self.node_ip)
             groups = file_sd_groups(addresses)
+            renew_lease(self.path, max(LEASE_S, 3 * self.refresh_s))
             if groups != self._written or not self.path.exists():
                 write_file_sd(self.path, addresses)
                 self._written = groups
+            sweep_stale(self.path.parent, keep=self.path)
             return groups
 
     def close(self) -> None:
@@ -277,6 +336,7 @@ class FileSdWriter:
         self._stop.set()
         with self._lock:
             self.path.unlink(missing_ok=True)
+            lease_path(self.path).unlink(missing_ok=True)
 
     def file(self) -> str:
         return str(self.path)
@@ -312,6 +372,13 @@ def refresh_file_sd(wait: bool = False) -> None:
     refs = [w.refresh.remote() for w in _named(WRITER_PREFIX).values()]
     if wait:
         ray.get(refs)
+
+
+def stop_file_sd() -> int:
+    """End this cluster's writers, removing their files; returns how many there were."""
+    writers = _named(WRITER_PREFIX)
+    _end(writers)
+    return len(writers)
 
 
 def stop_exporters() -> dict[str, int]:

@@ -116,6 +116,13 @@ class Task:
         model.train(was_training)
         return {"val_loss": total / max(n, 1)}
 
+    def forward_needs_every_rank(self, model: nn.Module) -> bool:
+        """True when ``model``'s forward runs collectives (an FSDP unit gathers its parameters,
+        a width-sharded layer sums over ranks): then every rank evaluates, on the same batches,
+        or rank 0 would wait alone in a collective that the others never join."""
+        from torch.distributed.fsdp import FSDPModule
+        return any(isinstance(m, FSDPModule) for m in model.modules())
+
     def shard_units(self, model: nn.Module) -> list[nn.Module]:
         """The blocks that become one FSDP unit each under scaling.strategy=fsdp (gathered
         whole for their forward and backward only); the root takes the rest. Default: none,

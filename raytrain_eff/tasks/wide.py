@@ -87,6 +87,10 @@ class WideTask(Task):
     def replicated_batches(self) -> bool:
         return self.params.shard_width
 
+    def forward_needs_every_rank(self, model: nn.Module) -> bool:
+        # width shards: each rank holds some neurons and the output sums over ranks
+        return self.params.shard_width or super().forward_needs_every_rank(model)
+
     def batch_at(self, position: int, rank: int, world: int, batch_size: int) -> Any:
         if self.params.shard_width:                        # width shards need the same batch
             rank, world = 0, 1

@@ -9,6 +9,7 @@ scenario: starting one costs more than the runs.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import pathlib
@@ -77,6 +78,16 @@ def test_a_lost_node_resumes_from_the_checkpoint_with_one_row_per_step(observed)
     assert lost["table_steps"] == list(range(lost["steps"]))  # no gaps, no duplicates
     assert max(lost["table_attempts"]) >= 1  # the rows after the loss come from a restart
     assert lost["final_step"] == lost["steps"]
+
+
+def test_the_console_survives_the_lost_node_and_says_why_it_restarted(observed):
+    lines, lost = observed["lost"]["console"], observed["lost"]
+    restarts = [ln for ln in lines if "attempt 1: resumed from step" in ln]
+    assert len(restarts) == 1, lines
+    assert ", after rank " in restarts[0] and "failed: " in restarts[0]
+    # progress goes on after the restart, up to the last step
+    after = lines[lines.index(restarts[0]) + 1:]
+    assert any(f"step {lost['steps']}/{lost['steps']}" in ln for ln in after), lines
 
 
 def test_an_elastic_run_shrinks_to_the_surviving_node(observed):
@@ -200,8 +211,10 @@ def node_loss_scenario(root: pathlib.Path, cluster, node, gcs_address: str) -> d
     remover = threading.Thread(target=lambda: lost.update(
         remove_when_checkpointed(cluster, node, run_dir, 12, done, gcs_address)))
     remover.start()
+    shown = io.StringIO()      # the driver's console, as a user would read it
     try:
-        result = launch.fit(cfg)
+        with contextlib.redirect_stdout(shown):
+            result = launch.fit(cfg)
     finally:
         done.set()
         remover.join(timeout=scaled(60))
@@ -212,7 +225,8 @@ def node_loss_scenario(root: pathlib.Path, cluster, node, gcs_address: str) -> d
             "table_attempts": table.column("attempt").to_pylist(),
             "table_worlds": table.column("world_size").to_pylist(),
             "table_samples": table.column("samples").to_pylist(),
-            "samples_seen": result.metrics.get("samples_seen")}
+            "samples_seen": result.metrics.get("samples_seen"),
+            "console": shown.getvalue().splitlines()}
 
 
 def main(root: pathlib.Path) -> None:

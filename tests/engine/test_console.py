@@ -31,6 +31,20 @@ def test_a_bar_on_a_terminal_reaches_the_last_step():
     assert "[r] resumed from step 5" in text and "loss 0.500" in text
 
 
+def test_a_restart_is_one_line_with_its_attempt_step_and_reason():
+    out = io.StringIO()
+    shown = console.Console(stream=out, tty=False)
+    shown.show({"failure": "rank 1 failed: ActorDiedError: the actor died"})
+    shown.show({"text": "[r] attempt 1: resumed from step 10 (saved by 2 workers, now 1)",
+                "step": None, "steps": None, "resumed": True})
+    shown.show({"text": "[r] attempt 2: resumed from step 20 (saved by 1 workers, now 1)",
+                "step": None, "steps": None, "resumed": True})   # `--resume`: no failure
+    assert out.getvalue().splitlines() == [
+        "[r] attempt 1: resumed from step 10 (saved by 2 workers, now 1), after rank 1 failed: "
+        "ActorDiedError: the actor died",
+        "[r] attempt 2: resumed from step 20 (saved by 1 workers, now 1)"]
+
+
 def test_ray_loggers_write_to_the_file_not_the_console(tmp_path, capfd):
     ray_logger = logging.getLogger("ray")
     before = list(ray_logger.handlers)

@@ -16,20 +16,16 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 
+from prometheus_server import PROMETHEUS, PROMTOOL, REPO, api, free_port, wait_for
 from timeouts import scaled
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-PROMETHEUS = REPO / ".test-deps" / "bin" / "prometheus"
-PROMTOOL = REPO / ".test-deps" / "bin" / "promtool"
-RUN = "e2e-run"
+SWEEP = "e2e-sweep"
+RUN = f"{SWEEP}-4c1d2_00001"      # a trial of the sweep: <sweep>-<trial id>
 RUN_MST = "e2e-mst"
 
 
@@ -120,7 +116,7 @@ def _cluster_main(workdir: str, port: int) -> None:
             time.sleep(0.2)
         # what a run's driver does: the writer keeps $RAYTRAIN_EFF_FILE_SD_DIR current
         file_sd = discovery.start_file_sd("127.0.0.1", port, refresh_s=0.5)
-        tune = TuneProgress(run=RUN, port=port)     # a sweep's driver: the same writer
+        tune = TuneProgress(run=SWEEP, port=port)   # a sweep's driver: the same writer
         assert tune.file_sd == file_sd
         tune.update(trials_total=4, trials_running=2, trials_terminated=1, trials_errored=0,
                     best_metric=0.25)
@@ -172,24 +168,6 @@ def _when(path: pathlib.Path, timeout_s: float = 240.0) -> None:
 # --------------------------------------------------------------------------------------------
 # the test side
 # --------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(what: str, check, timeout_s: float, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + scaled(timeout_s)
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what}: subprocess exited with {proc.returncode}")
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
 def _prometheus_config(work: pathlib.Path) -> pathlib.Path:
     """The repo's prometheus.yml with the test's file_sd directory and 1 s intervals."""
     import yaml
@@ -209,22 +187,18 @@ def _prometheus_config(work: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def _api(base: str, endpoint: str, **params) -> dict:
-    url = f"{base}/api/v1/{endpoint}?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=10) as r:
-        body = json.load(r)
-    assert body["status"] == "success", body
-    return body["data"]
+def _dashboard():
+    return json.loads((REPO / "clusters/grafana/raytrain_eff.json").read_text())
 
 
-def _dashboard_queries() -> list[tuple[str, str]]:
-    """(panel title, PromQL) for every target, Grafana variables set to this run, all nodes."""
-    dash = json.loads((REPO / "clusters/grafana/raytrain_eff.json").read_text())
+def _dashboard_queries(run: str = SWEEP) -> list[tuple[str, str]]:
+    """(panel title, PromQL) for every target, with ``run`` selected (by default the sweep,
+    which selects its trials' runs too) and all nodes."""
     out = []
-    for panel in dash["panels"]:
+    for panel in _dashboard()["panels"]:
         for target in panel["targets"]:
             expr = (target["expr"].replace("$__rate_interval", "10s")
-                    .replace("$run", RUN).replace("$node", ".*"))
+                    .replace("${run}", run).replace("$run", run).replace("$node", ".*"))
             out.append((panel["title"], expr))
     return out
 
@@ -241,13 +215,13 @@ def test_prometheus_scrapes_two_node_cluster_and_dashboard_has_data():
     env = dict(os.environ, RAY_TMPDIR=str(work), PYTHONPATH=f"{REPO}:{REPO / 'tests'}",
                RAYTRAIN_EFF_FILE_SD_DIR=str(work / "file_sd"))
     env.pop("RAYTRAIN_EFF_MONITOR_HOST", None)
-    cluster = subprocess.Popen([sys.executable, __file__, str(work), str(_free_port())], env=env,
+    cluster = subprocess.Popen([sys.executable, __file__, str(work), str(free_port())], env=env,
                                stdout=open(work / "cluster.log", "w"),  # noqa: SIM115 (the child owns it)
                                stderr=subprocess.STDOUT,
                                start_new_session=True)
     prometheus = None
     try:
-        _wait_for("cluster ready", lambda: (work / "ready.json").exists(), 150, cluster)
+        wait_for("cluster ready", lambda: (work / "ready.json").exists(), 150, cluster)
         ready = json.loads((work / "ready.json").read_text())
         nodes, file_sd = set(ready["nodes"]), pathlib.Path(ready["file_sd"])
         assert file_sd.parent == work / "file_sd" and file_sd.name.startswith("cluster-")
@@ -258,7 +232,7 @@ def test_prometheus_scrapes_two_node_cluster_and_dashboard_has_data():
         # both exporters were asked for the same port on one host: the second moved on
         assert len({g["targets"][0] for g in json.loads(file_sd.read_text())}) == 2
 
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
         prometheus = subprocess.Popen(
             [str(PROMETHEUS), f"--config.file={_prometheus_config(work)}",
@@ -269,77 +243,84 @@ def test_prometheus_scrapes_two_node_cluster_and_dashboard_has_data():
 
         def targets_up():
             try:
-                active = _api(base, "targets")["activeTargets"]
+                active = api(base, "targets")["activeTargets"]
             except OSError:
                 return None
             ours = [t for t in active if t["labels"]["job"] == "raytrain_eff"]
-            up = {t["labels"]["node_id"] for t in ours if t["health"] == "up"}
+            up = {t["discoveredLabels"]["node_id"] for t in ours if t["health"] == "up"}
             return ours if up == nodes else None
-        _wait_for("both targets up", targets_up, 30, prometheus)
+        wait_for("both targets up", targets_up, 30, prometheus)
 
         per_node = [(title, e) for title, e in _dashboard_queries() if not title.startswith("Tune")]
         driver_only = [(title, e) for title, e in _dashboard_queries() if title.startswith("Tune")]
         records = _recording_rules()
 
         def nodes_of(expr):
-            return {s["metric"].get("node_id") for s in _api(base, "query", query=expr)["result"]}
+            return {s["metric"].get("node_id") for s in api(base, "query", query=expr)["result"]}
 
         missing: list[str] = []
 
         def all_have_data():
             missing[:] = [e for _, e in per_node if nodes_of(e) != nodes]
-            missing.extend(e for _, e in driver_only if not _api(base, "query", query=e)["result"])
+            missing.extend(e for _, e in driver_only if not api(base, "query", query=e)["result"])
             missing.extend(r for r in records if r.startswith("node_run:") and nodes_of(r) != nodes)
-            missing.extend(r for r in records if not _api(base, "query", query=r)["result"])
+            missing.extend(r for r in records if not api(base, "query", query=r)["result"])
             return not missing
         try:
-            _wait_for("dashboard data for both nodes", all_have_data, 40, prometheus)
+            wait_for("dashboard data for both nodes", all_have_data, 40, prometheus)
         except AssertionError as e:
             raise AssertionError(f"{e}; no data for: {missing}") from None
 
+        # the $run variable lists the sweep beside its trial's run (what selecting it showed
+        # is checked above: every panel had data with the sweep selected)
+        (variable,) = [v for v in _dashboard()["templating"]["list"] if v["name"] == "run"]
+        selector = variable["definition"].removeprefix("label_values(").rsplit(",", 1)[0]
+        assert {SWEEP, RUN} <= set(api(base, "label/run/values", **{"match[]": selector}))
+
         # values are the ones pushed: Tune progress from the driver, real losses from training
-        trials = _api(base, "query", query=f'raytrain_eff_tune_trials{{run="{RUN}"}}')["result"]
+        trials = api(base, "query", query=f'raytrain_eff_tune_trials{{run="{SWEEP}"}}')["result"]
         assert {s["metric"]["state"]: float(s["value"][1]) for s in trials} == {
             "running": 2.0, "terminated": 1.0, "errored": 0.0}
-        losses = _api(base, "query", query=f'raytrain_eff_loss{{run="{RUN}"}}')["result"]
+        losses = api(base, "query", query=f'raytrain_eff_loss{{run="{RUN}"}}')["result"]
         assert all(0.0 < float(s["value"][1]) < 10.0 for s in losses) and len(losses) == 2
 
         # MST's own statistics, from a real gpt-mst run on both nodes, through Prometheus
-        _wait_for("the gpt-mst run", lambda: (work / "mst.json").exists(), 240, cluster)
+        wait_for("the gpt-mst run", lambda: (work / "mst.json").exists(), 240, cluster)
 
         def mst_final_values_on_both_nodes():   # a scrape after the run's last push
             for metric in ("raytrain_eff_sparsity_ratio", "raytrain_eff_attention_density_ratio"):
                 if nodes_of(f'{metric}{{run="{RUN_MST}"}}') != nodes:
                     return None
-            result = _api(base, "query", query=f'raytrain_eff_sparsity_ratio{{run="{RUN_MST}"}}')
+            result = api(base, "query", query=f'raytrain_eff_sparsity_ratio{{run="{RUN_MST}"}}')
             final = all(abs(float(s["value"][1]) - 0.9) < 0.02 for s in result["result"])
             return final or None
-        _wait_for("MST's final sparsity 0.9 in Prometheus", mst_final_values_on_both_nodes, 30)
-        sparsity_panels = [e.replace(RUN, RUN_MST) for _, e in per_node
+        wait_for("MST's final sparsity 0.9 in Prometheus", mst_final_values_on_both_nodes, 30)
+        sparsity_panels = [e for title, e in _dashboard_queries(RUN_MST)
                            if "sparsity_ratio" in e or "attention_density_ratio" in e]
         assert sparsity_panels and all(nodes_of(e) == nodes for e in sparsity_panels)
 
         # a node that joins gets an exporter and a target; a node lost mid-run loses both
         (work / "add_node").touch()
-        _wait_for("a third node", lambda: (work / "added.json").exists(), 90, cluster)
+        wait_for("a third node", lambda: (work / "added.json").exists(), 90, cluster)
         grown = set(json.loads((work / "added.json").read_text())["nodes"])
         assert len(grown) == 3
-        _wait_for("the new node in the file_sd", lambda: file_sd_nodes() == grown, 60, cluster)
+        wait_for("the new node in the file_sd", lambda: file_sd_nodes() == grown, 60, cluster)
         (work / "remove_node").touch()
-        _wait_for("a node removed", lambda: (work / "removed.json").exists(), 90, cluster)
+        wait_for("a node removed", lambda: (work / "removed.json").exists(), 90, cluster)
         gone = json.loads((work / "removed.json").read_text())["node"]
         assert gone in nodes
-        _wait_for("the lost node out of the file_sd",
+        wait_for("the lost node out of the file_sd",
                   lambda: file_sd_nodes() == grown - {gone}, 60, cluster)
 
         def prometheus_dropped_it():
-            active = _api(base, "targets")["activeTargets"]
-            ours = {t["labels"]["node_id"] for t in active if t["labels"]["job"] == "raytrain_eff"}
+            active = api(base, "targets")["activeTargets"]
+            ours = {t["discoveredLabels"]["node_id"] for t in active
+                    if t["labels"]["job"] == "raytrain_eff"}
             return ours == grown - {gone}
-        _wait_for("Prometheus to drop the lost node's target", prometheus_dropped_it, 30)
+        wait_for("Prometheus to drop the lost node's target", prometheus_dropped_it, 30)
 
         (work / "stop").touch()
-        _wait_for("training to finish", lambda: (work / "done.json").exists(), 60, cluster)
+        wait_for("training to finish", lambda: (work / "done.json").exists(), 60, cluster)
         assert json.loads((work / "done.json").read_text())["steps"] > 0
         assert cluster.wait(timeout=scaled(60)) == 0, (work / "cluster.log").read_text()[-3000:]
     finally:
