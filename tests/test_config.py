@@ -53,8 +53,8 @@ def test_overrides_set_nested_values_and_parse_yaml():
 
 
 def test_override_can_add_a_method_by_name():
-    cfg = config.load(preset="digits-adamw", overrides=["methods.sgd.lr=0.1"])
-    assert list(cfg.methods) == ["adamw", "sgd"] and cfg.methods["sgd"].lr == 0.1
+    cfg = config.load(preset="digits-adamw", overrides=["methods.mst.sparsity=0.5"])
+    assert list(cfg.methods) == ["adamw", "mst"] and cfg.methods["mst"].sparsity == 0.5
 
 
 @pytest.mark.parametrize("override, message", [

@@ -26,9 +26,13 @@ class DeepLinear(nn.Module):
         return self.weights[-1].shape[0]
 
     def product(self) -> torch.Tensor:
-        W = self.weights[0]
-        for Wl in self.weights[1:]:
-            W = Wl @ W
+        # iterate, never slice: a slice of a ParameterList re-wraps the tensors as new
+        # Parameters, which cuts them out of the graph when functional_call swapped them in
+        # (the HVPs of fosi/dho2)
+        W = None
+        for Wl in self.weights:
+            W = Wl if W is None else Wl @ W
+        assert W is not None  # a DeepLinear has at least one layer
         return W
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -42,13 +42,13 @@ from typing import Any
 import torch
 from torch import nn
 from torch.distributed.tensor import DTensor
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import vector_to_parameters
 from torch.utils import _pytree as pytree
 
 from raytrain_eff import collectives
 from raytrain_eff.blocks import dtensor
 from raytrain_eff.methods.base import MethodContext
-from raytrain_eff.methods.fosi import FOSI, FOSIOptimizer, curvature_inputs
+from raytrain_eff.methods.fosi import FOSI, FOSIOptimizer, curvature_inputs, flatten
 from raytrain_eff.methods.lanczos import HessianOperator, lanczos_steps, ritz_pairs
 from raytrain_eff.typed import ConfigError
 
@@ -189,7 +189,7 @@ class DHO2Optimizer(FOSIOptimizer):
     def _local_params(self) -> torch.Tensor:
         if self.sharded:
             return torch.cat([t.detach().reshape(-1) for t in self._shards()])
-        return self.slices.local(parameters_to_vector(self.param_groups[0]["params"]).detach())
+        return self.slices.local(flatten(self.param_groups[0]["params"]))
 
     def _local_grad(self) -> torch.Tensor:
         if self.sharded:    # FSDP reduce-scattered and averaged them already
