@@ -42,19 +42,22 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
     os.environ.setdefault(_var, "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from bench.harness import Protocol, paired, parser, summary, write_result  # noqa: E402
-from raytrain_eff.config import DataConfig  # noqa: E402
-from raytrain_eff.hparams.dasvrda import (  # noqa: E402
+from bench.harness import Protocol, paired, parser, summary, write_result
+from raytrain_eff.blocks.rows import as_rows
+from raytrain_eff.config import DataConfig
+from raytrain_eff.hparams.dasvrda import (
     DASVRDAConfig,
     KatyushaConfig,
     ProxSVRGConfig,
 )
-from raytrain_eff.hparams.tasks import ERMConfig  # noqa: E402
-from raytrain_eff.methods.dasvrda import ERMProblem, as_rows, certify, fista, make_solver, solve  # noqa: E402
-from raytrain_eff.tasks.erm import ERMTask  # noqa: E402
+from raytrain_eff.hparams.tasks import ERMConfig
+from raytrain_eff.methods.vr.certificate import certify, fista
+from raytrain_eff.methods.vr.problem import ERMProblem
+from raytrain_eff.methods.vr.solvers import make_solver, solve
+from raytrain_eff.tasks.erm import ERMTask
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 warnings.filterwarnings("ignore", message="The max_iter was reached")   # tol=0: by design
@@ -361,7 +364,7 @@ def _dp_worker(rank, world, port, X, y, l1, l2, passes, out):
 def _take(X, lo, hi):
     if X.layout != torch.sparse_csr:
         return X[lo:hi]
-    from raytrain_eff.methods.dasvrda import CSRRows
+    from raytrain_eff.blocks.rows import CSRRows
     return CSRRows.from_torch(X).take(torch.arange(lo, hi)).S
 
 

@@ -65,14 +65,14 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from bench.dho2_arms import (  # noqa: E402
+from bench.dho2_arms import (
     SOAP,
     CollectiveClock,
     FOSIBroadcast,
     LiveTensorBytes,
     SOAPConfig,
 )
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     Protocol,
     paired,
     parser,
@@ -81,19 +81,16 @@ from bench.harness import (  # noqa: E402
     tune_bracketed,
     write_result,
 )
-from raytrain_eff.engine.grad_sync import OverlappedGradientSync  # noqa: E402
-from raytrain_eff.engine.sharding import mesh, shard  # noqa: E402
-from raytrain_eff.hparams.baselines import AdamWConfig, SGDConfig  # noqa: E402
-from raytrain_eff.hparams.fosi import DHO2Config, FOSIConfig, MRDHO2Config  # noqa: E402
-from raytrain_eff.methods.base import MethodContext  # noqa: E402
-from raytrain_eff.methods.baselines import SGD, AdamW  # noqa: E402
-from raytrain_eff.methods.dho2 import DHO2, MRDHO2  # noqa: E402
-from raytrain_eff.methods.fosi import FOSI  # noqa: E402
-from raytrain_eff.methods.lanczos import HessianOperator  # noqa: E402
-from raytrain_eff.tasks.base import epoch_batch_indices, shard_rows, step_generator  # noqa: E402
-
-# the method-side API of issue 23: DHO2Config.curvature_split and DHO2 on FSDP2 shards
-SPLIT_API = "curvature_split" in {f.name for f in dataclasses.fields(DHO2Config)}
+from raytrain_eff.engine.grad_sync import OverlappedGradientSync
+from raytrain_eff.engine.sharding import mesh, shard
+from raytrain_eff.hparams.baselines import AdamWConfig, SGDConfig
+from raytrain_eff.hparams.fosi import DHO2Config, FOSIConfig, MRDHO2Config
+from raytrain_eff.methods.base import MethodContext
+from raytrain_eff.methods.baselines import SGD, AdamW
+from raytrain_eff.methods.dho2 import DHO2, MRDHO2
+from raytrain_eff.methods.fosi import FOSI
+from raytrain_eff.methods.lanczos import HessianOperator
+from raytrain_eff.tasks.base import epoch_batch_indices, shard_rows, step_generator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,10 +104,8 @@ class Arm:
 ARMS = {"adamw": Arm("adamw", 1), "adamw-p2": Arm("adamw", 2), "s-sgd": Arm("sgd", 2),
         "fosi-bcast": Arm("fosi-bcast", 2), "soap": Arm("soap", 2), "dho2": Arm("dho2", 2),
         "mr-dho2": Arm("mr-dho2", 2), "dho2-fsdp": Arm("dho2", 2, "fsdp")}
-if not SPLIT_API:                                 # DHO2 on FSDP2 shards not in the tree yet
-    del ARMS["dho2-fsdp"]
-BASELINES = [a for a in ("adamw", "adamw-p2", "s-sgd", "fosi-bcast", "soap") if a in ARMS]
-METHODS = [a for a in ("dho2", "mr-dho2", "dho2-fsdp") if a in ARMS]
+BASELINES = ["adamw", "adamw-p2", "s-sgd", "fosi-bcast", "soap"]
+METHODS = ["dho2", "mr-dho2", "dho2-fsdp"]
 # LR grid centre per optimizer; FOSI/DHO2's lr is their Adam base's; SOAP's default is 3e-3
 GRID_CENTRE = {"adamw": 10 ** -2.5, "fosi-bcast": 10 ** -2.5, "dho2": 10 ** -2.5,
                "mr-dho2": 10 ** -2.5, "soap": 10 ** -2.5, "sgd": 10 ** -1.0}
@@ -326,9 +321,8 @@ def method_for(arm: Arm, lr: float, curvature: dict):
     if arm.method in ("fosi", "fosi-bcast"):
         cls = FOSI if arm.method == "fosi" else FOSIBroadcast
         return cls(FOSIConfig(lr=lr, base="adamw", **curvature))
-    split = dict(curvature_split=arm.split) if SPLIT_API else {}
     cls, config = (DHO2, DHO2Config) if arm.method == "dho2" else (MRDHO2, MRDHO2Config)
-    return cls(config(lr=lr, base="adamw", **curvature, **split))
+    return cls(config(lr=lr, base="adamw", **curvature, curvature_split=arm.split))
 
 
 @dataclasses.dataclass
@@ -437,9 +431,6 @@ def tuning_score(run: dict, target: float) -> tuple[float, float]:
 REFRESH = {"fosi": Arm("fosi", 1), "fosi-2threads": Arm("fosi", 1),
            "dho2-global": Arm("dho2", 2), "dho2-global-fsdp": Arm("dho2", 2, "fsdp"),
            "dho2-per-rank": Arm("dho2", 2, split="per_rank"), "fosi-bcast": Arm("fosi-bcast", 2)}
-if not SPLIT_API:
-    REFRESH = {k: v for k, v in REFRESH.items() if k in ("fosi", "fosi-2threads", "fosi-bcast",
-                                                          "dho2-global")}
 
 
 def refresh_seconds(problem: Problem, config: str, rows: int, refreshes: int,
@@ -546,8 +537,6 @@ def collective_latency(problem: Problem, rank: int, world: int, group, calls: in
 # -- memory: per-worker peak of everything, fresh processes ------------------------------------
 MEMORY = {"fosi": Arm("fosi", 1), "adamw": Arm("adamw", 1), "dho2-fsdp": Arm("dho2", 2, "fsdp"),
           "dho2": Arm("dho2", 2), "adamw-p2": Arm("adamw", 2)}
-if not SPLIT_API:
-    del MEMORY["dho2-fsdp"]
 
 
 def _memory_ranks(rank, world, port, sizes, queue):
@@ -835,7 +824,7 @@ def main():
         report(args, sizes, **pickle.loads(pathlib.Path(args.from_raw).read_bytes()))
         return
     wall = time.perf_counter()
-    log(f"started (split API {'present' if SPLIT_API else 'absent'}; arms {list(ARMS)})")
+    log(f"started (arms {list(ARMS)})")
     pair = RankPair()
     try:
         refresh = {n: refresh_times(load_problem(n), pair, sizes) for n in PROBLEMS}
@@ -927,7 +916,7 @@ def config(sizes: Sizes, wall: float) -> dict:
             "grid_centre": GRID_CENTRE, "grid_spacing": GRID_SPACING,
             "curvature": {"base": "adamw", **sizes.curvature},
             "fosi_config": dataclasses.asdict(FOSIConfig(base="adamw", **sizes.curvature)),
-            "curvature_split_api": SPLIT_API, "fsdp_units": FSDP_UNITS,
+            "fsdp_units": FSDP_UNITS,
             "refresh_rows": sizes.refresh_rows, "refreshes_timed": sizes.refreshes,
             "refresh_configs": {c: dataclasses.asdict(a) for c, a in REFRESH.items()},
             "memory_arms": {c: dataclasses.asdict(a) for c, a in MEMORY.items()},

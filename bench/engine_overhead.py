@@ -24,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import harness
 
 TARGET_RATIO = 0.95
 # full run: 5 repetitions x 50 steps fits ~6 minutes on 2 idle cores (each engine run also pays

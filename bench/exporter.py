@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     Protocol,
     near,
     paired,
@@ -47,8 +47,8 @@ from bench.harness import (  # noqa: E402
     verdict_change,
     write_result,
 )
-from raytrain_eff.monitor.exporter import NodeExporter  # noqa: E402
-from raytrain_eff.monitor.push import MetricsPusher  # noqa: E402
+from raytrain_eff.monitor.exporter import NodeExporter
+from raytrain_eff.monitor.push import MetricsPusher
 
 # ~30 ms steps on one CPU thread: short next to the default GPT's ~400 ms, long enough that a
 # run (STEPS steps) lasts seconds and scheduler noise averages out inside it

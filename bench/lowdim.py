@@ -25,14 +25,15 @@ import time
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-from bench.harness import Protocol, paired, parser, summary, tune_bracketed, write_result  # noqa: E402
-from raytrain_eff.config import DataConfig  # noqa: E402
-from raytrain_eff.hparams.lowdim import LowDimConfig  # noqa: E402
-from raytrain_eff.hparams.tasks import ClassifyConfig  # noqa: E402
-from raytrain_eff.methods import lowdim as L  # noqa: E402
-from raytrain_eff.methods.base import MethodContext  # noqa: E402
-from raytrain_eff.tasks import lowrank  # noqa: E402
-from raytrain_eff.tasks.classify import ClassifyTask  # noqa: E402
+from bench.harness import Protocol, paired, parser, summary, tune_bracketed, write_result
+from raytrain_eff.blocks import deep_linear
+from raytrain_eff.config import DataConfig
+from raytrain_eff.hparams.lowdim import LowDimConfig
+from raytrain_eff.hparams.tasks import ClassifyConfig
+from raytrain_eff.methods import lowdim as L
+from raytrain_eff.methods.base import MethodContext
+from raytrain_eff.tasks import lowrank
+from raytrain_eff.tasks.classify import ClassifyTask
 
 EPS = 1e-2                          # the paper's ε (both networks)
 TOL = 1e-3                          # the recovery-error target
@@ -74,7 +75,7 @@ def lowrank_run(arm: str, P: lowrank.LowRankProblem, r: int, seed: int, eta: flo
     d = P.Phi.shape[0]
     start = time.perf_counter()
     if arm == "original":
-        net = L.original(d, 3, EPS, torch.Generator().manual_seed(10_000 + seed))
+        net = deep_linear.original(d, 3, EPS, torch.Generator().manual_seed(10_000 + seed))
     else:
         net = L.compressed(lowrank.surrogate(P.loss, tuple(P.Phi.shape)), 2 * r, EPS, "spectral")
     opt = L.make_optimizer(L.param_groups(net, [net], eta, ALPHA[arm]), "gd")
@@ -150,9 +151,9 @@ def head_run(arm: str, seed: int, lr: float, max_epochs: int, target: float) -> 
         opt = method.make_optimizer(model, ctx)
     elif arm == "original":   # uncompressed deep linear head: width = hidden, depth 3
         gen = torch.Generator().manual_seed(10_000 + seed)
-        model.head = L.DeepLinear(L.orthogonal_weights(HEAD_HIDDEN, task.classes, HEAD_HIDDEN,
-                                                       3, EPS, gen, torch.float32),
-                                  model.head.bias)
+        weights = deep_linear.orthogonal_weights(HEAD_HIDDEN, task.classes, HEAD_HIDDEN, 3, EPS,
+                                                 gen, torch.float32)
+        model.head = deep_linear.DeepLinear(weights, model.head.bias)
         opt = L.make_optimizer(L.param_groups(model, [model.head], lr, ALPHA["original"]),
                                "adam")
     else:                     # the plain nn.Linear head

@@ -26,9 +26,10 @@ import time
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-from bench.harness import Protocol, paired, parser, summary, write_result  # noqa: E402
-from raytrain_eff.methods import lowdim as L  # noqa: E402
-from raytrain_eff.tasks import lowrank  # noqa: E402
+from bench.harness import Protocol, paired, parser, summary, write_result
+from raytrain_eff.blocks import deep_linear
+from raytrain_eff.methods import lowdim as L
+from raytrain_eff.tasks import lowrank
 
 EPS, ETA, ALPHA, D, R = 1e-2, 0.4, 1.5, 100, 5
 ARMS = ("eager", "compiled")
@@ -42,10 +43,10 @@ def problem(kind: str, d: int) -> lowrank.LowRankProblem:
     return lowrank.factorization(d, R, gen) if kind == "mf" else lowrank.completion(d, R, 0.3, gen)
 
 
-def network(variant: str, P: lowrank.LowRankProblem) -> L.DeepLinear:
+def network(variant: str, P: lowrank.LowRankProblem) -> deep_linear.DeepLinear:
     gen = torch.Generator().manual_seed(10_001)
     if variant == "original":
-        return L.original(P.Phi.shape[0], 3, EPS, gen)
+        return deep_linear.original(P.Phi.shape[0], 3, EPS, gen)
     return L.compressed(P.surrogate, 2 * R, EPS, "spectral", gen)
 
 

@@ -20,7 +20,7 @@ Splits. LM: the corpus's held-out tail (last 5%, ``data.val_fraction``) is cut i
 validation (first half) and test (second half); the sweep never reads past the validation
 half. Digits: the task's fixed shuffled order, 60% train / 20% validation / 20% test.
 
-FLOPs of all arms come from one analytic counter (``raytrain_eff.methods.mst.FlopCounter``):
+FLOPs of all arms come from one analytic counter (``raytrain_eff.methods.mst.flops.FlopCounter``):
 "effective (theoretical) FLOPs" are what an ideal sparse kernel would do; on this CPU the masked
 weights stay dense tensors and masked SDPA computes every pair, so MST's measured wall time is
 about dense's. A CPU micro-benchmark times the block-sparse attention kernel (which skips
@@ -49,18 +49,19 @@ from bench.harness import (
     parser,
     summary,
     tune_bracketed,
-    write_result,  # noqa: E402
+    write_result,
 )
-from raytrain_eff.config import DataConfig  # noqa: E402
-from raytrain_eff.data.tabular import load_features  # noqa: E402
-from raytrain_eff.hparams.mst import MSTConfig  # noqa: E402
-from raytrain_eff.hparams.tasks import LMConfig  # noqa: E402
-from raytrain_eff.methods.base import MethodContext  # noqa: E402
-from raytrain_eff.methods.mst import MST, FlopCounter  # noqa: E402
-from raytrain_eff.methods.sparse_attention import block_sparse_attention, pattern  # noqa: E402
-from raytrain_eff.tasks.base import step_generator  # noqa: E402
-from raytrain_eff.tasks.classify import mlp  # noqa: E402
-from raytrain_eff.tasks.lm import LanguageModelTask  # noqa: E402
+from raytrain_eff.config import DataConfig
+from raytrain_eff.data.tabular import load_features
+from raytrain_eff.hparams.mst import MSTConfig
+from raytrain_eff.hparams.tasks import LMConfig
+from raytrain_eff.methods.base import MethodContext
+from raytrain_eff.methods.mst.flops import FlopCounter
+from raytrain_eff.methods.mst.method import MST
+from raytrain_eff.methods.sparse_attention import block_sparse_attention, pattern
+from raytrain_eff.tasks.base import step_generator
+from raytrain_eff.tasks.classify import mlp
+from raytrain_eff.tasks.lm import LanguageModelTask
 
 REFERENCE_UPDATE_EVERY = MSTConfig().update_every    # ΔT of the reference defaults (100)
 UPDATES_PER_RUN = 12                                  # ΔT = steps // 12 here (a departure)

@@ -39,7 +39,7 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import harness
 
 TARGET = 0.6  # fsdp P=2 state bytes / P=1 state bytes
 FULL = {"gpt": ["task.n_layer=4", "task.n_embd=512", "task.n_head=8", "task.seq_len=32"],

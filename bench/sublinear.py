@@ -37,12 +37,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from bench import harness  # noqa: E402
-from raytrain_eff.config import DataConfig  # noqa: E402
-from raytrain_eff.hparams.sublinear import SublinearConfig  # noqa: E402
-from raytrain_eff.hparams.tasks import WideConfig  # noqa: E402
-from raytrain_eff.methods.sublinear import NeuronSGD, ShiftedReLU  # noqa: E402
-from raytrain_eff.tasks.wide import WideTask  # noqa: E402
+from bench import harness
+from raytrain_eff.blocks.shifted_relu import ShiftedReLU
+from raytrain_eff.config import DataConfig
+from raytrain_eff.hparams.sublinear import SublinearConfig
+from raytrain_eff.hparams.tasks import WideConfig
+from raytrain_eff.methods.sublinear.index import use_index
+from raytrain_eff.methods.sublinear.optimizers import NeuronSGD
+from raytrain_eff.tasks.wide import WideTask
 
 ARMS = ("dense_fused", "dense_rows", "exact")
 DENSE = ("dense_fused", "dense_rows")
@@ -109,7 +111,7 @@ class ExactArm:
     def __init__(self, layer: ShiftedReLU, X: torch.Tensor, lr: float):
         self.layer = layer
         t0 = time.perf_counter()
-        layer.use_index("exact", X, fanout=DEFAULTS.fanout, slack=DEFAULTS.slack)
+        use_index(layer, "exact", X, fanout=DEFAULTS.fanout, slack=DEFAULTS.slack)
         self.build_seconds = time.perf_counter() - t0                # set-up: reported, not timed
         self.opt = NeuronSGD(_Holder(layer), lr=lr)
         self.updated = 0

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from bench import harness  # noqa: E402
+from bench import harness
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent

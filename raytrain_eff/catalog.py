@@ -23,6 +23,13 @@ class Entry:
     summary: str  # one line for `raytrain-eff presets` and error messages
     # why it cannot train under scaling.strategy=fsdp (model shards); empty: it can
     unsharded: str = ""
+    # methods only: the tasks whose models have what it needs (empty: every task), and why
+    tasks: tuple[str, ...] = ()
+    tasks_why: str = ""
+    # methods only: whether it builds the run's optimizer (exactly one method of a run does);
+    # one that does not names the optimizer methods it may run beside
+    optimizer: bool = True
+    beside: tuple[str, ...] = ()
 
 
 _H = "raytrain_eff.hparams"
@@ -30,6 +37,8 @@ _WHOLE_VECTOR = ("Lanczos and the Newton step work on the whole flattened parame
                  "which FSDP never holds on one worker; dho2 runs FOSI on FSDP shards")
 _SOLVER = ("the ERM solvers keep whole snapshots and dual-averaging sums of the weight vector "
            "outside the model")
+_ERM = ("it solves regularised ERM: a linear model with one weight vector and the task's "
+        "l1/l2 objective")
 _OUTSIDE_FORWARD = ("its loss reads the model's weights outside forward(), where FSDP holds only "
                     "this worker's slice")
 METHODS: dict[str, Entry] = {
@@ -47,26 +56,37 @@ METHODS: dict[str, Entry] = {
     "mr-dho2": Entry(f"{_H}.fosi:MRDHO2Config", "raytrain_eff.methods.dho2:MRDHO2",
                      "MR-DHO2: DHO2 with the curvature refresh spread over model updates "
                      "(bounded staleness)"),
-    "mst": Entry(f"{_H}.mst:MSTConfig", "raytrain_eff.methods.mst:MST",
+    "mst": Entry(f"{_H}.mst:MSTConfig", "raytrain_eff.methods.mst.method:MST",
                  "Mixed Sparsity Training: dense -> sparse -> dense DST + hybrid sparse "
-                 "attention (add adamw)"),
+                 "attention (add adamw)",
+                 tasks=("lm", "classify", "custom"),
+                 tasks_why="it sparsifies nn.Linear layers and attention, which the other "
+                           "tasks' models do not have",
+                 optimizer=False, beside=("sgd", "adamw", "fosi", "dho2", "mr-dho2")),
     "sublinear": Entry(f"{_H}.sublinear:SublinearConfig",
-                       "raytrain_eff.methods.sublinear:Sublinear",
+                       "raytrain_eff.methods.sublinear.method:Sublinear",
                        "shifted-ReLU wide layers whose active neurons come from an exact "
                        "max-tree or LSH index, so a step touches few neurons (arXiv 2208.04508)",
-                       unsharded="its neuron index holds whole rows of the wide layer"),
+                       unsharded="its neuron index holds whole rows of the wide layer",
+                       tasks=("wide",), tasks_why="it needs a ShiftedReLU wide layer"),
     "dasvrda": Entry(f"{_H}.dasvrda:DASVRDAConfig", "raytrain_eff.methods.dasvrda:DASVRDAMethod",
                      "DASVRDA: doubly accelerated variance-reduced dual averaging for "
-                     "regularised ERM, sqrt(n) mini-batches", unsharded=_SOLVER),
+                     "regularised ERM, sqrt(n) mini-batches", unsharded=_SOLVER,
+                     tasks=("erm",), tasks_why=_ERM),
     "prox-svrg": Entry(f"{_H}.dasvrda:ProxSVRGConfig",
                        "raytrain_eff.methods.dasvrda:ProxSVRGMethod",
-                       "Prox-SVRG baseline for regularised ERM", unsharded=_SOLVER),
+                       "Prox-SVRG baseline for regularised ERM", unsharded=_SOLVER,
+                       tasks=("erm",), tasks_why=_ERM),
     "katyusha": Entry(f"{_H}.dasvrda:KatyushaConfig", "raytrain_eff.methods.dasvrda:KatyushaMethod",
-                      "Katyusha baseline for regularised ERM", unsharded=_SOLVER),
+                      "Katyusha baseline for regularised ERM", unsharded=_SOLVER,
+                      tasks=("erm",), tasks_why=_ERM),
     "lowdim": Entry(f"{_H}.lowdim:LowDimConfig", "raytrain_eff.methods.lowdim:LowDim",
                     "width-2r compressed deep linear layer, spectral init from the step-0 "
                     "gradient (arXiv 2311.05061)",
-                    unsharded="its spectral init and layer swap need whole weight matrices"),
+                    unsharded="its spectral init and layer swap need whole weight matrices",
+                    tasks=("classify", "lowrank", "custom", "lm"),
+                    tasks_why="it compresses an nn.Linear (methods.lowdim.layer) or a deep "
+                              "linear network"),
 }
 
 TASKS: dict[str, Entry] = {
@@ -93,6 +113,34 @@ def lookup(table: dict[str, Entry], kind: str, name: str) -> Entry:
         raise ConfigError(f"unknown {kind} '{name}'{nearest(name, table)}; "
                           f"registered: {', '.join(sorted(table))}")
     return table[name]
+
+
+def refusal(task: str, methods: list[str]) -> str | None:
+    """Why the catalog refuses to run ``methods`` on ``task`` (None: it accepts them), with
+    the key to change first."""
+    makers = [m for m in methods if METHODS[m].optimizer]
+    for name in methods:
+        entry = METHODS[name]
+        if entry.tasks and task not in entry.tasks:
+            return (f"methods.{name}: {name} cannot train task {task}: {entry.tasks_why}; "
+                    f"it meets task {' or '.join(entry.tasks)}")
+        if not entry.optimizer and not set(makers) <= set(entry.beside):
+            return (f"methods.{name}: {name} runs beside one of {', '.join(entry.beside)}, "
+                    f"not {', '.join(makers)}")
+    if len(makers) != 1:
+        alone = [m for m, e in METHODS.items() if e.optimizer]
+        return (f"methods: exactly one method must build the optimizer, and "
+                f"{len(makers)} here do ({', '.join(makers) or 'none'}); those that do: "
+                f"{', '.join(alone)}")
+    return None
+
+
+def accepted_runs() -> list[tuple[str, tuple[str, ...]]]:
+    """Every (task, methods) the catalog accepts: each optimizer method alone, and each other
+    method beside each optimizer method it names."""
+    combos: list[tuple[str, ...]] = [(m,) for m, e in METHODS.items() if e.optimizer]
+    combos += [(m, o) for m, e in METHODS.items() if not e.optimizer for o in e.beside]
+    return [(t, c) for t in TASKS for c in combos if refusal(t, list(c)) is None]
 
 
 def load_object(path: str):

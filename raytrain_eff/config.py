@@ -208,6 +208,9 @@ def _from_dict(raw: dict) -> ExperimentConfig:
         methods[name] = build(catalog.load_object(entry.config), params, f"methods.{name}")
     sections = {k: build(cls, raw.get(k), k) for k, cls in SECTIONS.items()}
     preset = coerce(str | None, raw.get("preset"), "preset")
+    refused = catalog.refusal(task_name, list(methods))
+    if refused:
+        raise ConfigError(refused)
     if sections["scaling"].strategy == "fsdp":
         _check_shardable(task_name, methods)
     if sections["data"].val_fraction == 0 and task_name != "erm":

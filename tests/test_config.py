@@ -1,4 +1,6 @@
 """Config loading, overrides and validation: every error names field, value and what is allowed."""
+import re
+import shlex
 import subprocess
 import sys
 
@@ -26,6 +28,23 @@ def test_every_packaged_preset_validates():
         assert config.preset_description(name), f"preset {name} lacks a description line"
 
 
+def test_every_method_preset_names_a_baseline_that_loads():
+    """The description line names its baseline: a preset, or that preset with overrides
+    (quoted); each must load as a config (the README promises it)."""
+    baselines = {"sgd", "adamw", "prox-svrg", "katyusha"}
+    for name in config.preset_names():
+        if set(config.load(preset=name).methods) <= baselines:
+            continue
+        line = config.preset_description(name)
+        if "baseline of" in line:  # a baseline itself (wide-dense runs the method's dense path)
+            continue
+        assert re.search(r"baselines?: ", line), f"preset {name} names no baseline: {line}"
+        named = re.split(r"\. |\(", re.split(r"baselines?: ", line, maxsplit=1)[1])[0]
+        for each in re.split(r",\s*", named.strip().rstrip(".")):
+            preset, *overrides = shlex.split(each)
+            config.load(preset=preset, overrides=overrides)
+
+
 def test_overrides_set_nested_values_and_parse_yaml():
     cfg = config.load(overrides=["run.steps=7", "methods.adamw.lr=1e-4", "data.batch_size=8",
                                  "train.grad_clip=null"])
@@ -34,8 +53,8 @@ def test_overrides_set_nested_values_and_parse_yaml():
 
 
 def test_override_can_add_a_method_by_name():
-    cfg = config.load(preset="digits-adamw", overrides=["methods.sgd.lr=0.1"])
-    assert list(cfg.methods) == ["adamw", "sgd"] and cfg.methods["sgd"].lr == 0.1
+    cfg = config.load(preset="digits-adamw", overrides=["methods.mst.sparsity=0.5"])
+    assert list(cfg.methods) == ["adamw", "mst"] and cfg.methods["mst"].sparsity == 0.5
 
 
 @pytest.mark.parametrize("override, message", [

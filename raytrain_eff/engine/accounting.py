@@ -11,9 +11,10 @@ import math
 import resource
 
 import torch
-from torch.distributed.tensor import DTensor
 from torch.utils.flop_counter import FlopCounterMode
 
+from raytrain_eff.blocks import dtensor
+from raytrain_eff.methods import base
 from raytrain_eff.monitor import keys
 
 
@@ -46,8 +47,7 @@ def peak_memory_bytes(device: torch.device, rss: int | None = None) -> int:
 
 def _bytes(tensors) -> int:
     """Bytes of these tensors on this rank (a DTensor counts its local slice only)."""
-    return sum((t.to_local() if isinstance(t, DTensor) else t).numel() * t.element_size()
-               for t in tensors)
+    return sum(dtensor.local(t).numel() * t.element_size() for t in tensors)
 
 
 def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -59,7 +59,7 @@ def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     grads = [p.grad for p in params if p.grad is not None]
     state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
     # optimizers that keep flat state outside torch's per-parameter dict (FOSI, DHO2) list it
-    state += getattr(optimizer, "state_tensors", list)()
+    state += base.state_tensors(optimizer)
     return {keys.PARAM_BYTES: _bytes(params),
             keys.GRAD_BYTES: _bytes(grads) + extra_grad_bytes,
             keys.OPTIMIZER_BYTES: _bytes(state)}

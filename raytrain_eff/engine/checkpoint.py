@@ -43,6 +43,7 @@ import pyarrow.fs
 import torch
 import torch.distributed as dist
 
+from raytrain_eff import collectives
 from raytrain_eff.engine import storage
 from raytrain_eff.tasks.base import step_generator
 from raytrain_eff.typed import ConfigError
@@ -122,7 +123,7 @@ def _gather_to_rank0(obj, rank: int, world_size: int, group) -> list:
         raise CheckpointError(f"saving from rank {rank} of {world_size} needs the process "
                               f"group: rank 0 writes every rank's RNG state")
     out: list | None = [None] * world_size if rank == 0 else None
-    dist.gather_object(obj, out, group=group, group_dst=0)
+    collectives.gather_object(obj, out, group, group_dst=0)
     return out or []
 
 
@@ -141,8 +142,9 @@ def save_local(run_dir: str, *, keep: int, revision: int = 0, **save_args) -> pa
     return final
 
 
-def latest(run_dir: str, warn: Warn = _stderr) -> pathlib.Path | None:
-    """The newest good checkpoint in a local run directory, or None; bad ones are named."""
+def newest_verified(run_dir: str, warn: Warn = _stderr) -> pathlib.Path | None:
+    """The newest checkpoint of a local run directory whose files match its manifest, or
+    None; the bad ones skipped on the way are named."""
     chosen = _newest_good(run_dir, listing(run_dir), warn)
     return None if chosen is None else pathlib.Path(run_dir) / chosen
 
@@ -187,7 +189,7 @@ def choose(run_dir: str, *, pick: str | None, start: dict | None = None,
     each bad one named; None when there is nothing to restore.
 
     ``pick``: the name of the checkpoint Ray hands this attempt (None: it has none); local
-    runs pass ``newest(run_dir)``. ``start`` (``resolve_start``'s, from the driver) overrides
+    runs pass ``newest_name(run_dir)``. ``start`` (``resolve_start``'s, from the driver) overrides
     ``pick`` unless ``pick`` was written after the driver chose: by an earlier attempt of
     this same fit, whose failover must resume from it.
     """
@@ -206,7 +208,8 @@ def choose(run_dir: str, *, pick: str | None, start: dict | None = None,
     return Choice(name, storage.join(run_dir, name), _revision(names, name))
 
 
-def newest(run_dir: str) -> str | None:
+def newest_name(run_dir: str) -> str | None:
+    """The name of the newest checkpoint directory on disk, unverified (``choose`` checks)."""
     names = listing(run_dir)
     return names[-1] if names else None
 

@@ -15,7 +15,7 @@ from raytrain_eff.typed import ConfigError
 
 def latest_checkpoint(run_dir: str) -> pathlib.Path:
     """The newest complete checkpoint (valid manifest) in a local run directory."""
-    directory = checkpoint.latest(storage.resolve(run_dir))
+    directory = checkpoint.newest_verified(storage.resolve(run_dir))
     if directory is not None:
         return directory
     raise ConfigError(f"{run_dir}: no complete checkpoint (checkpoint_step*/manifest.json)")

@@ -18,7 +18,8 @@ none, since FSDP reduce-scatters each gradient into its shard itself.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
+
+from raytrain_eff import collectives
 
 BUCKET_ELEMENTS = 1 << 20   # 4 MiB of fp32: small enough to overlap, large enough to amortise
 
@@ -32,7 +33,7 @@ class _Bucket:
             total += p.numel()
         self.flat = torch.zeros(total, dtype=params[0].dtype, device=params[0].device)
         self.ready: set[int] = set()
-        self.work: dist.Work | None = None  # the bucket's all-reduce once launched
+        self.work: collectives.PendingReduce | None = None  # its all-reduce once launched
 
     def copy_in(self, i: int, grad: torch.Tensor) -> None:
         o = self.offsets[i]
@@ -92,7 +93,7 @@ class OverlappedGradientSync:
             self._launch(self.buckets[self._next])
 
     def _launch(self, bucket: _Bucket) -> None:
-        bucket.work = dist.all_reduce(bucket.flat, group=self.group, async_op=True)
+        bucket.work = collectives.all_reduce_async(bucket.flat, self.group)
         self._next += 1
 
     def finish(self) -> None:

@@ -20,6 +20,7 @@ from raytrain_eff.engine import (
     checkpoint,
     console,
     failures,
+    malloc,
     preflight,
     provenance,
     resources,
@@ -49,6 +50,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     from raytrain_eff.engine.runner import Runner
 
     cfg = config_mod.from_dict(loop_config["config"])
+    if cfg.scaling.strategy == "fsdp":  # freed all-gather buffers must leave RSS (ddp has none)
+        malloc.return_freed_buffers()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     group = dist.group.WORLD if world > 1 and dist.is_initialized() else None
@@ -251,11 +254,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def git_commit() -> str:
-    """The commit the run records (``engine.provenance``: the submitter's, else git's)."""
-    return provenance.current()["commit"]
 
 
 def machine() -> dict:

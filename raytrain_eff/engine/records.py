@@ -14,6 +14,7 @@ import math
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from raytrain_eff.engine import storage
 from raytrain_eff.monitor import keys as K
@@ -27,10 +28,11 @@ class StepStats:
     """One optimizer step, as DESIGN.md's data flow names it; ``row()`` is what the sinks
     (the table, the exporter, Ray's report) receive, under the ``monitor.keys`` vocabulary.
     Amounts (samples, tokens, FLOPs) are the step's totals over ranks; ``rank_share`` is this
-    rank's part of them, which the exporter sums over ranks."""
+    rank's part of them, which the exporter sums over ranks. ``loss`` stays on the device: the
+    row's loss (its mean over ranks) is filled in at the next report (``engine.pending``)."""
     step: int
     wall_s: float                 # since the attempt started
-    loss: float                   # mean over ranks and micro-batches
+    loss: torch.Tensor            # this rank's mean over micro-batches, 0-d, on the device
     lr: float
     world_size: int
     samples: float
@@ -45,7 +47,7 @@ class StepStats:
     rank_share: dict[str, float]
 
     def row(self) -> dict:
-        return {K.STEP: self.step, K.WALL: self.wall_s, K.LOSS: self.loss, K.LR: self.lr,
+        return {K.STEP: self.step, K.WALL: self.wall_s, K.LOSS: None, K.LR: self.lr,
                 K.WORLD_SIZE: self.world_size, K.SAMPLES: self.samples, K.TOKENS: self.tokens,
                 K.STEP_TIME: self.step_time_s, K.DENSE_FLOPS: self.dense_flops,
                 K.EFFECTIVE_FLOPS: self.effective_flops, K.RSS: self.rss_bytes,

@@ -4,7 +4,10 @@ batch -> method.before_step -> forward/backward (gradient all-reduce overlapped,
 under scaling.strategy=fsdp the model is sharded and FSDP reduce-scatters instead: sharding)
 -> optimizer step -> method.after_step -> a row of step statistics -> three sinks
 (ray.train.report every k steps with a checkpoint at k-multiples, the node's Prometheus
-exporter, rank 0's metrics.parquet).
+exporter, rank 0's metrics.parquet). The engine reads no value on the host inside a step
+(methods that need host values return them from after_step): the step's loss stays on the
+device until a report, when one all-reduce and one copy complete the rows of every step since
+the last (``engine.pending``).
 
 ``Runner`` takes its Ray entry points (report, get_checkpoint) as arguments, so the loop is
 the same under TorchTrainer, Train's local mode and Tune.
@@ -21,15 +24,15 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.utils import _pytree as pytree
 
-from raytrain_eff import catalog
+from raytrain_eff import catalog, collectives
 from raytrain_eff.config import ExperimentConfig
 from raytrain_eff.engine import accounting, checkpoint, records, sharding
 from raytrain_eff.engine.grad_sync import OverlappedGradientSync
+from raytrain_eff.engine.pending import PendingSteps
 from raytrain_eff.engine.totals import RankShare, RunTotals
-from raytrain_eff.methods.base import MethodContext
+from raytrain_eff.methods.base import MethodContext, world_size_independent_state
 from raytrain_eff.monitor import keys as K
 from raytrain_eff.monitor.push import rss_bytes
 from raytrain_eff.tasks.base import shard_rows, step_generator, take_rows
@@ -117,6 +120,7 @@ class Runner:
         self.flops = accounting.DenseFlopCounter(self.task)
         self.rank_share = RankShare(self.totals, self.world, self.start_step)
         self.pusher = self._make_pusher()
+        self.pending = PendingSteps(self.group, self.world, self.ctx.distributed)
 
     def _curvature_batch(self, share: tuple[int, int] | None = None):
         """A fresh batch, never one the optimizer steps on: drawn from a separate stream.
@@ -135,7 +139,7 @@ class Runner:
         # the engine, not Ray, picks: Ray would hand every restart its latest checkpoint even
         # when corrupted; checkpoint.choose falls back to the newest good one, and says so
         if self.local_checkpoints:
-            pick = checkpoint.newest(self.run_dir)
+            pick = checkpoint.newest_name(self.run_dir)
         else:
             ckpt = self.get_checkpoint()
             pick = None if ckpt is None else pathlib.PurePosixPath(ckpt.path).name
@@ -166,7 +170,7 @@ class Runner:
     def _optimizer_state_is_full(self) -> bool:
         """The optimizer gathers its own full, world-size-independent state (DHO2's flat
         vectors), so FSDP's per-parameter state-dict gathering does not apply."""
-        return getattr(self.optimizer, "world_size_independent_state", False)
+        return world_size_independent_state(self.optimizer)
 
     @property
     def samples_seen(self) -> int:
@@ -201,9 +205,7 @@ class Runner:
         """A token naming this attempt, the same on every rank (rank 0's, broadcast)."""
         token = torch.tensor([secrets.randbits(62)], dtype=torch.int64)  # not torch's RNG
         if self.ctx.distributed:
-            device = self.device if dist.get_backend(self.group) == "nccl" else torch.device("cpu")
-            token = token.to(device)
-            dist.broadcast(token, src=0, group=self.group)
+            collectives.broadcast(token, 0, self.group)
         return f"{int(token.item()):x}"
 
     # -- the loop ------------------------------------------------------------------------------
@@ -222,16 +224,24 @@ class Runner:
                 self.last_eval = self.task.evaluate(self.model, cfg.data.batch_size,
                                                     cfg.run.eval_batches)
                 row.update(self.last_eval)
-            if self.table is not None:
-                self.table.append(row)
-            if self.pusher is not None:
-                self.pusher.push({**row, **stats.rank_share},
-                                 totals=self.rank_share.add_step(stats.rank_share))
-            if self._due(step, cfg.run.report_interval, steps):
+            self.pending.add(row, stats.rank_share, {K.LOSS: stats.loss})
+            reporting = self._due(step, cfg.run.report_interval, steps)
+            if reporting or self._due(step, cfg.run.eval_interval, steps):
+                self._record(self.pending.resolve())
+            if reporting:
                 self._report(step, row, last=step + 1 == steps)
         if self.pusher is not None:
             self.pusher.close()
         return row
+
+    def _record(self, steps: list[tuple[dict, dict]]) -> None:
+        """Complete rows of resolved steps, in step order, to the table and the pusher."""
+        for row, rank_share in steps:
+            if self.table is not None:
+                self.table.append(row)
+            if self.pusher is not None:
+                self.pusher.push({**row, **rank_share},
+                                 totals=self.rank_share.add_step(rank_share))
 
     def train_step(self, step: int, dense: float) -> records.StepStats:
         cfg, ctx = self.cfg, self.ctx
@@ -254,18 +264,20 @@ class Runner:
         effective = dense * cfg.train.grad_accum
         for method in self.methods:
             effective = method.step_flops(effective, ctx)
-        stats = self._step_stats(step, loss_sum / cfg.train.grad_accum, samples, tokens,
+        stats = self._step_stats(step, loss_sum.div_(cfg.train.grad_accum), samples, tokens,
                                  dense * cfg.train.grad_accum, effective, step_time,
                                  method_stats)
         self.totals.add_step(stats.row())
         return stats
 
-    def _forward_backward(self, step: int) -> tuple[float, int, int]:
+    def _forward_backward(self, step: int) -> tuple[torch.Tensor, int, int]:
         """Every micro-batch of the step; gradients averaged over ranks when it returns.
-        Returns this rank's (sum of micro-batch losses, samples, tokens)."""
+        Returns this rank's (sum of micro-batch losses, on the device in float64, samples,
+        tokens): reading a loss on the host would wait for the device every micro-batch."""
         accum = self.cfg.train.grad_accum
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum, samples, tokens = 0.0, 0, 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        samples, tokens = 0, 0
         for micro in range(accum):
             if self.grad_sync is not None:
                 self.grad_sync.arm(micro + 1 == accum)
@@ -273,21 +285,21 @@ class Runner:
             with self._autocast():
                 loss = self.task.loss(self.model, batch)
             (loss / accum).backward()
-            loss_sum += float(loss.detach())
+            loss_sum += loss.detach().to(torch.float64)
             s, t = self.task.counts(batch)
             samples, tokens = samples + s, tokens + t
         if self.grad_sync is not None:
             self.grad_sync.finish()
         return loss_sum, samples, tokens
 
-    def _step_stats(self, step: int, loss: float, samples: int, tokens: int, dense: float,
+    def _step_stats(self, step: int, loss: torch.Tensor, samples: int, tokens: int, dense: float,
                     effective: float, step_time: float, method_stats: dict) -> records.StepStats:
         """This rank's amounts -> the step's totals over ranks, plus memory."""
         batches = self._batches_per_step(self.world)
         rss = rss_bytes()
         return records.StepStats(
             step=step, wall_s=time.perf_counter() - self.t_start,
-            loss=self._mean_over_ranks(loss), lr=self.optimizer.param_groups[0]["lr"],
+            loss=loss, lr=self.optimizer.param_groups[0]["lr"],
             world_size=self.world, samples=samples * batches, tokens=tokens * batches,
             step_time_s=step_time, dense_flops=dense * self.world,
             effective_flops=effective * self.world, rss_bytes=rss,
@@ -315,13 +327,6 @@ class Runner:
         if self.cfg.train.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
-
-    def _mean_over_ranks(self, value: float) -> float:
-        if not self.ctx.distributed:
-            return value
-        t = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(t, group=self.group)
-        return float(t) / self.world
 
     @staticmethod
     def _due(step: int, interval: int, steps: int) -> bool:

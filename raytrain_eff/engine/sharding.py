@@ -31,7 +31,6 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor import DTensor
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
@@ -53,11 +52,6 @@ def shard(model: nn.Module, units: Iterable[nn.Module], device_mesh: DeviceMesh)
         fully_shard(unit, mesh=device_mesh)
     fully_shard(model, mesh=device_mesh)
     return model
-
-
-def local(t: torch.Tensor) -> torch.Tensor:
-    """This rank's slice of a sharded tensor (the tensor itself when it is not sharded)."""
-    return t.to_local() if isinstance(t, DTensor) else t
 
 
 # -- checkpoints ---------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ import dataclasses
 from raytrain_eff.monitor import keys as K
 
 MANIFEST_KEY = "totals"
-TRAIN_SECONDS = "train_seconds"       # Σ step times of the kept steps
 WALL_SECONDS = "wall_seconds"         # wall time of the kept work, over attempts
 SUMMED = (K.SAMPLES, K.TOKENS, K.DENSE_FLOPS, K.EFFECTIVE_FLOPS)
 
@@ -33,7 +32,7 @@ class RunTotals:
     tokens: float = 0.0
     dense_flops: float = 0.0
     effective_flops: float = 0.0
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0        # Σ step times of the kept steps
     wall_seconds: float = 0.0         # up to the start of this attempt; see ``wall``
 
     @classmethod

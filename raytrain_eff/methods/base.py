@@ -11,9 +11,11 @@ The engine calls these hooks in a fixed order and never names a method::
         stats = method.after_step(step, ctx)      # method metrics for this step
         effective = method.step_flops(dense, ctx) # FLOPs this step really needed
 
-Methods are pure PyTorch; collective work goes through ``torch.distributed`` on
-``ctx.group`` (None in a single process), so the same code runs in a gloo unit test and on
-a Ray Train worker group.
+Methods are pure PyTorch; collective work goes through ``raytrain_eff.collectives`` (which
+puts tensors on the group's device) on ``ctx.group`` (None in a single process), so the same
+code runs in a gloo unit test and on a Ray Train worker group under NCCL. An optimizer a method
+builds may subclass ``MethodOptimizer`` to tell the engine about state that torch's
+per-parameter ``optimizer.state`` does not hold.
 """
 from __future__ import annotations
 
@@ -99,6 +101,33 @@ class Method(Generic[ConfigT]):
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+class MethodOptimizer(torch.optim.Optimizer):
+    """An optimizer a method builds (``make_optimizer``) and what it tells the engine beyond
+    torch's API. Torch's own optimizers (AdamW, SGD) keep all state in ``self.state`` per
+    parameter: the functions below give them these defaults, so the engine asks any
+    optimizer the same way."""
+
+    # True when state_dict() is the whole state, the same at every world size, sharded or not,
+    # and load_state_dict() takes it so (FOSI/DHO2's flat vectors): the engine then saves and
+    # loads it as it is, without FSDP's per-parameter gathering and re-keying
+    world_size_independent_state: ClassVar[bool] = False
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """State held outside torch's per-parameter ``self.state`` (flat moments,
+        eigenvectors), which the engine's memory accounting counts too."""
+        return []
+
+
+def state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """``optimizer.state_tensors()``; none for an optimizer that is not a MethodOptimizer."""
+    return optimizer.state_tensors() if isinstance(optimizer, MethodOptimizer) else []
+
+
+def world_size_independent_state(optimizer: torch.optim.Optimizer) -> bool:
+    """``optimizer.world_size_independent_state``; False for torch's own optimizers."""
+    return isinstance(optimizer, MethodOptimizer) and optimizer.world_size_independent_state
 
 
 def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:

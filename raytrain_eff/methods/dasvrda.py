@@ -4,8 +4,8 @@ Murata & Suzuki, "Doubly Accelerated Stochastic Variance Reduced Dual Averaging 
 Regularized Empirical Risk Minimization", NeurIPS 2017, arXiv 1703.00439; Prox-SVRG (Xiao &
 Zhang 2014, arXiv 1403.4699); Katyusha (Allen-Zhu, JMLR 2018, arXiv 1603.05953). The update
 rules, step sizes and backends are in ``methods/vr/solvers.py``; the package ``methods/vr``
-holds the maths (losses, rows, problem, solvers, certificate, compiled kernels) and this
-module the seam adapters. Its names are re-exported here for existing imports.
+holds the maths (problem, solvers, certificate, compiled kernels) on the losses and rows of
+``blocks/`` (the ``erm`` task uses them too), and this module the seam adapters.
 
 The optimizer does its own gradient evaluations (one inner iteration per ``step()``) on the
 shard it read once through ``ctx.iterate_shard``, for the objective named by the ``erm``
@@ -16,30 +16,10 @@ from __future__ import annotations
 
 import torch
 
+from raytrain_eff.blocks.rows import as_rows, cat_rows
 from raytrain_eff.methods.base import Method, MethodContext
-from raytrain_eff.methods.vr.certificate import certify, fista
-from raytrain_eff.methods.vr.losses import LOSSES, prox_elastic_net
 from raytrain_eff.methods.vr.problem import ERMProblem
-from raytrain_eff.methods.vr.rows import CSRRows, DenseRows, as_rows, cat_rows
-from raytrain_eff.methods.vr.solvers import (
-    BACKENDS,
-    SMOOTHNESS,
-    SOLVERS,
-    DASVRDASolver,
-    KatyushaSolver,
-    ProxSVRGSolver,
-    Trace,
-    VRSolver,
-    dasvrda,
-    make_solver,
-    solve,
-)
-
-__all__ = ["BACKENDS", "DASVRDASolver", "LOSSES", "SMOOTHNESS", "SOLVERS", "CSRRows",
-           "DASVRDAMethod", "DenseRows", "ERMProblem", "KatyushaSolver", "KatyushaMethod",
-           "ProxSVRGSolver", "ProxSVRGMethod", "SolverOptimizer", "Trace", "VRSolver", "as_rows",
-           "cat_rows", "certify", "dasvrda", "fista", "make_solver", "problem_from_shard",
-           "prox_elastic_net", "solve"]
+from raytrain_eff.methods.vr.solvers import VRSolver, make_solver
 
 
 def problem_from_shard(ctx: MethodContext, objective, importance: bool) -> ERMProblem:

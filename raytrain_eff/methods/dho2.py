@@ -40,14 +40,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import vector_to_parameters
 from torch.utils import _pytree as pytree
 
+from raytrain_eff import collectives
+from raytrain_eff.blocks import dtensor
 from raytrain_eff.methods.base import MethodContext
-from raytrain_eff.methods.fosi import FOSI, FOSIOptimizer, curvature_inputs
+from raytrain_eff.methods.fosi import FOSI, FOSIOptimizer, curvature_inputs, flatten
 from raytrain_eff.methods.lanczos import HessianOperator, lanczos_steps, ritz_pairs
 from raytrain_eff.typed import ConfigError
 
@@ -70,16 +71,14 @@ class Slices:
     def psum(self, x: torch.Tensor) -> torch.Tensor:
         if self.world == 1:
             return x
-        x = x.clone()
-        dist.all_reduce(x, group=self.group)
-        return x
+        return collectives.all_reduce(x.clone(), self.group)
 
     def reduce_scatter_mean(self, full: torch.Tensor) -> torch.Tensor:
         """This rank's slice of the mean over ranks of a full-length vector."""
         if self.world == 1:
             return self.local(full)
         out = full.new_empty(self.size)
-        dist.reduce_scatter_tensor(out, self._pad(full).contiguous(), group=self.group)
+        collectives.reduce_scatter_tensor(out, self._pad(full), self.group)
         return out.div_(self.world)
 
     def gather(self, local: torch.Tensor) -> torch.Tensor:
@@ -89,7 +88,7 @@ class Slices:
                 else local[..., : self.n]
         rows = local.reshape(-1, self.size).contiguous()                 # (r, s)
         out = rows.new_empty(self.world * rows.shape[0], self.size)      # (P·r, s)
-        dist.all_gather_into_tensor(out, rows, group=self.group)
+        collectives.all_gather_into_tensor(out, rows, self.group)
         full = out.view(self.world, -1, self.size).transpose(0, 1).reshape(rows.shape[0], -1)
         return full[:, : self.n].reshape(*local.shape[:-1], self.n)
 
@@ -113,7 +112,7 @@ class ShardSlices(Slices):
             offset += p.numel()
         sizes = [sum(length for _, length in runs) for runs in self.runs]
         self.size, self.widest = sizes[rank], max(sizes)
-        held = sum(local_tensor(p).numel() for p in params)
+        held = sum(dtensor.local(p).numel() for p in params)
         if held != self.size:
             raise RuntimeError(f"rank {rank} holds {held} parameter values, but FSDP2's dim-0 "
                                f"chunking gives it {self.size}: the layout changed")
@@ -132,7 +131,7 @@ class ShardSlices(Slices):
             return self.local(full)
         rows = torch.cat([self._take(full, r) for r in range(self.world)]).contiguous()
         out = full.new_empty(self.widest)
-        dist.reduce_scatter_tensor(out, rows, group=self.group)
+        collectives.reduce_scatter_tensor(out, rows, self.group)
         return out[: self.size].div_(self.world)
 
     def gather(self, local: torch.Tensor) -> torch.Tensor:
@@ -142,7 +141,7 @@ class ShardSlices(Slices):
         if self.world == 1:
             every.copy_(padded)
         else:
-            dist.all_gather_into_tensor(every, padded, group=self.group)
+            collectives.all_gather_into_tensor(every, padded, self.group)
         every = every.view(self.world, rows.shape[0], self.widest)
         full = rows.new_empty(rows.shape[0], self.n)
         for r in range(self.world):
@@ -151,11 +150,6 @@ class ShardSlices(Slices):
                 full[:, a:a + length] = every[r, :, at:at + length]
                 at += length
         return full.reshape(*local.shape[:-1], self.n)
-
-
-def local_tensor(p: torch.Tensor) -> torch.Tensor:
-    """This rank's shard of an FSDP2 parameter (a DTensor), or the tensor itself."""
-    return p.to_local() if isinstance(p, DTensor) else p
 
 
 def is_sharded(model: nn.Module) -> bool:
@@ -190,18 +184,18 @@ class DHO2Optimizer(FOSIOptimizer):
         return self.slices.local(full)
 
     def _shards(self) -> list[torch.Tensor]:
-        return [local_tensor(p) for p in self.param_groups[0]["params"]]
+        return [dtensor.local(p) for p in self.param_groups[0]["params"]]
 
     def _local_params(self) -> torch.Tensor:
         if self.sharded:
             return torch.cat([t.detach().reshape(-1) for t in self._shards()])
-        return self.slices.local(parameters_to_vector(self.param_groups[0]["params"]).detach())
+        return self.slices.local(flatten(self.param_groups[0]["params"]))
 
     def _local_grad(self) -> torch.Tensor:
         if self.sharded:    # FSDP reduce-scattered and averaged them already
             params = self.param_groups[0]["params"]
-            return torch.cat([(local_tensor(p.grad) if p.grad is not None
-                               else torch.zeros_like(local_tensor(p))).reshape(-1)
+            return torch.cat([(dtensor.local(p.grad) if p.grad is not None
+                               else torch.zeros_like(dtensor.local(p))).reshape(-1)
                               for p in params])
         # the engine skips its all-reduce for this method: average here, one slice per rank
         return self.slices.reduce_scatter_mean(super()._local_grad())

@@ -38,14 +38,20 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import vector_to_parameters
 
 from raytrain_eff.hparams.fosi import FOSIConfig
-from raytrain_eff.methods.base import Method, MethodContext
+from raytrain_eff.methods.base import Method, MethodContext, MethodOptimizer
 from raytrain_eff.methods.lanczos import HessianOperator, RitzPairs, lanczos
 from raytrain_eff.monitor import keys
 
 BASE_STATE = {"adamw": ("exp_avg", "exp_avg_sq"), "heavy_ball": ("momentum_buffer",)}
+
+
+def flatten(params) -> torch.Tensor:
+    """The parameters as one detached flat vector; unlike ``parameters_to_vector`` it takes
+    non-contiguous ones too (a transposed orthogonal init, as tasks/lowrank.py's)."""
+    return torch.cat([p.detach().reshape(-1) for p in params])
 
 
 def base_update(kind: str, g: torch.Tensor, state: dict, lr: float, momentum: float,
@@ -76,7 +82,7 @@ def lr_scale(rho_top: torch.Tensor, clip: float) -> float:
     return float((rho_top[-1] / rho_top[0]).clamp(1.0, clip))
 
 
-class FOSIOptimizer(torch.optim.Optimizer):
+class FOSIOptimizer(MethodOptimizer):
     """FOSI over AdamW or heavy-ball, in one process, on the flat parameter vector."""
 
     # state_dict() holds full-length vectors and load_state_dict() takes them on any worker
@@ -111,7 +117,7 @@ class FOSIOptimizer(torch.optim.Optimizer):
         return full
 
     def _local_params(self) -> torch.Tensor:
-        return parameters_to_vector(self.param_groups[0]["params"]).detach()
+        return flatten(self.param_groups[0]["params"])
 
     def _local_grad(self) -> torch.Tensor:
         return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)

@@ -32,6 +32,7 @@ from typing import Any, get_args
 import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from raytrain_eff.hparams.fosi import HvpMode
 
@@ -195,7 +196,12 @@ class HessianOperator:
         state = {f"model.{n}": p for n, p in params.items()}
         state.update({n: b.clone() for n, b in self.buffers.items()})
         device = next(iter(params.values())).device
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        # SDPA's fused kernels (CPU flash; CUDA flash and memory-efficient) have neither a
+        # double backward nor forward-mode AD, so both HVP modes fail on them (tried on torch
+        # 2.13). The math backend is composite (matmul, softmax), differentiable to any order
+        # on every device; only the HVP's forward takes it, training keeps the fast kernels.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                sdpa_kernel(SDPBackend.MATH):
             torch.manual_seed(self.seed)
             return functional_call(self.wrapper, state, (self.batch,))
 

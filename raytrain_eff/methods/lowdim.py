@@ -21,59 +21,12 @@ swapped for a width-2r deep linear head initialised from the step-0 gradient of 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from raytrain_eff import collectives
+from raytrain_eff.blocks.deep_linear import DeepLinear, orthogonal_weights
 from raytrain_eff.hparams.lowdim import LowDimConfig
 from raytrain_eff.methods.base import Method, MethodContext
-
-
-# -- networks ----------------------------------------------------------------------------------
-class DeepLinear(nn.Module):
-    """x ↦ W_L⋯W_1 x (+ b). ``product()`` is the end-to-end matrix (d_out, d_in)."""
-
-    def __init__(self, weights: list[torch.Tensor], bias: torch.Tensor | None = None):
-        super().__init__()
-        self.weights = nn.ParameterList(nn.Parameter(w.detach().clone()) for w in weights)
-        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
-
-    @property
-    def in_features(self) -> int:
-        return self.weights[0].shape[1]
-
-    @property
-    def out_features(self) -> int:
-        return self.weights[-1].shape[0]
-
-    def product(self) -> torch.Tensor:
-        W = self.weights[0]
-        for Wl in self.weights[1:]:
-            W = Wl @ W
-        return W
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for Wl in self.weights:   # (B, width): never forms the d_out×d_in product
-            x = x @ Wl.T
-        return x if self.bias is None else x + self.bias
-
-    def outer(self) -> list[nn.Parameter]:
-        """W_1 and W_L: the layers that learn at α·η."""
-        return [self.weights[0], self.weights[-1]]
-
-
-def orthogonal(rows: int, cols: int, gen: torch.Generator, dtype=torch.float64) -> torch.Tensor:
-    """A slice of a Haar-random orthogonal max(rows, cols) matrix (orthonormal rows or cols)."""
-    n = max(rows, cols)
-    Q, R = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=dtype))
-    Q = Q * torch.sign(torch.diagonal(R))   # sign fix makes Q Haar-distributed
-    return Q[:rows, :cols]
-
-
-def orthogonal_weights(d_in: int, d_out: int, width: int, depth: int, eps: float,
-                       gen: torch.Generator, dtype=torch.float64) -> list[torch.Tensor]:
-    """The original network's initialisation: Wₗ = ε·Qₗ, Qₗ random (semi-)orthogonal."""
-    shapes = [(width, d_in)] + [(width, width)] * (depth - 2) + [(d_out, width)]
-    return [eps * orthogonal(r, c, gen, dtype) for r, c in shapes]
 
 
 def spectral_weights(Phi_hat: torch.Tensor, width: int, eps: float) -> list[torch.Tensor]:
@@ -98,11 +51,6 @@ def compressed(Phi_hat: torch.Tensor, width: int, eps: float, init: str = "spect
                                      Phi_hat.dtype)
         weights = [w.to(Phi_hat.device) for w in weights]
     return DeepLinear(weights, bias)
-
-
-def original(d: int, depth: int, eps: float, gen: torch.Generator, width: int | None = None,
-             dtype=torch.float64) -> DeepLinear:
-    return DeepLinear(orthogonal_weights(d, d, width or d, depth, eps, gen, dtype))
 
 
 def param_groups(model: nn.Module, nets: list[DeepLinear], lr: float, alpha: float) -> list[dict]:
@@ -166,7 +114,7 @@ class LowDim(Method[LowDimConfig]):
                 _set(model, self.config.layer, old)
         (g,) = torch.autograd.grad(loss, zero.weights[0])
         if ctx.distributed:
-            dist.all_reduce(g, group=ctx.group)
+            collectives.all_reduce(g, ctx.group)
             g /= ctx.world_size
         return -g
 

@@ -130,7 +130,14 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 def flex_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                          mask: torch.Tensor, tile: int) -> torch.Tensor:
-    """FlexAttention over the touched ``tile``-blocks of ``mask``; equal to masked SDPA."""
+    """FlexAttention over the touched ``tile``-blocks of ``mask``; equal to masked SDPA.
+
+    A caller that limits SDPA to its math backend (lanczos.HessianOperator: HVPs need a
+    forward that is differentiable twice, which FlexAttention's is not) gets masked SDPA,
+    same values, on that twice-differentiable path."""
+    if not (torch.backends.cuda.flash_sdp_enabled()
+            or torch.backends.cuda.mem_efficient_sdp_enabled()):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     T = q.shape[-2]
     block_mask = _per_mask(mask, "flex", tile, lambda m: create_block_mask(

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow.fs
 import yaml
 
-from raytrain_eff.engine import records, storage
+from raytrain_eff.engine import records, storage, trials
 from raytrain_eff.report import analysis, html, plots
 from raytrain_eff.typed import ConfigError
 
@@ -69,16 +69,15 @@ def expand(path: str) -> list[Loaded]:
     if not storage.exists(trials_dir):
         raise ConfigError(f"{path}: neither a run directory ({records.TABLE}) nor a Tune "
                           f"sweep directory (trials/)")
-    from raytrain_eff.tune.results import trial_steps
     fs, root = storage.filesystem(trials_dir)
     names = sorted(i.base_name for i in fs.get_file_info(pyarrow.fs.FileSelector(root))
                    if i.type == pyarrow.fs.FileType.Directory)
     runs = []
-    for base in (n for n in names if "-from" not in n):
-        segments = [n for n in names if n == base or n.startswith(base + "-from")]
-        steps = trial_steps(trials_dir, base)
+    for base in (n for n in names if not trials.is_restart(n)):
+        steps = trials.trial_steps(trials_dir, base)
         if len(steps):  # the newest segment holds the config the trial ended with
-            runs.append(load_run(storage.join(trials_dir, segments[-1]), steps))
+            newest = trials.segments(trials_dir, base)[-1][1]
+            runs.append(load_run(storage.join(trials_dir, newest), steps))
     return runs
 
 

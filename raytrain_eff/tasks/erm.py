@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from raytrain_eff.methods.dasvrda import LOSSES, CSRRows
+from raytrain_eff.blocks.erm_losses import LOSSES
+from raytrain_eff.blocks.rows import CSRRows
 from raytrain_eff.tasks.base import Task, epoch_batch_indices, shard_rows, tensor_checksum
 
 NEW_TESTAMENT_FIRST_BOOK = "Matthew"

@@ -21,7 +21,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from raytrain_eff.methods.lowdim import DeepLinear, original, orthogonal
+from raytrain_eff.blocks.deep_linear import DeepLinear, original, orthogonal
 from raytrain_eff.tasks.base import Task, epoch_batch_indices, shard_rows, tensor_checksum
 
 EVAL_ROWS = 65536   # target entries per evaluation batch

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raytrain_eff.methods.sublinear import ShiftedReLU
+from raytrain_eff.blocks.shifted_relu import ShiftedReLU
 from raytrain_eff.tasks.base import Task, epoch_batch_indices, shard_rows, tensor_checksum
 
 

@@ -9,14 +9,15 @@ import json
 
 import numpy as np
 import pandas as pd
-import pyarrow.fs
 import yaml
 
 from raytrain_eff import config as config_mod
-from raytrain_eff.engine import records, storage
+from raytrain_eff.engine import storage
+from raytrain_eff.engine import trials as trial_dirs
 from raytrain_eff.engine.launch import CONFIG_FILE
 from raytrain_eff.tune import schedulers
 from raytrain_eff.tune import space as space_mod
+from raytrain_eff.tune.plots import sweep_figures
 from raytrain_eff.tune.space import SweepSpec
 
 STATUSES = ("completed", "early_stopped", "errored", "interrupted", "not_started")
@@ -96,47 +97,12 @@ def expected_trials(spec: SweepSpec) -> int:
     return spec.num_samples * int(np.prod(grid)) if grid else spec.num_samples
 
 
-def trial_steps(trials_dir: str, run_name: str) -> pd.DataFrame:
-    """A trial's rows, stitched over its PBT restarts."""
-    return stitched(trials_dir, run_name, [])[0]
-
-
 def stitched(trials_dir: str, run_name: str,
              keys: list[str]) -> tuple[pd.DataFrame, list[dict]]:
-    """(a trial's rows, its config history). After PBT exploits, each '-fromSTEP' segment
-    replaces what followed STEP; each row carries the ``config/KEY`` its segment ran with."""
-    frame, history = pd.DataFrame(), list[dict]()
-    for start, name in segments(trials_dir, run_name):
-        values = segment_config(storage.join(trials_dir, name), keys)
-        if values is not None and (not history or
-                                   {k: v for k, v in history[-1].items() if k != "from_step"}
-                                   != values):
-            history.append({"from_step": start, **values})
-        table = records.read_table(storage.join(trials_dir, name))
-        if table is None:
-            continue
-        part = table.to_pandas()
-        for k, v in (values or {}).items():
-            part[f"config/{k}"] = v
-        if len(frame):
-            frame = frame[frame.step < part.step.min()]
-        frame = pd.concat([frame, part], ignore_index=True)
-    if "samples" in frame:  # one row per step: the running total the trial trained on
-        frame["samples_seen"] = frame["samples"].cumsum()
-    return frame, history
-
-
-def segments(trials_dir: str, run_name: str) -> list[tuple[int, str]]:
-    """(first step, directory name) of a trial's runs: its own, then one per PBT restart."""
-    fs, root = storage.filesystem(trials_dir)
-    out = []
-    for info in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True)):
-        name = info.base_name
-        if name == run_name:
-            out.append((0, name))
-        elif name.startswith(run_name + "-from") and name[len(run_name) + 5:].isdigit():
-            out.append((int(name[len(run_name) + 5:]), name))
-    return sorted(out)
+    """(a trial's rows, its config history): each row carries the ``config/KEY`` of the
+    searched ``keys`` its PBT segment ran with (``engine.trials.stitched``)."""
+    return trial_dirs.stitched(trials_dir, run_name,
+                               lambda run_dir: segment_config(run_dir, keys))
 
 
 def segment_config(run_dir: str, keys: list[str]) -> dict | None:
@@ -198,7 +164,6 @@ def _write_parquet(frame: pd.DataFrame, uri: str) -> None:
 
 
 def plots(steps: pd.DataFrame, trials: pd.DataFrame, spec: SweepSpec) -> dict[str, bytes]:
-    from raytrain_eff.report.plots import sweep_figures
     done = trials[trials[spec.metric].notna() & trials.effective_flops_total.notna()]
     front = pareto_front(done, spec) if not done.empty else done
     return sweep_figures(steps, done, front, spec.metric)

@@ -14,7 +14,7 @@ import pathlib
 from ray.train.v2.api.callback import UserCallback
 
 from raytrain_eff import config as config_mod
-from raytrain_eff.engine import checkpoint, launch, shared_storage, storage
+from raytrain_eff.engine import checkpoint, launch, shared_storage, storage, trials
 from raytrain_eff.tune import reported, schedulers
 from raytrain_eff.tune import space as space_mod
 from raytrain_eff.tune.space import Entry, SweepSpec
@@ -61,7 +61,7 @@ def make_trainable(base: dict, sweep_name: str, trials_dir: str, pbt: bool,
         donor = tune.get_checkpoint()
         if donor is not None:  # a PBT exploit: continue from the donor trial's weights
             step = checkpoint.read_manifest(pathlib.Path(donor.path))["step"]
-            name = f"{sweep_name}-{trial_id}-from{step:08d}"
+            name = trials.segment_name(f"{sweep_name}-{trial_id}", step)
         else:
             name = f"{sweep_name}-{trial_id}"
         cfg = trial_config(base, sample, name)

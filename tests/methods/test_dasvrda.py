@@ -7,25 +7,16 @@ import math
 import pytest
 import torch
 
+from raytrain_eff.blocks.erm_losses import LOSSES, prox_elastic_net
+from raytrain_eff.blocks.rows import DenseRows, as_rows
 from raytrain_eff.config import DataConfig
 from raytrain_eff.hparams.dasvrda import DASVRDAConfig, KatyushaConfig, ProxSVRGConfig
 from raytrain_eff.hparams.tasks import ERMConfig
 from raytrain_eff.methods.base import MethodContext
-from raytrain_eff.methods.dasvrda import (
-    LOSSES,
-    DASVRDAMethod,
-    DenseRows,
-    ERMProblem,
-    KatyushaMethod,
-    ProxSVRGMethod,
-    as_rows,
-    certify,
-    dasvrda,
-    fista,
-    make_solver,
-    prox_elastic_net,
-    solve,
-)
+from raytrain_eff.methods.dasvrda import DASVRDAMethod, KatyushaMethod, ProxSVRGMethod
+from raytrain_eff.methods.vr.certificate import certify, fista
+from raytrain_eff.methods.vr.problem import ERMProblem
+from raytrain_eff.methods.vr.solvers import dasvrda, make_solver, solve
 from raytrain_eff.tasks.erm import ERMTask
 from raytrain_eff.typed import ConfigError
 

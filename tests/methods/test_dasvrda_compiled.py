@@ -6,17 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from raytrain_eff.blocks.erm_losses import LOSSES
+from raytrain_eff.blocks.rows import as_rows
 from raytrain_eff.config import DataConfig
 from raytrain_eff.hparams.dasvrda import DASVRDAConfig
 from raytrain_eff.hparams.tasks import ERMConfig
-from raytrain_eff.methods.dasvrda import (
-    LOSSES,
-    SOLVERS,
-    ERMProblem,
-    as_rows,
-    make_solver,
-    solve,
-)
+from raytrain_eff.methods.vr.problem import ERMProblem
+from raytrain_eff.methods.vr.solvers import SOLVERS, make_solver, solve
 from raytrain_eff.tasks.erm import ERMTask
 from raytrain_eff.typed import ConfigError, build
 

@@ -188,8 +188,8 @@ def _full(model):
 
 def _on_shards(rank, world, group, opt_cls, cfg, steps, saved=None):
     """Train on FSDP2 shards; the full-parameter trace, what each rank holds, its state."""
+    from raytrain_eff.blocks.dtensor import local as local_tensor
     from raytrain_eff.engine import sharding
-    from raytrain_eff.methods.dho2 import local_tensor
     model = _fsdp_model(group)
     opt = opt_cls(model, cfg, ce, RankBatches(rank, world, 10**6), group=group, rank=rank,
                   world_size=world, structure=_meta_mlp())

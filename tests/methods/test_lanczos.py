@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 from torch.func import functional_call, hessian
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from raytrain_eff.hparams.fosi import DHO2Config, FOSIConfig
 from raytrain_eff.methods.dho2 import DHO2Optimizer, Slices
@@ -56,6 +57,34 @@ def test_hvp_equals_dense_hessian_in_every_mode(mode):
     op = HessianOperator(model, ce, batch, mode=mode)
     v = torch.randn(H.shape[0], dtype=torch.float64)
     torch.testing.assert_close(op(v), H @ v, rtol=0, atol=1e-12)
+
+
+class Attention(nn.Module):
+    """One causal self-attention through F.scaled_dot_product_attention, as tasks/lm.py."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.qkv, self.out = nn.Linear(8, 24), nn.Linear(8, 3)
+
+    def forward(self, x):                                          # (B, T, 8)
+        q, k, v = self.qkv(x).view(*x.shape[:2], 3, 2, 4).permute(2, 0, 3, 1, 4)  # (B, 2, T, 4)
+        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out(y.transpose(1, 2).reshape(x.shape)).mean(1)  # (B, 3)
+
+
+@pytest.mark.parametrize("mode", HVP_MODES)
+def test_hvp_through_sdpa_in_every_mode(mode):
+    """SDPA's fused CPU kernel has no double backward and no forward AD; the operator takes
+    the math backend, so both modes give the true H v (and forward mode does not fall back)."""
+    model, gen = Attention(), torch.Generator().manual_seed(1)
+    batch = torch.randn(4, 6, 8, generator=gen), torch.randint(0, 3, (4,), generator=gen)
+    with sdpa_kernel(SDPBackend.MATH):
+        H = dense_hessian(model, batch)
+    op = HessianOperator(model, ce, batch, mode=mode)
+    v = torch.randn(H.shape[0], generator=gen)
+    torch.testing.assert_close(op(v), H @ v, rtol=1e-4, atol=1e-5)
+    assert op.forward_mode == (mode == "forward_over_reverse")
 
 
 def test_double_backward_reuses_one_gradient_graph_for_every_hvp():

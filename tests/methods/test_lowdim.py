@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raytrain_eff.blocks import deep_linear
 from raytrain_eff.hparams.lowdim import LowDimConfig
 from raytrain_eff.methods import lowdim as L
 from raytrain_eff.methods.base import MethodContext
@@ -60,7 +61,7 @@ def test_compressed_product_at_init_is_eps_cubed_top_2r_of_surrogate(kind):
 
 
 def test_original_init_is_scaled_orthogonal():
-    net = L.original(12, 4, 0.1, gen(3), width=20)
+    net = deep_linear.original(12, 4, 0.1, gen(3), width=20)
     W1, W2, W4 = (w.detach() for w in (net.weights[0], net.weights[1], net.weights[3]))
     torch.testing.assert_close(W1.T @ W1, 0.01 * torch.eye(12, dtype=torch.float64))
     torch.testing.assert_close(W2 @ W2.T, 0.01 * torch.eye(20, dtype=torch.float64))
@@ -99,7 +100,7 @@ def test_fit_forms_the_product_once_per_iteration_on_the_same_trajectory(kind, v
     d, r = P.Phi.shape[0], 3 if kind == "factorization" else 2
 
     def net():
-        return (L.original(d, 3, 1e-2, gen(1)) if variant == "original"
+        return (deep_linear.original(d, 3, 1e-2, gen(1)) if variant == "original"
                 else L.compressed(P.surrogate, 2 * r, 1e-2))
     a, b = net(), net()
     calls = []
@@ -134,7 +135,7 @@ def test_fit_stops_at_the_first_error_at_or_below_tol():
 def test_compressed_never_worse_than_original_at_equal_iterations(kind, eta, alpha, steps):
     P = problems()[kind]
     d, r = P.Phi.shape[0], 3 if kind == "factorization" else 2
-    orig = L.original(d, 3, 1e-2, gen(1))
+    orig = deep_linear.original(d, 3, 1e-2, gen(1))
     comp = L.compressed(P.surrogate, 2 * r, 1e-2)
     e_orig = lowrank.fit(orig, P, L.make_optimizer(L.param_groups(orig, [orig], eta, 1.0), "gd"),
                    steps).errors
@@ -196,7 +197,7 @@ def test_head_spectral_init_from_the_step0_gradient():
     model, method, ctx, (x, y) = head_setup()
     h, b = model.body(x).detach(), model.head.bias.detach().clone()
     model = method.prepare(model, ctx)
-    assert isinstance(model.head, L.DeepLinear) and len(model.head.weights) == 3
+    assert isinstance(model.head, deep_linear.DeepLinear) and len(model.head.weights) == 3
     # cross-entropy at W = 0: −∇_W = (1/n) Σ (onehot(y) − softmax(b)) hᵀ
     Phi_hat = ((F.one_hot(y, 6) - torch.softmax(b, 0)).T @ h / len(y)).numpy()
     U, _, Vh = np.linalg.svd(Phi_hat)

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from raytrain_eff.hparams.mst import MSTConfig
 from raytrain_eff.methods.base import MethodContext
-from raytrain_eff.methods.mst import MST, discover, layer_densities, prune_and_grow
+from raytrain_eff.methods.mst.method import MST
+from raytrain_eff.methods.mst.topology import discover, layer_densities, prune_and_grow
 from raytrain_eff.tasks.lm import GPT
 
 V, T = 13, 8

@@ -101,6 +101,26 @@ def test_flex_kernel_equals_masked_attention_in_evaluation(name):
         torch.testing.assert_close(flex(x), masked(x), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kernel", ["tiles", "flex"])
+def test_hvps_through_each_kernel_equal_the_masked_ones(kernel):
+    # the curvature methods' HVPs differentiate attention twice; flex has no such path, so
+    # under the HVP's math-only SDPA it gives way to masked SDPA (same values)
+    from raytrain_eff.methods.lanczos import HessianOperator
+    torch.manual_seed(0)
+    masked, other = GPT(20, 32, 1, 2, 16), GPT(20, 32, 1, 2, 16)
+    other.load_state_dict(masked.state_dict())
+    HybridAttention(AttentionSchedule("local", 8, 0, 10)).attach(masked)
+    HybridAttention(AttentionSchedule("local", 8, 0, 10), kernel=kernel, tile=8).attach(other)
+    x = torch.randint(0, 20, (2, 33))
+    batch = x[:, :-1], x[:, 1:]
+
+    def loss(model, b):
+        return F.cross_entropy(model(b[0]).flatten(0, 1), b[1].flatten())
+    v = torch.randn(sum(p.numel() for p in masked.parameters()))
+    torch.testing.assert_close(HessianOperator(other, loss, batch)(v),
+                               HessianOperator(masked, loss, batch)(v), rtol=1e-4, atol=1e-5)
+
+
 def test_an_unknown_kernel_is_refused():
     from raytrain_eff.methods.sparse_attention import AttentionSchedule, HybridAttention
     with pytest.raises(ValueError, match="choose one of masked, tiles, flex"):

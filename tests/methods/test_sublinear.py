@@ -6,19 +6,14 @@ import math
 import pytest
 import torch
 
+from raytrain_eff.blocks.shifted_relu import ShiftedReLU, default_shift
 from raytrain_eff.config import DataConfig
 from raytrain_eff.hparams.sublinear import SublinearConfig
 from raytrain_eff.hparams.tasks import WideConfig
 from raytrain_eff.methods.base import MethodContext
-from raytrain_eff.methods.sublinear import (
-    GaussNewton,
-    HyperplaneLSH,
-    NeuronSGD,
-    ShiftedReLU,
-    Sublinear,
-    default_shift,
-    gram,
-)
+from raytrain_eff.methods.sublinear.index import HyperplaneLSH, use_index
+from raytrain_eff.methods.sublinear.method import Sublinear
+from raytrain_eff.methods.sublinear.optimizers import GaussNewton, NeuronSGD, gram
 from raytrain_eff.tasks.wide import WideTask, unit_rows
 from raytrain_eff.typed import ConfigError
 
@@ -49,7 +44,7 @@ def test_exact_index_equals_dense_active_set_under_random_updates(slack):
     n, d, m = 40, 16, 3001                      # m not a power of the fan-out: padded leaves
     X, _ = unit_data(n, d, 0)
     layer = ShiftedReLU(d, m, 1, seed=1, dtype=F64)
-    layer.use_index("exact", X, fanout=4, slack=slack)
+    use_index(layer, "exact", X, fanout=4, slack=slack)
     gen = torch.Generator().manual_seed(2)
     rekeyed = updated = 0
     for it in range(12):
@@ -77,7 +72,7 @@ def test_exact_query_reads_scale_with_active_set_not_width():
     reads = {}
     for m in (2 ** 12, 2 ** 16):
         layer = ShiftedReLU(d, m, 1, b=2.5, seed=0, dtype=F64)   # same b: same active fraction
-        layer.use_index("exact", X, fanout=8)
+        use_index(layer, "exact", X, fanout=8)
         rows = torch.arange(8)
         layer.active_pairs(X, rows)
         reads[m] = layer.stats["reads"] / max(float(dense_active(layer, X).sum()), 1)
@@ -89,7 +84,7 @@ def test_lsh_rehash_of_touched_neurons_equals_fresh_build_and_recall_is_measured
     d, m = 16, 2000
     X, _ = unit_data(30, d, 4)
     layer = ShiftedReLU(d, m, 1, seed=5, dtype=F64)
-    layer.use_index("lsh", tables=4, bits=3, seed=7)
+    use_index(layer, "lsh", tables=4, bits=3, seed=7)
     gen = torch.Generator().manual_seed(8)
     for _ in range(5):
         U = torch.unique(torch.randint(0, m, (400,), generator=gen))
@@ -150,7 +145,7 @@ def test_sparse_path_follows_dense_loss_trajectory(update, lr):
     runs = {}
     for mode in ("dense", "exact"):
         layer = ShiftedReLU(d, m, 1, seed=13, dtype=F64)
-        layer.use_index(mode, X, fanout=4)
+        use_index(layer, mode, X, fanout=4)
         runs[mode] = train(layer, update, 25, X, Y, 16, lr)
     (l_dense, w_dense), (l_exact, w_exact) = runs["dense"], runs["exact"]
     assert l_dense[-1] < 0.7 * l_dense[0]       # the reference actually learns
@@ -163,7 +158,7 @@ def _sharded_training(rank, world, group, update, lr):
     X, Y = unit_data(32, 8, 14)
     layer = ShiftedReLU(8, 1001, 2, seed=15, dtype=F64)
     layer.shard(rank, world, group)
-    layer.use_index("exact", X, fanout=4)
+    use_index(layer, "exact", X, fanout=4)
     Y2 = torch.cat([Y, -Y], 1)
     losses, W = train(layer, update, 10, X, Y2, 12, lr)
     return losses, W
@@ -175,7 +170,7 @@ def test_sharded_width_equals_unsharded(gloo, update, lr):
     (l0, w0), (l1, w1) = gloo.run(2, _sharded_training, update, lr)
     X, Y = unit_data(32, 8, 14)
     layer = ShiftedReLU(8, 1001, 2, seed=15, dtype=F64)
-    layer.use_index("exact", X, fanout=4)
+    use_index(layer, "exact", X, fanout=4)
     losses, W = train(layer, update, 10, X, torch.cat([Y, -Y], 1), 12, lr)
     assert len(w0) + len(w1) == 1001 and abs(len(w0) - len(w1)) <= 1
     assert torch.allclose(l0, losses, rtol=1e-9) and torch.equal(l0, l1)

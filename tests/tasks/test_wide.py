@@ -6,11 +6,12 @@ import math
 import pytest
 import torch
 
+from raytrain_eff.blocks.shifted_relu import ShiftedReLU
 from raytrain_eff.config import DataConfig
 from raytrain_eff.hparams.sublinear import SublinearConfig
 from raytrain_eff.hparams.tasks import WideConfig
 from raytrain_eff.methods.base import MethodContext
-from raytrain_eff.methods.sublinear import ShiftedReLU, Sublinear
+from raytrain_eff.methods.sublinear.method import Sublinear
 from raytrain_eff.tasks.wide import WideTask
 from raytrain_eff.typed import ConfigError
 

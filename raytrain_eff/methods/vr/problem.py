@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from raytrain_eff.methods.vr.losses import LOSSES, prox_elastic_net
-from raytrain_eff.methods.vr.rows import CSRRows, DenseRows
+from raytrain_eff import collectives
+from raytrain_eff.blocks.erm_losses import LOSSES, prox_elastic_net
+from raytrain_eff.blocks.rows import CSRRows, DenseRows
 
 
 class ERMProblem:
@@ -81,12 +82,12 @@ class ERMProblem:
         if self.group is None:
             return [value]
         out = [torch.zeros(1, dtype=torch.int64) for _ in range(dist.get_world_size(self.group))]
-        dist.all_gather(out, torch.tensor([value]), group=self.group)
+        collectives.all_gather(out, torch.tensor([value]), self.group)
         return [int(t) for t in out]
 
     def allreduce(self, t: torch.Tensor) -> torch.Tensor:
         if self.group is not None:
-            dist.all_reduce(t, group=self.group)
+            collectives.all_reduce(t, self.group)
         return t
 
     def R(self, x) -> float:

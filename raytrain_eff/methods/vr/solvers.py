@@ -65,9 +65,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from raytrain_eff.blocks.rows import CSRRows
 from raytrain_eff.methods.vr import kernels as vr_kernels
 from raytrain_eff.methods.vr.problem import ERMProblem
-from raytrain_eff.methods.vr.rows import CSRRows
 
 BACKENDS = ("compiled", "torch")   # compiled: numba stage loops; torch: the readable reference
 SMOOTHNESS = ("batch", "max")      # batch: L_b the mini-batch sees; max: the paper's L̄

@@ -1,4 +1,5 @@
-"""Rows a_i of one rank, dense or CSR: the few products the torch solvers need."""
+"""Rows a_i of one rank, dense or CSR: the few products the VR solvers need; the ``erm``
+task builds its sparse features with them."""
 from __future__ import annotations
 
 import torch

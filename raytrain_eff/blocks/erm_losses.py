@@ -1,5 +1,6 @@
 """Losses φ(t; y) of linear ERM, their derivatives in t and smoothness factors c (L_i =
-c‖a_i‖²), and the elastic-net prox: the torch reference (``kernels`` has compiled twins)."""
+c‖a_i‖²), and the elastic-net prox: the torch reference (``methods/vr/kernels`` has
+compiled twins). Shared by the ``erm`` task (its loss) and the VR solvers."""
 from __future__ import annotations
 
 import torch
