@@ -1,20 +1,24 @@
-"""World-size-independent checkpoints: a manifest, replicated state from rank 0, RNG per rank.
+"""World-size-independent checkpoints: a manifest, the model in shards, RNG per rank.
 
-Layout of one checkpoint directory::
+Layout of one checkpoint directory (format 3)::
 
     manifest.json   format, step, world size, attempt, samples seen, sha256 of every file
-    model.pt        model state dict (replicated across ranks)
-    optimizer.pt    optimizer state dict (methods that shard it gather it first)
+    shards/         the model and torch optimizers' state as torch.distributed.checkpoint
+                    shards: every rank writes what it holds, a load reshards (engine.shards)
+    optimizer.pt    the state of an optimizer with a layout of its own, from rank 0
+                    (FOSI/DHO2's flat vectors; absent when the state is in shards/)
     methods.pt      {method name: method.state_dict()} (world-size independent by contract)
     rng_rank<r>.pt  torch (and CUDA) RNG state of rank r, gathered to rank 0
 
-Rank 0 writes every file into a local temporary directory and hands it to
-``ray.train.report``; Ray registers the checkpoint only once all ranks have reported and
-uploaded, so a crash mid-write never leaves a registered checkpoint. The manifest is
-written last and checked on load; only files it lists are read. Everything loads with
-``weights_only=True``: no pickled code runs. A run saved with P ranks resumes with P'
-ranks: replicated state is shared, and ranks without an RNG file are seeded from
-(seed, step, rank).
+Every rank writes its files into a local temporary directory and hands it to
+``ray.train.report``, which uploads them all into one checkpoint directory; Ray registers the
+checkpoint only once all ranks have reported and uploaded. The manifest, written last by rank
+0, lists every rank's files with their checksums, so a checkpoint that lost a rank's shard (a
+rank killed mid-save) fails verification and is never resumed from. Nothing loads pickled
+code (``weights_only=True``; DCP's metadata through a restricted unpickler). A run saved with
+P ranks resumes with P' ranks under either strategy: shards are resharded on load, and ranks
+without an RNG file are seeded from (seed, step, rank). Formats 1 and 2 (``model.pt`` and
+``optimizer.pt`` whole, from rank 0) still load.
 
 Choosing the checkpoint to resume from is the engine's, not Ray's: Ray hands every restart
 its latest registered checkpoint, even a corrupted one (Train V2's ``CheckpointManager``
@@ -42,15 +46,16 @@ from collections.abc import Callable, Iterator
 import pyarrow.fs
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.api import CheckpointException
 
 from raytrain_eff import collectives
-from raytrain_eff.engine import storage
+from raytrain_eff.engine import sharding, shards, storage
 from raytrain_eff.tasks.base import step_generator
 from raytrain_eff.typed import ConfigError
 
-FORMAT = 2  # 2: every file (RNG files too) is in the manifest's checksums
-READABLE = (1, 2)
-REPLICATED = ("model.pt", "optimizer.pt", "methods.pt")
+FORMAT = 3  # 3: model (and torch optimizers) as DCP shards; 2: every file in the checksums
+READABLE = (1, 2, 3)
+SHARDS = "shards"
 MANIFEST = "manifest.json"
 _NAME = re.compile(r"checkpoint_step(\d{8})(?:-r(\d+))?")
 
@@ -89,8 +94,8 @@ def listing(run_dir: str) -> list[str]:
 
 def save(directory: pathlib.Path, *, rank: int, world_size: int, step: int, attempt: int,
          model, optimizer, methods, group=None, extra: dict | None = None) -> None:
-    """Every rank calls this (it gathers); rank 0 writes. ``group``: the ranks' process group
-    (None: the default one)."""
+    """Every rank calls this and writes its own shards into ``directory``; rank 0 writes the
+    rest, and the manifest last. ``group``: the ranks' process group (None: the default)."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -98,21 +103,31 @@ def save(directory: pathlib.Path, *, rank: int, world_size: int, step: int, atte
     rngs = _gather_to_rank0(rng, rank, world_size, group)  # the manifest covers them all
     # methods may gather sharded state collectively: every rank calls state_dict()
     method_states = {m.name: m.state_dict() for m in methods}
-    optimizer_state = optimizer.state_dict()
+    in_shards = shards.optimizer_in_shards(optimizer)
+    optimizer_state = None if in_shards else optimizer.state_dict()   # may gather, too
+    written = shards.save(directory / SHARDS, model, optimizer if in_shards else None, group)
+    mine = {f"{SHARDS}/{n}": _digest(directory / SHARDS / n) for n in written}
+    everyones = _gather_to_rank0(mine, rank, world_size, group)
     if rank != 0:
         return
-    names = list(REPLICATED)
+    files: dict[str, str] = {}
+    for digests in everyones:
+        files.update(digests)
     for r, state in enumerate(rngs):
-        torch.save(state, directory / f"rng_rank{r}.pt")
-        names.append(f"rng_rank{r}.pt")
-    torch.save(model.state_dict(), directory / "model.pt")
-    torch.save(optimizer_state, directory / "optimizer.pt")
-    torch.save(method_states, directory / "methods.pt")
+        files[f"rng_rank{r}.pt"] = _write(state, directory / f"rng_rank{r}.pt")
+    files["methods.pt"] = _write(method_states, directory / "methods.pt")
+    if optimizer_state is not None:
+        files["optimizer.pt"] = _write(optimizer_state, directory / "optimizer.pt")
     manifest = {"format": FORMAT, "step": step, "world_size": world_size, "attempt": attempt,
-                "files": {n: _digest(directory / n) for n in names}, **(extra or {})}
+                "files": files, **(extra or {})}
     tmp = directory / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(directory / MANIFEST)
+
+
+def _write(obj, path: pathlib.Path) -> str:
+    torch.save(obj, path)
+    return _digest(path)
 
 
 def _gather_to_rank0(obj, rank: int, world_size: int, group) -> list:
@@ -286,16 +301,24 @@ def local_copy(uri: str) -> Iterator[pathlib.Path]:
 
 
 def load(directory: pathlib.Path, *, rank: int, seed: int, model, optimizer, methods,
-         device: torch.device | str = "cpu") -> dict:
-    """Restore in place; returns the manifest (its ``step`` is the next step to run)."""
+         device: torch.device | str = "cpu", group=None) -> dict:
+    """Restore in place (every rank: shards are read collectively); returns the manifest (its
+    ``step`` is the next step to run)."""
     directory = pathlib.Path(directory)
     manifest = read_manifest(directory)
-    model.load_state_dict(_load(directory / "model.pt", device))
     states = _load(directory / "methods.pt", device)
     for m in methods:  # method state first: it may re-shape the optimizer's parameters
         if m.name in states:
             m.load_state_dict(states[m.name])
-    optimizer.load_state_dict(_load(directory / "optimizer.pt", device))
+    whole = "optimizer.pt" in manifest["files"]
+    if manifest["format"] >= 3:
+        _read_shards(directory, lambda d: shards.load(d, model, None if whole else optimizer,
+                                                      group))
+    else:  # model.pt whole, as formats 1 and 2 wrote it
+        _legacy_model(model).load_state_dict(_load(directory / "model.pt", device))
+    if whole:
+        _legacy_optimizer(model, optimizer).load_state_dict(
+            _load(directory / "optimizer.pt", device))
     rng_name = f"rng_rank{rank}.pt"
     # format 1 left RNG files out of the checksums; from format 2 only checked files are read
     if rng_name in manifest["files"] or (manifest["format"] == 1
@@ -309,9 +332,37 @@ def load(directory: pathlib.Path, *, rank: int, seed: int, model, optimizer, met
     return manifest
 
 
-def load_model_state(directory: pathlib.Path) -> dict:
-    read_manifest(directory)
-    return _load(pathlib.Path(directory) / "model.pt", torch.device("cpu"))
+def _read_shards(directory: pathlib.Path, read: Callable[[pathlib.Path], None]) -> None:
+    """``read(directory / SHARDS)``; DCP's many-line account of a failure becomes one line."""
+    try:
+        read(directory / SHARDS)
+    except CheckpointException as err:
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        raise CheckpointError(f"{directory}/{SHARDS} could not be read: {lines[-1]}") from err
+
+
+def _legacy_model(model):
+    """A loader of a whole model state dict: the model itself, or one that keeps each rank's
+    slices of a sharded model."""
+    return sharding.ShardedModelLoader(model) if sharding.is_sharded(model) else model
+
+
+def _legacy_optimizer(model, optimizer):
+    """A loader of a whole, integer-keyed optimizer state dict. An optimizer whose state is
+    world-size independent (DHO2's flat vectors) loads it as it is."""
+    if sharding.is_sharded(model) and shards.optimizer_in_shards(optimizer):
+        return sharding.ShardedOptimizerLoader(model, optimizer)
+    return optimizer
+
+
+def load_model(directory: pathlib.Path, model) -> None:
+    """The checkpoint's weights into ``model`` (one process, any format), in place."""
+    directory = pathlib.Path(directory)
+    manifest = read_manifest(directory)
+    if manifest["format"] >= 3:
+        _read_shards(directory, lambda d: shards.load_model(d, model))
+    else:
+        model.load_state_dict(_load(directory / "model.pt", torch.device("cpu")))
 
 
 def load_method_states(directory: pathlib.Path) -> dict:

@@ -34,7 +34,7 @@ def restore(run_dir: str):
     for m in methods:
         model = m.prepare(model, ctx)
     directory = latest_checkpoint(run_dir)
-    model.load_state_dict(checkpoint.load_model_state(directory))
+    checkpoint.load_model(directory, model)   # into the model's own tensors: one copy
     states = checkpoint.load_method_states(directory)
     for m in methods:
         if m.name in states:

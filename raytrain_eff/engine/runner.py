@@ -21,7 +21,6 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch.utils import _pytree as pytree
@@ -32,7 +31,7 @@ from raytrain_eff.engine import accounting, checkpoint, records, sharding
 from raytrain_eff.engine.grad_sync import OverlappedGradientSync
 from raytrain_eff.engine.pending import PendingSteps
 from raytrain_eff.engine.totals import RankShare, RunTotals
-from raytrain_eff.methods.base import MethodContext, world_size_independent_state
+from raytrain_eff.methods.base import MethodContext
 from raytrain_eff.monitor import keys as K
 from raytrain_eff.monitor.push import rss_bytes
 from raytrain_eff.tasks.base import shard_rows, step_generator, take_rows
@@ -152,25 +151,15 @@ class Runner:
             return self._load_from(directory)
 
     def _load_from(self, directory) -> tuple[int, int]:
-        model: Any = self.model
-        optimizer: Any = self.optimizer
-        if self.sharded:  # full state on every rank; each keeps its own slice
-            model = sharding.ShardedModelLoader(self.model)
-            if not self._optimizer_state_is_full:
-                optimizer = sharding.ShardedOptimizerLoader(self.model, self.optimizer)
+        # every rank reads its own slices of the shards, whatever layout wrote them
         manifest = checkpoint.load(pathlib.Path(directory), rank=self.rank,
-                                   seed=self.cfg.run.seed, model=model, optimizer=optimizer,
-                                   methods=self.methods, device=self.device)
+                                   seed=self.cfg.run.seed, model=self.model,
+                                   optimizer=self.optimizer, methods=self.methods,
+                                   device=self.device, group=self.group)
         self._resumed = (int(manifest["step"]), int(manifest["world_size"]))
         self.totals = RunTotals.from_manifest(manifest, self._constant_world_samples(
             int(manifest["step"]), int(manifest["world_size"])))
         return int(manifest["step"]), int(manifest.get("attempt", 0)) + 1
-
-    @property
-    def _optimizer_state_is_full(self) -> bool:
-        """The optimizer gathers its own full, world-size-independent state (DHO2's flat
-        vectors), so FSDP's per-parameter state-dict gathering does not apply."""
-        return world_size_independent_state(self.optimizer)
 
     @property
     def samples_seen(self) -> int:
@@ -350,15 +339,10 @@ class Runner:
             self.report(metrics)
             return
         from ray.train import Checkpoint
-        model: Any = self.model
-        optimizer: Any = self.optimizer
-        if self.sharded:  # gathered by every rank, ddp's format: any world size, any strategy
-            model = sharding.Snapshot(sharding.full_model_state(self.model))
-            if not self._optimizer_state_is_full:
-                optimizer = sharding.Snapshot(sharding.full_optimizer_state(self.model,
-                                                                            self.optimizer))
+        # every rank writes its own shards; Ray uploads them all into one checkpoint
         save = dict(rank=self.rank, world_size=self.world, step=step + 1, attempt=self.attempt,
-                    model=model, optimizer=optimizer, methods=self.methods, group=self.group,
+                    model=self.model, optimizer=self.optimizer, methods=self.methods,
+                    group=self.group,
                     extra={"samples_seen": self.samples_seen,
                            "totals": self.totals.to_manifest(row[K.WALL])})
         if self.local_checkpoints:

@@ -7,17 +7,13 @@ and optimizer moment (DTensors sharded on dim 0); a unit's full parameters exist
 its forward or backward runs. FSDP reduce-scatters the gradients itself, so the engine's
 own all-reduce (``grad_sync``) is off under this strategy.
 
-Checkpoints stay what they are under ``ddp``: the runner gathers full state dicts
-(``torch.distributed.checkpoint.state_dict``, CPU, rank 0) and hands them to
-``engine.checkpoint`` through ``Snapshot``; the optimizer's is re-keyed from parameter
-names to the plain ``optimizer.state_dict()`` integer ids. On load every rank reads the
-full state and keeps its own slice, so a run resumes on any worker count under either
-strategy.
+Checkpoints hold the model as ``torch.distributed.checkpoint`` shards (``engine.shards``): each
+rank writes its own slices and a load reshards, so no rank gathers the whole model. The loaders
+below read the whole-model checkpoints of earlier versions (formats 1 and 2) into the shards.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -25,12 +21,12 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
-    get_optimizer_state_dict,
     set_model_state_dict,
     set_optimizer_state_dict,
 )
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
@@ -55,33 +51,14 @@ def shard(model: nn.Module, units: Iterable[nn.Module], device_mesh: DeviceMesh)
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
-class Snapshot:
-    """A state dict gathered ahead of ``checkpoint.save`` (which asks for ``state_dict()``
-    only on rank 0, while gathering needs every rank)."""
-
-    def __init__(self, state: dict):
-        self.state = state
-
-    def state_dict(self) -> dict:
-        return self.state
+def is_sharded(model: nn.Module) -> bool:
+    """True when the model's parameters are FSDP's DTensors."""
+    return any(isinstance(p, DTensor) for p in model.parameters())
 
 
 def full_model_state(model: nn.Module) -> dict:
     """The unsharded model state dict on rank 0 (CPU); empty on other ranks. Collective."""
     return get_model_state_dict(model, options=FULL)
-
-
-def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """The unsharded optimizer state dict in ``optimizer.state_dict()``'s own layout (integer
-    ids in param-group order) on rank 0; empty on other ranks. Collective."""
-    named: Any = get_optimizer_state_dict(model, optimizer, options=FULL)
-    if not named:
-        return {}
-    ids: dict[str, int] = {}
-    groups = []
-    for group in named["param_groups"]:
-        groups.append({**group, "params": [ids.setdefault(n, len(ids)) for n in group["params"]]})
-    return {"state": {ids[n]: s for n, s in named["state"].items()}, "param_groups": groups}
 
 
 class ShardedModelLoader:

@@ -39,8 +39,10 @@ def _run_dir(tmp_path, steps=(10, 20, 30)):
 def test_every_file_is_in_the_manifest_and_a_bad_rng_file_is_named(tmp_path):
     _save(tmp_path / "c", 5)
     manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
-    on_disk = {p.name for p in (tmp_path / "c").iterdir()} - {"manifest.json"}
+    on_disk = {str(p.relative_to(tmp_path / "c")) for p in (tmp_path / "c").rglob("*")
+               if p.is_file()} - {"manifest.json"}
     assert set(manifest["files"]) == on_disk and "rng_rank0.pt" in on_disk
+    assert {"shards/.metadata", "shards/__0_0.distcp"} <= on_disk
     _flip_a_byte(tmp_path / "c" / "rng_rank0.pt")
     with pytest.raises(CheckpointError, match=r"c/rng_rank0.pt does not match its manifest "
                                               r"checksum"):
@@ -59,14 +61,16 @@ def _save_on_ranks(rank, world, group, root):
 
 def test_rng_states_of_all_ranks_are_gathered_under_rank0s_manifest(gloo, tmp_path):
     states = gloo.run(2, _save_on_ranks, str(tmp_path))
-    rank0 = tmp_path / "rank0"
-    assert set(checkpoint.read_manifest(rank0)["files"]) == {
-        "model.pt", "optimizer.pt", "methods.pt", "rng_rank0.pt", "rng_rank1.pt"}
-    assert not any((tmp_path / "rank1").iterdir())  # other ranks write nothing
+    merged = tmp_path / "merged"        # every rank's files in one directory, as Ray uploads
+    for rank in (0, 1):
+        shutil.copytree(tmp_path / f"rank{rank}", merged, dirs_exist_ok=True)
+    files = set(checkpoint.read_manifest(merged)["files"])
+    assert {"methods.pt", "rng_rank0.pt", "rng_rank1.pt", "shards/.metadata"} <= files
+    assert "optimizer.pt" not in files  # torch's SGD: its state is in the shards
     model = nn.Linear(3, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for rank in (0, 1):
-        checkpoint.load(rank0, rank=rank, seed=0, model=model, optimizer=opt, methods=[])
+        checkpoint.load(merged, rank=rank, seed=0, model=model, optimizer=opt, methods=[])
         assert torch.equal(torch.get_rng_state(), states[rank])
 
 
@@ -82,11 +86,12 @@ def test_names_sort_by_step_then_revision(tmp_path):
 
 def test_a_bad_pick_falls_back_to_the_newest_good_one_with_a_warning(tmp_path):
     run = _run_dir(tmp_path)
-    _flip_a_byte(run / "checkpoint_step00000030" / "model.pt")
+    _flip_a_byte(run / "checkpoint_step00000030" / "shards" / "__0_0.distcp")
     warnings = []
     chosen = checkpoint.choose(str(run), pick="checkpoint_step00000030", warn=warnings.append)
     assert chosen.name == "checkpoint_step00000020"
-    assert warnings == [f"{run}/checkpoint_step00000030/model.pt does not match its manifest "
+    assert warnings == [f"{run}/checkpoint_step00000030/shards/__0_0.distcp does not match its "
+                        f"manifest "
                         f"checksum; resuming from the previous good checkpoint, "
                         f"checkpoint_step00000020"]
     assert chosen.revision == 1  # a newer name exists: this attempt's names must differ
@@ -139,16 +144,16 @@ def test_from_checkpoint_accepts_a_step_a_name_or_a_directory(tmp_path):
     other = _run_dir(tmp_path / "other")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         checkpoint.resolve_start(str(run), str(other / "checkpoint_step00000020"))
-    _flip_a_byte(run / "checkpoint_step00000020" / "optimizer.pt")
-    with pytest.raises(CheckpointError, match="checkpoint_step00000020/optimizer.pt does not "
+    _flip_a_byte(run / "checkpoint_step00000020" / "shards" / ".metadata")
+    with pytest.raises(CheckpointError, match="checkpoint_step00000020/shards/.metadata does not "
                                               "match"):
         checkpoint.resolve_start(str(run), "20")  # an explicit choice never falls back
     warnings = []
     _flip_a_byte(run / "checkpoint_step00000030" / "methods.pt")
     assert checkpoint.resolve_start(str(run), None, warn=warnings.append)["checkpoint"] == \
         "checkpoint_step00000010"
-    assert [w.split("/")[-2] for w in warnings] == ["checkpoint_step00000030",
-                                                   "checkpoint_step00000020"]
+    assert [w.split(f"{run}/")[1].split("/")[0] for w in warnings] == [
+        "checkpoint_step00000030", "checkpoint_step00000020"]
     assert checkpoint.resolve_start(str(tmp_path / "empty"), None) is None
 
 
@@ -172,7 +177,7 @@ def test_local_resume_past_a_corrupted_checkpoint_keeps_the_trajectory(run_cfg, 
     straight = launch.fit(run_cfg("digits-sgd", *common))
     paused = launch.fit(run_cfg("digits-sgd", *common, "run.stop_after=20"))
     run = pathlib.Path(paused.run_dir)
-    bad = run / "checkpoint_step00000020" / "model.pt"
+    bad = run / "checkpoint_step00000020" / "shards" / "__0_0.distcp"
     _flip_a_byte(bad)
     bad_bytes = bad.read_bytes()
     capsys.readouterr()

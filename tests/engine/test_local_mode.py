@@ -70,7 +70,7 @@ def test_eval_export_and_corrupted_checkpoint_fallback(run_cfg, tmp_path):
     state = torch.load(out, weights_only=True)
     assert any(k.startswith("head.") for k in state)
     newest = pathlib.Path(result.run_dir) / "checkpoint_step00000020"
-    (newest / "model.pt").write_bytes(b"truncated")
+    (newest / "shards" / "__0_0.distcp").write_bytes(b"truncated")
     with pytest.raises(checkpoint.CheckpointError, match="checksum"):
         checkpoint.read_manifest(newest)
     assert finished_runs.latest_checkpoint(result.run_dir).name == "checkpoint_step00000010"

@@ -1,0 +1,156 @@
+"""Model and optimizer state as ``torch.distributed.checkpoint`` (DCP) shards.
+
+One on-disk format for every strategy: each rank writes the tensors it holds (under ``fsdp`` its
+FSDP shards, under ``ddp`` its share of the replicated tensors, DCP's planner deduplicating
+them), and a load reshards to whatever the reader holds: any world size, either strategy, or a
+plain model in one process. So no rank ever gathers the whole model to save or load it, and a
+checkpoint written under ``fsdp`` on 4 workers resumes under ``ddp`` on 1. Two formats (full
+state under ``ddp``, shards under ``fsdp``) would need a converter for every pair.
+
+``.metadata`` (the coordinator's) and ``__<rank>_<i>.distcp`` (every rank's data) sit in one
+directory; under Ray each rank writes into its own local directory and Ray Train uploads them
+all into the checkpoint's directory. Keys are parameter names (``get_state_dict``), never
+integer ids, so the optimizer's state follows its parameters across layouts.
+
+Loading runs no pickled code: DCP unpickles ``.metadata`` and ``torch.load``s non-tensor values
+without ``weights_only``; here the metadata goes through an unpickler that admits only DCP's
+own metadata classes, and values through ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pathlib
+import pickle
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from raytrain_eff.methods.base import world_size_independent_state
+
+MODEL, OPTIMIZER = "model", "optimizer"
+
+
+def optimizer_in_shards(optimizer: torch.optim.Optimizer) -> bool:
+    """True for torch's own optimizers, whose per-parameter state DCP keys by parameter name.
+    A method's optimizer with a layout of its own (FOSI/DHO2's flat vectors, the VR solvers,
+    sublinear's neuron updates) is saved whole by rank 0 instead (``optimizer.pt``)."""
+    return (type(optimizer).__module__.startswith("torch.optim")
+            and not world_size_independent_state(optimizer))
+
+
+def _distributed(group) -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def save(directory: pathlib.Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+         group=None) -> list[str]:
+    """Every rank writes its shards into ``directory`` (a collective when distributed);
+    returns the names of the files this rank wrote. ``optimizer=None``: the model alone."""
+    state: dict[str, Any] = {MODEL: get_model_state_dict(model)}
+    if optimizer is not None:
+        state[OPTIMIZER] = get_optimizer_state_dict(model, optimizer)
+    before = _files(directory)
+    with _one_process_is_intended():
+        dcp.save(state, storage_writer=dcp.FileSystemWriter(str(directory)),
+                 process_group=group, no_dist=not _distributed(group))
+    return sorted(_files(directory) - before)
+
+
+def load(directory: pathlib.Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+         group=None) -> None:
+    """Every rank reads what it holds of the shards in ``directory`` into ``model`` (and
+    ``optimizer``), in place: the layout it was saved in does not matter."""
+    state: dict[str, Any] = {MODEL: get_model_state_dict(model)}
+    if optimizer is not None:
+        # a fresh optimizer has no state to load into: torch builds it (a step at lr 0)
+        state[OPTIMIZER] = get_optimizer_state_dict(model, optimizer)
+    with _one_process_is_intended():
+        dcp.load(state, storage_reader=SafeReader(str(directory)),
+                 planner=_WeightsOnlyPlanner(), process_group=group,
+                 no_dist=not _distributed(group))
+    set_model_state_dict(model, state[MODEL])
+    if optimizer is not None:
+        set_optimizer_state_dict(model, optimizer, state[OPTIMIZER])
+
+
+def load_model(directory: pathlib.Path, model: nn.Module) -> None:
+    """The model's weights in one process (evaluation, export, sampling): read straight into
+    the model's own tensors, so no second copy of the model is ever held."""
+    load(directory, model, None)
+
+
+@contextlib.contextmanager
+def _one_process_is_intended() -> Iterator[None]:
+    """DCP warns on every save or load without a process group; local mode and the finished-run
+    commands mean exactly that."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def _files(directory: pathlib.Path) -> set[str]:
+    return {p.name for p in directory.iterdir() if p.is_file()} if directory.is_dir() else set()
+
+
+# -- loading without running pickled code ------------------------------------------------------
+_METADATA_MODULES = ("torch.distributed.checkpoint.metadata",
+                     "torch.distributed.checkpoint.filesystem")
+_METADATA_NAMES = {("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"), ("torch", "Size"),
+                   ("torch.serialization", "_get_layout"), ("collections", "OrderedDict")}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Admits DCP's metadata classes, torch's dtypes and sizes, and nothing else."""
+
+    def find_class(self, module: str, name: str):
+        allowed = (module in _METADATA_MODULES or (module, name) in _METADATA_NAMES
+                   or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)))
+        if not allowed:
+            raise pickle.UnpicklingError(f"checkpoint metadata names {module}.{name}, which is "
+                                         "not a torch.distributed.checkpoint metadata type")
+        return super().find_class(module, name)
+
+
+class SafeReader(dcp.FileSystemReader):
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        path = os.path.join(str(self.path), ".metadata")
+        with open(path, "rb") as f:
+            metadata = _MetadataUnpickler(f).load()
+        if not isinstance(metadata, Metadata):
+            raise pickle.UnpicklingError(f"{path} holds no checkpoint metadata")
+        storage_meta = metadata.storage_meta or StorageMeta()
+        storage_meta.load_id = self.load_id     # as FileSystemReader.read_metadata does
+        metadata.storage_meta = storage_meta
+        return metadata
+
+
+class _WeightsOnlyPlanner(DefaultLoadPlanner):
+    """Non-tensor values (an optimizer's hyper-parameters, step counts) through
+    ``torch.load(weights_only=True)``."""
+
+    def load_bytes(self, read_item, value: io.BytesIO) -> None:
+        loaded = torch.load(value, weights_only=True)
+        super().load_bytes(read_item, _saved(loaded))
+
+
+def _saved(obj: Any) -> io.BytesIO:
+    """``obj`` as the bytes ``DefaultLoadPlanner.load_bytes`` reads back."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return buffer
