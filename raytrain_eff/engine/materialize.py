@@ -11,9 +11,11 @@ module.
 
 A module is initialised by its own ``reset_parameters()`` (the standard layers' init), then
 by the root model's ``init_weights(name, module)`` when it has one (GPT's normal(0, 0.02)
-and scaled residual init). A task whose model draws its init another way (its own
-generator, a spectral init, a user's factory) sets ``Task.builds_on_meta = False``: its
-model is built whole on every rank after ``torch.manual_seed(seed)``, then sharded.
+and scaled residual init); both may touch only that module's own tensors (a reset that also
+fills its children's, like ``nn.MultiheadAttention``'s, is not supported). A task whose
+model draws its init another way (its own generator, a spectral init, a user's factory) sets
+``Task.builds_on_meta = False``: its model is built whole on every rank after
+``torch.manual_seed(seed)``, then sharded.
 """
 from __future__ import annotations
 

@@ -30,9 +30,10 @@ class Task:
     builtin_datasets: ClassVar[tuple[str, ...]] = ()
     # a table task's label column: 'integer' class indices 0..K-1 or any finite 'numeric'
     label_kind: ClassVar[str | None] = None
-    # build_model() may run on the meta device: every module with parameters or buffers has
-    # reset_parameters() (the root may add init_weights(name, module)), so each rank
-    # materialises only its own slices (engine.materialize). False: built whole per rank.
+    # build_model() may run on the meta device: its tensors are parameters and buffers only,
+    # and each module holding some has reset_parameters() that fills just its own (the root
+    # may add init_weights(name, module)); each rank then materialises only its own slices
+    # (engine.materialize). False: built whole on every rank after torch.manual_seed(seed).
     builds_on_meta: ClassVar[bool] = True
 
     def __init__(self, params: Any, data: Any, seed: int = 0, *, grad_accum: int = 1):
