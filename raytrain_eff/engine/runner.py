@@ -27,7 +27,7 @@ from torch.utils import _pytree as pytree
 
 from raytrain_eff import catalog, collectives
 from raytrain_eff.config import ExperimentConfig
-from raytrain_eff.engine import accounting, checkpoint, records, sharding
+from raytrain_eff.engine import accounting, checkpoint, materialize, records, sharding
 from raytrain_eff.engine.grad_sync import OverlappedGradientSync
 from raytrain_eff.engine.pending import PendingSteps
 from raytrain_eff.engine.totals import RankShare, RunTotals
@@ -77,12 +77,13 @@ class Runner:
         torch.set_num_threads(cfg.train.threads_per_worker)
         self.task = build_task(cfg)
         self.task.load()
-        torch.manual_seed(cfg.run.seed)  # same initial weights on every rank
-        model = self.task.build_model().to(self.device)
+        torch.manual_seed(cfg.run.seed)  # the same RNG state on every rank for the methods
         self.sharded = cfg.scaling.strategy == "fsdp"
-        if self.sharded:  # before prepare: methods see (and hook) the sharded parameters
-            model = sharding.shard(model, self.task.shard_units(model),
-                                   sharding.mesh(self.group, self.device))
+        # sharded before prepare: methods see (and hook) the sharded parameters
+        model, built = materialize.build(self.task, cfg.run.seed, self.device, mesh=(
+            sharding.mesh(self.group, self.device) if self.sharded else None))
+        self.summary_extra = {**self.summary_extra, "model_build": built}
+        self._log(f"model: {materialize.DESCRIBE[built]}")
         self.methods = catalog.create_methods(cfg.methods)
         self.ctx = MethodContext(
             rank=self.rank, world_size=self.world, group=self.group, device=self.device,

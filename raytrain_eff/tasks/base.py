@@ -30,6 +30,11 @@ class Task:
     builtin_datasets: ClassVar[tuple[str, ...]] = ()
     # a table task's label column: 'integer' class indices 0..K-1 or any finite 'numeric'
     label_kind: ClassVar[str | None] = None
+    # build_model() may run on the meta device: its tensors are parameters and buffers only,
+    # and each module holding some has reset_parameters() that fills just its own (the root
+    # may add init_weights(name, module)); each rank then materialises only its own slices
+    # (engine.materialize). False: built whole on every rank after torch.manual_seed(seed).
+    builds_on_meta: ClassVar[bool] = True
 
     def __init__(self, params: Any, data: Any, seed: int = 0, *, grad_accum: int = 1):
         self.params = params        # the task's hyper-parameter dataclass
@@ -149,8 +154,9 @@ def take_rows(batch: Any, rows: range) -> Any:
         batch)
 
 
-def step_generator(seed: int, *keys: int) -> torch.Generator:
-    """A generator whose stream depends only on (seed, keys): same step, same batch."""
+def step_generator(seed: int, *keys: int | str) -> torch.Generator:
+    """A generator whose stream depends only on (seed, keys): same step, same batch (and
+    same module name, same initial weights: engine.materialize)."""
     digest = hashlib.blake2b(repr((seed, *keys)).encode(), digest_size=8).digest()
     gen = torch.Generator()
     gen.manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))

@@ -8,7 +8,9 @@ The factory is called with ``options`` as keyword arguments and returns a ``User
         return UserTask(model_fn=model, loss_fn=torch.nn.functional.cross_entropy, data=data)
 
 Rows are sharded per worker like the built-in tasks; ``metrics_fn(logits, y)`` may add
-evaluation metrics beside ``val_loss``.
+evaluation metrics beside ``val_loss``. ``model_fn`` runs whole on every worker after
+``torch.manual_seed(run.seed)`` (never on the meta device: it may initialise its model any
+way it likes), and under ``scaling.strategy: fsdp`` the model is sharded after that.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class UserTask:
 
 class CustomTask(Task):
     reads_dataset = False  # the factory brings its own data
+    builds_on_meta = False  # a user's model_fn may initialise its model any way it likes
 
     @classmethod
     def preflight(cls, cfg) -> None:

@@ -46,6 +46,9 @@ class LinearModel(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(d, dtype=torch.float64))
 
+    def reset_parameters(self) -> None:  # the solvers start from x = 0
+        nn.init.zeros_(self.weight)
+
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         return X @ self.weight
 

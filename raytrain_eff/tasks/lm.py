@@ -100,15 +100,18 @@ class GPT(nn.Module):
         self.transformer = Trunk(vocab_size, seq_len, n_layer, n_head, n_embd, dropout)
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # weight tying
-        self.apply(self._init)
-        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
-            if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+        self.n_layer = n_layer
+        for name, module in self.named_modules():
+            self.init_weights(name, module)
 
-    @staticmethod
-    def _init(module):
+    def init_weights(self, name: str, module: nn.Module) -> None:
+        """GPT-2's init of one module (``name`` as in ``named_modules``): normal(0, 0.02)
+        weights, zero biases, and residual projections (``c_proj``) at std 0.02/√(2·n_layer).
+        Per module, so the meta-device materialiser (engine.materialize) can apply it too."""
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            residual = name.endswith("c_proj")
+            std = 0.02 / math.sqrt(2 * self.n_layer) if residual else 0.02
+            nn.init.normal_(module.weight, mean=0.0, std=std)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 

@@ -139,6 +139,7 @@ def fit(net: DeepLinear, problem: LowRankProblem, opt: torch.optim.Optimizer, st
 
 class LowRankTask(Task):
     reads_dataset = False  # problems are generated from task.seed
+    builds_on_meta = False  # the init is drawn from its own generator (seed + 1)
 
     def load(self) -> None:
         p = self.params

@@ -38,6 +38,7 @@ def unit_rows(X: torch.Tensor) -> torch.Tensor:
 
 class WideTask(Task):
     reads_dataset = False  # task.dataset picks synthetic data or the bundled digits
+    builds_on_meta = False  # ShiftedReLU draws its weights from its own generator
 
     def load(self) -> None:
         p = self.params

@@ -28,6 +28,7 @@ def test_local_run_leaves_table_summary_and_checkpoint(run_cfg):
     for key in ("config", "commit", "data_checksum", "machine", "totals", "final"):
         assert key in summary
     assert summary["totals"]["samples"] == 120 * 64
+    assert summary["model_build"] == "meta"  # built on the meta device (engine.materialize)
     assert result.metrics["step"] == 120 and "val_loss" in result.metrics
     ckpts = sorted(p.name for p in pathlib.Path(result.run_dir).glob("checkpoint_step*"))
     assert ckpts == ["checkpoint_step00000060", "checkpoint_step00000120"]
