@@ -101,24 +101,46 @@ class InMemoryText:
 
 @dataclass(frozen=True)
 class TextGroup:
-    """One decoded row group: its rows' UTF-8 bytes, each followed by a newline."""
-    ids: np.ndarray     # uint8 [bytes]
-    starts: np.ndarray  # int64 [rows + 1]: row i is ids[starts[i]:starts[i + 1]]
+    """One decoded row group: its rows' UTF-8 bytes, each read as followed by a newline.
+    ``raw`` is a view of Arrow's buffer (no copy: the bytes stay in Arrow's memory pool, which
+    reuses them group after group); the newlines are implied by the offsets."""
+    raw: np.ndarray      # uint8 [bytes]: the rows' bytes back to back
+    offsets: np.ndarray  # int64 [rows + 1]: row i is raw[offsets[i]:offsets[i + 1]]
+
+    @property
+    def size(self) -> int:
+        """Bytes of the group's text with a newline after each row."""
+        return len(self.raw) + len(self.offsets) - 1
+
+    def starts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where ``rows`` begin and end (their newline included) in the newline-joined text."""
+        return self.offsets[rows] + rows, self.offsets[rows + 1] + rows + 1
+
+    def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
+        """uint8 [len(starts), length]: the newline-joined text from each start."""
+        at = starts[:, None] + np.arange(length)                 # positions in the joined text
+        row = np.searchsorted(self.offsets[1:] + np.arange(1, len(self.offsets)), at,
+                              side="right")                       # row i ends at offsets[i+1]+i
+        byte = at - row                                           # position in raw
+        newline = byte == self.offsets[row + 1]
+        out = self.raw[np.minimum(byte, max(len(self.raw) - 1, 0))] if len(self.raw) else \
+            np.zeros(at.shape, np.uint8)
+        return np.where(newline, np.uint8(NEWLINE), out)
 
 
 def decode_text(table: pa.Table, where: str, column: str) -> TextGroup:
-    """A ``RowGroupReader`` decoder (with ``column`` bound): a row group's text as bytes
-    (nulls read as empty rows, as the in-memory path skips them)."""
-    arr = pc.fill_null(table.column(column), "").combine_chunks()
+    """A ``RowGroupReader`` decoder (with ``column`` bound): a row group's text column, null
+    rows read as empty (as the in-memory path skips them)."""
+    col = table.column(column)
+    if col.null_count:
+        col = pc.fill_null(col, "")
+    arr = col.combine_chunks()
     wide = pa.types.is_large_string(arr.type)
     offsets = np.frombuffer(arr.buffers()[1], np.int64 if wide else np.int32).astype(np.int64)
     offsets = offsets[arr.offset:arr.offset + len(arr) + 1]
     data = arr.buffers()[2]
     raw = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
-    raw = raw[offsets[0]:offsets[-1]]
-    offsets = offsets - offsets[0]
-    ids = np.insert(raw, offsets[1:], NEWLINE)  # a newline after every row
-    return TextGroup(ids, offsets + np.arange(len(offsets)))
+    return TextGroup(raw[offsets[0]:offsets[-1]], offsets - offsets[0])
 
 
 def streamed_text(data, seq_len: int, seed: int) -> StreamedText:
@@ -175,15 +197,14 @@ class StreamedText:
         reader.prefetch(rows.groups())
         for file, group in rows.groups():
             g = reader.get((file, group))
-            if len(g.ids) < T + 1:
-                raise DataError(f"{reader.paths[file]}: row group {group}: {len(g.ids)} bytes "
+            if g.size < T + 1:
+                raise DataError(f"{reader.paths[file]}: row group {group}: {g.size} bytes "
                                 f"of text, fewer than task.seq_len+1 ({T + 1}); write larger "
                                 f"row groups or lower task.seq_len")
             mine = np.flatnonzero((rows.file == file) & (rows.group == group))
-            a, b = g.starts[rows.row[mine]], g.starts[rows.row[mine] + 1]
-            starts = np.minimum(a + (jitter[mine] * (b - a)).astype(np.int64),
-                                len(g.ids) - T - 1)
-            out[mine] = g.ids[starts[:, None] + np.arange(T + 1)]
+            a, b = g.starts(rows.row[mine])
+            starts = np.minimum(a + (jitter[mine] * (b - a)).astype(np.int64), g.size - T - 1)
+            out[mine] = g.windows(starts, T + 1)
         chunk = torch.from_numpy(out).long()
         return chunk[:, :-1], chunk[:, 1:]
 

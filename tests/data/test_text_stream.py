@@ -49,8 +49,11 @@ def test_windows_are_bytes_of_the_text_and_predict_the_next(corpus):
 
 def test_a_row_group_decodes_to_its_rows_each_ending_in_a_newline():
     g = decode_text(pa.table({"text": ["ab", None, "", "é"]}), "t", "text")
-    assert bytes(g.ids.tolist()) == "ab\n\n\né\n".encode() and g.ids.dtype == np.uint8
-    assert g.starts.tolist() == [0, 3, 4, 5, 8]
+    joined = "ab\n\n\né\n".encode()
+    assert g.size == len(joined) and g.raw.dtype == np.uint8
+    assert bytes(g.windows(np.array([0]), g.size)[0].tolist()) == joined
+    assert bytes(g.windows(np.array([2, 5]), 3).tolist()[1]) == joined[5:8]
+    assert [a.tolist() for a in g.starts(np.arange(4))] == [[0, 3, 4, 5], [3, 4, 5, 8]]
     assert ByteVocab().decode(ByteVocab().encode("Jesus wept. é")) == "Jesus wept. é"
 
 
