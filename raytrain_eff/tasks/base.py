@@ -74,6 +74,13 @@ class Task:
         validate.check_footers(cfg.data.dataset, cls.required_columns(cfg.data))
         if cfg.data.val_dataset is not None:
             validate.check_footers(cfg.data.val_dataset, cls.required_columns(cfg.data))
+        cls.check_rows(cfg)
+
+    @classmethod
+    def check_rows(cls, cfg: Any) -> None:
+        """The driver's check of a table task's rows (default: a scan of every row, one record
+        batch at a time, for tasks that hold all rows anyway); streaming tasks override it
+        with bounded checks."""
         if cls.label_kind is not None:
             validate.check_tabular(cfg.data.dataset, cfg.data.label_column,
                                    cfg.data.feature_columns, classes=cls.label_kind == "integer")
