@@ -53,7 +53,8 @@ class ByteVocab:
         return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
 
 
-def _windows(ids, starts: torch.Tensor, T: int):
+def windows(ids: torch.Tensor, starts: torch.Tensor, T: int):
+    """(x, y) int64 [len(starts), T]: the ids from each start and the ids one further."""
     chunk = ids[starts[:, None] + torch.arange(T + 1)].long()
     return chunk[:, :-1], chunk[:, 1:]
 
@@ -79,13 +80,13 @@ class InMemoryText:
         span = shard_rows(len(self.train_ids), rank, world)
         gen = step_generator(self.seed, position, 0, rank, world)
         starts = torch.randint(0, len(span) - self.T - 1, (batch_size,), generator=gen)
-        return _windows(self.train_ids, starts + span.start, self.T)
+        return windows(self.train_ids, starts + span.start, self.T)
 
     def val_batches(self, batch_size: int, num_batches: int) -> Iterator:
         # fixed, evenly spaced windows: every evaluation scores the same text
         starts = torch.linspace(0, len(self.val_ids) - self.T - 2, batch_size * num_batches)
         for i in range(num_batches):
-            yield _windows(self.val_ids, starts[i * batch_size:(i + 1) * batch_size].long(),
+            yield windows(self.val_ids, starts[i * batch_size:(i + 1) * batch_size].long(),
                            self.T)
 
     def checksum(self) -> str:

@@ -126,3 +126,23 @@ def test_paused_and_resumed_local_run_equals_a_straight_one(corpus, tmp_path):
     a, b = _losses(straight.run_dir), _losses(paused.run_dir)
     assert len(a) == len(b) == 6 and torch.isfinite(a).all()
     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_a_directory_or_uri_streams_and_the_task_reports_its_data_wait(corpus, tmp_path):
+    from raytrain_eff.engine.runner import build_task
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i in range(3):
+        write_corpus(shards / f"part-{i}.parquet", corpus[1][i * 1000:(i + 1) * 1000])
+    (shards / "_SUCCESS").write_text("")
+    cfg = config.load(overrides=[f"data.dataset=file://{shards}", "task.seq_len=16",
+                                 "task.n_layer=1", "task.n_embd=32", "task.n_head=2"])
+    task = build_task(cfg)
+    task.load()
+    assert len(task.text.train.files) == 3 and task.num_train == 2850 and len(task.vocab) == 256
+    assert task.data_wait_s() == 0.0
+    task.train_batch(0, 0, 0, 2, 8)
+    waited = task.data_wait_s()
+    assert waited > 0 and task.data_wait_s() == 0.0  # asking resets it
+    out = task.sample(task.build_model(), "In the", 5, 1.0, seed=0)
+    assert out.startswith("In the")
