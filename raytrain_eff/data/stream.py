@@ -50,6 +50,8 @@ class RowGroupReader:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._cache.clear()
+        while self._files:
+            self._files.popitem()[1].close()
 
     def __getstate__(self):  # a task may be pickled before load(): threads never travel
         return {**self.__dict__, "_cache": OrderedDict(), "_lock": None, "_pool": None,

@@ -96,9 +96,6 @@ class InMemoryText:
                 h.update(chunk.long().numpy().tobytes())
         return h.hexdigest()[:16]
 
-    def close(self) -> None:
-        pass
-
 
 @dataclass(frozen=True)
 class TextGroup:
