@@ -79,7 +79,12 @@ class RowGroupReader:
         file, group = key
         path = self.paths[file]
         table = self._file(file).read_row_group(group, columns=self.columns)
-        return self.decode(table, f"{path}: row group {group}")
+        decoded = self.decode(table, f"{path}: row group {group}")
+        del table
+        # the reader's scratch (pages, decompression) goes back now: allocators keep freed
+        # memory for reuse, and without this their high-water mark grows with the groups read
+        pa.default_memory_pool().release_unused()
+        return decoded
 
     def _file(self, file: int) -> pq.ParquetFile:
         handle = self._files.pop(file, None)

@@ -67,7 +67,7 @@ def decode_features(table: pa.Table, where: str, label: str, features: list[str]
     beyond = np.flatnonzero(y >= classes)
     if len(beyond):
         raise DataError(f"{where}: row {beyond[0]}: column '{label}' has label {y[beyond[0]]}, "
-                        f"beyond the {classes} classes the footers' statistics give")
+                        f"beyond the {classes} classes of the training data")
     X = np.stack([table.column(c).to_numpy(zero_copy_only=False) for c in features], 1)
     return FeatureGroup(X.astype(np.float32), y)
 
@@ -80,7 +80,7 @@ class StreamedFeatures:
                  seed: int, shuffle_window: int, cache_row_groups: int):
         self.train, self.val, self.features = train, val, features
         self.num_train, self.num_val = train.num_rows, val.num_rows
-        self.classes = class_count(tuple(dict.fromkeys(train.files + val.files)), label)
+        self.classes = class_count(train.files, label)  # held-out labels are checked below it
         self.plan = Plan(train, seed, shuffle_window)
         decode = functools.partial(decode_features, label=label, features=features,
                                    classes=self.classes)

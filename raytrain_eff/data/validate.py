@@ -66,6 +66,42 @@ def check_tabular(uri: str, label: str, features: list[str] | None, *,
 
 def check_classes(uri: str, label: str, features: list[str] | None) -> int:
     """Streamed class data on the driver (see the module docstring); returns K."""
+    first_row, unread = _sample_and_statistics(uri, label, features)
+    while True:  # a class missing from what was read: read the groups whose range covers it
+        values = sorted(first_row)
+        k = next((i for i, v in enumerate(values) if v != i), len(values))
+        if k == len(values) and not any(hi >= k for *_, hi in unread):
+            return k
+        covering = [u for u in unread if u[3] <= k <= u[4]]
+        if not covering:  # class k is absent: name the smallest label above it
+            above = [u for u in unread if u[3] > k]
+            if above:
+                u = min(above, key=lambda u: u[3])
+                _read_labels(u[0], u[1], u[2], label, first_row)
+            return check_class_labels(first_row, label)
+        for u in covering:
+            unread.remove(u)
+            _read_labels(u[0], u[1], u[2], label, first_row)
+
+
+def check_held_out_classes(uri: str, label: str, features: list[str] | None,
+                           classes: int) -> None:
+    """A separate held-out set (``data.val_dataset``): like ``check_classes``, but its labels
+    need only lie below the ``classes`` of the training data (a class may be absent)."""
+    first_row, unread = _sample_and_statistics(uri, label, features)
+    for u in unread:
+        if u[4] >= classes:
+            _read_labels(u[0], u[1], u[2], label, first_row)
+    beyond = [v for v in sorted(first_row) if v >= classes]
+    if beyond:
+        where, row = first_row[beyond[0]]
+        raise DataError(f"{where}: row {row}: column '{label}' has label {beyond[0]}, beyond "
+                        f"the {classes} classes of the training data (labels 0..{classes - 1})")
+
+
+def _sample_and_statistics(uri: str, label: str, features: list[str] | None):
+    """The first ``SAMPLE_ROWS`` rows checked, then each row group's label statistics:
+    (label -> (file, row) where first seen, row groups whose extremes were not seen yet)."""
     first_row: dict[int, tuple[str, int]] = {}
     unread: list[tuple[str, int, int, int, int]] = []  # (file, group, first row, min, max)
     sampled = 0
@@ -86,21 +122,7 @@ def check_classes(uri: str, label: str, features: list[str] | None) -> int:
             unread += _label_statistics(parquet, path, label, first_row)
     if not first_row and not unread:
         raise DataError(f"{uri}: has no rows")
-    while True:  # a class missing from what was read: read the groups whose range covers it
-        values = sorted(first_row)
-        k = next((i for i, v in enumerate(values) if v != i), len(values))
-        if k == len(values) and not any(hi >= k for *_, hi in unread):
-            return k
-        covering = [u for u in unread if u[3] <= k <= u[4]]
-        if not covering:  # class k is absent: name the smallest label above it
-            above = [u for u in unread if u[3] > k]
-            if above:
-                u = min(above, key=lambda u: u[3])
-                _read_labels(u[0], u[1], u[2], label, first_row)
-            return check_class_labels(first_row, label)
-        for u in covering:
-            unread.remove(u)
-            _read_labels(u[0], u[1], u[2], label, first_row)
+    return first_row, unread
 
 
 def _label_statistics(parquet: pq.ParquetFile, path: str, label: str,

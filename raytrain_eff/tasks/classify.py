@@ -86,8 +86,11 @@ class ClassifyTask(Task):
     @classmethod
     def check_rows(cls, cfg) -> None:
         """Footers, label statistics and a bounded sample: no scan (``validate``)."""
-        for uri in filter(None, (cfg.data.dataset, cfg.data.val_dataset)):
-            validate.check_classes(uri, cfg.data.label_column, cfg.data.feature_columns)
+        d = cfg.data
+        classes = validate.check_classes(d.dataset, d.label_column, d.feature_columns)
+        if d.val_dataset is not None:
+            validate.check_held_out_classes(d.val_dataset, d.label_column, d.feature_columns,
+                                            classes)
 
     def load(self) -> None:
         d = self.data

@@ -170,3 +170,23 @@ def test_class_checks_read_footers_and_a_sample_not_every_row(tmp_path, monkeypa
                    row_group_size=10)
     with pytest.raises(DataError, match="row 30: column 'label' has the negative label -4"):
         validate.check_classes(str(neg), "label", None)
+
+
+def test_a_separate_held_out_set_may_lack_classes_but_not_exceed_them(tmp_path):
+    train = _write(tmp_path / "train.parquet", a=[0.5] * 6, label=[0, 1, 2, 0, 1, 2])
+    short = _write(tmp_path / "short.parquet", a=[0.5] * 2, label=[0, 0])
+    assert validate.check_classes(train, "label", None) == 3
+    validate.check_held_out_classes(short, "label", None, 3)  # class 1 and 2 absent: fine
+    wide = _write(tmp_path / "wide.parquet", a=[0.5] * 3, label=[0, 7, 1])
+    with pytest.raises(DataError, match=r"wide.parquet: row 1: column 'label' has label 7, beyond "
+                                        r"the 3 classes of the training data"):
+        validate.check_held_out_classes(wide, "label", None, 3)
+    rows = _stream(train, val_dataset=wide)  # a worker, without the driver's checks
+    assert rows.classes == 3 and rows.num_train == 6
+    with pytest.raises(DataError, match=r"wide.parquet: row group 0: row 1: .* label 7, beyond"):
+        list(rows.in_order("val", range(rows.num_val), 4))
+    from raytrain_eff.tasks.classify import ClassifyTask
+    cfg = config.load(preset="digits-adamw", overrides=[
+        f"data.dataset={train}", f"data.val_dataset={wide}", "task.model=mlp"])
+    with pytest.raises(DataError, match="label 7, beyond the 3 classes"):
+        ClassifyTask.preflight(cfg)                # the driver, before any worker starts
