@@ -59,17 +59,19 @@ def test_a_row_group_decodes_to_its_rows_each_ending_in_a_newline():
 
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_batches_do_not_depend_on_what_was_read_before(corpus, world):
-    straight = _text(corpus, cache_row_groups=1)
+    positions = [(p, r) for p in range(6, 9) for r in range(world)]
+    fresh = _text(corpus, cache_row_groups=1)
+    expected = [fresh.batch(p, r, world, 8) for p, r in positions]
+    used = _text(corpus, cache_row_groups=3)  # another cache, and an earlier attempt that ran
+    before = 4 - world                        # positions 0..5 on another number of workers
     for p in range(6):
-        for r in range(world):
-            straight.batch(p, r, world, 8)
-    later = [straight.batch(p, r, world, 8) for p in range(6, 9) for r in range(world)]
-    resumed = _text(corpus, cache_row_groups=3)  # another cache size: same batches
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(
-        later, [resumed.batch(p, r, world, 8) for p in range(6, 9) for r in range(world)],
-        strict=True))
-    straight.close()
-    resumed.close()
+        for r in range(before):
+            used.batch(p, r, before, 8)
+    got = [used.batch(p, r, world, 8) for p, r in positions]
+    for (x0, y0), (x1, y1) in zip(expected, got, strict=True):
+        assert torch.equal(x0, x1) and torch.equal(y0, y1)
+    fresh.close()
+    used.close()
 
 
 def test_validation_is_the_tail_or_a_separate_file(corpus, tmp_path):
