@@ -124,9 +124,10 @@ def head_task(seed: int) -> tuple[ClassifyTask, tuple, tuple]:
                         DataConfig(dataset="digits", val_fraction=0.2, batch_size=HEAD_BATCH),
                         seed=seed)
     task.load()
-    mid = task.num_train + (len(task.y) - task.num_train) // 2
-    val = (task.X[task.num_train:mid], task.y[task.num_train:mid])
-    test = (task.X[mid:], task.y[mid:])
+    X, y = task.rows.X, task.rows.y
+    mid = task.num_train + (len(y) - task.num_train) // 2
+    val = (X[task.num_train:mid], y[task.num_train:mid])
+    test = (X[mid:], y[mid:])
     return task, val, test
 
 

@@ -53,6 +53,7 @@ from bench.harness import (
 )
 from raytrain_eff.config import DataConfig
 from raytrain_eff.data.tabular import load_features
+from raytrain_eff.data.text import windows
 from raytrain_eff.hparams.mst import MSTConfig
 from raytrain_eff.hparams.tasks import LMConfig
 from raytrain_eff.methods.base import MethodContext
@@ -98,13 +99,13 @@ class LMProblem:
         self.cfg = cfg
         self.task = LanguageModelTask(cfg["model"], DataConfig(dataset="kjv"), seed=0)
         self.task.load()
-        held = self.task.val_ids
+        held = self.task.text.val_ids
         half = len(held) // 2
         self.splits = {"validation": held[:half], "test": held[half:]}
         self.steps, self.batch, self.lrs = cfg["steps"], cfg["batch"], cfg["lrs"]
 
     def split_sizes(self) -> dict:
-        return {"train_chars": len(self.task.train_ids),
+        return {"train_chars": len(self.task.text.train_ids),
                 **{f"{k}_chars": len(v) for k, v in self.splits.items()}}
 
     def model(self, seed: int):
@@ -127,7 +128,7 @@ class LMProblem:
         model.eval()
         total = 0.0
         for chunk in starts.split(self.batch * 4):
-            total += float(self.task.loss(model, self.task._windows(ids, chunk))) * len(chunk)
+            total += float(self.task.loss(model, windows(ids, chunk, T))) * len(chunk)
         model.train()
         return {"loss": total / n}
 

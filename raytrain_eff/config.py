@@ -41,8 +41,17 @@ class DataConfig:
     text_column: str = "text"   # Parquet text corpora
     label_column: str = "label"  # Parquet classification data
     feature_columns: list[str] | None = None  # None: every column but the label
+    # Parquet path / URI scored at evaluations; None: the last val_fraction of dataset's rows
+    val_dataset: str | None = None
+    shuffle_window: int = 4096  # streamed Parquet: rows a rank shuffles together (data/plan.py)
+    cache_row_groups: int = 4   # streamed Parquet: decoded row groups a worker keeps (LRU)
 
     def __post_init__(self):
+        check(self.val_dataset is None or bool(self.val_dataset), "val_dataset",
+              self.val_dataset, "null or a Parquet path / pyarrow.fs URI")
+        check(self.shuffle_window >= 1, "shuffle_window", self.shuffle_window, "an integer >= 1")
+        check(self.cache_row_groups >= 1, "cache_row_groups", self.cache_row_groups,
+              "an integer >= 1")
         check(self.batch_size > 0, "batch_size", self.batch_size, "an integer > 0")
         check(0 <= self.val_fraction < 1, "val_fraction", self.val_fraction,
               "in [0, 1) (0: nothing held out, task erm only)")

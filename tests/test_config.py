@@ -120,3 +120,14 @@ def test_broken_config_fails_before_torch_or_ray_is_imported():
                           timeout=scaled(60))
     assert proc.returncode == 0, proc.stderr
     assert "did you mean 'steps'" in proc.stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.shuffle_window=0", "data.shuffle_window: 0"),
+    ("data.cache_row_groups=0", "data.cache_row_groups: 0"),
+    ("data.val_dataset=''", "data.val_dataset"),
+    ("task.vocab=words", "task.vocab"),
+])
+def test_streaming_keys_are_validated_by_name(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config.load(overrides=[override])

@@ -80,7 +80,7 @@ class MetricsTable:
 
 FIRST_COLUMNS = ["step", "attempt", "world_size", "wall_s", "loss", "val_loss", "lr",
                  "samples", "tokens",
-                 "step_time_s", "dense_flops", "effective_flops", "rss_bytes",
+                 "step_time_s", "data_wait_s", "dense_flops", "effective_flops", "rss_bytes",
                  "peak_memory_bytes"]
 
 

@@ -204,6 +204,7 @@ class Runner:
         cfg = self.cfg
         steps = min(cfg.run.steps, cfg.run.stop_after or cfg.run.steps)
         dense = self.flops.count(self.model, self._batch(self.start_step, 0))
+        self.task.data_wait_s()  # the set-up's draws (this FLOP count's batch) are no step's
         self.t_start, self.samples_at_start = time.perf_counter(), self.samples_seen
         row: dict = {}
         for step in range(self.start_step, steps):
@@ -295,7 +296,7 @@ class Runner:
             effective_flops=effective * self.world, rss_bytes=rss,
             peak_memory_bytes=accounting.peak_memory_bytes(self.device, rss),
             memory={**self._state_bytes(), **accounting.gpu_memory(self.device)},
-            method_stats=method_stats,
+            method_stats={**method_stats, K.DATA_WAIT_SECONDS: self.task.data_wait_s()},
             rank_share={K.SAMPLES: samples * batches / self.world,
                         K.TOKENS: tokens * batches / self.world,
                         K.DENSE_FLOPS: dense, K.EFFECTIVE_FLOPS: effective})

@@ -16,6 +16,9 @@ class LMConfig:
     n_head: int = 4
     n_embd: int = 128
     dropout: float = 0.0
+    # auto: chars of the corpus for the bundled ones (kjv, pydoc: the presets' checkpoints),
+    # UTF-8 bytes streamed from a Parquet dataset; char on Parquet loads the whole corpus
+    vocab: Literal["auto", "char", "bytes"] = "auto"
 
     def __post_init__(self):
         for name in ("seq_len", "n_layer", "n_head", "n_embd"):

@@ -19,6 +19,7 @@ TOKENS = "tokens"
 DENSE_FLOPS = "dense_flops"                # what the dense reference model would have needed
 EFFECTIVE_FLOPS = "effective_flops"        # what the method needed
 CURVATURE_SECONDS = "curvature_seconds"    # Lanczos, Hessian-vector products (FOSI, DHO2)
+DATA_WAIT_SECONDS = "data_wait_s"          # a step's wait for its batches (reads, decoding)
 STEPS = "steps"                            # optimizer steps (the exporter counts pushes)
 
 # -- last value wins ----------------------------------------------------------------------------

@@ -58,6 +58,8 @@ COUNTERS = {
     K.CURVATURE_SECONDS: _worker("curvature_seconds_total", "counter",
                                  "Seconds spent on curvature work "
                                  "(Lanczos, Hessian-vector products)."),
+    K.DATA_WAIT_SECONDS: _worker("data_wait_seconds_total", "counter",
+                                 "Seconds steps waited for their batches (reads, decoding)."),
 }
 STEPS_KEY = K.STEPS
 STEPS = _worker("steps_total", "counter", "Optimizer steps taken.")

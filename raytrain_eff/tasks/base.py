@@ -10,6 +10,7 @@ Tasks never import ray.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -18,7 +19,9 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from raytrain_eff.data import validate
+from raytrain_eff.data.seeds import step_generator  # tasks import it from here too
 from raytrain_eff.ranks import shard_rows  # tasks import it from here too
+from raytrain_eff.typed import ConfigError
 
 
 class Task:
@@ -35,6 +38,8 @@ class Task:
     # may add init_weights(name, module)); each rank then materialises only its own slices
     # (engine.materialize). False: built whole on every rank after torch.manual_seed(seed).
     builds_on_meta: ClassVar[bool] = True
+    # True when the task streams Parquet row groups (data.plan) and so takes data.val_dataset
+    streams_parquet: ClassVar[bool] = False
 
     def __init__(self, params: Any, data: Any, seed: int = 0, *, grad_accum: int = 1):
         self.params = params        # the task's hyper-parameter dataclass
@@ -42,6 +47,7 @@ class Task:
         self.seed = seed
         self.grad_accum = grad_accum  # train.grad_accum: micro-batches per optimizer step
         self.num_train = 0          # training rows (all ranks)
+        self._data_wait = 0.0       # seconds spent building training batches since last asked
 
     @property
     def replicated_batches(self) -> bool:
@@ -65,9 +71,21 @@ class Task:
         naming the key, file, column or value. A table task's data is then scanned: finite
         features, and labels of its ``label_kind`` (class indices 0..K-1 with every class
         present: a stray 1000 is named, never turned into a 1001-way head)."""
+        if cfg.data.val_dataset is not None and not cls.streams_parquet:
+            raise ConfigError(f"data.val_dataset: task {cfg.task.name} holds its data in memory "
+                              f"and holds out data.val_fraction instead; unset it")
         if not cls.reads_dataset or cfg.data.dataset in cls.builtin_datasets:
             return
         validate.check_footers(cfg.data.dataset, cls.required_columns(cfg.data))
+        if cfg.data.val_dataset is not None:
+            validate.check_footers(cfg.data.val_dataset, cls.required_columns(cfg.data))
+        cls.check_rows(cfg)
+
+    @classmethod
+    def check_rows(cls, cfg: Any) -> None:
+        """The driver's check of a table task's rows (default: a scan of every row, one record
+        batch at a time, for tasks that hold all rows anyway); streaming tasks override it
+        with bounded checks."""
         if cls.label_kind is not None:
             validate.check_tabular(cfg.data.dataset, cfg.data.label_column,
                                    cfg.data.feature_columns, classes=cls.label_kind == "integer")
@@ -95,7 +113,17 @@ class Task:
 
     def train_batch(self, step: int, micro: int, rank: int, world: int, batch_size: int) -> Any:
         """Micro-batch ``micro`` (0 <= micro < grad_accum) of optimizer step ``step``."""
-        return self.batch_at(self.batch_position(step, micro), rank, world, batch_size)
+        t0 = time.perf_counter()
+        try:
+            return self.batch_at(self.batch_position(step, micro), rank, world, batch_size)
+        finally:
+            self._data_wait += time.perf_counter() - t0
+
+    def data_wait_s(self) -> float:
+        """Seconds spent waiting for training batches (reads, decoding, assembly) since the
+        last call, which resets it: the runner asks once per step for ``data_wait_s``."""
+        waited, self._data_wait = self._data_wait, 0.0
+        return waited
 
     def val_batches(self, batch_size: int, num_batches: int) -> Iterator[Any]:
         raise NotImplementedError
@@ -152,15 +180,6 @@ def take_rows(batch: Any, rows: range) -> Any:
     return pytree.tree_map(
         lambda t: t[rows.start:rows.stop] if isinstance(t, torch.Tensor) and t.dim() else t,
         batch)
-
-
-def step_generator(seed: int, *keys: int | str) -> torch.Generator:
-    """A generator whose stream depends only on (seed, keys): same step, same batch (and
-    same module name, same initial weights: engine.materialize)."""
-    digest = hashlib.blake2b(repr((seed, *keys)).encode(), digest_size=8).digest()
-    gen = torch.Generator()
-    gen.manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
-    return gen
 
 
 def micro_batch_position(step: int, micro: int, grad_accum: int) -> int:

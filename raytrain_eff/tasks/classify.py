@@ -6,8 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raytrain_eff.data.tabular import BUILTIN_TABULAR, load_features
+from raytrain_eff.data import validate
+from raytrain_eff.data.tabular import (
+    BUILTIN_TABULAR,
+    StreamedFeatures,
+    load_features,
+    streamed_features,
+)
 from raytrain_eff.tasks.base import Task, epoch_batch_indices, shard_rows, tensor_checksum
+from raytrain_eff.typed import ConfigError
 
 
 def mlp(in_dim: int, hidden: int, depth: int, classes: int) -> nn.Module:
@@ -39,31 +46,74 @@ class Classifier(nn.Module):
         return self.head(self.body(x))
 
 
+class InMemoryFeatures:
+    """A bundled set (digits) held as tensors, behind ``StreamedFeatures``' interface: the last
+    ``val_fraction`` of a fixed shuffle is held out; epochs permute each rank's shard."""
+
+    def __init__(self, dataset: str, val_fraction: float, seed: int):
+        X, y, self.shape = load_features(dataset)
+        split = int(len(y) * (1 - val_fraction))
+        if split == 0 or split == len(y):
+            raise ValueError(f"data.dataset {dataset}: {len(y)} rows cannot be split "
+                             f"with val_fraction={val_fraction}")
+        self.X, self.y = torch.from_numpy(X.reshape(len(X), *self.shape)), torch.from_numpy(y)
+        self.seed, self.num_train, self.classes = seed, split, int(y.max()) + 1
+        self.num_val = len(y) - split
+
+    def batch(self, position: int, rank: int, world: int, batch_size: int):
+        idx = epoch_batch_indices(self.num_train, self.seed, position=position, rank=rank,
+                                  world=world, batch_size=batch_size)
+        return self.X[idx], self.y[idx]
+
+    def in_order(self, which: str, span: range, batch_size: int):
+        first = 0 if which == "train" else self.num_train
+        for start in range(span.start, span.stop, batch_size):
+            rows = slice(first + start, first + min(start + batch_size, span.stop))
+            yield self.X[rows], self.y[rows]
+
+    def checksum(self) -> str:
+        return tensor_checksum(self.X, self.y)
+
+
 class ClassifyTask(Task):
+    """Classes from features: digits in memory, or Parquet features streamed a few row groups
+    at a time (``data.tabular.StreamedFeatures``), scored on ``data.val_dataset`` or the last
+    ``val_fraction`` of the rows."""
     builtin_datasets = BUILTIN_TABULAR
     label_kind = "integer"
+    streams_parquet = True
+
+    @classmethod
+    def check_rows(cls, cfg) -> None:
+        """Footers, label statistics and a bounded sample: no scan (``validate``)."""
+        d = cfg.data
+        classes = validate.check_classes(d.dataset, d.label_column, d.feature_columns)
+        if d.val_dataset is not None:
+            validate.check_held_out_classes(d.val_dataset, d.label_column, d.feature_columns,
+                                            classes)
 
     def load(self) -> None:
-        X, y, self.shape = load_features(self.data.dataset, self.data.label_column,
-                                         self.data.feature_columns)
-        split = int(len(y) * (1 - self.data.val_fraction))
-        if split == 0 or split == len(y):
-            raise ValueError(f"data.dataset {self.data.dataset}: {len(y)} rows cannot be split "
-                             f"with val_fraction={self.data.val_fraction}")
-        if self.params.model == "cnn":
-            if not self.shape:
+        d = self.data
+        self.rows: InMemoryFeatures | StreamedFeatures
+        if d.dataset in BUILTIN_TABULAR:
+            if d.val_dataset is not None:
+                raise ConfigError(f"data.val_dataset: {d.val_dataset}: set for the bundled "
+                                  f"{d.dataset}, which holds out data.val_fraction instead")
+            self.rows = InMemoryFeatures(d.dataset, d.val_fraction, self.seed)
+            self.shape = self.rows.shape
+        else:
+            if self.params.model == "cnn":
                 raise ValueError("task.model: cnn needs image data (dataset: digits); "
                                  "use model: mlp for Parquet features")
-            X = X.reshape(len(X), *self.shape)
-        self.X, self.y = torch.from_numpy(X), torch.from_numpy(y)
-        self.num_train = split
-        self.classes = int(y.max()) + 1
+            self.rows = streamed_features(d, self.seed)
+            self.shape = (len(self.rows.features),)
+        self.num_train, self.classes = self.rows.num_train, self.rows.classes
 
     def build_model(self) -> nn.Module:
         p = self.params
         if p.model == "cnn":
             return cnn(self.shape, p.hidden, p.depth, self.classes)
-        return mlp(int(np.prod(self.X.shape[1:])), p.hidden, p.depth, self.classes)
+        return mlp(int(np.prod(self.shape)), p.hidden, p.depth, self.classes)
 
     def shard_units(self, model):
         """Each hidden layer (linear or conv stage) of the body; the head stays at the root."""
@@ -74,21 +124,14 @@ class ClassifyTask(Task):
         return F.cross_entropy(model(x), y)
 
     def batch_at(self, position, rank, world, batch_size):
-        idx = epoch_batch_indices(self.num_train, self.seed, position=position, rank=rank,
-                                  world=world, batch_size=batch_size)
-        return self.X[idx], self.y[idx]
+        return self.rows.batch(position, rank, world, batch_size)
 
     def val_batches(self, batch_size, num_batches):
         # the whole held-out split, however many batches that takes
-        for start in range(self.num_train, len(self.y), batch_size):
-            end = min(start + batch_size, len(self.y))
-            yield self.X[start:end], self.y[start:end]
+        return self.rows.in_order("val", range(self.rows.num_val), batch_size)
 
     def shard_iterator(self, rank, world, batch_size):
-        rows = shard_rows(self.num_train, rank, world)
-        for start in range(rows.start, rows.stop, batch_size):
-            end = min(start + batch_size, rows.stop)
-            yield self.X[start:end], self.y[start:end]
+        return self.rows.in_order("train", shard_rows(self.num_train, rank, world), batch_size)
 
     @torch.no_grad()
     def evaluate(self, model, batch_size, num_batches):
@@ -104,4 +147,4 @@ class ClassifyTask(Task):
         return {"val_loss": loss / n, "val_accuracy": correct / n}
 
     def checksum(self) -> str:
-        return tensor_checksum(self.X, self.y)
+        return self.rows.checksum()

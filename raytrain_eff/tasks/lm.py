@@ -1,4 +1,4 @@
-"""Character-level GPT on a real corpus (nanoGPT layout: pre-LN blocks, tied embedding/head).
+"""Character- or byte-level GPT on real text (nanoGPT layout: pre-LN blocks, tied wte/head).
 
 Module names follow nanoGPT (``transformer.wte``, ``transformer.h[i].attn.c_attn`` ...) so
 sparsity methods can address layers the way their reference code does. Each attention
@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from raytrain_eff.data.corpus import BUILTIN_CORPORA, CharVocab, load_text
-from raytrain_eff.tasks.base import Task, shard_rows, step_generator, tensor_checksum
+from raytrain_eff.data.text import ByteVocab, InMemoryText, StreamedText, streamed_text
+from raytrain_eff.tasks.base import Task
+from raytrain_eff.typed import ConfigError
 
 
 class CausalSelfAttention(nn.Module):
@@ -134,24 +136,34 @@ class GPT(nn.Module):
 
 
 class LanguageModelTask(Task):
+    """Next-token prediction (characters or UTF-8 bytes, ``task.vocab``) on ``data.dataset``,
+    scored on ``data.val_dataset`` or the held-out last ``val_fraction`` of it. Parquet text
+    with the byte vocabulary is streamed (``data.text``): memory stays a few row groups."""
     builtin_datasets = BUILTIN_CORPORA
+    streams_parquet = True
 
     @classmethod
     def required_columns(cls, data):
         return {data.text_column: "string"}
 
-    """Next-character prediction; the last ``val_fraction`` of the corpus is held out."""
-
     def load(self) -> None:
-        text = load_text(self.data.dataset, self.data.text_column)
-        self.vocab = CharVocab(text)
-        ids = torch.from_numpy(self.vocab.encode(text).astype("int64"))
-        split = int(len(ids) * (1 - self.data.val_fraction))
-        self.train_ids, self.val_ids = ids[:split], ids[split:]
-        if len(self.val_ids) <= self.params.seq_len + 1:
-            raise ValueError(f"data.dataset {self.data.dataset}: held-out split has "
-                             f"{len(self.val_ids)} characters, fewer than seq_len+1")
-        self.num_train = len(self.train_ids)
+        d, p = self.data, self.params
+        kind = p.vocab if p.vocab != "auto" else (
+            "char" if d.dataset in BUILTIN_CORPORA else "bytes")
+        self.text: InMemoryText | StreamedText
+        if kind == "bytes" and d.dataset not in BUILTIN_CORPORA:
+            self.text = streamed_text(d, p.seq_len, self.seed)
+        else:
+            if d.val_dataset is not None:
+                raise ConfigError(f"data.val_dataset: {d.val_dataset}: set for an in-memory "
+                                  f"corpus ({d.dataset}, task.vocab={kind}); it needs a Parquet "
+                                  f"data.dataset streamed with task.vocab=bytes (or auto)")
+            corpus = load_text(d.dataset, d.text_column)
+            vocab = CharVocab(corpus) if kind == "char" else ByteVocab()
+            self.text = InMemoryText(corpus, vocab, val_fraction=d.val_fraction,
+                                     seq_len=p.seq_len, seed=self.seed, name=d.dataset)
+        self.vocab = self.text.vocab
+        self.num_train = self.text.num_train
 
     def build_model(self) -> nn.Module:
         p = self.params
@@ -167,28 +179,11 @@ class LanguageModelTask(Task):
         logits = model(x)
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
 
-    def _windows(self, ids: torch.Tensor, starts: torch.Tensor):
-        T = self.params.seq_len
-        offsets = starts[:, None] + torch.arange(T + 1)
-        chunk = ids[offsets]
-        return chunk[:, :-1], chunk[:, 1:]
-
     def batch_at(self, position, rank, world, batch_size):
-        # each rank draws windows from its own contiguous shard of the training text, i.i.d.
-        # per micro-batch position (the 0 keeps grad_accum=1 streams as they were: step, 0)
-        span = shard_rows(len(self.train_ids), rank, world)
-        gen = step_generator(self.seed, position, 0, rank, world)
-        starts = torch.randint(0, len(span) - self.params.seq_len - 1, (batch_size,),
-                               generator=gen)
-        return self._windows(self.train_ids, starts + span.start)
+        return self.text.batch(position, rank, world, batch_size)
 
     def val_batches(self, batch_size, num_batches):
-        # fixed, evenly spaced windows: every evaluation scores the same text
-        T = self.params.seq_len
-        n = batch_size * num_batches
-        starts = torch.linspace(0, len(self.val_ids) - T - 2, n).long()
-        for i in range(num_batches):
-            yield self._windows(self.val_ids, starts[i * batch_size:(i + 1) * batch_size])
+        return self.text.val_batches(batch_size, num_batches)
 
     def counts(self, batch):
         return batch[0].shape[0], batch[0].numel()
@@ -199,7 +194,8 @@ class LanguageModelTask(Task):
         return self.params.n_layer * 4.0 * B * T * T * self.params.n_embd
 
     def checksum(self) -> str:
-        return tensor_checksum(self.train_ids, self.val_ids)
+        return self.text.checksum()
+
 
     def sample(self, model, prompt: str, new_tokens: int, temperature: float, seed: int) -> str:
         idx = torch.from_numpy(self.vocab.encode(prompt).astype("int64"))[None]

@@ -4,6 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from raytrain_eff import config
 from raytrain_eff.data import corpus, parquet, tabular
 from raytrain_eff.data.parquet import DataError
 
@@ -31,8 +32,12 @@ def test_user_parquet_text_and_features(tmp_path):
     assert corpus.load_text(str(tmp_path / "t.parquet")) == "abc\nde"
     pq.write_table(pa.table({"a": [0.1, 0.2], "b": [1, 2], "label": [0, 1]}),
                    tmp_path / "f.parquet")
-    X, y, shape = tabular.load_features(str(tmp_path / "f.parquet"))
-    assert X.shape == (2, 2) and sorted(y.tolist()) == [0, 1] and shape == ()
+    cfg = config.load(preset="digits-adamw", overrides=[f"data.dataset={tmp_path / 'f.parquet'}",
+                                                        "data.val_fraction=0.5"])
+    rows = tabular.streamed_features(cfg.data, seed=0)
+    X, y = rows.batch(0, 0, 1, 1)
+    assert X.shape == (1, 2) and y.tolist() == [0] and rows.classes == 2
+    assert [b[1].tolist() for b in rows.in_order("val", range(1), 4)] == [[1]]
 
 
 @pytest.mark.parametrize("table, columns, message", [

@@ -19,7 +19,8 @@ ALL_STATS = {"step": 3, "loss": 0.7, "samples": 32, "tokens": 512, "step_time_s"
              "dense_flops": 1e9, "effective_flops": 4e8, "rss_bytes": 3e8,
              "peak_memory_bytes": 4e8, "gpu_allocated_bytes": 1e9, "gpu_peak_bytes": 2e9,
              "param_bytes": 4e6, "grad_bytes": 8e6, "optimizer_state_bytes": 8e6,
-             "lr": 1e-3, "curvature_seconds": 0.004, "sparsity": 0.6, "attention_density": 0.25,
+             "lr": 1e-3, "curvature_seconds": 0.004, "data_wait_s": 0.002, "sparsity": 0.6,
+             "attention_density": 0.25,
              "active_fraction": 0.1, "lanczos_staleness": 2}
 
 

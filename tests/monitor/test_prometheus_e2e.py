@@ -61,6 +61,9 @@ def _train_and_push(run: str, rank: int, port: int, stop_file: str) -> int:
     step = 0
     while not os.path.exists(stop_file):
         t0 = time.perf_counter()
+        order = torch.randperm(B)                   # the step's batch: its wait is real, if short
+        x, y = x[order], y[order]
+        data_wait_s = time.perf_counter() - t0
         loss, h = loss_fn()
         grads = torch.autograd.grad(loss, params, create_graph=True)
         c0 = time.perf_counter()                    # curvature work: one Hessian-vector product
@@ -77,6 +80,7 @@ def _train_and_push(run: str, rank: int, port: int, stop_file: str) -> int:
                      K.STEP_TIME: time.perf_counter() - t0, K.DENSE_FLOPS: dense,
                      K.EFFECTIVE_FLOPS: dense - 6.0 * zeros * fc1.weight.numel() * B,
                      K.LR: opt.param_groups[0]["lr"], K.CURVATURE_SECONDS: curvature_s,
+                     K.DATA_WAIT_SECONDS: data_wait_s,
                      K.SPARSITY: zeros, K.ATTENTION_DENSITY: float(band.float().mean()),
                      K.ACTIVE_FRACTION: float((h > 0).float().mean()), K.WALL: 1.0,
                      K.PARAM_BYTES: sum(p.numel() * p.element_size() for p in params),
