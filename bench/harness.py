@@ -307,7 +307,9 @@ class Claim:
     ``statistic``: the worst seed, or the bootstrap 90% lower bound of the mean (the worst
     seed's win implies the bound's), must be strictly past ``threshold``. A claim with
     ``required=False`` is reported, not a condition of ``met``; one in a ``group`` counts
-    towards that group's quorum (``Protocol.quorum``) instead of on its own.
+    towards that group's quorum (``Protocol.quorum``) instead of on its own. A group
+    ``"family/member"`` makes its claims one member of the family: the member is met when all
+    its claims are, and the quorum counts members (e.g. settings that win at both gaps).
     """
     name: str
     arm: str
@@ -442,8 +444,8 @@ class Protocol:
             n = len(claim.arm_values)
             if claim.kind != "bound" and n < MIN_EVAL_SEEDS:
                 found.append(f"claim {claim.name!r} rests on {n} paired seeds")
-        groups = {c.group for c in self.claims if c.group}
-        found += [f"group {g!r} has no quorum" for g in sorted(groups - set(self.quorum))]
+        families = {c.group.partition("/")[0] for c in self.claims if c.group}
+        found += [f"group {g!r} has no quorum" for g in sorted(families - set(self.quorum))]
         return found
 
     def _tuning_violations(self) -> list[str]:
@@ -463,13 +465,16 @@ class Protocol:
         return {c.name: c.judged() for c in self.claims}
 
     def claims_met(self, judged: dict[str, dict]) -> bool:
-        """Every required claim met; a group's claims by its quorum (share of them met)."""
+        """Every required claim met; a group's by its quorum (the share of members met)."""
         alone = [j["met"] for j in judged.values() if j["required"] and not j["group"]]
-        groups: dict[str, list[bool]] = {}
-        for j in judged.values():
+        families: dict[str, dict[str, list[bool]]] = {}
+        for name, j in judged.items():
             if j["required"] and j["group"]:
-                groups.setdefault(j["group"], []).append(j["met"])
-        quorate = [sum(v) >= self.quorum.get(g, 1.0) * len(v) for g, v in groups.items()]
+                family, _, member = j["group"].partition("/")
+                families.setdefault(family, {}).setdefault(member or name, []).append(j["met"])
+        quorate = [sum(all(m) for m in members.values())
+                   >= self.quorum.get(family, 1.0) * len(members)
+                   for family, members in families.items()]
         return all(alone) and all(quorate)
 
 

@@ -191,6 +191,14 @@ def test_quorum_and_informational_claims():
     assert not every.claims_met(every.judged())
     stretch = _protocol(claims=[_claim(won), _claim(lost, name="stretch", required=False)])
     assert stretch.claims_met(stretch.judged())
+    # members: a setting counts when all its claims are met (d loses setting y)
+    members = [_claim(won, name="a", group="settings/x"), _claim(won, name="b", group="settings/x"),
+               _claim(won, name="c", group="settings/y"), _claim(lost, name="d",
+                                                                group="settings/y")]
+    half = _protocol(claims=members, quorum={"settings": 0.5})
+    assert half.violations() == [] and half.claims_met(half.judged())
+    most = _protocol(claims=members, quorum={"settings": 2 / 3})
+    assert not most.claims_met(most.judged())
 
 
 def _git_repo(root: pathlib.Path):
