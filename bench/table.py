@@ -69,8 +69,9 @@ field) are shown as *legacy*: not verified at HEAD, to be re-run.
 
 ## Results
 
-The claims column shows the worst claim of each result, over all its claims (failed claims
-first, then the smallest margin past its threshold).
+The claims column shows the worst claim of each result, over all its claims, informational
+ones included (failed claims first, required before informational, then the smallest margin
+past its threshold).
 
 | benchmark | headline | met | claims (worst of all) | protocol | eval seeds | load | code at HEAD |
 |---|---|---|---|---|---|---|---|
@@ -155,12 +156,14 @@ def _met(record: dict) -> str:
 
 
 def _claims(record: dict) -> str:
-    """The worst claim over all of them: unmet claims first, then the smallest margin."""
+    """The worst claim over all of them: unmet claims first (required before informational),
+    then the smallest margin."""
     claims = (record.get("protocol") or {}).get("claims") or {}
     if not claims:
         return "no claim"
     judged = {name: c if "met" in c else _legacy_claim(c) for name, c in claims.items()}
-    name, worst = min(judged.items(), key=lambda kv: (kv[1]["met"], _margin(kv[1])))
+    name, worst = min(judged.items(), key=lambda kv: (
+        kv[1]["met"], kv[1]["met"] or not kv[1].get("required", True), _margin(kv[1])))
     met = sum(c["met"] for c in judged.values())
     side = "<" if worst.get("kind") == "bound" and worst.get("lower_is_better") else ">"
     statistic = "90% lower bound" if worst.get("statistic") == "bootstrap_lower_90" \

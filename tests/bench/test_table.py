@@ -97,6 +97,10 @@ def test_the_worst_claim_is_shown_whichever_comes_first(tmp_path):
                                                             threshold=0.0, required=False)}
     row = cells(at(git, protocol={**record()["protocol"], "claims": passing}), git)
     assert row[3] == "3/3 met; worst: c (informational): worst seed 0.01 (needs > 0)"
+    # a failed required claim outranks a failed informational one further from its threshold
+    mixed = {"side": claim(0.1, met=False, required=False), "main": claim(0.9, met=False)}
+    row = cells(at(git, protocol={**record()["protocol"], "claims": mixed}), git)
+    assert row[3] == "0/2 met; worst: main: worst seed 0.9 (needs > 1)"
 
 
 def test_a_never_reached_figure_is_the_worst(tmp_path):
