@@ -1,10 +1,11 @@
 """Shared benchmark plumbing: the fair-benchmark protocol of bench/README.md, enforced.
 
 Every ``bench/<name>.py`` runs its method and baselines in one run and hands ``write_result``
-its raw figures and a ``Protocol``: how each arm was tuned (``tune_bracketed``), the one
-stopping rule and timed region, the tuning and evaluation seeds, the problems, and the paired
-per-seed comparisons (``paired``) its claim rests on. ``write_result`` checks the protocol and
-writes ``met = claimed and no violations``; the violations, if any, are in the JSON.
+its raw figures and a ``Protocol``: each arm's ``StoppingRule`` and ``TimedRegion``, how each
+arm was tuned (``tune_bracketed``) or why it was not, the tuning and evaluation seeds, the
+problems, and its ``Claim``s with their per-seed data. The harness derives ``met`` from those
+data (a script states no verdict): every claim met, no protocol violation, and the code
+committed; a result from a tree with uncommitted measured code is a draft (``met`` null).
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ BOOTSTRAP_DRAWS = 10_000
 
 
 def parser(description: str) -> argparse.ArgumentParser:
+    """The scripts' common flags; called first thing, so it marks the start of the run."""
+    mark_start()
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes: checks the script end to end in seconds (run by a test)")
@@ -47,27 +50,45 @@ def machine() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+_START_LOAD: list[float] = list(os.getloadavg())     # at import; parser() marks it again
+
+
+def mark_start() -> None:
+    """Record the load average at the start of the run (``load`` compares it with the end)."""
+    _START_LOAD[:] = os.getloadavg()
+
+
+def load(start: Sequence[float] | None = None) -> dict:
+    """Load averages (1 / 5 / 15 min) at the start and end of the run beside the core count;
+    ``overloaded`` when any exceeded the cores: timings then include other work's."""
+    start = list(start if start is not None else _START_LOAD)
+    end, cores = list(os.getloadavg()), os.cpu_count() or 1
+    return {"cores": cores, "start": start, "end": end,
+            "overloaded": max(start + end) > cores}
+
+
 # -- provenance -----------------------------------------------------------------------------
-def _git(*args: str) -> str:
+def _git(*args: str, root: pathlib.Path = ROOT) -> str:
     return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                          cwd=ROOT).stdout
+                          cwd=root).stdout
 
 
-def provenance() -> dict:
+def provenance(root: pathlib.Path = ROOT) -> dict:
     """HEAD, and every file under raytrain_eff/ and bench/ (tracked or not, results excluded)
     that differs from it, with its git blob hash: a dirty result names exactly the code it ran,
     so a later commit holding those blobs can be checked to be what was measured."""
     try:
-        head = _git("rev-parse", "HEAD").strip()
+        head = _git("rev-parse", "HEAD", root=root).strip()
         lines = _git("status", "--porcelain", "--untracked-files=all", "--",
-                     *PROVENANCE_PATHS).splitlines()
+                     *PROVENANCE_PATHS, root=root).splitlines()
     except (OSError, subprocess.CalledProcessError):
         return {"commit": "unknown", "dirty": None, "dirty_files": {}}
     dirty = {}
     for line in lines:
         path = line[3:].split(" -> ")[-1]
-        full = ROOT / path
-        dirty[path] = _git("hash-object", str(full)).strip() if full.is_file() else "deleted"
+        full = root / path
+        dirty[path] = (_git("hash-object", str(full), root=root).strip() if full.is_file()
+                       else "deleted")
     return {"commit": head, "dirty": bool(dirty), "dirty_files": dirty}
 
 
@@ -232,17 +253,135 @@ def _jsonable(score: Any) -> Any:
 
 
 # -- the protocol -----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StoppingRule:
+    """When an arm stops. ``kind="target"``: at the first check of ``metric`` at or past
+    ``target``; ``kind="budget"``: after ``target`` units of ``metric`` (steps, passes, ...).
+    ``cadence`` says how often the rule is checked; ``note`` any detail a re-run needs."""
+    kind: str
+    metric: str
+    target: float | str
+    cadence: str
+    note: str = ""
+
+    def problems(self) -> list[str]:
+        found = [] if self.kind in ("target", "budget") else \
+            [f"stopping rule kind must be 'target' or 'budget', got {self.kind!r}"]
+        if not self.metric.strip() or not self.cadence.strip() or self.target in ("", None):
+            found.append("stopping rule needs its metric, target and cadence")
+        return found
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TimedRegion:
+    """What the clock covers (``includes``) and what it leaves out (``excludes``)."""
+    includes: tuple[str, ...]
+    excludes: tuple[str, ...] = ()
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Arm:
+    """One arm's rules; every arm of a claim must share them."""
+    stopping: StoppingRule
+    timed: TimedRegion
+
+
+def same_rules(names: Sequence[str], stopping: StoppingRule, timed: TimedRegion
+               ) -> dict[str, Arm]:
+    """Arms that share one stopping rule and one timed region (the usual case)."""
+    return {name: Arm(stopping=stopping, timed=timed) for name in names}
+
+
+KINDS = ("ratio", "difference", "bound")
+STATISTICS = ("worst", "bootstrap_lower_90")
+
+
+@dataclasses.dataclass(kw_only=True)
+class Claim:
+    """One claim and the per-seed data it rests on; the harness judges it (``judged``).
+
+    ``kind="ratio"`` / ``"difference"``: ``arm`` against ``baseline`` seed by seed
+    (``paired``: > 1 / > 0 means the arm wins); ``kind="bound"``: ``arm``'s own figures against
+    ``threshold`` (no baseline; each figure, e.g. a latency per node, must be inside).
+    ``statistic``: the worst seed, or the bootstrap 90% lower bound of the mean (the worst
+    seed's win implies the bound's), must be strictly past ``threshold``. A claim with
+    ``required=False`` is reported, not a condition of ``met``; one in a ``group`` counts
+    towards that group's quorum (``Protocol.quorum``) instead of on its own. A group
+    ``"family/member"`` makes its claims one member of the family: the member is met when all
+    its claims are, and the quorum counts members (e.g. settings that win at both gaps).
+    """
+    name: str
+    arm: str
+    baseline: str | None
+    metric: str
+    arm_values: dict
+    baseline_values: dict | None = None
+    kind: str = "ratio"
+    lower_is_better: bool = True
+    threshold: float | None = None          # default: 1 for a ratio, 0 for a difference
+    statistic: str = "worst"
+    required: bool = True
+    group: str = ""
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.kind not in KINDS:
+            found.append(f"claim {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.statistic not in STATISTICS:
+            found.append(f"claim {self.name!r}: statistic must be one of {STATISTICS}, "
+                         f"got {self.statistic!r}")
+        if (self.kind == "bound") != (self.baseline is None):
+            found.append(f"claim {self.name!r}: a bound has no baseline arm; a ratio or "
+                         "difference needs one")
+        if self.kind == "bound" and self.threshold is None:
+            found.append(f"claim {self.name!r}: a bound needs its threshold")
+        return found
+
+    def judged(self, seed: int = 0) -> dict:
+        """The claim as stated with its data, the per-seed comparison, and ``met`` (strictly
+        past the threshold on the stated statistic)."""
+        spec = dataclasses.asdict(self)
+        if self.problems():
+            return {**spec, "met": False}
+        if self.kind == "bound":
+            result = _bound(self.arm_values, self.lower_is_better, seed)
+            threshold = float(self.threshold)  # type: ignore[arg-type]
+            value = result[self.statistic]
+            met = value < threshold if self.lower_is_better else value > threshold
+        else:
+            result = paired(self.baseline_values or {}, self.arm_values, kind=self.kind,
+                            lower_is_better=self.lower_is_better, seed=seed)
+            threshold = self.threshold if self.threshold is not None else \
+                (1.0 if self.kind == "ratio" else 0.0)
+            value = result[self.statistic]
+            met = value > threshold
+        return {**spec, **result, "threshold": threshold, "value": value, "met": bool(met)}
+
+
+def _bound(values: dict, lower_is_better: bool, seed: int) -> dict:
+    """Per-seed figures of one arm; ``worst`` and the bootstrap bound on the bad side."""
+    seeds = sorted(values)
+    per_seed = [float(values[s]) for s in seeds]
+    sign = -1.0 if lower_is_better else 1.0
+    oriented = [sign * v for v in per_seed]
+    return {"kind": "bound", "seeds": seeds, "per_seed": per_seed,
+            "median": statistics.median(per_seed) if per_seed else math.nan,
+            "worst": sign * min(oriented) if oriented else math.nan,
+            "bootstrap_lower_90": sign * _bootstrap_lower(oriented, seed), "n": len(seeds)}
+
+
 @dataclasses.dataclass(kw_only=True)
 class Protocol:
     """What a skeptic needs to re-run the comparison, and what ``violations`` checks.
 
     ``kind="comparison"``: a method against tuned baselines (all rules apply).
-    ``kind="overhead"``: the same workload with one component on and off (no tuning; the
-    seeds are repetitions; one problem may do).
+    ``kind="overhead"``: the same workload with one component on and off (the seeds are
+    repetitions; one problem may do). Either way every arm is tuned or says why not.
     """
     kind: str = "comparison"
-    stopping_rule: str                       # one rule, the same for every arm
-    timed_region: str                        # what the clock covers, the same for every arm
+    arms: dict[str, Arm]
+    claims: list[Claim]
     tuning: dict[str, dict] = dataclasses.field(default_factory=dict)  # arm -> tune_bracketed
     untuned: dict[str, str] = dataclasses.field(default_factory=dict)  # arm -> why no tuning
     tuning_seeds: list[int] = dataclasses.field(default_factory=list)
@@ -253,60 +392,115 @@ class Protocol:
     selection_split: str = "validation"
     report_split: str = "test"
     alternation: str = "arms alternate within each seed"
-    claims: dict[str, dict] = dataclasses.field(default_factory=dict)  # name -> paired()
+    quorum: dict[str, float] = dataclasses.field(default_factory=dict)  # group -> share met
 
     def violations(self) -> list[str]:
         found = []
         if self.kind not in ("comparison", "overhead"):
             found.append(f"kind must be 'comparison' or 'overhead', got {self.kind!r}")
-        if not self.stopping_rule.strip() or not self.timed_region.strip():
-            found.append("stopping_rule and timed_region must be stated")
         if len(self.eval_seeds) < MIN_EVAL_SEEDS:
             found.append(f"{len(self.eval_seeds)} evaluation seeds; claims need "
                          f">= {MIN_EVAL_SEEDS}")
         if set(self.eval_seeds) & set(self.tuning_seeds):
             found.append(f"evaluation seeds {sorted(set(self.eval_seeds) & set(self.tuning_seeds))}"
                          " were also used for tuning")
-        if self.kind == "comparison":
-            found += self._comparison_violations()
-        for name, claim in self.claims.items():
-            if claim.get("n", 0) < MIN_EVAL_SEEDS:
-                found.append(f"claim {name!r} rests on {claim.get('n', 0)} paired seeds")
+        found += self._arm_violations() + self._claim_violations() + self._tuning_violations()
+        if self.kind == "comparison" and (
+                len(self.problems) < 2 or not any(p.get("standard") for p in self.problems)):
+            found.append("needs >= 2 problems, one a standard problem the authors did not choose")
         return found
 
-    def _comparison_violations(self) -> list[str]:
+    def _arm_violations(self) -> list[str]:
         found = []
-        for arm, rec in self.tuning.items():
-            if not rec["inside"]:
-                found.append(f"{arm}: tuned winner {rec['winner']} on the edge of "
-                             f"{rec['grid']} after {rec['widenings']} widenings")
+        if not self.arms:
+            found.append("no arm states its stopping rule and timed region")
+        for name, arm in self.arms.items():
+            found += [f"{name}: {p}" for p in arm.stopping.problems()]
+            if not arm.timed.includes:
+                found.append(f"{name}: timed region includes nothing")
+        return found
+
+    def _claim_violations(self) -> list[str]:
+        found = []
+        if not self.claims:
+            found.append("no claim backs the result")
+        names = [c.name for c in self.claims]
+        found += [f"claim {n!r} is stated twice" for n in sorted(set(names))
+                  if names.count(n) > 1]
+        for claim in self.claims:
+            found += claim.problems()
+            sides = [a for a in (claim.arm, claim.baseline) if a is not None]
+            missing = [a for a in sides if a not in self.arms]
+            if missing:
+                found.append(f"claim {claim.name!r}: arm {missing[0]!r} is not in arms")
+                continue
+            if claim.baseline is not None:
+                a, b = self.arms[claim.arm], self.arms[claim.baseline]
+                for what, x, y in (("stopping rules", a.stopping, b.stopping),
+                                   ("timed regions", a.timed, b.timed)):
+                    if x != y:
+                        found.append(f"claim {claim.name!r}: arms {claim.arm!r} and "
+                                     f"{claim.baseline!r} use different {what}")
+            n = len(claim.arm_values)
+            if claim.kind != "bound" and n < MIN_EVAL_SEEDS:
+                found.append(f"claim {claim.name!r} rests on {n} paired seeds")
+        families = {c.group.partition("/")[0] for c in self.claims if c.group}
+        found += [f"group {g!r} has no quorum" for g in sorted(families - set(self.quorum))]
+        return found
+
+    def _tuning_violations(self) -> list[str]:
+        found = [f"{arm}: tuned winner {rec['winner']} on the edge of {rec['grid']} after "
+                 f"{rec['widenings']} widenings"
+                 for arm, rec in self.tuning.items() if not rec["inside"]]
         budgets = {rec["budget"] for rec in self.tuning.values()}
         if len(budgets) > 1:
             found.append(f"tuning budgets differ between arms: "
                          f"{ {a: r['budget'] for a, r in self.tuning.items()} }")
-        if not self.tuning and not self.untuned:
-            found.append("no arm records how it was tuned")
-        if len(self.problems) < 2 or not any(p.get("standard") for p in self.problems):
-            found.append("needs >= 2 problems, one a standard problem the authors did not choose")
-        if not self.claims:
-            found.append("no paired per-seed comparison backs the claim")
+        for arm in self.arms:
+            if arm not in self.tuning and not self.untuned.get(arm, "").strip():
+                found.append(f"{arm}: neither tuned nor a recorded reason why not")
         return found
+
+    def judged(self) -> dict[str, dict]:
+        return {c.name: c.judged() for c in self.claims}
+
+    def claims_met(self, judged: dict[str, dict]) -> bool:
+        """Every required claim met; a group's by its quorum (the share of members met)."""
+        alone = [j["met"] for j in judged.values() if j["required"] and not j["group"]]
+        families: dict[str, dict[str, list[bool]]] = {}
+        for name, j in judged.items():
+            if j["required"] and j["group"]:
+                family, _, member = j["group"].partition("/")
+                families.setdefault(family, {}).setdefault(member or name, []).append(j["met"])
+        quorate = [sum(all(m) for m in members.values())
+                   >= self.quorum.get(family, 1.0) * len(members)
+                   for family, members in families.items()]
+        return all(alone) and all(quorate)
 
 
 def write_result(name: str, *, headline: str, config: dict, baseline: dict, method: dict,
-                 ratios: dict, target: dict, met: bool, notes: str, smoke: bool,
+                 ratios: dict, target: dict, notes: str, smoke: bool, protocol: Protocol,
                  out: str | None = None, extra: dict | None = None,
-                 protocol: Protocol | None = None) -> pathlib.Path:
-    """Write the JSON record; ``met`` is the script's verdict AND-ed with the protocol check.
-    ``headline`` is one plain sentence with the claim's figures (2-3 significant digits)."""
-    violations = protocol.violations() if protocol else ["no protocol recorded"]
-    source = provenance()
-    record = {"bench": name, "machine": machine(), "commit": commit_string(source),
-              "provenance": source, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 root: pathlib.Path = ROOT) -> pathlib.Path:
+    """Write the JSON record with ``met`` derived here: every claim met by its own data and no
+    protocol violation. Code under raytrain_eff/ or bench/ that differs from HEAD makes the
+    result a draft (``status: "draft"``, ``met`` null, the files listed): a verdict belongs to
+    committed code. ``headline`` is one plain sentence with the figures (2-3 significant
+    digits); ``target`` describes the targets in words (the claims carry the thresholds)."""
+    violations = protocol.violations()
+    judged = protocol.judged()
+    source = provenance(root)
+    verdict = protocol.claims_met(judged) and not violations
+    draft = source["dirty"] is not False
+    record = {"bench": name, "harness": HARNESS_VERSION,
+              "status": "draft" if draft else "result", "machine": machine(), "load": load(),
+              "commit": commit_string(source), "provenance": source,
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "smoke": smoke, "headline": headline, "config": config,
-              "protocol": dataclasses.asdict(protocol) if protocol else None,
+              "protocol": dataclasses.asdict(protocol) | {"claims": judged},
               "protocol_violations": violations,
-              "met_claimed": bool(met), "met": bool(met) and not violations,
+              "met": None if draft else verdict, "met_if_committed": verdict,
+              "draft_files": sorted(source["dirty_files"]) if draft else [],
               "baseline": baseline, "method": method, "ratios": ratios, "target": target,
               "notes": notes, **(extra or {})}
     default = RESULTS / (f"{name}.smoke.json" if smoke else f"{name}.json")
@@ -319,6 +513,9 @@ def write_result(name: str, *, headline: str, config: dict, baseline: dict, meth
     return path
 
 
+HARNESS_VERSION = 2         # records without it were written by the first harness (legacy)
+
+
 def commit_string(source: dict) -> str:
     return source["commit"] + ("+dirty" if source["dirty"] else "")
 
@@ -328,7 +525,7 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {str(k): _finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value

@@ -26,7 +26,16 @@ import time
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-from bench.harness import Protocol, paired, parser, summary, write_result
+from bench.harness import (
+    Claim,
+    Protocol,
+    StoppingRule,
+    TimedRegion,
+    parser,
+    same_rules,
+    summary,
+    write_result,
+)
 from raytrain_eff.blocks import deep_linear
 from raytrain_eff.methods import lowdim as L
 from raytrain_eff.tasks import lowrank
@@ -113,9 +122,8 @@ def per_rep(runs: dict, key: str) -> dict:
 
 
 def record(runs: dict, gaps: dict, cfg: dict, args, wall: float) -> None:
-    claims = {f"{key}_seconds_per_iteration": paired(
-        per_rep(r["eager"], "seconds_per_iteration"),
-        per_rep(r["compiled"], "seconds_per_iteration")) for key, r in runs.items()}
+    specs = _claims(runs, gaps)
+    claims = {c.name: c.judged() for c in specs if c.name.endswith(SPEED)}
     # the first repetition pays a cold cache; the later ones recompile from a warm one
     warm = {key: {"cold_cache": r["compiled"][0]["warmup_seconds"],
                   "warm_cache": summary([x["warmup_seconds"] for rep, x in
@@ -128,15 +136,17 @@ def record(runs: dict, gaps: dict, cfg: dict, args, wall: float) -> None:
         {"seconds_per_iteration": statistics.median(
             x["seconds_per_iteration"] for x in r["compiled"].values()),
          "warmup_seconds": r["compiled"][0]["warmup_seconds"]}) for key, r in runs.items()}
-    same = all(g <= 1e-9 for gs in gaps.values() for g in gs)
+    same = all(g < GAP for gs in gaps.values() for g in gs)
+    stop = StoppingRule(kind="budget", metric="fit() iterations", target=cfg["iterations"],
+                        cadence="every iteration",
+                        note=f"after {cfg['warmup']} warm-up iterations")
+    timed = TimedRegion(
+        includes=("the timed iterations: the end-to-end product once, the error check, "
+                  "backward, GD step",),
+        excludes=("warm-up iterations (tracing and code generation when compiled), timed "
+                  "apart",))
     protocol = Protocol(
-        kind="overhead",
-        stopping_rule=(f"a fixed budget for both arms: {cfg['warmup']} warm-up iterations, "
-                       f"then {cfg['iterations']} timed iterations"),
-        timed_region=("steady state: the timed iterations, each one fit() iteration (the "
-                      "end-to-end product once, the error check, backward, GD step); the "
-                      "warm-up iterations (tracing and code generation when compiled) are "
-                      "timed apart"),
+        kind="overhead", arms=same_rules(ARMS, stop, timed),
         untuned={arm: f"no hyper-parameter: one workload, GD at η = {ETA}, α = {ALPHA}, "
                       f"ε = {EPS}, on and off torch.compile" for arm in ARMS},
         tuning_seeds=[], eval_seeds=list(range(cfg["reps"])),
@@ -149,7 +159,7 @@ def record(runs: dict, gaps: dict, cfg: dict, args, wall: float) -> None:
         report_split="none: the figures are times and the recovery-error trajectory",
         alternation="eager and compiled back to back in every repetition and configuration, "
                     "the first arm alternating by repetition",
-        claims=claims)
+        claims=specs)
     speedups = {key: c["geometric_mean"] for key, c in claims.items()}
     lo, hi = min(speedups, key=speedups.get), max(speedups, key=speedups.get)
     unit = "_seconds_per_iteration"
@@ -169,7 +179,7 @@ def record(runs: dict, gaps: dict, cfg: dict, args, wall: float) -> None:
         + "; ".join(f"{k.removesuffix('_seconds_per_iteration')} "
                     f"{', '.join(_g(v) for v in c['per_seed'])} (geometric mean "
                     f"{_g(c['geometric_mean'])}, compiled faster on every repetition: "
-                    f"{c['wins'] and c['worst'] > 1})" for k, c in claims.items())
+                    f"{c['worst'] > 1})" for k, c in claims.items())
         + ". Compile warm-up with a cold / warm Inductor cache: "
         + ", ".join(f"{k} {w['cold_cache']:.2f} s / {w['warm_cache']['median']:.2f} s"
                     for k, w in warm.items())
@@ -192,10 +202,30 @@ def record(runs: dict, gaps: dict, cfg: dict, args, wall: float) -> None:
         ratios={"eager_over_compiled_seconds_per_iteration": speedups,
                 "iterations_to_amortise_cold_warmup": amortise, "warmup_seconds": warm,
                 "max_error_gap": {k: max(g) for k, g in gaps.items()}},
-        target={"report": "d=100 is overhead-bound: measure what torch.compile gains; met "
-                          "requires the compiled trajectory to equal eager's to 1e-9"},
-        met=same, notes=notes, protocol=protocol)
+        target={"report": "d=100 is overhead-bound: measure what torch.compile gains "
+                          "(reported, not required); met requires the compiled trajectory to "
+                          f"equal eager's to within {GAP:g}"},
+        notes=notes, protocol=protocol)
     print(path.read_text()[:1500])
+
+
+SPEED, GAP = "_seconds_per_iteration", 1e-9
+
+
+def _claims(runs: dict, gaps: dict) -> list[Claim]:
+    """Per configuration: the compiled trajectory equals eager's (required, every repetition)
+    and eager over compiled seconds per iteration (reported: the benchmark measures it)."""
+    out = []
+    for key, r in runs.items():
+        out.append(Claim(name=f"{key}_same_trajectory", arm="compiled", baseline=None,
+                         kind="bound", metric="max |recovery error, compiled - eager|",
+                         arm_values=dict(enumerate(gaps[key])), threshold=GAP))
+        out.append(Claim(name=key + SPEED, arm="compiled", baseline="eager",
+                         metric="steady-state seconds per iteration",
+                         baseline_values=per_rep(r["eager"], "seconds_per_iteration"),
+                         arm_values=per_rep(r["compiled"], "seconds_per_iteration"),
+                         required=False))
+    return out
 
 
 def _g(x) -> str:

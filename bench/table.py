@@ -1,4 +1,5 @@
-"""Regenerate bench/README.md's table from bench/results/*.json (smoke results excluded)."""
+"""Generate bench/README.md from bench/results/*.json (smoke results excluded): per result the
+worst of all its claims, the load, and whether its code is the code at HEAD."""
 from __future__ import annotations
 
 import json
@@ -18,31 +19,33 @@ HEADER = """# Benchmarks
 
 Each `bench/<name>.py` runs a method and its baselines in one run and writes
 `bench/results/<name>.json`. `--smoke` runs a script end to end in seconds (the tests run
-every smoke mode; smoke records are never claims). Regenerate the table below with
-`python bench/table.py`.
+every smoke mode; smoke records are never claims). This file is generated from those JSONs by
+`python bench/table.py`; do not edit it by hand.
 
 ## The protocol (enforced by `bench/harness.py`)
 
-A benchmark exists to survive a skeptic who re-runs it with their own baseline. A script
-states its verdict (`met_claimed`); `harness.write_result` checks the recorded `protocol` and
-writes `met = met_claimed and no protocol_violations`, listing any violation in the JSON.
+A benchmark exists to survive a skeptic who re-runs it with their own baseline. A script states
+no verdict: it hands `harness.write_result` its `Protocol` (arms, claims with their per-seed
+data), and the harness derives `met`: every claim met by its own data and no
+`protocol_violations` (listed in the JSON).
 
-1. **Same tuning for every arm.** Each arm's hyper-parameter goes through
+1. **Claims state their test.** Each `Claim` names its arm and baseline arm, its metric, its
+   kind (a paired `ratio` or `difference`, or a `bound` on the arm's own figures), its
+   threshold and its statistic: the worst seed, or the bootstrap 90% lower bound of the mean
+   (`bootstrap_lower_90`), must be strictly past the threshold. A claim may be informational
+   (`required: false`) or count towards a group's quorum (`protocol.quorum`); both are recorded.
+2. **Same tuning for every arm.** Each arm's hyper-parameter goes through
    `harness.tune_bracketed`: the same grid size (`budget`) for every arm, scored on tuning seeds
    and validation data only. The winner must lie strictly inside the grid; on an edge the grid
    is extended past that edge by its own spacing and searched again. The JSON keeps every grid,
    every score, the winner and its position (`protocol.tuning`). An arm with nothing to tune
-   says why (`protocol.untuned`).
-2. **One stopping rule and one timed region** (`protocol.stopping_rule`,
-   `protocol.timed_region`) for every arm, e.g. "first evaluation at or below the target,
-   evaluated every 10 steps", or "the fewest epochs that reach the gap". Set-up costs are timed
-   for every arm or for none.
-3. **Seeds and splits.** Tuning seeds and evaluation seeds are disjoint; claims rest on at
-   least 5 evaluation seeds. Selection uses a validation split; reported quality a test split
-   that selection never saw.
-4. **Paired claims.** A win is judged per seed (`harness.paired`): the worst seed's ratio (or
-   difference) must win, or the 90% bootstrap lower bound of the mean must. Never the range
-   over three seeds.
+   records why (`protocol.untuned`); overhead benchmarks too.
+3. **One stopping rule and one timed region** per claim: every arm carries a `StoppingRule`
+   (`kind` target or budget, `metric`, `target`, `cadence`) and a `TimedRegion` (`includes`,
+   `excludes`); the two arms of a claim must carry equal ones.
+4. **Seeds and splits.** Tuning seeds and evaluation seeds are disjoint; paired claims rest on
+   at least 5 evaluation seeds. Selection uses a validation split; reported quality a test
+   split that selection never saw.
 5. **More than one problem**, one of them standard and not chosen by the method's authors
    (`protocol.problems`, `standard: true`).
 6. **The best honest baseline.** Every baseline implements the same maths as well as we
@@ -52,19 +55,25 @@ writes `met = met_claimed and no protocol_violations`, listing any violation in 
    departure is a named option listed in `protocol.departures`.
 8. **Honest units.** Wall-clock beside hardware-independent counts (steps, passes, FLOPs).
    "Effective FLOPs" are what an ideal sparse kernel would do, not what ran on this CPU.
-9. **Arms alternate** within a seed so machine noise falls on all of them; the load average
-   is recorded in `machine`.
-10. **Provenance.** `provenance` holds HEAD and every file under `raytrain_eff/` and `bench/`
-    (untracked too) that differed from it, with its git blob hash; `commit` reads
-    `<sha>+dirty` then. `bench/table.py` marks such a result *verified at* a later commit
-    whose files carry exactly those blobs.
+9. **A quiet machine.** Arms alternate within a seed so noise falls on all of them; `load`
+   records the load averages at the start and end of the run with the core count, and a run
+   whose load exceeded the cores is flagged (`load.overloaded`, and below).
+10. **Results at HEAD.** A result from a tree whose code under `raytrain_eff/` or `bench/`
+    differs from HEAD is a draft: `status: "draft"`, `met: null`, the files in `draft_files`
+    (each with its blob in `provenance`). The table below says whether a result's code is the
+    code at HEAD: its commit is an ancestor of HEAD and no measured file changed since.
 
 A non-finite figure (a target never reached, a diverged run) is written as `null`, and shown
-below as "not reached".
+below as "not reached". Records written before the harness derived `met` (no `harness`
+field) are shown as *legacy*: not verified at HEAD, to be re-run.
 
 ## Results
 
-| benchmark | headline | target | met | protocol | eval seeds | machine | code |
+The claims column shows the worst claim of each result, over all its claims, informational
+ones included (failed claims first, required before informational, then the smallest margin
+past its threshold).
+
+| benchmark | headline | met | claims (worst of all) | protocol | eval seeds | load | code at HEAD |
 |---|---|---|---|---|---|---|---|
 """
 
@@ -73,12 +82,17 @@ Git = Callable[..., str | None]     # git(*args) -> stdout stripped, or None whe
 
 
 def row(record: dict, git: Git | None = None) -> str:
-    """One table row: ``benchmark | headline | target | met | protocol | eval seeds | machine |
-    code``. ``git`` runs git in the checkout (tests pass a fake or another repository)."""
+    """One table row: ``benchmark | headline | met | claims | protocol | eval seeds | load |
+    code at HEAD``. ``git`` runs git in the checkout (tests pass another repository)."""
     git = git or repo_git(ROOT)
-    cells = [record.get("bench", "?"), _headline(record), _target(record), _met(record),
-             _protocol(record), _eval_seeds(record), _machine(record), _code(record, git)]
+    cells = [record.get("bench", "?"), _headline(record), _met(record), _claims(record),
+             _protocol(record), _eval_seeds(record), _load(record), _code(record, git)]
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def legacy(record: dict) -> bool:
+    """Written by the first harness, which took the script's verdict."""
+    return "harness" not in record
 
 
 # -- numbers --------------------------------------------------------------------------------
@@ -132,14 +146,54 @@ def _headline(record: dict) -> str:
     return text
 
 
-def _target(record: dict) -> str:
-    return "; ".join(f"{k} {_fmt(v)}" for k, v in record.get("target", {}).items())
-
-
 def _met(record: dict) -> str:
-    if record.get("met"):
-        return "yes"
-    return "no (claimed yes)" if record.get("met_claimed") else "no"
+    if legacy(record):
+        return f"legacy ({_fmt(bool(record.get('met')))} by the script's own verdict)"
+    if record.get("status") == "draft":
+        n = len(record.get("draft_files", []))
+        return f"draft: {n} uncommitted file{'s' if n != 1 else ''}"
+    return _fmt(bool(record.get("met")))
+
+
+def _claims(record: dict) -> str:
+    """The worst claim over all of them: unmet claims first (required before informational),
+    then the smallest margin."""
+    claims = (record.get("protocol") or {}).get("claims") or {}
+    if not claims:
+        return "no claim"
+    judged = {name: c if "met" in c else _legacy_claim(c) for name, c in claims.items()}
+    name, worst = min(judged.items(), key=lambda kv: (
+        kv[1]["met"], kv[1]["met"] or not kv[1].get("required", True), _margin(kv[1])))
+    met = sum(c["met"] for c in judged.values())
+    side = "<" if worst.get("kind") == "bound" and worst.get("lower_is_better") else ">"
+    statistic = "90% lower bound" if worst.get("statistic") == "bootstrap_lower_90" \
+        else "worst seed"
+    role = "" if worst.get("required", True) else " (informational)"
+    return (f"{met}/{len(judged)} met; worst: {name}{role}: {statistic} "
+            f"{_fmt(worst.get('value'))} (needs {side} {_fmt(worst.get('threshold'))})")
+
+
+def _legacy_claim(claim: dict) -> dict:
+    """An old paired() record by its own rule, which reduces to the bootstrap bound against
+    no-win (a winning worst seed implies a winning bound)."""
+    threshold = 1.0 if claim.get("kind", "ratio") == "ratio" else 0.0
+    return {**claim, "threshold": threshold, "value": claim.get("bootstrap_lower_90"),
+            "statistic": "bootstrap_lower_90", "met": bool(claim.get("wins"))}
+
+
+def _margin(claim: dict) -> float:
+    """How far past its threshold a claim's statistic lies, without units: a log ratio for
+    ratios and positive bounds, else the difference over the figures' scale."""
+    value, threshold = claim.get("value"), claim.get("threshold")
+    if value is None or threshold is None:          # a null figure was never reached
+        return -math.inf
+    lower = claim.get("kind") == "bound" and claim.get("lower_is_better")
+    if claim.get("kind") in ("ratio", "bound") and value > 0 and threshold > 0:
+        margin = math.log(value / threshold)
+        return -margin if lower else margin
+    scale = max([abs(v) for v in claim.get("per_seed") or [] if v is not None]
+                + [abs(threshold), 1e-12])
+    return (threshold - value if lower else value - threshold) / scale
 
 
 def _protocol(record: dict) -> str:
@@ -158,6 +212,9 @@ def _protocol(record: dict) -> str:
                  else f"; {len(inside)}/{len(tuning)} tuned winners inside their grids")
     else:
         text += "; nothing tuned" + (" (overhead)" if protocol.get("kind") == "overhead" else "")
+    untuned = protocol.get("untuned") or {}
+    if untuned:
+        text += f"; {len(untuned)} untuned with reasons"
     return text
 
 
@@ -170,7 +227,11 @@ _SHORT = [  # harness.Protocol.violations() messages -> (pattern, short form)
     (r"^no arm records how it was tuned", "tuning not recorded"),
     (r"^needs >= 2 problems", "needs 2 problems, one standard"),
     (r"^no paired per-seed comparison", "no paired claim"),
+    (r"^no claim backs", "no claim"),
     (r"^stopping_rule and timed_region", "stopping rule or timed region unstated"),
+    (r"^claim (?P<name>.+?): arms (?P<a>.+) and (?P<b>.+) use different (?P<what>.+)$",
+     "{a} and {b} differ in {what}"),
+    (r"^(?P<arm>[^:]+): neither tuned nor", "{arm} untuned without a reason"),
     (r"^kind must be", "unknown kind"),
     (r"^no protocol recorded", "no protocol"),
 ]
@@ -183,7 +244,7 @@ def _short_violations(violations: list[str]) -> list[str]:
     for v in violations:
         for pattern, short in _SHORT:
             m = re.match(pattern, v)
-            if m and "arm" in m.groupdict():
+            if m and short.startswith("winner on grid edge"):
                 edge_arms.append(m["arm"])
                 if len(edge_arms) == 1:
                     out.append(EDGE)                       # filled once every arm is known
@@ -201,49 +262,53 @@ EDGE = object()                     # where the one "winner on grid edge (...)" 
 
 def _eval_seeds(record: dict) -> str:
     protocol = record.get("protocol")
-    if not protocol:
-        return "not recorded"
-    text = str(len(protocol.get("eval_seeds", [])))
-    claims = protocol.get("claims") or {}
-    name = record.get("main_claim")
-    if name not in claims:                   # records name their main claim, else the first
-        name = next(iter(claims), None)
-    if name is None:
-        return text + "; no claim"
-    claim = claims[name]
-    what = "difference" if claim.get("kind") == "difference" else "ratio"
-    return f"{text}; worst-seed {what} {_fmt(claim.get('worst'))}"
+    return str(len(protocol.get("eval_seeds", []))) if protocol else "not recorded"
 
 
-def _machine(record: dict) -> str:
+def _load(record: dict) -> str:
+    """Load averages (1 min) at start and end over the cores, flagged above the cores."""
     machine = record.get("machine", {})
-    text = f"{machine.get('nproc')} cores"
+    load = record.get("load")
+    if load:
+        text = f"{_fmt(load['start'][0])} → {_fmt(load['end'][0])} on {load['cores']} cores"
+        over = load.get("overloaded")
+    else:                                    # legacy: one reading, when the JSON was written
+        cores, reading = machine.get("nproc"), machine.get("load_average")
+        if not reading:
+            return f"not recorded ({cores} cores)"
+        text = f"{_fmt(reading[0])} at the end on {cores} cores"
+        over = cores is not None and max(reading) > cores
     if machine.get("cuda"):
         text += f", {machine['cuda']}"
-    load = machine.get("load_average")
-    if load:
-        text += f", load {_fmt(load[0])}"
-    return text
+    return text + (" — LOADED: above the core count" if over else "")
 
 
 def _code(record: dict, git: Git) -> str:
+    """Whether the measured code is the code at HEAD: the recorded commit is an ancestor of
+    HEAD, no measured file changed since, and a dirty run's files are HEAD's blobs."""
     source = record.get("provenance") or {}
     commit = str(source.get("commit") or record.get("commit", "")).split("+")[0]
     dirty = source.get("dirty") if source else str(record.get("commit", "")).endswith("+dirty")
     sha8 = commit[:8] or "unknown"
+    label = sha8 + ("+dirty" if dirty else "")
+    if legacy(record):
+        return f"legacy record ({label}): not verified at HEAD"
     if dirty is None:
-        return f"{sha8} (dirty state unknown)"
-    if not dirty:
-        return sha8
+        return f"{sha8}: dirty state unknown, not verified"
     files = source.get("dirty_files") or {}
-    head = git("rev-parse", "HEAD") if files else None   # no file list: nothing to verify
-    if head and all(_blob_at_head(git, path, blob) for path, blob in files.items()):
-        changed = _changed_since(git, commit, set(files))
-        if changed == []:
-            return f"{sha8}+dirty, verified at {head[:8]}"
-        if changed:
-            return f"{sha8}+dirty (unverified: {len(changed)} other files changed since)"
-    return f"{sha8}+dirty (unverified)"
+    if dirty and not files:
+        return f"{label}: no file list, not verified"
+    if git("merge-base", "--is-ancestor", commit, "HEAD") is None:
+        return f"no: {label} is not an ancestor of HEAD"
+    mismatched = [p for p, blob in files.items() if not _blob_at_head(git, p, blob)]
+    if mismatched:
+        return f"no: {label}, {len(mismatched)} measured files differ at HEAD"
+    changed = _changed_since(git, commit, set(files))
+    if changed is None:
+        return f"{label}: not verified (git failed)"
+    if changed:
+        return f"no: {label}, {len(changed)} other files changed since"
+    return f"yes ({label})"
 
 
 def _changed_since(git: Git, commit: str, dirty: set[str]) -> list[str] | None:

@@ -10,9 +10,10 @@ def test_dasvrda_bench_smoke(tmp_path):
     record = run_smoke("dasvrda", tmp_path, timeout=300)
     proto = record["protocol"]
     assert proto["kind"] == "comparison" and record["protocol_violations"] == []
-    assert proto["stopping_rule"].strip() and proto["timed_region"].strip()
+    arms = proto["arms"]
+    assert all(arms[a] == arms["saga"] for a in VR | {"cd"})   # one rule for every solver
     # every arm at its defaults: none tuned, each says why
-    assert proto["tuning"] == {} and VR | {"saga", "cd"} <= set(proto["untuned"])
+    assert proto["tuning"] == {} and set(arms) <= set(proto["untuned"])
     assert proto["eval_seeds"] and not set(proto["eval_seeds"]) & set(proto["tuning_seeds"])
     names = {p["name"] for p in proto["problems"]}
     assert {"kjv", "breast_cancer", "digits", "diabetes"} <= names
@@ -20,12 +21,16 @@ def test_dasvrda_bench_smoke(tmp_path):
     settings = record["method"]["settings"]
     saga = [s for s in settings if s["library_arm"] == "saga"]
     assert {s["library_arm"] for s in settings} == {"saga", "cd"}
-    # one paired claim per SAGA setting and gap, SAGA's time over DASVRDA's, per seed
-    assert len(proto["claims"]) == 2 * len(saga)
-    for claim in proto["claims"].values():
-        assert claim["seeds"] == proto["eval_seeds"]
+    # one paired claim per SAGA setting and gap, SAGA's time over DASVRDA's, per seed, counted
+    # by setting towards a 2/3 quorum
+    timed = {n: c for n, c in proto["claims"].items() if n.startswith("time to")}
+    assert len(timed) == 2 * len(saga) and proto["quorum"] == {"settings": 2 / 3}
+    for claim in timed.values():
+        assert claim["seeds"] == proto["eval_seeds"] and claim["group"].startswith("settings/")
         assert len(claim["per_seed"]) == len(proto["eval_seeds"])
-        assert isinstance(claim["wins"], bool)
+        assert isinstance(claim["met"], bool)
+    assert {"per_pass_cost", "references_certified", "defaults_converge: dasvrda",
+            "defaults_converge: saga", "defaults_converge: cd"} <= set(proto["claims"])
     assert set(record["met_per_setting"]) == {
         f"{s['dataset']} l1={s['l1']:g} l2={s['l2']:g}" for s in saga}
     for s in settings:

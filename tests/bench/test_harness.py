@@ -1,9 +1,12 @@
-"""bench/harness.py: the protocol decides ``met``; tuning brackets its winner; claims are paired."""
+"""bench/harness.py: ``met`` is derived from each claim's per-seed data and the protocol; a dirty
+tree writes a draft; tuning brackets its winner; claims are paired."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
+import subprocess
 import sys
 
 import pytest
@@ -82,15 +85,25 @@ def _inside(arm: str) -> dict:
     return harness.tune_bracketed(arm, lambda v: (v - 2.0) ** 2, [1.0, 2.0, 4.0])
 
 
+STOP = harness.StoppingRule(kind="target", metric="val_loss", target=0.1, cadence="every 10 steps")
+TIMED = harness.TimedRegion(includes=("training steps",), excludes=("evaluation",))
+
+
+def _claim(method: dict | None = None, **changes) -> harness.Claim:
+    fields = dict(name="time", arm="fosi", baseline="adamw", metric="seconds to target",
+                  baseline_values={s: 2.0 for s in range(5)},
+                  arm_values=method or {s: 1.0 for s in range(5)})
+    return harness.Claim(**(fields | changes))
+
+
 def _protocol(**changes) -> harness.Protocol:
     fields = dict(
-        stopping_rule="first evaluation at or below the target, every 10 steps",
-        timed_region="training steps, evaluation excluded",
+        arms=harness.same_rules(["adamw", "fosi"], STOP, TIMED),
         tuning={"adamw": _inside("adamw"), "fosi": _inside("fosi")},
         tuning_seeds=[100], eval_seeds=[0, 1, 2, 3, 4],
         problems=[{"name": "digits-cnn", "standard": False},
                   {"name": "breast-cancer-mlp", "standard": True}],
-        claims={"time": harness.paired({s: 2.0 for s in range(5)}, {s: 1.0 for s in range(5)})})
+        claims=[_claim()])
     fields.update(changes)
     return harness.Protocol(**fields)
 
@@ -103,11 +116,29 @@ def test_a_complete_protocol_has_no_violations():
     ({"eval_seeds": [0, 1, 2]}, "3 evaluation seeds"),
     ({"tuning_seeds": [0]}, "also used for tuning"),
     ({"problems": [{"name": "digits-cnn", "standard": False}]}, "standard problem"),
-    ({"claims": {}}, "no paired"),
-    ({"stopping_rule": " "}, "stopping_rule"),
+    ({"claims": []}, "no claim"),
+    ({"claims": [_claim(arm="soap")]}, "'soap' is not in arms"),
+    ({"claims": [_claim(), _claim()]}, "stated twice"),
+    ({"claims": [_claim(statistic="median")]}, "statistic must be"),
+    ({"claims": [_claim(group="settings")]}, "has no quorum"),
+    ({"arms": harness.same_rules(["adamw", "fosi"], dataclasses.replace(STOP, kind="time"),
+                                 TIMED)}, "kind must be 'target' or 'budget'"),
 ])
 def test_each_rule_is_checked(changes, expected):
     assert any(expected in v for v in _protocol(**changes).violations())
+
+
+def test_arms_of_a_claim_must_share_the_stopping_rule_and_timed_region():
+    budget = harness.StoppingRule(kind="budget", metric="steps", target=300, cadence="once")
+    arms = {"adamw": harness.Arm(stopping=STOP, timed=TIMED),
+            "fosi": harness.Arm(stopping=budget, timed=TIMED)}
+    found = _protocol(arms=arms).violations()
+    assert found == ["claim 'time': arms 'fosi' and 'adamw' use different stopping rules"]
+    wider = harness.TimedRegion(includes=("training steps", "evaluation"))
+    arms = {"adamw": harness.Arm(stopping=STOP, timed=TIMED),
+            "fosi": harness.Arm(stopping=STOP, timed=wider)}
+    assert _protocol(arms=arms).violations() == [
+        "claim 'time': arms 'fosi' and 'adamw' use different timed regions"]
 
 
 def test_unequal_tuning_budgets_are_a_violation():
@@ -117,34 +148,120 @@ def test_unequal_tuning_budgets_are_a_violation():
     assert any("budgets differ" in v for v in found)
 
 
-def test_overhead_benchmarks_need_no_tuning_or_second_problem():
-    proto = _protocol(kind="overhead", tuning={}, untuned={"on/off": "same workload"},
+def test_overhead_benchmarks_need_one_problem_but_a_reason_for_no_tuning():
+    proto = _protocol(kind="overhead", tuning={},
+                      untuned={"adamw": "no hyper-parameters", "fosi": "same workload"},
                       problems=[{"name": "gpt", "standard": False}])
     assert proto.violations() == []
+    silent = _protocol(kind="overhead", tuning={}, untuned={"adamw": "no hyper-parameters"},
+                       problems=[{"name": "gpt", "standard": False}])
+    assert silent.violations() == ["fosi: neither tuned nor a recorded reason why not"]
 
 
-def test_met_is_the_claim_and_the_protocol(tmp_path):
-    common = dict(headline="h", config={}, baseline={}, method={"t": math.inf}, ratios={},
-                  target={}, notes="", smoke=False)
-    ok = json.loads(harness.write_result("x", met=True, protocol=_protocol(),
-                                         out=str(tmp_path / "ok.json"), **common).read_text())
-    assert ok["met"] and ok["met_claimed"] and ok["protocol_violations"] == []
+def test_met_is_derived_from_the_paired_data():
+    assert _claim().judged()["met"]
+    one_bad = _claim({0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0, 4: 2.5})      # seed 4: baseline faster
+    judged = one_bad.judged()
+    assert not judged["met"] and judged["value"] == judged["worst"] == pytest.approx(0.8)
+    # the stated statistic decides: the bootstrap bound forgives one seed when the mean wins
+    assert judged["bootstrap_lower_90"] > 1
+    assert _claim(one_bad.arm_values, statistic="bootstrap_lower_90").judged()["met"]
+    higher = _claim(threshold=2.5)                                   # ratio 2 is not past 2.5
+    assert not higher.judged()["met"]
+
+
+def test_bound_claims_hold_every_figure_inside():
+    p95 = harness.Claim(name="scrape", arm="exporter", baseline=None, metric="p95 s",
+                        arm_values={"node0": 0.01, "node1": 0.04}, kind="bound",
+                        threshold=0.05)
+    assert p95.judged()["met"] and p95.judged()["worst"] == 0.04
+    slow = dataclasses.replace(p95, arm_values={"node0": 0.01, "node1": 0.06})
+    assert not slow.judged()["met"]
+    assert dataclasses.replace(p95, threshold=None).problems()
+
+
+def test_quorum_and_informational_claims():
+    won = {s: 1.0 for s in range(5)}
+    lost = {s: 3.0 for s in range(5)}
+    claims = [_claim(won, name="a", group="settings"), _claim(won, name="b", group="settings"),
+              _claim(lost, name="c", group="settings")]
+    two_thirds = _protocol(claims=claims, quorum={"settings": 2 / 3})
+    assert two_thirds.claims_met(two_thirds.judged())
+    every = _protocol(claims=claims, quorum={"settings": 1.0})
+    assert not every.claims_met(every.judged())
+    stretch = _protocol(claims=[_claim(won), _claim(lost, name="stretch", required=False)])
+    assert stretch.claims_met(stretch.judged())
+    # members: a setting counts when all its claims are met (d loses setting y)
+    members = [_claim(won, name="a", group="settings/x"), _claim(won, name="b", group="settings/x"),
+               _claim(won, name="c", group="settings/y"), _claim(lost, name="d",
+                                                                group="settings/y")]
+    half = _protocol(claims=members, quorum={"settings": 0.5})
+    assert half.violations() == [] and half.claims_met(half.judged())
+    most = _protocol(claims=members, quorum={"settings": 2 / 3})
+    assert not most.claims_met(most.judged())
+
+
+def _git_repo(root: pathlib.Path):
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              cwd=root, capture_output=True, text=True, check=True).stdout
+    git("init", "-q")
+    (root / "raytrain_eff").mkdir()
+    (root / "raytrain_eff" / "m.py").write_text("x = 1\n")
+    (root / "bench" / "results").mkdir(parents=True)
+    git("add", ".")
+    git("commit", "-q", "-m", "measured code")
+    return git
+
+
+def _write(root: pathlib.Path, protocol: harness.Protocol, name: str) -> dict:
+    path = harness.write_result(
+        "x", headline="h", config={}, baseline={}, method={"t": math.inf}, ratios={},
+        target={}, notes="", smoke=False, protocol=protocol, out=str(root / "bench" / "results"
+                                                                     / name), root=root)
+    return json.loads(path.read_text())
+
+
+def test_write_result_derives_met_at_a_clean_head(tmp_path):
+    _git_repo(tmp_path)
+    ok = _write(tmp_path, _protocol(), "ok.json")
+    assert ok["status"] == "result" and ok["met"] is True and ok["protocol_violations"] == []
+    assert ok["protocol"]["claims"]["time"]["met"] and ok["draft_files"] == []
     assert ok["method"]["t"] is None                     # standard JSON: not reached is null
-    bad = json.loads(harness.write_result("x", met=True, protocol=_protocol(eval_seeds=[0]),
-                                          out=str(tmp_path / "bad.json"), **common).read_text())
-    assert bad["met_claimed"] and not bad["met"] and bad["protocol_violations"]
-    none = json.loads(harness.write_result("x", met=True, out=str(tmp_path / "n.json"),
-                                           **common).read_text())
-    assert not none["met"] and none["protocol_violations"] == ["no protocol recorded"]
+    assert "met_claimed" not in ok
+    bad = _write(tmp_path, _protocol(eval_seeds=[0]), "bad.json")
+    assert bad["met"] is False and bad["protocol_violations"]
+    lost = _write(tmp_path, _protocol(claims=[_claim({s: 3.0 for s in range(5)})]), "l.json")
+    assert lost["met"] is False and not lost["protocol_violations"]
+
+
+def test_a_dirty_tree_writes_a_draft(tmp_path):
+    git = _git_repo(tmp_path)
+    (tmp_path / "raytrain_eff" / "m.py").write_text("x = 2\n")
+    (tmp_path / "bench" / "new.py").write_text("# untracked\n")
+    draft = _write(tmp_path, _protocol(), "d.json")
+    assert draft["status"] == "draft" and draft["met"] is None
+    assert draft["met_if_committed"] is True
+    assert draft["draft_files"] == ["bench/new.py", "raytrain_eff/m.py"]
+    assert draft["commit"].endswith("+dirty")
+    blob = git("hash-object", "raytrain_eff/m.py").strip()
+    assert draft["provenance"]["dirty_files"]["raytrain_eff/m.py"] == blob
+    git("add", ".")
+    git("commit", "-q", "-m", "commit it")
+    assert _write(tmp_path, _protocol(), "c.json")["status"] == "result"
+
+
+def test_load_is_recorded_and_flagged_above_the_cores(tmp_path):
+    _git_repo(tmp_path)
+    rec = _write(tmp_path, _protocol(), "ok.json")["load"]
+    assert rec["cores"] >= 1 and len(rec["start"]) == len(rec["end"]) == 3
+    assert rec["overloaded"] == (max(rec["start"] + rec["end"]) > rec["cores"])
+    assert harness.load(start=[1e6, 0, 0])["overloaded"]
 
 
 def test_provenance_names_untracked_code_with_its_blob(tmp_path):
-    probe = harness.ROOT / "bench" / f"_provenance_probe_{tmp_path.name}.py"
-    probe.write_text("# untracked\n")
-    try:
-        source = harness.provenance()
-    finally:
-        probe.unlink()
-    rel = str(probe.relative_to(harness.ROOT))
-    assert source["dirty"] and rel in source["dirty_files"]
-    assert len(source["dirty_files"][rel]) == 40 and "+dirty" in harness.commit_string(source)
+    _git_repo(tmp_path)
+    (tmp_path / "bench" / "probe.py").write_text("# untracked\n")
+    source = harness.provenance(tmp_path)
+    assert source["dirty"] and len(source["dirty_files"]["bench/probe.py"]) == 40
+    assert "+dirty" in harness.commit_string(source)

@@ -9,7 +9,10 @@ def test_lowdim_bench_smoke(tmp_path):
     problems = {"mf_d20", "mc_d30", "digits_head"}
     assert {p["name"] for p in protocol["problems"]} == problems
     assert [p["name"] for p in protocol["problems"] if p["standard"]] == ["digits_head"]
-    assert protocol["stopping_rule"] and protocol["timed_region"]
+    arms = protocol["arms"]
+    assert set(arms) == set(protocol["tuning"])             # every arm tuned
+    assert arms["mf_d20/original"] == arms["mf_d20/compressed"]
+    assert arms["digits_head/dense"]["stopping"]["metric"].startswith("validation accuracy")
     seeds = protocol["eval_seeds"]
     assert seeds and not set(seeds) & set(protocol["tuning_seeds"])
     tuning = protocol["tuning"]
@@ -19,10 +22,12 @@ def test_lowdim_bench_smoke(tmp_path):
     for rec in tuning.values():
         assert len(rec["grid"]) == len(rec["scores"]) >= 3 and rec["budget"] == 3
         assert rec["winner"] in rec["grid"]
-    assert set(protocol["claims"]) == {f"{p}_seconds" for p in problems}
+    assert set(protocol["claims"]) == {f"{p}_seconds" for p in problems} | {
+        "digits_head_seconds_vs_dense"}
     for claim in protocol["claims"].values():
         assert len(claim["per_seed"]) == len(protocol["eval_seeds"]) == claim["n"]
-        assert isinstance(claim["wins"], bool)
+        assert isinstance(claim["met"], bool) and claim["statistic"] == "bootstrap_lower_90"
+    assert not protocol["claims"]["digits_head_seconds_vs_dense"]["required"]
     for name in problems:
         arms = set(record["baseline"][name]) | {"compressed"}
         assert arms == ({"original", "compressed", "dense"} if name == "digits_head"

@@ -8,7 +8,7 @@ def test_sublinear_bench_smoke(tmp_path):
     rec = run_smoke("sublinear", tmp_path, timeout=300)
     proto = rec["protocol"]
     assert proto["kind"] == "comparison"
-    assert proto["stopping_rule"] and proto["timed_region"]
+    assert set(proto["arms"]) == ARMS and len({str(a) for a in proto["arms"].values()}) == 1
     assert len(proto["eval_seeds"]) >= 2
     assert not set(proto["eval_seeds"]) & set(proto["tuning_seeds"])
     assert set(proto["untuned"]) == ARMS and not proto["tuning"]   # same update: no tuning
@@ -18,7 +18,9 @@ def test_sublinear_bench_smoke(tmp_path):
     assert proto["claims"]
     for claim in proto["claims"].values():
         assert len(claim["per_seed"]) == len(proto["eval_seeds"])
-        assert {"worst", "bootstrap_lower_90", "wins"} <= set(claim)
+        assert {"worst", "bootstrap_lower_90", "met", "threshold"} <= set(claim)
+    required = [n for n, c in proto["claims"].items() if c["required"]]
+    assert len(required) == 2 and all(n.startswith("synthetic n=B=8 1t") for n in required)
     assert isinstance(rec["protocol_violations"], list)
     assert any(c["B"] >= 64 for c in rec["config"]["configs"])
     for sweep in rec["sweeps"]:
