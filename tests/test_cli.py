@@ -174,7 +174,7 @@ def test_a_sweep_shows_each_trials_progress_once_beside_tunes_table(tmp_path):
     space.write_text(f"base: digits-adamw\noverrides: [{', '.join(SHORT)}]\n"
                      "metric: val_loss\nmode: min\nnum_samples: 1\n"
                      "space:\n  methods.adamw.lr: {grid: [1.0e-3, 1.0e-2]}\n")
-    proc = _run("tune", space, "--name", "sw", "--storage-path", tmp_path, timeout=150)
+    proc = _run("tune", space, "--name", "sw", "--storage-path", tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
     sweep = tmp_path / "sw"
@@ -193,8 +193,7 @@ def test_a_sweep_shows_each_trials_progress_once_beside_tunes_table(tmp_path):
 @pytest.mark.ray
 def test_compare_shows_each_runs_progress_once_and_logs_ray(tmp_path):
     proc = _run("compare", "--preset", "digits-adamw", "--against", "digits-sgd", "--seeds", "1",
-                "--out", tmp_path / "report", f"run.storage_path={tmp_path / 'runs'}", *SHORT,
-                timeout=150)
+                "--out", tmp_path / "report", f"run.storage_path={tmp_path / 'runs'}", *SHORT)
     assert proc.returncode == 0, proc.stderr
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert [re.search(r"-([AB])-digits-", r).group(1) for r in runs] == ["A", "B"]
