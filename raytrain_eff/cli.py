@@ -258,7 +258,7 @@ def cmd_tune(args) -> int:
     try:
         sweep_dir = run_sweep(args.space, args.overrides, name=args.name,
                               storage_path=args.storage_path, resume=args.resume,
-                              address=args.address)
+                              address=args.address, quiet=not args.verbose)
     except SweepInterrupted as stop:
         print(f"{stop}\nresume with: {resume_command(args, stop.name)}", file=sys.stderr)
         return 130  # as a shell reports a SIGINT

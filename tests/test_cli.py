@@ -149,3 +149,55 @@ def test_ctrl_c_ends_a_wait_for_busy_workers(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted"
+
+
+RAY_LINES = ("Reporting training result", "Checkpoint successfully created", "TrainController",
+             "RayTrainWorker")
+SHORT = ["run.steps=10", "run.report_interval=5", "run.checkpoint_interval=5",
+         "run.eval_batches=2", "scaling.num_workers=1", "monitor.enabled=false"]
+
+
+def _progress_once(out: str, runs: list[str]) -> None:
+    """Each run's steps 5 and 10 are on the console once, as the driver's plain lines."""
+    for run in runs:
+        shown = [ln for ln in out.splitlines() if re.search(r"step \d+/10 \|", ln)
+                 and run in ln]
+        assert [re.match(r"\[(.+)\] step (\d+)/", ln).groups() for ln in shown] == [
+            (run, "5"), (run, "10")], out
+    for ray_line in RAY_LINES:
+        assert ray_line not in out
+
+
+@pytest.mark.ray
+def test_a_sweep_shows_each_trials_progress_once_beside_tunes_table(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(f"base: digits-adamw\noverrides: [{', '.join(SHORT)}]\n"
+                     "metric: val_loss\nmode: min\nnum_samples: 1\n"
+                     "space:\n  methods.adamw.lr: {grid: [1.0e-3, 1.0e-2]}\n")
+    proc = _run("tune", space, "--name", "sw", "--storage-path", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    sweep = tmp_path / "sw"
+    runs = sorted(p.name for p in (sweep / "trials").iterdir())
+    assert len(runs) == 2
+    _progress_once(out, runs)
+    assert "Trial status: 2 TERMINATED" in out  # Tune's own table stays
+    assert (f"[sw] Ray's logs: {sweep / 'logs'}/, each trial's in {sweep / 'trials'}/<run>/logs/ "
+            f"(--verbose shows them here)") in proc.stdout
+    assert "Started a local Ray instance" in (sweep / "logs" / "driver.log").read_text()
+    for run in runs:
+        log = (sweep / "trials" / run / "logs" / "worker-0.log").read_text()
+        assert "Reporting training result" in log and "Checkpoint successfully created" in log
+
+
+@pytest.mark.ray
+def test_compare_shows_each_runs_progress_once_and_logs_ray(tmp_path):
+    proc = _run("compare", "--preset", "digits-adamw", "--against", "digits-sgd", "--seeds", "1",
+                "--out", tmp_path / "report", f"run.storage_path={tmp_path / 'runs'}", *SHORT)
+    assert proc.returncode == 0, proc.stderr
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert [re.search(r"-([AB])-digits-", r).group(1) for r in runs] == ["A", "B"]
+    _progress_once(proc.stdout + proc.stderr, runs)
+    for run in runs:
+        log = (tmp_path / "runs" / run / "logs" / "worker-0.log").read_text()
+        assert "Reporting training result" in log

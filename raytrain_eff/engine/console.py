@@ -5,6 +5,8 @@ driver drains it and prints each event once: a tqdm bar on a terminal, plain lin
 Workers' output then need not reach the console (``ray.init(log_to_driver=False)``), so Ray's
 per-rank lines stay out of it; the driver's Ray loggers write to ``<run_dir>/logs/driver.log``
 and each worker's to ``logs/worker-<rank>.log``. ``--verbose`` keeps Ray's logs on the console.
+A sweep shares one sink among its trials (each event names its run) and keeps Tune's own
+trial table on the console.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ DRIVER_LOG = "driver.log"
 POLL_S = 0.5
 REDIRECT = "raytrain-eff-ray-log"  # the name of the handler that sends Ray's logs to a file
 
-Event = dict  # {"text": str, "step": int | None, "steps": int | None}
+Event = dict  # {"text": str, "step": int | None, "steps": int | None, "run": str}
 
 
 def log_dir(run_dir: str, name: str) -> str:
@@ -37,6 +39,13 @@ def log_dir(run_dir: str, name: str) -> str:
 
 def driver_log(run_dir: str, name: str) -> str:
     return os.path.join(log_dir(run_dir, name), DRIVER_LOG)
+
+
+def logs_off_console(path: str, label: str, where: str) -> None:
+    """Ray's loggers in this process write to ``path``; one line tells the user ``where``
+    the logs are. Import the Ray modules whose loggers matter first (``ray.train``...)."""
+    ray_logs_to_file(path)
+    print(f"[{label}] Ray's logs: {where} (--verbose shows them here)", flush=True)
 
 
 def ray_logs_to_file(path: str) -> None:
@@ -96,9 +105,10 @@ def remote_log(sink) -> Callable[[Event], None]:
     return lambda event: sink.put.remote(event)
 
 
-def failure_notice(sink):
-    """A Ray Train callback (it runs on Train's controller) that sends the reason a worker
-    group failed to the sink; the console shows it with the restart that follows."""
+def failure_notice(sink, run: str):
+    """A Ray Train callback (it runs on Train's controller) that sends the reason run
+    ``run``'s worker group failed to the sink; the console shows it with that run's restart
+    (a sweep's trials share one sink)."""
     from ray.train import UserCallback
 
     from raytrain_eff.engine.failures import summary
@@ -106,8 +116,8 @@ def failure_notice(sink):
     class FailureNotice(UserCallback):
         def after_exception(self, run_context, worker_exceptions: dict) -> None:
             rank = min(worker_exceptions)
-            sink.put.remote({"failure": f"rank {rank} failed: "
-                                        f"{summary(worker_exceptions[rank])}"})
+            sink.put.remote({"run": run, "failure": f"rank {rank} failed: "
+                                                    f"{summary(worker_exceptions[rank])}"})
 
     return FailureNotice()
 
@@ -120,17 +130,17 @@ class Console:
         self.tty = self.stream.isatty() if tty is None else tty
         self.bar: Any = None  # tqdm, on a terminal
         self.sink: Any = None  # the ProgressSink actor's handle
-        self.failure: str | None = None  # why the worker group last failed, until it restarts
+        self.failures: dict[str, str] = {}  # run -> why its workers failed, until they restart
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def show(self, event: Event) -> None:
+        run = event.get("run", "")
         if "failure" in event:        # held until the restart it caused is shown
-            self.failure = event["failure"]
+            self.failures[run] = event["failure"]
             return
-        if event.get("resumed") and self.failure:   # one line: attempt, step, and why
-            event = {**event, "text": f"{event['text']}, after {self.failure}"}
-            self.failure = None
+        if event.get("resumed") and run in self.failures:   # one line: attempt, step, and why
+            event = {**event, "text": f"{event['text']}, after {self.failures.pop(run)}"}
         step, steps = event.get("step"), event.get("steps")
         if not self.tty or step is None:
             self._line(event["text"])

@@ -149,7 +149,7 @@ def fit(cfg: ExperimentConfig, *, address: str | None = None, resume: bool = Fal
     try:
         sink = shown.start() if shown else None
         trainer = build_trainer(cfg, name, progress=sink, worker_logs=quiet, start_from=start,
-                                callbacks=[console.failure_notice(sink)] if sink else None)
+                                callbacks=[console.failure_notice(sink, name)] if sink else None)
         result = trainer.fit()
     except TrainingFailedError as err:
         raise failures.run_failed(err, name=name, run_dir=run_dir, log=log,
@@ -179,9 +179,7 @@ def _start(cfg: ExperimentConfig, address: str | None, quiet: bool,
     up); returns the console that shows rank 0's progress (None in local mode: it prints)."""
     if quiet:
         import ray.train  # noqa: F401 - its loggers exist before they are redirected
-        console.ray_logs_to_file(log)
-        print(f"[{cfg.run.name}] Ray's logs: {os.path.dirname(log)}/ (--verbose shows them "
-              f"here)", flush=True)
+        console.logs_off_console(log, cfg.run.name or "", f"{os.path.dirname(log)}/")
     if cfg.scaling.num_workers == 0:
         return None
     local_ray = ensure_ray(address, log_to_driver=not quiet)

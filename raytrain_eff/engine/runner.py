@@ -382,7 +382,7 @@ class Runner:
              resumed: bool = False) -> None:
         if self.rank == 0:
             self.log({"text": f"[{self.run_name}] {text}", "step": step, "steps": steps,
-                      "resumed": resumed})
+                      "resumed": resumed, "run": self.run_name})
 
 
 def _duration(seconds: float) -> str:

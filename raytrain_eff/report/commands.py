@@ -86,7 +86,7 @@ def cmd_compare(args) -> int:
     from raytrain_eff.report.compare import compare
     out = compare(a, b, seeds=args.seeds, overrides=args.overrides,
                   price_per_node_hour=args.price_per_node_hour, out_dir=args.out,
-                  address=args.address, **_common(args))
+                  address=args.address, quiet=not args.verbose, **_common(args))
     print(f"report: {out}/report.html (tables/*.parquet, plots/*.png)")
     return 0
 

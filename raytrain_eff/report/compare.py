@@ -61,9 +61,10 @@ def compare(a: str, b: str, seeds: int = 3, overrides: Sequence[str] = (),
             price_per_node_hour: float = 3.0, out_dir: str | None = None,
             address: str | None = None, *, metric: str = "val_loss",
             mode: str | None = None, target: float | None = None,
-            workers_per_node: int = 1) -> str:
+            workers_per_node: int = 1, quiet: bool = False) -> str:
     """Train ``a`` (the method) and ``b`` (its baseline) over ``seeds`` seeds and write the
-    report; returns the report directory."""
+    report; returns the report directory. ``quiet``: as ``launch.fit``'s (each run's Ray
+    logs in its own ``logs/``)."""
     if seeds < 1:
         raise ConfigError(f"seeds: {seeds} is not allowed; expected an integer >= 1")
     (cfg_a, label_a), (cfg_b, label_b) = resolve(a, overrides), resolve(b, overrides)
@@ -78,7 +79,8 @@ def compare(a: str, b: str, seeds: int = 3, overrides: Sequence[str] = (),
         for side, cfg, label in (("A", cfg_a, label_a), ("B", cfg_b, label_b)):
             run = dataclasses.replace(cfg.run, seed=cfg.run.seed + seed,
                                       name=run_name(stamp, side, label, seed))
-            dirs[side].append(fit(config_mod.replace(cfg, run=run), address=address).run_dir)
+            dirs[side].append(fit(config_mod.replace(cfg, run=run), address=address,
+                                  quiet=quiet).run_dir)
     from raytrain_eff.report.build import build_report
     build_report(dirs["A"], dirs["B"], out_dir, price_per_node_hour, (label_a, label_b),
                  metric=metric, mode=mode, target=target, workers_per_node=workers_per_node)

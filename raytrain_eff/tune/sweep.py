@@ -3,7 +3,8 @@
 Each trial's Tune function builds the engine's TorchTrainer with ``TuneReportCallback``, so
 trials report exactly what training runs report (``samples_seen``, ``val_loss``, ...) and
 keep their own ``metrics.parquet`` under ``<sweep>/trials/<sweep>-<trial id>``. Trials
-evaluate at every report so schedulers compare fresh metrics.
+evaluate at every report so schedulers compare fresh metrics. Their rank 0s send progress to
+one ``ProgressSink`` on the sweep's driver (``engine/console.py``), so each line shows once.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pathlib
 from ray.train.v2.api.callback import UserCallback
 
 from raytrain_eff import config as config_mod
-from raytrain_eff.engine import checkpoint, launch, shared_storage, storage, trials
+from raytrain_eff.engine import checkpoint, console, launch, shared_storage, storage, trials
 from raytrain_eff.tune import reported, schedulers
 from raytrain_eff.tune import space as space_mod
 from raytrain_eff.tune.space import Entry, SweepSpec
@@ -52,8 +53,18 @@ def trial_config(base: dict, sample: dict, name: str) -> config_mod.ExperimentCo
     return config_mod.replace(cfg, run=run)
 
 
+@dataclasses.dataclass(frozen=True)
+class Shown:
+    """How trials reach the sweep's console: ``progress``, the sweep's one ``ProgressSink``
+    (every trial's rank 0 sends its lines there); ``quiet``, Ray's logs go to files."""
+    progress: object
+    quiet: bool
+
+
 def make_trainable(base: dict, sweep_name: str, trials_dir: str, pbt: bool,
-                   conditions: dict[str, dict] | None = None):
+                   conditions: dict[str, dict] | None = None, shown: Shown | None = None):
+    shown = shown or Shown(progress=None, quiet=False)
+
     def run_trial(sample: dict) -> None:
         from ray import tune
         sample = space_mod.effective(conditions or {}, sample)
@@ -67,13 +78,26 @@ def make_trainable(base: dict, sweep_name: str, trials_dir: str, pbt: bool,
         cfg = trial_config(base, sample, name)
         storage.write_bytes(storage.join(trials_dir, name, launch.CONFIG_FILE),
                             config_mod.dump(cfg).encode())
+        if shown.quiet:  # this trial's own Ray loggers (its TorchTrainer's) into its logs/
+            console.ray_logs_to_file(console.driver_log(storage.join(trials_dir, name), name))
         if pbt:
-            _fit_reporting_checkpoints(cfg, name, trial_id, trials_dir, donor)
+            _fit_reporting_checkpoints(cfg, name, trial_id, trials_dir, donor, shown)
         else:
             from ray.tune.integration.ray_train import TuneReportCallback
-            launch.build_trainer(cfg, name, trial=trial_id, storage_path=trials_dir,
-                                 callbacks=[TuneReportCallback()]).fit()
+            _trainer(cfg, name, trial_id, trials_dir, shown, TuneReportCallback()).fit()
     return run_trial
+
+
+def _trainer(cfg, name: str, trial_id: str, trials_dir: str, shown: Shown, callback,
+             init_checkpoint: str | None = None):
+    """The trial's TorchTrainer: ``callback`` hands its reports to Tune; its progress and
+    failures go to the sweep's console."""
+    callbacks = [callback]
+    if shown.progress is not None:
+        callbacks.append(console.failure_notice(shown.progress, name))
+    return launch.build_trainer(cfg, name, trial=trial_id, storage_path=trials_dir,
+                                callbacks=callbacks, init_checkpoint=init_checkpoint,
+                                progress=shown.progress, worker_logs=shown.quiet)
 
 
 class CheckpointRelay(UserCallback):
@@ -90,15 +114,14 @@ class CheckpointRelay(UserCallback):
         self.queue.put((metrics[0], checkpoint.path if checkpoint else None))
 
 
-def _fit_reporting_checkpoints(cfg, name, trial_id, trials_dir, donor) -> None:
+def _fit_reporting_checkpoints(cfg, name, trial_id, trials_dir, donor, shown: Shown) -> None:
     import threading
 
     from ray import tune
     from ray.util.queue import Empty, Queue
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
-    trainer = launch.build_trainer(cfg, name, trial=trial_id, storage_path=trials_dir,
-                                   callbacks=[CheckpointRelay(queue)],
-                                   init_checkpoint=donor.path if donor else None)
+    trainer = _trainer(cfg, name, trial_id, trials_dir, shown, CheckpointRelay(queue),
+                       init_checkpoint=donor.path if donor else None)
     outcome: list = []
     thread = threading.Thread(target=lambda: outcome.append(_capture(trainer.fit)), daemon=True)
     thread.start()
@@ -149,10 +172,13 @@ class SweepInterrupted(Exception):
 
 def run_sweep(space_file: str, overrides: list[str] | None = None, *,
               name: str | None = None, storage_path: str | None = None,
-              resume: bool = False, address: str | None = None) -> str:
+              resume: bool = False, address: str | None = None, quiet: bool = False) -> str:
     """Run (or resume) a sweep; returns its directory, holding results and plots.
 
-    Raises SweepInterrupted, after writing the results so far, when Tune stops on SIGINT.
+    Each trial's progress is shown once, on this driver, beside Tune's trial table; ``quiet``
+    (the CLI without --verbose) sends Ray's own output to ``<sweep>/logs/driver.log`` and
+    each trial's ``trials/<run>/logs/``. Raises SweepInterrupted, after writing the results
+    so far, when Tune stops on SIGINT.
     """
     import time
 
@@ -163,36 +189,27 @@ def run_sweep(space_file: str, overrides: list[str] | None = None, *,
                    f"{time.strftime('%Y%m%d-%H%M%S')}"
     root = storage.resolve(storage_path or base["run"]["storage_path"])
     sweep_dir = storage.join(root, name)
-    trials_dir = storage.join(sweep_dir, "trials")
     if resume and not tune.Tuner.can_restore(sweep_dir):
         raise ConfigError(f"no sweep to resume at {sweep_dir} (--name {name}"
                                 f"{nearest(name, _sweeps_in(root))})")
-    if not resume and storage.exists(sweep_dir):
+    # Tune's state, not the directory: a sweep that stopped before Tune began left only logs
+    if not resume and tune.Tuner.can_restore(sweep_dir):
         raise ConfigError(f"sweep '{name}' exists in {root}; resume it with --resume "
                               f"--name {name}, or choose another --name")
     os.environ.setdefault(launch.HEALTH_CHECK_ENV, "1")
-    launch.ensure_ray(address)
+    if quiet:
+        import ray.train  # noqa: F401 - its loggers (and Tune's) exist before the redirect
+        console.logs_off_console(console.driver_log(sweep_dir, name), name,
+                                 f"{console.log_dir(sweep_dir, name)}/, each trial's in "
+                                 f"{storage.join(sweep_dir, 'trials')}/<run>/logs/")
+    launch.ensure_ray(address, log_to_driver=not quiet)
     shared_storage.check_storage(config_mod.from_dict(base), storage_path=root)
-    pbt = spec.scheduler.type == "pbt"
-    trainable = tune.with_resources(
-        make_trainable(base, name, trials_dir, pbt, space_mod.conditions(spec)),
-        {"CPU": spec.resources.driver_cpus})
-    if resume:  # Tune keeps trials' draws but not the space; it checks the keys match
-        tuner = tune.Tuner.restore(sweep_dir, trainable=trainable,
-                                   param_space=param_space(spec), resume_errored=False,
-                                   restart_errored=False, resume_unfinished=True)
-    else:
-        sched = schedulers.scheduler(spec, base)
-        tuner = tune.Tuner(
-            trainable, param_space=param_space(spec),
-            tune_config=tune.TuneConfig(
-                metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
-                scheduler=sched, search_alg=search_algorithm(spec),
-                max_concurrent_trials=concurrency(spec, base)),
-            run_config=tune.RunConfig(
-                name=name, storage_path=root,
-                callbacks=_callbacks(spec, base, name) + schedulers.state_callbacks(sched)))
-    tuner.fit()
+    shown = console.Console(tty=False)  # plain lines: trials interleave, Tune prints tables
+    try:
+        tuner = _tuner(spec, base, name, root, resume, Shown(shown.start(), quiet))
+        tuner.fit()
+    finally:
+        shown.close()
     from raytrain_eff.tune import results
     grid = results.saved_grid(sweep_dir, spec)
     results.write_results(grid, spec, base, sweep_dir)
@@ -200,6 +217,30 @@ def run_sweep(space_file: str, overrides: list[str] | None = None, *,
     if left:
         raise SweepInterrupted(sweep_dir, name, len(left), len(results.trials_of(grid)))
     return sweep_dir
+
+
+def _tuner(spec: SweepSpec, base: dict, name: str, root: str, resume: bool, shown: Shown):
+    """A new Tuner for the sweep, or the interrupted one restored from ``<root>/<name>``."""
+    from ray import tune
+    sweep_dir = storage.join(root, name)
+    trainable = tune.with_resources(
+        make_trainable(base, name, storage.join(sweep_dir, "trials"),
+                       spec.scheduler.type == "pbt", space_mod.conditions(spec), shown),
+        {"CPU": spec.resources.driver_cpus})
+    if resume:  # Tune keeps trials' draws but not the space; it checks the keys match
+        return tune.Tuner.restore(sweep_dir, trainable=trainable,
+                                  param_space=param_space(spec), resume_errored=False,
+                                  restart_errored=False, resume_unfinished=True)
+    sched = schedulers.scheduler(spec, base)
+    return tune.Tuner(
+        trainable, param_space=param_space(spec),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
+            scheduler=sched, search_alg=search_algorithm(spec),
+            max_concurrent_trials=concurrency(spec, base)),
+        run_config=tune.RunConfig(
+            name=name, storage_path=root,
+            callbacks=_callbacks(spec, base, name) + schedulers.state_callbacks(sched)))
 
 
 def resume_command(args, name: str) -> str:

@@ -45,6 +45,20 @@ def test_a_restart_is_one_line_with_its_attempt_step_and_reason():
         "[r] attempt 2: resumed from step 20 (saved by 1 workers, now 1)"]
 
 
+def test_a_sweeps_trials_share_the_console_and_each_restart_names_its_own_failure():
+    out = io.StringIO()
+    shown = console.Console(stream=out, tty=False)
+    shown.show({"run": "t1", "failure": "rank 0 failed: ValueError: nan"})
+    shown.show({"run": "t2", "text": "[t2] step 5/10 | loss 1.000", "step": 5, "steps": 10})
+    shown.show({"run": "t2", "text": "[t2] attempt 1: resumed from step 5", "step": None,
+                "steps": None, "resumed": True})   # a restart of another trial: not t1's
+    shown.show({"run": "t1", "text": "[t1] attempt 1: resumed from step 0", "step": None,
+                "steps": None, "resumed": True})
+    assert out.getvalue().splitlines() == [
+        "[t2] step 5/10 | loss 1.000", "[t2] attempt 1: resumed from step 5",
+        "[t1] attempt 1: resumed from step 0, after rank 0 failed: ValueError: nan"]
+
+
 def test_ray_loggers_write_to_the_file_not_the_console(tmp_path, capfd):
     ray_logger = logging.getLogger("ray")
     before = list(ray_logger.handlers)
