@@ -10,7 +10,6 @@ that batch as keyword arguments and returns its own loss.
 """
 import numpy as np
 import ray.data
-import torch
 from torch import nn
 
 from raytrain_eff.tasks.custom import UserTask
@@ -51,7 +50,7 @@ class ByteLM(nn.Module):
 def make_task(path: str, val_path: str | None = None, seq_len: int = 64,
               dim: int = 32) -> UserTask:
     def stream(uri):
-        return ray.data.read_parquet(uri, columns=["text"]).map_batches(
+        return ray.data.read_parquet(uri).select_columns(["text"]).map_batches(
             tokenise, fn_kwargs={"seq_len": seq_len}, batch_format="numpy")
 
     return UserTask(model_fn=lambda: ByteLM(dim), loss_fn=None, data=stream(path),

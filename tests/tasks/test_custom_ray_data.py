@@ -69,19 +69,18 @@ def test_local_resume_starts_a_fresh_pass_with_tokens_from_the_mask(tmp_path):
     assert (a["samples"] == 4).all() and all(math.isfinite(x) for x in b["loss"])
 
 
-def test_two_workers_train_a_streamed_hf_style_batch_and_resume(tmp_path):
-    # every row 20 bytes in windows of 32: tokens are the mask's 20 per row, not 32
+def test_two_workers_train_a_streamed_hf_style_batch(tmp_path):
+    # every row 20 bytes in windows of 32: tokens are the mask's 20 per row, not 32; 2 workers
+    # x 1 CPU leave the session's other 2 CPUs to Ray Data's read and tokeniser
     path = _texts(tmp_path / "t.parquet", [20] * 48)
-    paused = launch.fit(_cfg(tmp_path, "two", path, "scaling.num_workers=2",
-                             "scaling.cpus_per_worker=1", "run.steps=4", "run.stop_after=2",
-                             val=path))
-    resumed = launch.fit(launch.load_run_config(paused.run_dir), resume=True)
-    table = _table(paused.run_dir)
-    assert table["step"].tolist() == [0, 1, 2, 3]
-    assert table["attempt"].tolist() == [0, 0, 1, 1]
+    result = launch.fit(_cfg(tmp_path, "two", path, "scaling.num_workers=2",
+                             "scaling.cpus_per_worker=1", "run.steps=3", "run.report_interval=3",
+                             "run.checkpoint_interval=3", val=path))
+    table = _table(result.run_dir)
+    assert table["step"].tolist() == [0, 1, 2]
     assert (table["samples"] == 2 * 4).all() and (table["tokens"] == 2 * 4 * 20).all()
     assert all(math.isfinite(x) for x in table["loss"])
-    assert math.isfinite(resumed.metrics["val_loss"])
+    assert math.isfinite(result.metrics["val_loss"])
 
 
 def test_workers_that_take_every_cpu_are_refused_before_launch(tmp_path):
