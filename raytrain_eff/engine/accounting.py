@@ -11,6 +11,7 @@ import math
 import resource
 
 import torch
+from torch.utils import _pytree as pytree
 from torch.utils.flop_counter import FlopCounterMode
 
 from raytrain_eff.blocks import dtensor
@@ -25,7 +26,8 @@ class DenseFlopCounter:
 
     def count(self, model, batch) -> float:
         """FLOPs of one dense forward+backward on ``batch`` (gradients are left zeroed)."""
-        key = tuple(tuple(t.shape) for t in batch if isinstance(t, torch.Tensor))
+        key = tuple(tuple(t.shape) for t in pytree.tree_leaves(batch)  # tuple or dict
+                    if isinstance(t, torch.Tensor))
         if key not in self.cache:
             with FlopCounterMode(display=False) as counter:
                 self.task.loss(model, batch).backward()

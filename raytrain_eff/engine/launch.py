@@ -14,6 +14,7 @@ import time
 
 import yaml
 
+from raytrain_eff import catalog
 from raytrain_eff import config as config_mod
 from raytrain_eff.config import ExperimentConfig
 from raytrain_eff.engine import (
@@ -71,7 +72,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
            summary_extra=loop_config.get("summary_extra"),
            local_checkpoints=cfg.scaling.num_workers == 0,
            init_checkpoint=loop_config.get("init_checkpoint"),
-           start_from=loop_config.get("start_from")).run()
+           start_from=loop_config.get("start_from"),
+           data_shards={name: ray.train.get_dataset_shard(name)
+                        for name in loop_config.get("datasets", ())}).run()
 
 
 def default_name(cfg: ExperimentConfig) -> str:
@@ -85,14 +88,18 @@ def run_dir_of(cfg: ExperimentConfig, name: str) -> str:
 def build_trainer(cfg: ExperimentConfig, name: str, *, trial: str = "",
                   storage_path: str | None = None, callbacks=None,
                   init_checkpoint: str | None = None, progress=None,
-                  worker_logs: bool = False, start_from: dict | None = None):
+                  worker_logs: bool = False, start_from: dict | None = None,
+                  datasets: dict | None = None):
     """The TorchTrainer for ``cfg``; ``storage_path`` overrides the config's (Tune trials).
     ``progress``: a ``console.ProgressSink`` actor that shows rank 0's progress on the driver;
-    ``worker_logs``: workers also log to ``<run_dir>/logs/worker-<rank>.log``."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    ``worker_logs``: workers also log to ``<run_dir>/logs/worker-<rank>.log``; ``datasets``:
+    ``task_datasets(cfg)`` when already asked ('train' is split between the workers, 'val'
+    goes whole to each)."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     sc = cfg.scaling
+    datasets = task_datasets(cfg) if datasets is None else datasets
     base = storage_path or storage.resolve(cfg.run.storage_path)
     backend = {"auto": "nccl" if sc.use_gpu else "gloo"}.get(sc.backend, sc.backend)
     return TorchTrainer(
@@ -101,6 +108,7 @@ def build_trainer(cfg: ExperimentConfig, name: str, *, trial: str = "",
                            "run_dir": storage.join(base, name), "init_checkpoint": init_checkpoint,
                            "progress": progress, "worker_logs": worker_logs,
                            "start_from": start_from,
+                           "datasets": sorted(datasets),
                            "summary_extra": {**provenance.current(), "machine": machine()}},
         # ray.train exports Train V2's ScalingConfig (V2 is on by default), but a type checker
         # sees the V1 names of its conditional imports, which lack elastic (min, max) workers
@@ -111,10 +119,22 @@ def build_trainer(cfg: ExperimentConfig, name: str, *, trial: str = "",
             resources_per_worker={"CPU": sc.cpus_per_worker} if sc.num_workers else None,
             placement_strategy=sc.placement),
         torch_config=TorchConfig(backend=backend),
+        datasets=datasets or None,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(
             name=name, storage_path=base, callbacks=callbacks,
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.num_to_keep)))
+
+
+def task_datasets(cfg: ExperimentConfig) -> dict:
+    """The task's Ray Data datasets (``Task.ray_datasets``, built on the driver); refused when
+    the training workers would leave Ray Data no CPU (``resources.check_data_cpus``)."""
+    task = catalog.load_object(catalog.lookup(catalog.TASKS, "task", cfg.task.name).impl)
+    datasets = task.ray_datasets(cfg)
+    if datasets and cfg.scaling.num_workers:
+        resources.check_data_cpus(cfg)
+    return datasets
 
 
 def fit(cfg: ExperimentConfig, *, address: str | None = None, resume: bool = False,
@@ -143,12 +163,14 @@ def fit(cfg: ExperimentConfig, *, address: str | None = None, resume: bool = Fal
     os.environ.setdefault(HEALTH_CHECK_ENV, "1")
     log = console.driver_log(run_dir, name)
     shown = _start(cfg, address, quiet, log)
+    datasets = task_datasets(cfg)
     # written once the checks pass: a refused run leaves nothing that --resume would find
     storage.write_bytes(config_uri, config_mod.dump(cfg).encode())
     from ray.train import TrainingFailedError
     try:
         sink = shown.start() if shown else None
         trainer = build_trainer(cfg, name, progress=sink, worker_logs=quiet, start_from=start,
+                                datasets=datasets,
                                 callbacks=[console.failure_notice(sink, name)] if sink else None)
         result = trainer.fit()
     except TrainingFailedError as err:

@@ -18,6 +18,7 @@ from raytrain_eff.typed import ConfigError
 
 TIMEOUT_ENV = "RAYTRAIN_EFF_START_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 600.0
+DATA_CPUS = 1.0  # left free for Ray Data when a task streams a Ray Data dataset
 
 
 class ResourcesUnavailable(ConfigError):
@@ -70,6 +71,33 @@ def check(cfg: ExperimentConfig, *, timeout_s: float | None = None) -> None:
                     f"and they did not become free within {timeout_s:g} s ({TIMEOUT_ENV})"))
     finally:
         remove_placement_group(pg)
+
+
+def check_data_cpus(cfg: ExperimentConfig) -> None:
+    """A task whose data is a Ray Data dataset needs a CPU the workers do not hold: Ray Train
+    limits Ray Data to the cluster less the workers' resources, so with none left its read
+    and map_batches tasks never run and the run stalls at its first batch."""
+    import ray
+
+    if _autoscaling():
+        return
+    sc = cfg.scaling
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    n = sc.min_workers or sc.num_workers
+    held = n * sc.cpus_per_worker
+    if cpus - held >= DATA_CPUS - 1e-9:
+        return
+    share = math.floor((cpus - DATA_CPUS) / n * 100) / 100
+    fixes = ([f"scaling.cpus_per_worker={share:g}"] if share > 0 else []) + (
+        [f"scaling.num_workers={int((cpus - DATA_CPUS) // sc.cpus_per_worker)}"]
+        if cpus - DATA_CPUS >= sc.cpus_per_worker else [])
+    raise ResourcesUnavailable(
+        f"the task's data is a Ray Data dataset, whose read and map_batches tasks need "
+        f"{DATA_CPUS:g} CPU that the training workers do not hold, but {n} worker"
+        f"{'s' * (n != 1)} x scaling.cpus_per_worker={sc.cpus_per_worker:g} = {held:g} CPU of "
+        f"the cluster's {cpus:g} leave {max(cpus - held, 0.0):g}; "
+        + ("fix it with " + " or ".join(fixes) if fixes
+           else "start a cluster with more CPUs (--address)"))
 
 
 def _fits(wanted: list[dict[str, float]], total: dict, nodes: list[dict]) -> bool:

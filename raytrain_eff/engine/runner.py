@@ -50,7 +50,8 @@ class Runner:
                  report: Callable = lambda metrics, checkpoint=None, **kw: None,
                  get_checkpoint: Callable = lambda: None, summary_extra: dict | None = None,
                  local_checkpoints: bool = False, init_checkpoint: str | None = None,
-                 log: Callable[[dict], None] | None = None, start_from: dict | None = None):
+                 log: Callable[[dict], None] | None = None, start_from: dict | None = None,
+                 data_shards: dict | None = None):
         self.cfg, self.rank, self.world, self.group, self.device = cfg, rank, world, group, device
         # where rank 0's messages go ({"text", "step", "steps"}): the driver's console, or print
         self.log = log or (lambda event: print(event["text"], flush=True))
@@ -63,6 +64,8 @@ class Runner:
         self.init_checkpoint = init_checkpoint
         # `train --resume`: the checkpoint the driver chose (checkpoint.resolve_start)
         self.start_from = start_from
+        # this worker's Ray Data shards (ray.train.get_dataset_shard) of task.ray_datasets
+        self.data_shards = data_shards or {}
         self.ckpt_revision = 0  # > 0 after a fallback: new checkpoints take no existing name
         self.last_eval: dict[str, float] = {}
         self._curv_draws = 0  # curvature batches drawn so far
@@ -77,6 +80,8 @@ class Runner:
         torch.set_num_threads(cfg.train.threads_per_worker)
         self.task = build_task(cfg)
         self.task.load()
+        if self.data_shards:
+            self.task.use_shards(self.data_shards)
         torch.manual_seed(cfg.run.seed)  # the same RNG state on every rank for the methods
         self.sharded = cfg.scaling.strategy == "fsdp"
         # sharded before prepare: methods see (and hook) the sharded parameters

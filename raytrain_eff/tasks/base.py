@@ -90,7 +90,19 @@ class Task:
             validate.check_tabular(cfg.data.dataset, cfg.data.label_column,
                                    cfg.data.feature_columns, classes=cls.label_kind == "integer")
 
+    @classmethod
+    def ray_datasets(cls, cfg: Any) -> dict[str, Any]:
+        """Ray Data datasets the driver hands to Ray Train, by name ('train', and 'val' when
+        there is one); each worker then gets its shard of each through ``use_shards``.
+        Default: none (the task reads its own data)."""
+        return {}
+
     # -- hooks ---------------------------------------------------------------------------------
+    def use_shards(self, shards: dict[str, Any]) -> None:
+        """This worker's ``ray.data.DataIterator`` for each name of ``ray_datasets`` (called
+        after ``load``; 'train' is this worker's split, 'val' the whole dataset)."""
+        raise NotImplementedError(f"{type(self).__name__} takes no Ray Data shards")
+
     def load(self) -> None:
         """Read and split the data (called once per worker, before anything else)."""
         raise NotImplementedError
