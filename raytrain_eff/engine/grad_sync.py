@@ -33,7 +33,7 @@ class _Bucket:
             total += p.numel()
         self.flat = torch.zeros(total, dtype=params[0].dtype, device=params[0].device)
         self.ready: set[int] = set()
-        self.work: collectives.PendingReduce | None = None  # its all-reduce once launched
+        self.work: collectives.Pending | None = None  # its all-reduce once launched
 
     def copy_in(self, i: int, grad: torch.Tensor) -> None:
         o = self.offsets[i]
