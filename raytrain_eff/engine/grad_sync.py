@@ -116,6 +116,9 @@ class OverlappedGradientSync:
         self._next = 0
         self.armed = False
 
+    def settle(self) -> None:
+        """Nothing is left in flight past ``finish``: parameters are the optimizer's."""
+
     def buffer_bytes(self) -> int:
         """Bytes of the flat all-reduce buffers: a second copy of every gradient."""
         return sum(b.flat.numel() * b.flat.element_size() for b in self.buckets)
