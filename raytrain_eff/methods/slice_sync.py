@@ -66,7 +66,8 @@ class SliceSync:
         self.armed = self.synced = False
         self._next = len(self.columns) - 1          # next column to launch (descending)
         self._gathering: collectives.Pending | None = None
-        self._handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
+        for p in params:
+            p.register_post_accumulate_grad_hook(self._on_grad)
 
     def _pieces(self, i: int, a: int, b: int, width: int) -> list[tuple[int, int, int, int]]:
         """Where flat range [a, b) of parameter i lands in the columns' staging buffers."""
@@ -163,7 +164,3 @@ class SliceSync:
         is the parameters' own storage."""
         staged = sum(c.staging.numel() for c in self.columns) + self.grad.numel()
         return staged * self.grad.element_size()
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
