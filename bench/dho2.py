@@ -89,7 +89,7 @@ from raytrain_eff.engine.grad_sync import OverlappedGradientSync
 from raytrain_eff.engine.sharding import mesh, shard
 from raytrain_eff.hparams.baselines import AdamWConfig, SGDConfig
 from raytrain_eff.hparams.fosi import DHO2Config, FOSIConfig, MRDHO2Config
-from raytrain_eff.methods.base import MethodContext
+from raytrain_eff.methods.base import GradientSync, MethodContext
 from raytrain_eff.methods.baselines import SGD, AdamW
 from raytrain_eff.methods.dho2 import DHO2, MRDHO2
 from raytrain_eff.methods.fosi import FOSI
@@ -337,7 +337,7 @@ class Run:
     model: nn.Module
     method: object
     opt: torch.optim.Optimizer
-    sync: OverlappedGradientSync | None
+    sync: GradientSync | None
     ctx: MethodContext
     seed: int
 
@@ -351,6 +351,11 @@ class Run:
             self.sync.finish()
         self.opt.step()
         return self.method.after_step(step, self.ctx)
+
+    def settle(self) -> None:
+        """Parameters current before eval reads them (DHO2's all-gather is left in flight)."""
+        if self.sync:
+            self.sync.settle()
 
 
 def build(problem: Problem, arm: Arm, lr: float, seed: int, steps: int, curvature: dict,
@@ -366,8 +371,11 @@ def build(problem: Problem, arm: Arm, lr: float, seed: int, steps: int, curvatur
                             build_model=functools.partial(problem.model, seed)))
     method = method_for(arm, lr, curvature)
     opt = method.make_optimizer(model, ctx)
-    sync = (OverlappedGradientSync(model, group, world)      # the engine's data parallelism
-            if world > 1 and arm.strategy == "ddp" and not method.owns_gradient_sync else None)
+    if method.owns_gradient_sync:      # as the engine does: the method's own sync, if any
+        sync = method.gradient_sync(ctx)
+    else:                              # the engine's data parallelism
+        sync = (OverlappedGradientSync(model, group, world)
+                if world > 1 and arm.strategy == "ddp" else None)
     return Run(problem, arm, model, method, opt, sync, ctx, seed)
 
 
@@ -394,10 +402,12 @@ def train(problem: Problem, arm: str, lr: float, seed: int, steps: int, eval_eve
             if "curvature_lag_steps" in stats:
                 lag.append(stats["curvature_lag_steps"])
         if (step + 1) % eval_every == 0:
+            run.settle()
             val, stop = _evaluate(problem, run.model, target, rank, world, group, everywhere)
             trace.append((step + 1, elapsed, val, curvature_s))
             if stop:
                 break
+    run.settle()
     test_loss, test_acc = (problem.metrics(run.model, "test") if rank == 0 or everywhere
                            else (math.nan, math.nan))
     return {"trace": trace, "step_times": step_times, "curvature_seconds": curvature_s,

@@ -59,22 +59,23 @@ def all_reduce(t: torch.Tensor, group: Any = None, op=ReduceOp.SUM) -> torch.Ten
     return _back(staged, t)
 
 
-class PendingReduce:
-    """An all-reduce in flight; ``wait()`` leaves the result in the caller's tensor."""
+class Pending:
+    """A collective in flight; ``wait()`` leaves its result in the caller's output tensor."""
 
-    def __init__(self, t: torch.Tensor, group: Any, op) -> None:
-        self.tensor, self._staged = t, _staged(t, device_of(group))
-        self._work = dist.all_reduce(self._staged, op=op, group=group, async_op=True)
+    def __init__(self, out: torch.Tensor, staged_out: torch.Tensor, work: Any,
+                 staged_in: torch.Tensor | None = None) -> None:
+        self.tensor, self._staged, self._work = out, staged_out, work
+        self._input = staged_in     # a staged copy of the input lives until the wait
 
     def wait(self) -> torch.Tensor:
-        assert self._work is not None
         self._work.wait()
         return _back(self._staged, self.tensor)
 
 
-def all_reduce_async(t: torch.Tensor, group: Any = None, op=ReduceOp.SUM) -> PendingReduce:
+def all_reduce_async(t: torch.Tensor, group: Any = None, op=ReduceOp.SUM) -> Pending:
     """Launch an in-place all-reduce of ``t``; compute may go on until ``.wait()``."""
-    return PendingReduce(t, group, op)
+    staged = _staged(t, device_of(group))
+    return Pending(t, staged, dist.all_reduce(staged, op=op, group=group, async_op=True))
 
 
 def broadcast(t: torch.Tensor, group_src: int = 0, group: Any = None) -> torch.Tensor:
@@ -84,22 +85,38 @@ def broadcast(t: torch.Tensor, group_src: int = 0, group: Any = None) -> torch.T
     return _back(staged, t)
 
 
+def all_gather_into_tensor_async(out: torch.Tensor, t: torch.Tensor,
+                                 group: Any = None) -> Pending:
+    """Launch the gather of every rank's ``t`` along dim 0 into ``out``; ``t`` must stay
+    unchanged until ``.wait()``, which leaves the result in ``out``."""
+    device = device_of(group)
+    staged_out = _staged_out(out, device)
+    staged = _staged(t, device)
+    work = dist.all_gather_into_tensor(staged_out, staged, group=group, async_op=True)
+    return Pending(out, staged_out, work, staged)
+
+
 def all_gather_into_tensor(out: torch.Tensor, t: torch.Tensor,
                            group: Any = None) -> torch.Tensor:
     """Every rank's ``t`` concatenated along dim 0 into ``out``; returns ``out``."""
+    return all_gather_into_tensor_async(out, t, group).wait()
+
+
+def reduce_scatter_tensor_async(out: torch.Tensor, t: torch.Tensor, group: Any = None,
+                                op=ReduceOp.SUM) -> Pending:
+    """Launch the reduction of ``t`` over ranks, this rank's dim-0 chunk into ``out``; ``t``
+    must stay unchanged until ``.wait()``, which leaves the result in ``out``."""
     device = device_of(group)
     staged_out = _staged_out(out, device)
-    dist.all_gather_into_tensor(staged_out, _staged(t, device), group=group)
-    return _back(staged_out, out)
+    staged = _staged(t, device)
+    work = dist.reduce_scatter_tensor(staged_out, staged, op=op, group=group, async_op=True)
+    return Pending(out, staged_out, work, staged)
 
 
 def reduce_scatter_tensor(out: torch.Tensor, t: torch.Tensor, group: Any = None,
                           op=ReduceOp.SUM) -> torch.Tensor:
     """This rank's dim-0 chunk of ``t`` reduced over ranks, into ``out``; returns ``out``."""
-    device = device_of(group)
-    staged_out = _staged_out(out, device)
-    dist.reduce_scatter_tensor(staged_out, _staged(t, device), op=op, group=group)
-    return _back(staged_out, out)
+    return reduce_scatter_tensor_async(out, t, group, op).wait()
 
 
 def all_gather(outs: list[torch.Tensor], t: torch.Tensor, group: Any = None) -> list:

@@ -136,6 +136,13 @@ def _exercise(rank, world, group):
     parts = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
     C.all_gather(parts, torch.tensor([rank * rank]), group)
     out["parts"] = [int(p) for p in parts]
+    # async: launched, then waited; a non-contiguous output is written back at the wait
+    column = torch.zeros(2, 3)[:, 1]
+    pending = C.reduce_scatter_tensor_async(column, torch.arange(2.0 * world) + rank, group)
+    out["shard_async"] = pending.wait().tolist()
+    grid = torch.zeros(2, world).t()                 # (world, 2), not contiguous
+    C.all_gather_into_tensor_async(grid, torch.tensor([[rank, 1.0]]), group).wait()
+    out["gathered_async"] = grid.tolist()
     objs = [None] * world
     C.all_gather_object(objs, {"rank": rank}, group)
     out["objects"] = objs
@@ -160,6 +167,8 @@ def test_the_helper_on_gloo_ranks(gloo, world):
         lo = 2 * rank
         assert r["shard"] == [float(world * (lo + i) + sum(range(world))) for i in range(2)]
         assert r["parts"] == [p * p for p in range(world)]
+        assert r["shard_async"] == r["shard"]
+        assert r["gathered_async"] == [[float(p), 1.0] for p in range(world)]
         assert r["objects"] == [{"rank": p} for p in range(world)]
         assert r["gathered_objects"] == ([f"r{p}" for p in range(world)] if rank == 0 else None)
 

@@ -33,7 +33,7 @@ class _Bucket:
             total += p.numel()
         self.flat = torch.zeros(total, dtype=params[0].dtype, device=params[0].device)
         self.ready: set[int] = set()
-        self.work: collectives.PendingReduce | None = None  # its all-reduce once launched
+        self.work: collectives.Pending | None = None  # its all-reduce once launched
 
     def copy_in(self, i: int, grad: torch.Tensor) -> None:
         o = self.offsets[i]
@@ -115,6 +115,9 @@ class OverlappedGradientSync:
             bucket.work = None
         self._next = 0
         self.armed = False
+
+    def settle(self) -> None:
+        """Nothing is left in flight past ``finish``: parameters are the optimizer's."""
 
     def buffer_bytes(self) -> int:
         """Bytes of the flat all-reduce buffers: a second copy of every gradient."""

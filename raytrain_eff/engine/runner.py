@@ -31,7 +31,7 @@ from raytrain_eff.engine import accounting, checkpoint, materialize, records, sh
 from raytrain_eff.engine.grad_sync import OverlappedGradientSync
 from raytrain_eff.engine.pending import PendingSteps
 from raytrain_eff.engine.totals import RankShare, RunTotals
-from raytrain_eff.methods.base import MethodContext
+from raytrain_eff.methods.base import GradientSync, MethodContext
 from raytrain_eff.monitor import keys as K
 from raytrain_eff.monitor.push import rss_bytes
 from raytrain_eff.tasks.base import shard_rows, step_generator, take_rows
@@ -95,7 +95,8 @@ class Runner:
             total_steps=cfg.run.steps, loss_fn=self.task.loss, task=self.task,
             next_batch=self._curvature_batch,
             iterate_shard=lambda b: self.task.shard_iterator(self.rank, self.world, b),
-            shard_size=self.task.shard_size(self.rank, self.world))
+            shard_size=self.task.shard_size(self.rank, self.world),
+            grad_clip=cfg.train.grad_clip)
         for method in self.methods:
             model = method.prepare(model, self.ctx)
         self.model = model
@@ -109,9 +110,12 @@ class Runner:
         self.optimizer = self.ctx.optimizer = optimizers[0]
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.owns_sync = any(m.owns_gradient_sync for m in self.methods)
-        self.grad_sync = (OverlappedGradientSync(model, self.group, self.world)
-                          if self.ctx.distributed and not self.owns_sync and not self.sharded
-                          else None)  # fsdp reduce-scatters gradients itself
+        self.grad_sync: GradientSync | None = None  # fsdp reduce-scatters gradients itself
+        if self.owns_sync:   # the method's own sync, if it overlaps one with backward
+            owned = [m.gradient_sync(self.ctx) for m in self.methods if m.owns_gradient_sync]
+            self.grad_sync = next((s for s in owned if s is not None), None)
+        elif self.ctx.distributed and not self.sharded:
+            self.grad_sync = OverlappedGradientSync(model, self.group, self.world)
         self.start_step, self.attempt = self._restore()
         # this rank's stream from here on, derived like every other (tasks.base.step_generator)
         torch.manual_seed(step_generator(cfg.run.seed, self.start_step, self.rank).initial_seed())
@@ -215,20 +219,28 @@ class Runner:
         for step in range(self.start_step, steps):
             stats = self.train_step(step, dense)
             row = stats.row()
-            if (self.rank == 0 or self.eval_on_every_rank) and self._due(
-                    step, cfg.run.eval_interval, steps):
+            evaluating = self._due(step, cfg.run.eval_interval, steps)
+            reporting = self._due(step, cfg.run.report_interval, steps)
+            if evaluating or reporting:
+                self._settle()   # eval and checkpoints read the parameters
+            if (self.rank == 0 or self.eval_on_every_rank) and evaluating:
                 self.last_eval = self.task.evaluate(self.model, cfg.data.batch_size,
                                                     cfg.run.eval_batches)
                 row.update(self.last_eval)
             self.pending.add(row, stats.rank_share, {K.LOSS: stats.loss})
-            reporting = self._due(step, cfg.run.report_interval, steps)
-            if reporting or self._due(step, cfg.run.eval_interval, steps):
+            if reporting or evaluating:
                 self._record(self.pending.resolve())
             if reporting:
                 self._report(step, row, last=step + 1 == steps)
+        self._settle()
         if self.pusher is not None:
             self.pusher.close()
         return row
+
+    def _settle(self) -> None:
+        """Complete a parameter update a method's sync left in flight past its step."""
+        if self.grad_sync is not None:
+            self.grad_sync.settle()
 
     def _record(self, steps: list[tuple[dict, dict]]) -> None:
         """Complete rows of resolved steps, in step order, to the table and the pusher."""
@@ -250,9 +262,12 @@ class Runner:
             method.before_step(step, ctx)
         t0 = time.perf_counter()
         loss_sum, samples, tokens = self._forward_backward(step)
-        if cfg.train.grad_clip and not self.owns_sync:  # a sharded method sees only its slice
+        # a method that owns the sync clips what it averaged itself (ctx.grad_clip)
+        if cfg.train.grad_clip and not self.owns_sync:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
         self.optimizer.step()
+        if len(self.methods) > 1:
+            self._settle()   # another method's hooks may read or write the parameters
         method_stats: dict[str, float] = {}
         for method in self.methods:
             method_stats.update(method.after_step(step, ctx))

@@ -6,7 +6,8 @@ The engine calls these hooks in a fixed order and never names a method::
     opt = method.make_optimizer(model, ctx)       # exactly one method returns one
     for step in range(start, steps):
         method.before_step(step, ctx)             # schedules, topology updates
-        forward / backward on ctx.loss_fn(model, batch), gradient all-reduce
+        forward / backward on ctx.loss_fn(model, batch), gradient sync (the engine's
+                                                  all-reduce, or method.gradient_sync())
         opt.step()
         stats = method.after_step(step, ctx)      # method metrics for this step
         effective = method.step_flops(dense, ctx) # FLOPs this step really needed
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -51,10 +52,30 @@ class MethodContext:
     shard_size: int = 0                    # training rows on this rank
     optimizer: torch.optim.Optimizer | None = None  # set by the engine after make_optimizer
     task: Task | None = None               # the run's task (model factory, loss, eval)
+    # train.grad_clip: a method that owns the gradient sync clips the averaged gradient itself
+    grad_clip: float | None = None
 
     @property
     def distributed(self) -> bool:
         return self.group is not None and self.world_size > 1
+
+
+class GradientSync(Protocol):
+    """Gradient averaging the engine drives during backward (``engine.grad_sync``'s, or a
+    method's own from ``Method.gradient_sync``)."""
+
+    def arm(self, armed: bool) -> None:
+        """Before each micro-batch's loss: sync on its backward (the last) or only accumulate."""
+
+    def finish(self) -> None:
+        """After the last backward, before ``optimizer.step()``: complete the sync."""
+
+    def settle(self) -> None:
+        """Complete any parameter update still in flight: before anything outside the
+        step reads the parameters (other methods' hooks, eval, checkpoints)."""
+
+    def buffer_bytes(self) -> int:
+        """Bytes of the sync's own buffers (memory accounting)."""
 
 
 class Method(Generic[ConfigT]):
@@ -79,6 +100,11 @@ class Method(Generic[ConfigT]):
         return model
 
     def make_optimizer(self, model: nn.Module, ctx: MethodContext) -> torch.optim.Optimizer | None:
+        return None
+
+    def gradient_sync(self, ctx: MethodContext) -> GradientSync | None:
+        """With ``owns_gradient_sync``: the method's own sync for the engine to arm and
+        finish around backward (after make_optimizer); None: the method averages in its step."""
         return None
 
     def before_step(self, step: int, ctx: MethodContext) -> None:

@@ -23,7 +23,9 @@ uneven splits still average over rows); ``per_rank`` gives every rank its own B 
 
 Two layouts of the slices (``Slices``, ``ShardSlices``). Under ``scaling.strategy: ddp``
 every rank holds the whole model; its slice is the p-th of P equal contiguous pieces of the
-zero-padded vector, and updated slices are all-gathered back into the model. Under ``fsdp``
+zero-padded vector, and updated slices are all-gathered back into the model; in the engine
+the reduce-scatter runs in backward's hooks and the all-gather is left in flight past the
+step (``slice_sync``). Under ``fsdp``
 rank p's slice *is* its FSDP2 shard: each parameter's dim-0 chunk ``torch.chunk(p, P)[p]``,
 so parameters and gradients are 1/P too, the update writes the local shards in place and
 the parameter all-gather is FSDP's own at the next forward. The HVP then runs on the full
@@ -50,6 +52,7 @@ from raytrain_eff.blocks import dtensor
 from raytrain_eff.methods.base import MethodContext
 from raytrain_eff.methods.fosi import FOSI, FOSIOptimizer, curvature_inputs, flatten
 from raytrain_eff.methods.lanczos import HessianOperator, lanczos_steps, ritz_pairs
+from raytrain_eff.methods.slice_sync import BUCKET_ELEMENTS, SliceSync
 from raytrain_eff.typed import ConfigError
 
 
@@ -164,7 +167,7 @@ class DHO2Optimizer(FOSIOptimizer):
 
     def __init__(self, model: nn.Module, config: Any, loss_fn: Callable, next_batch: Callable,
                  group: Any = None, rank: int = 0, world_size: int = 1,
-                 structure: nn.Module | None = None):
+                 structure: nn.Module | None = None, max_grad_norm: float | None = None):
         params = [p for p in model.parameters() if p.requires_grad]
         world = world_size if group is not None else 1
         self.sharded = is_sharded(model)
@@ -178,7 +181,8 @@ class DHO2Optimizer(FOSIOptimizer):
         # this rank's part of one global curvature batch; one process takes all of its own
         self.share = (rank, world) if config.curvature_split == "global" and world > 1 else None
         self.row_weight = 1.0        # this rank's rows × P / all rows, for the HVP average
-        super().__init__(model, config, loss_fn, next_batch)
+        self.sync: SliceSync | None = None   # the engine's overlapped sync (ddp), if attached
+        super().__init__(model, config, loss_fn, next_batch, max_grad_norm=max_grad_norm)
 
     def _local_slice(self, full: torch.Tensor) -> torch.Tensor:
         return self.slices.local(full)
@@ -189,7 +193,19 @@ class DHO2Optimizer(FOSIOptimizer):
     def _local_params(self) -> torch.Tensor:
         if self.sharded:
             return torch.cat([t.detach().reshape(-1) for t in self._shards()])
+        if self.sync is not None:
+            self.sync.settle()
         return self.slices.local(flatten(self.param_groups[0]["params"]))
+
+    # -- the per-step update path: gradient to slices, slices back to parameters ---------------
+    def overlap(self, bucket_elements: int = BUCKET_ELEMENTS) -> SliceSync:
+        """Attach the overlapped sync (ddp): the gradient reduce-scatter runs in backward's
+        hooks, the parameter all-gather past the step; the engine arms, finishes, settles."""
+        if self.sharded or self.slices.world == 1:
+            raise ValueError("dho2's overlapped sync is for ddp slices on several ranks")
+        if self.sync is None:
+            self.sync = SliceSync(self.param_groups[0]["params"], self.slices, bucket_elements)
+        return self.sync
 
     def _local_grad(self) -> torch.Tensor:
         if self.sharded:    # FSDP reduce-scattered and averaged them already
@@ -197,6 +213,11 @@ class DHO2Optimizer(FOSIOptimizer):
             return torch.cat([(dtensor.local(p.grad) if p.grad is not None
                                else torch.zeros_like(dtensor.local(p))).reshape(-1)
                               for p in params])
+        if self.sync is not None:   # reduce-scattered during backward
+            self.sync.settle()
+            synced = self.sync.take()
+            if synced is not None:
+                return synced
         # the engine skips its all-reduce for this method: average here, one slice per rank
         return self.slices.reduce_scatter_mean(super()._local_grad())
 
@@ -204,6 +225,9 @@ class DHO2Optimizer(FOSIOptimizer):
         return self.slices.psum(x)
 
     def _write_params(self, theta_local: torch.Tensor) -> None:
+        if self.sync is not None:       # lands in the parameters at the sync's settle()
+            self.sync.gather_params(theta_local)
+            return
         if not self.sharded:
             vector_to_parameters(self.slices.gather(theta_local), self.param_groups[0]["params"])
             return
@@ -211,6 +235,7 @@ class DHO2Optimizer(FOSIOptimizer):
         for shard in self._shards():    # FSDP all-gathers them at the next forward
             shard.copy_(theta_local[at:at + shard.numel()].view_as(shard))
             at += shard.numel()
+    # -- end of the per-step update path ------------------------------------------------------
 
     def _full_params(self) -> dict[str, torch.Tensor]:
         """θ for an HVP: the model's own parameters under ddp, gathered copies under fsdp."""
@@ -341,8 +366,16 @@ class DHO2(FOSI):
                 structure = ctx.task.build_model()
         self.optimizer = self.optimizer_class(
             model, self.config, *curvature_inputs(ctx),
-            group=ctx.group, rank=ctx.rank, world_size=ctx.world_size, structure=structure)
+            group=ctx.group, rank=ctx.rank, world_size=ctx.world_size, structure=structure,
+            max_grad_norm=ctx.grad_clip)
         return self.optimizer
+
+    def gradient_sync(self, ctx: MethodContext) -> SliceSync | None:
+        """Under ddp on several ranks: the reduce-scatter in backward (``slice_sync``); under
+        fsdp FSDP reduce-scatters, in one process there is nothing to sync."""
+        opt = self.optimizer
+        assert isinstance(opt, DHO2Optimizer)   # make_optimizer built it
+        return None if not ctx.distributed or opt.sharded else opt.overlap()
 
 
 class MRDHO2(DHO2):

@@ -89,8 +89,11 @@ class FOSIOptimizer(MethodOptimizer):
     # count, sharded or not: the engine saves and loads it as it is (no FSDP re-keying)
     world_size_independent_state = True
 
-    def __init__(self, model: nn.Module, config: Any, loss_fn: Callable, next_batch: Callable):
+    def __init__(self, model: nn.Module, config: Any, loss_fn: Callable, next_batch: Callable,
+                 max_grad_norm: float | None = None):
         self.model, self.cfg = model, config
+        # train.grad_clip, applied here to the averaged gradient when the engine cannot (dho2)
+        self.max_grad_norm = max_grad_norm
         self.loss_fn, self.next_batch = loss_fn, next_batch
         params = [p for p in model.parameters() if p.requires_grad]
         super().__init__(params, dict(lr=config.lr))
@@ -215,7 +218,8 @@ class FOSIOptimizer(MethodOptimizer):
         hvps = self._curvature_work()
         seconds = time.perf_counter() - start
         self.t += 1
-        delta = self.direction(g)
+        g, a = self._clip_and_project(g)
+        delta = self.direction(g, a)
         theta = self._local_params()
         lr, wd = self.param_groups[0]["lr"], self.cfg.weight_decay
         self._write_params(theta - lr * wd * self.decay_mask * theta + delta if wd
@@ -223,14 +227,26 @@ class FOSIOptimizer(MethodOptimizer):
         self._record(seconds if hvps else 0.0, hvps)
         return loss
 
-    def direction(self, g: torch.Tensor) -> torch.Tensor:
-        """Δθ of the module docstring, on this process's slice; sums over slices via _psum."""
+    def _clip_and_project(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """g clipped as ``clip_grad_norm_(max_grad_norm)`` would, and a = V g: both sums over
+        slices (k projections, |g|²) in one all-reduce; a is None when neither is needed."""
+        V, clip = self.V, self.max_grad_norm
+        if clip is None:
+            return g, self._psum(V @ g) if V.shape[0] else None
+        sums = self._psum(torch.cat([V @ g, (g @ g).reshape(1)]))
+        coef = (clip / (sums[-1].sqrt() + 1e-6)).clamp(max=1.0)
+        return g * coef, sums[:-1] * coef
+
+    def direction(self, g: torch.Tensor, a: torch.Tensor | None = None) -> torch.Tensor:
+        """Δθ of the module docstring, on this process's slice; sums over slices via _psum.
+        ``a``: V g already summed over slices (``_clip_and_project``)."""
         c, V = self.cfg, self.V
         lr = self.param_groups[0]["lr"]
         base = {name: self.flat[name] for name in BASE_STATE[c.base]}
         if V.shape[0] == 0:                           # warm-up: base optimizer only
             return base_update(c.base, g, base, lr, c.momentum, c.beta2, c.eps, self.t)
-        g1 = V.T @ self._psum(V @ g)
+        g1 = V.T @ (self._psum(V @ g) if a is None else a)
+        # [V m, V u] cannot join a's all-reduce: both need a (and Adam's u is not linear in g)
         m = newton_momentum(c.base, g1, self.flat["newton_m"], c.momentum)
         u = base_update(c.base, g - g1, base, lr, c.momentum, c.beta2, c.eps, self.t)
         Vm, Vu = self._psum(torch.cat([V @ m, V @ u])).split(V.shape[0])  # one all-reduce

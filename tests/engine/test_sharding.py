@@ -83,7 +83,7 @@ def _compare(gloo, tmp_path, method, save_to=None):
     _assert_same_model(fsdp[0], ddp[0])
     # each rank holds about half of the parameters and optimizer state (uneven dim-0 slices);
     # DHO2 slices its optimizer state under ddp too, so there fsdp halves the gradients
-    halved = ("param_bytes", "grad_bytes" if method == "dho2" else "optimizer_state_bytes")
+    halved = ("param_bytes",) if method == "dho2" else ("param_bytes", "optimizer_state_bytes")
     for key in halved:
         assert fsdp[0]["bytes"][key] + fsdp[1][key] == pytest.approx(ddp[1][key], rel=0.01)
         assert fsdp[1][key] <= 0.6 * ddp[1][key]
@@ -91,6 +91,12 @@ def _compare(gloo, tmp_path, method, save_to=None):
         key = "optimizer_state_bytes"
         assert fsdp[0]["bytes"][key] + fsdp[1][key] == pytest.approx(
             ddp[0]["bytes"][key] + ddp[1][key], rel=0.01)
+        # ddp: a whole .grad, plus the overlapped reduce-scatter's staging (n, padded) and
+        # averaged slice (n/2); fsdp: half a .grad per rank
+        whole = ddp[1]["param_bytes"]
+        assert fsdp[0]["bytes"]["grad_bytes"] + fsdp[1]["grad_bytes"] == pytest.approx(
+            whole, rel=0.01)
+        assert ddp[1]["grad_bytes"] == pytest.approx(2.5 * whole, rel=0.01)
     assert fsdp[0]["rows"][-1]["param_bytes"] == fsdp[0]["bytes"]["param_bytes"]
     return fsdp
 

@@ -103,6 +103,97 @@ def test_dho2_on_2_and_3_ranks_equals_fosi_on_the_concatenated_batch(gloo):
             assert last["eigenpairs"] == v_shape[0]
 
 
+# -- the engine's overlapped sync (ddp): reduce-scatter in backward, all-gather past the step --
+ACCUM, CLIP = 2, 0.4            # two micro-batches a step; a clip that acts on some steps
+
+
+def _micro(step, j, rank, world):
+    """Micro-batch j of step ``step``: this rank's rows of global batch 100·step + j."""
+    X, y = global_batch(100 * step + j)
+    rows = shard_rows(ROWS, rank, world)
+    return X[rows.start:rows.stop], y[rows.start:rows.stop]
+
+
+def _fosi_clipped(steps):
+    """FOSI in one process as the runner drives it: accumulate, clip_grad_norm_, step."""
+    model = mlp()
+    opt = FOSIOptimizer(model, FOSIConfig(**CFG), ce, RankBatches(0, 1, 10**6))
+    trace, norms = [], []
+    for t in range(steps):
+        opt.zero_grad()
+        for j in range(ACCUM):
+            ce(model, _micro(t, j, 0, 1)).div(ACCUM).backward()
+        norms.append(float(nn.utils.clip_grad_norm_(model.parameters(), CLIP)))
+        opt.step()
+        trace.append(flat(model))
+    return trace, norms
+
+
+def _overlapped(rank, world, group, steps):
+    """DHO2 under the engine's protocol: arm per micro-batch, finish, step, settle."""
+    model = mlp()
+    opt = DHO2Optimizer(model, DHO2Config(**CFG), ce, RankBatches(rank, world, 10**6),
+                        group=group, rank=rank, world_size=world, max_grad_norm=CLIP)
+    sync = opt.overlap(bucket_elements=12)         # several column buckets
+    trace = []
+    for t in range(steps):
+        opt.zero_grad(set_to_none=True)
+        for j in range(ACCUM):
+            sync.arm(j + 1 == ACCUM)
+            ce(model, _micro(t, j, rank, world)).div(ACCUM).backward()
+        sync.finish()
+        opt.step()
+        sync.settle()
+        trace.append(flat(model))
+    return trace, len(sync.columns), sync._aliased()
+
+
+def test_overlapped_sync_with_accumulation_and_clip_equals_fosi(gloo):
+    reference, norms = _fosi_clipped(12)
+    assert min(norms) < CLIP < max(norms)          # clipped on some steps, not on others
+    for world in (2, 3):
+        for trace, columns, aliased in gloo.run(world, _overlapped, 12):
+            slice_size, width = -(-66 // world), 12 // world
+            assert columns == -(-slice_size // width) > 1
+            assert aliased      # gathered straight into the parameters' storage
+            for t, (a, b) in enumerate(zip(reference, trace, strict=True)):
+                torch.testing.assert_close(b, a, rtol=0, atol=1e-9, msg=f"P={world} step {t}")
+
+
+class _WithUnused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body, self.unused = mlp(), nn.Linear(2, 2).double()   # unused: sends zeros
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _slice_grads(rank, world, group, bucket_elements):
+    from raytrain_eff.methods.dho2 import Slices
+    from raytrain_eff.methods.slice_sync import SliceSync
+    model = _WithUnused()
+    params = list(model.parameters())
+    slices = Slices(sum(p.numel() for p in params), rank, world, group)
+    sync = SliceSync(params, slices, bucket_elements)
+    sync.arm(False)
+    ce(model, _micro(0, 0, rank, world)).backward()          # accumulates, syncs nothing
+    assert not any(c.ready for c in sync.columns)
+    sync.arm(True)
+    ce(model, _micro(0, 1, rank, world)).backward()
+    sync.finish()
+    full = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                      for p in params])
+    return sync.take(), slices.reduce_scatter_mean(full), sync.take()
+
+
+def test_column_buckets_land_each_rank_its_averaged_slice(gloo):
+    for world, bucket in ((2, 1 << 20), (2, 10), (3, 7)):
+        for synced, expected, again in gloo.run(world, _slice_grads, bucket):
+            torch.testing.assert_close(synced, expected, rtol=0, atol=1e-15)
+            assert again is None                               # taken once per finish
+
+
 def _save_after(rank, world, group, cfg, steps):
     model = mlp()
     opt = DHO2Optimizer(model, cfg, ce, RankBatches(rank, world, 10**6), group=group, rank=rank,
