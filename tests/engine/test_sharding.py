@@ -124,6 +124,25 @@ def test_mst_on_shards_matches_ddp_and_its_checkpoint_resumes_anywhere(gloo, tmp
     _assert_same_model(one["fsdp"][0], one["ddp"][0])
 
 
+def test_a_dho2_checkpoint_in_shards_resumes_on_1_and_3_workers(gloo, tmp_path):
+    """DHO2's flat state (moments, eigenvectors) saved as every rank's slices, no optimizer.pt:
+    the fsdp P=2 checkpoint resumes on one worker (FOSI's maths) and on three shards, on the
+    uninterrupted trajectory."""
+    from raytrain_eff.engine import checkpoint
+    ckpts = tmp_path / "ckpts"
+    preset, tiny = CASES["dho2"]
+    straight = _run(gloo, tmp_path, "fsdp2", 2, preset, tiny + RUN + ["scaling.strategy=fsdp"],
+                    save_to=str(ckpts))
+    at3 = ckpts / "step3"            # after the first refresh: eigenvectors in the state
+    assert "optimizer.pt" not in checkpoint.read_manifest(at3)["files"]
+    for world, strategy in ((1, "ddp"), (3, "fsdp")):
+        resumed = _run(gloo, tmp_path, f"{strategy}{world}", world, preset,
+                       tiny + RUN + [f"scaling.strategy={strategy}"], resume_from=str(at3))
+        torch.testing.assert_close(_losses(resumed), _losses(straight, start=3), rtol=1e-4,
+                                   atol=1e-5)
+        _assert_same_model(resumed[0], straight[0])
+
+
 @pytest.mark.parametrize("preset,field,why", [
     ("classify-fosi", "methods.fosi", "whole flattened parameter vector"),
     ("erm-dasvrda", "task.name", "outside forward()"),
