@@ -311,7 +311,7 @@ def _save_in_shards(rank, world, group, root):
     from raytrain_eff.methods import flat_shards
     model = _fsdp_model(group)
     opt = DHO2Optimizer(model, DHO2Config(**CFG), ce, RankBatches(rank, world, 10**6),
-                        group=group, rank=rank, world_size=world)
+                        group=group, rank=rank, world_size=world, structure=_meta_mlp())
     run_steps(model, opt, rank, world, 0, 7)
     whole = opt.state_dict()                         # the gathered state, to compare with
 
@@ -348,6 +348,23 @@ def test_a_checkpoint_holds_each_ranks_slices_and_loads_whole_in_one_process(glo
     for name in whole["flat"]:
         torch.testing.assert_close(loaded["flat"][name], whole["flat"][name], rtol=0, atol=0)
     torch.testing.assert_close(loaded["V"], whole["V"], rtol=0, atol=0)
+    for state in gloo.run(3, _load_on_shards, str(merged)):     # P=2 shards -> P=3 shards
+        assert state["t"] == 7 and torch.equal(state["eigvals"], whole["eigvals"])
+        for name in whole["flat"]:
+            torch.testing.assert_close(state["flat"][name], whole["flat"][name], rtol=0, atol=0)
+        torch.testing.assert_close(state["V"], whole["V"], rtol=0, atol=0)
+
+
+def _load_on_shards(rank, world, group, directory):
+    import pathlib
+
+    from raytrain_eff.engine import checkpoint
+    model = _fsdp_model(group)
+    opt = DHO2Optimizer(model, DHO2Config(**CFG), ce, RankBatches(rank, world, 10**6),
+                        group=group, rank=rank, world_size=world, structure=_meta_mlp())
+    checkpoint.load(pathlib.Path(directory), rank=rank, seed=0, model=model, optimizer=opt,
+                    methods=[], group=group)
+    return opt.state_dict()                          # gathered here only to compare
 
 
 def test_central_hvps_need_fsdp_and_are_refused_before_launch():
