@@ -3,10 +3,12 @@
 Layout of one checkpoint directory (format 3)::
 
     manifest.json   format, step, world size, attempt, samples seen, sha256 of every file
-    shards/         the model and torch optimizers' state as torch.distributed.checkpoint
-                    shards: every rank writes what it holds, a load reshards (engine.shards)
-    optimizer.pt    the state of an optimizer with a layout of its own, from rank 0
-                    (FOSI/DHO2's flat vectors; absent when the state is in shards/)
+    shards/         the model and the optimizer's state as torch.distributed.checkpoint
+                    shards: every rank writes what it holds, a load reshards (engine.shards);
+                    torch optimizers by parameter name, an optimizer that offers its own
+                    shards (FOSI/DHO2's flat vectors, ``MethodOptimizer.sharded_state``) so
+    optimizer.pt    the state of an optimizer with a layout of its own and no shards, whole
+                    from rank 0 (the VR solvers; FOSI/DHO2 in older checkpoints, still read)
     methods.pt      {method name: method.state_dict()} (world-size independent by contract)
     rng_rank<r>.pt  torch (and CUDA) RNG state of rank r, gathered to rank 0
 
@@ -50,6 +52,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 from raytrain_eff import collectives
 from raytrain_eff.engine import sharding, shards, storage
+from raytrain_eff.methods.base import sharded_state
 from raytrain_eff.tasks.base import step_generator
 from raytrain_eff.typed import ConfigError
 
@@ -349,8 +352,10 @@ def _legacy_model(model):
 
 def _legacy_optimizer(model, optimizer):
     """A loader of a whole, integer-keyed optimizer state dict. An optimizer whose state is
-    world-size independent (DHO2's flat vectors) loads it as it is."""
-    if sharding.is_sharded(model) and shards.optimizer_in_shards(optimizer):
+    world-size independent (DHO2's flat vectors in an earlier checkpoint's optimizer.pt)
+    loads it as it is."""
+    if (sharding.is_sharded(model) and shards.optimizer_in_shards(optimizer)
+            and not sharded_state(optimizer)):
         return sharding.ShardedOptimizerLoader(model, optimizer)
     return optimizer
 

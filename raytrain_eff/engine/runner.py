@@ -167,6 +167,7 @@ class Runner:
                                    optimizer=self.optimizer, methods=self.methods,
                                    device=self.device, group=self.group)
         self._resumed = (int(manifest["step"]), int(manifest["world_size"]))
+        self._curv_draws = int(manifest.get("curvature_draws", 0))  # absent before: restart
         self.totals = RunTotals.from_manifest(manifest, self._constant_world_samples(
             int(manifest["step"]), int(manifest["world_size"])))
         return int(manifest["step"]), int(manifest.get("attempt", 0)) + 1
@@ -366,7 +367,9 @@ class Runner:
                     model=self.model, optimizer=self.optimizer, methods=self.methods,
                     group=self.group,
                     extra={"samples_seen": self.samples_seen,
-                           "totals": self.totals.to_manifest(row[K.WALL])})
+                           "totals": self.totals.to_manifest(row[K.WALL]),
+                           # every rank draws alike: the resumed refreshes see the same batches
+                           "curvature_draws": self._curv_draws})
         if self.local_checkpoints:
             ckpt_dir = checkpoint.save_local(self.run_dir, keep=cfg.run.num_to_keep,
                                              revision=self.ckpt_revision, **save)

@@ -40,17 +40,27 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from raytrain_eff.methods.base import world_size_independent_state
+from raytrain_eff.methods.base import sharded_state, world_size_independent_state
+from raytrain_eff.methods.flat_shards import quiet
 
 MODEL, OPTIMIZER = "model", "optimizer"
 
 
 def optimizer_in_shards(optimizer: torch.optim.Optimizer) -> bool:
-    """True for torch's own optimizers, whose per-parameter state DCP keys by parameter name.
-    A method's optimizer with a layout of its own (FOSI/DHO2's flat vectors, the VR solvers,
-    sublinear's neuron updates) is saved whole by rank 0 instead (``optimizer.pt``)."""
+    """True for torch's own optimizers, whose per-parameter state DCP keys by parameter name,
+    and for a method's optimizer that offers its state in shards (``sharded_state``: FOSI/DHO2's
+    flat vectors). Another layout of its own (the VR solvers, sublinear's neuron updates) is
+    saved whole by rank 0 instead (``optimizer.pt``)."""
+    if sharded_state(optimizer):
+        return True
     return (type(optimizer).__module__.startswith("torch.optim")
             and not world_size_independent_state(optimizer))
+
+
+def _optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    if sharded_state(optimizer):
+        return optimizer.sharded_state_dict()  # type: ignore[attr-defined]
+    return get_optimizer_state_dict(model, optimizer)
 
 
 def _distributed(group) -> bool:
@@ -63,7 +73,7 @@ def save(directory: pathlib.Path, model: nn.Module, optimizer: torch.optim.Optim
     returns the names of the files this rank wrote. ``optimizer=None``: the model alone."""
     state: dict[str, Any] = {MODEL: get_model_state_dict(model)}
     if optimizer is not None:
-        state[OPTIMIZER] = get_optimizer_state_dict(model, optimizer)
+        state[OPTIMIZER] = _optimizer_state(model, optimizer)
     before = _files(directory)
     with _one_process_is_intended():
         dcp.save(state, storage_writer=dcp.FileSystemWriter(str(directory)),
@@ -75,17 +85,27 @@ def load(directory: pathlib.Path, model: nn.Module, optimizer: torch.optim.Optim
          group=None) -> None:
     """Every rank reads what it holds of the shards in ``directory`` into ``model`` (and
     ``optimizer``), in place: the layout it was saved in does not matter."""
+    own = optimizer is not None and sharded_state(optimizer)
     state: dict[str, Any] = {MODEL: get_model_state_dict(model)}
-    if optimizer is not None:
+    if optimizer is not None and not own:
         # a fresh optimizer has no state to load into: torch builds it (a step at lr 0)
         state[OPTIMIZER] = get_optimizer_state_dict(model, optimizer)
+    _read(directory, state, group)
+    set_model_state_dict(model, state[MODEL])
+    if own:   # it reads its own template(s): sizes first, then its slices
+        optimizer.load_sharded_state_dict(  # type: ignore[union-attr]
+            lambda template: _read(directory, {OPTIMIZER: template}, group)[OPTIMIZER])
+    elif optimizer is not None:
+        set_optimizer_state_dict(model, optimizer, state[OPTIMIZER])
+
+
+def _read(directory: pathlib.Path, state: dict[str, Any], group) -> dict[str, Any]:
+    """``state`` filled in place from the shards in ``directory`` (a collective)."""
     with _one_process_is_intended():
         dcp.load(state, storage_reader=SafeReader(str(directory)),
                  planner=_WeightsOnlyPlanner(), process_group=group,
                  no_dist=not _distributed(group))
-    set_model_state_dict(model, state[MODEL])
-    if optimizer is not None:
-        set_optimizer_state_dict(model, optimizer, state[OPTIMIZER])
+    return state
 
 
 def load_model(directory: pathlib.Path, model: nn.Module) -> None:
@@ -98,7 +118,7 @@ def load_model(directory: pathlib.Path, model: nn.Module) -> None:
 def _one_process_is_intended() -> Iterator[None]:
     """DCP warns on every save or load without a process group; local mode and the finished-run
     commands mean exactly that."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         yield
 

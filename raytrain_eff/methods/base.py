@@ -21,7 +21,7 @@ per-parameter ``optimizer.state`` does not hold.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 import torch
@@ -139,11 +139,27 @@ class MethodOptimizer(torch.optim.Optimizer):
     # and load_state_dict() takes it so (FOSI/DHO2's flat vectors): the engine then saves and
     # loads it as it is, without FSDP's per-parameter gathering and re-keying
     world_size_independent_state: ClassVar[bool] = False
+    # True when sharded_state_dict() offers the state in shards: the engine then writes it into
+    # the torch.distributed.checkpoint shards (no rank gathers it) instead of optimizer.pt
+    sharded_state: ClassVar[bool] = False
 
     def state_tensors(self) -> list[torch.Tensor]:
         """State held outside torch's per-parameter ``self.state`` (flat moments,
         eigenvectors), which the engine's memory accounting counts too."""
         return []
+
+    def sharded_state_dict(self) -> dict:
+        """The whole state for ``torch.distributed.checkpoint``: tensors of which this rank
+        holds only its part (DTensor, ShardedTensor; plain tensors in one process), so a save
+        gathers nothing and a load reshards to any world size; plain data beside them."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no sharded state")
+
+    def load_sharded_state_dict(self, read: Callable[[dict], Mapping[str, Any]]) -> None:
+        """Restore from ``read(template)``: ``template`` is a state dict shaped as
+        ``sharded_state_dict`` would give (this rank's parts), ``read`` returns it filled from
+        the checkpoint (a collective). An optimizer may read twice: first the plain data that
+        sizes its tensors, then the tensors."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no sharded state")
 
 
 def state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -154,6 +170,12 @@ def state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 def world_size_independent_state(optimizer: torch.optim.Optimizer) -> bool:
     """``optimizer.world_size_independent_state``; False for torch's own optimizers."""
     return isinstance(optimizer, MethodOptimizer) and optimizer.world_size_independent_state
+
+
+def sharded_state(optimizer: torch.optim.Optimizer) -> bool:
+    """``optimizer.sharded_state``; False for torch's own optimizers (DCP shards them by
+    parameter name through ``get_optimizer_state_dict``)."""
+    return isinstance(optimizer, MethodOptimizer) and optimizer.sharded_state
 
 
 def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -28,9 +28,16 @@ the reduce-scatter runs in backward's hooks and the all-gather is left in flight
 step (``slice_sync``). Under ``fsdp``
 rank p's slice *is* its FSDP2 shard: each parameter's dim-0 chunk ``torch.chunk(p, P)[p]``,
 so parameters and gradients are 1/P too, the update writes the local shards in place and
-the parameter all-gather is FSDP's own at the next forward. The HVP then runs on the full
-parameters gathered once per refresh, through a parameter-less copy of the model on the
-meta device (``structure``): exact double backward, without FSDP's hooks in the graph.
+the parameter all-gather is FSDP's own at the next forward. Two HVP routes under fsdp
+(``hvp``): ``exact`` (default) runs double backward on the full parameters gathered once per
+refresh, through a parameter-less copy of the model on the meta device (``structure``), so
+every rank holds the whole model during a refresh; ``central`` takes central differences of
+FSDP's own forward/backward (``central_hvp``), so the refresh stays at 1/P per rank. Double
+backward *through* FSDP would need every unit unsharded from the forward to the last HVP
+(``reshard_after_forward=False`` and the gradient graph kept): the whole model again.
+
+Checkpoints: ``sharded_state_dict`` hands DCP each rank's slices (``flat_shards``), so no
+rank gathers the eigenvectors to save or load them; ``state_dict`` still gives them whole.
 
 MR-DHO2 (``MRDHO2Optimizer``) runs the refresh on a parameter snapshot a few Lanczos
 iterations per model update and swaps the eigenpairs in at a step boundary; the eigenpairs'
@@ -49,9 +56,12 @@ from torch.utils import _pytree as pytree
 
 from raytrain_eff import collectives
 from raytrain_eff.blocks import dtensor
+from raytrain_eff.hparams.fosi import DHO2Config
+from raytrain_eff.methods import flat_shards
 from raytrain_eff.methods.base import MethodContext
+from raytrain_eff.methods.central_hvp import CentralDifferenceHVP
 from raytrain_eff.methods.fosi import FOSI, FOSIOptimizer, curvature_inputs, flatten
-from raytrain_eff.methods.lanczos import HessianOperator, lanczos_steps, ritz_pairs
+from raytrain_eff.methods.lanczos import HessianOperator, Hvp, lanczos_steps, ritz_pairs
 from raytrain_eff.methods.slice_sync import BUCKET_ELEMENTS, SliceSync
 from raytrain_eff.typed import ConfigError
 
@@ -63,6 +73,9 @@ class Slices:
         self.n, self.rank, self.world, self.group = n, rank, world, group
         self.size = -(-n // world)                    # s = ceil(n / P)
         self.lo = rank * self.size
+        # (start, length) of each rank's piece of the flat vector (the padding is in none)
+        self.runs = [[(r * self.size, max(0, min(self.size, n - r * self.size)))]
+                     for r in range(world)]
 
     def _pad(self, full: torch.Tensor) -> torch.Tensor:
         extra = self.size * self.world - full.shape[-1]
@@ -171,10 +184,14 @@ class DHO2Optimizer(FOSIOptimizer):
         params = [p for p in model.parameters() if p.requires_grad]
         world = world_size if group is not None else 1
         self.sharded = is_sharded(model)
-        if self.sharded and structure is None:
-            raise ValueError("dho2 on FSDP2-sharded parameters needs `structure`, the model "
-                             "built on the meta device (DHO2.make_optimizer builds it from "
-                             "ctx.task)")
+        self.central = config.hvp == "central"
+        if self.central and not self.sharded:
+            raise ValueError("dho2 hvp='central' runs on FSDP2-sharded parameters "
+                             "(scaling.strategy=fsdp); here the model is whole: use 'exact'")
+        if self.sharded and not self.central and structure is None:
+            raise ValueError("dho2 hvp='exact' on FSDP2-sharded parameters needs `structure`, "
+                             "the model built on the meta device (DHO2.make_optimizer builds "
+                             "it from ctx.task)")
         self.structure = structure
         self.slices = (ShardSlices(params, rank, world, group) if self.sharded
                        else Slices(sum(p.numel() for p in params), rank, world, group))
@@ -238,18 +255,22 @@ class DHO2Optimizer(FOSIOptimizer):
     # -- end of the per-step update path ------------------------------------------------------
 
     def _full_params(self) -> dict[str, torch.Tensor]:
-        """θ for an HVP: the model's own parameters under ddp, gathered copies under fsdp."""
+        """θ for an exact HVP: the model's own parameters under ddp, gathered copies under
+        fsdp (``hvp: exact``)."""
         named = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         if not self.sharded:
             return {n: p.detach() for n, p in named.items()}
         return {n: p.full_tensor().detach() if isinstance(p, DTensor) else p.detach()
                 for n, p in named.items()}
 
-    def _operator(self, params: dict | None = None) -> HessianOperator:
+    def _operator(self, params: dict | None = None) -> Hvp:
         """HVP on this rank's part of a fresh curvature batch (all of it under per_rank)."""
         self.operators_built += 1
         batch = self.next_batch(self.share) if self.share else self.next_batch()
         self.row_weight = self._row_weight(batch)
+        if self.central:     # FSDP's own passes around a copy of θ's slice now (a snapshot)
+            return CentralDifferenceHVP(self.model, self.loss_fn, batch, self._local_params(),
+                                        self._psum, seed=self.t, weight=self.row_weight)
         model, buffers = self.model, None
         if self.structure is not None:     # sharded: gathered θ through the meta structure
             params = params or self._full_params()
@@ -275,7 +296,10 @@ class DHO2Optimizer(FOSIOptimizer):
         total = float(self._psum(count)[0])
         return rows * self.slices.world / total
 
-    def _matvec(self, H: HessianOperator) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _matvec(self, H: Hvp) -> Callable[[torch.Tensor], torch.Tensor]:
+        if isinstance(H, CentralDifferenceHVP):   # slice in, slice out; FSDP averaged it
+            return lambda q: self._hvp(H, q).to(torch.float64)
+
         def matvec(q: torch.Tensor) -> torch.Tensor:     # q: (s,) fp64, this rank's slice
             Hq = self._hvp(H, self.slices.gather(q)).to(torch.float64)   # full length
             if self.row_weight != 1.0:
@@ -286,11 +310,18 @@ class DHO2Optimizer(FOSIOptimizer):
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
         return self.slices.gather(x)
 
+    def _sharded(self, local: torch.Tensor) -> torch.Tensor:
+        slices = self.slices
+        return flat_shards.sharded(local, slices.runs, slices.rank, slices.group)
+
     def transient_bytes(self) -> int:
         """Per-HVP buffers beside the basis: gathered q and padded fp64 H q (both full
-        length), H q in the model's dtype, and under fsdp the gathered parameters."""
+        length), H q in the model's dtype, and under fsdp the gathered parameters; central
+        differences: θ₀, θ now, θ ± εv, two gradients and fp64 H q, all slices."""
         element = self._local_params().element_size()
         slices = self.slices
+        if self.central:
+            return slices.size * (5 * element + 8)
         padded = (slices.widest if isinstance(slices, ShardSlices) else slices.size) * slices.world
         gathered = self.n * element if self.sharded else 0
         return 2 * padded * 8 + self.n * element + gathered
@@ -307,10 +338,13 @@ class MRDHO2Optimizer(DHO2Optimizer):
 
     def _curvature_work(self) -> int:
         if self.pending is None and self._refresh_due():
-            snapshot = self._full_params()      # gathered copies under fsdp
-            if not self.sharded:
-                snapshot = {n: p.clone() for n, p in snapshot.items()}
-            H = self._operator(params=snapshot)
+            if self.central:                    # it keeps a copy of this rank's slice of θ
+                H = self._operator()
+            else:
+                snapshot = self._full_params()  # gathered copies under fsdp
+                if not self.sharded:
+                    snapshot = {n: p.clone() for n, p in snapshot.items()}
+                H = self._operator(params=snapshot)
             m = min(self.cfg.order, self.n)
             self.pending = lanczos_steps(self._matvec(H), self._start(), m, self._psum)
             self.snapshot_t = self.t
@@ -349,6 +383,10 @@ class DHO2(FOSI):
 
     @classmethod
     def preflight(cls, params, cfg) -> None:
+        if params.hvp == "central" and cfg.scaling.strategy != "fsdp":
+            raise ConfigError(
+                f"hvp=central perturbs each rank's FSDP shard; it needs scaling.strategy=fsdp "
+                f"(not {cfg.scaling.strategy}): use hvp=exact")
         workers = cfg.scaling.num_workers
         if params.curvature_split == "global" and cfg.data.batch_size < workers:
             raise ConfigError(
@@ -358,10 +396,11 @@ class DHO2(FOSI):
 
     def make_optimizer(self, model: nn.Module, ctx: MethodContext):
         structure = None
-        if is_sharded(model):
+        assert isinstance(self.config, DHO2Config)   # the registry pairs them
+        if is_sharded(model) and self.config.hvp == "exact":
             if ctx.task is None:
-                raise ValueError("dho2 on FSDP2-sharded parameters needs ctx.task: its "
-                                 "build_model() gives the HVP's structure")
+                raise ValueError("dho2 hvp='exact' on FSDP2-sharded parameters needs ctx.task: "
+                                 "its build_model() gives the HVP's structure")
             with torch.device("meta"):
                 structure = ctx.task.build_model()
         self.optimizer = self.optimizer_class(

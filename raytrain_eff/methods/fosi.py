@@ -41,8 +41,9 @@ from torch import nn
 from torch.nn.utils import vector_to_parameters
 
 from raytrain_eff.hparams.fosi import FOSIConfig
+from raytrain_eff.methods import flat_shards
 from raytrain_eff.methods.base import Method, MethodContext, MethodOptimizer
-from raytrain_eff.methods.lanczos import HessianOperator, RitzPairs, lanczos
+from raytrain_eff.methods.lanczos import HessianOperator, Hvp, RitzPairs, lanczos
 from raytrain_eff.monitor import keys
 
 BASE_STATE = {"adamw": ("exp_avg", "exp_avg_sq"), "heavy_ball": ("momentum_buffer",)}
@@ -88,6 +89,8 @@ class FOSIOptimizer(MethodOptimizer):
     # state_dict() holds full-length vectors and load_state_dict() takes them on any worker
     # count, sharded or not: the engine saves and loads it as it is (no FSDP re-keying)
     world_size_independent_state = True
+    # sharded_state_dict(): each rank's slices, saved and resharded by DCP (flat_shards)
+    sharded_state = True
 
     def __init__(self, model: nn.Module, config: Any, loss_fn: Callable, next_batch: Callable,
                  max_grad_norm: float | None = None):
@@ -132,10 +135,10 @@ class FOSIOptimizer(MethodOptimizer):
     def _write_params(self, theta_local: torch.Tensor) -> None:
         vector_to_parameters(theta_local, self.param_groups[0]["params"])
 
-    def _matvec(self, H: HessianOperator) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _matvec(self, H: Hvp) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda q: self._hvp(H, q).to(torch.float64)
 
-    def _hvp(self, H: HessianOperator, v: torch.Tensor) -> torch.Tensor:
+    def _hvp(self, H: Hvp, v: torch.Tensor) -> torch.Tensor:
         """H v; the first operator's graph build and first HVP run under the FLOP counter
         (apart), so step_flops counts the work really done."""
         if self.hvp_flops is not None:
@@ -171,13 +174,17 @@ class FOSIOptimizer(MethodOptimizer):
         """Full-length vector (rows) from local slices; world-size-independent checkpoints."""
         return x
 
+    def _sharded(self, local: torch.Tensor) -> torch.Tensor:
+        """``local`` (..., n_local) as a (..., n) tensor DCP saves in this rank's pieces."""
+        return local
+
     # -- curvature -----------------------------------------------------------------------------
     def _refresh_due(self) -> bool:
         """Before update t + 1 (1-based), as the reference's ``count + 1`` test."""
         update, W = self.t + 1, self.cfg.first_refresh
         return update >= W and (update - W) % self.cfg.refresh_interval == 0
 
-    def _operator(self, params: dict | None = None) -> HessianOperator:
+    def _operator(self, params: dict | None = None) -> Hvp:
         """HVP on a fresh batch; its seed ties the dropout mask to this refresh."""
         self.operators_built += 1
         return HessianOperator(self.model, self.loss_fn, self.next_batch(), params=params,
@@ -280,31 +287,69 @@ class FOSIOptimizer(MethodOptimizer):
         return self.n * (self._local_params().element_size() + 8)
 
     # -- checkpoints: full-length vectors, so any worker count can resume ----------------------
-    def state_dict(self) -> dict:
+    def _meta(self) -> dict:
+        """The plain data of a checkpoint (what sizes its tensors, and the eigenvalues)."""
         eig = self.eig
-        return {
-            "t": self.t, "lr": [g["lr"] for g in self.param_groups],
-            "flat": {name: self._gather(x).cpu() for name, x in self.flat.items()},
-            "V": self._gather(self.V).cpu(), "eigvals": None if eig is None else eig.eigvals,
-            "residuals": None if eig is None else eig.residuals,
-            "iterations": 0 if eig is None else eig.iterations,
-            "num_top": 0 if eig is None else eig.num_top,
-        }
+        return {"t": self.t, "lr": [g["lr"] for g in self.param_groups],
+                "eigvals": None if eig is None else eig.eigvals,
+                "residuals": None if eig is None else eig.residuals,
+                "iterations": 0 if eig is None else eig.iterations,
+                "num_top": 0 if eig is None else eig.num_top}
+
+    def state_dict(self) -> dict:
+        """Whole vectors (every rank gathers them): the format of optimizer.pt."""
+        return {**self._meta(),
+                "flat": {name: self._gather(x).cpu() for name, x in self.flat.items()},
+                "V": self._gather(self.V).cpu()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.t = state["t"]
-        for group, lr in zip(self.param_groups, state["lr"], strict=True):
-            group["lr"] = lr
         like = self._local_params()
         for name, full in state["flat"].items():
             self.flat[name].copy_(self._local_slice(full.to(like)))
+        self._load_meta(state, lambda: self._local_slice(state["V"].to(like)))
+
+    def _load_meta(self, state: dict, eigenvectors: Callable[[], torch.Tensor]) -> None:
+        self.t = state["t"]
+        for group, lr in zip(self.param_groups, state["lr"], strict=True):
+            group["lr"] = lr
         if state["eigvals"] is None:
+            like = self._local_params()
             self.eig, self.V = None, like.new_zeros(0, like.numel())
             return
         # the basis was a transient of the refresh that produced V: none is held after resume
-        self._install(RitzPairs(state["eigvals"], self._local_slice(state["V"].to(like)),
-                                state["residuals"], state["iterations"], 0, 0,
-                                state["num_top"]))
+        self._install(RitzPairs(state["eigvals"], eigenvectors(), state["residuals"],
+                                state["iterations"], 0, 0, state["num_top"]))
+
+    def sharded_state_dict(self) -> dict:
+        """This rank's slices, no gather: ``flat`` and ``V`` as (n,) and (r, n) tensors
+        of which each rank holds its pieces; eigenvalues and counters as plain data
+        (lists, so that a load reads them before it knows r)."""
+        meta = {k: v.tolist() if isinstance(v, torch.Tensor) else v
+                for k, v in self._meta().items()}
+        state: dict[str, Any] = {"meta": meta, "flat": {name: self._sharded(x)
+                                                        for name, x in self.flat.items()}}
+        if self.V.shape[0]:
+            state["V"] = self._sharded(self.V)
+        return state
+
+    def load_sharded_state_dict(self, read) -> None:
+        meta = dict(read({"meta": {k: None for k in self._meta()}})["meta"])
+        like = self._local_params()
+        for k in ("eigvals", "residuals"):
+            if meta[k] is not None:
+                meta[k] = torch.tensor(meta[k], dtype=torch.float64)
+        rows = 0 if meta["eigvals"] is None else len(meta["eigvals"])
+        V = like.new_zeros(rows, like.numel())
+        template: dict[str, Any] = {"flat": {name: self._sharded(x)
+                                             for name, x in self.flat.items()}}
+        if rows:
+            template["V"] = self._sharded(V)
+        loaded = read(template)
+        for name, x in self.flat.items():
+            flat_shards.pieces_into(loaded["flat"][name], x)
+        if rows:
+            flat_shards.pieces_into(loaded["V"], V)
+        self._load_meta(meta, lambda: V)
 
 
 def curvature_inputs(ctx: MethodContext) -> tuple[Callable, Callable]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Generator
-from typing import Any, get_args
+from typing import Any, Protocol, get_args
 
 import torch
 from torch import nn
@@ -154,6 +154,14 @@ class _LossOf(nn.Module):
 
 
 HVP_MODES = get_args(HvpMode)
+
+
+class Hvp(Protocol):
+    """What Lanczos's caller needs of an HVP: v ↦ H v, and an optional set-up step."""
+
+    def prepare(self) -> None: ...
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor: ...
 
 
 class HessianOperator:

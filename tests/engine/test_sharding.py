@@ -130,6 +130,35 @@ def test_mst_on_shards_matches_ddp_and_its_checkpoint_resumes_anywhere(gloo, tmp
     _assert_same_model(one["fsdp"][0], one["ddp"][0])
 
 
+def test_a_dho2_checkpoint_in_shards_resumes_on_1_2_and_3_workers(gloo, tmp_path):
+    """DHO2's flat state (moments, eigenvectors) saved as every rank's slices, no optimizer.pt.
+    The fsdp P=2 checkpoint resumes on P=2 on the uninterrupted trajectory, bit for bit (the
+    curvature batches drawn so far are in the manifest), and on one ddp worker and three fsdp
+    shards with the saved eigenpairs in place. (Those runs take other steps: each worker
+    draws data.batch_size rows, so the global batch changes with the worker count;
+    tests/methods/test_dho2.py checks the resharded state value by value.)"""
+    from raytrain_eff.engine import checkpoint
+    ckpts = tmp_path / "ckpts"
+    preset, tiny = CASES["dho2"]
+    straight = _run(gloo, tmp_path, "straight", 2, preset,
+                    tiny + RUN + ["scaling.strategy=fsdp"], save_to=str(ckpts))
+    at3 = ckpts / "step3"            # after the first refresh: eigenvectors in the state
+    assert "optimizer.pt" not in checkpoint.read_manifest(at3)["files"]
+    same = _run(gloo, tmp_path, "fsdp2", 2, preset, tiny + RUN + ["scaling.strategy=fsdp"],
+                resume_from=str(at3))
+    torch.testing.assert_close(_losses(same), _losses(straight, start=3), rtol=0, atol=0)
+    _assert_same_model(same[0], straight[0])
+    saved = next(r for r in straight[0]["rows"] if r["step"] == 3)
+    for world, strategy in ((1, "ddp"), (3, "fsdp")):
+        resumed = _run(gloo, tmp_path, f"{strategy}{world}", world, preset,
+                       tiny + RUN + [f"scaling.strategy={strategy}"], resume_from=str(at3))
+        first = resumed[0]["rows"][0]          # step 3: no refresh yet, the loaded pairs
+        assert first["step"] == 3 and first["lanczos_iterations"] == 0
+        assert first["eigenpairs"] == 2
+        assert first["lambda_max"] == pytest.approx(saved["lambda_max"], rel=1e-6)
+        assert torch.isfinite(_losses(resumed)).all() and len(_losses(resumed)) == 3
+
+
 @pytest.mark.parametrize("preset,field,why", [
     ("classify-fosi", "methods.fosi", "whole flattened parameter vector"),
     ("erm-dasvrda", "task.name", "outside forward()"),
