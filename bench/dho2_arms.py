@@ -10,6 +10,7 @@
   gradients, optimizer and curvature state, activations, HVP transients), FSDP2-aware.
 * ``CollectiveClock``: wall seconds spent inside ``torch.distributed`` collectives.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,30 +42,43 @@ class FOSIBroadcastOptimizer(FOSIOptimizer):
     other ranks wait in the broadcast: that idle time is what DHO2's split removes.
     """
 
-    def __init__(self, model: nn.Module, config: FOSIConfig, loss_fn, next_batch,
-                 group, rank: int, world_size: int):
+    def __init__(
+        self,
+        model: nn.Module,
+        config: FOSIConfig,
+        loss_fn,
+        next_batch,
+        group,
+        rank: int,
+        world_size: int,
+    ):
         self.group, self.rank, self.world = group, rank, world_size
         super().__init__(model, config, loss_fn, next_batch)
 
     def refresh(self) -> None:
-        header = torch.zeros(4, dtype=torch.float64)      # (pairs, top pairs, HVPs, restarts)
+        header = torch.zeros(4, dtype=torch.float64)  # (pairs, top pairs, HVPs, restarts)
         if self.rank == 0:
-            super().refresh()                             # FOSI's own, installs (λ, V) here
+            super().refresh()  # FOSI's own, installs (λ, V) here
             eig = self.eig
             assert eig is not None
-            header = torch.tensor([len(eig.eigvals), eig.num_top, eig.iterations,
-                                   eig.restarts], dtype=torch.float64)
+            header = torch.tensor(
+                [len(eig.eigvals), eig.num_top, eig.iterations, eig.restarts], dtype=torch.float64
+            )
         dist.broadcast(header, 0, group=self.group)
         r, num_top, iterations, restarts = (int(x) for x in header)
-        spectrum = (torch.cat([self.eig.eigvals, self.eig.residuals]) if self.rank == 0
-                    else torch.empty(2 * r, dtype=torch.float64))
+        spectrum = (
+            torch.cat([self.eig.eigvals, self.eig.residuals])
+            if self.rank == 0
+            else torch.empty(2 * r, dtype=torch.float64)
+        )
         V = self.V if self.rank == 0 else self.V.new_empty(r, self.n)  # installed dtype
         dist.broadcast(spectrum, 0, group=self.group)
         dist.broadcast(V, 0, group=self.group)
-        if self.rank != 0:                                # no basis held here: 0 basis bytes
+        if self.rank != 0:  # no basis held here: 0 basis bytes
             eigvals, residuals = spectrum.split(r)
-            self._install(RitzPairs(eigvals, V.to(torch.float64), residuals, iterations,
-                                    restarts, 0, num_top))
+            self._install(
+                RitzPairs(eigvals, V.to(torch.float64), residuals, iterations, restarts, 0, num_top)
+            )
 
 
 class FOSIBroadcast(FOSI):
@@ -72,16 +86,17 @@ class FOSIBroadcast(FOSI):
 
     def make_optimizer(self, model: nn.Module, ctx: MethodContext):
         loss_fn, next_batch = curvature_inputs(ctx)
-        whole = functools.partial(next_batch, (0, 1))     # all B rows of the global batch
-        self.optimizer = FOSIBroadcastOptimizer(model, self.config, loss_fn, whole,
-                                                ctx.group, ctx.rank, ctx.world_size)
+        whole = functools.partial(next_batch, (0, 1))  # all B rows of the global batch
+        self.optimizer = FOSIBroadcastOptimizer(
+            model, self.config, loss_fn, whole, ctx.group, ctx.rank, ctx.world_size
+        )
         return self.optimizer
 
 
 # -- SOAP from pytorch-optimizer ------------------------------------------------------------------
 @dataclasses.dataclass(kw_only=True)
 class SOAPConfig:
-    lr: float = 3e-3                 # pytorch_optimizer.SOAP's default; the only field tuned
+    lr: float = 3e-3  # pytorch_optimizer.SOAP's default; the only field tuned
 
 
 class SOAP(Method[SOAPConfig]):
@@ -91,6 +106,7 @@ class SOAP(Method[SOAPConfig]):
 
     def make_optimizer(self, model: nn.Module, ctx: MethodContext):
         from pytorch_optimizer import SOAP as LibrarySOAP
+
         return LibrarySOAP(model.parameters(), lr=self.config.lr)
 
 
@@ -112,7 +128,7 @@ class LiveTensorBytes(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.now = self.peak = 0
-        self._sizes = WeakIdKeyDictionary()            # storage -> [bytes counted]
+        self._sizes = WeakIdKeyDictionary()  # storage -> [bytes counted]
         self._refs: list[weakref.ref] = []
         self._resize = torch.UntypedStorage.resize_
 
@@ -127,11 +143,12 @@ class LiveTensorBytes(TorchDispatchMode):
                 tracker._add(storage.nbytes() - box[0])
                 box[0] = storage.nbytes()
             return out
-        torch.UntypedStorage.resize_ = resize_         # type: ignore[method-assign]
+
+        torch.UntypedStorage.resize_ = resize_  # type: ignore[method-assign]
         return super().__enter__()
 
     def __exit__(self, *args):
-        torch.UntypedStorage.resize_ = self._resize    # type: ignore[method-assign]
+        torch.UntypedStorage.resize_ = self._resize  # type: ignore[method-assign]
         return super().__exit__(*args)
 
     def _add(self, nbytes: int) -> None:
@@ -151,7 +168,7 @@ class LiveTensorBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if any(t is DTensor for t in types):
-            return NotImplemented                      # DTensor desugars into counted local ops
+            return NotImplemented  # DTensor desugars into counted local ops
         out = func(*args, **(kwargs or {}))
         for t in torch.utils._pytree.tree_leaves(out):
             if isinstance(t, torch.Tensor):
@@ -159,8 +176,14 @@ class LiveTensorBytes(TorchDispatchMode):
         return out
 
 
-COLLECTIVES = ("all_reduce", "reduce_scatter_tensor", "all_gather_into_tensor", "broadcast",
-               "all_gather", "reduce_scatter")
+COLLECTIVES = (
+    "all_reduce",
+    "reduce_scatter_tensor",
+    "all_gather_into_tensor",
+    "broadcast",
+    "all_gather",
+    "reduce_scatter",
+)
 
 
 class CollectiveClock:
@@ -191,4 +214,5 @@ class CollectiveClock:
             finally:
                 self.seconds += time.perf_counter() - start
                 self.calls += 1
+
         return call

@@ -7,6 +7,7 @@ problems, and its ``Claim``s with their per-seed data. The harness derives ``met
 data (a script states no verdict): every claim met, no protocol violation, and the code
 committed; a result from a tree with uncommitted measured code is a draft (``met`` null).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,8 @@ from typing import Any
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 ROOT = RESULTS.parents[1]
 # the code a result depends on (generated files excluded); git pathspecs relative to ROOT
-PROVENANCE_PATHS = ("raytrain_eff", "bench", ":(exclude)bench/results",
-                    ":(exclude)bench/README.md")
-MIN_EVAL_SEEDS = 5                    # a claim rests on at least this many paired evaluations
+PROVENANCE_PATHS = ("raytrain_eff", "bench", ":(exclude)bench/results", ":(exclude)bench/README.md")
+MIN_EVAL_SEEDS = 5  # a claim rests on at least this many paired evaluations
 BOOTSTRAP_DRAWS = 10_000
 
 
@@ -36,21 +36,30 @@ def parser(description: str) -> argparse.ArgumentParser:
     """The scripts' common flags; called first thing, so it marks the start of the run."""
     mark_start()
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--smoke", action="store_true",
-                   help="tiny sizes: checks the script end to end in seconds (run by a test)")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes: checks the script end to end in seconds (run by a test)",
+    )
     p.add_argument("--out", default=None, help="result JSON path (default bench/results/)")
     return p
 
 
 def machine() -> dict:
     import torch
-    return {"nproc": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+    return {
+        "nproc": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
-_START_LOAD: list[float] = list(os.getloadavg())     # at import; parser() marks it again
+_START_LOAD: list[float] = list(os.getloadavg())  # at import; parser() marks it again
 
 
 def mark_start() -> None:
@@ -63,14 +72,14 @@ def load(start: Sequence[float] | None = None) -> dict:
     ``overloaded`` when any exceeded the cores: timings then include other work's."""
     start = list(start if start is not None else _START_LOAD)
     end, cores = list(os.getloadavg()), os.cpu_count() or 1
-    return {"cores": cores, "start": start, "end": end,
-            "overloaded": max(start + end) > cores}
+    return {"cores": cores, "start": start, "end": end, "overloaded": max(start + end) > cores}
 
 
 # -- provenance -----------------------------------------------------------------------------
 def _git(*args: str, root: pathlib.Path = ROOT) -> str:
-    return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                          cwd=root).stdout
+    return subprocess.run(
+        ["git", *args], capture_output=True, text=True, check=True, cwd=root
+    ).stdout
 
 
 def provenance(root: pathlib.Path = ROOT) -> dict:
@@ -79,16 +88,18 @@ def provenance(root: pathlib.Path = ROOT) -> dict:
     so a later commit holding those blobs can be checked to be what was measured."""
     try:
         head = _git("rev-parse", "HEAD", root=root).strip()
-        lines = _git("status", "--porcelain", "--untracked-files=all", "--",
-                     *PROVENANCE_PATHS, root=root).splitlines()
+        lines = _git(
+            "status", "--porcelain", "--untracked-files=all", "--", *PROVENANCE_PATHS, root=root
+        ).splitlines()
     except (OSError, subprocess.CalledProcessError):
         return {"commit": "unknown", "dirty": None, "dirty_files": {}}
     dirty = {}
     for line in lines:
         path = line[3:].split(" -> ")[-1]
         full = root / path
-        dirty[path] = (_git("hash-object", str(full), root=root).strip() if full.is_file()
-                       else "deleted")
+        dirty[path] = (
+            _git("hash-object", str(full), root=root).strip() if full.is_file() else "deleted"
+        )
     return {"commit": head, "dirty": bool(dirty), "dirty_files": dirty}
 
 
@@ -99,8 +110,10 @@ def previous_records(name: str) -> list[tuple[str, dict]]:
     path = RESULTS / f"{name}.json"
     committed = f"HEAD:{path.relative_to(ROOT)}"
     found: list[tuple[str, dict]] = []
-    for label, read in (("Previous result", path.read_text),
-                        ("Committed result", lambda: _git("show", committed))):
+    for label, read in (
+        ("Previous result", path.read_text),
+        ("Committed result", lambda: _git("show", committed)),
+    ):
         try:
             record = json.loads(read())
         except (OSError, ValueError, subprocess.CalledProcessError):
@@ -123,8 +136,10 @@ def loaded_machine_note(consequence: str) -> str:
     load, cores = os.getloadavg(), os.cpu_count() or 1
     if max(load) <= cores:
         return ""
-    return (f"The machine was loaded (load average {load[0]:.1f} / {load[1]:.1f} / "
-            f"{load[2]:.1f} over 1 / 5 / 15 min on {cores} cores): {consequence} ")
+    return (
+        f"The machine was loaded (load average {load[0]:.1f} / {load[1]:.1f} / "
+        f"{load[2]:.1f} over 1 / 5 / 15 min on {cores} cores): {consequence} "
+    )
 
 
 def near(value: float, target: float) -> str:
@@ -140,13 +155,25 @@ def summary(values: Sequence[float]) -> dict:
     """Median, mean, standard deviation and range of per-seed figures, raw values kept."""
     vals = [float(v) for v in values]
     finite = [v for v in vals if math.isfinite(v)]
-    return {"median": statistics.median(vals), "mean": statistics.fmean(vals) if finite == vals
-            else math.inf, "std": statistics.stdev(finite) if len(finite) > 1 else 0.0,
-            "min": min(vals), "max": max(vals), "spread": max(vals) - min(vals), "values": vals}
+    return {
+        "median": statistics.median(vals),
+        "mean": statistics.fmean(vals) if finite == vals else math.inf,
+        "std": statistics.stdev(finite) if len(finite) > 1 else 0.0,
+        "min": min(vals),
+        "max": max(vals),
+        "spread": max(vals) - min(vals),
+        "values": vals,
+    }
 
 
-def paired(baseline: dict, method: dict, *, kind: str = "ratio", lower_is_better: bool = True,
-           seed: int = 0) -> dict:
+def paired(
+    baseline: dict,
+    method: dict,
+    *,
+    kind: str = "ratio",
+    lower_is_better: bool = True,
+    seed: int = 0,
+) -> dict:
     """Paired per-seed comparison of ``method`` against ``baseline`` (seed -> figure).
 
     kind="ratio": per seed baseline/method when lower is better (time, steps), method/baseline
@@ -163,8 +190,10 @@ def paired(baseline: dict, method: dict, *, kind: str = "ratio", lower_is_better
         b, m = m, b
     if kind == "ratio":
         per_seed = [_ratio(x, y) for x, y in zip(b, m, strict=True)]
-        logs = [math.log(r) if 0 < r < math.inf else (math.inf if r > 0 else -math.inf)
-                for r in per_seed]
+        logs = [
+            math.log(r) if 0 < r < math.inf else (math.inf if r > 0 else -math.inf)
+            for r in per_seed
+        ]
         bound = math.exp(_bootstrap_lower(logs, seed))
         line = 1.0
     elif kind == "difference":
@@ -173,14 +202,21 @@ def paired(baseline: dict, method: dict, *, kind: str = "ratio", lower_is_better
     else:
         raise ValueError(f"paired: kind must be 'ratio' or 'difference', got {kind!r}")
     worst = min(per_seed)
-    return {"kind": kind, "seeds": seeds, "per_seed": per_seed, **_centre(per_seed, kind),
-            "worst": worst, "bootstrap_lower_90": bound,
-            "wins": bool(worst > line or bound > line), "n": len(seeds)}
+    return {
+        "kind": kind,
+        "seeds": seeds,
+        "per_seed": per_seed,
+        **_centre(per_seed, kind),
+        "worst": worst,
+        "bootstrap_lower_90": bound,
+        "wins": bool(worst > line or bound > line),
+        "n": len(seeds),
+    }
 
 
 def _ratio(base: float, method: float) -> float:
     if math.isinf(base) and math.isinf(method):
-        return 1.0                                   # neither reached: no evidence either way
+        return 1.0  # neither reached: no evidence either way
     return math.inf if method == 0 or math.isinf(base) else base / method
 
 
@@ -190,8 +226,11 @@ def _centre(values: list[float], kind: str) -> dict:
         geo = math.exp(statistics.fmean(math.log(v) for v in values))
     else:
         geo = None
-    return {"median": statistics.median(values), "geometric_mean": geo,
-            "std": statistics.stdev(finite) if len(finite) > 1 else 0.0}
+    return {
+        "median": statistics.median(values),
+        "geometric_mean": geo,
+        "std": statistics.stdev(finite) if len(finite) > 1 else 0.0,
+    }
 
 
 def _bootstrap_lower(values: list[float], seed: int) -> float:
@@ -205,8 +244,14 @@ def _bootstrap_lower(values: list[float], seed: int) -> float:
 
 
 # -- tuning ---------------------------------------------------------------------------------
-def tune_bracketed(arm: str, score: Callable[[float], Any], grid: Sequence[float], *,
-                   max_widenings: int = 4, log: bool = True) -> dict:
+def tune_bracketed(
+    arm: str,
+    score: Callable[[float], Any],
+    grid: Sequence[float],
+    *,
+    max_widenings: int = 4,
+    log: bool = True,
+) -> dict:
     """Grid search over one hyper-parameter whose winner must lie strictly inside the grid.
 
     ``score(value)`` is evaluated on tuning seeds and validation data only; lower is better (a
@@ -217,8 +262,9 @@ def tune_bracketed(arm: str, score: Callable[[float], Any], grid: Sequence[float
     """
     values = sorted(float(v) for v in grid)
     if len(values) < 3:
-        raise ValueError(f"tune_bracketed({arm}): a grid needs >= 3 values to bracket, "
-                         f"got {values}")
+        raise ValueError(
+            f"tune_bracketed({arm}): a grid needs >= 3 values to bracket, got {values}"
+        )
     scores: dict[float, Any] = {}
     widenings = 0
     while True:
@@ -230,12 +276,21 @@ def tune_bracketed(arm: str, score: Callable[[float], Any], grid: Sequence[float
         if 0 < at < len(values) - 1 or widenings == max_widenings:
             break
         widenings += 1
-        values.insert(0, _step(values[0], values[1], log)) if at == 0 else \
-            values.append(_step(values[-1], values[-2], log))
-    return {"arm": arm, "initial_grid": sorted(float(v) for v in grid), "grid": values,
-            "scores": [_jsonable(scores[v]) for v in values], "winner": winner,
-            "winner_index": at, "inside": 0 < at < len(values) - 1, "widenings": widenings,
-            "budget": len(grid), "evaluations": len(scores)}
+        values.insert(0, _step(values[0], values[1], log)) if at == 0 else values.append(
+            _step(values[-1], values[-2], log)
+        )
+    return {
+        "arm": arm,
+        "initial_grid": sorted(float(v) for v in grid),
+        "grid": values,
+        "scores": [_jsonable(scores[v]) for v in values],
+        "winner": winner,
+        "winner_index": at,
+        "inside": 0 < at < len(values) - 1,
+        "widenings": widenings,
+        "budget": len(grid),
+        "evaluations": len(scores),
+    }
 
 
 def _step(edge: float, neighbour: float, log: bool) -> float:
@@ -244,8 +299,7 @@ def _step(edge: float, neighbour: float, log: bool) -> float:
 
 def _sortable(score: Any) -> tuple:
     parts = score if isinstance(score, tuple) else (score,)
-    return tuple(p if isinstance(p, float | int) and math.isfinite(p) else math.inf
-                 for p in parts)
+    return tuple(p if isinstance(p, float | int) and math.isfinite(p) else math.inf for p in parts)
 
 
 def _jsonable(score: Any) -> Any:
@@ -258,6 +312,7 @@ class StoppingRule:
     """When an arm stops. ``kind="target"``: at the first check of ``metric`` at or past
     ``target``; ``kind="budget"``: after ``target`` units of ``metric`` (steps, passes, ...).
     ``cadence`` says how often the rule is checked; ``note`` any detail a re-run needs."""
+
     kind: str
     metric: str
     target: float | str
@@ -265,8 +320,11 @@ class StoppingRule:
     note: str = ""
 
     def problems(self) -> list[str]:
-        found = [] if self.kind in ("target", "budget") else \
-            [f"stopping rule kind must be 'target' or 'budget', got {self.kind!r}"]
+        found = (
+            []
+            if self.kind in ("target", "budget")
+            else [f"stopping rule kind must be 'target' or 'budget', got {self.kind!r}"]
+        )
         if not self.metric.strip() or not self.cadence.strip() or self.target in ("", None):
             found.append("stopping rule needs its metric, target and cadence")
         return found
@@ -275,6 +333,7 @@ class StoppingRule:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TimedRegion:
     """What the clock covers (``includes``) and what it leaves out (``excludes``)."""
+
     includes: tuple[str, ...]
     excludes: tuple[str, ...] = ()
     note: str = ""
@@ -283,12 +342,12 @@ class TimedRegion:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Arm:
     """One arm's rules; every arm of a claim must share them."""
+
     stopping: StoppingRule
     timed: TimedRegion
 
 
-def same_rules(names: Sequence[str], stopping: StoppingRule, timed: TimedRegion
-               ) -> dict[str, Arm]:
+def same_rules(names: Sequence[str], stopping: StoppingRule, timed: TimedRegion) -> dict[str, Arm]:
     """Arms that share one stopping rule and one timed region (the usual case)."""
     return {name: Arm(stopping=stopping, timed=timed) for name in names}
 
@@ -311,6 +370,7 @@ class Claim:
     ``"family/member"`` makes its claims one member of the family: the member is met when all
     its claims are, and the quorum counts members (e.g. settings that win at both gaps).
     """
+
     name: str
     arm: str
     baseline: str | None
@@ -319,7 +379,7 @@ class Claim:
     baseline_values: dict | None = None
     kind: str = "ratio"
     lower_is_better: bool = True
-    threshold: float | None = None          # default: 1 for a ratio, 0 for a difference
+    threshold: float | None = None  # default: 1 for a ratio, 0 for a difference
     statistic: str = "worst"
     required: bool = True
     group: str = ""
@@ -329,11 +389,14 @@ class Claim:
         if self.kind not in KINDS:
             found.append(f"claim {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
         if self.statistic not in STATISTICS:
-            found.append(f"claim {self.name!r}: statistic must be one of {STATISTICS}, "
-                         f"got {self.statistic!r}")
+            found.append(
+                f"claim {self.name!r}: statistic must be one of {STATISTICS}, "
+                f"got {self.statistic!r}"
+            )
         if (self.kind == "bound") != (self.baseline is None):
-            found.append(f"claim {self.name!r}: a bound has no baseline arm; a ratio or "
-                         "difference needs one")
+            found.append(
+                f"claim {self.name!r}: a bound has no baseline arm; a ratio or difference needs one"
+            )
         if self.kind == "bound" and self.threshold is None:
             found.append(f"claim {self.name!r}: a bound needs its threshold")
         return found
@@ -350,10 +413,18 @@ class Claim:
             value = result[self.statistic]
             met = value < threshold if self.lower_is_better else value > threshold
         else:
-            result = paired(self.baseline_values or {}, self.arm_values, kind=self.kind,
-                            lower_is_better=self.lower_is_better, seed=seed)
-            threshold = self.threshold if self.threshold is not None else \
-                (1.0 if self.kind == "ratio" else 0.0)
+            result = paired(
+                self.baseline_values or {},
+                self.arm_values,
+                kind=self.kind,
+                lower_is_better=self.lower_is_better,
+                seed=seed,
+            )
+            threshold = (
+                self.threshold
+                if self.threshold is not None
+                else (1.0 if self.kind == "ratio" else 0.0)
+            )
             value = result[self.statistic]
             met = value > threshold
         return {**spec, **result, "threshold": threshold, "value": value, "met": bool(met)}
@@ -365,10 +436,15 @@ def _bound(values: dict, lower_is_better: bool, seed: int) -> dict:
     per_seed = [float(values[s]) for s in seeds]
     sign = -1.0 if lower_is_better else 1.0
     oriented = [sign * v for v in per_seed]
-    return {"kind": "bound", "seeds": seeds, "per_seed": per_seed,
-            "median": statistics.median(per_seed) if per_seed else math.nan,
-            "worst": sign * min(oriented) if oriented else math.nan,
-            "bootstrap_lower_90": sign * _bootstrap_lower(oriented, seed), "n": len(seeds)}
+    return {
+        "kind": "bound",
+        "seeds": seeds,
+        "per_seed": per_seed,
+        "median": statistics.median(per_seed) if per_seed else math.nan,
+        "worst": sign * min(oriented) if oriented else math.nan,
+        "bootstrap_lower_90": sign * _bootstrap_lower(oriented, seed),
+        "n": len(seeds),
+    }
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -379,6 +455,7 @@ class Protocol:
     ``kind="overhead"``: the same workload with one component on and off (the seeds are
     repetitions; one problem may do). Either way every arm is tuned or says why not.
     """
+
     kind: str = "comparison"
     arms: dict[str, Arm]
     claims: list[Claim]
@@ -399,14 +476,18 @@ class Protocol:
         if self.kind not in ("comparison", "overhead"):
             found.append(f"kind must be 'comparison' or 'overhead', got {self.kind!r}")
         if len(self.eval_seeds) < MIN_EVAL_SEEDS:
-            found.append(f"{len(self.eval_seeds)} evaluation seeds; claims need "
-                         f">= {MIN_EVAL_SEEDS}")
+            found.append(
+                f"{len(self.eval_seeds)} evaluation seeds; claims need >= {MIN_EVAL_SEEDS}"
+            )
         if set(self.eval_seeds) & set(self.tuning_seeds):
-            found.append(f"evaluation seeds {sorted(set(self.eval_seeds) & set(self.tuning_seeds))}"
-                         " were also used for tuning")
+            found.append(
+                f"evaluation seeds {sorted(set(self.eval_seeds) & set(self.tuning_seeds))}"
+                " were also used for tuning"
+            )
         found += self._arm_violations() + self._claim_violations() + self._tuning_violations()
         if self.kind == "comparison" and (
-                len(self.problems) < 2 or not any(p.get("standard") for p in self.problems)):
+            len(self.problems) < 2 or not any(p.get("standard") for p in self.problems)
+        ):
             found.append("needs >= 2 problems, one a standard problem the authors did not choose")
         return found
 
@@ -425,8 +506,7 @@ class Protocol:
         if not self.claims:
             found.append("no claim backs the result")
         names = [c.name for c in self.claims]
-        found += [f"claim {n!r} is stated twice" for n in sorted(set(names))
-                  if names.count(n) > 1]
+        found += [f"claim {n!r} is stated twice" for n in sorted(set(names)) if names.count(n) > 1]
         for claim in self.claims:
             found += claim.problems()
             sides = [a for a in (claim.arm, claim.baseline) if a is not None]
@@ -436,11 +516,15 @@ class Protocol:
                 continue
             if claim.baseline is not None:
                 a, b = self.arms[claim.arm], self.arms[claim.baseline]
-                for what, x, y in (("stopping rules", a.stopping, b.stopping),
-                                   ("timed regions", a.timed, b.timed)):
+                for what, x, y in (
+                    ("stopping rules", a.stopping, b.stopping),
+                    ("timed regions", a.timed, b.timed),
+                ):
                     if x != y:
-                        found.append(f"claim {claim.name!r}: arms {claim.arm!r} and "
-                                     f"{claim.baseline!r} use different {what}")
+                        found.append(
+                            f"claim {claim.name!r}: arms {claim.arm!r} and "
+                            f"{claim.baseline!r} use different {what}"
+                        )
             n = len(claim.arm_values)
             if claim.kind != "bound" and n < MIN_EVAL_SEEDS:
                 found.append(f"claim {claim.name!r} rests on {n} paired seeds")
@@ -449,13 +533,18 @@ class Protocol:
         return found
 
     def _tuning_violations(self) -> list[str]:
-        found = [f"{arm}: tuned winner {rec['winner']} on the edge of {rec['grid']} after "
-                 f"{rec['widenings']} widenings"
-                 for arm, rec in self.tuning.items() if not rec["inside"]]
+        found = [
+            f"{arm}: tuned winner {rec['winner']} on the edge of {rec['grid']} after "
+            f"{rec['widenings']} widenings"
+            for arm, rec in self.tuning.items()
+            if not rec["inside"]
+        ]
         budgets = {rec["budget"] for rec in self.tuning.values()}
         if len(budgets) > 1:
-            found.append(f"tuning budgets differ between arms: "
-                         f"{ {a: r['budget'] for a, r in self.tuning.items()} }")
+            found.append(
+                f"tuning budgets differ between arms: "
+                f"{ {a: r['budget'] for a, r in self.tuning.items()} }"
+            )
         for arm in self.arms:
             if arm not in self.tuning and not self.untuned.get(arm, "").strip():
                 found.append(f"{arm}: neither tuned nor a recorded reason why not")
@@ -472,16 +561,29 @@ class Protocol:
             if j["required"] and j["group"]:
                 family, _, member = j["group"].partition("/")
                 families.setdefault(family, {}).setdefault(member or name, []).append(j["met"])
-        quorate = [sum(all(m) for m in members.values())
-                   >= self.quorum.get(family, 1.0) * len(members)
-                   for family, members in families.items()]
+        quorate = [
+            sum(all(m) for m in members.values()) >= self.quorum.get(family, 1.0) * len(members)
+            for family, members in families.items()
+        ]
         return all(alone) and all(quorate)
 
 
-def write_result(name: str, *, headline: str, config: dict, baseline: dict, method: dict,
-                 ratios: dict, target: dict, notes: str, smoke: bool, protocol: Protocol,
-                 out: str | None = None, extra: dict | None = None,
-                 root: pathlib.Path = ROOT) -> pathlib.Path:
+def write_result(
+    name: str,
+    *,
+    headline: str,
+    config: dict,
+    baseline: dict,
+    method: dict,
+    ratios: dict,
+    target: dict,
+    notes: str,
+    smoke: bool,
+    protocol: Protocol,
+    out: str | None = None,
+    extra: dict | None = None,
+    root: pathlib.Path = ROOT,
+) -> pathlib.Path:
     """Write the JSON record with ``met`` derived here: every claim met by its own data and no
     protocol violation. Code under raytrain_eff/ or bench/ that differs from HEAD makes the
     result a draft (``status: "draft"``, ``met`` null, the files listed): a verdict belongs to
@@ -492,28 +594,40 @@ def write_result(name: str, *, headline: str, config: dict, baseline: dict, meth
     source = provenance(root)
     verdict = protocol.claims_met(judged) and not violations
     draft = source["dirty"] is not False
-    record = {"bench": name, "harness": HARNESS_VERSION,
-              "status": "draft" if draft else "result", "machine": machine(), "load": load(),
-              "commit": commit_string(source), "provenance": source,
-              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "smoke": smoke, "headline": headline, "config": config,
-              "protocol": dataclasses.asdict(protocol) | {"claims": judged},
-              "protocol_violations": violations,
-              "met": None if draft else verdict, "met_if_committed": verdict,
-              "draft_files": sorted(source["dirty_files"]) if draft else [],
-              "baseline": baseline, "method": method, "ratios": ratios, "target": target,
-              "notes": notes, **(extra or {})}
+    record = {
+        "bench": name,
+        "harness": HARNESS_VERSION,
+        "status": "draft" if draft else "result",
+        "machine": machine(),
+        "load": load(),
+        "commit": commit_string(source),
+        "provenance": source,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "smoke": smoke,
+        "headline": headline,
+        "config": config,
+        "protocol": dataclasses.asdict(protocol) | {"claims": judged},
+        "protocol_violations": violations,
+        "met": None if draft else verdict,
+        "met_if_committed": verdict,
+        "draft_files": sorted(source["dirty_files"]) if draft else [],
+        "baseline": baseline,
+        "method": method,
+        "ratios": ratios,
+        "target": target,
+        "notes": notes,
+        **(extra or {}),
+    }
     default = RESULTS / (f"{name}.smoke.json" if smoke else f"{name}.json")
     path = pathlib.Path(out) if out else default
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_finite(record), indent=2, default=_json_default,
-                              allow_nan=False))
+    tmp.write_text(json.dumps(_finite(record), indent=2, default=_json_default, allow_nan=False))
     tmp.replace(path)
     return path
 
 
-HARNESS_VERSION = 2         # records without it were written by the first harness (legacy)
+HARNESS_VERSION = 2  # records without it were written by the first harness (legacy)
 
 
 def commit_string(source: dict) -> str:

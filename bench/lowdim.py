@@ -16,6 +16,7 @@ reported on a held-out half that neither tuning nor stopping saw.
 
     python bench/lowdim.py [--smoke] [--out PATH]
 """
+
 from __future__ import annotations
 
 import math
@@ -46,10 +47,12 @@ from raytrain_eff.methods.base import MethodContext
 from raytrain_eff.tasks import lowrank
 from raytrain_eff.tasks.classify import ClassifyTask
 
-EPS = 1e-2                          # the paper's ε (both networks)
-TOL = 1e-3                          # the recovery-error target
-ALPHA = {"original": 1.0,           # the reference trains the original net with one rate
-         "compressed": LowDimConfig().alpha}   # 5.0: the reference's dlr for MC
+EPS = 1e-2  # the paper's ε (both networks)
+TOL = 1e-3  # the recovery-error target
+ALPHA = {
+    "original": 1.0,  # the reference trains the original net with one rate
+    "compressed": LowDimConfig().alpha,
+}  # 5.0: the reference's dlr for MC
 ARMS = ("original", "compressed")
 TUNING_SEED = 0
 # the same grid size (3) for every arm, each centred where a d = 100 pilot on the tuning seed
@@ -57,30 +60,42 @@ TUNING_SEED = 0
 GRIDS = {"original": [0.4, 0.57, 0.8], "compressed": [0.1, 0.14, 0.2]}
 HEAD_ARMS = ("original", "compressed", "dense")
 HEAD_GRIDS = {arm: [1e-3, 3e-3, 1e-2] for arm in HEAD_ARMS}
-HEAD_HIDDEN = 512   # the head must be a real share of the step (the paper's MLP is wide)
+HEAD_HIDDEN = 512  # the head must be a real share of the step (the paper's MLP is wide)
 HEAD_BATCH = 64
 
-FULL = {"problems": [("mf", 100), ("mc", 100), ("mc", 400)], "cap": 3000,
-        "eval_seeds": [1, 2, 3, 4, 5], "head_epochs": 30, "head_target": 0.95}
-SMOKE = {"problems": [("mf", 20), ("mc", 30)], "cap": 400, "eval_seeds": [1, 2],
-         "head_epochs": 2, "head_target": 0.5}
+FULL = {
+    "problems": [("mf", 100), ("mc", 100), ("mc", 400)],
+    "cap": 3000,
+    "eval_seeds": [1, 2, 3, 4, 5],
+    "head_epochs": 30,
+    "head_target": 0.95,
+}
+SMOKE = {
+    "problems": [("mf", 20), ("mc", 30)],
+    "cap": 400,
+    "eval_seeds": [1, 2],
+    "head_epochs": 2,
+    "head_target": 0.5,
+}
 
 
 # -- low-rank recovery -------------------------------------------------------------------------
 def rank_of(d: int) -> int:
-    return 5 if d >= 50 else 2   # r = 5 as in the reference's MC; smoke sizes use 2
+    return 5 if d >= 50 else 2  # r = 5 as in the reference's MC; smoke sizes use 2
 
 
 def build(kind: str, d: int, seed: int) -> tuple[lowrank.LowRankProblem, int]:
     gen = torch.Generator().manual_seed(seed)
     r = rank_of(d)
-    problem = (lowrank.factorization(d, r, gen) if kind == "mf" else
-               lowrank.completion(d, r, 0.3, gen))
+    problem = (
+        lowrank.factorization(d, r, gen) if kind == "mf" else lowrank.completion(d, r, 0.3, gen)
+    )
     return problem, r
 
 
-def lowrank_run(arm: str, P: lowrank.LowRankProblem, r: int, seed: int, eta: float,
-                cap: int) -> dict:
+def lowrank_run(
+    arm: str, P: lowrank.LowRankProblem, r: int, seed: int, eta: float, cap: int
+) -> dict:
     """One timed run: construction (and for the compressed net Φ̂ = −∇f(0) and its SVD), then
     GD until the first error at or below TOL, a NaN or ``cap`` steps."""
     d = P.Phi.shape[0]
@@ -94,9 +109,15 @@ def lowrank_run(arm: str, P: lowrank.LowRankProblem, r: int, seed: int, eta: flo
     traj = lowrank.fit(net, P, opt, cap, tol=TOL)
     seconds = time.perf_counter() - start
     hit = traj.first_below(TOL)
-    return {"iterations": hit[0] if hit else math.inf, "seconds": seconds if hit else math.inf,
-            "seconds_run": seconds, "setup_seconds": setup, "steps_run": len(traj.errors) - 1,
-            "final_error": traj.errors[-1], "eta": eta}
+    return {
+        "iterations": hit[0] if hit else math.inf,
+        "seconds": seconds if hit else math.inf,
+        "seconds_run": seconds,
+        "setup_seconds": setup,
+        "steps_run": len(traj.errors) - 1,
+        "final_error": traj.errors[-1],
+        "eta": eta,
+    }
 
 
 def lowrank_score(arm: str, kind: str, d: int, cap: int):
@@ -110,20 +131,29 @@ def lowrank_score(arm: str, kind: str, d: int, cap: int):
         if math.isfinite(res["iterations"]):
             best[0] = min(best[0], res["iterations"])
         return (res["iterations"], res["final_error"])
+
     return score
 
 
 def lowrank_problem(kind: str, d: int, cfg: dict) -> dict:
-    tuning = {arm: tune_bracketed(arm, lowrank_score(arm, kind, d, cfg["cap"]), GRIDS[arm])
-              for arm in ARMS}
+    tuning = {
+        arm: tune_bracketed(arm, lowrank_score(arm, kind, d, cfg["cap"]), GRIDS[arm])
+        for arm in ARMS
+    }
     runs = {arm: {} for arm in ARMS}
     for seed in cfg["eval_seeds"]:
-        P, r = build(kind, d, seed)   # the problem (Φ, Ω) is data: built outside the timer
-        for arm in (ARMS if seed % 2 else ARMS[::-1]):   # alternate which arm goes first
+        P, r = build(kind, d, seed)  # the problem (Φ, Ω) is data: built outside the timer
+        for arm in ARMS if seed % 2 else ARMS[::-1]:  # alternate which arm goes first
             runs[arm][seed] = lowrank_run(arm, P, r, seed, tuning[arm]["winner"], cfg["cap"])
-    print(f"{kind}_d{d}", {a: t["winner"] for a, t in tuning.items()},
-          {a: [(x["iterations"], round(x["seconds"], 3)) for x in rs.values()]
-           for a, rs in runs.items()}, flush=True)
+    print(
+        f"{kind}_d{d}",
+        {a: t["winner"] for a, t in tuning.items()},
+        {
+            a: [(x["iterations"], round(x["seconds"], 3)) for x in rs.values()]
+            for a, rs in runs.items()
+        },
+        flush=True,
+    )
     return {"tuning": tuning, "runs": runs}
 
 
@@ -131,13 +161,15 @@ def lowrank_problem(kind: str, d: int, cfg: dict) -> dict:
 def head_task(seed: int) -> tuple[ClassifyTask, tuple, tuple]:
     """digits; the task's held-out 20% split in two halves: validation (tuning, stopping) and
     test (reported only)."""
-    task = ClassifyTask(ClassifyConfig(model="mlp", hidden=HEAD_HIDDEN, depth=2),
-                        DataConfig(dataset="digits", val_fraction=0.2, batch_size=HEAD_BATCH),
-                        seed=seed)
+    task = ClassifyTask(
+        ClassifyConfig(model="mlp", hidden=HEAD_HIDDEN, depth=2),
+        DataConfig(dataset="digits", val_fraction=0.2, batch_size=HEAD_BATCH),
+        seed=seed,
+    )
     task.load()
     X, y = task.rows.X, task.rows.y
     mid = task.num_train + (len(y) - task.num_train) // 2
-    val = (X[task.num_train:mid], y[task.num_train:mid])
+    val = (X[task.num_train : mid], y[task.num_train : mid])
     test = (X[mid:], y[mid:])
     return task, val, test
 
@@ -155,20 +187,21 @@ def head_run(arm: str, seed: int, lr: float, max_epochs: int, target: float) -> 
     torch.manual_seed(seed)
     start = time.perf_counter()
     model = task.build_model()
-    if arm == "compressed":   # the lowdim method at its defaults but for the tuned lr
+    if arm == "compressed":  # the lowdim method at its defaults but for the tuned lr
         method = L.LowDim(LowDimConfig(lr=lr))
-        ctx = MethodContext(loss_fn=task.loss,
-                            next_batch=lambda: task.train_batch(0, 0, 0, 1, HEAD_BATCH))
+        ctx = MethodContext(
+            loss_fn=task.loss, next_batch=lambda: task.train_batch(0, 0, 0, 1, HEAD_BATCH)
+        )
         model = method.prepare(model, ctx)
         opt = method.make_optimizer(model, ctx)
-    elif arm == "original":   # uncompressed deep linear head: width = hidden, depth 3
+    elif arm == "original":  # uncompressed deep linear head: width = hidden, depth 3
         gen = torch.Generator().manual_seed(10_000 + seed)
-        weights = deep_linear.orthogonal_weights(HEAD_HIDDEN, task.classes, HEAD_HIDDEN, 3, EPS,
-                                                 gen, torch.float32)
+        weights = deep_linear.orthogonal_weights(
+            HEAD_HIDDEN, task.classes, HEAD_HIDDEN, 3, EPS, gen, torch.float32
+        )
         model.head = deep_linear.DeepLinear(weights, model.head.bias)
-        opt = L.make_optimizer(L.param_groups(model, [model.head], lr, ALPHA["original"]),
-                               "adam")
-    else:                     # the plain nn.Linear head
+        opt = L.make_optimizer(L.param_groups(model, [model.head], lr, ALPHA["original"]), "adam")
+    else:  # the plain nn.Linear head
         opt = L.make_optimizer([{"params": list(model.parameters()), "lr": lr}], "adam")
     steps_per_epoch = task.num_train // HEAD_BATCH
     step, epochs, val_acc, reached = 0, 0, 0.0, False
@@ -182,9 +215,15 @@ def head_run(arm: str, seed: int, lr: float, max_epochs: int, target: float) -> 
         val_acc = accuracy(model, val)
         reached = val_acc >= target
     seconds = time.perf_counter() - start
-    return {"epochs": epochs if reached else math.inf, "seconds": seconds if reached
-            else math.inf, "seconds_run": seconds, "epochs_run": epochs, "val_accuracy": val_acc,
-            "test_accuracy": accuracy(model, test), "lr": lr}
+    return {
+        "epochs": epochs if reached else math.inf,
+        "seconds": seconds if reached else math.inf,
+        "seconds_run": seconds,
+        "epochs_run": epochs,
+        "val_accuracy": val_acc,
+        "test_accuracy": accuracy(model, test),
+        "lr": lr,
+    }
 
 
 def head_score(arm: str, cfg: dict):
@@ -195,21 +234,28 @@ def head_score(arm: str, cfg: dict):
         if math.isfinite(res["epochs"]):
             best[0] = min(best[0], res["epochs"])
         return (res["epochs"], 1.0 - res["val_accuracy"])
+
     return score
 
 
 def head_problem(cfg: dict) -> dict:
     torch.set_default_dtype(torch.float32)
-    tuning = {arm: tune_bracketed(arm, head_score(arm, cfg), HEAD_GRIDS[arm])
-              for arm in HEAD_ARMS}
+    tuning = {arm: tune_bracketed(arm, head_score(arm, cfg), HEAD_GRIDS[arm]) for arm in HEAD_ARMS}
     runs = {arm: {} for arm in HEAD_ARMS}
     for seed in cfg["eval_seeds"]:
-        for arm in (HEAD_ARMS if seed % 2 else HEAD_ARMS[::-1]):
-            runs[arm][seed] = head_run(arm, seed, tuning[arm]["winner"], cfg["head_epochs"],
-                                       cfg["head_target"])
-    print("digits_head", {a: t["winner"] for a, t in tuning.items()},
-          {a: [(x["epochs"], round(x["seconds"], 2), x["test_accuracy"]) for x in rs.values()]
-           for a, rs in runs.items()}, flush=True)
+        for arm in HEAD_ARMS if seed % 2 else HEAD_ARMS[::-1]:
+            runs[arm][seed] = head_run(
+                arm, seed, tuning[arm]["winner"], cfg["head_epochs"], cfg["head_target"]
+            )
+    print(
+        "digits_head",
+        {a: t["winner"] for a, t in tuning.items()},
+        {
+            a: [(x["epochs"], round(x["seconds"], 2), x["test_accuracy"]) for x in rs.values()]
+            for a, rs in runs.items()
+        },
+        flush=True,
+    )
     return {"tuning": tuning, "runs": runs}
 
 
@@ -233,103 +279,177 @@ def record(results: dict, cfg: dict, args, wall: float) -> None:
     specs, ratios, baseline, method = [], {}, {}, {}
     for name, res in results.items():
         runs = res["runs"]
-        specs.append(Claim(name=f"{name}_seconds", arm=f"{name}/compressed",
-                           baseline=f"{name}/original", metric="seconds to the target",
-                           baseline_values=per_seed(runs["original"], "seconds"),
-                           arm_values=per_seed(runs["compressed"], "seconds"),
-                           statistic="bootstrap_lower_90"))
+        specs.append(
+            Claim(
+                name=f"{name}_seconds",
+                arm=f"{name}/compressed",
+                baseline=f"{name}/original",
+                metric="seconds to the target",
+                baseline_values=per_seed(runs["original"], "seconds"),
+                arm_values=per_seed(runs["compressed"], "seconds"),
+                statistic="bootstrap_lower_90",
+            )
+        )
         count = "epochs" if name == "digits_head" else "iterations"
-        ratios[f"{name}_{count}"] = paired(per_seed(runs["original"], count),
-                                           per_seed(runs["compressed"], count))
+        ratios[f"{name}_{count}"] = paired(
+            per_seed(runs["original"], count), per_seed(runs["compressed"], count)
+        )
         baseline[name] = {arm: runs[arm] for arm in runs if arm != "compressed"}
         method[name] = runs["compressed"]
     head = results["digits_head"]["runs"]
-    specs.append(Claim(name="digits_head_seconds_vs_dense", arm="digits_head/compressed",
-                       baseline="digits_head/dense", metric="seconds to the target",
-                       baseline_values=per_seed(head["dense"], "seconds"),
-                       arm_values=per_seed(head["compressed"], "seconds"),
-                       statistic="bootstrap_lower_90", required=False))
+    specs.append(
+        Claim(
+            name="digits_head_seconds_vs_dense",
+            arm="digits_head/compressed",
+            baseline="digits_head/dense",
+            metric="seconds to the target",
+            baseline_values=per_seed(head["dense"], "seconds"),
+            arm_values=per_seed(head["compressed"], "seconds"),
+            statistic="bootstrap_lower_90",
+            required=False,
+        )
+    )
     claims = {c.name: c.judged() for c in specs}
-    ratios["digits_head_seconds_dense_over_compressed"] = claims.pop(
-        "digits_head_seconds_vs_dense")
-    test_acc = {arm: summary([r["test_accuracy"] for r in head[arm].values()])
-                for arm in HEAD_ARMS}
+    ratios["digits_head_seconds_dense_over_compressed"] = claims.pop("digits_head_seconds_vs_dense")
+    test_acc = {arm: summary([r["test_accuracy"] for r in head[arm].values()]) for arm in HEAD_ARMS}
     met = all(c["met"] for c in claims.values())
     big = f"mc_d{max(d for k, d in cfg['problems'] if k == 'mc')}"
     protocol = Protocol(
-        kind="comparison", arms=_arms(results, cfg),
-        tuning={f"{name}/{arm}": t for name, res in results.items()
-                for arm, t in res["tuning"].items()},
-        untuned={"alpha": f"the discrepant rate is not tuned: compressed {ALPHA['compressed']}"
-                          " (the reference's dlr and LowDimConfig's default), original 1.0 "
-                          "(the reference trains it with one rate)",
-                 "eps": f"ε = {EPS} for every network (the reference's init_scale)"},
-        tuning_seeds=[TUNING_SEED], eval_seeds=list(cfg["eval_seeds"]),
-        problems=[*({"name": f"{k}_d{d}", "standard": False,
-                     "why": "the paper's own deep matrix "
-                     f"{'factorisation' if k == 'mf' else 'completion (30% observed)'}, "
-                     f"d = {d}, rank {rank_of(d)}"} for k, d in cfg["problems"]),
-                  {"name": "digits_head", "standard": True,
-                   "why": "scikit-learn's digits, MLP 64-512-512: the method compresses a "
-                          "classifier head on data its authors did not choose"}],
-        baselines={"original": "the same fit() loop as the compressed net: one end-to-end "
-                               "product per iteration shared by the error check and the loss "
-                               "(issue 17: it was formed twice), step size tuned with the same "
-                               "grid size; for the head, the same Adam loop",
-                   "dense": "head only: a plain nn.Linear head, Adam, LR tuned the same way "
-                            "(reported beside the claim, not part of it)"},
-        departures={"head target": "the reference trains for a fixed number of epochs; here "
-                                   "every arm stops at the same validation accuracy"},
-        selection_split=("low-rank: the tuning seed's own problem instance; head: the first "
-                         "half of digits' held-out 20% (validation)"),
-        report_split=("low-rank: evaluation seeds' problem instances; head: the second half "
-                      "of the held-out 20% (test), never used to tune or stop"),
+        kind="comparison",
+        arms=_arms(results, cfg),
+        tuning={
+            f"{name}/{arm}": t for name, res in results.items() for arm, t in res["tuning"].items()
+        },
+        untuned={
+            "alpha": f"the discrepant rate is not tuned: compressed {ALPHA['compressed']}"
+            " (the reference's dlr and LowDimConfig's default), original 1.0 "
+            "(the reference trains it with one rate)",
+            "eps": f"ε = {EPS} for every network (the reference's init_scale)",
+        },
+        tuning_seeds=[TUNING_SEED],
+        eval_seeds=list(cfg["eval_seeds"]),
+        problems=[
+            *(
+                {
+                    "name": f"{k}_d{d}",
+                    "standard": False,
+                    "why": "the paper's own deep matrix "
+                    f"{'factorisation' if k == 'mf' else 'completion (30% observed)'}, "
+                    f"d = {d}, rank {rank_of(d)}",
+                }
+                for k, d in cfg["problems"]
+            ),
+            {
+                "name": "digits_head",
+                "standard": True,
+                "why": "scikit-learn's digits, MLP 64-512-512: the method compresses a "
+                "classifier head on data its authors did not choose",
+            },
+        ],
+        baselines={
+            "original": "the same fit() loop as the compressed net: one end-to-end "
+            "product per iteration shared by the error check and the loss "
+            "(issue 17: it was formed twice), step size tuned with the same "
+            "grid size; for the head, the same Adam loop",
+            "dense": "head only: a plain nn.Linear head, Adam, LR tuned the same way "
+            "(reported beside the claim, not part of it)",
+        },
+        departures={
+            "head target": "the reference trains for a fixed number of epochs; here "
+            "every arm stops at the same validation accuracy"
+        },
+        selection_split=(
+            "low-rank: the tuning seed's own problem instance; head: the first "
+            "half of digits' held-out 20% (validation)"
+        ),
+        report_split=(
+            "low-rank: evaluation seeds' problem instances; head: the second half "
+            "of the held-out 20% (test), never used to tune or stop"
+        ),
         alternation="on each evaluation seed the arms run back to back, first arm alternating "
-                    "by seed parity",
-        claims=specs)
+        "by seed parity",
+        claims=specs,
+    )
     c_big, c_head = claims[f"{big}_seconds"], claims["digits_head_seconds"]
     dense = ratios["digits_head_seconds_dense_over_compressed"]
-    headline = (f"Timed from construction to recovery error 1e-3, the compressed network was "
-                f"{_g(c_big['geometric_mean'])}x faster than the original on {big} (worst seed "
-                f"{_g(c_big['worst'])}x, {c_big['n']} seeds) and its digits head "
-                f"{_g(c_head['geometric_mean'])}x faster than the uncompressed deep head (worst "
-                f"{_g(c_head['worst'])}x), " + (
-                    f"but a plain dense head was {_g(1 / dense['median'])}x faster than the "
-                    "compressed one." if dense["median"] < 1 else
-                    f"and {_g(dense['median'])}x faster than a plain dense head."))
+    headline = (
+        f"Timed from construction to recovery error 1e-3, the compressed network was "
+        f"{_g(c_big['geometric_mean'])}x faster than the original on {big} (worst seed "
+        f"{_g(c_big['worst'])}x, {c_big['n']} seeds) and its digits head "
+        f"{_g(c_head['geometric_mean'])}x faster than the uncompressed deep head (worst "
+        f"{_g(c_head['worst'])}x), "
+        + (
+            f"but a plain dense head was {_g(1 / dense['median'])}x faster than the compressed one."
+            if dense["median"] < 1
+            else f"and {_g(dense['median'])}x faster than a plain dense head."
+        )
+    )
     notes = _notes(results, claims, ratios, big, met, test_acc, wall)
     path = write_result(
-        "lowdim", smoke=args.smoke, out=args.out, headline=headline,
-        config={"eps": EPS, "tol": TOL, "alpha": ALPHA, "depth": 3, "dtype": "float64",
-                "threads": 1, "optimizer": "full-batch GD (low-rank), Adam (head)",
-                "problems": [f"{k}_d{d}" for k, d in cfg["problems"]], "cap": cfg["cap"],
-                "mc_observed": 0.3, "head": f"digits MLP 64-{HEAD_HIDDEN}-{HEAD_HIDDEN}, "
-                f"batch {HEAD_BATCH}, compressed width {LowDimConfig().width}",
-                "head_target_val_accuracy": cfg["head_target"],
-                "head_max_epochs": cfg["head_epochs"], "full_run_seconds": wall},
-        baseline=baseline, method=method, ratios=ratios,
-        target={"claim": "every problem's paired time ratio (original over compressed) wins: "
-                         "90% bootstrap lower bound > 1 (implied by a winning worst seed)"},
+        "lowdim",
+        smoke=args.smoke,
+        out=args.out,
+        headline=headline,
+        config={
+            "eps": EPS,
+            "tol": TOL,
+            "alpha": ALPHA,
+            "depth": 3,
+            "dtype": "float64",
+            "threads": 1,
+            "optimizer": "full-batch GD (low-rank), Adam (head)",
+            "problems": [f"{k}_d{d}" for k, d in cfg["problems"]],
+            "cap": cfg["cap"],
+            "mc_observed": 0.3,
+            "head": f"digits MLP 64-{HEAD_HIDDEN}-{HEAD_HIDDEN}, "
+            f"batch {HEAD_BATCH}, compressed width {LowDimConfig().width}",
+            "head_target_val_accuracy": cfg["head_target"],
+            "head_max_epochs": cfg["head_epochs"],
+            "full_run_seconds": wall,
+        },
+        baseline=baseline,
+        method=method,
+        ratios=ratios,
+        target={
+            "claim": "every problem's paired time ratio (original over compressed) wins: "
+            "90% bootstrap lower bound > 1 (implied by a winning worst seed)"
+        },
         notes=notes,
-        extra={"head_test_accuracy": test_acc}, protocol=protocol)
+        extra={"head_test_accuracy": test_acc},
+        protocol=protocol,
+    )
     print(path.read_text()[:2000])
 
 
 def _arms(results: dict, cfg: dict) -> dict[str, Arm]:
     """Every arm of a problem shares its stopping rule and timed region."""
-    lowrank = StoppingRule(kind="target", metric="recovery error ‖W−Φ‖_F/‖Φ‖_F", target=TOL,
-                           cadence="every iteration", note=f"cap {cfg['cap']} iterations")
-    head = StoppingRule(kind="target", metric="validation accuracy (at or above)",
-                        target=cfg["head_target"], cadence="every epoch",
-                        note=f"cap {cfg['head_epochs']} epochs")
+    lowrank = StoppingRule(
+        kind="target",
+        metric="recovery error ‖W−Φ‖_F/‖Φ‖_F",
+        target=TOL,
+        cadence="every iteration",
+        note=f"cap {cfg['cap']} iterations",
+    )
+    head = StoppingRule(
+        kind="target",
+        metric="validation accuracy (at or above)",
+        target=cfg["head_target"],
+        cadence="every epoch",
+        note=f"cap {cfg['head_epochs']} epochs",
+    )
     timed = TimedRegion(
-        includes=("network construction: the original net's orthogonal init (QR), the "
-                  "compressed net's surrogate −∇f(0), its SVD and spectral init",
-                  "the optimizer, every step and every stopping check"),
-        excludes=("building the problem (Φ, Ω) and loading digits, shared by the arms",))
-    return {f"{name}/{arm}": Arm(stopping=head if name == "digits_head" else lowrank,
-                                 timed=timed)
-            for name, res in results.items() for arm in res["runs"]}
+        includes=(
+            "network construction: the original net's orthogonal init (QR), the "
+            "compressed net's surrogate −∇f(0), its SVD and spectral init",
+            "the optimizer, every step and every stopping check",
+        ),
+        excludes=("building the problem (Φ, Ω) and loading digits, shared by the arms",),
+    )
+    return {
+        f"{name}/{arm}": Arm(stopping=head if name == "digits_head" else lowrank, timed=timed)
+        for name, res in results.items()
+        for arm in res["runs"]
+    }
 
 
 def _g(x) -> str:
@@ -347,9 +467,12 @@ def _notes(results, claims, ratios, big, met, test_acc, wall) -> str:
         f"{', '.join(_g(v) for v in c['per_seed'])}), "
         f"{'epochs' if name == 'digits_head_seconds' else 'iterations'} "
         f"{_g(ratios[_count_key(name)]['median'])}x"
-        for name, c in claims.items())
-    setup = {arm: summary([r["setup_seconds"] for r in results[big]["runs"][arm].values()])
-             ["median"] for arm in ARMS}
+        for name, c in claims.items()
+    )
+    setup = {
+        arm: summary([r["setup_seconds"] for r in results[big]["runs"][arm].values()])["median"]
+        for arm in ARMS
+    }
     return (
         f"Re-run under the protocol (issue 17 item 6). Changes from the previous result: the "
         f"original network's fit() formed the end-to-end product twice per iteration (error "
@@ -373,7 +496,8 @@ def _notes(results, claims, ratios, big, met, test_acc, wall) -> str:
         f"Head test accuracy (median): "
         f"original {test_acc['original']['median']:.3f}, compressed "
         f"{test_acc['compressed']['median']:.3f}, dense {test_acc['dense']['median']:.3f}. "
-        f"Whole run {wall:.0f} s.")
+        f"Whole run {wall:.0f} s."
+    )
 
 
 if __name__ == "__main__":

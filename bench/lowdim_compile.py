@@ -15,6 +15,7 @@ errors equal to 1e-9).
 
     python bench/lowdim_compile.py [--smoke] [--out PATH]
 """
+
 from __future__ import annotations
 
 import os
@@ -59,14 +60,16 @@ def network(variant: str, P: lowrank.LowRankProblem) -> deep_linear.DeepLinear:
     return L.compressed(P.surrogate, 2 * R, EPS, "spectral", gen)
 
 
-def timed_run(variant: str, P: lowrank.LowRankProblem, iterations: int, warmup: int,
-              compiled: bool) -> dict:
+def timed_run(
+    variant: str, P: lowrank.LowRankProblem, iterations: int, warmup: int, compiled: bool
+) -> dict:
     net = network(variant, P)
     opt = L.make_optimizer(L.param_groups(net, [net], ETA, ALPHA), "gd")
 
-    def loss_and_product():   # one product, read by the error check and the loss
+    def loss_and_product():  # one product, read by the error check and the loss
         W = net.product()
         return P.loss(W), W
+
     step_fn = loss_and_product
     if compiled:
         torch._dynamo.reset()
@@ -79,9 +82,12 @@ def timed_run(variant: str, P: lowrank.LowRankProblem, iterations: int, warmup: 
         loss.backward()
         opt.step()
         stamps.append(time.perf_counter())
-    return {"seconds_per_iteration": (stamps[-1] - stamps[warmup]) / iterations,
-            "warmup_seconds": stamps[warmup] - stamps[0], "final_error": errors[-1],
-            "errors": errors}
+    return {
+        "seconds_per_iteration": (stamps[-1] - stamps[warmup]) / iterations,
+        "warmup_seconds": stamps[warmup] - stamps[0],
+        "final_error": errors[-1],
+        "errors": errors,
+    }
 
 
 def _payback(eager: dict, compiled: dict):
@@ -106,14 +112,26 @@ def main() -> None:
     for rep in range(cfg["reps"]):
         for kind, variant in CONFIGS:
             key = f"{kind}_{variant}"
-            for arm in (ARMS if rep % 2 == 0 else ARMS[::-1]):
-                runs[key][arm][rep] = timed_run(variant, problems[kind], cfg["iterations"],
-                                                cfg["warmup"], compiled=arm == "compiled")
+            for arm in ARMS if rep % 2 == 0 else ARMS[::-1]:
+                runs[key][arm][rep] = timed_run(
+                    variant,
+                    problems[kind],
+                    cfg["iterations"],
+                    cfg["warmup"],
+                    compiled=arm == "compiled",
+                )
             e, c = (runs[key][arm][rep].pop("errors") for arm in ARMS)
             gaps[key].append(max(abs(a - b) for a, b in zip(e, c, strict=True)))
-            print(rep, key, {arm: f"{1e3 * runs[key][arm][rep]['seconds_per_iteration']:.3f} "
-                             f"ms/it, warm-up {runs[key][arm][rep]['warmup_seconds']:.2f} s"
-                             for arm in ARMS}, flush=True)
+            print(
+                rep,
+                key,
+                {
+                    arm: f"{1e3 * runs[key][arm][rep]['seconds_per_iteration']:.3f} "
+                    f"ms/it, warm-up {runs[key][arm][rep]['warmup_seconds']:.2f} s"
+                    for arm in ARMS
+                },
+                flush=True,
+            )
     record(runs, gaps, cfg, args, time.perf_counter() - wall)
 
 
@@ -125,49 +143,83 @@ def record(runs: dict, gaps: dict, cfg: dict, args, wall: float) -> None:
     specs = _claims(runs, gaps)
     claims = {c.name: c.judged() for c in specs if c.name.endswith(SPEED)}
     # the first repetition pays a cold cache; the later ones recompile from a warm one
-    warm = {key: {"cold_cache": r["compiled"][0]["warmup_seconds"],
-                  "warm_cache": summary([x["warmup_seconds"] for rep, x in
-                                         r["compiled"].items() if rep > 0]),
-                  "eager": summary([x["warmup_seconds"] for x in r["eager"].values()])}
-            for key, r in runs.items()}
-    amortise = {key: _payback(
-        {k: statistics.median(x[k] for x in r["eager"].values())
-         for k in ("seconds_per_iteration", "warmup_seconds")},
-        {"seconds_per_iteration": statistics.median(
-            x["seconds_per_iteration"] for x in r["compiled"].values()),
-         "warmup_seconds": r["compiled"][0]["warmup_seconds"]}) for key, r in runs.items()}
+    warm = {
+        key: {
+            "cold_cache": r["compiled"][0]["warmup_seconds"],
+            "warm_cache": summary(
+                [x["warmup_seconds"] for rep, x in r["compiled"].items() if rep > 0]
+            ),
+            "eager": summary([x["warmup_seconds"] for x in r["eager"].values()]),
+        }
+        for key, r in runs.items()
+    }
+    amortise = {
+        key: _payback(
+            {
+                k: statistics.median(x[k] for x in r["eager"].values())
+                for k in ("seconds_per_iteration", "warmup_seconds")
+            },
+            {
+                "seconds_per_iteration": statistics.median(
+                    x["seconds_per_iteration"] for x in r["compiled"].values()
+                ),
+                "warmup_seconds": r["compiled"][0]["warmup_seconds"],
+            },
+        )
+        for key, r in runs.items()
+    }
     same = all(g < GAP for gs in gaps.values() for g in gs)
-    stop = StoppingRule(kind="budget", metric="fit() iterations", target=cfg["iterations"],
-                        cadence="every iteration",
-                        note=f"after {cfg['warmup']} warm-up iterations")
+    stop = StoppingRule(
+        kind="budget",
+        metric="fit() iterations",
+        target=cfg["iterations"],
+        cadence="every iteration",
+        note=f"after {cfg['warmup']} warm-up iterations",
+    )
     timed = TimedRegion(
-        includes=("the timed iterations: the end-to-end product once, the error check, "
-                  "backward, GD step",),
-        excludes=("warm-up iterations (tracing and code generation when compiled), timed "
-                  "apart",))
+        includes=(
+            "the timed iterations: the end-to-end product once, the error check, backward, GD step",
+        ),
+        excludes=("warm-up iterations (tracing and code generation when compiled), timed apart",),
+    )
     protocol = Protocol(
-        kind="overhead", arms=same_rules(ARMS, stop, timed),
-        untuned={arm: f"no hyper-parameter: one workload, GD at η = {ETA}, α = {ALPHA}, "
-                      f"ε = {EPS}, on and off torch.compile" for arm in ARMS},
-        tuning_seeds=[], eval_seeds=list(range(cfg["reps"])),
-        problems=[{"name": f"{k}_d{cfg['d']}", "standard": False,
-                   "why": "the deep matrix factorisation / completion of arXiv 2311.05061"}
-                  for k in ("mf", "mc")],
-        baselines={"eager": "the same loop and the same single product per iteration, "
-                            "without torch.compile"},
+        kind="overhead",
+        arms=same_rules(ARMS, stop, timed),
+        untuned={
+            arm: f"no hyper-parameter: one workload, GD at η = {ETA}, α = {ALPHA}, "
+            f"ε = {EPS}, on and off torch.compile"
+            for arm in ARMS
+        },
+        tuning_seeds=[],
+        eval_seeds=list(range(cfg["reps"])),
+        problems=[
+            {
+                "name": f"{k}_d{cfg['d']}",
+                "standard": False,
+                "why": "the deep matrix factorisation / completion of arXiv 2311.05061",
+            }
+            for k in ("mf", "mc")
+        ],
+        baselines={
+            "eager": "the same loop and the same single product per iteration, "
+            "without torch.compile"
+        },
         selection_split="none: nothing is selected",
         report_split="none: the figures are times and the recovery-error trajectory",
         alternation="eager and compiled back to back in every repetition and configuration, "
-                    "the first arm alternating by repetition",
-        claims=specs)
+        "the first arm alternating by repetition",
+        claims=specs,
+    )
     speedups = {key: c["geometric_mean"] for key, c in claims.items()}
     lo, hi = min(speedups, key=speedups.get), max(speedups, key=speedups.get)
     unit = "_seconds_per_iteration"
-    headline = (f"At d = {cfg['d']}, compiling the deep linear loss changed the steady-state "
-                f"time per iteration by {_g(speedups[lo])}x ({lo.removesuffix(unit)}) "
-                f"to {_g(speedups[hi])}x ({hi.removesuffix(unit)}), eager "
-                f"over compiled over {cfg['reps']} alternating repetitions, with the same "
-                f"trajectory.")
+    headline = (
+        f"At d = {cfg['d']}, compiling the deep linear loss changed the steady-state "
+        f"time per iteration by {_g(speedups[lo])}x ({lo.removesuffix(unit)}) "
+        f"to {_g(speedups[hi])}x ({hi.removesuffix(unit)}), eager "
+        f"over compiled over {cfg['reps']} alternating repetitions, with the same "
+        f"trajectory."
+    )
     notes = (
         "Re-run as a protocol overhead benchmark. Changes from the previous result: "
         f"{cfg['reps']} repetitions with eager and compiled alternating (was one run each, "
@@ -176,36 +228,61 @@ def record(runs: dict, gaps: dict, cfg: dict, args, wall: float) -> None:
         "with the loss), and the error check is inside the timed iteration for both arms; "
         f"{cfg['iterations']} timed iterations (600 before too). Eager over compiled seconds per "
         "iteration, per repetition: "
-        + "; ".join(f"{k.removesuffix('_seconds_per_iteration')} "
-                    f"{', '.join(_g(v) for v in c['per_seed'])} (geometric mean "
-                    f"{_g(c['geometric_mean'])}, compiled faster on every repetition: "
-                    f"{c['worst'] > 1})" for k, c in claims.items())
+        + "; ".join(
+            f"{k.removesuffix('_seconds_per_iteration')} "
+            f"{', '.join(_g(v) for v in c['per_seed'])} (geometric mean "
+            f"{_g(c['geometric_mean'])}, compiled faster on every repetition: "
+            f"{c['worst'] > 1})"
+            for k, c in claims.items()
+        )
         + ". Compile warm-up with a cold / warm Inductor cache: "
-        + ", ".join(f"{k} {w['cold_cache']:.2f} s / {w['warm_cache']['median']:.2f} s"
-                    for k, w in warm.items())
+        + ", ".join(
+            f"{k} {w['cold_cache']:.2f} s / {w['warm_cache']['median']:.2f} s"
+            for k, w in warm.items()
+        )
         + "; iterations to pay the cold warm-up back: "
-        + ", ".join(f"{k} {v:.0f}" if v is not None else f"{k} never"
-                    for k, v in amortise.items())
+        + ", ".join(f"{k} {v:.0f}" if v is not None else f"{k} never" for k, v in amortise.items())
         + f". Trajectories equal to 1e-9 on every repetition: {same}. The previous result "
-          "(0.80x, 0.63x, 1.09x, 0.97x for mf/mc original/compressed, one run each) "
-          "is replaced by the paired figures above. "
-          f"Whole run {wall:.0f} s.")
+        "(0.80x, 0.63x, 1.09x, 0.97x for mf/mc original/compressed, one run each) "
+        "is replaced by the paired figures above. "
+        f"Whole run {wall:.0f} s."
+    )
     path = write_result(
-        "lowdim_compile", smoke=args.smoke, out=args.out, headline=headline,
-        config={"d": cfg["d"], "r": R, "eps": EPS, "eta": ETA, "alpha": ALPHA,
-                "iterations": cfg["iterations"], "warmup_iterations": cfg["warmup"],
-                "repetitions": cfg["reps"], "dtype": "float64", "threads": 1,
-                "compiled": "product W_L...W_1 and loss f(W) with their backward; GD update "
-                            "and error check eager", "full_run_seconds": wall},
+        "lowdim_compile",
+        smoke=args.smoke,
+        out=args.out,
+        headline=headline,
+        config={
+            "d": cfg["d"],
+            "r": R,
+            "eps": EPS,
+            "eta": ETA,
+            "alpha": ALPHA,
+            "iterations": cfg["iterations"],
+            "warmup_iterations": cfg["warmup"],
+            "repetitions": cfg["reps"],
+            "dtype": "float64",
+            "threads": 1,
+            "compiled": "product W_L...W_1 and loss f(W) with their backward; GD update "
+            "and error check eager",
+            "full_run_seconds": wall,
+        },
         baseline={k: r["eager"] for k, r in runs.items()},
         method={k: r["compiled"] for k, r in runs.items()},
-        ratios={"eager_over_compiled_seconds_per_iteration": speedups,
-                "iterations_to_amortise_cold_warmup": amortise, "warmup_seconds": warm,
-                "max_error_gap": {k: max(g) for k, g in gaps.items()}},
-        target={"report": "d=100 is overhead-bound: measure what torch.compile gains "
-                          "(reported, not required); met requires the compiled trajectory to "
-                          f"equal eager's to within {GAP:g}"},
-        notes=notes, protocol=protocol)
+        ratios={
+            "eager_over_compiled_seconds_per_iteration": speedups,
+            "iterations_to_amortise_cold_warmup": amortise,
+            "warmup_seconds": warm,
+            "max_error_gap": {k: max(g) for k, g in gaps.items()},
+        },
+        target={
+            "report": "d=100 is overhead-bound: measure what torch.compile gains "
+            "(reported, not required); met requires the compiled trajectory to "
+            f"equal eager's to within {GAP:g}"
+        },
+        notes=notes,
+        protocol=protocol,
+    )
     print(path.read_text()[:1500])
 
 
@@ -217,14 +294,28 @@ def _claims(runs: dict, gaps: dict) -> list[Claim]:
     and eager over compiled seconds per iteration (reported: the benchmark measures it)."""
     out = []
     for key, r in runs.items():
-        out.append(Claim(name=f"{key}_same_trajectory", arm="compiled", baseline=None,
-                         kind="bound", metric="max |recovery error, compiled - eager|",
-                         arm_values=dict(enumerate(gaps[key])), threshold=GAP))
-        out.append(Claim(name=key + SPEED, arm="compiled", baseline="eager",
-                         metric="steady-state seconds per iteration",
-                         baseline_values=per_rep(r["eager"], "seconds_per_iteration"),
-                         arm_values=per_rep(r["compiled"], "seconds_per_iteration"),
-                         required=False))
+        out.append(
+            Claim(
+                name=f"{key}_same_trajectory",
+                arm="compiled",
+                baseline=None,
+                kind="bound",
+                metric="max |recovery error, compiled - eager|",
+                arm_values=dict(enumerate(gaps[key])),
+                threshold=GAP,
+            )
+        )
+        out.append(
+            Claim(
+                name=key + SPEED,
+                arm="compiled",
+                baseline="eager",
+                metric="steady-state seconds per iteration",
+                baseline_values=per_rep(r["eager"], "seconds_per_iteration"),
+                arm_values=per_rep(r["compiled"], "seconds_per_iteration"),
+                required=False,
+            )
+        )
     return out
 
 

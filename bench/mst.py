@@ -29,6 +29,7 @@ untouched tiles) against masked dense SDPA.
     python bench/mst.py            # full run -> bench/results/mst.json (~4-5 min on 2 cores)
     python bench/mst.py --smoke    # seconds; checks the script end to end
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,35 +69,53 @@ from raytrain_eff.tasks.base import step_generator
 from raytrain_eff.tasks.classify import mlp
 from raytrain_eff.tasks.lm import LanguageModelTask
 
-REFERENCE_UPDATE_EVERY = MSTConfig().update_every    # ΔT of the reference defaults (100)
-UPDATES_PER_RUN = 12                                  # ΔT = steps // 12 here (a departure)
+REFERENCE_UPDATE_EVERY = MSTConfig().update_every  # ΔT of the reference defaults (100)
+UPDATES_PER_RUN = 12  # ΔT = steps // 12 here (a departure)
 
 FULL = dict(
-    lm=dict(model=LMConfig(seq_len=64, n_layer=2, n_head=4, n_embd=64), batch=8, steps=240,
-            eval_batches=16, lrs=[2.5e-3, 5e-3, 1e-2]),
+    lm=dict(
+        model=LMConfig(seq_len=64, n_layer=2, n_head=4, n_embd=64),
+        batch=8,
+        steps=240,
+        eval_batches=16,
+        lrs=[2.5e-3, 5e-3, 1e-2],
+    ),
     digits=dict(hidden=128, depth=2, batch=32, steps=300, lrs=[1e-3, 3e-3, 9e-3]),
-    tuning_seeds=[0, 1], eval_seeds=[101, 102, 103, 104, 105, 106, 107, 108],
-    max_widenings=4, kernel=dict(B=4, heads=4, T=512, head_dim=16, window=64, reps=7))
+    tuning_seeds=[0, 1],
+    eval_seeds=[101, 102, 103, 104, 105, 106, 107, 108],
+    max_widenings=4,
+    kernel=dict(B=4, heads=4, T=512, head_dim=16, window=64, reps=7),
+)
 SMOKE = dict(
-    lm=dict(model=LMConfig(seq_len=32, n_layer=1, n_head=2, n_embd=32), batch=4, steps=12,
-            eval_batches=2, lrs=[2.5e-3, 5e-3, 1e-2]),
+    lm=dict(
+        model=LMConfig(seq_len=32, n_layer=1, n_head=2, n_embd=32),
+        batch=4,
+        steps=12,
+        eval_batches=2,
+        lrs=[2.5e-3, 5e-3, 1e-2],
+    ),
     digits=dict(hidden=32, depth=1, batch=16, steps=24, lrs=[1e-3, 3e-3, 9e-3]),
-    tuning_seeds=[0], eval_seeds=[101, 102], max_widenings=1,
-    kernel=dict(B=2, heads=2, T=64, head_dim=8, window=16, reps=2))
+    tuning_seeds=[0],
+    eval_seeds=[101, 102],
+    max_widenings=1,
+    kernel=dict(B=2, heads=2, T=64, head_dim=8, window=16, reps=2),
+)
 ARMS = ("dense_steps", "mst", "dense_flops")
-WITHIN = 0.02   # stretch: MST's test loss within 2% of dense at equal steps
+WITHIN = 0.02  # stretch: MST's test loss within 2% of dense at equal steps
 
 
 def mst_config(steps: int, seed: int, schedule: dict | None = None) -> MSTConfig:
     """The reference defaults, ΔT scaled to the run (see ``departures``); ``schedule``
     replaces some of them (bench/mst_sweep.py's swept schedules)."""
-    return MSTConfig(**{"update_every": max(steps // UPDATES_PER_RUN, 1), **(schedule or {}),
-                        "seed": seed})
+    return MSTConfig(
+        **{"update_every": max(steps // UPDATES_PER_RUN, 1), **(schedule or {}), "seed": seed}
+    )
 
 
 # -- the two problems ------------------------------------------------------------------------
 class LMProblem:
     """Char-level GPT on the King James Bible; held-out tail split into validation | test."""
+
     name = "kjv_char_gpt"
 
     def __init__(self, cfg: dict):
@@ -109,8 +128,10 @@ class LMProblem:
         self.steps, self.batch, self.lrs = cfg["steps"], cfg["batch"], cfg["lrs"]
 
     def split_sizes(self) -> dict:
-        return {"train_chars": len(self.task.text.train_ids),
-                **{f"{k}_chars": len(v) for k, v in self.splits.items()}}
+        return {
+            "train_chars": len(self.task.text.train_ids),
+            **{f"{k}_chars": len(v) for k, v in self.splits.items()},
+        }
 
     def model(self, seed: int):
         torch.manual_seed(seed)
@@ -139,6 +160,7 @@ class LMProblem:
 
 class DigitsProblem:
     """scikit-learn's 8x8 digits, an MLP; the task's fixed shuffled order, 60/20/20."""
+
     name = "digits_mlp"
 
     def __init__(self, cfg: dict):
@@ -151,8 +173,10 @@ class DigitsProblem:
         self.steps, self.batch, self.lrs = cfg["steps"], cfg["batch"], cfg["lrs"]
 
     def split_sizes(self) -> dict:
-        return {"train_rows": len(self.train[1]),
-                **{f"{k}_rows": len(v[1]) for k, v in self.splits.items()}}
+        return {
+            "train_rows": len(self.train[1]),
+            **{f"{k}_rows": len(v[1]) for k, v in self.splits.items()},
+        }
 
     def model(self, seed: int):
         torch.manual_seed(seed)
@@ -164,7 +188,7 @@ class DigitsProblem:
         per_epoch = n // bs
         epoch, within = divmod(t, per_epoch)
         perm = torch.randperm(n, generator=step_generator(seed, epoch))
-        idx = perm[within * bs:(within + 1) * bs]
+        idx = perm[within * bs : (within + 1) * bs]
         return self.train[0][idx], self.train[1][idx]
 
     def loss(self, model, batch):
@@ -176,8 +200,10 @@ class DigitsProblem:
         model.eval()
         logits = model(X)
         model.train()
-        return {"loss": float(F.cross_entropy(logits, y)),
-                "accuracy": float((logits.argmax(1) == y).float().mean())}
+        return {
+            "loss": float(F.cross_entropy(logits, y)),
+            "accuracy": float((logits.argmax(1) == y).float().mean()),
+        }
 
 
 # -- one training run ------------------------------------------------------------------------
@@ -189,8 +215,9 @@ def lr_at(t: int, steps: int, lr: float) -> float:
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * u)))
 
 
-def run(problem, *, arm: str, lr: float, seed: int, steps: int, split: str,
-        schedule: dict | None = None) -> dict:
+def run(
+    problem, *, arm: str, lr: float, seed: int, steps: int, split: str, schedule: dict | None = None
+) -> dict:
     """One training run scored on ``split``: loss, analytic dense / effective FLOPs, wall
     seconds of the training loop (model build and evaluation outside the clock)."""
     model = problem.model(seed)
@@ -227,8 +254,13 @@ def run(problem, *, arm: str, lr: float, seed: int, steps: int, split: str,
     wall = time.perf_counter() - start
     scores = {"loss": math.inf} if diverged else problem.evaluate(model, split)
     return {f"{split}_{k}": v for k, v in scores.items()} | {
-        "flops_dense": dense, "flops_effective": eff, "wall_s": wall, "steps": steps,
-        "seed": seed, "lr": lr}
+        "flops_dense": dense,
+        "flops_effective": eff,
+        "wall_s": wall,
+        "steps": steps,
+        "seed": seed,
+        "lr": lr,
+    }
 
 
 # -- tuning, evaluation, claims --------------------------------------------------------------
@@ -240,22 +272,36 @@ def tune_arms(problem, cfg: dict) -> tuple[dict, dict, int]:
 
     def scorer(arm: str, steps: int):
         def score(lr: float) -> float:
-            rs = [run(problem, arm="mst" if arm == "mst" else "dense", lr=lr, seed=s,
-                      steps=steps, split="validation") for s in seeds]
+            rs = [
+                run(
+                    problem,
+                    arm="mst" if arm == "mst" else "dense",
+                    lr=lr,
+                    seed=s,
+                    steps=steps,
+                    split="validation",
+                )
+                for s in seeds
+            ]
             runs[arm][lr] = rs
             return statistics.fmean(r["validation_loss"] for r in rs)
+
         return score
 
     tuned = {}
     for arm in ("dense_steps", "mst"):
-        tuned[arm] = tune_bracketed(f"{problem.name}/{arm}", scorer(arm, S), problem.lrs,
-                                    max_widenings=cfg["max_widenings"])
+        tuned[arm] = tune_bracketed(
+            f"{problem.name}/{arm}", scorer(arm, S), problem.lrs, max_widenings=cfg["max_widenings"]
+        )
     best = runs["mst"][tuned["mst"]["winner"]]
     fraction = statistics.fmean(r["flops_effective"] / r["flops_dense"] for r in best)
     S_eq = max(round(S * fraction), 1)
-    tuned["dense_flops"] = tune_bracketed(f"{problem.name}/dense_flops",
-                                          scorer("dense_flops", S_eq), problem.lrs,
-                                          max_widenings=cfg["max_widenings"])
+    tuned["dense_flops"] = tune_bracketed(
+        f"{problem.name}/dense_flops",
+        scorer("dense_flops", S_eq),
+        problem.lrs,
+        max_widenings=cfg["max_widenings"],
+    )
     return tuned, runs, S_eq
 
 
@@ -264,11 +310,19 @@ def evaluate_arms(problem, cfg: dict, tuned: dict, S_eq: int) -> dict:
     steps = {"dense_steps": problem.steps, "mst": problem.steps, "dense_flops": S_eq}
     out: dict[str, list] = {arm: [] for arm in ARMS}
     for i, seed in enumerate(cfg["eval_seeds"]):
-        order = ARMS[i % 3:] + ARMS[:i % 3]
+        order = ARMS[i % 3 :] + ARMS[: i % 3]
         for arm in order:
-            out[arm].append(run(problem, arm="mst" if arm == "mst" else "dense",
-                                lr=tuned[arm]["winner"], seed=seed, steps=steps[arm],
-                                split="test") | {"order": order.index(arm)})
+            out[arm].append(
+                run(
+                    problem,
+                    arm="mst" if arm == "mst" else "dense",
+                    lr=tuned[arm]["winner"],
+                    seed=seed,
+                    steps=steps[arm],
+                    split="test",
+                )
+                | {"order": order.index(arm)}
+            )
     return out
 
 
@@ -279,51 +333,82 @@ def by_seed(runs: list[dict], key: str, scale: float = 1.0) -> dict:
 def analyse(problem, runs: dict) -> dict:
     m, ds, de = runs["mst"], runs["dense_steps"], runs["dense_flops"]
     at_steps = f"{problem.name}/{MST_AT_STEPS}"
-    specs = [Claim(name=f"{problem.name}/{name}", arm=arm, baseline=f"{problem.name}/{base}",
-                   metric="test loss" + (f" (dense x {1 + WITHIN})" if scale != 1 else ""),
-                   baseline_values=by_seed(dense, "test_loss", scale),
-                   arm_values=by_seed(m, "test_loss"), kind="difference",
-                   statistic="bootstrap_lower_90", required=required)
-             for name, arm, base, dense, scale, required in (
-                 ("beats_dense_at_equal_flops", f"{problem.name}/mst", "dense_flops", de, 1.0,
-                  True),
-                 ("beats_dense_at_equal_steps", at_steps, "dense_steps", ds, 1.0, False),
-                 ("within_2pct_of_dense_at_equal_steps", at_steps, "dense_steps", ds,
-                  1 + WITHIN, False))]
+    specs = [
+        Claim(
+            name=f"{problem.name}/{name}",
+            arm=arm,
+            baseline=f"{problem.name}/{base}",
+            metric="test loss" + (f" (dense x {1 + WITHIN})" if scale != 1 else ""),
+            baseline_values=by_seed(dense, "test_loss", scale),
+            arm_values=by_seed(m, "test_loss"),
+            kind="difference",
+            statistic="bootstrap_lower_90",
+            required=required,
+        )
+        for name, arm, base, dense, scale, required in (
+            ("beats_dense_at_equal_flops", f"{problem.name}/mst", "dense_flops", de, 1.0, True),
+            ("beats_dense_at_equal_steps", at_steps, "dense_steps", ds, 1.0, False),
+            ("within_2pct_of_dense_at_equal_steps", at_steps, "dense_steps", ds, 1 + WITHIN, False),
+        )
+    ]
     claims = {c.name.split("/", 1)[1]: c.judged() for c in specs}
     wall = paired(by_seed(ds, "wall_s"), by_seed(m, "wall_s"), kind="ratio")
     fraction = [r["flops_effective"] / d["flops_dense"] for r, d in zip(m, ds, strict=True)]
-    arms = {arm: {"steps": rs[0]["steps"], "lr": rs[0]["lr"], "runs": rs,
-                  **{k: summary([r[k] for r in rs]) for k in rs[0]
-                     if k.startswith("test_") or k in ("flops_effective", "flops_dense",
-                                                         "wall_s")}}
-            for arm, rs in runs.items()}
-    return {"claims": claims, "specs": specs, "arms": arms, "flop_fraction": summary(fraction),
-            "wall_dense_over_mst": wall}
+    arms = {
+        arm: {
+            "steps": rs[0]["steps"],
+            "lr": rs[0]["lr"],
+            "runs": rs,
+            **{
+                k: summary([r[k] for r in rs])
+                for k in rs[0]
+                if k.startswith("test_") or k in ("flops_effective", "flops_dense", "wall_s")
+            },
+        }
+        for arm, rs in runs.items()
+    }
+    return {
+        "claims": claims,
+        "specs": specs,
+        "arms": arms,
+        "flop_fraction": summary(fraction),
+        "wall_dense_over_mst": wall,
+    }
 
 
-MST_AT_STEPS = "mst (step budget)"   # the mst runs, compared at equal steps
+MST_AT_STEPS = "mst (step budget)"  # the mst runs, compared at equal steps
 
 
 def _arms(problems, s_eq: dict) -> dict[str, Arm]:
     """mst and dense_flops share a budget of effective FLOPs (dense_flops: S_eq steps); the same
     mst runs and dense_steps share a budget of S steps."""
-    timed = TimedRegion(includes=("the training loop: forward, backward, clip, AdamW, MST's "
-                                  "mask/topology work",),
-                        excludes=("model build", "evaluation"))
+    timed = TimedRegion(
+        includes=("the training loop: forward, backward, clip, AdamW, MST's mask/topology work",),
+        excludes=("model build", "evaluation"),
+    )
     out = {}
     for p in problems:
         steps = p.steps
-        flops = StoppingRule(kind="budget", metric="effective training FLOPs",
-                             target=f"MST's over {steps} steps", cadence="one evaluation at the "
-                             "end", note=f"dense_flops: S_eq = {s_eq[p.name]} steps, each arm's "
-                             "LR schedule (5% warm-up, cosine to 10%) over its own steps")
-        equal = StoppingRule(kind="budget", metric="training steps", target=steps,
-                             cadence="one evaluation at the end")
-        out |= {f"{p.name}/mst": Arm(stopping=flops, timed=timed),
-                f"{p.name}/dense_flops": Arm(stopping=flops, timed=timed),
-                f"{p.name}/{MST_AT_STEPS}": Arm(stopping=equal, timed=timed),
-                f"{p.name}/dense_steps": Arm(stopping=equal, timed=timed)}
+        flops = StoppingRule(
+            kind="budget",
+            metric="effective training FLOPs",
+            target=f"MST's over {steps} steps",
+            cadence="one evaluation at the end",
+            note=f"dense_flops: S_eq = {s_eq[p.name]} steps, each arm's "
+            "LR schedule (5% warm-up, cosine to 10%) over its own steps",
+        )
+        equal = StoppingRule(
+            kind="budget",
+            metric="training steps",
+            target=steps,
+            cadence="one evaluation at the end",
+        )
+        out |= {
+            f"{p.name}/mst": Arm(stopping=flops, timed=timed),
+            f"{p.name}/dense_flops": Arm(stopping=flops, timed=timed),
+            f"{p.name}/{MST_AT_STEPS}": Arm(stopping=equal, timed=timed),
+            f"{p.name}/dense_steps": Arm(stopping=equal, timed=timed),
+        }
     return out
 
 
@@ -333,8 +418,10 @@ def attention_kernel_timing(k: dict) -> dict:
     mask = pattern("local", T, w)
     g = torch.Generator().manual_seed(0)
     q, kk, v = (torch.randn(B, nh, T, hs, generator=g, requires_grad=True) for _ in range(3))
-    fns = {"dense_sdpa": lambda: F.scaled_dot_product_attention(q, kk, v, attn_mask=mask),
-           "block_sparse": lambda: block_sparse_attention(q, kk, v, mask, tile=w)}
+    fns = {
+        "dense_sdpa": lambda: F.scaled_dot_product_attention(q, kk, v, attn_mask=mask),
+        "block_sparse": lambda: block_sparse_attention(q, kk, v, mask, tile=w),
+    }
     times = {name: [] for name in fns}
     for _ in range(k["reps"]):  # interleaved so machine noise hits both alike
         for name, fn in fns.items():
@@ -342,9 +429,11 @@ def attention_kernel_timing(k: dict) -> dict:
             fn().sum().backward()
             times[name].append(time.perf_counter() - t0)
     med = {name: statistics.median(ts) for name, ts in times.items()}
-    return {"shape": {"B": B, "heads": nh, "T": T, "head_dim": hs, "window": w, "tile": w},
-            "seconds": {n: summary(ts) for n, ts in times.items()},
-            "speedup": med["dense_sdpa"] / med["block_sparse"]}
+    return {
+        "shape": {"B": B, "heads": nh, "T": T, "head_dim": hs, "window": w, "tile": w},
+        "seconds": {n: summary(ts) for n, ts in times.items()},
+        "speedup": med["dense_sdpa"] / med["block_sparse"],
+    }
 
 
 def previous_result() -> dict | None:
@@ -362,13 +451,23 @@ def main() -> None:
     for p in problems:
         tuned, truns, S_eq = tune_arms(p, cfg)
         tuning |= {f"{p.name}/{arm}": rec for arm, rec in tuned.items()}
-        tuning_runs[p.name] = {arm: {str(lr): rs for lr, rs in d.items()}
-                               for arm, d in truns.items()}
+        tuning_runs[p.name] = {
+            arm: {str(lr): rs for lr, rs in d.items()} for arm, d in truns.items()
+        }
         s_eq[p.name] = S_eq
         results[p.name] = analyse(p, evaluate_arms(p, cfg, tuned, S_eq))
     kernel = attention_kernel_timing(cfg["kernel"])
-    report(args, cfg, problems, results, tuning, tuning_runs, kernel,
-           time.perf_counter() - t0, _arms(problems, s_eq))
+    report(
+        args,
+        cfg,
+        problems,
+        results,
+        tuning,
+        tuning_runs,
+        kernel,
+        time.perf_counter() - t0,
+        _arms(problems, s_eq),
+    )
 
 
 def report(args, cfg, problems, results, tuning, tuning_runs, kernel, elapsed, arms) -> None:
@@ -379,42 +478,53 @@ def report(args, cfg, problems, results, tuning, tuning_runs, kernel, elapsed, a
     def line(p, r) -> str:
         c, a = r["claims"], r["arms"]
         eq, st = c["beats_dense_at_equal_flops"], c["beats_dense_at_equal_steps"]
-        return (f"{p.name}: MST test loss {a['mst']['test_loss']['median']:.3g} vs dense "
-                f"{a['dense_flops']['test_loss']['median']:.3g} at equal effective FLOPs "
-                f"(paired diff median {eq['median']:+.2g}, worst seed {eq['worst']:+.2g}, "
-                f"90% bound {eq['bootstrap_lower_90']:+.2g}; "
-                f"{'wins' if eq['met'] else 'does not win'}) and "
-                f"{a['dense_steps']['test_loss']['median']:.3g} at equal steps (diff "
-                f"{st['median']:+.2g}, worst {st['worst']:+.2g}, bound "
-                f"{st['bootstrap_lower_90']:+.2g}) at "
-                f"{r['flop_fraction']['median']:.2f}x effective (theoretical) FLOPs, measured "
-                f"wall {1 / r['wall_dense_over_mst']['median']:.2f}x dense")
-    headline = (f"MST at reference defaults, {len(cfg['eval_seeds'])} paired test seeds: "
-                f"on the KJV char-GPT its test loss is "
-                f"{lm['arms']['mst']['test_loss']['median']:.3g} vs "
-                f"{lm['arms']['dense_flops']['test_loss']['median']:.3g} for dense at equal "
-                f"effective (theoretical) FLOPs ({lm['flop_fraction']['median']:.2f}x dense; "
-                f"paired diff {lm['claims']['beats_dense_at_equal_flops']['median']:+.2g}, "
-                f"90% lower bound "
-                f"{lm['claims']['beats_dense_at_equal_flops']['bootstrap_lower_90']:+.2g}) "
-                f"and {lm['arms']['dense_steps']['test_loss']['median']:.3g} at equal steps "
-                f"(diff {lm['claims']['beats_dense_at_equal_steps']['median']:+.2g}), on the "
-                f"digits MLP {dg['arms']['mst']['test_loss']['median']:.3g} vs "
-                f"{dg['arms']['dense_flops']['test_loss']['median']:.3g} at equal FLOPs "
-                f"({dg['flop_fraction']['median']:.2f}x; diff "
-                f"{dg['claims']['beats_dense_at_equal_flops']['median']:+.2g}, bound "
-                f"{dg['claims']['beats_dense_at_equal_flops']['bootstrap_lower_90']:+.2g}), "
-                f"and its measured wall time is {1 / lm['wall_dense_over_mst']['median']:.2f}x "
-                f"dense (no sparse kernel on CPU: the FLOP saving is theoretical).")
+        return (
+            f"{p.name}: MST test loss {a['mst']['test_loss']['median']:.3g} vs dense "
+            f"{a['dense_flops']['test_loss']['median']:.3g} at equal effective FLOPs "
+            f"(paired diff median {eq['median']:+.2g}, worst seed {eq['worst']:+.2g}, "
+            f"90% bound {eq['bootstrap_lower_90']:+.2g}; "
+            f"{'wins' if eq['met'] else 'does not win'}) and "
+            f"{a['dense_steps']['test_loss']['median']:.3g} at equal steps (diff "
+            f"{st['median']:+.2g}, worst {st['worst']:+.2g}, bound "
+            f"{st['bootstrap_lower_90']:+.2g}) at "
+            f"{r['flop_fraction']['median']:.2f}x effective (theoretical) FLOPs, measured "
+            f"wall {1 / r['wall_dense_over_mst']['median']:.2f}x dense"
+        )
+
+    headline = (
+        f"MST at reference defaults, {len(cfg['eval_seeds'])} paired test seeds: "
+        f"on the KJV char-GPT its test loss is "
+        f"{lm['arms']['mst']['test_loss']['median']:.3g} vs "
+        f"{lm['arms']['dense_flops']['test_loss']['median']:.3g} for dense at equal "
+        f"effective (theoretical) FLOPs ({lm['flop_fraction']['median']:.2f}x dense; "
+        f"paired diff {lm['claims']['beats_dense_at_equal_flops']['median']:+.2g}, "
+        f"90% lower bound "
+        f"{lm['claims']['beats_dense_at_equal_flops']['bootstrap_lower_90']:+.2g}) "
+        f"and {lm['arms']['dense_steps']['test_loss']['median']:.3g} at equal steps "
+        f"(diff {lm['claims']['beats_dense_at_equal_steps']['median']:+.2g}), on the "
+        f"digits MLP {dg['arms']['mst']['test_loss']['median']:.3g} vs "
+        f"{dg['arms']['dense_flops']['test_loss']['median']:.3g} at equal FLOPs "
+        f"({dg['flop_fraction']['median']:.2f}x; diff "
+        f"{dg['claims']['beats_dense_at_equal_flops']['median']:+.2g}, bound "
+        f"{dg['claims']['beats_dense_at_equal_flops']['bootstrap_lower_90']:+.2g}), "
+        f"and its measured wall time is {1 / lm['wall_dense_over_mst']['median']:.2f}x "
+        f"dense (no sparse kernel on CPU: the FLOP saving is theoretical)."
+    )
     prev = previous_result()
-    prev_txt = ("no previous result" if prev is None else
-                f"previous result ({prev.get('date')}, {prev.get('commit', '')[:12]}): MST with "
-                f"the Tune-swept schedule, LR grid of 3 per arm on one tuning seed, scored and "
-                f"reported on the same validation windows over 3 seeds, met="
-                f"{prev.get('met')} by 'beats dense at equal FLOPs by > 3x the seed range' "
-                f"(notes: {str(prev.get('notes', ''))[:160]}...)")
-    stretch = {p.name: results[p.name]["claims"]["within_2pct_of_dense_at_equal_steps"]["met"]
-               and results[p.name]["flop_fraction"]["median"] <= 0.5 for p in problems}
+    prev_txt = (
+        "no previous result"
+        if prev is None
+        else f"previous result ({prev.get('date')}, {prev.get('commit', '')[:12]}): MST with "
+        f"the Tune-swept schedule, LR grid of 3 per arm on one tuning seed, scored and "
+        f"reported on the same validation windows over 3 seeds, met="
+        f"{prev.get('met')} by 'beats dense at equal FLOPs by > 3x the seed range' "
+        f"(notes: {str(prev.get('notes', ''))[:160]}...)"
+    )
+    stretch = {
+        p.name: results[p.name]["claims"]["within_2pct_of_dense_at_equal_steps"]["met"]
+        and results[p.name]["flop_fraction"]["median"] <= 0.5
+        for p in problems
+    }
     notes = (
         f"What changed: {prev_txt}. Now: MST runs at the reference defaults (MSTConfig; ΔT "
         f"scaled to the run), not the swept schedule (that departure is measured in "
@@ -425,10 +535,10 @@ def report(args, cfg, problems, results, tuning, tuning_runs, kernel, elapsed, a
         f"differences (worst seed or 90% bootstrap bound), and a second, standard problem "
         f"(digits MLP) was added. Verdict: the claim (MST beats dense at equal effective FLOPs "
         f"on both problems) {'holds' if met else 'does NOT hold'}. "
-        + "; ".join(line(p, results[p.name]) for p in problems) +
-        f". Stretch (within {WITHIN:.0%} of dense at equal steps at <= 0.5x FLOPs): "
-        + ", ".join(f"{k} {'met' if v else 'not met'}" for k, v in stretch.items()) +
-        f". Effective FLOPs are analytic (sparse matmuls at their density, attention at "
+        + "; ".join(line(p, results[p.name]) for p in problems)
+        + f". Stretch (within {WITHIN:.0%} of dense at equal steps at <= 0.5x FLOPs): "
+        + ", ".join(f"{k} {'met' if v else 'not met'}" for k, v in stretch.items())
+        + f". Effective FLOPs are analytic (sparse matmuls at their density, attention at "
         f"{MSTConfig().attention_tile}-token tiles, dense dW on gradient-growth steps): what an "
         f"ideal sparse kernel would do. On this CPU MST ran the dense arithmetic plus mask "
         f"and topology work, so its wall ratio shows that overhead (and host noise), never "
@@ -437,62 +547,100 @@ def report(args, cfg, problems, results, tuning, tuning_runs, kernel, elapsed, a
         f"masked SDPA (T={kernel['shape']['T']}, window {kernel['shape']['window']}, fwd+bwd). "
         f"Scale is tiny (LM {cfg['lm']['model'].n_layer}x{cfg['lm']['model'].n_embd}, "
         f"T={cfg['lm']['model'].seq_len}, batch {cfg['lm']['batch']}, {cfg['lm']['steps']} "
-        f"steps; the paper: GPT-2 on 9B tokens). Whole run {elapsed:.0f} s.")
+        f"steps; the paper: GPT-2 on 9B tokens). Whole run {elapsed:.0f} s."
+    )
     protocol = Protocol(
-        kind="comparison", arms=arms,
+        kind="comparison",
+        arms=arms,
         tuning=tuning,
-        untuned={f"{p.name}/{MST_AT_STEPS}": f"the {p.name}/mst runs, compared at equal steps: "
-                 "tuned as mst" for p in problems},
-        tuning_seeds=cfg["tuning_seeds"], eval_seeds=cfg["eval_seeds"],
-        problems=[{"name": LMProblem.name, "standard": False,
-                   "why": "the method's own setting (char-level GPT pre-training, as the "
-                          "paper's GPT-2), at a CPU-sized scale"},
-                  {"name": DigitsProblem.name, "standard": True,
-                   "why": "scikit-learn's bundled digits with an MLP: a standard problem the "
-                          "MST authors did not choose; MST sparsifies its Linear layers "
-                          "(no attention)"}],
-        baselines={"dense_steps": "the same model, loop and optimizer with no masks, same steps"
-                                  " (equal tokens); LR tuned like MST's",
-                   "dense_flops": "the same dense model trained for S_eq steps, its own full LR "
-                                  "schedule: the dense run that spends MST's effective FLOPs; "
-                                  "LR tuned like MST's"},
-        departures={"update_every": f"reference default {REFERENCE_UPDATE_EVERY} steps (for runs"
-                                    f" of thousands of steps); here steps // {UPDATES_PER_RUN} "
-                                    f"(20 at 240 steps, 25 at 300) so that warm-up and "
-                                    f"restoration see several topology updates",
-                    "schedule": "reference defaults here; the Ray Tune-swept schedule is a "
-                                "departure measured in bench/mst_sweep.py"},
+        untuned={
+            f"{p.name}/{MST_AT_STEPS}": f"the {p.name}/mst runs, compared at equal steps: "
+            "tuned as mst"
+            for p in problems
+        },
+        tuning_seeds=cfg["tuning_seeds"],
+        eval_seeds=cfg["eval_seeds"],
+        problems=[
+            {
+                "name": LMProblem.name,
+                "standard": False,
+                "why": "the method's own setting (char-level GPT pre-training, as the "
+                "paper's GPT-2), at a CPU-sized scale",
+            },
+            {
+                "name": DigitsProblem.name,
+                "standard": True,
+                "why": "scikit-learn's bundled digits with an MLP: a standard problem the "
+                "MST authors did not choose; MST sparsifies its Linear layers "
+                "(no attention)",
+            },
+        ],
+        baselines={
+            "dense_steps": "the same model, loop and optimizer with no masks, same steps"
+            " (equal tokens); LR tuned like MST's",
+            "dense_flops": "the same dense model trained for S_eq steps, its own full LR "
+            "schedule: the dense run that spends MST's effective FLOPs; "
+            "LR tuned like MST's",
+        },
+        departures={
+            "update_every": f"reference default {REFERENCE_UPDATE_EVERY} steps (for runs"
+            f" of thousands of steps); here steps // {UPDATES_PER_RUN} "
+            f"(20 at 240 steps, 25 at 300) so that warm-up and "
+            f"restoration see several topology updates",
+            "schedule": "reference defaults here; the Ray Tune-swept schedule is a "
+            "departure measured in bench/mst_sweep.py",
+        },
         selection_split="validation: LM first half of the held-out tail, digits rows 60-80%",
         report_split="test: LM second half of the held-out tail, digits rows 80-100%",
         alternation="every evaluation seed runs all three arms, the order rotating per seed",
-        claims=specs)
+        claims=specs,
+    )
     equal_flops, equal_steps = "beats_dense_at_equal_flops", "beats_dense_at_equal_steps"
-    ratios = {"lm_flop_fraction_effective_theoretical": lm["flop_fraction"]["median"],
-              "lm_test_diff_vs_dense_equal_flops": lm["claims"][equal_flops]["median"],
-              "lm_test_diff_vs_dense_equal_steps": lm["claims"][equal_steps]["median"],
-              "lm_wall_mst_over_dense_steps_measured": 1 / lm["wall_dense_over_mst"]["median"],
-              "digits_flop_fraction_effective_theoretical": dg["flop_fraction"]["median"],
-              "digits_test_diff_vs_dense_equal_flops": dg["claims"][equal_flops]["median"],
-              "digits_test_diff_vs_dense_equal_steps": dg["claims"][equal_steps]["median"]}
-    config = {k: (v if k not in ("lm",) else {**v, "model": dataclasses.asdict(v["model"])})
-              for k, v in cfg.items()} | {
+    ratios = {
+        "lm_flop_fraction_effective_theoretical": lm["flop_fraction"]["median"],
+        "lm_test_diff_vs_dense_equal_flops": lm["claims"][equal_flops]["median"],
+        "lm_test_diff_vs_dense_equal_steps": lm["claims"][equal_steps]["median"],
+        "lm_wall_mst_over_dense_steps_measured": 1 / lm["wall_dense_over_mst"]["median"],
+        "digits_flop_fraction_effective_theoretical": dg["flop_fraction"]["median"],
+        "digits_test_diff_vs_dense_equal_flops": dg["claims"][equal_flops]["median"],
+        "digits_test_diff_vs_dense_equal_steps": dg["claims"][equal_steps]["median"],
+    }
+    config = {
+        k: (v if k not in ("lm",) else {**v, "model": dataclasses.asdict(v["model"])})
+        for k, v in cfg.items()
+    } | {
         "mst": dataclasses.asdict(mst_config(cfg["lm"]["steps"], 0)) | {"seed": "eval seed"},
-        "splits": {p.name: p.split_sizes() for p in problems}}
+        "splits": {p.name: p.split_sizes() for p in problems},
+    }
     write_result(
-        "mst", headline=headline, config=config,
-        baseline={p.name: {a: results[p.name]["arms"][a] for a in ("dense_steps", "dense_flops")}
-                  for p in problems},
-        method={p.name: results[p.name]["arms"]["mst"] | {
-            "flop_fraction": results[p.name]["flop_fraction"],
-            "wall_dense_over_mst": results[p.name]["wall_dense_over_mst"]} for p in problems},
+        "mst",
+        headline=headline,
+        config=config,
+        baseline={
+            p.name: {a: results[p.name]["arms"][a] for a in ("dense_steps", "dense_flops")}
+            for p in problems
+        },
+        method={
+            p.name: results[p.name]["arms"]["mst"]
+            | {
+                "flop_fraction": results[p.name]["flop_fraction"],
+                "wall_dense_over_mst": results[p.name]["wall_dense_over_mst"],
+            }
+            for p in problems
+        },
         ratios=ratios,
-        target={"claim": "MST's test loss below dense at equal effective FLOPs on both problems "
-                         "(paired difference: 90% bootstrap lower bound > 0)",
-                "stretch": f"within {WITHIN:.0%} of dense at equal steps at <= 0.5x effective "
-                           f"FLOPs", "stretch_met": stretch},
-        notes=notes, smoke=args.smoke, out=args.out,
+        target={
+            "claim": "MST's test loss below dense at equal effective FLOPs on both problems "
+            "(paired difference: 90% bootstrap lower bound > 0)",
+            "stretch": f"within {WITHIN:.0%} of dense at equal steps at <= 0.5x effective FLOPs",
+            "stretch_met": stretch,
+        },
+        notes=notes,
+        smoke=args.smoke,
+        out=args.out,
         extra={"cpu_attention_kernel": kernel, "tuning_runs": tuning_runs},
-        protocol=protocol)
+        protocol=protocol,
+    )
     print(headline)
     print(notes)
 

@@ -24,6 +24,7 @@ Problems: the paper's synthetic regression (full batch, n = B, with n = 8 and n 
 2 threads) and scikit-learn's digits (not chosen by the authors): n = B = 64 rows, and all 1438
 training rows indexed with minibatches of 64.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,7 +50,7 @@ from raytrain_eff.tasks.wide import WideTask
 
 ARMS = ("dense_fused", "dense_rows", "exact")
 DENSE = ("dense_fused", "dense_rows")
-DEFAULTS = SublinearConfig()                  # lr 1.0, fanout 8, slack 0: the method's defaults
+DEFAULTS = SublinearConfig()  # lr 1.0, fanout 8, slack 0: the method's defaults
 
 
 class _Holder(torch.nn.Module):
@@ -62,12 +63,18 @@ class _Holder(torch.nn.Module):
 def load_problem(problem: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(X, Y) for the n indexed rows: unit-norm inputs; Y float targets (one-hot for digits)."""
     if problem == "synthetic":
-        task = WideTask(WideConfig(dataset="synthetic", num_train=n, num_val=1, dim=64),
-                        DataConfig(dataset="synthetic", batch_size=n), seed=seed)
+        task = WideTask(
+            WideConfig(dataset="synthetic", num_train=n, num_val=1, dim=64),
+            DataConfig(dataset="synthetic", batch_size=n),
+            seed=seed,
+        )
         task.load()
         return task.X_train.contiguous(), task.Y_train.to(torch.float32).contiguous()
-    task = WideTask(WideConfig(dataset="digits"), DataConfig(dataset="digits", batch_size=n,
-                                                             val_fraction=0.2), seed=seed)
+    task = WideTask(
+        WideConfig(dataset="digits"),
+        DataConfig(dataset="digits", batch_size=n, val_fraction=0.2),
+        seed=seed,
+    )
     task.load()
     if n > len(task.X_train):
         raise ValueError(f"digits has {len(task.X_train)} training rows, asked for {n}")
@@ -79,29 +86,30 @@ def load_problem(problem: str, n: int, seed: int) -> tuple[torch.Tensor, torch.T
 class DenseArm:
     """The same SGD step on the shifted-ReLU layer, in place; ``rows_only`` writes U only."""
 
-    def __init__(self, W: torch.Tensor, a: torch.Tensor, b: float, lr: float, B: int,
-                 rows_only: bool):
+    def __init__(
+        self, W: torch.Tensor, a: torch.Tensor, b: float, lr: float, B: int, rows_only: bool
+    ):
         self.W, self.a, self.lr, self.rows_only = W, a, lr, rows_only
         self.s = 1.0 / math.sqrt(W.shape[0])
         self.negb = torch.full((1,), -b, dtype=W.dtype)
-        self.z = torch.empty(B, W.shape[0], dtype=W.dtype)          # set-up: not timed
+        self.z = torch.empty(B, W.shape[0], dtype=W.dtype)  # set-up: not timed
         self.c = None if rows_only else torch.empty(B, W.shape[0], dtype=W.dtype)
         self.updated = 0
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         W, a, z, B = self.W, self.a, self.z, len(x)
-        torch.addmm(self.negb, x, W.t(), out=z)                      # z = x·Wᵀ − b
+        torch.addmm(self.negb, x, W.t(), out=z)  # z = x·Wᵀ − b
         z.relu_()
-        g = torch.mm(z, a).mul_(self.s).sub_(y).mul_(self.s / B)    # (1/√m)·∂ℓ/∂f_i
+        g = torch.mm(z, a).mul_(self.s).sub_(y).mul_(self.s / B)  # (1/√m)·∂ℓ/∂f_i
         if self.rows_only:
-            U = z.sum(0).nonzero().squeeze(1)                       # z ≥ 0: active somewhere
-            mask = z.index_select(1, U).sign_()                     # (B, |U|) 1[z > 0]
+            U = z.sum(0).nonzero().squeeze(1)  # z ≥ 0: active somewhere
+            mask = z.index_select(1, U).sign_()  # (B, |U|) 1[z > 0]
             coef = torch.mm(g, a.index_select(0, U).t()).mul_(mask)
             W.index_add_(0, U, torch.mm(coef.t(), x), alpha=-self.lr)
             self.updated = len(U)
         else:
-            c = torch.mm(g, a.t(), out=self.c).mul_(z.sign_())     # 1[z > 0]·⟨a_r, g_i⟩
+            c = torch.mm(g, a.t(), out=self.c).mul_(z.sign_())  # 1[z > 0]·⟨a_r, g_i⟩
             W.addmm_(c.t(), x, alpha=-self.lr)
             self.updated = W.shape[0]
 
@@ -113,7 +121,7 @@ class ExactArm:
         self.layer = layer
         t0 = time.perf_counter()
         use_index(layer, "exact", X, fanout=DEFAULTS.fanout, slack=DEFAULTS.slack)
-        self.build_seconds = time.perf_counter() - t0                # set-up: reported, not timed
+        self.build_seconds = time.perf_counter() - t0  # set-up: reported, not timed
         self.opt = NeuronSGD(_Holder(layer), lr=lr)
         self.updated = 0
 
@@ -139,9 +147,11 @@ def run_seed(problem: str, n: int, B: int, m: int, seed: int, iters: int, warmup
     d, k = X.shape[1], Y.shape[1]
     layer = ShiftedReLU(d, m, k, seed=seed)
     W0 = layer.weight.detach().clone()
-    arms = {"dense_fused": DenseArm(W0.clone(), layer.a, layer.b, DEFAULTS.lr, B, False),
-            "dense_rows": DenseArm(W0.clone(), layer.a, layer.b, DEFAULTS.lr, B, True),
-            "exact": ExactArm(layer, X, DEFAULTS.lr)}
+    arms = {
+        "dense_fused": DenseArm(W0.clone(), layer.a, layer.b, DEFAULTS.lr, B, False),
+        "dense_rows": DenseArm(W0.clone(), layer.a, layer.b, DEFAULTS.lr, B, True),
+        "exact": ExactArm(layer, X, DEFAULTS.lr),
+    }
     gen = torch.Generator().manual_seed(10_000 + seed)
     cpu = {arm: [] for arm in ARMS}
     wall = {arm: [] for arm in ARMS}
@@ -150,7 +160,7 @@ def run_seed(problem: str, n: int, B: int, m: int, seed: int, iters: int, warmup
     for it in range(warmup + iters):
         rows = torch.randperm(n, generator=gen)[:B]
         x, y = X[rows], Y[rows]
-        order = ARMS[it % 3:] + ARMS[:it % 3]                        # rotate who goes first
+        order = ARMS[it % 3 :] + ARMS[: it % 3]  # rotate who goes first
         for arm in order:
             obj = arms[arm]
             c, w = timed(obj.step, x, y, rows) if arm == "exact" else timed(obj.step, x, y)
@@ -164,16 +174,22 @@ def run_seed(problem: str, n: int, B: int, m: int, seed: int, iters: int, warmup
                 counts[key].append(st[key])
     W_exact = layer.weight.detach()
     scale = float((arms["dense_fused"].W - W0).abs().max())
-    gaps = {"exact_vs_dense_fused": float((W_exact - arms["dense_fused"].W).abs().max()),
-            "dense_rows_vs_dense_fused": float((arms["dense_rows"].W -
-                                                arms["dense_fused"].W).abs().max()),
-            "max_weight_change": scale}
-    return {"cpu": {a: statistics.median(v) for a, v in cpu.items()},
-            "wall": {a: statistics.median(v) for a, v in wall.items()},
-            "updated": {a: statistics.median(v) for a, v in touched.items()},
-            "exact_counts": {kk: statistics.median(v) for kk, v in counts.items()},
-            "build_seconds": arms["exact"].build_seconds, "gaps": gaps,
-            "steps": warmup + iters}
+    gaps = {
+        "exact_vs_dense_fused": float((W_exact - arms["dense_fused"].W).abs().max()),
+        "dense_rows_vs_dense_fused": float(
+            (arms["dense_rows"].W - arms["dense_fused"].W).abs().max()
+        ),
+        "max_weight_change": scale,
+    }
+    return {
+        "cpu": {a: statistics.median(v) for a, v in cpu.items()},
+        "wall": {a: statistics.median(v) for a, v in wall.items()},
+        "updated": {a: statistics.median(v) for a, v in touched.items()},
+        "exact_counts": {kk: statistics.median(v) for kk, v in counts.items()},
+        "build_seconds": arms["exact"].build_seconds,
+        "gaps": gaps,
+        "steps": warmup + iters,
+    }
 
 
 def dense_flops(B: int, m: int, d: int, k: int, updated: float) -> float:
@@ -192,9 +208,14 @@ def sweep(cfg: dict, seeds: list[int], iters: int, warmup: int) -> dict:
         runs = {}
         for seed in seeds:
             r = runs[seed] = run_seed(problem, n, B, m, seed, iters, warmup)
-            print(f"{cfg['name']} m=2^{int(math.log2(m))} seed {seed}: " +
-                  " ".join(f"{a} {r['cpu'][a] * 1e3:.2f}ms cpu/{r['wall'][a] * 1e3:.2f}ms wall"
-                           for a in ARMS), flush=True)
+            print(
+                f"{cfg['name']} m=2^{int(math.log2(m))} seed {seed}: "
+                + " ".join(
+                    f"{a} {r['cpu'][a] * 1e3:.2f}ms cpu/{r['wall'][a] * 1e3:.2f}ms wall"
+                    for a in ARMS
+                ),
+                flush=True,
+            )
         d, k = (64, 1) if problem == "synthetic" else (64, 10)
         entry = {"m": m}
         for arm in ARMS:
@@ -202,34 +223,46 @@ def sweep(cfg: dict, seeds: list[int], iters: int, warmup: int) -> dict:
             entry[arm] = {
                 "cpu_seconds": harness.summary([runs[s]["cpu"][arm] for s in seeds]),
                 "wall_seconds": harness.summary([runs[s]["wall"][arm] for s in seeds]),
-                "neurons_read_per_input": m if arm != "exact" else statistics.median(
-                    runs[s]["exact_counts"]["pairs"] / B for s in seeds),
+                "neurons_read_per_input": m
+                if arm != "exact"
+                else statistics.median(runs[s]["exact_counts"]["pairs"] / B for s in seeds),
                 "neurons_updated_per_step": upd,
-                "flops_per_step": dense_flops(B, m, d, k, upd) if arm != "exact" else
-                statistics.median(runs[s]["exact_counts"]["flops"] for s in seeds)}
+                "flops_per_step": dense_flops(B, m, d, k, upd)
+                if arm != "exact"
+                else statistics.median(runs[s]["exact_counts"]["flops"] for s in seeds),
+            }
         ex = entry["exact"]
         ex["flops_note"] = "the layer's own count: key reads, pair dots, grads, re-keying n·d"
-        ex["keys_read_per_step"] = statistics.median(runs[s]["exact_counts"]["reads"]
-                                                     for s in seeds)
-        ex["neurons_rekeyed_per_step"] = statistics.median(runs[s]["exact_counts"]["rekeyed"]
-                                                           for s in seeds)
-        ex["query_wall_seconds"] = statistics.median(runs[s]["exact_counts"]["query_s"]
-                                                     for s in seeds)
-        ex["rekey_wall_seconds"] = statistics.median(runs[s]["exact_counts"]["update_s"]
-                                                     for s in seeds)
+        ex["keys_read_per_step"] = statistics.median(
+            runs[s]["exact_counts"]["reads"] for s in seeds
+        )
+        ex["neurons_rekeyed_per_step"] = statistics.median(
+            runs[s]["exact_counts"]["rekeyed"] for s in seeds
+        )
+        ex["query_wall_seconds"] = statistics.median(
+            runs[s]["exact_counts"]["query_s"] for s in seeds
+        )
+        ex["rekey_wall_seconds"] = statistics.median(
+            runs[s]["exact_counts"]["update_s"] for s in seeds
+        )
         ex["index_build_seconds"] = harness.summary([runs[s]["build_seconds"] for s in seeds])
-        entry["weight_gaps"] = {key: max(runs[s]["gaps"][key] for s in seeds)
-                                for key in runs[seeds[0]]["gaps"]}
+        entry["weight_gaps"] = {
+            key: max(runs[s]["gaps"][key] for s in seeds) for key in runs[seeds[0]]["gaps"]
+        }
         entry["steps_compared"] = runs[seeds[0]]["steps"]
         won = True
         for base in DENSE:
             for met in ("cpu", "wall"):
                 spec = harness.Claim(
-                    name=f"{cfg['name']} m={m}: exact vs {base} ({met} s/iter)", arm="exact",
-                    baseline=base, metric=f"{met} seconds per iteration",
+                    name=f"{cfg['name']} m={m}: exact vs {base} ({met} s/iter)",
+                    arm="exact",
+                    baseline=base,
+                    metric=f"{met} seconds per iteration",
                     baseline_values={s: runs[s][met][base] for s in seeds},
                     arm_values={s: runs[s][met]["exact"] for s in seeds},
-                    statistic="bootstrap_lower_90", required=False)
+                    statistic="bootstrap_lower_90",
+                    required=False,
+                )
                 c = entry[f"exact_vs_{base}_{met}"] = spec.judged()
                 if met == metric:
                     claims.append(spec)
@@ -237,39 +270,77 @@ def sweep(cfg: dict, seeds: list[int], iters: int, warmup: int) -> dict:
         entry["exact_wins"] = won
         per_m[str(m)] = entry
     wins = [m for m in cfg["widths"] if per_m[str(m)]["exact_wins"]]
-    crossover = next((m for i, m in enumerate(cfg["widths"])
-                      if all(per_m[str(w)]["exact_wins"] for w in cfg["widths"][i:])), None)
-    med = {a: [per_m[str(m)][a][f"{metric}_seconds"]["median"] for m in cfg["widths"]]
-           for a in ARMS}
-    slopes = {a: float(np.polyfit(np.log(cfg["widths"]), np.log(v), 1)[0])
-              if len(v) > 1 else None for a, v in med.items()}
-    return {**cfg, "metric": metric, "by_width": per_m, "exact_wins_at": wins,
-            "crossover_m": crossover,
-            "crossover": (f"m = {crossover}" if crossover else
-                          "no crossover in the measured range"),
-            "loglog_slopes": slopes, "claims": claims}
+    crossover = next(
+        (
+            m
+            for i, m in enumerate(cfg["widths"])
+            if all(per_m[str(w)]["exact_wins"] for w in cfg["widths"][i:])
+        ),
+        None,
+    )
+    med = {
+        a: [per_m[str(m)][a][f"{metric}_seconds"]["median"] for m in cfg["widths"]] for a in ARMS
+    }
+    slopes = {
+        a: float(np.polyfit(np.log(cfg["widths"]), np.log(v), 1)[0]) if len(v) > 1 else None
+        for a, v in med.items()
+    }
+    return {
+        **cfg,
+        "metric": metric,
+        "by_width": per_m,
+        "exact_wins_at": wins,
+        "crossover_m": crossover,
+        "crossover": (f"m = {crossover}" if crossover else "no crossover in the measured range"),
+        "loglog_slopes": slopes,
+        "claims": claims,
+    }
 
 
 def configs(smoke: bool) -> list[dict]:
     if smoke:
-        w = [2 ** 8, 2 ** 10]
-        return [dict(name="synthetic n=B=8 1t", problem="synthetic", n=8, B=8, threads=1,
-                     widths=w),
-                dict(name="digits n=B=64 1t", problem="digits", n=64, B=64, threads=1,
-                     widths=w),
-                dict(name="digits n=1438 B=64 1t", problem="digits", n=1438, B=64, threads=1,
-                     widths=[2 ** 8])]
-    big = [2 ** 12, 2 ** 14, 2 ** 16, 2 ** 18]
-    return [dict(name="synthetic n=B=8 1t", problem="synthetic", n=8, B=8, threads=1,
-                 widths=[2 ** 10] + big + [2 ** 20, 2 ** 21]),
-            dict(name="synthetic n=B=8 2t", problem="synthetic", n=8, B=8, threads=2,
-                 widths=[2 ** 16, 2 ** 18]),
-            dict(name="synthetic n=B=64 1t", problem="synthetic", n=64, B=64, threads=1,
-                 widths=big),
-            dict(name="digits n=B=64 1t", problem="digits", n=64, B=64, threads=1,
-                 widths=big),
-            dict(name="digits n=1438 B=64 1t", problem="digits", n=1438, B=64, threads=1,
-                 widths=[2 ** 12, 2 ** 14])]
+        w = [2**8, 2**10]
+        return [
+            dict(name="synthetic n=B=8 1t", problem="synthetic", n=8, B=8, threads=1, widths=w),
+            dict(name="digits n=B=64 1t", problem="digits", n=64, B=64, threads=1, widths=w),
+            dict(
+                name="digits n=1438 B=64 1t",
+                problem="digits",
+                n=1438,
+                B=64,
+                threads=1,
+                widths=[2**8],
+            ),
+        ]
+    big = [2**12, 2**14, 2**16, 2**18]
+    return [
+        dict(
+            name="synthetic n=B=8 1t",
+            problem="synthetic",
+            n=8,
+            B=8,
+            threads=1,
+            widths=[2**10] + big + [2**20, 2**21],
+        ),
+        dict(
+            name="synthetic n=B=8 2t",
+            problem="synthetic",
+            n=8,
+            B=8,
+            threads=2,
+            widths=[2**16, 2**18],
+        ),
+        dict(name="synthetic n=B=64 1t", problem="synthetic", n=64, B=64, threads=1, widths=big),
+        dict(name="digits n=B=64 1t", problem="digits", n=64, B=64, threads=1, widths=big),
+        dict(
+            name="digits n=1438 B=64 1t",
+            problem="digits",
+            n=1438,
+            B=64,
+            threads=1,
+            widths=[2**12, 2**14],
+        ),
+    ]
 
 
 def main() -> None:
@@ -279,143 +350,230 @@ def main() -> None:
     t_start, load_start = time.perf_counter(), os.getloadavg()
     results = [sweep(cfg, seeds, iters, warmup) for cfg in configs(args.smoke)]
     torch.set_num_threads(1)
-    head = results[0]                                    # the paper's regime, 1 thread
+    head = results[0]  # the paper's regime, 1 thread
     top = str(head["widths"][-1])
     # the claim: exact beats both dense arms at the head sweep's largest width; the other
     # widths and sweeps are reported beside it
-    claims = [dataclasses.replace(c, required=r is head and c.name.startswith(
-        f"{head['name']} m={top}:")) for r in results for c in r["claims"]]
+    claims = [
+        dataclasses.replace(c, required=r is head and c.name.startswith(f"{head['name']} m={top}:"))
+        for r in results
+        for c in r["claims"]
+    ]
     top_entry = head["by_width"][top]
     met = bool(top_entry["exact_wins"])
-    gap = max(e["weight_gaps"]["exact_vs_dense_fused"] for r in results
-              for e in r["by_width"].values())
-    gap_rows = max(e["weight_gaps"]["dense_rows_vs_dense_fused"] for r in results
-                   for e in r["by_width"].values())
+    gap = max(
+        e["weight_gaps"]["exact_vs_dense_fused"] for r in results for e in r["by_width"].values()
+    )
+    gap_rows = max(
+        e["weight_gaps"]["dense_rows_vs_dense_fused"]
+        for r in results
+        for e in r["by_width"].values()
+    )
     stop = harness.StoppingRule(
-        kind="budget", metric="timed SGD iterations", target=iters, cadence="every iteration",
+        kind="budget",
+        metric="timed SGD iterations",
+        target=iters,
+        cadence="every iteration",
         note=f"after {warmup} warm-up iterations, on the same batches from the same initial "
-             "weights; the figure is the median timed iteration")
+        "weights; the figure is the median timed iteration",
+    )
     timed = harness.TimedRegion(
-        includes=("one iteration: forward, loss, gradient and in-place update of W",
-                  "for the index: the query and the re-keying of changed neurons"),
+        includes=(
+            "one iteration: forward, loss, gradient and in-place update of W",
+            "for the index: the query and the re-keying of changed neurons",
+        ),
         excludes=("set-up: dense buffers, the index build (its seconds reported beside)",),
         note="CPU seconds are time.process_time(), wall is perf_counter(); claims use CPU on "
-             "1 thread, wall on 2 threads")
+        "1 thread, wall on 2 threads",
+    )
     protocol = harness.Protocol(
-        kind="comparison", arms=harness.same_rules(ARMS, stop, timed),
-        untuned={"exact": "nothing to tune: every arm computes the same SGD update (recorded "
-                          "max weight difference); lr, fanout, slack at the method's defaults",
-                 "dense_fused": "nothing to tune: the same update as the method, so the same "
-                                "lr; its speed has no hyper-parameter",
-                 "dense_rows": "nothing to tune: the same update as the method, so the same "
-                               "lr; its speed has no hyper-parameter"},
-        tuning_seeds=[], eval_seeds=seeds,
-        problems=[{"name": "synthetic", "standard": False,
-                   "why": "the paper's regime: unit-norm x in d = 64, y = sin(√d⟨β, x⟩), "
-                          "full-batch steps on n points (n = 8, 64)"},
-                  {"name": "digits", "standard": True,
-                   "why": "scikit-learn's bundled 8×8 digits (the authors did not choose it), "
-                          "centred, unit-norm rows, one-hot MSE targets; n = B = 64 rows, and "
-                          "all 1438 training rows indexed with batches of 64"}],
-        baselines={"dense_fused": "the same maths in place and fused: z into a preallocated "
-                                  "buffer, relu_ in place, the masked coefficient into a second "
-                                  "buffer, one W.addmm_ update; no fresh (m, d) gradient and no "
-                                  "separate update pass",
-                   "dense_rows": "the same forward, then only the rows with a nonzero "
-                                 "gradient (the active neurons, the rows the method updates) "
-                                 "are computed and written with W.index_add_"},
+        kind="comparison",
+        arms=harness.same_rules(ARMS, stop, timed),
+        untuned={
+            "exact": "nothing to tune: every arm computes the same SGD update (recorded "
+            "max weight difference); lr, fanout, slack at the method's defaults",
+            "dense_fused": "nothing to tune: the same update as the method, so the same "
+            "lr; its speed has no hyper-parameter",
+            "dense_rows": "nothing to tune: the same update as the method, so the same "
+            "lr; its speed has no hyper-parameter",
+        },
+        tuning_seeds=[],
+        eval_seeds=seeds,
+        problems=[
+            {
+                "name": "synthetic",
+                "standard": False,
+                "why": "the paper's regime: unit-norm x in d = 64, y = sin(√d⟨β, x⟩), "
+                "full-batch steps on n points (n = 8, 64)",
+            },
+            {
+                "name": "digits",
+                "standard": True,
+                "why": "scikit-learn's bundled 8×8 digits (the authors did not choose it), "
+                "centred, unit-norm rows, one-hot MSE targets; n = B = 64 rows, and "
+                "all 1438 training rows indexed with batches of 64",
+            },
+        ],
+        baselines={
+            "dense_fused": "the same maths in place and fused: z into a preallocated "
+            "buffer, relu_ in place, the masked coefficient into a second "
+            "buffer, one W.addmm_ update; no fresh (m, d) gradient and no "
+            "separate update pass",
+            "dense_rows": "the same forward, then only the rows with a nonzero "
+            "gradient (the active neurons, the rows the method updates) "
+            "are computed and written with W.index_add_",
+        },
         departures={},
         selection_split="none: nothing is selected (no tuning)",
         report_split="timing only; the arms' weights after the run are compared instead of "
-                     "a quality figure (same maths, so the same model)",
+        "a quality figure (same maths, so the same model)",
         alternation="within every iteration of every seed all three arms step, in an order "
-                    "rotated each iteration; weights and buffers are separate per arm",
-        claims=claims)
-    baseline = {r["name"]: {str(m): {a: e[a] for a in DENSE} for m, e in r["by_width"].items()}
-                for r in results}
-    method = {r["name"]: {str(m): {"exact": e["exact"], "weight_gaps": e["weight_gaps"],
-                                   "exact_wins": e["exact_wins"]}
-                          for m, e in r["by_width"].items()} for r in results}
-    ratios = {r["name"]: {str(m): {f"vs_{b}": e[f"exact_vs_{b}_{r['metric']}"]["geometric_mean"]
-                                   for b in DENSE} for m, e in r["by_width"].items()}
-              for r in results}
+        "rotated each iteration; weights and buffers are separate per arm",
+        claims=claims,
+    )
+    baseline = {
+        r["name"]: {str(m): {a: e[a] for a in DENSE} for m, e in r["by_width"].items()}
+        for r in results
+    }
+    method = {
+        r["name"]: {
+            str(m): {
+                "exact": e["exact"],
+                "weight_gaps": e["weight_gaps"],
+                "exact_wins": e["exact_wins"],
+            }
+            for m, e in r["by_width"].items()
+        }
+        for r in results
+    }
+    ratios = {
+        r["name"]: {
+            str(m): {f"vs_{b}": e[f"exact_vs_{b}_{r['metric']}"]["geometric_mean"] for b in DENSE}
+            for m, e in r["by_width"].items()
+        }
+        for r in results
+    }
     ratios["crossover"] = {r["name"]: r["crossover"] for r in results}
     worst = {b: top_entry[f"exact_vs_{b}_cpu"] for b in DENSE}
-    headline = (f"On 1 thread in the paper's regime (synthetic, n = B = 8, m = {int(top)}) the "
-                f"exact index runs at {_g(worst['dense_fused']['geometric_mean'])}× the speed "
-                f"of the in-place dense step (worst seed {_g(worst['dense_fused']['worst'])}×) "
-                f"and {_g(worst['dense_rows']['geometric_mean'])}× that of the active-rows "
-                f"dense step; {head['crossover']}.")
-    notes = notes_for(results, met, gap, gap_rows, time.perf_counter() - t_start,
-                      load_start, os.getloadavg())
+    headline = (
+        f"On 1 thread in the paper's regime (synthetic, n = B = 8, m = {int(top)}) the "
+        f"exact index runs at {_g(worst['dense_fused']['geometric_mean'])}× the speed "
+        f"of the in-place dense step (worst seed {_g(worst['dense_fused']['worst'])}×) "
+        f"and {_g(worst['dense_rows']['geometric_mean'])}× that of the active-rows "
+        f"dense step; {head['crossover']}."
+    )
+    notes = notes_for(
+        results, met, gap, gap_rows, time.perf_counter() - t_start, load_start, os.getloadavg()
+    )
     print(headline)
     print(notes)
     harness.write_result(
-        "sublinear", smoke=args.smoke, out=args.out, headline=headline,
-        config={"configs": [{k: v for k, v in r.items()
-                             if k in ("name", "problem", "n", "B", "threads", "widths",
-                                      "metric")} for r in results],
-                "seeds": seeds, "warmup": warmup, "iters": iters, "d": 64,
-                "shift": "sqrt(0.4 ln m)", "lr": DEFAULTS.lr, "fanout": DEFAULTS.fanout,
-                "slack": DEFAULTS.slack, "loss": "mean ½‖f − y‖² (MSE, one-hot for digits)",
-                "update": "sgd, W ← W − lr·∂ℓ/∂W (only active rows change)"},
-        baseline=baseline, method=method, ratios=ratios,
-        target={"claim": "exact beats both dense arms (paired, 5 seeds, 90% bootstrap lower "
-                         "bound > 1) at the largest m, synthetic n=B=8, 1 thread"},
-        notes=notes, protocol=protocol,
-        extra={"sweeps": [{k: v for k, v in r.items() if k not in ("by_width", "claims")}
-                          for r in results],
-               "max_weight_gap": {"exact_vs_dense_fused": gap,
-                                  "dense_rows_vs_dense_fused": gap_rows}})
+        "sublinear",
+        smoke=args.smoke,
+        out=args.out,
+        headline=headline,
+        config={
+            "configs": [
+                {
+                    k: v
+                    for k, v in r.items()
+                    if k in ("name", "problem", "n", "B", "threads", "widths", "metric")
+                }
+                for r in results
+            ],
+            "seeds": seeds,
+            "warmup": warmup,
+            "iters": iters,
+            "d": 64,
+            "shift": "sqrt(0.4 ln m)",
+            "lr": DEFAULTS.lr,
+            "fanout": DEFAULTS.fanout,
+            "slack": DEFAULTS.slack,
+            "loss": "mean ½‖f − y‖² (MSE, one-hot for digits)",
+            "update": "sgd, W ← W − lr·∂ℓ/∂W (only active rows change)",
+        },
+        baseline=baseline,
+        method=method,
+        ratios=ratios,
+        target={
+            "claim": "exact beats both dense arms (paired, 5 seeds, 90% bootstrap lower "
+            "bound > 1) at the largest m, synthetic n=B=8, 1 thread"
+        },
+        notes=notes,
+        protocol=protocol,
+        extra={
+            "sweeps": [
+                {k: v for k, v in r.items() if k not in ("by_width", "claims")} for r in results
+            ],
+            "max_weight_gap": {"exact_vs_dense_fused": gap, "dense_rows_vs_dense_fused": gap_rows},
+        },
+    )
 
 
 def _g(x) -> str:
     return "n/a" if x is None else f"{x:.2g}" if x < 10 else f"{x:.3g}"
 
 
-def notes_for(results: list[dict], met: bool, gap: float, gap_rows: float,
-              seconds: float, load_start: tuple, load_end: tuple) -> str:
+def notes_for(
+    results: list[dict],
+    met: bool,
+    gap: float,
+    gap_rows: float,
+    seconds: float,
+    load_start: tuple,
+    load_end: tuple,
+) -> str:
     parts = []
     for r in results:
         sp = {}
         for m, e in r["by_width"].items():
             sp[f"2^{int(math.log2(int(m)))}"] = "/".join(
-                _g(e[f"exact_vs_{b}_{r['metric']}"]["geometric_mean"]) for b in DENSE)
+                _g(e[f"exact_vs_{b}_{r['metric']}"]["geometric_mean"]) for b in DENSE
+            )
         parts.append(f"{r['name']} ({r['metric']}): {sp}, {r['crossover']}")
     slopes = {a: round(v, 2) for a, v in results[0]["loglog_slopes"].items() if v is not None}
     head = results[0]
-    last = {f"2^{int(math.log2(m))}": _g(head["by_width"][str(m)][
-        f"exact_vs_dense_fused_{head['metric']}"]["geometric_mean"]) for m in head["widths"][-3:]}
-    worst = max((e["weight_gaps"]["exact_vs_dense_fused"], e["weight_gaps"]["max_weight_change"])
-                for r in results for e in r["by_width"].values())
+    last = {
+        f"2^{int(math.log2(m))}": _g(
+            head["by_width"][str(m)][f"exact_vs_dense_fused_{head['metric']}"]["geometric_mean"]
+        )
+        for m in head["widths"][-3:]
+    }
+    worst = max(
+        (e["weight_gaps"]["exact_vs_dense_fused"], e["weight_gaps"]["max_weight_change"])
+        for r in results
+        for e in r["by_width"].values()
+    )
     verdict_lost = "no longer holds: it was an artefact of the weak dense baseline"
-    return (f"{'met' if met else 'NOT met'}. Re-measured under the protocol (issue 17 item 5). "
-            f"The previous result (commit 3bea96e) timed the dense arm as autograd with a fresh "
-            f"(m, d) weight gradient plus a separate update pass, and reported a 1.72× exact "
-            f"speed-up at m = 262144 and a crossover at m = 131072 (3 seeds, median ratios, "
-            f"met). The dense arms now compute the same update in place (dense_fused: one "
-            f"addmm_; dense_rows: index_add_ into the active rows only); the arms alternate "
-            f"within each iteration over 5 seeds and every claim is paired. Exact speed-up "
-            f"(geometric mean over seeds) vs dense_fused/dense_rows by m: "
-            + "; ".join(parts) +
-            f". Log-log slope of CPU time in m over the whole range, {head['name']}: {slopes}; "
-            f"the exact/dense_fused speed ratio at its three largest widths is {last} (no "
-            f"extrapolation beyond the measured range is claimed). The claim (exact faster at "
-            f"the largest m of the paper's regime) "
-            f"{'still holds' if met else verdict_lost}. "
-            f"Same maths: after the run the weights differ by at most {gap:.2g} (exact vs "
-            f"dense_fused; the largest weight change over that run was {worst[1]:.2g}) and "
-            f"{gap_rows:.2g} (dense_rows vs dense_fused): rounding of the pre-activations (a "
-            f"pair within rounding of the shift can flip, giving one neuron a different "
-            f"update). LSH is no longer "
-            f"timed: its recall was 0.02-0.3 at m ≥ 8192, so it is not the same maths and its "
-            f"speed is no comparison. The digits accuracy runs are dropped: with the same update "
-            f"the models are the same. Set-up (index build) is untimed for every arm and "
-            f"reported as index_build_seconds. Whole run {seconds:.0f} s; load average "
-            f"{load_start[0]:.1f} at the start and {load_end[0]:.1f} at the end on "
-            f"{os.cpu_count()} cores (a shared host: wall times carry other jobs' waits, so "
-            f"1-thread "
-            f"claims use CPU seconds; the 2-thread claims use wall and are the noisiest).")
+    return (
+        f"{'met' if met else 'NOT met'}. Re-measured under the protocol (issue 17 item 5). "
+        f"The previous result (commit 3bea96e) timed the dense arm as autograd with a fresh "
+        f"(m, d) weight gradient plus a separate update pass, and reported a 1.72× exact "
+        f"speed-up at m = 262144 and a crossover at m = 131072 (3 seeds, median ratios, "
+        f"met). The dense arms now compute the same update in place (dense_fused: one "
+        f"addmm_; dense_rows: index_add_ into the active rows only); the arms alternate "
+        f"within each iteration over 5 seeds and every claim is paired. Exact speed-up "
+        f"(geometric mean over seeds) vs dense_fused/dense_rows by m: "
+        + "; ".join(parts)
+        + f". Log-log slope of CPU time in m over the whole range, {head['name']}: {slopes}; "
+        f"the exact/dense_fused speed ratio at its three largest widths is {last} (no "
+        f"extrapolation beyond the measured range is claimed). The claim (exact faster at "
+        f"the largest m of the paper's regime) "
+        f"{'still holds' if met else verdict_lost}. "
+        f"Same maths: after the run the weights differ by at most {gap:.2g} (exact vs "
+        f"dense_fused; the largest weight change over that run was {worst[1]:.2g}) and "
+        f"{gap_rows:.2g} (dense_rows vs dense_fused): rounding of the pre-activations (a "
+        f"pair within rounding of the shift can flip, giving one neuron a different "
+        f"update). LSH is no longer "
+        f"timed: its recall was 0.02-0.3 at m ≥ 8192, so it is not the same maths and its "
+        f"speed is no comparison. The digits accuracy runs are dropped: with the same update "
+        f"the models are the same. Set-up (index build) is untimed for every arm and "
+        f"reported as index_build_seconds. Whole run {seconds:.0f} s; load average "
+        f"{load_start[0]:.1f} at the start and {load_end[0]:.1f} at the end on "
+        f"{os.cpu_count()} cores (a shared host: wall times carry other jobs' waits, so "
+        f"1-thread "
+        f"claims use CPU seconds; the 2-thread claims use wall and are the noisiest)."
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Generate bench/README.md from bench/results/*.json (smoke results excluded): per result the
 worst of all its claims, the load, and whether its code is the code at HEAD."""
+
 from __future__ import annotations
 
 import json
@@ -78,15 +79,23 @@ past its threshold).
 """
 
 
-Git = Callable[..., str | None]     # git(*args) -> stdout stripped, or None when git fails
+Git = Callable[..., str | None]  # git(*args) -> stdout stripped, or None when git fails
 
 
 def row(record: dict, git: Git | None = None) -> str:
     """One table row: ``benchmark | headline | met | claims | protocol | eval seeds | load |
     code at HEAD``. ``git`` runs git in the checkout (tests pass another repository)."""
     git = git or repo_git(ROOT)
-    cells = [record.get("bench", "?"), _headline(record), _met(record), _claims(record),
-             _protocol(record), _eval_seeds(record), _load(record), _code(record, git)]
+    cells = [
+        record.get("bench", "?"),
+        _headline(record),
+        _met(record),
+        _claims(record),
+        _protocol(record),
+        _eval_seeds(record),
+        _load(record),
+        _code(record, git),
+    ]
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
 
 
@@ -162,37 +171,52 @@ def _claims(record: dict) -> str:
     if not claims:
         return "no claim"
     judged = {name: c if "met" in c else _legacy_claim(c) for name, c in claims.items()}
-    name, worst = min(judged.items(), key=lambda kv: (
-        kv[1]["met"], kv[1]["met"] or not kv[1].get("required", True), _margin(kv[1])))
+    name, worst = min(
+        judged.items(),
+        key=lambda kv: (
+            kv[1]["met"],
+            kv[1]["met"] or not kv[1].get("required", True),
+            _margin(kv[1]),
+        ),
+    )
     met = sum(c["met"] for c in judged.values())
     side = "<" if worst.get("kind") == "bound" and worst.get("lower_is_better") else ">"
-    statistic = "90% lower bound" if worst.get("statistic") == "bootstrap_lower_90" \
-        else "worst seed"
+    statistic = (
+        "90% lower bound" if worst.get("statistic") == "bootstrap_lower_90" else "worst seed"
+    )
     role = "" if worst.get("required", True) else " (informational)"
-    return (f"{met}/{len(judged)} met; worst: {name}{role}: {statistic} "
-            f"{_fmt(worst.get('value'))} (needs {side} {_fmt(worst.get('threshold'))})")
+    return (
+        f"{met}/{len(judged)} met; worst: {name}{role}: {statistic} "
+        f"{_fmt(worst.get('value'))} (needs {side} {_fmt(worst.get('threshold'))})"
+    )
 
 
 def _legacy_claim(claim: dict) -> dict:
     """An old paired() record by its own rule, which reduces to the bootstrap bound against
     no-win (a winning worst seed implies a winning bound)."""
     threshold = 1.0 if claim.get("kind", "ratio") == "ratio" else 0.0
-    return {**claim, "threshold": threshold, "value": claim.get("bootstrap_lower_90"),
-            "statistic": "bootstrap_lower_90", "met": bool(claim.get("wins"))}
+    return {
+        **claim,
+        "threshold": threshold,
+        "value": claim.get("bootstrap_lower_90"),
+        "statistic": "bootstrap_lower_90",
+        "met": bool(claim.get("wins")),
+    }
 
 
 def _margin(claim: dict) -> float:
     """How far past its threshold a claim's statistic lies, without units: a log ratio for
     ratios and positive bounds, else the difference over the figures' scale."""
     value, threshold = claim.get("value"), claim.get("threshold")
-    if value is None or threshold is None:          # a null figure was never reached
+    if value is None or threshold is None:  # a null figure was never reached
         return -math.inf
     lower = claim.get("kind") == "bound" and claim.get("lower_is_better")
     if claim.get("kind") in ("ratio", "bound") and value > 0 and threshold > 0:
         margin = math.log(value / threshold)
         return -margin if lower else margin
-    scale = max([abs(v) for v in claim.get("per_seed") or [] if v is not None]
-                + [abs(threshold), 1e-12])
+    scale = max(
+        [abs(v) for v in claim.get("per_seed") or [] if v is not None] + [abs(threshold), 1e-12]
+    )
     return (threshold - value if lower else value - threshold) / scale
 
 
@@ -201,15 +225,20 @@ def _protocol(record: dict) -> str:
     if not protocol:
         return "not recorded"
     violations = record.get("protocol_violations", [])
-    text = "ok" if not violations else \
-        f"{len(violations)} violation{'s' if len(violations) > 1 else ''}: " + \
-        "; ".join(_short_violations(violations))
+    text = (
+        "ok"
+        if not violations
+        else f"{len(violations)} violation{'s' if len(violations) > 1 else ''}: "
+        + "; ".join(_short_violations(violations))
+    )
     tuning = protocol.get("tuning") or {}
     if tuning:
         inside = [arm for arm, rec in tuning.items() if rec.get("inside")]
-        text += (f"; all {len(tuning)} tuned winners inside their grids"
-                 if len(inside) == len(tuning)
-                 else f"; {len(inside)}/{len(tuning)} tuned winners inside their grids")
+        text += (
+            f"; all {len(tuning)} tuned winners inside their grids"
+            if len(inside) == len(tuning)
+            else f"; {len(inside)}/{len(tuning)} tuned winners inside their grids"
+        )
     else:
         text += "; nothing tuned" + (" (overhead)" if protocol.get("kind") == "overhead" else "")
     untuned = protocol.get("untuned") or {}
@@ -229,8 +258,10 @@ _SHORT = [  # harness.Protocol.violations() messages -> (pattern, short form)
     (r"^no paired per-seed comparison", "no paired claim"),
     (r"^no claim backs", "no claim"),
     (r"^stopping_rule and timed_region", "stopping rule or timed region unstated"),
-    (r"^claim (?P<name>.+?): arms (?P<a>.+) and (?P<b>.+) use different (?P<what>.+)$",
-     "{a} and {b} differ in {what}"),
+    (
+        r"^claim (?P<name>.+?): arms (?P<a>.+) and (?P<b>.+) use different (?P<what>.+)$",
+        "{a} and {b} differ in {what}",
+    ),
     (r"^(?P<arm>[^:]+): neither tuned nor", "{arm} untuned without a reason"),
     (r"^kind must be", "unknown kind"),
     (r"^no protocol recorded", "no protocol"),
@@ -247,7 +278,7 @@ def _short_violations(violations: list[str]) -> list[str]:
             if m and short.startswith("winner on grid edge"):
                 edge_arms.append(m["arm"])
                 if len(edge_arms) == 1:
-                    out.append(EDGE)                       # filled once every arm is known
+                    out.append(EDGE)  # filled once every arm is known
             elif m:
                 out.append(short.format(**m.groupdict()))
             if m:
@@ -257,7 +288,7 @@ def _short_violations(violations: list[str]) -> list[str]:
     return [f"winner on grid edge ({', '.join(edge_arms)})" if s is EDGE else s for s in out]
 
 
-EDGE = object()                     # where the one "winner on grid edge (...)" entry goes
+EDGE = object()  # where the one "winner on grid edge (...)" entry goes
 
 
 def _eval_seeds(record: dict) -> str:
@@ -272,7 +303,7 @@ def _load(record: dict) -> str:
     if load:
         text = f"{_fmt(load['start'][0])} → {_fmt(load['end'][0])} on {load['cores']} cores"
         over = load.get("overloaded")
-    else:                                    # legacy: one reading, when the JSON was written
+    else:  # legacy: one reading, when the JSON was written
         cores, reading = machine.get("nproc"), machine.get("load_average")
         if not reading:
             return f"not recorded ({cores} cores)"
@@ -333,22 +364,27 @@ def _blob_at_head(git: Git, path: str, blob: str) -> bool:
 def repo_git(root: pathlib.Path) -> Git:
     def git(*args: str) -> str | None:
         try:
-            proc = subprocess.run(["git", *args], capture_output=True, text=True, cwd=root,
-                                  timeout=30)
+            proc = subprocess.run(
+                ["git", *args], capture_output=True, text=True, cwd=root, timeout=30
+            )
         except (OSError, subprocess.SubprocessError):
             return None
         return proc.stdout.strip() if proc.returncode == 0 else None
+
     return git
 
 
 def _short(text: str, limit: int) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def main() -> None:
-    records = [json.loads(p.read_text()) for p in sorted((HERE / "results").glob("*.json"))
-               if not p.name.endswith(".smoke.json")]
+    records = [
+        json.loads(p.read_text())
+        for p in sorted((HERE / "results").glob("*.json"))
+        if not p.name.endswith(".smoke.json")
+    ]
     git = repo_git(ROOT)
     (HERE / "README.md").write_text(HEADER + "\n".join(row(r, git) for r in records) + "\n")
 

@@ -8,6 +8,7 @@ the rows, ``map_batches`` turns text into a Hugging Face-style batch (``input_id
 ``attention_mask``, ``labels``) on CPUs the training workers leave free, and the model takes
 that batch as keyword arguments and returns its own loss.
 """
+
 import numpy as np
 import ray.data
 from torch import nn
@@ -23,7 +24,7 @@ def tokenise(batch: dict, seq_len: int) -> dict:
     ids = np.zeros((len(texts), seq_len), np.int64)
     for i, text in enumerate(texts):
         raw = np.frombuffer(str(text).encode()[:seq_len], np.uint8)
-        ids[i, :len(raw)] = raw.astype(np.int64) + 1
+        ids[i, : len(raw)] = raw.astype(np.int64) + 1
     mask = (ids != 0).astype(np.int64)
     return {"input_ids": ids, "attention_mask": mask, "labels": np.where(mask == 1, ids, IGNORE)}
 
@@ -43,15 +44,22 @@ class ByteLM(nn.Module):
         out = {"logits": logits}
         if labels is not None:  # position t predicts the byte at t + 1
             out["loss"] = nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, 257), labels[:, 1:].reshape(-1), ignore_index=IGNORE)
+                logits[:, :-1].reshape(-1, 257), labels[:, 1:].reshape(-1), ignore_index=IGNORE
+            )
         return out
 
 
-def make_task(path: str, val_path: str | None = None, seq_len: int = 64,
-              dim: int = 32) -> UserTask:
+def make_task(path: str, val_path: str | None = None, seq_len: int = 64, dim: int = 32) -> UserTask:
     def stream(uri):
-        return ray.data.read_parquet(uri).select_columns(["text"]).map_batches(
-            tokenise, fn_kwargs={"seq_len": seq_len}, batch_format="numpy")
+        return (
+            ray.data.read_parquet(uri)
+            .select_columns(["text"])
+            .map_batches(tokenise, fn_kwargs={"seq_len": seq_len}, batch_format="numpy")
+        )
 
-    return UserTask(model_fn=lambda: ByteLM(dim), loss_fn=None, data=stream(path),
-                    val_data=stream(val_path) if val_path else None)
+    return UserTask(
+        model_fn=lambda: ByteLM(dim),
+        loss_fn=None,
+        data=stream(path),
+        val_data=stream(val_path) if val_path else None,
+    )

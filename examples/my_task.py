@@ -5,6 +5,7 @@
 The factory returns a UserTask: a model constructor, a loss on (outputs, targets), and
 (X_train, y_train, X_val, y_val) tensors. Rows are sharded across the Ray workers.
 """
+
 import torch
 from sklearn.datasets import load_breast_cancer
 
@@ -20,11 +21,16 @@ def make_task(hidden: int = 32) -> UserTask:
     X, y = X[order], y[order]
 
     def model():
-        return torch.nn.Sequential(torch.nn.Linear(X.shape[1], hidden), torch.nn.ReLU(),
-                                   torch.nn.Linear(hidden, 2))
+        return torch.nn.Sequential(
+            torch.nn.Linear(X.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 2)
+        )
 
     def accuracy(logits, targets):
         return {"val_accuracy": float((logits.argmax(1) == targets).float().mean())}
 
-    return UserTask(model_fn=model, loss_fn=torch.nn.functional.cross_entropy,
-                    data=(X[:450], y[:450], X[450:], y[450:]), metrics_fn=accuracy)
+    return UserTask(
+        model_fn=model,
+        loss_fn=torch.nn.functional.cross_entropy,
+        data=(X[:450], y[:450], X[450:], y[450:]),
+        metrics_fn=accuracy,
+    )

@@ -1,5 +1,6 @@
 """raytrain_eff: efficient-training methods on Ray Train, tuned with Ray Tune, watched in
 Grafana."""
+
 from importlib.metadata import PackageNotFoundError, version
 
 try:

@@ -2,6 +2,7 @@
 
 Configs are validated before torch or ray is imported, so a typo costs milliseconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,7 @@ EXAMPLES = {
     "eval": "example:\n  raytrain-eff eval ~/raytrain_runs/RUN",
     "export": "example:\n  raytrain-eff export ~/raytrain_runs/RUN --out model.pt",
     "sample": "example:\n  raytrain-eff sample ~/raytrain_runs/RUN --prompt 'In the beginning' "
-              "--chars 200",
+    "--chars 200",
 }
 
 
@@ -92,6 +93,7 @@ def _ray_failure_line(args, err: BaseException) -> str:
     line = f"{args.command} failed: {summary(err)}"
     if args.command == "tune" and args.name:
         from raytrain_eff.tune.sweep import resume_command
+
         line += f"; resume with: {resume_command(args, args.name)}"
     return line + " (--verbose shows Ray's traceback)"
 
@@ -101,6 +103,7 @@ def _is_ray_failure(err: BaseException) -> bool:
     if "ray" not in sys.modules:
         return False
     import ray.exceptions
+
     kinds: list[type] = [ray.exceptions.RayError]
     for module, name in (("ray.train", "TrainingFailedError"), ("ray.tune", "TuneError")):
         cls = getattr(sys.modules.get(module), name, None)
@@ -111,51 +114,91 @@ def _is_ray_failure(err: BaseException) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="raytrain-eff", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="raytrain-eff",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train PyTorch models on Ray with efficient-training methods and measure "
-                    "what they save.",
-        epilog="run `raytrain-eff COMMAND --help` for a command's options and examples")
+        "what they save.",
+        epilog="run `raytrain-eff COMMAND --help` for a command's options and examples",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
 
     p = _sub(sub, "train", "train a preset or config on Ray Train")
     _config_args(p)
-    p.add_argument("--resume", metavar="RUN", help="continue a run (its directory, or a name "
-                   "under run.storage_path) from its newest good checkpoint")
-    p.add_argument("--from-checkpoint", metavar="DIR|STEP", help="with --resume: start from "
-                   "this checkpoint (its directory or a step) instead of the newest")
-    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a "
-                   "local Ray started for this run)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue a run (its directory, or a name "
+        "under run.storage_path) from its newest good checkpoint",
+    )
+    p.add_argument(
+        "--from-checkpoint",
+        metavar="DIR|STEP",
+        help="with --resume: start from "
+        "this checkpoint (its directory or a step) instead of the newest",
+    )
+    p.add_argument(
+        "--address",
+        help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started for this run)",
+    )
     p.add_argument("--dry-run", action="store_true", help="validate and print the config")
     p.set_defaults(func=cmd_train)
 
     p = _sub(sub, "tune", "sweep a YAML search space with Ray Tune (each trial a Train run)")
     p.add_argument("space", help="search-space YAML (see tune_spaces/)")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted overrides applied to the space's base config")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="dotted overrides applied to the space's base config",
+    )
     p.add_argument("--name", help="sweep name (default: sweep-<space>-<time>)")
-    p.add_argument("--storage-path", help="where the sweep directory goes (default: the "
-                   "base config's run.storage_path)")
+    p.add_argument(
+        "--storage-path",
+        help="where the sweep directory goes (default: the base config's run.storage_path)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
     p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS or local)")
     p.set_defaults(func=cmd_tune)
 
     p = _sub(sub, "exporter", "run the Prometheus exporter by hand (one, or one per Ray node)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address: 127.0.0.1 (this machine "
-                   "only), node (the Ray node's IP), 0.0.0.0 (every interface) or an address")
-    p.add_argument("--port", type=int, default=9464, help="first port tried; the next free "
-                   "one is used if taken")
-    p.add_argument("--file-sd", help="write a Prometheus file_sd JSON of the exporter targets "
-                   "(on a cluster, default: one per cluster under $RAYTRAIN_EFF_FILE_SD_DIR)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="bind address: 127.0.0.1 (this machine "
+        "only), node (the Ray node's IP), 0.0.0.0 (every interface) or an address",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=9464,
+        help="first port tried; the next free one is used if taken",
+    )
+    p.add_argument(
+        "--file-sd",
+        help="write a Prometheus file_sd JSON of the exporter targets "
+        "(on a cluster, default: one per cluster under $RAYTRAIN_EFF_FILE_SD_DIR)",
+    )
     p.add_argument("--address", help="a Ray cluster: start an exporter on every node")
-    p.add_argument("--stop", action="store_true", help="end every exporter and file_sd writer "
-                   "of the cluster (--address, default auto) and remove the writers' files")
+    p.add_argument(
+        "--stop",
+        action="store_true",
+        help="end every exporter and file_sd writer "
+        "of the cluster (--address, default auto) and remove the writers' files",
+    )
     p.set_defaults(func=cmd_exporter)
 
-    p = _sub(sub, "provenance", "print the runtime env that hands this checkout's commit and "
-             "dirty flag to a `ray job submit` run (its summary.json records them)")
-    p.add_argument("--runtime-env", metavar="YAML", help="a runtime env file to extend "
-                   "(e.g. clusters/runtime_env.yaml)")
+    p = _sub(
+        sub,
+        "provenance",
+        "print the runtime env that hands this checkout's commit and "
+        "dirty flag to a `ray job submit` run (its summary.json records them)",
+    )
+    p.add_argument(
+        "--runtime-env",
+        metavar="YAML",
+        help="a runtime env file to extend (e.g. clusters/runtime_env.yaml)",
+    )
     p.set_defaults(func=cmd_provenance)
 
     p = _sub(sub, "presets", "list the packaged presets")
@@ -180,40 +223,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     from raytrain_eff.report.commands import add_commands
+
     add_commands(sub)  # compare, report
     for command in sub.choices.values():
-        command.add_argument("-v", "--verbose", action="store_true", help="Ray's own logs on "
-                             "the console, and tracebacks with errors")
+        command.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            help="Ray's own logs on the console, and tracebacks with errors",
+        )
     return parser
 
 
 def _sub(sub, name: str, help_text: str) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help_text, description=help_text,
-                          epilog=textwrap.dedent(EXAMPLES.get(name, "")),
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    return sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=textwrap.dedent(EXAMPLES.get(name, "")),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", help="packaged preset name (see `raytrain-eff presets`)")
     src.add_argument("--config", help="experiment YAML file")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted overrides, e.g. run.steps=200 methods.adamw.lr=1e-3")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="dotted overrides, e.g. run.steps=200 methods.adamw.lr=1e-3",
+    )
 
 
 def _record_provenance() -> None:
     """The commit and dirty flag of the checkout this command runs in, for summary.json: read
     here, on the submitting side, because a job's uploaded working dir has no .git."""
     from raytrain_eff.engine import provenance
+
     provenance.export_from_checkout()
 
 
 def cmd_train(args) -> int:
     if args.resume:
         if args.preset or args.config:
-            raise ConfigError("--resume continues a run with its saved config; drop "
-                              "--preset/--config")
+            raise ConfigError(
+                "--resume continues a run with its saved config; drop --preset/--config"
+            )
         from raytrain_eff.engine.launch import load_run_config
+
         cfg = config_mod.apply_resume_overrides(load_run_config(args.resume), args.overrides)
     else:
         cfg = config_mod.load(args.preset, args.config, args.overrides)
@@ -222,8 +281,14 @@ def cmd_train(args) -> int:
         return 0
     _record_provenance()
     from raytrain_eff.engine.launch import fit
-    result = fit(cfg, address=args.address, resume=bool(args.resume), quiet=not args.verbose,
-                 from_checkpoint=args.from_checkpoint)
+
+    result = fit(
+        cfg,
+        address=args.address,
+        resume=bool(args.resume),
+        quiet=not args.verbose,
+        from_checkpoint=args.from_checkpoint,
+    )
     print(summary_table(result))
     return 0
 
@@ -250,25 +315,36 @@ def _number(value) -> str:
 
 def cmd_tune(args) -> int:
     from raytrain_eff.tune import space
+
     space.load(args.space, args.overrides)  # fail on a bad file before Ray starts
     if args.resume and not args.name:
         raise ConfigError("--resume needs --name of the sweep to continue")
     _record_provenance()
     from raytrain_eff.tune.sweep import SweepInterrupted, resume_command, run_sweep
+
     try:
-        sweep_dir = run_sweep(args.space, args.overrides, name=args.name,
-                              storage_path=args.storage_path, resume=args.resume,
-                              address=args.address, quiet=not args.verbose)
+        sweep_dir = run_sweep(
+            args.space,
+            args.overrides,
+            name=args.name,
+            storage_path=args.storage_path,
+            resume=args.resume,
+            address=args.address,
+            quiet=not args.verbose,
+        )
     except SweepInterrupted as stop:
         print(f"{stop}\nresume with: {resume_command(args, stop.name)}", file=sys.stderr)
         return 130  # as a shell reports a SIGINT
-    print(f"sweep results: {sweep_dir} (results.parquet, trials.parquet, best.yaml, "
-          f"report.html, plots/)")
+    print(
+        f"sweep results: {sweep_dir} (results.parquet, trials.parquet, best.yaml, "
+        f"report.html, plots/)"
+    )
     return 0
 
 
 def cmd_exporter(args) -> int:
     from raytrain_eff.monitor.cli_exporter import run_exporter, stop_cluster
+
     if args.stop:
         return stop_cluster(args.address or "auto")
     return run_exporter(args.host, args.port, args.file_sd, address=args.address)
@@ -278,14 +354,16 @@ def cmd_provenance(args) -> int:
     import yaml
 
     from raytrain_eff.engine import provenance
+
     base = None
     if args.runtime_env:
         with open(args.runtime_env) as f:
             base = yaml.safe_load(f) or {}
     env = provenance.runtime_env(base)
     if not env["env_vars"].get(provenance.ENV_COMMIT):
-        print("warning: not in a git checkout; the run will record commit 'unknown'",
-              file=sys.stderr)
+        print(
+            "warning: not in a git checkout; the run will record commit 'unknown'", file=sys.stderr
+        )
     print(json.dumps(env))
     return 0
 
@@ -293,6 +371,7 @@ def cmd_provenance(args) -> int:
 def cmd_presets(args) -> int:
     if args.show:
         import yaml
+
         print(yaml.safe_dump(config_mod.preset_raw(args.show), sort_keys=False), end="")
         return 0
     names = config_mod.preset_names()
@@ -304,18 +383,21 @@ def cmd_presets(args) -> int:
 
 def cmd_eval(args) -> int:
     from raytrain_eff.engine.finished_runs import evaluate_run
+
     print(json.dumps(evaluate_run(args.run), indent=2))
     return 0
 
 
 def cmd_export(args) -> int:
     from raytrain_eff.engine.finished_runs import export_run
+
     print(export_run(args.run, args.out))
     return 0
 
 
 def cmd_sample(args) -> int:
     from raytrain_eff.engine.finished_runs import sample_run
+
     print(sample_run(args.run, args.prompt, args.chars, args.temperature, args.seed))
     return 0
 

@@ -13,6 +13,7 @@ redistribution, ``torch.distributed.checkpoint`` state dicts): it places its ten
 
 Methods import this module (it needs torch only), never ray or the engine.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -62,10 +63,15 @@ def all_reduce(t: torch.Tensor, group: Any = None, op=ReduceOp.SUM) -> torch.Ten
 class Pending:
     """A collective in flight; ``wait()`` leaves its result in the caller's output tensor."""
 
-    def __init__(self, out: torch.Tensor, staged_out: torch.Tensor, work: Any,
-                 staged_in: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        out: torch.Tensor,
+        staged_out: torch.Tensor,
+        work: Any,
+        staged_in: torch.Tensor | None = None,
+    ) -> None:
         self.tensor, self._staged, self._work = out, staged_out, work
-        self._input = staged_in     # a staged copy of the input lives until the wait
+        self._input = staged_in  # a staged copy of the input lives until the wait
 
     def wait(self) -> torch.Tensor:
         self._work.wait()
@@ -85,8 +91,7 @@ def broadcast(t: torch.Tensor, group_src: int = 0, group: Any = None) -> torch.T
     return _back(staged, t)
 
 
-def all_gather_into_tensor_async(out: torch.Tensor, t: torch.Tensor,
-                                 group: Any = None) -> Pending:
+def all_gather_into_tensor_async(out: torch.Tensor, t: torch.Tensor, group: Any = None) -> Pending:
     """Launch the gather of every rank's ``t`` along dim 0 into ``out``; ``t`` must stay
     unchanged until ``.wait()``, which leaves the result in ``out``."""
     device = device_of(group)
@@ -96,14 +101,14 @@ def all_gather_into_tensor_async(out: torch.Tensor, t: torch.Tensor,
     return Pending(out, staged_out, work, staged)
 
 
-def all_gather_into_tensor(out: torch.Tensor, t: torch.Tensor,
-                           group: Any = None) -> torch.Tensor:
+def all_gather_into_tensor(out: torch.Tensor, t: torch.Tensor, group: Any = None) -> torch.Tensor:
     """Every rank's ``t`` concatenated along dim 0 into ``out``; returns ``out``."""
     return all_gather_into_tensor_async(out, t, group).wait()
 
 
-def reduce_scatter_tensor_async(out: torch.Tensor, t: torch.Tensor, group: Any = None,
-                                op=ReduceOp.SUM) -> Pending:
+def reduce_scatter_tensor_async(
+    out: torch.Tensor, t: torch.Tensor, group: Any = None, op=ReduceOp.SUM
+) -> Pending:
     """Launch the reduction of ``t`` over ranks, this rank's dim-0 chunk into ``out``; ``t``
     must stay unchanged until ``.wait()``, which leaves the result in ``out``."""
     device = device_of(group)
@@ -113,8 +118,9 @@ def reduce_scatter_tensor_async(out: torch.Tensor, t: torch.Tensor, group: Any =
     return Pending(out, staged_out, work, staged)
 
 
-def reduce_scatter_tensor(out: torch.Tensor, t: torch.Tensor, group: Any = None,
-                          op=ReduceOp.SUM) -> torch.Tensor:
+def reduce_scatter_tensor(
+    out: torch.Tensor, t: torch.Tensor, group: Any = None, op=ReduceOp.SUM
+) -> torch.Tensor:
     """This rank's dim-0 chunk of ``t`` reduced over ranks, into ``out``; returns ``out``."""
     return reduce_scatter_tensor_async(out, t, group, op).wait()
 

@@ -14,6 +14,7 @@ Layout of an experiment file::
     run:     {steps: 1500, eval_interval: 250, ...}
     monitor: {enabled: true, ...}
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,34 +37,43 @@ RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 class DataConfig:
     # built-in name (kjv, pydoc, digits) or Parquet path / pyarrow.fs URI
     dataset: str = "kjv"
-    batch_size: int = 32        # per worker and micro-batch
+    batch_size: int = 32  # per worker and micro-batch
     val_fraction: float = 0.05  # held-out tail of the data, never trained on
-    text_column: str = "text"   # Parquet text corpora
+    text_column: str = "text"  # Parquet text corpora
     label_column: str = "label"  # Parquet classification data
     feature_columns: list[str] | None = None  # None: every column but the label
     # Parquet path / URI scored at evaluations; None: the last val_fraction of dataset's rows
     val_dataset: str | None = None
     shuffle_window: int = 4096  # streamed Parquet: rows a rank shuffles together (data/plan.py)
-    cache_row_groups: int = 4   # streamed Parquet: decoded row groups a worker keeps (LRU)
+    cache_row_groups: int = 4  # streamed Parquet: decoded row groups a worker keeps (LRU)
 
     def __post_init__(self):
-        check(self.val_dataset is None or bool(self.val_dataset), "val_dataset",
-              self.val_dataset, "null or a Parquet path / pyarrow.fs URI")
+        check(
+            self.val_dataset is None or bool(self.val_dataset),
+            "val_dataset",
+            self.val_dataset,
+            "null or a Parquet path / pyarrow.fs URI",
+        )
         check(self.shuffle_window >= 1, "shuffle_window", self.shuffle_window, "an integer >= 1")
-        check(self.cache_row_groups >= 1, "cache_row_groups", self.cache_row_groups,
-              "an integer >= 1")
+        check(
+            self.cache_row_groups >= 1, "cache_row_groups", self.cache_row_groups, "an integer >= 1"
+        )
         check(self.batch_size > 0, "batch_size", self.batch_size, "an integer > 0")
-        check(0 <= self.val_fraction < 1, "val_fraction", self.val_fraction,
-              "in [0, 1) (0: nothing held out, task erm only)")
+        check(
+            0 <= self.val_fraction < 1,
+            "val_fraction",
+            self.val_fraction,
+            "in [0, 1) (0: nothing held out, task erm only)",
+        )
         check(bool(self.dataset), "dataset", self.dataset, "a built-in name or a Parquet path")
 
 
 @dataclass(kw_only=True)
 class TrainConfig:
-    warmup_steps: int = 0      # linear LR warm-up from 0
+    warmup_steps: int = 0  # linear LR warm-up from 0
     decay: Literal["constant", "cosine", "linear"] = "cosine"
     min_lr_ratio: float = 0.1  # decay floor as a fraction of the peak LR
-    grad_accum: int = 1        # micro-batches per optimizer step (batch sweeps beyond memory)
+    grad_accum: int = 1  # micro-batches per optimizer step (batch sweeps beyond memory)
     grad_clip: float | None = None  # max global gradient norm
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast where the device supports it
     threads_per_worker: int = 1  # torch intra-op threads; 1 avoids oversubscribing small nodes
@@ -72,15 +82,20 @@ class TrainConfig:
         check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "an integer >= 0")
         check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", self.min_lr_ratio, "in [0, 1]")
         check(self.grad_accum >= 1, "grad_accum", self.grad_accum, "an integer >= 1")
-        check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip,
-              "> 0 or null")
-        check(self.threads_per_worker >= 1, "threads_per_worker", self.threads_per_worker,
-              "an integer >= 1")
+        check(
+            self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip, "> 0 or null"
+        )
+        check(
+            self.threads_per_worker >= 1,
+            "threads_per_worker",
+            self.threads_per_worker,
+            "an integer >= 1",
+        )
 
 
 @dataclass(kw_only=True)
 class ScalingConfig:
-    num_workers: int = 2       # 0: Ray Train local mode (one process, no Ray workers)
+    num_workers: int = 2  # 0: Ray Train local mode (one process, no Ray workers)
     # elastic: start (and restart after a lost node) with as many workers as the cluster holds
     # between min_workers and num_workers; None keeps the worker count fixed
     min_workers: int | None = None
@@ -94,56 +109,81 @@ class ScalingConfig:
 
     def __post_init__(self):
         check(self.num_workers >= 0, "num_workers", self.num_workers, "an integer >= 0")
-        check(self.min_workers is None or 1 <= self.min_workers <= self.num_workers,
-              "min_workers", self.min_workers,
-              f"unset, or an integer from 1 to num_workers ({self.num_workers})")
+        check(
+            self.min_workers is None or 1 <= self.min_workers <= self.num_workers,
+            "min_workers",
+            self.min_workers,
+            f"unset, or an integer from 1 to num_workers ({self.num_workers})",
+        )
         check(self.resize_interval_s >= 0, "resize_interval_s", self.resize_interval_s, ">= 0")
         check(self.cpus_per_worker > 0, "cpus_per_worker", self.cpus_per_worker, "> 0")
-        check(self.backend != "nccl" or self.use_gpu, "backend", self.backend,
-              "gloo or auto unless use_gpu is true (NCCL needs GPUs)")
-        check(self.strategy == "ddp" or self.num_workers >= 1, "strategy", self.strategy,
-              "ddp when num_workers is 0 (local mode has no process group to shard over)")
+        check(
+            self.backend != "nccl" or self.use_gpu,
+            "backend",
+            self.backend,
+            "gloo or auto unless use_gpu is true (NCCL needs GPUs)",
+        )
+        check(
+            self.strategy == "ddp" or self.num_workers >= 1,
+            "strategy",
+            self.strategy,
+            "ddp when num_workers is 0 (local mode has no process group to shard over)",
+        )
 
 
 @dataclass(kw_only=True)
 class RunConfig:
-    steps: int = 1000            # optimizer steps (the LR schedule spans all of them)
+    steps: int = 1000  # optimizer steps (the LR schedule spans all of them)
     stop_after: int | None = None  # pause after this step with a checkpoint; --resume goes on
-    eval_interval: int = 250     # steps between held-out evaluations (0: only at the end)
-    eval_batches: int = 20       # batches per evaluation
-    report_interval: int = 50    # steps between ray.train.report calls
+    eval_interval: int = 250  # steps between held-out evaluations (0: only at the end)
+    eval_batches: int = 20  # batches per evaluation
+    report_interval: int = 50  # steps between ray.train.report calls
     checkpoint_interval: int = 250  # steps between checkpoints (a multiple of report_interval)
-    num_to_keep: int = 2         # checkpoints kept
-    max_failures: int = 0        # worker-group restarts from the latest checkpoint
+    num_to_keep: int = 2  # checkpoints kept
+    max_failures: int = 0  # worker-group restarts from the latest checkpoint
     storage_path: str = "~/raytrain_runs"  # local dir, shared filesystem or pyarrow.fs URI
-    name: str | None = None   # run name; default: <preset or task>-<timestamp>
+    name: str | None = None  # run name; default: <preset or task>-<timestamp>
     seed: int = 0
 
     def __post_init__(self):
         check(self.steps > 0, "steps", self.steps, "an integer > 0")
-        check(self.stop_after is None or 0 < self.stop_after <= self.steps, "stop_after",
-              self.stop_after, f"null or an integer in 1..steps ({self.steps})")
+        check(
+            self.stop_after is None or 0 < self.stop_after <= self.steps,
+            "stop_after",
+            self.stop_after,
+            f"null or an integer in 1..steps ({self.steps})",
+        )
         check(self.eval_interval >= 0, "eval_interval", self.eval_interval, "an integer >= 0")
         check(self.eval_batches > 0, "eval_batches", self.eval_batches, "an integer > 0")
-        check(self.report_interval > 0, "report_interval", self.report_interval,
-              "an integer > 0")
-        check(self.checkpoint_interval > 0 and
-              self.checkpoint_interval % self.report_interval == 0, "checkpoint_interval",
-              self.checkpoint_interval, f"a positive multiple of report_interval "
-              f"({self.report_interval}): checkpoints travel with reports")
+        check(self.report_interval > 0, "report_interval", self.report_interval, "an integer > 0")
+        check(
+            self.checkpoint_interval > 0 and self.checkpoint_interval % self.report_interval == 0,
+            "checkpoint_interval",
+            self.checkpoint_interval,
+            f"a positive multiple of report_interval "
+            f"({self.report_interval}): checkpoints travel with reports",
+        )
         check(self.num_to_keep >= 1, "num_to_keep", self.num_to_keep, "an integer >= 1")
-        check(self.max_failures >= -1, "max_failures", self.max_failures,
-              "an integer >= 0, or -1 for unlimited")
-        check(self.name is None or bool(RUN_NAME_PATTERN.match(self.name)), "name", self.name,
-              "letters, digits, '_', '.', '-' (starting with a letter or digit), <= 128 chars")
+        check(
+            self.max_failures >= -1,
+            "max_failures",
+            self.max_failures,
+            "an integer >= 0, or -1 for unlimited",
+        )
+        check(
+            self.name is None or bool(RUN_NAME_PATTERN.match(self.name)),
+            "name",
+            self.name,
+            "letters, digits, '_', '.', '-' (starting with a letter or digit), <= 128 chars",
+        )
 
 
 @dataclass(kw_only=True)
 class MonitorConfig:
-    enabled: bool = True         # per-node Prometheus exporter
-    host: str = "127.0.0.1"      # bind address of the exporter; 0.0.0.0 exposes it
-    port: int = 9464             # first port tried; the next free one is used if taken
-    progress: bool = True        # live progress line on the driver
+    enabled: bool = True  # per-node Prometheus exporter
+    host: str = "127.0.0.1"  # bind address of the exporter; 0.0.0.0 exposes it
+    port: int = 9464  # first port tried; the next free one is used if taken
+    progress: bool = True  # live progress line on the driver
     grace_period_s: float = 300.0  # series of finished runs dropped after this long
 
     def __post_init__(self):
@@ -178,8 +218,13 @@ class ExperimentConfig:
         }
 
 
-SECTIONS = {"data": DataConfig, "train": TrainConfig, "scaling": ScalingConfig,
-            "run": RunConfig, "monitor": MonitorConfig}
+SECTIONS = {
+    "data": DataConfig,
+    "train": TrainConfig,
+    "scaling": ScalingConfig,
+    "run": RunConfig,
+    "monitor": MonitorConfig,
+}
 TOP_KEYS = ["task", "methods", *SECTIONS, "preset"]
 
 
@@ -197,20 +242,24 @@ def _from_dict(raw: dict) -> ExperimentConfig:
         raise ConfigError(f"expected a mapping at the top level, got {type(raw).__name__}")
     for key in raw:
         if key not in TOP_KEYS:
-            raise ConfigError(f"{key}: unknown key{nearest(key, TOP_KEYS)}; "
-                              f"valid keys: {', '.join(TOP_KEYS)}")
+            raise ConfigError(
+                f"{key}: unknown key{nearest(key, TOP_KEYS)}; valid keys: {', '.join(TOP_KEYS)}"
+            )
     task_raw = dict(raw.get("task") or {})
     if "name" not in task_raw:
         raise ConfigError(f"task.name: missing; registered tasks: {', '.join(catalog.TASKS)}")
     task_name = task_raw.pop("name")
     entry = catalog.lookup(catalog.TASKS, "task", task_name)
-    task = TaskSpec(name=task_name,
-                    params=build(catalog.load_object(entry.config), task_raw, "task"))
+    task = TaskSpec(
+        name=task_name, params=build(catalog.load_object(entry.config), task_raw, "task")
+    )
     methods_raw = raw.get("methods")
     if not methods_raw or not isinstance(methods_raw, dict):
-        raise ConfigError("methods: expected a mapping of method name -> hyper-parameters, "
-                          f"e.g. {{adamw: {{lr: 0.001}}}}; registered: "
-                          f"{', '.join(catalog.METHODS)}")
+        raise ConfigError(
+            "methods: expected a mapping of method name -> hyper-parameters, "
+            f"e.g. {{adamw: {{lr: 0.001}}}}; registered: "
+            f"{', '.join(catalog.METHODS)}"
+        )
     methods = {}
     for name, params in methods_raw.items():
         entry = catalog.lookup(catalog.METHODS, "method", name)
@@ -223,21 +272,27 @@ def _from_dict(raw: dict) -> ExperimentConfig:
     if sections["scaling"].strategy == "fsdp":
         _check_shardable(task_name, methods)
     if sections["data"].val_fraction == 0 and task_name != "erm":
-        raise ConfigError(f"data.val_fraction: 0 is allowed for task erm only (an optimisation "
-                          f"task); task {task_name} evaluates on held-out rows, so use > 0")
+        raise ConfigError(
+            f"data.val_fraction: 0 is allowed for task erm only (an optimisation "
+            f"task); task {task_name} evaluates on held-out rows, so use > 0"
+        )
     return ExperimentConfig(task=task, methods=methods, preset=preset, **sections)
 
 
 def _check_shardable(task: str, methods: dict) -> None:
     """scaling.strategy=fsdp: refuse, before launch, what cannot train on model shards."""
-    for kind, table, names in (("task", catalog.TASKS, [task]),
-                               ("methods", catalog.METHODS, list(methods))):
+    for kind, table, names in (
+        ("task", catalog.TASKS, [task]),
+        ("methods", catalog.METHODS, list(methods)),
+    ):
         for name in names:
             why = table[name].unsharded
             if why:
                 where = "task.name" if kind == "task" else f"methods.{name}"
-                raise ConfigError(f"{where}: {name} cannot run under scaling.strategy=fsdp: "
-                                  f"{why}; use scaling.strategy=ddp")
+                raise ConfigError(
+                    f"{where}: {name} cannot run under scaling.strategy=fsdp: "
+                    f"{why}; use scaling.strategy=ddp"
+                )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -255,6 +310,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Set dotted keys in a copy of ``raw``; a missing method name adds that method."""
     import copy
+
     out = copy.deepcopy(raw)
     for text in overrides:
         path, value = parse_override(text)
@@ -302,8 +358,10 @@ def preset_names() -> list[str]:
 def preset_raw(name: str) -> dict:
     names = preset_names()
     if name not in names:
-        raise ConfigError(f"unknown preset '{name}'{nearest(name, names)}; "
-                          f"available: {', '.join(names)} (see `raytrain-eff presets`)")
+        raise ConfigError(
+            f"unknown preset '{name}'{nearest(name, names)}; "
+            f"available: {', '.join(names)} (see `raytrain-eff presets`)"
+        )
     text = importlib.resources.files(PRESET_PACKAGE).joinpath(f"{name}.yaml").read_text()
     raw = yaml.safe_load(text)
     raw.setdefault("preset", name)
@@ -317,8 +375,9 @@ def preset_description(name: str) -> str:
     return first.lstrip("# ").strip() if first.startswith("#") else ""
 
 
-def load(preset: str | None = None, path: str | None = None,
-         overrides: list[str] | None = None) -> ExperimentConfig:
+def load(
+    preset: str | None = None, path: str | None = None, overrides: list[str] | None = None
+) -> ExperimentConfig:
     """Preset or file, then overrides, then validation: the one entry point the CLI uses."""
     if preset and path:
         raise ConfigError("give either --preset or --config, not both")
@@ -327,20 +386,28 @@ def load(preset: str | None = None, path: str | None = None,
     return from_dict(raw, where=str(path) if path else f"preset '{raw.get('preset')}'")
 
 
-RESUME_OVERRIDABLE = ("run.stop_after", "run.max_failures", "scaling.num_workers",
-                      "scaling.min_workers", "scaling.resize_interval_s",
-                      "scaling.cpus_per_worker", "scaling.placement", "scaling.strategy",
-                      "monitor.")
+RESUME_OVERRIDABLE = (
+    "run.stop_after",
+    "run.max_failures",
+    "scaling.num_workers",
+    "scaling.min_workers",
+    "scaling.resize_interval_s",
+    "scaling.cpus_per_worker",
+    "scaling.placement",
+    "scaling.strategy",
+    "monitor.",
+)
 
 
 def apply_resume_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
     """A resumed run keeps its config; only where and how long it runs may change."""
     for text in overrides:
         key = text.partition("=")[0]
-        if not any(key == k or (k.endswith(".") and key.startswith(k))
-                   for k in RESUME_OVERRIDABLE):
-            raise ConfigError(f"override '{text}': a resumed run keeps its config; on resume "
-                              f"only {', '.join(RESUME_OVERRIDABLE)} may change")
+        if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUME_OVERRIDABLE):
+            raise ConfigError(
+                f"override '{text}': a resumed run keeps its config; on resume "
+                f"only {', '.join(RESUME_OVERRIDABLE)} may change"
+            )
     return from_dict(apply_overrides(cfg.to_dict(), overrides), where="resume overrides")
 
 

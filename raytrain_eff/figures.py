@@ -1,5 +1,6 @@
 """Matplotlib without a display, and a figure as PNG bytes: the plots of a comparison report
 (``report/plots.py``) and of a sweep (``tune/plots.py``) both draw through these."""
+
 from __future__ import annotations
 
 import io
@@ -8,8 +9,10 @@ import io
 def pyplot():
     """matplotlib.pyplot on the Agg backend (imported on first use: plotting is optional)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 

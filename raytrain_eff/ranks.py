@@ -1,5 +1,6 @@
 """How n things (rows, neurons, characters) split over the P ranks of a group: one rule for
 tasks and methods alike."""
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@ Stays free of torch and ray: a broken config must fail in a fraction of a second
 either is imported. Every error names the dotted key, the value and what is allowed, and
 suggests the nearest valid key for typos.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,12 +41,17 @@ def build(cls: type, data: Any, where: str) -> Any:
         if key not in fields:
             raise ConfigError(
                 f"{_join(where, key)}: unknown key{nearest(key, fields)}; "
-                f"valid keys: {', '.join(sorted(fields))}")
+                f"valid keys: {', '.join(sorted(fields))}"
+            )
     hints = typing.get_type_hints(cls)
-    kwargs = {name: coerce(hints[name], value, _join(where, name))
-              for name, value in data.items()}
-    missing = [n for n, f in fields.items() if n not in kwargs and
-               f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    kwargs = {name: coerce(hints[name], value, _join(where, name)) for name, value in data.items()}
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise ConfigError(f"{where or 'config'}: missing required key(s) {', '.join(missing)}")
     try:
@@ -68,13 +74,16 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
                 return coerce(option, value, where)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else
-                          f"{where}: {value!r} matches none of {_name(tp)}")
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {_name(tp)}"
+        )
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{where}: {value!r} is not allowed{nearest(value, allowed)}; "
-                              f"choose one of {', '.join(map(repr, allowed))}")
+            raise ConfigError(
+                f"{where}: {value!r} is not allowed{nearest(value, allowed)}; "
+                f"choose one of {', '.join(map(repr, allowed))}"
+            )
         return value
     if origin is list:
         (item,) = typing.get_args(tp) or (Any,)

@@ -11,6 +11,7 @@ written into the presets (``--write``) and every grid, score and winner into
     python scripts/tune_pairs.py --write         # ... and writes them into the presets
     python scripts/tune_pairs.py digits-sgd      # one space file
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,7 @@ PAIRS = ROOT / "tune_spaces" / "pairs"
 
 def lr_entry(spec_file: pathlib.Path) -> tuple[dict, str, list[float]]:
     raw = yaml.safe_load(spec_file.read_text())
-    (key, entry), = raw["space"].items()
+    ((key, entry),) = raw["space"].items()
     return raw, key, [float(v) for v in entry["grid"]]
 
 
@@ -48,20 +49,23 @@ def score_of(spec_file: pathlib.Path, storage: str, overrides: list[str]):
 
     def score(value: float) -> float:
         one = dict(raw, space={key: {"grid": [value]}})
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=spec_file.parent,
-                                         delete=False) as f:
+        with tempfile.NamedTemporaryFile(
+            "w", suffix=".yaml", dir=spec_file.parent, delete=False
+        ) as f:
             yaml.safe_dump(one, f)
         try:
             name = f"{spec_file.stem}-lr{value:.3g}".replace("+", "")
             # scores are validation losses: the sweep needs no Prometheus exporter
-            sweep_dir = run_sweep(f.name, ["monitor.enabled=false", *overrides],
-                                  storage_path=storage, name=name)
+            sweep_dir = run_sweep(
+                f.name, ["monitor.enabled=false", *overrides], storage_path=storage, name=name
+            )
         finally:
             pathlib.Path(f.name).unlink()
         trials = pd.read_parquet(pathlib.Path(sweep_dir) / "trials.parquet")
         val = float(trials[raw["metric"]].iloc[0]) if len(trials) else math.inf
         print(f"{spec_file.stem}: {key}={value:.4g} -> {raw['metric']} {val:.5g}", flush=True)
         return val if math.isfinite(val) else math.inf
+
     return score
 
 
@@ -81,9 +85,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("names", nargs="*", help="space files under tune_spaces/pairs (default: all)")
     p.add_argument("--write", action="store_true", help="write the winners into the presets")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override for every sweep (a quick check, e.g. run.steps=20; "
-                        "never with --write)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override for every sweep (a quick check, e.g. run.steps=20; never with --write)",
+    )
     args = p.parse_args()
     if args.write and args.set:
         p.error("--write records the presets' own budget: drop --set")
@@ -95,11 +103,16 @@ def main() -> None:
     ensure_ray(num_cpus=max(4, os.cpu_count() or 1))
     with tempfile.TemporaryDirectory() as storage:
         for f in files:
-            space_mod.load(str(f))                       # fail on a bad file before Ray
+            space_mod.load(str(f))  # fail on a bad file before Ray
             raw, key, grid = lr_entry(f)
             tuned = tune_bracketed(f.stem, score_of(f, storage, args.set), grid)
-            record[f.stem] = {"base": raw["base"], "overrides": raw.get("overrides", []),
-                              "key": key, **tuned, "provenance": provenance()}
+            record[f.stem] = {
+                "base": raw["base"],
+                "overrides": raw.get("overrides", []),
+                "key": key,
+                **tuned,
+                "provenance": provenance(),
+            }
             print(f"{f.stem}: winner {tuned['winner']:.3g} (inside grid: {tuned['inside']})")
             # a sweep that changes more than the seed tunes a variant, not the preset itself
             at_preset = all(o.startswith("run.seed=") for o in raw.get("overrides", []))

@@ -1,4 +1,5 @@
 """Shared fixtures: one gloo rank pool and one Ray session for the whole test run."""
+
 from __future__ import annotations
 
 import os
@@ -22,6 +23,7 @@ os.environ.setdefault("RAYTRAIN_EFF_FILE_SD_DIR", tempfile.mkdtemp(prefix="rte-f
 def gloo():
     """``gloo.run(world, fn, *args)`` runs a module-level fn on `world` gloo ranks."""
     from gloo import GlooPool
+
     pool = GlooPool()
     yield pool
     pool.close()
@@ -33,14 +35,21 @@ def ray_session():
     import socket
 
     import ray
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # Train's clean-up queries the State API without an address; with other Ray instances
     # on the machine it must still find this one
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    ray.init(num_cpus=4, dashboard_host="127.0.0.1", dashboard_port=port, include_dashboard=True,
-             log_to_driver=True, _node_ip_address="127.0.0.1")
+    ray.init(
+        num_cpus=4,
+        dashboard_host="127.0.0.1",
+        dashboard_port=port,
+        include_dashboard=True,
+        log_to_driver=True,
+        _node_ip_address="127.0.0.1",
+    )
     yield ray
     ray.shutdown()
 
@@ -53,16 +62,28 @@ def run_cfg(tmp_path, request):
     def make(preset: str = "digits-adamw", *overrides: str):
         name = f"{request.node.name[:60]}-{os.getpid()}-{len(os.listdir(tmp_path))}"
         name = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-.")
-        return config.load(preset=preset, overrides=[
-            f"run.storage_path={tmp_path}", f"run.name={name}", "monitor.enabled=false",
-            *overrides])
+        return config.load(
+            preset=preset,
+            overrides=[
+                f"run.storage_path={tmp_path}",
+                f"run.name={name}",
+                "monitor.enabled=false",
+                *overrides,
+            ],
+        )
+
     return make
 
 
 def pytest_addoption(parser):
-    parser.addoption("--background-load", type=int, default=0, metavar="N",
-                     help="keep N busy processes running for the whole session, to check that "
-                          "the tests hold on a loaded machine (see README, Development)")
+    parser.addoption(
+        "--background-load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep N busy processes running for the whole session, to check that "
+        "the tests hold on a loaded machine (see README, Development)",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-timeout reads its settings
@@ -73,8 +94,10 @@ def pytest_configure(config):
     if load < 0:
         raise pytest.UsageError(f"--background-load={load}: expected 0 or more processes")
     spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"
-    config.background_load = [subprocess.Popen([sys.executable, "-c", spin])  # ends with us
-                              for _ in range(load)]
+    config.background_load = [
+        subprocess.Popen([sys.executable, "-c", spin])  # ends with us
+        for _ in range(load)
+    ]
 
 
 def pytest_unconfigure(config):

@@ -6,6 +6,7 @@ subgroup of exactly those ranks) and gets back the list of per-rank results. Spa
 saves seconds per test on small machines. ``fn`` travels by value (cloudpickle), so test
 modules need not be importable by the ranks.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,6 +30,7 @@ def _free_port() -> int:
 def _serve(rank: int, port: int, inbox, outbox) -> None:
     import torch
     import torch.distributed as dist
+
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=MAX_WORLD)
@@ -55,8 +57,10 @@ class GlooPool:
         port = _free_port()
         self.inboxes = [ctx.Queue() for _ in range(MAX_WORLD)]
         self.outbox = ctx.Queue()
-        self.procs = [ctx.Process(target=_serve, args=(r, port, self.inboxes[r], self.outbox),
-                                  daemon=True) for r in range(MAX_WORLD)]
+        self.procs = [
+            ctx.Process(target=_serve, args=(r, port, self.inboxes[r], self.outbox), daemon=True)
+            for r in range(MAX_WORLD)
+        ]
         for p in self.procs:
             p.start()
 
@@ -64,8 +68,11 @@ class GlooPool:
         """Results of ``fn`` on ranks 0..world-1, in rank order; raises on any rank's error."""
         assert 1 <= world <= MAX_WORLD, f"world must be in 1..{MAX_WORLD}"
         module = sys.modules.get(fn.__module__)
-        if module is not None and fn.__module__ not in ("__main__",) and \
-                not fn.__module__.startswith(("raytrain_eff", "torch")):
+        if (
+            module is not None
+            and fn.__module__ not in ("__main__",)
+            and not fn.__module__.startswith(("raytrain_eff", "torch"))
+        ):
             cloudpickle.register_pickle_by_value(module)  # the test module, with its helpers
         payload = cloudpickle.dumps((fn, args))
         for inbox in self.inboxes:

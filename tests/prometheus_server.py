@@ -1,4 +1,5 @@
 """What the tests that run a real Prometheus share: its binaries, its HTTP API, waiting."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import urllib.request
 from timeouts import scaled
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-PROMETHEUS = REPO / ".test-deps" / "bin" / "prometheus"   # scripts/test-deps.sh fetches both
+PROMETHEUS = REPO / ".test-deps" / "bin" / "prometheus"  # scripts/test-deps.sh fetches both
 PROMTOOL = REPO / ".test-deps" / "bin" / "promtool"
 
 

@@ -1,6 +1,7 @@
 """One rule for collectives: every collective in the package goes through
 ``raytrain_eff.collectives``, which puts its tensors on the group's device and the results back
 where the caller's tensors live."""
+
 from __future__ import annotations
 
 import ast
@@ -19,19 +20,42 @@ PACKAGE = pathlib.Path(raytrain_eff.__file__).parent
 # communication (fully_shard, DTensor, torch.distributed.checkpoint) is not a c10d call here
 ALLOWED = {"collectives.py"}
 COLLECTIVES = {
-    "all_reduce", "all_reduce_coalesced", "all_gather", "all_gather_into_tensor",
-    "all_gather_coalesced", "_all_gather_base", "reduce_scatter", "reduce_scatter_tensor",
-    "_reduce_scatter_base", "broadcast", "reduce", "gather", "scatter", "all_to_all",
-    "all_to_all_single", "gather_object", "all_gather_object", "broadcast_object_list",
-    "scatter_object_list", "barrier", "monitored_barrier", "send", "recv", "isend", "irecv",
-    "batch_isend_irecv", "send_object_list", "recv_object_list"}
+    "all_reduce",
+    "all_reduce_coalesced",
+    "all_gather",
+    "all_gather_into_tensor",
+    "all_gather_coalesced",
+    "_all_gather_base",
+    "reduce_scatter",
+    "reduce_scatter_tensor",
+    "_reduce_scatter_base",
+    "broadcast",
+    "reduce",
+    "gather",
+    "scatter",
+    "all_to_all",
+    "all_to_all_single",
+    "gather_object",
+    "all_gather_object",
+    "broadcast_object_list",
+    "scatter_object_list",
+    "barrier",
+    "monitored_barrier",
+    "send",
+    "recv",
+    "isend",
+    "irecv",
+    "batch_isend_irecv",
+    "send_object_list",
+    "recv_object_list",
+}
 
 
 def direct_collectives(source: str) -> list[str]:
     """``line: name`` of every torch.distributed collective called or imported in ``source``."""
     tree = ast.parse(source)
-    aliases: set[str] = set()       # names bound to torch.distributed or a submodule of it
-    torch_names: set[str] = set()   # names bound to torch itself
+    aliases: set[str] = set()  # names bound to torch.distributed or a submodule of it
+    torch_names: set[str] = set()  # names bound to torch itself
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -45,7 +69,8 @@ def direct_collectives(source: str) -> list[str]:
                 if node.module.startswith("torch.distributed") and a.name in COLLECTIVES:
                     found.append(f"{node.lineno}: {a.name}")
                 elif node.module.startswith("torch") and (
-                        a.name == "distributed" or node.module.startswith("torch.distributed")):
+                    a.name == "distributed" or node.module.startswith("torch.distributed")
+                ):
                     aliases.add(a.asname or a.name)
 
     def from_distributed(value: ast.expr) -> bool:
@@ -58,8 +83,12 @@ def direct_collectives(source: str) -> list[str]:
         return value.id in aliases or (value.id in torch_names and chain[-1:] == ["distributed"])
 
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr in COLLECTIVES and from_distributed(node.func.value)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in COLLECTIVES
+            and from_distributed(node.func.value)
+        ):
             found.append(f"{node.lineno}: {node.func.attr}")
     return found
 
@@ -94,8 +123,13 @@ collectives.all_reduce(t)
 t.all_reduce()
 """
     assert direct_collectives(source) == [
-        "6: barrier", "9: all_reduce", "10: broadcast", "11: all_gather_into_tensor",
-        "12: all_reduce", "13: reduce_scatter"]
+        "6: barrier",
+        "9: all_reduce",
+        "10: broadcast",
+        "11: all_gather_into_tensor",
+        "12: all_reduce",
+        "13: reduce_scatter",
+    ]
 
 
 def test_a_tensor_already_in_place_is_handed_over_as_it_is():
@@ -112,13 +146,14 @@ def _exercise(rank, world, group):
     import torch
 
     from raytrain_eff import collectives as C
+
     out = {"device": str(C.device_of(group))}
     t = torch.tensor([rank + 1.0])
     ptr = t.data_ptr()
     out["same_tensor"] = C.all_reduce(t, group) is t and t.data_ptr() == ptr
     out["sum"] = t.tolist()
     base = torch.arange(6.0) * (rank + 1)
-    view = base.view(2, 3).t()                       # not contiguous: staged, written back
+    view = base.view(2, 3).t()  # not contiguous: staged, written back
     C.all_reduce(view, group, op=C.ReduceOp.MAX)
     out["strided_max"] = base.tolist()
     bucket = torch.full((4,), float(rank))
@@ -127,7 +162,7 @@ def _exercise(rank, world, group):
     token = torch.tensor([10 * rank + 7], dtype=torch.int64)
     C.broadcast(token, 0, group)
     out["broadcast"] = token.tolist()
-    gathered = torch.empty(2, world).t()             # a non-contiguous output buffer
+    gathered = torch.empty(2, world).t()  # a non-contiguous output buffer
     C.all_gather_into_tensor(gathered, torch.tensor([[rank, -rank]], dtype=torch.float32), group)
     out["gathered"] = gathered.tolist()
     shard = torch.empty(2)
@@ -140,7 +175,7 @@ def _exercise(rank, world, group):
     column = torch.zeros(2, 3)[:, 1]
     pending = C.reduce_scatter_tensor_async(column, torch.arange(2.0 * world) + rank, group)
     out["shard_async"] = pending.wait().tolist()
-    grid = torch.zeros(2, world).t()                 # (world, 2), not contiguous
+    grid = torch.zeros(2, world).t()  # (world, 2), not contiguous
     C.all_gather_into_tensor_async(grid, torch.tensor([[rank, 1.0]]), group).wait()
     out["gathered_async"] = grid.tolist()
     objs = [None] * world
@@ -175,12 +210,13 @@ def test_the_helper_on_gloo_ranks(gloo, world):
 
 def _nccl_rank(rank: int, world: int, port: int) -> None:
     import torch.distributed as dist
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.cuda.set_device(rank)
     dist.init_process_group("nccl", rank=rank, world_size=world)
     try:
         assert collectives.device_of(None) == torch.device("cuda", rank)
-        cpu = torch.tensor([rank + 1.0], dtype=torch.float64)      # a host scalar, as before
+        cpu = torch.tensor([rank + 1.0], dtype=torch.float64)  # a host scalar, as before
         assert collectives.all_reduce(cpu) is cpu and cpu.device.type == "cpu"
         assert cpu.item() == world * (world + 1) / 2
         on_gpu = torch.ones(3, device="cuda")
@@ -200,6 +236,7 @@ def _nccl_rank(rank: int, world: int, port: int) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="NCCL needs a CUDA GPU")
 def test_host_tensors_under_nccl_go_to_the_gpu_and_come_back():
     import torch.multiprocessing as mp
+
     world = min(2, torch.cuda.device_count())
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

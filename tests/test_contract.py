@@ -5,6 +5,7 @@ the engine in one process, and a run paused half-way and resumed reaches exactly
 uninterrupted run (model, optimizer, method state, schedules and RNG all round-trip through the
 checkpoint).
 """
+
 import pathlib
 
 import pyarrow.parquet as pq
@@ -14,9 +15,15 @@ import torch
 from raytrain_eff import catalog, config
 from raytrain_eff.engine import launch
 
-SHORT = ["scaling.num_workers=0", "run.steps=6", "run.report_interval=1",
-         "run.checkpoint_interval=1", "run.eval_interval=0", "monitor.enabled=false",
-         "monitor.progress=false"]
+SHORT = [
+    "scaling.num_workers=0",
+    "run.steps=6",
+    "run.report_interval=1",
+    "run.checkpoint_interval=1",
+    "run.eval_interval=0",
+    "monitor.enabled=false",
+    "monitor.progress=false",
+]
 
 
 def test_every_registered_method_has_a_preset():
@@ -32,8 +39,9 @@ def test_every_entry_imports():
 
 
 def _losses(run_dir):
-    return torch.tensor(pq.read_table(pathlib.Path(run_dir) / "metrics.parquet")
-                        .column("loss").to_pylist())
+    return torch.tensor(
+        pq.read_table(pathlib.Path(run_dir) / "metrics.parquet").column("loss").to_pylist()
+    )
 
 
 def _one_preset_per_methods_and_task() -> list[str]:
@@ -55,10 +63,12 @@ def _one_preset_per_methods_and_task() -> list[str]:
 def test_preset_trains_and_resumes_exactly(preset, tmp_path):
     overrides = SHORT + [f"run.storage_path={tmp_path}"]
     straight = launch.fit(config.load(preset=preset, overrides=overrides + ["run.name=a"]))
-    paused = launch.fit(config.load(preset=preset, overrides=overrides + [
-        "run.name=b", "run.stop_after=3"]))
-    resumed = config.apply_resume_overrides(launch.load_run_config(paused.run_dir),
-                                            ["run.stop_after=null"])
+    paused = launch.fit(
+        config.load(preset=preset, overrides=overrides + ["run.name=b", "run.stop_after=3"])
+    )
+    resumed = config.apply_resume_overrides(
+        launch.load_run_config(paused.run_dir), ["run.stop_after=null"]
+    )
     launch.fit(resumed, resume=True)
     a, b = _losses(straight.run_dir), _losses(paused.run_dir)
     assert len(a) == len(b) == 6 and torch.isfinite(a).all()

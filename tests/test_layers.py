@@ -8,6 +8,7 @@
 - ``engine`` names no method or task (only ``methods.base`` and ``tasks.base``);
 - ``tune`` and ``report`` do not import each other.
 """
+
 from __future__ import annotations
 
 import ast
@@ -22,7 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PKG = "raytrain_eff"
 UPPER = ("engine", "tune", "report", "cli", "monitor")
 SEAMS = {f"{PKG}.methods.base", f"{PKG}.tasks.base"}
-KEYS = f"{PKG}.monitor.keys"   # constants only, no imports: the names methods report under
+KEYS = f"{PKG}.monitor.keys"  # constants only, no imports: the names methods report under
 
 
 def module_name(path: pathlib.Path, root: pathlib.Path) -> str:
@@ -42,12 +43,13 @@ def imports(path: pathlib.Path, root: pathlib.Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # relative: from the package, one level up per extra dot
-                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             for alias in node.names:
                 sub = f"{base}.{alias.name}"
-                is_module = (root / pathlib.Path(*sub.split("."))).is_dir() or \
-                    (root / pathlib.Path(*sub.split("."))).with_suffix(".py").is_file()
+                is_module = (root / pathlib.Path(*sub.split("."))).is_dir() or (
+                    root / pathlib.Path(*sub.split("."))
+                ).with_suffix(".py").is_file()
                 found.add(sub if is_module else base)
     return found
 
@@ -66,9 +68,12 @@ def _layer_rules(importer: str, imported: str) -> str | None:
         return "methods are pure PyTorch: no ray, engine, tune, report, cli or monitor"
     if layer == "tasks" and _under(imported, "ray", f"{PKG}.methods", f"{PKG}.engine"):
         return "tasks never import methods, ray or the engine (shared parts go in blocks/)"
-    if layer == "engine" and imported not in SEAMS and \
-            _under(imported, f"{PKG}.methods", f"{PKG}.tasks") and \
-            imported not in (f"{PKG}.methods", f"{PKG}.tasks"):
+    if (
+        layer == "engine"
+        and imported not in SEAMS
+        and _under(imported, f"{PKG}.methods", f"{PKG}.tasks")
+        and imported not in (f"{PKG}.methods", f"{PKG}.tasks")
+    ):
         return "the engine names no method or task: it reaches them through catalog"
     if layer == "tune" and _under(imported, f"{PKG}.report"):
         return "tune and report do not import each other"
@@ -94,8 +99,10 @@ def test_the_package_keeps_its_layers():
 
 
 def test_the_metric_vocabulary_that_methods_may_import_imports_nothing():
-    assert imports(ROOT / PKG / "monitor" / "keys.py", ROOT) <= {"__future__.annotations",
-                                                                  "__future__"}
+    assert imports(ROOT / PKG / "monitor" / "keys.py", ROOT) <= {
+        "__future__.annotations",
+        "__future__",
+    }
 
 
 def _tree(tmp_path: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
@@ -109,28 +116,31 @@ def _tree(tmp_path: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
 
 
 def test_the_checker_finds_each_kind_of_violation(tmp_path):
-    root = _tree(tmp_path, {
-        "methods/fosi.py": "",
-        "methods/base.py": "",
-        "tasks/lm.py": "",
-        "tasks/wide.py": """
+    root = _tree(
+        tmp_path,
+        {
+            "methods/fosi.py": "",
+            "methods/base.py": "",
+            "tasks/lm.py": "",
+            "tasks/wide.py": """
             def build():
                 from raytrain_eff.methods.fosi import FOSI  # inside a function
                 return FOSI
             """,
-        "tasks/erm.py": "from raytrain_eff.methods import fosi\n",
-        "methods/dho2.py": "import ray.train\nfrom ..engine import runner\n",
-        "methods/mst.py": "from raytrain_eff.monitor import keys, metrics\n",
-        "engine/runner.py": "from raytrain_eff.methods import base\n"
-                            "from raytrain_eff.tasks.lm import LMTask\n",
-        "engine/preflight.py": "from raytrain_eff.tasks.base import Task\n",
-        "monitor/keys.py": "",
-        "monitor/metrics.py": "",
-        "tune/results.py": "def plots():\n    from raytrain_eff.report.plots import f\n",
-        "report/build.py": "from raytrain_eff.tune import results\n",
-        "report/plots.py": "",
-        "blocks/layer.py": "from raytrain_eff.tasks import lm\n",
-    })
+            "tasks/erm.py": "from raytrain_eff.methods import fosi\n",
+            "methods/dho2.py": "import ray.train\nfrom ..engine import runner\n",
+            "methods/mst.py": "from raytrain_eff.monitor import keys, metrics\n",
+            "engine/runner.py": "from raytrain_eff.methods import base\n"
+            "from raytrain_eff.tasks.lm import LMTask\n",
+            "engine/preflight.py": "from raytrain_eff.tasks.base import Task\n",
+            "monitor/keys.py": "",
+            "monitor/metrics.py": "",
+            "tune/results.py": "def plots():\n    from raytrain_eff.report.plots import f\n",
+            "report/build.py": "from raytrain_eff.tune import results\n",
+            "report/plots.py": "",
+            "blocks/layer.py": "from raytrain_eff.tasks import lm\n",
+        },
+    )
     found = violations(root)
     assert [v.split(":")[0] for v in found] == [
         "raytrain_eff.blocks.layer imports raytrain_eff.tasks.lm",

@@ -1,4 +1,5 @@
 """One rule splits rows, neurons and characters over ranks."""
+
 from raytrain_eff.ranks import shard_rows
 
 

@@ -1,4 +1,5 @@
 """One version string: pyproject.toml's, read back from the installed package's metadata."""
+
 from importlib.metadata import version
 
 import pytest

@@ -5,6 +5,7 @@ grows with it: pytest-timeout's limit and ``timeout`` markers (scaled in conftes
 waits inside tests, which go through :func:`scaled`. Tests never sleep for a fixed time to let
 something happen; they poll for it until a scaled deadline.
 """
+
 from __future__ import annotations
 
 import os

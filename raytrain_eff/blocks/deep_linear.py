@@ -3,6 +3,7 @@
 The ``lowrank`` task builds the original (uncompressed) network from these; the ``lowdim``
 method (arXiv 2311.05061) compresses a head or a whole network into a width-2r one.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,7 +37,7 @@ class DeepLinear(nn.Module):
         return W
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for Wl in self.weights:   # (B, width): never forms the d_out×d_in product
+        for Wl in self.weights:  # (B, width): never forms the d_out×d_in product
             x = x @ Wl.T
         return x if self.bias is None else x + self.bias
 
@@ -49,18 +50,31 @@ def orthogonal(rows: int, cols: int, gen: torch.Generator, dtype=torch.float64) 
     """A slice of a Haar-random orthogonal max(rows, cols) matrix (orthonormal rows or cols)."""
     n = max(rows, cols)
     Q, R = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=dtype))
-    Q = Q * torch.sign(torch.diagonal(R))   # sign fix makes Q Haar-distributed
+    Q = Q * torch.sign(torch.diagonal(R))  # sign fix makes Q Haar-distributed
     return Q[:rows, :cols]
 
 
-def orthogonal_weights(d_in: int, d_out: int, width: int, depth: int, eps: float,
-                       gen: torch.Generator, dtype=torch.float64) -> list[torch.Tensor]:
+def orthogonal_weights(
+    d_in: int,
+    d_out: int,
+    width: int,
+    depth: int,
+    eps: float,
+    gen: torch.Generator,
+    dtype=torch.float64,
+) -> list[torch.Tensor]:
     """The original network's initialisation: Wₗ = ε·Qₗ, Qₗ random (semi-)orthogonal."""
     shapes = [(width, d_in)] + [(width, width)] * (depth - 2) + [(d_out, width)]
     return [eps * orthogonal(r, c, gen, dtype) for r, c in shapes]
 
 
-def original(d: int, depth: int, eps: float, gen: torch.Generator, width: int | None = None,
-             dtype=torch.float64) -> DeepLinear:
+def original(
+    d: int,
+    depth: int,
+    eps: float,
+    gen: torch.Generator,
+    width: int | None = None,
+    dtype=torch.float64,
+) -> DeepLinear:
     """The width-d (or ``width``) depth-``depth`` network at Wₗ = ε·Qₗ, d_in = d_out = d."""
     return DeepLinear(orthogonal_weights(d, d, width or d, depth, eps, gen, dtype))

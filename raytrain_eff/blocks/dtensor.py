@@ -1,6 +1,7 @@
 """Tensors that FSDP2 shards as DTensors, seen from one rank: its local slice, the whole
 tensor gathered from the slices, and a rank's slice of a whole tensor. On a plain tensor
 each is the identity, so the same code runs under ddp, under fsdp and in one process."""
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,9 @@ def full(like: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
         return part
     dtype = part.dtype
     part = part.to(torch.uint8) if dtype == torch.bool else part  # gloo gathers no bools
-    whole = DTensor.from_local(part, like.device_mesh, like.placements,
-                               shape=like.shape, stride=like.stride()).full_tensor()
+    whole = DTensor.from_local(
+        part, like.device_mesh, like.placements, shape=like.shape, stride=like.stride()
+    ).full_tensor()
     return whole.to(dtype)
 
 
@@ -27,5 +29,6 @@ def slice_like(like: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
     """This rank's slice of ``whole`` (identical on every rank), sharded as ``like`` is."""
     if not isinstance(like, DTensor):
         return whole
-    return distribute_tensor(whole, like.device_mesh, like.placements,
-                             src_data_rank=None).to_local()
+    return distribute_tensor(
+        whole, like.device_mesh, like.placements, src_data_rank=None
+    ).to_local()

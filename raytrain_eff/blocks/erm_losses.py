@@ -1,6 +1,7 @@
 """Losses φ(t; y) of linear ERM, their derivatives in t and smoothness factors c (L_i =
 c‖a_i‖²), and the elastic-net prox: the torch reference (``methods/vr/kernels`` has
 compiled twins). Shared by the ``erm`` task (its loss) and the VR solvers."""
+
 from __future__ import annotations
 
 import torch
@@ -25,7 +26,7 @@ def _hinge_d(t, y):
 
 
 def _sq_hinge(t, y):
-    return 0.5 * torch.clamp(1 - y * t, min=0.0) ** 2      # ½ max(0, 1 − yt)²
+    return 0.5 * torch.clamp(1 - y * t, min=0.0) ** 2  # ½ max(0, 1 − yt)²
 
 
 def _sq_hinge_d(t, y):

@@ -6,6 +6,7 @@ The ``wide`` task builds its model from it; the ``sublinear`` method gives it an
 Without one the layer runs the dense GEMM + mask. Width sharding: each rank hosts a
 contiguous slice of the neurons and the partial outputs are all-reduced.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,7 @@ class _PairDots(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, W, h, x_pairs, r):
-        U, slot = torch.unique(r, return_inverse=True)          # sorted distinct neurons
+        U, slot = torch.unique(r, return_inverse=True)  # sorted distinct neurons
         ctx.save_for_backward(x_pairs, U, slot)
         ctx.shape = W.shape
         return h.clone()
@@ -40,9 +41,10 @@ class _PairDots(torch.autograd.Function):
     def backward(ctx, grad_h):
         x_pairs, U, slot = ctx.saved_tensors
         rows = torch.zeros(len(U), x_pairs.shape[1], dtype=grad_h.dtype, device=grad_h.device)
-        rows.index_add_(0, slot, grad_h[:, None] * x_pairs)     # Σ_{i: r∈S_i} ∂ℓ/∂h_ir · x_i
-        g = torch.sparse_coo_tensor(U[None], rows, ctx.shape, is_coalesced=True,
-                                    check_invariants=False)
+        rows.index_add_(0, slot, grad_h[:, None] * x_pairs)  # Σ_{i: r∈S_i} ∂ℓ/∂h_ir · x_i
+        g = torch.sparse_coo_tensor(
+            U[None], rows, ctx.shape, is_coalesced=True, check_invariants=False
+        )
         return g, None, None, None
 
 
@@ -65,8 +67,9 @@ class NeuronIndex(Protocol):
         """Whether it can find the active sets of these inputs (an exact index: indexed rows)."""
         ...
 
-    def candidates(self, x: torch.Tensor, rows: torch.Tensor | None, b: float
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int, float]:
+    def candidates(
+        self, x: torch.Tensor, rows: torch.Tensor | None, b: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int, float]:
         """(batch position, neuron) pairs that may fire, their exact pre-activations (None:
         the layer verifies them with dots), keys read and the FLOPs the query took."""
         ...
@@ -76,8 +79,19 @@ class NeuronIndex(Protocol):
         ...
 
 
-STAT_KEYS = ("batch", "pairs", "candidates", "reads", "updated", "rekeyed", "flops",
-             "query_s", "update_s", "recall_hits", "recall_true")
+STAT_KEYS = (
+    "batch",
+    "pairs",
+    "candidates",
+    "reads",
+    "updated",
+    "rekeyed",
+    "flops",
+    "query_s",
+    "update_s",
+    "recall_hits",
+    "recall_true",
+)
 
 
 class ShiftedReLU(nn.Module):
@@ -91,19 +105,26 @@ class ShiftedReLU(nn.Module):
 
     a: torch.Tensor  # (m, k) buffer of ±1 output weights
 
-    def __init__(self, d: int, m: int, k: int = 1, b: float | None = None, seed: int = 0,
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        d: int,
+        m: int,
+        k: int = 1,
+        b: float | None = None,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         self.m, self.b, self.offset = m, default_shift(m) if b is None else float(b), 0
         self.weight = nn.Parameter(torch.randn(m, d, generator=gen, dtype=dtype))  # w_r ~ N(0, I)
         self.register_buffer("a", (torch.randint(0, 2, (m, k), generator=gen) * 2 - 1).to(dtype))
         self.group = None
-        self.index: NeuronIndex | None = None         # None: the dense GEMM + mask path
+        self.index: NeuronIndex | None = None  # None: the dense GEMM + mask path
         self.check_recall = False
-        self.count_active = True                       # dense path: count z > 0 (one extra pass)
-        self.grad_out: torch.Tensor | None = None   # ∂ℓ/∂f of the last training forward
-        self._saved: tuple | None = None            # (x, bi, r) of that forward
+        self.count_active = True  # dense path: count z > 0 (one extra pass)
+        self.grad_out: torch.Tensor | None = None  # ∂ℓ/∂f of the last training forward
+        self._saved: tuple | None = None  # (x, bi, r) of that forward
         self.reset_stats()
 
     def reset_stats(self) -> None:
@@ -120,7 +141,7 @@ class ShiftedReLU(nn.Module):
     # -- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         sparse = self.index is not None and self.index.answers(rows)
-        f_p = self._sparse(x, rows) if sparse else self._dense(x)   # (B, k), this shard's part
+        f_p = self._sparse(x, rows) if sparse else self._dense(x)  # (B, k), this shard's part
         if f_p.requires_grad:
             f_p.register_hook(self._keep_grad_out)
         return _SumOverShards.apply(f_p, self.group) if self.group is not None else f_p
@@ -131,13 +152,13 @@ class ShiftedReLU(nn.Module):
     def _dense(self, x: torch.Tensor) -> torch.Tensor:
         m_p, d = self.weight.shape
         z = torch.addmm(self.weight.new_full((1,), -self.b), x, self.weight.t())  # (B, m_p)
-        act = torch.relu(z)                                       # the mask: z > 0
+        act = torch.relu(z)  # the mask: z > 0
         self._saved = (x.detach(), z.detach())
         B, k = len(x), self.a.shape[1]
         self.stats["batch"] += B
         if self.count_active:
             self.stats["pairs"] += float((z > 0).sum())
-        self.stats["flops"] += 4 * B * m_p * (d + k)               # addmm, output; their grads
+        self.stats["flops"] += 4 * B * m_p * (d + k)  # addmm, output; their grads
         return act @ self.a / math.sqrt(self.m)
 
     def active_pairs(self, x: torch.Tensor, rows: torch.Tensor | None):
@@ -146,7 +167,7 @@ class ShiftedReLU(nn.Module):
             raise RuntimeError("a sparse forward needs an index: set ShiftedReLU.index")
         with torch.no_grad():
             bi, r, h, reads, flops = self.index.candidates(x, rows, self.b)
-            if h is None:                                            # verify with exact dots
+            if h is None:  # verify with exact dots
                 h = (self.weight.index_select(0, r) * x.index_select(0, bi)).sum(1)
                 self.stats["flops"] += 2 * len(r) * x.shape[1]
             keep = h > self.b
@@ -162,18 +183,18 @@ class ShiftedReLU(nn.Module):
         if self.check_recall:
             self._measure_recall(x, bi, r)
         h = _PairDots.apply(self.weight, h, x.detach().index_select(0, bi), r)  # grad in W
-        contrib = (h - self.b)[:, None] * self.a.index_select(0, r)   # (P, k)
+        contrib = (h - self.b)[:, None] * self.a.index_select(0, r)  # (P, k)
         f_p = torch.zeros(len(x), self.a.shape[1], dtype=x.dtype, device=x.device)
         self._saved = (x.detach(), bi, r)
         P, d, k = len(r), x.shape[1], self.a.shape[1]
         self.stats["batch"] += len(x)
         self.stats["pairs"] += P
-        self.stats["flops"] += 2 * P * (d + 2 * k)                 # output; grads of it and W
+        self.stats["flops"] += 2 * P * (d + 2 * k)  # output; grads of it and W
         return f_p.index_add(0, bi, contrib) / math.sqrt(self.m)
 
     @torch.no_grad()
     def _measure_recall(self, x: torch.Tensor, bi: torch.Tensor, r: torch.Tensor) -> None:
-        truth = x @ self.weight.T > self.b                         # the dense active set
+        truth = x @ self.weight.T > self.b  # the dense active set
         self.stats["recall_true"] += float(truth.sum())
         self.stats["recall_hits"] += float(truth[bi, r].sum())
 

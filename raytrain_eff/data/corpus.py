@@ -4,6 +4,7 @@
 characters of verse text). ``pydoc``: the standard library's ``pydoc_data.topics`` (no
 install). Any other name is a Parquet file or pyarrow.fs URI with a text column.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -38,8 +39,10 @@ def load_text(dataset: str, text_column: str = "text") -> str:
         return "\n".join(v["text"] for v in kjv_verses()) + "\n"
     if dataset == "pydoc":
         from pydoc_data.topics import topics
+
         return "\n".join(topics[k] for k in sorted(topics))
     from raytrain_eff.data.parquet import read_table, require_columns
+
     table = read_table(dataset)
     require_columns(table, dataset, {text_column: "string"})
     return "\n".join(t for t in table.column(text_column).to_pylist() if t)

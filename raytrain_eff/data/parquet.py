@@ -1,4 +1,5 @@
 """User data as Parquet (local path or any pyarrow.fs URI), validated before training starts."""
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,9 @@ def files(uri: str) -> list[str]:
     if fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
         return [uri]
     found = fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=True))
-    names = sorted(posixpath.relpath(f.path, path) for f in found
-                   if f.type == pyarrow.fs.FileType.File)
+    names = sorted(
+        posixpath.relpath(f.path, path) for f in found if f.type == pyarrow.fs.FileType.File
+    )
     data = [n for n in names if not any(p[:1] in "_." for p in n.split("/"))]
     if not data:
         what = f"only {', '.join(names[:5])}" if names else "nothing"
@@ -60,14 +62,18 @@ def files(uri: str) -> list[str]:
 
 def locate(uri: str):
     try:
-        fs, path = pyarrow.fs.FileSystem.from_uri(uri) if "://" in uri else (
-            pyarrow.fs.LocalFileSystem(), uri)
+        fs, path = (
+            pyarrow.fs.FileSystem.from_uri(uri)
+            if "://" in uri
+            else (pyarrow.fs.LocalFileSystem(), uri)
+        )
     except (pa.ArrowInvalid, ValueError) as err:
         raise DataError(f"{uri}: not a readable path or pyarrow.fs URI ({err})") from None
     info = fs.get_file_info(path)
     if info.type == pyarrow.fs.FileType.NotFound:
-        raise DataError(f"{uri}: no such file or directory (built-in data sets: kjv, pydoc, "
-                        f"digits)")
+        raise DataError(
+            f"{uri}: no such file or directory (built-in data sets: kjv, pydoc, digits)"
+        )
     return fs, path
 
 
@@ -76,11 +82,14 @@ def require_columns(table: pa.Table | pa.Schema, uri: str, columns: dict[str, st
     schema = table if isinstance(table, pa.Schema) else table.schema
     for name, kind in columns.items():
         if name not in schema.names:
-            raise DataError(f"{uri}: missing column '{name}'; columns present: "
-                            f"{', '.join(schema.names)}")
+            raise DataError(
+                f"{uri}: missing column '{name}'; columns present: {', '.join(schema.names)}"
+            )
         tp = schema.field(name).type
-        ok = {"string": pa.types.is_string(tp) or pa.types.is_large_string(tp),
-              "numeric": pa.types.is_integer(tp) or pa.types.is_floating(tp),
-              "integer": pa.types.is_integer(tp)}[kind]
+        ok = {
+            "string": pa.types.is_string(tp) or pa.types.is_large_string(tp),
+            "numeric": pa.types.is_integer(tp) or pa.types.is_floating(tp),
+            "integer": pa.types.is_integer(tp),
+        }[kind]
         if not ok:
             raise DataError(f"{uri}: column '{name}' has type {tp}; expected {kind}")

@@ -24,6 +24,7 @@ cache (``data.stream``), not by the data. Every row's place is a pure function o
 (seed, position, rank, world size), so a resumed run at any world size or ``grad_accum`` reads
 exactly the batches a straight run would, with no loader state to checkpoint.
 """
+
 from __future__ import annotations
 
 import functools
@@ -49,6 +50,7 @@ def plan_generator(seed: int, *keys: int) -> torch.Generator:
 @dataclass(frozen=True)
 class Rows:
     """Where rows live: parallel arrays of file index, row group and row within the group."""
+
     file: np.ndarray
     group: np.ndarray
     row: np.ndarray
@@ -61,6 +63,7 @@ class Rows:
 @dataclass(frozen=True)
 class Segments:
     """Runs of rows [start, stop) of row group ``group`` of ``files[file]``, in file order."""
+
     files: tuple[str, ...]
     file: np.ndarray
     group: np.ndarray
@@ -80,8 +83,13 @@ class Segments:
         if not rows:
             raise DataError(f"{uri}: has no rows")
         zeros = np.zeros(len(rows), np.int64)
-        return cls(tuple(paths), np.array(file_ix, np.int64), np.array(group, np.int64), zeros,
-                   np.array(rows, np.int64))
+        return cls(
+            tuple(paths),
+            np.array(file_ix, np.int64),
+            np.array(group, np.int64),
+            zeros,
+            np.array(rows, np.int64),
+        )
 
     @property
     def lengths(self) -> np.ndarray:
@@ -147,8 +155,9 @@ class Plan:
             raise ValueError(f"micro-batch position {position} < 0")
         span = shard_rows(self.num_rows, rank, world)
         if len(span) == 0:
-            raise ValueError(f"rank {rank} of {world} has an empty data shard "
-                             f"({self.num_rows} rows)")
+            raise ValueError(
+                f"rank {rank} of {world} has an empty data shard ({self.num_rows} rows)"
+            )
         epoch, within = divmod(position, max(len(span) // batch_size, 1))
         # offsets in the rank's slice; a slice shorter than a batch wraps around
         offsets = (within * batch_size + np.arange(batch_size)) % len(span)

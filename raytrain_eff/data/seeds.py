@@ -1,5 +1,6 @@
 """Seeded random streams keyed by integers or names: the same keys give the same stream on any
 machine (batches by step, initial weights by module name: engine.materialize)."""
+
 from __future__ import annotations
 
 import hashlib

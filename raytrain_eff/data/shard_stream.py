@@ -11,6 +11,7 @@ interrupted pass are read again, and its unread rows wait for a later pass.
 
 Never imports ray: the shard is the ``DataIterator`` that the engine hands over.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -19,12 +20,12 @@ from typing import Any
 
 class SequentialShard:
     def __init__(self, shard: Any, what: str = "the task's Ray Data dataset"):
-        self.shard = shard          # ray.data.DataIterator (this worker's split)
-        self.what = what            # named in errors
+        self.shard = shard  # ray.data.DataIterator (this worker's split)
+        self.what = what  # named in errors
         self.batch_size = 0
         self.position: int | None = None  # of the batch last served
         self.batch: Any = None
-        self.passes = 0             # passes begun (1 after the first batch)
+        self.passes = 0  # passes begun (1 after the first batch)
         self._rows: Iterator[Any] | None = None
 
     def at(self, position: int, batch_size: int) -> Any:
@@ -35,12 +36,15 @@ class SequentialShard:
             raise ValueError(
                 f"{self.what} is read in order, but micro-batch position {position} was asked "
                 f"after {self.position}: batches from a separate stream (the curvature batches "
-                f"of fosi or dho2) or full passes need in-memory tensors or Parquet data")
+                f"of fosi or dho2) or full passes need in-memory tensors or Parquet data"
+            )
         if self.position is None:
             self.batch_size = batch_size
         elif batch_size != self.batch_size:
-            raise ValueError(f"{self.what}: batch size {batch_size} asked, but its pass reads "
-                             f"batches of {self.batch_size}")
+            raise ValueError(
+                f"{self.what}: batch size {batch_size} asked, but its pass reads "
+                f"batches of {self.batch_size}"
+            )
         self.batch, self.position = self._next(), position
         return self.batch
 
@@ -52,13 +56,16 @@ class SequentialShard:
         self._rows = self._pass()
         batch = next(self._rows, None)
         if batch is None:
-            raise ValueError(f"{self.what}: this worker's shard holds fewer than data.batch_size"
-                             f"={self.batch_size} rows; use fewer workers or a smaller batch")
+            raise ValueError(
+                f"{self.what}: this worker's shard holds fewer than data.batch_size"
+                f"={self.batch_size} rows; use fewer workers or a smaller batch"
+            )
         return batch
 
     def _pass(self) -> Iterator[Any]:
         # drop_last: the split is equal, so every worker takes the same number of batches a
         # pass (none waits for another's pass); tensors stay on the CPU: the runner moves them
         self.passes += 1
-        return iter(self.shard.iter_torch_batches(batch_size=self.batch_size, drop_last=True,
-                                                  device="cpu"))
+        return iter(
+            self.shard.iter_torch_batches(batch_size=self.batch_size, drop_last=True, device="cpu")
+        )

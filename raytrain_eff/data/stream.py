@@ -6,6 +6,7 @@ At most ``capacity`` decoded groups stay cached (plus the one being used), so me
 few row groups whatever the data's size. The cache changes only when data arrive, never what
 arrives: batches stay a pure function of their position (``data.plan``).
 """
+
 from __future__ import annotations
 
 import threading
@@ -25,8 +26,9 @@ Decode = Callable[[pa.Table, str], Any]
 
 
 class RowGroupReader:
-    def __init__(self, paths: tuple[str, ...], columns: list[str], decode: Decode,
-                 capacity: int = 4):
+    def __init__(
+        self, paths: tuple[str, ...], columns: list[str], decode: Decode, capacity: int = 4
+    ):
         if capacity < 1:
             raise ValueError(f"data.cache_row_groups: {capacity}; expected an integer >= 1")
         self.paths, self.columns, self.decode, self.capacity = paths, columns, decode, capacity
@@ -54,8 +56,13 @@ class RowGroupReader:
             self._files.popitem()[1].close()
 
     def __getstate__(self):  # a task may be pickled before load(): threads never travel
-        return {**self.__dict__, "_cache": OrderedDict(), "_lock": None, "_pool": None,
-                "_files": OrderedDict()}
+        return {
+            **self.__dict__,
+            "_cache": OrderedDict(),
+            "_lock": None,
+            "_pool": None,
+            "_files": OrderedDict(),
+        }
 
     def __setstate__(self, state):
         self.__dict__.update(state, _lock=threading.Lock())

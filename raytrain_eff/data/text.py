@@ -11,6 +11,7 @@ the corpus to build. Each row (document) is one training sample per epoch, place
 following rows of the same row group (rows joined by newlines), ending at the group's end
 when the row lies near it; a row group must hold at least ``seq_len + 1`` bytes.
 """
+
 from __future__ import annotations
 
 import functools
@@ -63,16 +64,19 @@ class InMemoryText:
     """The whole corpus as ids (bundled corpora of a few MB): the last ``val_fraction`` is held
     out; each rank draws i.i.d. windows from its contiguous shard of the rest."""
 
-    def __init__(self, text: str, vocab, *, val_fraction: float, seq_len: int, seed: int,
-                 name: str):
+    def __init__(
+        self, text: str, vocab, *, val_fraction: float, seq_len: int, seed: int, name: str
+    ):
         self.vocab, self.T, self.seed = vocab, seq_len, seed
         ids = vocab.encode(text).astype(smallest_int_dtype(len(vocab)), copy=False)
         ids = torch.from_numpy(ids)
         split = int(len(ids) * (1 - val_fraction))
         self.train_ids, self.val_ids = ids[:split], ids[split:]
         if len(self.val_ids) <= seq_len + 1:
-            raise ValueError(f"data.dataset {name}: held-out split has {len(self.val_ids)} "
-                             f"characters, fewer than seq_len+1")
+            raise ValueError(
+                f"data.dataset {name}: held-out split has {len(self.val_ids)} "
+                f"characters, fewer than seq_len+1"
+            )
         self.num_train = len(self.train_ids)
 
     def batch(self, position: int, rank: int, world: int, batch_size: int):
@@ -86,8 +90,9 @@ class InMemoryText:
         # fixed, evenly spaced windows: every evaluation scores the same text
         starts = torch.linspace(0, len(self.val_ids) - self.T - 2, batch_size * num_batches)
         for i in range(num_batches):
-            yield windows(self.val_ids, starts[i * batch_size:(i + 1) * batch_size].long(),
-                           self.T)
+            yield windows(
+                self.val_ids, starts[i * batch_size : (i + 1) * batch_size].long(), self.T
+            )
 
     def checksum(self) -> str:
         h = hashlib.sha256()  # over int64 ids, chunk by chunk: the digest runs had before
@@ -102,7 +107,8 @@ class TextGroup:
     """One decoded row group: its rows' UTF-8 bytes, each read as followed by a newline.
     ``raw`` is a view of Arrow's buffer (no copy: the bytes stay in Arrow's memory pool, which
     reuses them group after group); the newlines are implied by the offsets."""
-    raw: np.ndarray      # uint8 [bytes]: the rows' bytes back to back
+
+    raw: np.ndarray  # uint8 [bytes]: the rows' bytes back to back
     offsets: np.ndarray  # int64 [rows + 1]: row i is raw[offsets[i]:offsets[i + 1]]
 
     @property
@@ -116,13 +122,17 @@ class TextGroup:
 
     def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
         """uint8 [len(starts), length]: the newline-joined text from each start."""
-        at = starts[:, None] + np.arange(length)                 # positions in the joined text
-        row = np.searchsorted(self.offsets[1:] + np.arange(1, len(self.offsets)), at,
-                              side="right")                       # row i ends at offsets[i+1]+i
-        byte = at - row                                           # position in raw
+        at = starts[:, None] + np.arange(length)  # positions in the joined text
+        row = np.searchsorted(
+            self.offsets[1:] + np.arange(1, len(self.offsets)), at, side="right"
+        )  # row i ends at offsets[i+1]+i
+        byte = at - row  # position in raw
         newline = byte == self.offsets[row + 1]
-        out = self.raw[np.minimum(byte, max(len(self.raw) - 1, 0))] if len(self.raw) else \
-            np.zeros(at.shape, np.uint8)
+        out = (
+            self.raw[np.minimum(byte, max(len(self.raw) - 1, 0))]
+            if len(self.raw)
+            else np.zeros(at.shape, np.uint8)
+        )
         return np.where(newline, np.uint8(NEWLINE), out)
 
 
@@ -135,10 +145,10 @@ def decode_text(table: pa.Table, where: str, column: str) -> TextGroup:
     arr = col.combine_chunks()
     wide = pa.types.is_large_string(arr.type)
     offsets = np.frombuffer(arr.buffers()[1], np.int64 if wide else np.int32).astype(np.int64)
-    offsets = offsets[arr.offset:arr.offset + len(arr) + 1]
+    offsets = offsets[arr.offset : arr.offset + len(arr) + 1]
     data = arr.buffers()[2]
     raw = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
-    return TextGroup(raw[offsets[0]:offsets[-1]], offsets - offsets[0])
+    return TextGroup(raw[offsets[0] : offsets[-1]], offsets - offsets[0])
 
 
 def streamed_text(data, seq_len: int, seed: int) -> StreamedText:
@@ -150,26 +160,45 @@ def streamed_text(data, seq_len: int, seed: int) -> StreamedText:
     else:
         train, val = train.split(int(train.num_rows * (1 - data.val_fraction)))
         if val.num_rows == 0 or train.num_rows == 0:
-            raise DataError(f"{data.dataset}: {train.num_rows + val.num_rows} rows cannot be "
-                            f"split with data.val_fraction={data.val_fraction}")
-    return StreamedText(train, val, column=data.text_column, seq_len=seq_len, seed=seed,
-                        shuffle_window=data.shuffle_window,
-                        cache_row_groups=data.cache_row_groups)
+            raise DataError(
+                f"{data.dataset}: {train.num_rows + val.num_rows} rows cannot be "
+                f"split with data.val_fraction={data.val_fraction}"
+            )
+    return StreamedText(
+        train,
+        val,
+        column=data.text_column,
+        seq_len=seq_len,
+        seed=seed,
+        shuffle_window=data.shuffle_window,
+        cache_row_groups=data.cache_row_groups,
+    )
 
 
 class StreamedText:
     """Byte-level text streamed from Parquet: ``train`` rows placed by a ``Plan``,
     ``val`` rows scored at fixed, evenly spaced windows."""
 
-    def __init__(self, train: Segments, val: Segments, *, column: str, seq_len: int, seed: int,
-                 shuffle_window: int, cache_row_groups: int):
+    def __init__(
+        self,
+        train: Segments,
+        val: Segments,
+        *,
+        column: str,
+        seq_len: int,
+        seed: int,
+        shuffle_window: int,
+        cache_row_groups: int,
+    ):
         self.vocab, self.T, self.seed = ByteVocab(), seq_len, seed
         self.train, self.val = train, val
         self.plan = Plan(train, seed, shuffle_window)
         self.num_train = train.num_rows
         decode = functools.partial(decode_text, column=column)
-        self.readers = {name: RowGroupReader(s.files, [column], decode, cache_row_groups)
-                        for name, s in (("train", train), ("val", val))}
+        self.readers = {
+            name: RowGroupReader(s.files, [column], decode, cache_row_groups)
+            for name, s in (("train", train), ("val", val))
+        }
 
     def batch(self, position: int, rank: int, world: int, batch_size: int):
         rows = self.plan.rows(position, rank, world, batch_size)
@@ -177,14 +206,15 @@ class StreamedText:
         jitter = torch.rand(batch_size, generator=gen, dtype=torch.float64).numpy()
         x, y = self._take("train", rows, jitter)
         self.readers["train"].prefetch(  # the next micro-batch's groups, while this one steps
-            self.plan.rows(position + 1, rank, world, batch_size).groups())
+            self.plan.rows(position + 1, rank, world, batch_size).groups()
+        )
         return x, y
 
     def val_batches(self, batch_size: int, num_batches: int) -> Iterator:
         n = batch_size * num_batches
         index = np.linspace(0, self.val.num_rows - 1, n).astype(np.int64)
         for i in range(num_batches):
-            part = index[i * batch_size:(i + 1) * batch_size]
+            part = index[i * batch_size : (i + 1) * batch_size]
             yield self._take("val", self.val.in_file_order(part), np.zeros(len(part)))
 
     def _take(self, which: str, rows: Rows, jitter: np.ndarray):
@@ -196,9 +226,11 @@ class StreamedText:
         for file, group in rows.groups():
             g = reader.get((file, group))
             if g.size < T + 1:
-                raise DataError(f"{reader.paths[file]}: row group {group}: {g.size} bytes "
-                                f"of text, fewer than task.seq_len+1 ({T + 1}); write larger "
-                                f"row groups or lower task.seq_len")
+                raise DataError(
+                    f"{reader.paths[file]}: row group {group}: {g.size} bytes "
+                    f"of text, fewer than task.seq_len+1 ({T + 1}); write larger "
+                    f"row groups or lower task.seq_len"
+                )
             mine = np.flatnonzero((rows.file == file) & (rows.group == group))
             a, b = g.starts(rows.row[mine])
             starts = np.minimum(a + (jitter[mine] * (b - a)).astype(np.int64), g.size - T - 1)
@@ -207,8 +239,9 @@ class StreamedText:
         return chunk[:, :-1], chunk[:, 1:]
 
     def checksum(self) -> str:
-        return hashlib.sha256((self.train.fingerprint() + self.val.fingerprint()).encode()
-                              ).hexdigest()[:16]
+        return hashlib.sha256(
+            (self.train.fingerprint() + self.val.fingerprint()).encode()
+        ).hexdigest()[:16]
 
     def close(self) -> None:
         for r in self.readers.values():

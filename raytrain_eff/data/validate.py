@@ -9,6 +9,7 @@ has its label column read to name the row. Tasks that hold all rows anyway (erm)
 group they decode, so a run started without the driver's checks (a library call, a notebook)
 still fails with the same messages, naming the row group.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,8 +33,7 @@ def check_footers(uri: str, columns: dict[str, str]) -> None:
         require_columns(_schema(path), path, columns)
 
 
-def check_tabular(uri: str, label: str, features: list[str] | None, *,
-                  classes: bool) -> int:
+def check_tabular(uri: str, label: str, features: list[str] | None, *, classes: bool) -> int:
     """Types, finite features and valid labels in every file; returns the row count.
 
     ``classes`` (task classify): labels are class indices (an integer column), so they must
@@ -46,8 +46,11 @@ def check_tabular(uri: str, label: str, features: list[str] | None, *,
     for path in files(uri):
         schema = _schema(path)
         columns = features or [c for c in schema.names if c != label]
-        require_columns(schema, path, {label: "integer" if classes else "numeric",
-                                       **{c: "numeric" for c in columns}})
+        require_columns(
+            schema,
+            path,
+            {label: "integer" if classes else "numeric", **{c: "numeric" for c in columns}},
+        )
         fs, local = locate(path)
         with fs.open_input_file(local) as f:
             row = 0
@@ -84,8 +87,7 @@ def check_classes(uri: str, label: str, features: list[str] | None) -> int:
             _read_labels(u[0], u[1], u[2], label, first_row)
 
 
-def check_held_out_classes(uri: str, label: str, features: list[str] | None,
-                           classes: int) -> None:
+def check_held_out_classes(uri: str, label: str, features: list[str] | None, classes: int) -> None:
     """A separate held-out set (``data.val_dataset``): like ``check_classes``, but its labels
     need only lie below the ``classes`` of the training data (a class may be absent)."""
     first_row, unread = _sample_and_statistics(uri, label, features)
@@ -95,8 +97,10 @@ def check_held_out_classes(uri: str, label: str, features: list[str] | None,
     beyond = [v for v in sorted(first_row) if v >= classes]
     if beyond:
         where, row = first_row[beyond[0]]
-        raise DataError(f"{where}: row {row}: column '{label}' has label {beyond[0]}, beyond "
-                        f"the {classes} classes of the training data (labels 0..{classes - 1})")
+        raise DataError(
+            f"{where}: row {row}: column '{label}' has label {beyond[0]}, beyond "
+            f"the {classes} classes of the training data (labels 0..{classes - 1})"
+        )
 
 
 def _sample_and_statistics(uri: str, label: str, features: list[str] | None):
@@ -125,8 +129,9 @@ def _sample_and_statistics(uri: str, label: str, features: list[str] | None):
     return first_row, unread
 
 
-def _label_statistics(parquet: pq.ParquetFile, path: str, label: str,
-                      first_row: dict[int, tuple[str, int]]) -> list:
+def _label_statistics(
+    parquet: pq.ParquetFile, path: str, label: str, first_row: dict[int, tuple[str, int]]
+) -> list:
     """Each row group's label min/max/nulls from the footer. A group with a null, a negative
     or no statistics has its labels read now (naming the row); the others are returned as
     (file, group, first row, min, max) for ``check_classes`` to read only if it must."""
@@ -143,9 +148,14 @@ def _label_statistics(parquet: pq.ParquetFile, path: str, label: str,
     return unread
 
 
-def _read_labels(path: str, group: int, start: int, label: str,
-                 first_row: dict[int, tuple[str, int]],
-                 parquet: pq.ParquetFile | None = None) -> None:
+def _read_labels(
+    path: str,
+    group: int,
+    start: int,
+    label: str,
+    first_row: dict[int, tuple[str, int]],
+    parquet: pq.ParquetFile | None = None,
+) -> None:
     if parquet is None:
         with _open(path) as opened:
             return _read_labels(path, group, start, label, first_row, opened)
@@ -172,22 +182,33 @@ def class_count(paths: tuple[str, ...], label: str) -> int:
     return top + 1
 
 
-def check_columns(data: pa.Table | pa.RecordBatch, where: str, label: str,
-                  features: list[str], first_row: int = 0, *, classes: bool = True) -> None:
+def check_columns(
+    data: pa.Table | pa.RecordBatch,
+    where: str,
+    label: str,
+    features: list[str],
+    first_row: int = 0,
+    *,
+    classes: bool = True,
+) -> None:
     """Labels present (and >= 0 when ``classes``, else finite), features finite (and within
     float32 when ``classes``: see ``check_tabular``); rows counted from ``first_row``."""
     labels = data.column(label)
     null = _first(pc.is_null(labels))
     if null is not None:
         needed = "a class label 0..K-1" if classes else "a label"
-        raise DataError(f"{where}: row {first_row + null}: column '{label}' is null (a missing "
-                        f"label); every row needs {needed}")
+        raise DataError(
+            f"{where}: row {first_row + null}: column '{label}' is null (a missing "
+            f"label); every row needs {needed}"
+        )
     if classes:
         negative = _first(pc.less(labels, 0))
         if negative is not None:
-            raise DataError(f"{where}: row {first_row + negative}: column '{label}' has the "
-                            f"negative label {labels[negative].as_py()}; labels are class "
-                            f"indices 0..K-1")
+            raise DataError(
+                f"{where}: row {first_row + negative}: column '{label}' has the "
+                f"negative label {labels[negative].as_py()}; labels are class "
+                f"indices 0..K-1"
+            )
     else:
         _check_finite(labels, where, label, "label", first_row, np.inf)
     limit = FLOAT32_MAX if classes else np.inf
@@ -195,8 +216,7 @@ def check_columns(data: pa.Table | pa.RecordBatch, where: str, label: str,
         _check_finite(data.column(name), where, name, "feature", first_row, limit)
 
 
-def _check_finite(column, where: str, name: str, role: str, first_row: int,
-                  limit: float) -> None:
+def _check_finite(column, where: str, name: str, role: str, first_row: int, limit: float) -> None:
     bad = pc.is_null(column)
     if pa.types.is_floating(column.type):
         bad = pc.or_(pc.invert(pc.is_finite(column)), pc.greater(pc.abs(column), limit))
@@ -204,10 +224,15 @@ def _check_finite(column, where: str, name: str, role: str, first_row: int,
     i = _first(bad)
     if i is not None:
         value = column[i].as_py()
-        what = "null" if value is None else (
-            f"{value}" if not np.isfinite(value) else f"{value} (beyond float32's range)")
-        raise DataError(f"{where}: row {first_row + i}: {role} column '{name}' is {what}; "
-                        f"{role}s must be finite numbers")
+        what = (
+            "null"
+            if value is None
+            else (f"{value}" if not np.isfinite(value) else f"{value} (beyond float32's range)")
+        )
+        raise DataError(
+            f"{where}: row {first_row + i}: {role} column '{name}' is {what}; "
+            f"{role}s must be finite numbers"
+        )
 
 
 def check_class_labels(first_row: dict[int, tuple[str, int]], label: str) -> int:
@@ -223,11 +248,11 @@ def check_class_labels(first_row: dict[int, tuple[str, int]], label: str) -> int
     raise DataError(
         f"{where}: row {row}: column '{label}' has label {stray}, out of range: labels must be "
         f"class indices 0..K-1 with every class present; the labels below it cover "
-        f"{f'0..{k - 1}' if k else 'nothing'} ({k} classes) and {absent} never occur{hint}")
+        f"{f'0..{k - 1}' if k else 'nothing'} ({k} classes) and {absent} never occur{hint}"
+    )
 
 
-def _first_rows(labels: pa.Array, where: str, offset: int,
-                out: dict[int, tuple[str, int]]) -> None:
+def _first_rows(labels: pa.Array, where: str, offset: int, out: dict[int, tuple[str, int]]) -> None:
     values, index = np.unique(labels.to_numpy(zero_copy_only=False), return_index=True)
     for v, i in zip(values.tolist(), index.tolist(), strict=True):
         out.setdefault(int(v), (where, offset + i))

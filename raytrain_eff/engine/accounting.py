@@ -5,6 +5,7 @@ per input shape (cached), plus what it cannot see: CPU scaled-dot-product attent
 0, so the task adds attention analytically (forward once, backward twice). Methods then turn
 the dense count into the effective count they really needed.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,11 @@ class DenseFlopCounter:
 
     def count(self, model, batch) -> float:
         """FLOPs of one dense forward+backward on ``batch`` (gradients are left zeroed)."""
-        key = tuple(tuple(t.shape) for t in pytree.tree_leaves(batch)  # tuple or dict
-                    if isinstance(t, torch.Tensor))
+        key = tuple(
+            tuple(t.shape)
+            for t in pytree.tree_leaves(batch)  # tuple or dict
+            if isinstance(t, torch.Tensor)
+        )
         if key not in self.cache:
             with FlopCounterMode(display=False) as counter:
                 self.task.loss(model, batch).backward()
@@ -52,8 +56,9 @@ def _bytes(tensors) -> int:
     return sum(dtensor.local(t).numel() * t.element_size() for t in tensors)
 
 
-def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                extra_grad_bytes: int = 0) -> dict[str, int]:
+def state_bytes(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, extra_grad_bytes: int = 0
+) -> dict[str, int]:
     """Bytes this rank holds for parameters, gradients and optimizer state: the model's share
     of memory, which sharding divides by P. ``extra_grad_bytes``: gradient copies held
     outside ``.grad`` (the ddp all-reduce buckets)."""
@@ -62,17 +67,21 @@ def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
     # optimizers that keep flat state outside torch's per-parameter dict (FOSI, DHO2) list it
     state += base.state_tensors(optimizer)
-    return {keys.PARAM_BYTES: _bytes(params),
-            keys.GRAD_BYTES: _bytes(grads) + extra_grad_bytes,
-            keys.OPTIMIZER_BYTES: _bytes(state)}
+    return {
+        keys.PARAM_BYTES: _bytes(params),
+        keys.GRAD_BYTES: _bytes(grads) + extra_grad_bytes,
+        keys.OPTIMIZER_BYTES: _bytes(state),
+    }
 
 
 def gpu_memory(device: torch.device) -> dict[str, int]:
     """``{keys.GPU_ALLOCATED, keys.GPU_PEAK}`` of a CUDA device; empty elsewhere."""
     if device.type != "cuda":
         return {}
-    return {keys.GPU_ALLOCATED: int(torch.cuda.memory_allocated(device)),
-            keys.GPU_PEAK: int(torch.cuda.max_memory_allocated(device))}
+    return {
+        keys.GPU_ALLOCATED: int(torch.cuda.memory_allocated(device)),
+        keys.GPU_PEAK: int(torch.cuda.max_memory_allocated(device)),
+    }
 
 
 def lr_factor(step: int, total: int, warmup: int, decay: str, min_ratio: float) -> float:

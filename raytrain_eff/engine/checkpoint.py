@@ -31,6 +31,7 @@ mode and with Ray workers alike. Checkpoints written after a fallback get a revi
 suffix (``checkpoint_step00000020-r1``), so they never overwrite a checkpoint that Ray has
 registered (Ray deletes by path when it retires one).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -90,13 +91,23 @@ def listing(run_dir: str) -> list[str]:
     if fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
         return []
     found = fs.get_file_info(pyarrow.fs.FileSelector(path))
-    names = [posixpath.basename(f.path) for f in found
-             if f.type == pyarrow.fs.FileType.Directory]
+    names = [posixpath.basename(f.path) for f in found if f.type == pyarrow.fs.FileType.Directory]
     return sorted((n for n in names if order(n)[0] >= 0), key=order)
 
 
-def save(directory: pathlib.Path, *, rank: int, world_size: int, step: int, attempt: int,
-         model, optimizer, methods, group=None, extra: dict | None = None) -> None:
+def save(
+    directory: pathlib.Path,
+    *,
+    rank: int,
+    world_size: int,
+    step: int,
+    attempt: int,
+    model,
+    optimizer,
+    methods,
+    group=None,
+    extra: dict | None = None,
+) -> None:
     """Every rank calls this and writes its own shards into ``directory``; rank 0 writes the
     rest, and the manifest last. ``group``: the ranks' process group (None: the default)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -107,7 +118,7 @@ def save(directory: pathlib.Path, *, rank: int, world_size: int, step: int, atte
     # methods may gather sharded state collectively: every rank calls state_dict()
     method_states = {m.name: m.state_dict() for m in methods}
     in_shards = shards.optimizer_in_shards(optimizer)
-    optimizer_state = None if in_shards else optimizer.state_dict()   # may gather, too
+    optimizer_state = None if in_shards else optimizer.state_dict()  # may gather, too
     written = shards.save(directory / SHARDS, model, optimizer if in_shards else None, group)
     mine = {f"{SHARDS}/{n}": _digest(directory / SHARDS / n) for n in written}
     everyones = _gather_to_rank0(mine, rank, world_size, group)
@@ -121,8 +132,14 @@ def save(directory: pathlib.Path, *, rank: int, world_size: int, step: int, atte
     files["methods.pt"] = _write(method_states, directory / "methods.pt")
     if optimizer_state is not None:
         files["optimizer.pt"] = _write(optimizer_state, directory / "optimizer.pt")
-    manifest = {"format": FORMAT, "step": step, "world_size": world_size, "attempt": attempt,
-                "files": files, **(extra or {})}
+    manifest = {
+        "format": FORMAT,
+        "step": step,
+        "world_size": world_size,
+        "attempt": attempt,
+        "files": files,
+        **(extra or {}),
+    }
     tmp = directory / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(directory / MANIFEST)
@@ -138,8 +155,10 @@ def _gather_to_rank0(obj, rank: int, world_size: int, group) -> list:
     if world_size == 1:
         return [obj]
     if not (dist.is_available() and dist.is_initialized()):
-        raise CheckpointError(f"saving from rank {rank} of {world_size} needs the process "
-                              f"group: rank 0 writes every rank's RNG state")
+        raise CheckpointError(
+            f"saving from rank {rank} of {world_size} needs the process "
+            f"group: rank 0 writes every rank's RNG state"
+        )
     out: list | None = [None] * world_size if rank == 0 else None
     collectives.gather_object(obj, out, group, group_dst=0)
     return out or []
@@ -181,8 +200,10 @@ def read_manifest(directory) -> dict:
             raise CheckpointError(f"{uri}/{MANIFEST} is not valid JSON ({err})") from None
     if not isinstance(manifest, dict) or manifest.get("format") not in READABLE:
         found = manifest.get("format") if isinstance(manifest, dict) else manifest
-        raise CheckpointError(f"{uri}: checkpoint format {found!r}; this version reads "
-                              f"formats {', '.join(map(str, READABLE))}")
+        raise CheckpointError(
+            f"{uri}: checkpoint format {found!r}; this version reads "
+            f"formats {', '.join(map(str, READABLE))}"
+        )
     if not isinstance(manifest.get("files"), dict):
         raise CheckpointError(f"{uri}/{MANIFEST} lists no files")
     for name, expected in manifest["files"].items():
@@ -196,13 +217,14 @@ def read_manifest(directory) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    name: str        # the checkpoint directory's name in the run directory
+    name: str  # the checkpoint directory's name in the run directory
     uri: str
-    revision: int    # for the checkpoints this attempt writes: never an existing name
+    revision: int  # for the checkpoints this attempt writes: never an existing name
 
 
-def choose(run_dir: str, *, pick: str | None, start: dict | None = None,
-           warn: Warn = _stderr) -> Choice | None:
+def choose(
+    run_dir: str, *, pick: str | None, start: dict | None = None, warn: Warn = _stderr
+) -> Choice | None:
     """The checkpoint to restore: ``pick`` if it is good, else the newest good one before it,
     each bad one named; None when there is nothing to restore.
 
@@ -221,8 +243,10 @@ def choose(run_dir: str, *, pick: str | None, start: dict | None = None,
         warn(f"{storage.join(run_dir, pick)} is missing; falling back to the checkpoint before")
     name = _newest_good(run_dir, older, warn)
     if name is None:
-        raise CheckpointError(f"{run_dir}: no usable checkpoint up to {pick} (checked: "
-                              f"{', '.join(older) or 'none'}); start a new run instead")
+        raise CheckpointError(
+            f"{run_dir}: no usable checkpoint up to {pick} (checked: "
+            f"{', '.join(older) or 'none'}); start a new run instead"
+        )
     return Choice(name, storage.join(run_dir, name), _revision(names, name))
 
 
@@ -242,8 +266,10 @@ def resolve_start(run_dir: str, spec: str | None = None, warn: Warn = _stderr) -
             return None
         chosen = _newest_good(run_dir, names, warn)
         if chosen is None:
-            raise CheckpointError(f"{run_dir}: none of its checkpoints is usable "
-                                  f"({', '.join(names)}); start a new run instead")
+            raise CheckpointError(
+                f"{run_dir}: none of its checkpoints is usable "
+                f"({', '.join(names)}); start a new run instead"
+            )
     else:
         chosen = _match(run_dir, spec, names)
         read_manifest(storage.join(run_dir, chosen))  # an explicit choice never falls back
@@ -260,8 +286,10 @@ def _match(run_dir: str, spec: str, names: list[str]) -> str:
         if parent not in ("", storage.resolve(run_dir).rstrip("/")):
             found = []  # a checkpoint of another run: not this run's trajectory
     if not found:
-        raise CheckpointError(f"--from-checkpoint {spec}: no such checkpoint of {run_dir}; "
-                              f"give a step or one of: {', '.join(names) or '(none)'}")
+        raise CheckpointError(
+            f"--from-checkpoint {spec}: no such checkpoint of {run_dir}; "
+            f"give a step or one of: {', '.join(names) or '(none)'}"
+        )
     return found[-1]
 
 
@@ -298,13 +326,23 @@ def local_copy(uri: str) -> Iterator[pathlib.Path]:
         yield pathlib.Path(path)
         return
     with tempfile.TemporaryDirectory(prefix="raytrain_eff_restore_") as tmp:
-        pyarrow.fs.copy_files(path, tmp, source_filesystem=fs,
-                              destination_filesystem=pyarrow.fs.LocalFileSystem())
+        pyarrow.fs.copy_files(
+            path, tmp, source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem()
+        )
         yield pathlib.Path(tmp)
 
 
-def load(directory: pathlib.Path, *, rank: int, seed: int, model, optimizer, methods,
-         device: torch.device | str = "cpu", group=None) -> dict:
+def load(
+    directory: pathlib.Path,
+    *,
+    rank: int,
+    seed: int,
+    model,
+    optimizer,
+    methods,
+    device: torch.device | str = "cpu",
+    group=None,
+) -> dict:
     """Restore in place (every rank: shards are read collectively); returns the manifest (its
     ``step`` is the next step to run)."""
     directory = pathlib.Path(directory)
@@ -315,17 +353,20 @@ def load(directory: pathlib.Path, *, rank: int, seed: int, model, optimizer, met
             m.load_state_dict(states[m.name])
     whole = "optimizer.pt" in manifest["files"]
     if manifest["format"] >= 3:
-        _read_shards(directory, lambda d: shards.load(d, model, None if whole else optimizer,
-                                                      group))
+        _read_shards(
+            directory, lambda d: shards.load(d, model, None if whole else optimizer, group)
+        )
     else:  # model.pt whole, as formats 1 and 2 wrote it
         _legacy_model(model).load_state_dict(_load(directory / "model.pt", device))
     if whole:
         _legacy_optimizer(model, optimizer).load_state_dict(
-            _load(directory / "optimizer.pt", device))
+            _load(directory / "optimizer.pt", device)
+        )
     rng_name = f"rng_rank{rank}.pt"
     # format 1 left RNG files out of the checksums; from format 2 only checked files are read
-    if rng_name in manifest["files"] or (manifest["format"] == 1
-                                         and (directory / rng_name).is_file()):
+    if rng_name in manifest["files"] or (
+        manifest["format"] == 1 and (directory / rng_name).is_file()
+    ):
         rng = _load(directory / rng_name, torch.device("cpu"))
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and torch.cuda.is_available():
@@ -354,8 +395,11 @@ def _legacy_optimizer(model, optimizer):
     """A loader of a whole, integer-keyed optimizer state dict. An optimizer whose state is
     world-size independent (DHO2's flat vectors in an earlier checkpoint's optimizer.pt)
     loads it as it is."""
-    if (sharding.is_sharded(model) and shards.optimizer_in_shards(optimizer)
-            and not sharded_state(optimizer)):
+    if (
+        sharding.is_sharded(model)
+        and shards.optimizer_in_shards(optimizer)
+        and not sharded_state(optimizer)
+    ):
         return sharding.ShardedOptimizerLoader(model, optimizer)
     return optimizer
 

@@ -8,6 +8,7 @@ and each worker's to ``logs/worker-<rank>.log``. ``--verbose`` keeps Ray's logs 
 A sweep shares one sink among its trials (each event names its run) and keeps Tune's own
 trial table on the console.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,8 +56,10 @@ def ray_logs_to_file(path: str) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.set_name(REDIRECT)
     loggers = [logging.getLogger("ray")] + [
-        lg for name, lg in logging.root.manager.loggerDict.items()
-        if name.startswith("ray.") and isinstance(lg, logging.Logger)]
+        lg
+        for name, lg in logging.root.manager.loggerDict.items()
+        if name.startswith("ray.") and isinstance(lg, logging.Logger)
+    ]
     for logger in loggers:
         # the console's handlers, and an earlier run's file in this process
         gone = [h for h in logger.handlers if _is_console(h) or h.get_name() == REDIRECT]
@@ -67,10 +70,12 @@ def ray_logs_to_file(path: str) -> None:
 
 
 def _is_console(handler: logging.Handler) -> bool:
-    return (isinstance(handler, logging.StreamHandler)
-            and not isinstance(handler, logging.FileHandler)
-            and getattr(handler, "stream", None) in (sys.stderr, sys.stdout,
-                                                      sys.__stderr__, sys.__stdout__))
+    return (
+        isinstance(handler, logging.StreamHandler)
+        and not isinstance(handler, logging.FileHandler)
+        and getattr(handler, "stream", None)
+        in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
+    )
 
 
 def worker_logs_to_file(run_dir: str, name: str, rank: int) -> None:
@@ -116,8 +121,9 @@ def failure_notice(sink, run: str):
     class FailureNotice(UserCallback):
         def after_exception(self, run_context, worker_exceptions: dict) -> None:
             rank = min(worker_exceptions)
-            sink.put.remote({"run": run, "failure": f"rank {rank} failed: "
-                                                    f"{summary(worker_exceptions[rank])}"})
+            sink.put.remote(
+                {"run": run, "failure": f"rank {rank} failed: {summary(worker_exceptions[rank])}"}
+            )
 
     return FailureNotice()
 
@@ -136,10 +142,10 @@ class Console:
 
     def show(self, event: Event) -> None:
         run = event.get("run", "")
-        if "failure" in event:        # held until the restart it caused is shown
+        if "failure" in event:  # held until the restart it caused is shown
             self.failures[run] = event["failure"]
             return
-        if event.get("resumed") and run in self.failures:   # one line: attempt, step, and why
+        if event.get("resumed") and run in self.failures:  # one line: attempt, step, and why
             event = {**event, "text": f"{event['text']}, after {self.failures.pop(run)}"}
         step, steps = event.get("step"), event.get("steps")
         if not self.tty or step is None:
@@ -147,8 +153,10 @@ class Console:
             return
         if self.bar is None:
             from tqdm import tqdm
-            self.bar = tqdm(total=steps, initial=0, file=self.stream, unit="step",
-                            dynamic_ncols=True)
+
+            self.bar = tqdm(
+                total=steps, initial=0, file=self.stream, unit="step", dynamic_ncols=True
+            )
         self.bar.update(step - self.bar.n)
         self.bar.set_description_str(event["text"].split(" | ", 1)[0])
         self.bar.set_postfix_str(event["text"].split(" | ", 1)[-1])
@@ -163,12 +171,11 @@ class Console:
         """Start the sink actor and the thread that drains it; returns the actor handle."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         # on the driver's node: a lost worker node must not take the console's messages along
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        self.sink = ray.remote(num_cpus=0)(ProgressSink).options(
-            scheduling_strategy=here).remote()
-        self._thread = threading.Thread(target=self._poll, name="raytrain-eff-console",
-                                        daemon=True)
+        self.sink = ray.remote(num_cpus=0)(ProgressSink).options(scheduling_strategy=here).remote()
+        self._thread = threading.Thread(target=self._poll, name="raytrain-eff-console", daemon=True)
         self._thread.start()
         return self.sink
 
@@ -179,6 +186,7 @@ class Console:
 
     def _drain(self) -> bool:
         import ray
+
         try:
             events = ray.get(self.sink.drain.remote(), timeout=30)
         except Exception:  # noqa: BLE001 - Ray shutting down: nothing more to show
@@ -193,6 +201,7 @@ class Console:
             self._thread.join(timeout=5)
             self._drain()
             import ray
+
             with contextlib.suppress(Exception):  # Ray already gone (an interrupted run)
                 ray.kill(self.sink)
             self._thread = None

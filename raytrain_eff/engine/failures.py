@@ -4,6 +4,7 @@ Ray wraps a worker's exception in a ``WorkerGroupError`` (or a ``ControllerError
 is the whole traceback of every rank; the user needs the innermost exception's type and
 message, and how to go on. The full traceback goes to the run's log file.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,9 +26,13 @@ def root_cause(err: BaseException) -> BaseException:
     while id(err) not in seen:
         seen.add(id(err))
         failures = getattr(err, "worker_failures", None)
-        inner = (failures[min(failures)] if failures
-                 else getattr(err, "controller_failure", None) or getattr(err, "cause", None)
-                 or err.__cause__)
+        inner = (
+            failures[min(failures)]
+            if failures
+            else getattr(err, "controller_failure", None)
+            or getattr(err, "cause", None)
+            or err.__cause__
+        )
         if not isinstance(inner, BaseException):
             break
         err = inner
@@ -61,27 +66,35 @@ def has_checkpoint(run_dir: str) -> bool:
     import pyarrow.fs
 
     from raytrain_eff.engine import storage
+
     fs, path = storage.filesystem(run_dir)
     try:
         infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
     except OSError:
         return False
-    return any(i.base_name.startswith("checkpoint_") and i.type == pyarrow.fs.FileType.Directory
-               for i in infos)
+    return any(
+        i.base_name.startswith("checkpoint_") and i.type == pyarrow.fs.FileType.Directory
+        for i in infos
+    )
 
 
-def run_failed(err: BaseException, *, name: str, run_dir: str, log: str,
-               max_failures: int) -> RunFailed:
+def run_failed(
+    err: BaseException, *, name: str, run_dir: str, log: str, max_failures: int
+) -> RunFailed:
     """The ``RunFailed`` to raise for a Train error (after writing its traceback to ``log``)."""
     write_log(log, err)
     parts = [f"run '{name}' failed: {summary(err)}", f"run dir: {run_dir}", f"full log: {log}"]
     if has_checkpoint(run_dir):
         retry = " run.max_failures=2" if max_failures == 0 else ""
-        parts.append(f"continue from its latest checkpoint with "
-                     f"`raytrain-eff train --resume {run_dir}{retry}`")
+        parts.append(
+            f"continue from its latest checkpoint with "
+            f"`raytrain-eff train --resume {run_dir}{retry}`"
+        )
         if max_failures == 0:
-            parts.append("run.max_failures=0, so Ray did not retry; N > 0 restarts failed "
-                         "workers from the latest checkpoint by itself")
+            parts.append(
+                "run.max_failures=0, so Ray did not retry; N > 0 restarts failed "
+                "workers from the latest checkpoint by itself"
+            )
     else:
         parts.append("no checkpoint yet, so nothing to resume: fix the cause and start again")
     return RunFailed("; ".join(parts), err)

@@ -1,4 +1,5 @@
 """Work with finished runs without Ray: evaluate, export, sample from the latest checkpoint."""
+
 from __future__ import annotations
 
 import pathlib
@@ -29,12 +30,16 @@ def restore(run_dir: str):
     torch.manual_seed(cfg.run.seed)
     model = task.build_model()
     methods = catalog.create_methods(cfg.methods)
-    ctx = MethodContext(total_steps=cfg.run.steps, loss_fn=task.loss, task=task,
-                        next_batch=lambda: task.train_batch(0, 0, 0, 1, cfg.data.batch_size))
+    ctx = MethodContext(
+        total_steps=cfg.run.steps,
+        loss_fn=task.loss,
+        task=task,
+        next_batch=lambda: task.train_batch(0, 0, 0, 1, cfg.data.batch_size),
+    )
     for m in methods:
         model = m.prepare(model, ctx)
     directory = latest_checkpoint(run_dir)
-    checkpoint.load_model(directory, model)   # into the model's own tensors: one copy
+    checkpoint.load_model(directory, model)  # into the model's own tensors: one copy
     states = checkpoint.load_method_states(directory)
     for m in methods:
         if m.name in states:
@@ -53,8 +58,10 @@ def export_run(run_dir: str, out: str) -> str:
     for m in methods:
         model = m.export(model)
     torch.save(model.state_dict(), out)
-    return f"wrote {out} ({sum(t.numel() for t in model.state_dict().values()):,} values) " \
-           f"from {directory}"
+    return (
+        f"wrote {out} ({sum(t.numel() for t in model.state_dict().values()):,} values) "
+        f"from {directory}"
+    )
 
 
 def sample_run(run_dir: str, prompt: str, chars: int, temperature: float, seed: int) -> str:

@@ -15,13 +15,14 @@ in its hook), so a bucket always receives the gradient the method left.
 This is the ``ddp`` strategy's sync; under ``fsdp`` (``engine.sharding``) the engine creates
 none, since FSDP reduce-scatters each gradient into its shard itself.
 """
+
 from __future__ import annotations
 
 import torch
 
 from raytrain_eff import collectives
 
-BUCKET_ELEMENTS = 1 << 20   # 4 MiB of fp32: small enough to overlap, large enough to amortise
+BUCKET_ELEMENTS = 1 << 20  # 4 MiB of fp32: small enough to overlap, large enough to amortise
 
 
 class _Bucket:
@@ -37,7 +38,7 @@ class _Bucket:
 
     def copy_in(self, i: int, grad: torch.Tensor) -> None:
         o = self.offsets[i]
-        self.flat[o:o + grad.numel()].copy_(grad.reshape(-1))
+        self.flat[o : o + grad.numel()].copy_(grad.reshape(-1))
         self.ready.add(i)
 
     def fill_missing(self) -> None:
@@ -50,8 +51,9 @@ class _Bucket:
 class OverlappedGradientSync:
     """Averages ``.grad`` over ``group`` during backward; ``finish()`` before the optimizer."""
 
-    def __init__(self, model: torch.nn.Module, group, world_size: int,
-                 bucket_elements: int = BUCKET_ELEMENTS):
+    def __init__(
+        self, model: torch.nn.Module, group, world_size: int, bucket_elements: int = BUCKET_ELEMENTS
+    ):
         self.group, self.world = group, world_size
         self.armed = False  # only the last micro-batch of an accumulation syncs
         params = [p for p in model.parameters() if p.requires_grad][::-1]
@@ -67,7 +69,7 @@ class OverlappedGradientSync:
             size += p.numel()
         if chunk:
             self._add_bucket(chunk)
-        self._next = 0          # the first bucket not yet launched
+        self._next = 0  # the first bucket not yet launched
         self._handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
 
     def _add_bucket(self, params: list[torch.nn.Parameter]) -> None:
@@ -88,8 +90,9 @@ class OverlappedGradientSync:
         self._launch_ready()
 
     def _launch_ready(self) -> None:
-        while (self._next < len(self.buckets)
-               and len(self.buckets[self._next].ready) == len(self.buckets[self._next].params)):
+        while self._next < len(self.buckets) and len(self.buckets[self._next].ready) == len(
+            self.buckets[self._next].params
+        ):
             self._launch(self.buckets[self._next])
 
     def _launch(self, bucket: _Bucket) -> None:
@@ -98,7 +101,7 @@ class OverlappedGradientSync:
 
     def finish(self) -> None:
         """Launch what backward left (unused parameters send zeros), wait, write averages."""
-        for bucket in self.buckets[self._next:]:
+        for bucket in self.buckets[self._next :]:
             bucket.fill_missing()
             self._launch(bucket)
         for bucket in self.buckets:
@@ -106,7 +109,7 @@ class OverlappedGradientSync:
             bucket.work.wait()
             bucket.flat.div_(self.world)
             for p, o in zip(bucket.params, bucket.offsets, strict=True):
-                view = bucket.flat[o:o + p.numel()].view_as(p)
+                view = bucket.flat[o : o + p.numel()].view_as(p)
                 if p.grad is None:
                     p.grad = view.clone()
                 else:

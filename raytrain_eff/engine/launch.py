@@ -4,6 +4,7 @@ The run directory ``<storage_path>/<name>`` is Ray's own run directory; beside R
 checkpoints the engine keeps ``config.yaml`` (what ``--resume`` reads back),
 ``metrics.parquet`` and ``summary.json``.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -38,7 +39,7 @@ HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 class FitResult:
     run_name: str
     run_dir: str
-    metrics: dict            # the final report's metrics
+    metrics: dict  # the final report's metrics
     checkpoint_path: str | None
 
 
@@ -58,23 +59,33 @@ def train_loop_per_worker(loop_config: dict) -> None:
     group = dist.group.WORLD if world > 1 and dist.is_initialized() else None
     if cfg.scaling.use_gpu:
         import ray.train.torch
+
         device = ray.train.torch.get_device()
     else:
         device = torch.device("cpu")
     sink = loop_config.get("progress")
     if loop_config.get("worker_logs") and world > 0:
         console.worker_logs_to_file(loop_config["run_dir"], loop_config["run_name"], rank)
-    Runner(cfg, rank=rank, world=world, group=group, device=device,
-           run_dir=loop_config["run_dir"], run_name=loop_config["run_name"],
-           trial=loop_config.get("trial", ""), report=ray.train.report,
-           log=console.remote_log(sink) if sink is not None else None,
-           get_checkpoint=ray.train.get_checkpoint,
-           summary_extra=loop_config.get("summary_extra"),
-           local_checkpoints=cfg.scaling.num_workers == 0,
-           init_checkpoint=loop_config.get("init_checkpoint"),
-           start_from=loop_config.get("start_from"),
-           data_shards={name: ray.train.get_dataset_shard(name)
-                        for name in loop_config.get("datasets", ())}).run()
+    Runner(
+        cfg,
+        rank=rank,
+        world=world,
+        group=group,
+        device=device,
+        run_dir=loop_config["run_dir"],
+        run_name=loop_config["run_name"],
+        trial=loop_config.get("trial", ""),
+        report=ray.train.report,
+        log=console.remote_log(sink) if sink is not None else None,
+        get_checkpoint=ray.train.get_checkpoint,
+        summary_extra=loop_config.get("summary_extra"),
+        local_checkpoints=cfg.scaling.num_workers == 0,
+        init_checkpoint=loop_config.get("init_checkpoint"),
+        start_from=loop_config.get("start_from"),
+        data_shards={
+            name: ray.train.get_dataset_shard(name) for name in loop_config.get("datasets", ())
+        },
+    ).run()
 
 
 def default_name(cfg: ExperimentConfig) -> str:
@@ -85,11 +96,19 @@ def run_dir_of(cfg: ExperimentConfig, name: str) -> str:
     return storage.join(storage.resolve(cfg.run.storage_path), name)
 
 
-def build_trainer(cfg: ExperimentConfig, name: str, *, trial: str = "",
-                  storage_path: str | None = None, callbacks=None,
-                  init_checkpoint: str | None = None, progress=None,
-                  worker_logs: bool = False, start_from: dict | None = None,
-                  datasets: dict | None = None):
+def build_trainer(
+    cfg: ExperimentConfig,
+    name: str,
+    *,
+    trial: str = "",
+    storage_path: str | None = None,
+    callbacks=None,
+    init_checkpoint: str | None = None,
+    progress=None,
+    worker_logs: bool = False,
+    start_from: dict | None = None,
+    datasets: dict | None = None,
+):
     """The TorchTrainer for ``cfg``; ``storage_path`` overrides the config's (Tune trials).
     ``progress``: a ``console.ProgressSink`` actor that shows rank 0's progress on the driver;
     ``worker_logs``: workers also log to ``<run_dir>/logs/worker-<rank>.log``; ``datasets``:
@@ -104,27 +123,42 @@ def build_trainer(cfg: ExperimentConfig, name: str, *, trial: str = "",
     backend = {"auto": "nccl" if sc.use_gpu else "gloo"}.get(sc.backend, sc.backend)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(), "run_name": name, "trial": trial,
-                           "run_dir": storage.join(base, name), "init_checkpoint": init_checkpoint,
-                           "progress": progress, "worker_logs": worker_logs,
-                           "start_from": start_from,
-                           "datasets": sorted(datasets),
-                           "summary_extra": {**provenance.current(), "machine": machine()}},
+        train_loop_config={
+            "config": cfg.to_dict(),
+            "run_name": name,
+            "trial": trial,
+            "run_dir": storage.join(base, name),
+            "init_checkpoint": init_checkpoint,
+            "progress": progress,
+            "worker_logs": worker_logs,
+            "start_from": start_from,
+            "datasets": sorted(datasets),
+            "summary_extra": {**provenance.current(), "machine": machine()},
+        },
         # ray.train exports Train V2's ScalingConfig (V2 is on by default), but a type checker
         # sees the V1 names of its conditional imports, which lack elastic (min, max) workers
         scaling_config=ScalingConfig(  # type: ignore[call-arg]
-            num_workers=(sc.num_workers if sc.min_workers is None  # type: ignore[arg-type]
-                         else (sc.min_workers, sc.num_workers)),
-            elastic_resize_monitor_interval_s=sc.resize_interval_s, use_gpu=sc.use_gpu,
+            num_workers=(
+                sc.num_workers
+                if sc.min_workers is None  # type: ignore[arg-type]
+                else (sc.min_workers, sc.num_workers)
+            ),
+            elastic_resize_monitor_interval_s=sc.resize_interval_s,
+            use_gpu=sc.use_gpu,
             resources_per_worker={"CPU": sc.cpus_per_worker} if sc.num_workers else None,
-            placement_strategy=sc.placement),
+            placement_strategy=sc.placement,
+        ),
         torch_config=TorchConfig(backend=backend),
         datasets=datasets or None,
         dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(
-            name=name, storage_path=base, callbacks=callbacks,
+            name=name,
+            storage_path=base,
+            callbacks=callbacks,
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.num_to_keep)))
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.num_to_keep),
+        ),
+    )
 
 
 def task_datasets(cfg: ExperimentConfig) -> dict:
@@ -137,8 +171,14 @@ def task_datasets(cfg: ExperimentConfig) -> dict:
     return datasets
 
 
-def fit(cfg: ExperimentConfig, *, address: str | None = None, resume: bool = False,
-        quiet: bool = False, from_checkpoint: str | None = None) -> FitResult:
+def fit(
+    cfg: ExperimentConfig,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+    from_checkpoint: str | None = None,
+) -> FitResult:
     """Train ``cfg`` on Ray (local or ``address``); with ``resume`` continue ``cfg.run.name``.
 
     Rank 0's progress is shown once, on the driver. ``quiet`` (the CLI without --verbose)
@@ -150,8 +190,10 @@ def fit(cfg: ExperimentConfig, *, address: str | None = None, resume: bool = Fal
     run_dir = run_dir_of(cfg, name)
     config_uri = storage.join(run_dir, CONFIG_FILE)
     if not resume and storage.exists(config_uri):
-        raise ConfigError(f"run '{name}' already exists in {run_dir}; continue it with "
-                          f"`raytrain-eff train --resume {run_dir}` or choose a new run.name")
+        raise ConfigError(
+            f"run '{name}' already exists in {run_dir}; continue it with "
+            f"`raytrain-eff train --resume {run_dir}` or choose a new run.name"
+        )
     if resume and not storage.exists(config_uri):
         raise ConfigError(f"nothing to resume: {config_uri} does not exist")
     if from_checkpoint is not None and not resume:
@@ -167,21 +209,30 @@ def fit(cfg: ExperimentConfig, *, address: str | None = None, resume: bool = Fal
     # written once the checks pass: a refused run leaves nothing that --resume would find
     storage.write_bytes(config_uri, config_mod.dump(cfg).encode())
     from ray.train import TrainingFailedError
+
     try:
         sink = shown.start() if shown else None
-        trainer = build_trainer(cfg, name, progress=sink, worker_logs=quiet, start_from=start,
-                                datasets=datasets,
-                                callbacks=[console.failure_notice(sink, name)] if sink else None)
+        trainer = build_trainer(
+            cfg,
+            name,
+            progress=sink,
+            worker_logs=quiet,
+            start_from=start,
+            datasets=datasets,
+            callbacks=[console.failure_notice(sink, name)] if sink else None,
+        )
         result = trainer.fit()
     except TrainingFailedError as err:
-        raise failures.run_failed(err, name=name, run_dir=run_dir, log=log,
-                                  max_failures=cfg.run.max_failures) from err
+        raise failures.run_failed(
+            err, name=name, run_dir=run_dir, log=log, max_failures=cfg.run.max_failures
+        ) from err
     finally:
         if shown is not None:
             shown.close()
     ckpt = result.checkpoint.path if result.checkpoint is not None else None
-    return FitResult(run_name=name, run_dir=run_dir, metrics=dict(result.metrics or {}),
-                     checkpoint_path=ckpt)
+    return FitResult(
+        run_name=name, run_dir=run_dir, metrics=dict(result.metrics or {}), checkpoint_path=ckpt
+    )
 
 
 def _past_the_pause(cfg: ExperimentConfig, start: dict | None) -> ExperimentConfig:
@@ -190,17 +241,21 @@ def _past_the_pause(cfg: ExperimentConfig, start: dict | None) -> ExperimentConf
     pause = cfg.run.stop_after
     if start is None or pause is None or checkpoint.order(start["checkpoint"])[0] < pause:
         return cfg
-    print(f"run.stop_after={pause} was reached; continuing to run.steps={cfg.run.steps}",
-          file=sys.stderr)
+    print(
+        f"run.stop_after={pause} was reached; continuing to run.steps={cfg.run.steps}",
+        file=sys.stderr,
+    )
     return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, stop_after=None))
 
 
-def _start(cfg: ExperimentConfig, address: str | None, quiet: bool,
-           log: str) -> console.Console | None:
+def _start(
+    cfg: ExperimentConfig, address: str | None, quiet: bool, log: str
+) -> console.Console | None:
     """Ray started and checked before training (workers placeable, storage shared, exporters
     up); returns the console that shows rank 0's progress (None in local mode: it prints)."""
     if quiet:
         import ray.train  # noqa: F401 - its loggers exist before they are redirected
+
         console.logs_off_console(log, cfg.run.name or "", f"{os.path.dirname(log)}/")
     if cfg.scaling.num_workers == 0:
         return None
@@ -220,6 +275,7 @@ def _stop_file_sd() -> None:
     import ray
 
     from raytrain_eff.monitor import discovery
+
     if ray.is_initialized():
         discovery.stop_file_sd()
 
@@ -228,6 +284,7 @@ def _start_exporters(cfg: ExperimentConfig) -> None:
     """One exporter per node before workers start, and the file_sd that follows the cluster
     (written on this node, which is where a Prometheus of the head reads it)."""
     from raytrain_eff.monitor import discovery
+
     addresses = discovery.ensure_exporters(cfg.monitor.host, cfg.monitor.port)
     file_sd = discovery.start_file_sd(cfg.monitor.host, cfg.monitor.port)
     urls = ", ".join(a.get("url", str(a)) for a in addresses)
@@ -236,22 +293,26 @@ def _start_exporters(cfg: ExperimentConfig) -> None:
 
 def load_run_config(run: str, storage_path: str | None = None) -> ExperimentConfig:
     """A run directory (or a run name under ``storage_path``) -> its saved config."""
-    candidates = ([run] if storage_path is None
-                  else [storage.join(storage.resolve(storage_path), run), run])
+    candidates = (
+        [run] if storage_path is None else [storage.join(storage.resolve(storage_path), run), run]
+    )
     for candidate in candidates:
         data = storage.read_bytes(storage.join(storage.resolve(candidate), CONFIG_FILE))
         if data is not None:
             return config_mod.from_dict(yaml.safe_load(data), where=f"{candidate}/{CONFIG_FILE}")
-    raise ConfigError(f"no run found at {' or '.join(candidates)} (expected {CONFIG_FILE} in "
-                      f"the run directory)")
+    raise ConfigError(
+        f"no run found at {' or '.join(candidates)} (expected {CONFIG_FILE} in the run directory)"
+    )
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None,
-               log_to_driver: bool = True) -> bool:
+def ensure_ray(
+    address: str | None = None, num_cpus: int | None = None, log_to_driver: bool = True
+) -> bool:
     """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray pinned to itself.
     ``log_to_driver=False`` keeps workers' output off this process's console. True when this
     call started a local Ray (it ends with this process)."""
     import ray
+
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")
@@ -264,13 +325,18 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
     # unless the address is pinned in the environment the cluster's processes inherit.
     port = free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    ray.init(dashboard_host="127.0.0.1", dashboard_port=port, num_cpus=num_cpus,
-             log_to_driver=log_to_driver)
+    ray.init(
+        dashboard_host="127.0.0.1",
+        dashboard_port=port,
+        num_cpus=num_cpus,
+        log_to_driver=log_to_driver,
+    )
     return True
 
 
 def free_port() -> int:
     import socket
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -278,5 +344,9 @@ def free_port() -> int:
 
 def machine() -> dict:
     import platform
-    return {"nproc": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version()}
+
+    return {
+        "nproc": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }

@@ -9,6 +9,7 @@ arenas keep freed small blocks from piling up per thread. The environment variab
 reads (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_ARENA_MAX``; bench/shards.py sets them) win: a
 setting given there is left alone. Elsewhere than glibc this is a no-op.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -17,8 +18,10 @@ import os
 # mallopt parameters from glibc's <malloc.h>
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
-SETTINGS = {"MALLOC_MMAP_THRESHOLD_": (M_MMAP_THRESHOLD, 65536),  # bytes; glibc default 128 KiB,
-            "MALLOC_ARENA_MAX": (M_ARENA_MAX, 2)}                 # dynamic; default 8 x cores
+SETTINGS = {
+    "MALLOC_MMAP_THRESHOLD_": (M_MMAP_THRESHOLD, 65536),  # bytes; glibc default 128 KiB,
+    "MALLOC_ARENA_MAX": (M_ARENA_MAX, 2),
+}  # dynamic; default 8 x cores
 
 
 def return_freed_buffers() -> dict[str, int]:

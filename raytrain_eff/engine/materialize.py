@@ -17,6 +17,7 @@ model draws its init another way (its own generator, a spectral init, a user's f
 ``Task.builds_on_meta = False``: its model is built whole on every rank after
 ``torch.manual_seed(seed)``, then sharded.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -29,10 +30,12 @@ from torch.distributed.tensor import DTensor, Shard
 from raytrain_eff.engine import sharding
 from raytrain_eff.tasks.base import step_generator
 
-META = "meta"    # built on the meta device, each rank materialised its own slices
+META = "meta"  # built on the meta device, each rank materialised its own slices
 WHOLE = "whole"  # built whole on every rank (the task's builds_on_meta is False)
-DESCRIBE = {META: "built on the meta device; each rank materialised its own slices",
-            WHOLE: "built whole on every rank (the task's builds_on_meta is False)"}
+DESCRIBE = {
+    META: "built on the meta device; each rank materialised its own slices",
+    WHOLE: "built whole on every rank (the task's builds_on_meta is False)",
+}
 
 
 def build(task: Any, seed: int, device: torch.device, mesh=None) -> tuple[nn.Module, str]:
@@ -64,8 +67,11 @@ def materialize(model: nn.Module, seed: int, device: torch.device, owner: str = 
     init_weights = getattr(model, "init_weights", None)
     done: set[int] = set()
     for name, module in model.named_modules():
-        own = {k: t for k, t in [*module._parameters.items(), *module._buffers.items()]
-               if t is not None}
+        own = {
+            k: t
+            for k, t in [*module._parameters.items(), *module._buffers.items()]
+            if t is not None
+        }
         if all(id(t) in done for t in own.values()):
             continue  # nothing of its own, or only tied tensors already initialised
         full = _initialised_copy(name, module, own, seed, init_weights, owner)
@@ -92,8 +98,14 @@ def _ties(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module, str]]:
     return ties
 
 
-def _initialised_copy(name: str, module: nn.Module, own: dict[str, torch.Tensor], seed: int,
-                      init_weights: Callable | None, owner: str) -> dict[str, torch.Tensor]:
+def _initialised_copy(
+    name: str,
+    module: nn.Module,
+    own: dict[str, torch.Tensor],
+    seed: int,
+    init_weights: Callable | None,
+    owner: str,
+) -> dict[str, torch.Tensor]:
     """Whole CPU tensors for ``module``'s own parameters and buffers, initialised by its
     ``reset_parameters`` and the model's ``init_weights`` with the RNG seeded by
     (seed, name); the module's own (sharded) tensors are swapped out meanwhile."""
@@ -102,7 +114,8 @@ def _initialised_copy(name: str, module: nn.Module, own: dict[str, torch.Tensor]
         raise TypeError(
             f"module '{name}' ({type(module).__name__}) holds {sorted(own)} but has no "
             f"reset_parameters(): meta-device construction cannot initialise it; give it "
-            f"one, or set builds_on_meta = False on the task {owner}")
+            f"one, or set builds_on_meta = False on the task {owner}"
+        )
     params, buffers = dict(module._parameters), dict(module._buffers)
     try:
         for k, t in own.items():
@@ -136,14 +149,18 @@ def _copy_local(full: torch.Tensor, target: torch.Tensor, name: str) -> None:
         target.copy_(full)
         return
     if tuple(target.placements) != (Shard(0),):
-        raise NotImplementedError(f"{name}: placements {target.placements}; the materialiser "
-                                  f"fills FSDP2's Shard(0) layout only")
+        raise NotImplementedError(
+            f"{name}: placements {target.placements}; the materialiser "
+            f"fills FSDP2's Shard(0) layout only"
+        )
     mesh = target.device_mesh
     chunks = torch.chunk(full, mesh.size(), dim=0)
     rank = mesh.get_local_rank()
     piece = chunks[rank] if rank < len(chunks) else full[:0]
     local = target.to_local()
     if piece.shape != local.shape:
-        raise RuntimeError(f"{name}: rank {rank} of {mesh.size()} holds {tuple(local.shape)} of "
-                           f"{tuple(full.shape)}; torch.chunk gives {tuple(piece.shape)}")
+        raise RuntimeError(
+            f"{name}: rank {rank} of {mesh.size()} holds {tuple(local.shape)} of "
+            f"{tuple(full.shape)}; torch.chunk gives {tuple(piece.shape)}"
+        )
     local.copy_(piece)

@@ -10,6 +10,7 @@ to the sinks in step order (``metrics.parquet``, the pusher; a burst at report t
 The values are summed in float64 and divided by the world size, so a row holds the same number
 whether its step was resolved alone or with others.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -31,8 +32,10 @@ class PendingSteps:
         """A step's ``row`` (kept by reference) whose ``values`` (row keys -> this rank's 0-d
         tensor on the device) become their means over ranks at ``resolve``."""
         if self._steps and values.keys() != self._steps[0][2].keys():
-            raise ValueError(f"pending values {sorted(values)} differ from the earlier steps' "
-                             f"{sorted(self._steps[0][2])}")
+            raise ValueError(
+                f"pending values {sorted(values)} differ from the earlier steps' "
+                f"{sorted(self._steps[0][2])}"
+            )
         self._steps.append((row, rank_share, values))
 
     def resolve(self) -> list[tuple[dict, dict]]:
@@ -42,8 +45,12 @@ class PendingSteps:
         if not self._steps:
             return []
         names = list(self._steps[0][2])
-        stacked = torch.stack([torch.stack([v[n].detach().to(torch.float64) for n in names])
-                               for _, _, v in self._steps])            # (steps, values)
+        stacked = torch.stack(
+            [
+                torch.stack([v[n].detach().to(torch.float64) for n in names])
+                for _, _, v in self._steps
+            ]
+        )  # (steps, values)
         if self.distributed:
             collectives.all_reduce(stacked, self.group)
             stacked = stacked / self.world

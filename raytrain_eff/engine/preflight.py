@@ -4,6 +4,7 @@ The engine names no task and no method here: the task's ``preflight`` checks its
 Parquet footers of its ``required_columns``, then whatever scan it needs) and each method's
 ``preflight`` checks its own settings against the run's (a GPU-only kernel without a GPU).
 """
+
 from __future__ import annotations
 
 from raytrain_eff import catalog

@@ -12,6 +12,7 @@ submit --runtime-env-json``. ``current()`` reads, in order: the variables, git i
 directory, git beside this package, else ``commit: "unknown"``. ``summary.json`` records the
 result as ``commit``, ``dirty`` and ``commit_source`` (``submitter`` | ``git`` | ``unknown``).
 """
+
 from __future__ import annotations
 
 import os
@@ -29,9 +30,12 @@ def from_git(where: str | os.PathLike) -> dict | None:
     Dirty means a tracked file differs from HEAD (staged or not); untracked files (run
     outputs, caches) do not count.
     """
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              cwd=where, timeout=10).stdout
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, check=True, cwd=where, timeout=10
+        ).stdout
+
     try:
         commit = git("rev-parse", "HEAD").strip()
         dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())

@@ -5,6 +5,7 @@ Train V2 keeps only metrics attached to checkpoints, so rank 0 keeps the full pe
 itself. After a restart from a checkpoint at step s, rows for steps >= s are dropped (they
 will be recomputed) and new rows carry the next ``attempt`` number: exactly one row per step.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,9 +31,10 @@ class StepStats:
     Amounts (samples, tokens, FLOPs) are the step's totals over ranks; ``rank_share`` is this
     rank's part of them, which the exporter sums over ranks. ``loss`` stays on the device: the
     row's loss (its mean over ranks) is filled in at the next report (``engine.pending``)."""
+
     step: int
-    wall_s: float                 # since the attempt started
-    loss: torch.Tensor            # this rank's mean over micro-batches, 0-d, on the device
+    wall_s: float  # since the attempt started
+    loss: torch.Tensor  # this rank's mean over micro-batches, 0-d, on the device
     lr: float
     world_size: int
     samples: float
@@ -42,16 +44,27 @@ class StepStats:
     effective_flops: float
     rss_bytes: int
     peak_memory_bytes: int
-    memory: dict[str, int]        # this rank's parameter/gradient/optimizer bytes, GPU memory
+    memory: dict[str, int]  # this rank's parameter/gradient/optimizer bytes, GPU memory
     method_stats: dict[str, float]
     rank_share: dict[str, float]
 
     def row(self) -> dict:
-        return {K.STEP: self.step, K.WALL: self.wall_s, K.LOSS: None, K.LR: self.lr,
-                K.WORLD_SIZE: self.world_size, K.SAMPLES: self.samples, K.TOKENS: self.tokens,
-                K.STEP_TIME: self.step_time_s, K.DENSE_FLOPS: self.dense_flops,
-                K.EFFECTIVE_FLOPS: self.effective_flops, K.RSS: self.rss_bytes,
-                K.PEAK_MEMORY: self.peak_memory_bytes, **self.memory, **self.method_stats}
+        return {
+            K.STEP: self.step,
+            K.WALL: self.wall_s,
+            K.LOSS: None,
+            K.LR: self.lr,
+            K.WORLD_SIZE: self.world_size,
+            K.SAMPLES: self.samples,
+            K.TOKENS: self.tokens,
+            K.STEP_TIME: self.step_time_s,
+            K.DENSE_FLOPS: self.dense_flops,
+            K.EFFECTIVE_FLOPS: self.effective_flops,
+            K.RSS: self.rss_bytes,
+            K.PEAK_MEMORY: self.peak_memory_bytes,
+            **self.memory,
+            **self.method_stats,
+        }
 
 
 class MetricsTable:
@@ -78,10 +91,23 @@ class MetricsTable:
         storage.write_bytes(self.uri, buf.getvalue())
 
 
-FIRST_COLUMNS = ["step", "attempt", "world_size", "wall_s", "loss", "val_loss", "lr",
-                 "samples", "tokens",
-                 "step_time_s", "data_wait_s", "dense_flops", "effective_flops", "rss_bytes",
-                 "peak_memory_bytes"]
+FIRST_COLUMNS = [
+    "step",
+    "attempt",
+    "world_size",
+    "wall_s",
+    "loss",
+    "val_loss",
+    "lr",
+    "samples",
+    "tokens",
+    "step_time_s",
+    "data_wait_s",
+    "dense_flops",
+    "effective_flops",
+    "rss_bytes",
+    "peak_memory_bytes",
+]
 
 
 def _column_order(name: str):
@@ -100,8 +126,9 @@ def _clean(value):
 
 
 def write_summary(run_dir: str, summary: dict) -> None:
-    storage.write_bytes(storage.join(run_dir, SUMMARY),
-                        json.dumps(summary, indent=2, default=str).encode())
+    storage.write_bytes(
+        storage.join(run_dir, SUMMARY), json.dumps(summary, indent=2, default=str).encode()
+    )
 
 
 def read_table(run_dir: str) -> pa.Table | None:

@@ -6,6 +6,7 @@ Otherwise a placement group of the workers' bundles is requested and waited for 
 what asks an autoscaler for nodes), in short slices so Ctrl-C stays responsive, up to
 ``RAYTRAIN_EFF_START_TIMEOUT_S`` seconds.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,12 +47,17 @@ def check(cfg: ExperimentConfig, *, timeout_s: float | None = None) -> None:
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     if not _autoscaling() and not _fits(wanted, total, nodes):
         largest = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
-        why = ("and no autoscaler can add nodes" if largest >= cfg.scaling.cpus_per_worker else
-               f"(the largest node has {largest:g} CPU) and no autoscaler can add nodes")
-        raise ResourcesUnavailable(describe(cfg, wanted, total, ray.available_resources(), why,
-                                            largest_node_cpus=largest))
-    timeout_s = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
-                      if timeout_s is None else timeout_s)
+        why = (
+            "and no autoscaler can add nodes"
+            if largest >= cfg.scaling.cpus_per_worker
+            else f"(the largest node has {largest:g} CPU) and no autoscaler can add nodes"
+        )
+        raise ResourcesUnavailable(
+            describe(cfg, wanted, total, ray.available_resources(), why, largest_node_cpus=largest)
+        )
+    timeout_s = float(
+        os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S) if timeout_s is None else timeout_s
+    )
     pg = placement_group(wanted, strategy=cfg.scaling.placement)
     try:
         deadline = time.monotonic() + timeout_s
@@ -62,13 +68,22 @@ def check(cfg: ExperimentConfig, *, timeout_s: float | None = None) -> None:
                 return
             if not waited:
                 waited = True
-                print(f"[{cfg.run.name}] waiting up to {timeout_s:g} s for {_sum(wanted)} "
-                      f"({_free(wanted, ray.available_resources())}); Ctrl-C stops",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[{cfg.run.name}] waiting up to {timeout_s:g} s for {_sum(wanted)} "
+                    f"({_free(wanted, ray.available_resources())}); Ctrl-C stops",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if time.monotonic() >= deadline:
-                raise ResourcesUnavailable(describe(
-                    cfg, wanted, ray.cluster_resources(), ray.available_resources(),
-                    f"and they did not become free within {timeout_s:g} s ({TIMEOUT_ENV})"))
+                raise ResourcesUnavailable(
+                    describe(
+                        cfg,
+                        wanted,
+                        ray.cluster_resources(),
+                        ray.available_resources(),
+                        f"and they did not become free within {timeout_s:g} s ({TIMEOUT_ENV})",
+                    )
+                )
     finally:
         remove_placement_group(pg)
 
@@ -90,48 +105,70 @@ def check_data_cpus(cfg: ExperimentConfig) -> None:
     share = math.floor((cpus - DATA_CPUS) / n * 100) / 100
     fixes = ([f"scaling.cpus_per_worker={share:g}"] if share > 0 else []) + (
         [f"scaling.num_workers={int((cpus - DATA_CPUS) // sc.cpus_per_worker)}"]
-        if cpus - DATA_CPUS >= sc.cpus_per_worker else [])
+        if cpus - DATA_CPUS >= sc.cpus_per_worker
+        else []
+    )
     raise ResourcesUnavailable(
         f"the task's data is a Ray Data dataset, whose read and map_batches tasks need "
         f"{DATA_CPUS:g} CPU that the training workers do not hold, but {n} worker"
         f"{'s' * (n != 1)} x scaling.cpus_per_worker={sc.cpus_per_worker:g} = {held:g} CPU of "
         f"the cluster's {cpus:g} leave {max(cpus - held, 0.0):g}; "
-        + ("fix it with " + " or ".join(fixes) if fixes
-           else "start a cluster with more CPUs (--address)"))
+        + (
+            "fix it with " + " or ".join(fixes)
+            if fixes
+            else "start a cluster with more CPUs (--address)"
+        )
+    )
 
 
 def _fits(wanted: list[dict[str, float]], total: dict, nodes: list[dict]) -> bool:
     """The cluster holds all bundles together, and some node holds one (they are equal)."""
-    together = all(sum(b.get(k, 0.0) for b in wanted) <= total.get(k, 0.0) + 1e-9
-                   for k in wanted[0])
-    return together and any(all(v <= node.get(k, 0.0) + 1e-9 for k, v in wanted[0].items())
-                            for node in nodes)
+    together = all(
+        sum(b.get(k, 0.0) for b in wanted) <= total.get(k, 0.0) + 1e-9 for k in wanted[0]
+    )
+    return together and any(
+        all(v <= node.get(k, 0.0) + 1e-9 for k, v in wanted[0].items()) for node in nodes
+    )
 
 
 def _autoscaling() -> bool:
     """Whether an autoscaler could add nodes: a node type that may grow (as Ray Data checks)."""
     try:
         import ray._private.state
+
         config = ray._private.state.state.get_cluster_config()
     except Exception:  # noqa: BLE001 - an old or unusual GCS: assume no autoscaler
         return False
     if not config or not config.node_group_configs:
         return False
-    return any(g.max_count == -1 or g.max_count > g.min_count
-               for g in config.node_group_configs if g.resources and g.max_count != 0)
+    return any(
+        g.max_count == -1 or g.max_count > g.min_count
+        for g in config.node_group_configs
+        if g.resources and g.max_count != 0
+    )
 
 
-def describe(cfg: ExperimentConfig, wanted: list[dict[str, float]], total: dict,
-             available: dict, why: str, largest_node_cpus: float | None = None) -> str:
+def describe(
+    cfg: ExperimentConfig,
+    wanted: list[dict[str, float]],
+    total: dict,
+    available: dict,
+    why: str,
+    largest_node_cpus: float | None = None,
+) -> str:
     """'scaling asks for ...; the cluster has ...; fix: ...' in one line."""
     sc = cfg.scaling
     n = len(wanted)
-    asked = (f"{n} worker{'s' * (n != 1)} x {sc.cpus_per_worker:g} CPU"
-             + (" + 1 GPU" if sc.use_gpu else ""))
-    have = ", ".join(f"{total.get(k, 0.0):g} {k} ({available.get(k, 0.0):g} free)"
-                     for k in wanted[0])
-    return (f"scaling asks for {asked} = {_sum(wanted)}, but the cluster has {have} {why}; "
-            f"{_fixes(cfg, n, total, largest_node_cpus)}")
+    asked = f"{n} worker{'s' * (n != 1)} x {sc.cpus_per_worker:g} CPU" + (
+        " + 1 GPU" if sc.use_gpu else ""
+    )
+    have = ", ".join(
+        f"{total.get(k, 0.0):g} {k} ({available.get(k, 0.0):g} free)" for k in wanted[0]
+    )
+    return (
+        f"scaling asks for {asked} = {_sum(wanted)}, but the cluster has {have} {why}; "
+        f"{_fixes(cfg, n, total, largest_node_cpus)}"
+    )
 
 
 def _free(wanted: list[dict[str, float]], available: dict) -> str:
@@ -156,5 +193,8 @@ def _fixes(cfg: ExperimentConfig, n: int, total: dict, largest_node_cpus: float 
         fixes.append(f"scaling.cpus_per_worker={share:g}")
     if sc.use_gpu and not fit:
         fixes.append("scaling.use_gpu=false")
-    return ("fix it with " + " or ".join(fixes) if fixes
-            else "start a cluster with more resources (--address)")
+    return (
+        "fix it with " + " or ".join(fixes)
+        if fixes
+        else "start a cluster with more resources (--address)"
+    )

@@ -12,6 +12,7 @@ the last (``engine.pending``).
 ``Runner`` takes its Ray entry points (report, get_checkpoint) as arguments, so the loop is
 the same under TorchTrainer, Train's local mode and Tune.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,13 +46,26 @@ def build_task(cfg: ExperimentConfig):
 
 
 class Runner:
-    def __init__(self, cfg: ExperimentConfig, *, rank: int, world: int, group, device,
-                 run_dir: str, run_name: str, trial: str = "",
-                 report: Callable = lambda metrics, checkpoint=None, **kw: None,
-                 get_checkpoint: Callable = lambda: None, summary_extra: dict | None = None,
-                 local_checkpoints: bool = False, init_checkpoint: str | None = None,
-                 log: Callable[[dict], None] | None = None, start_from: dict | None = None,
-                 data_shards: dict | None = None):
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        *,
+        rank: int,
+        world: int,
+        group,
+        device,
+        run_dir: str,
+        run_name: str,
+        trial: str = "",
+        report: Callable = lambda metrics, checkpoint=None, **kw: None,
+        get_checkpoint: Callable = lambda: None,
+        summary_extra: dict | None = None,
+        local_checkpoints: bool = False,
+        init_checkpoint: str | None = None,
+        log: Callable[[dict], None] | None = None,
+        start_from: dict | None = None,
+        data_shards: dict | None = None,
+    ):
         self.cfg, self.rank, self.world, self.group, self.device = cfg, rank, world, group, device
         # where rank 0's messages go ({"text", "step", "steps"}): the driver's console, or print
         self.log = log or (lambda event: print(event["text"], flush=True))
@@ -85,18 +99,28 @@ class Runner:
         torch.manual_seed(cfg.run.seed)  # the same RNG state on every rank for the methods
         self.sharded = cfg.scaling.strategy == "fsdp"
         # sharded before prepare: methods see (and hook) the sharded parameters
-        model, built = materialize.build(self.task, cfg.run.seed, self.device, mesh=(
-            sharding.mesh(self.group, self.device) if self.sharded else None))
+        model, built = materialize.build(
+            self.task,
+            cfg.run.seed,
+            self.device,
+            mesh=(sharding.mesh(self.group, self.device) if self.sharded else None),
+        )
         self.summary_extra = {**self.summary_extra, "model_build": built}
         self._log(f"model: {materialize.DESCRIBE[built]}")
         self.methods = catalog.create_methods(cfg.methods)
         self.ctx = MethodContext(
-            rank=self.rank, world_size=self.world, group=self.group, device=self.device,
-            total_steps=cfg.run.steps, loss_fn=self.task.loss, task=self.task,
+            rank=self.rank,
+            world_size=self.world,
+            group=self.group,
+            device=self.device,
+            total_steps=cfg.run.steps,
+            loss_fn=self.task.loss,
+            task=self.task,
             next_batch=self._curvature_batch,
             iterate_shard=lambda b: self.task.shard_iterator(self.rank, self.world, b),
             shard_size=self.task.shard_size(self.rank, self.world),
-            grad_clip=cfg.train.grad_clip)
+            grad_clip=cfg.train.grad_clip,
+        )
         for method in self.methods:
             model = method.prepare(model, self.ctx)
         self.model = model
@@ -105,13 +129,15 @@ class Runner:
         made = [m.make_optimizer(model, self.ctx) for m in self.methods]
         optimizers = [o for o in made if o is not None]
         if len(optimizers) != 1:
-            raise ConfigError(f"methods {list(cfg.methods)}: exactly one must provide the "
-                              f"optimizer (e.g. add adamw or sgd); {len(optimizers)} do")
+            raise ConfigError(
+                f"methods {list(cfg.methods)}: exactly one must provide the "
+                f"optimizer (e.g. add adamw or sgd); {len(optimizers)} do"
+            )
         self.optimizer = self.ctx.optimizer = optimizers[0]
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.owns_sync = any(m.owns_gradient_sync for m in self.methods)
         self.grad_sync: GradientSync | None = None  # fsdp reduce-scatters gradients itself
-        if self.owns_sync:   # the method's own sync, if it overlaps one with backward
+        if self.owns_sync:  # the method's own sync, if it overlaps one with backward
             owned = [m.gradient_sync(self.ctx) for m in self.methods if m.owns_gradient_sync]
             self.grad_sync = next((s for s in owned if s is not None), None)
         elif self.ctx.distributed and not self.sharded:
@@ -124,8 +150,11 @@ class Runner:
             self.attempt = self.table.attempt
         if self._resumed is not None:
             step, saved_by = self._resumed
-            self._log(f"attempt {self.attempt}: resumed from step {step} (saved by {saved_by} "
-                      f"workers, now {self.world})", resumed=True)
+            self._log(
+                f"attempt {self.attempt}: resumed from step {step} (saved by {saved_by} "
+                f"workers, now {self.world})",
+                resumed=True,
+            )
         self.flops = accounting.DenseFlopCounter(self.task)
         self.rank_share = RankShare(self.totals, self.world, self.start_step)
         self.pusher = self._make_pusher()
@@ -137,8 +166,9 @@ class Runner:
         self._curv_draws += 1
         rows = self.cfg.data.batch_size
         if share is None:
-            batch = self.task.train_batch(10_000_000 + self._curv_draws, 0, self.rank,
-                                          self.world, rows)
+            batch = self.task.train_batch(
+                10_000_000 + self._curv_draws, 0, self.rank, self.world, rows
+            )
         else:
             whole = self.task.train_batch(10_000_000 + self._curv_draws, 0, 0, 1, rows)
             batch = take_rows(whole, shard_rows(rows, *share))
@@ -152,8 +182,12 @@ class Runner:
         else:
             ckpt = self.get_checkpoint()
             pick = None if ckpt is None else pathlib.PurePosixPath(ckpt.path).name
-        chosen = checkpoint.choose(self.run_dir, pick=pick, start=self.start_from,
-                                   warn=lambda text: self._log(f"warning: {text}"))
+        chosen = checkpoint.choose(
+            self.run_dir,
+            pick=pick,
+            start=self.start_from,
+            warn=lambda text: self._log(f"warning: {text}"),
+        )
         if chosen is None:
             return self._load_from(self.init_checkpoint) if self.init_checkpoint else (0, 0)
         self.ckpt_revision = chosen.revision
@@ -162,14 +196,22 @@ class Runner:
 
     def _load_from(self, directory) -> tuple[int, int]:
         # every rank reads its own slices of the shards, whatever layout wrote them
-        manifest = checkpoint.load(pathlib.Path(directory), rank=self.rank,
-                                   seed=self.cfg.run.seed, model=self.model,
-                                   optimizer=self.optimizer, methods=self.methods,
-                                   device=self.device, group=self.group)
+        manifest = checkpoint.load(
+            pathlib.Path(directory),
+            rank=self.rank,
+            seed=self.cfg.run.seed,
+            model=self.model,
+            optimizer=self.optimizer,
+            methods=self.methods,
+            device=self.device,
+            group=self.group,
+        )
         self._resumed = (int(manifest["step"]), int(manifest["world_size"]))
         self._curv_draws = int(manifest.get("curvature_draws", 0))  # absent before: restart
-        self.totals = RunTotals.from_manifest(manifest, self._constant_world_samples(
-            int(manifest["step"]), int(manifest["world_size"])))
+        self.totals = RunTotals.from_manifest(
+            manifest,
+            self._constant_world_samples(int(manifest["step"]), int(manifest["world_size"])),
+        )
         return int(manifest["step"]), int(manifest.get("attempt", 0)) + 1
 
     @property
@@ -191,9 +233,16 @@ class Runner:
         if not mon.enabled:
             return None
         from raytrain_eff.monitor.push import MetricsPusher
-        pusher = MetricsPusher(run=self.run_name, trial=self.trial, rank=self.rank,
-                               host=mon.host, port=mon.port, grace_period_s=mon.grace_period_s,
-                               generation=self._generation())
+
+        pusher = MetricsPusher(
+            run=self.run_name,
+            trial=self.trial,
+            rank=self.rank,
+            host=mon.host,
+            port=mon.port,
+            grace_period_s=mon.grace_period_s,
+            generation=self._generation(),
+        )
         if self.rank == 0:
             # a failed attempt's series (its workers never finished) give way to this one's,
             # and discovery rewrites the file_sd (nodes may have left or joined)
@@ -223,10 +272,11 @@ class Runner:
             evaluating = self._due(step, cfg.run.eval_interval, steps)
             reporting = self._due(step, cfg.run.report_interval, steps)
             if evaluating or reporting:
-                self._settle()   # eval and checkpoints read the parameters
+                self._settle()  # eval and checkpoints read the parameters
             if (self.rank == 0 or self.eval_on_every_rank) and evaluating:
-                self.last_eval = self.task.evaluate(self.model, cfg.data.batch_size,
-                                                    cfg.run.eval_batches)
+                self.last_eval = self.task.evaluate(
+                    self.model, cfg.data.batch_size, cfg.run.eval_batches
+                )
                 row.update(self.last_eval)
             self.pending.add(row, stats.rank_share, {K.LOSS: stats.loss})
             if reporting or evaluating:
@@ -249,14 +299,14 @@ class Runner:
             if self.table is not None:
                 self.table.append(row)
             if self.pusher is not None:
-                self.pusher.push({**row, **rank_share},
-                                 totals=self.rank_share.add_step(rank_share))
+                self.pusher.push({**row, **rank_share}, totals=self.rank_share.add_step(rank_share))
 
     def train_step(self, step: int, dense: float) -> records.StepStats:
         cfg, ctx = self.cfg, self.ctx
         ctx.step = step
-        lr_f = accounting.lr_factor(step, cfg.run.steps, cfg.train.warmup_steps,
-                                    cfg.train.decay, cfg.train.min_lr_ratio)
+        lr_f = accounting.lr_factor(
+            step, cfg.run.steps, cfg.train.warmup_steps, cfg.train.decay, cfg.train.min_lr_ratio
+        )
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = base * lr_f
         for method in self.methods:
@@ -268,7 +318,7 @@ class Runner:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
         self.optimizer.step()
         if len(self.methods) > 1:
-            self._settle()   # another method's hooks may read or write the parameters
+            self._settle()  # another method's hooks may read or write the parameters
         method_stats: dict[str, float] = {}
         for method in self.methods:
             method_stats.update(method.after_step(step, ctx))
@@ -276,9 +326,16 @@ class Runner:
         effective = dense * cfg.train.grad_accum
         for method in self.methods:
             effective = method.step_flops(effective, ctx)
-        stats = self._step_stats(step, loss_sum.div_(cfg.train.grad_accum), samples, tokens,
-                                 dense * cfg.train.grad_accum, effective, step_time,
-                                 method_stats)
+        stats = self._step_stats(
+            step,
+            loss_sum.div_(cfg.train.grad_accum),
+            samples,
+            tokens,
+            dense * cfg.train.grad_accum,
+            effective,
+            step_time,
+            method_stats,
+        )
         self.totals.add_step(stats.row())
         return stats
 
@@ -304,23 +361,42 @@ class Runner:
             self.grad_sync.finish()
         return loss_sum, samples, tokens
 
-    def _step_stats(self, step: int, loss: torch.Tensor, samples: int, tokens: int, dense: float,
-                    effective: float, step_time: float, method_stats: dict) -> records.StepStats:
+    def _step_stats(
+        self,
+        step: int,
+        loss: torch.Tensor,
+        samples: int,
+        tokens: int,
+        dense: float,
+        effective: float,
+        step_time: float,
+        method_stats: dict,
+    ) -> records.StepStats:
         """This rank's amounts -> the step's totals over ranks, plus memory."""
         batches = self._batches_per_step(self.world)
         rss = rss_bytes()
         return records.StepStats(
-            step=step, wall_s=time.perf_counter() - self.t_start,
-            loss=loss, lr=self.optimizer.param_groups[0]["lr"],
-            world_size=self.world, samples=samples * batches, tokens=tokens * batches,
-            step_time_s=step_time, dense_flops=dense * self.world,
-            effective_flops=effective * self.world, rss_bytes=rss,
+            step=step,
+            wall_s=time.perf_counter() - self.t_start,
+            loss=loss,
+            lr=self.optimizer.param_groups[0]["lr"],
+            world_size=self.world,
+            samples=samples * batches,
+            tokens=tokens * batches,
+            step_time_s=step_time,
+            dense_flops=dense * self.world,
+            effective_flops=effective * self.world,
+            rss_bytes=rss,
             peak_memory_bytes=accounting.peak_memory_bytes(self.device, rss),
             memory={**self._state_bytes(), **accounting.gpu_memory(self.device)},
             method_stats={**method_stats, K.DATA_WAIT_SECONDS: self.task.data_wait_s()},
-            rank_share={K.SAMPLES: samples * batches / self.world,
-                        K.TOKENS: tokens * batches / self.world,
-                        K.DENSE_FLOPS: dense, K.EFFECTIVE_FLOPS: effective})
+            rank_share={
+                K.SAMPLES: samples * batches / self.world,
+                K.TOKENS: tokens * batches / self.world,
+                K.DENSE_FLOPS: dense,
+                K.EFFECTIVE_FLOPS: effective,
+            },
+        )
 
     def _state_bytes(self) -> dict[str, int]:
         buffers = self.grad_sync.buffer_bytes() if self.grad_sync is not None else 0
@@ -333,7 +409,8 @@ class Runner:
     def _on_device(self, batch):
         """Every tensor of a batch (training or curvature) on the model's device."""
         return pytree.tree_map(
-            lambda t: t.to(self.device) if isinstance(t, torch.Tensor) else t, batch)
+            lambda t: t.to(self.device) if isinstance(t, torch.Tensor) else t, batch
+        )
 
     def _autocast(self):
         if self.cfg.train.precision == "bf16":
@@ -349,9 +426,14 @@ class Runner:
         cfg = self.cfg
         final = step + 1 == cfg.run.steps
         # totals over the kept steps of every attempt, so Tune's costs survive failover
-        metrics = {"step": step + 1, "loss": row["loss"], "samples_seen": self.samples_seen,
-                   "effective_flops_total": self.totals.effective_flops,
-                   "wall_s": self.totals.wall(row[K.WALL]), **self.last_eval}
+        metrics = {
+            "step": step + 1,
+            "loss": row["loss"],
+            "samples_seen": self.samples_seen,
+            "effective_flops_total": self.totals.effective_flops,
+            "wall_s": self.totals.wall(row[K.WALL]),
+            **self.last_eval,
+        }
         with_ckpt = last or (step + 1) % cfg.run.checkpoint_interval == 0
         if self.table is not None:
             self.table.flush()
@@ -362,32 +444,52 @@ class Runner:
             self.report(metrics)
             return
         from ray.train import Checkpoint
+
         # every rank writes its own shards; Ray uploads them all into one checkpoint
-        save = dict(rank=self.rank, world_size=self.world, step=step + 1, attempt=self.attempt,
-                    model=self.model, optimizer=self.optimizer, methods=self.methods,
-                    group=self.group,
-                    extra={"samples_seen": self.samples_seen,
-                           "totals": self.totals.to_manifest(row[K.WALL]),
-                           # every rank draws alike: the resumed refreshes see the same batches
-                           "curvature_draws": self._curv_draws})
+        save = dict(
+            rank=self.rank,
+            world_size=self.world,
+            step=step + 1,
+            attempt=self.attempt,
+            model=self.model,
+            optimizer=self.optimizer,
+            methods=self.methods,
+            group=self.group,
+            extra={
+                "samples_seen": self.samples_seen,
+                "totals": self.totals.to_manifest(row[K.WALL]),
+                # every rank draws alike: the resumed refreshes see the same batches
+                "curvature_draws": self._curv_draws,
+            },
+        )
         if self.local_checkpoints:
-            ckpt_dir = checkpoint.save_local(self.run_dir, keep=cfg.run.num_to_keep,
-                                             revision=self.ckpt_revision, **save)
+            ckpt_dir = checkpoint.save_local(
+                self.run_dir, keep=cfg.run.num_to_keep, revision=self.ckpt_revision, **save
+            )
             self.report(metrics, checkpoint=Checkpoint.from_directory(str(ckpt_dir)))
             return
         with tempfile.TemporaryDirectory(prefix="raytrain_eff_ckpt_") as tmp:
             checkpoint.save(pathlib.Path(tmp), **save)
-            self.report(metrics, checkpoint=Checkpoint.from_directory(tmp),
-                        checkpoint_dir_name=checkpoint.dir_name(step + 1, self.ckpt_revision))
+            self.report(
+                metrics,
+                checkpoint=Checkpoint.from_directory(tmp),
+                checkpoint_dir_name=checkpoint.dir_name(step + 1, self.ckpt_revision),
+            )
 
     def _summary(self, row: dict) -> dict:
-        return {"run": self.run_name, "trial": self.trial, "config": self.cfg.to_dict(),
-                "data_checksum": self.task.checksum(), "world_size": self.world,
-                "steps": self.cfg.run.steps, "attempts": self.attempt + 1,
-                "final": {k: row.get(k) for k in ("loss", "peak_memory_bytes")} | self.last_eval,
-                # the checkpointed totals: the same as the table's sums and the metrics'
-                "totals": self.totals.summary(row[K.WALL]),
-                **self.summary_extra}
+        return {
+            "run": self.run_name,
+            "trial": self.trial,
+            "config": self.cfg.to_dict(),
+            "data_checksum": self.task.checksum(),
+            "world_size": self.world,
+            "steps": self.cfg.run.steps,
+            "attempts": self.attempt + 1,
+            "final": {k: row.get(k) for k in ("loss", "peak_memory_bytes")} | self.last_eval,
+            # the checkpointed totals: the same as the table's sums and the metrics'
+            "totals": self.totals.summary(row[K.WALL]),
+            **self.summary_extra,
+        }
 
     def _progress(self, step: int, row: dict) -> None:
         if not self.cfg.monitor.progress:
@@ -397,15 +499,26 @@ class Runner:
         rate = (self.samples_seen - self.samples_at_start) / max(elapsed, 1e-9)
         eta = elapsed / max(done, 1) * (self.cfg.run.steps - step - 1)
         val = f" | val {self.last_eval['val_loss']:.3f}" if "val_loss" in self.last_eval else ""
-        self._log(f"step {step + 1}/{self.cfg.run.steps} | loss {row['loss']:.3f}{val} | "
-                  f"{rate:,.0f} samples/s | ETA {_duration(eta)}",
-                  step=step + 1, steps=self.cfg.run.steps)
+        self._log(
+            f"step {step + 1}/{self.cfg.run.steps} | loss {row['loss']:.3f}{val} | "
+            f"{rate:,.0f} samples/s | ETA {_duration(eta)}",
+            step=step + 1,
+            steps=self.cfg.run.steps,
+        )
 
-    def _log(self, text: str, step: int | None = None, steps: int | None = None,
-             resumed: bool = False) -> None:
+    def _log(
+        self, text: str, step: int | None = None, steps: int | None = None, resumed: bool = False
+    ) -> None:
         if self.rank == 0:
-            self.log({"text": f"[{self.run_name}] {text}", "step": step, "steps": steps,
-                      "resumed": resumed, "run": self.run_name})
+            self.log(
+                {
+                    "text": f"[{self.run_name}] {text}",
+                    "step": step,
+                    "steps": steps,
+                    "resumed": resumed,
+                    "run": self.run_name,
+                }
+            )
 
 
 def _duration(seconds: float) -> str:

@@ -11,6 +11,7 @@ Checkpoints hold the model as ``torch.distributed.checkpoint`` shards (``engine.
 rank writes its own slices and a load reshards, so no rank gathers the whole model. The loaders
 below read the whole-model checkpoints of earlier versions (formats 1 and 2) into the shards.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -35,8 +36,10 @@ def mesh(group, device: torch.device) -> DeviceMesh:
     """A 1-D device mesh over the data-parallel group (the whole world when ``group`` is
     None, as for a 1-worker Ray Train group)."""
     if not dist.is_initialized():
-        raise RuntimeError("scaling.strategy=fsdp needs a torch.distributed process group "
-                           "(Ray Train workers; not local mode)")
+        raise RuntimeError(
+            "scaling.strategy=fsdp needs a torch.distributed process group "
+            "(Ray Train workers; not local mode)"
+        )
     pg = group if group is not None else dist.group.WORLD
     assert pg is not None  # initialised above
     return DeviceMesh.from_group(pg, device_type=device.type)
@@ -82,17 +85,22 @@ class ShardedOptimizerLoader:
         names = param_names(self.model)
         order = [names[id(p)] for g in self.optimizer.param_groups for p in g["params"]]
         if len(order) != sum(len(g["params"]) for g in state["param_groups"]):
-            raise ValueError(f"optimizer checkpoint holds "
-                             f"{sum(len(g['params']) for g in state['param_groups'])} "
-                             f"parameters; this model's optimizer has {len(order)}")
+            raise ValueError(
+                f"optimizer checkpoint holds "
+                f"{sum(len(g['params']) for g in state['param_groups'])} "
+                f"parameters; this model's optimizer has {len(order)}"
+            )
         groups, k = [], 0
         for group in state["param_groups"]:
-            groups.append({**group, "params": order[k:k + len(group["params"])]})
+            groups.append({**group, "params": order[k : k + len(group["params"])]})
             k += len(group["params"])
-        named = {"state": {order[i]: s for i, s in state["state"].items()},
-                 "param_groups": groups}
-        set_optimizer_state_dict(self.model, self.optimizer, named,  # type: ignore[arg-type]
-                                 options=StateDictOptions(full_state_dict=True))
+        named = {"state": {order[i]: s for i, s in state["state"].items()}, "param_groups": groups}
+        set_optimizer_state_dict(
+            self.model,
+            self.optimizer,
+            named,  # type: ignore[arg-type]
+            options=StateDictOptions(full_state_dict=True),
+        )
 
 
 def param_names(model: nn.Module) -> dict[int, str]:

@@ -16,6 +16,7 @@ Loading runs no pickled code: DCP unpickles ``.metadata`` and ``torch.load``s no
 without ``weights_only``; here the metadata goes through an unpickler that admits only DCP's
 own metadata classes, and values through ``weights_only=True``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,8 +54,9 @@ def optimizer_in_shards(optimizer: torch.optim.Optimizer) -> bool:
     saved whole by rank 0 instead (``optimizer.pt``)."""
     if sharded_state(optimizer):
         return True
-    return (type(optimizer).__module__.startswith("torch.optim")
-            and not world_size_independent_state(optimizer))
+    return type(optimizer).__module__.startswith(
+        "torch.optim"
+    ) and not world_size_independent_state(optimizer)
 
 
 def _optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
@@ -67,8 +69,9 @@ def _distributed(group) -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def save(directory: pathlib.Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-         group=None) -> list[str]:
+def save(
+    directory: pathlib.Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, group=None
+) -> list[str]:
     """Every rank writes its shards into ``directory`` (a collective when distributed);
     returns the names of the files this rank wrote. ``optimizer=None``: the model alone."""
     state: dict[str, Any] = {MODEL: get_model_state_dict(model)}
@@ -76,13 +79,18 @@ def save(directory: pathlib.Path, model: nn.Module, optimizer: torch.optim.Optim
         state[OPTIMIZER] = _optimizer_state(model, optimizer)
     before = _files(directory)
     with _one_process_is_intended():
-        dcp.save(state, storage_writer=dcp.FileSystemWriter(str(directory)),
-                 process_group=group, no_dist=not _distributed(group))
+        dcp.save(
+            state,
+            storage_writer=dcp.FileSystemWriter(str(directory)),
+            process_group=group,
+            no_dist=not _distributed(group),
+        )
     return sorted(_files(directory) - before)
 
 
-def load(directory: pathlib.Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-         group=None) -> None:
+def load(
+    directory: pathlib.Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, group=None
+) -> None:
     """Every rank reads what it holds of the shards in ``directory`` into ``model`` (and
     ``optimizer``), in place: the layout it was saved in does not matter."""
     own = optimizer is not None and sharded_state(optimizer)
@@ -92,9 +100,10 @@ def load(directory: pathlib.Path, model: nn.Module, optimizer: torch.optim.Optim
         state[OPTIMIZER] = get_optimizer_state_dict(model, optimizer)
     _read(directory, state, group)
     set_model_state_dict(model, state[MODEL])
-    if own:   # it reads its own template(s): sizes first, then its slices
+    if own:  # it reads its own template(s): sizes first, then its slices
         optimizer.load_sharded_state_dict(  # type: ignore[union-attr]
-            lambda template: _read(directory, {OPTIMIZER: template}, group)[OPTIMIZER])
+            lambda template: _read(directory, {OPTIMIZER: template}, group)[OPTIMIZER]
+        )
     elif optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state[OPTIMIZER])
 
@@ -102,9 +111,13 @@ def load(directory: pathlib.Path, model: nn.Module, optimizer: torch.optim.Optim
 def _read(directory: pathlib.Path, state: dict[str, Any], group) -> dict[str, Any]:
     """``state`` filled in place from the shards in ``directory`` (a collective)."""
     with _one_process_is_intended():
-        dcp.load(state, storage_reader=SafeReader(str(directory)),
-                 planner=_WeightsOnlyPlanner(), process_group=group,
-                 no_dist=not _distributed(group))
+        dcp.load(
+            state,
+            storage_reader=SafeReader(str(directory)),
+            planner=_WeightsOnlyPlanner(),
+            process_group=group,
+            no_dist=not _distributed(group),
+        )
     return state
 
 
@@ -128,21 +141,33 @@ def _files(directory: pathlib.Path) -> set[str]:
 
 
 # -- loading without running pickled code ------------------------------------------------------
-_METADATA_MODULES = ("torch.distributed.checkpoint.metadata",
-                     "torch.distributed.checkpoint.filesystem")
-_METADATA_NAMES = {("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"), ("torch", "Size"),
-                   ("torch.serialization", "_get_layout"), ("collections", "OrderedDict")}
+_METADATA_MODULES = (
+    "torch.distributed.checkpoint.metadata",
+    "torch.distributed.checkpoint.filesystem",
+)
+_METADATA_NAMES = {
+    ("pathlib", "PosixPath"),
+    ("pathlib", "PurePosixPath"),
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),
+    ("collections", "OrderedDict"),
+}
 
 
 class _MetadataUnpickler(pickle.Unpickler):
     """Admits DCP's metadata classes, torch's dtypes and sizes, and nothing else."""
 
     def find_class(self, module: str, name: str):
-        allowed = (module in _METADATA_MODULES or (module, name) in _METADATA_NAMES
-                   or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)))
+        allowed = (
+            module in _METADATA_MODULES
+            or (module, name) in _METADATA_NAMES
+            or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype))
+        )
         if not allowed:
-            raise pickle.UnpicklingError(f"checkpoint metadata names {module}.{name}, which is "
-                                         "not a torch.distributed.checkpoint metadata type")
+            raise pickle.UnpicklingError(
+                f"checkpoint metadata names {module}.{name}, which is "
+                "not a torch.distributed.checkpoint metadata type"
+            )
         return super().find_class(module, name)
 
 
@@ -154,7 +179,7 @@ class SafeReader(dcp.FileSystemReader):
         if not isinstance(metadata, Metadata):
             raise pickle.UnpicklingError(f"{path} holds no checkpoint metadata")
         storage_meta = metadata.storage_meta or StorageMeta()
-        storage_meta.load_id = self.load_id     # as FileSystemReader.read_metadata does
+        storage_meta.load_id = self.load_id  # as FileSystemReader.read_metadata does
         metadata.storage_meta = storage_meta
         return metadata
 

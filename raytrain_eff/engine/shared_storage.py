@@ -16,6 +16,7 @@ across disks and a restart that silently begins again from step 0.
 Ranks are Ray Train's: workers are grouped by node, so ``world_rank`` is contiguous per node and
 ``local_rank`` / ``node_rank`` come from ``ray.train.get_context()``.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,7 @@ class StorageNotSharedError(ValueError):
 def local_path(storage_path: str) -> str | None:
     """The filesystem path behind ``storage_path``, or None for a remote URI (shared by design)."""
     if storage_path.startswith("file://"):
-        return storage_path[len("file://"):]
+        return storage_path[len("file://") :]
     return None if "://" in storage_path else storage.resolve(storage_path)
 
 
@@ -44,16 +45,19 @@ def storage_error(storage_path: str, seen: dict[str, bool]) -> str | None:
     blind = sorted(node for node, ok in seen.items() if not ok)
     if len(seen) < 2 or not blind:
         return None
-    return (f"run.storage_path={storage_path} is not shared by the cluster's nodes: "
-            f"{len(blind)} of {len(seen)} nodes ({', '.join(n[:12] for n in blind)}) cannot read "
-            f"a file the driver wrote there. Every node writes checkpoints and metrics to the run "
-            f"directory and a restart reads them back, so a multi-node run needs a cloud URI "
-            f"(run.storage_path=s3://BUCKET/runs, gs://BUCKET/runs) or a shared filesystem "
-            f"mounted at the same path on every node (NFS, EFS, Filestore)")
+    return (
+        f"run.storage_path={storage_path} is not shared by the cluster's nodes: "
+        f"{len(blind)} of {len(seen)} nodes ({', '.join(n[:12] for n in blind)}) cannot read "
+        f"a file the driver wrote there. Every node writes checkpoints and metrics to the run "
+        f"directory and a restart reads them back, so a multi-node run needs a cloud URI "
+        f"(run.storage_path=s3://BUCKET/runs, gs://BUCKET/runs) or a shared filesystem "
+        f"mounted at the same path on every node (NFS, EFS, Filestore)"
+    )
 
 
 def alive_nodes() -> list[str]:
     import ray
+
     return [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
 
 
@@ -77,8 +81,12 @@ def probe(directory: str, nodes: list[str], timeout_s: float = PROBE_TIMEOUT_S) 
         f.write(nonce)
     try:
         read = ray.remote(num_cpus=0, max_retries=0)(_read_marker)
-        refs = [read.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
-                .remote(marker) for node in nodes]
+        refs = [
+            read.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
+            ).remote(marker)
+            for node in nodes
+        ]
         texts = ray.get(refs, timeout=timeout_s)
         return {node: text == nonce for node, text in zip(nodes, texts, strict=True)}
     finally:

@@ -1,4 +1,5 @@
 """Run directories on a local disk, a shared filesystem or any pyarrow.fs URI (s3://, gs://)."""
+
 from __future__ import annotations
 
 import os

@@ -15,6 +15,7 @@ For Prometheus each rank exports its *share* (counters are summed over ranks): t
 part divided evenly over the current world size plus the rank's own amounts since, so the sum
 over ranks is the run total even after an elastic change of world size.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,7 @@ import dataclasses
 from raytrain_eff.monitor import keys as K
 
 MANIFEST_KEY = "totals"
-WALL_SECONDS = "wall_seconds"         # wall time of the kept work, over attempts
+WALL_SECONDS = "wall_seconds"  # wall time of the kept work, over attempts
 SUMMED = (K.SAMPLES, K.TOKENS, K.DENSE_FLOPS, K.EFFECTIVE_FLOPS)
 
 
@@ -32,8 +33,8 @@ class RunTotals:
     tokens: float = 0.0
     dense_flops: float = 0.0
     effective_flops: float = 0.0
-    train_seconds: float = 0.0        # Σ step times of the kept steps
-    wall_seconds: float = 0.0         # up to the start of this attempt; see ``wall``
+    train_seconds: float = 0.0  # Σ step times of the kept steps
+    wall_seconds: float = 0.0  # up to the start of this attempt; see ``wall``
 
     @classmethod
     def from_manifest(cls, manifest: dict, samples_fallback: float = 0.0) -> RunTotals:
@@ -44,8 +45,9 @@ class RunTotals:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(saved) - names
         if unknown:
-            raise ValueError(f"checkpoint totals: unknown keys {sorted(unknown)}; "
-                             f"known: {sorted(names)}")
+            raise ValueError(
+                f"checkpoint totals: unknown keys {sorted(unknown)}; known: {sorted(names)}"
+            )
         return cls(**{k: float(v) for k, v in saved.items()})
 
     def add_step(self, row: dict) -> None:

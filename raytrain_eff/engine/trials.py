@@ -1,6 +1,7 @@
 """A Tune trial's run directories: its own, then one per PBT restart (``NAME-fromSTEP``, the
 donor's checkpoint step), stitched into one history. The sweep names them; the sweep's
 results and the comparison report read them, so the layout lives here, below both."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,7 +11,7 @@ import pyarrow.fs
 
 from raytrain_eff.engine import records, storage
 
-RESTART = "-from"   # NAME-from00000040: the trial restarted at step 40 from a donor's weights
+RESTART = "-from"  # NAME-from00000040: the trial restarted at step 40 from a donor's weights
 
 
 def segment_name(run_name: str, step: int) -> str:
@@ -31,23 +32,23 @@ def segments(trials_dir: str, run_name: str) -> list[tuple[int, str]]:
         name = info.base_name
         if name == run_name:
             out.append((0, name))
-        elif name.startswith(prefix) and name[len(prefix):].isdigit():
-            out.append((int(name[len(prefix):]), name))
+        elif name.startswith(prefix) and name[len(prefix) :].isdigit():
+            out.append((int(name[len(prefix) :]), name))
     return sorted(out)
 
 
-def stitched(trials_dir: str, run_name: str,
-             config_of: Callable[[str], dict | None] = lambda run_dir: None
-             ) -> tuple[pd.DataFrame, list[dict]]:
+def stitched(
+    trials_dir: str, run_name: str, config_of: Callable[[str], dict | None] = lambda run_dir: None
+) -> tuple[pd.DataFrame, list[dict]]:
     """(a trial's rows, its config history). After PBT exploits, each segment replaces what
     followed its first step; ``config_of(run_dir)``: the values a segment ran with (None: not
     known), which its rows carry as ``config/KEY`` columns."""
     frame, history = pd.DataFrame(), list[dict]()
     for start, name in segments(trials_dir, run_name):
         values = config_of(storage.join(trials_dir, name))
-        if values is not None and (not history or
-                                   {k: v for k, v in history[-1].items() if k != "from_step"}
-                                   != values):
+        if values is not None and (
+            not history or {k: v for k, v in history[-1].items() if k != "from_step"} != values
+        ):
             history.append({"from_step": start, **values})
         table = records.read_table(storage.join(trials_dir, name))
         if table is None:

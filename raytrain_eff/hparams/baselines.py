@@ -1,4 +1,5 @@
 """Hyper-parameters of the first-order baselines every method is compared against."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,8 +18,12 @@ class SGDConfig:
         check(self.lr > 0, "lr", self.lr, "> 0")
         check(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
         check(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
-        check(not self.nesterov or self.momentum > 0, "nesterov", self.nesterov,
-              "false when momentum is 0")
+        check(
+            not self.nesterov or self.momentum > 0,
+            "nesterov",
+            self.nesterov,
+            "false when momentum is 0",
+        )
 
 
 @dataclass(kw_only=True)

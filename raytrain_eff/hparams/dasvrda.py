@@ -5,6 +5,7 @@ The objective P(x) = (1/n) Σ_i φ(a_iᵀx; y_i) + λ₁‖x‖₁ + (λ₂/2)�
 problem. ``b = 0`` and ``m = 0`` mean
 "the paper's default": b = ⌊√n⌋ and m = ⌊n/b⌋ (⌈n/b⌉ for Katyusha), resolved once n is known.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from raytrain_eff.typed import check
 
 # options every solver shares: how the stage loop runs and which smoothness sets the step
 Backend = Literal["compiled", "torch"]  # compiled: numba stage loop, same iterates (1e-12)
-Smoothness = Literal["batch", "max"]    # batch: L_b = (1-1/b)L_F + L̄/b; max: the paper's L̄
+Smoothness = Literal["batch", "max"]  # batch: L_b = (1-1/b)L_F + L̄/b; max: the paper's L̄
 
 
 def _common_checks(cfg) -> None:
@@ -25,13 +26,13 @@ def _common_checks(cfg) -> None:
 
 @dataclass(kw_only=True)
 class DASVRDAConfig:
-    b: int = 0                 # mini-batch size; 0: ⌊√n⌋, the size the paper shows suffices
-    m: int = 0                 # inner iterations per stage; 0: ⌊n/b⌋ (one data pass)
-    gamma: float = 3.0         # outer-momentum damping γ > 1; the paper's experiments use 3
-    eta_scale: float = 1.0     # multiplies η = 1/((1 + γ(m+1)/b)·L), L per ``smoothness``
+    b: int = 0  # mini-batch size; 0: ⌊√n⌋, the size the paper shows suffices
+    m: int = 0  # inner iterations per stage; 0: ⌊n/b⌋ (one data pass)
+    gamma: float = 3.0  # outer-momentum damping γ > 1; the paper's experiments use 3
+    eta_scale: float = 1.0  # multiplies η = 1/((1 + γ(m+1)/b)·L), L per ``smoothness``
     restart: Literal["none", "fixed", "adaptive"] = "adaptive"  # fixed needs λ₂ > 0
-    importance: bool = False   # sample rows ∝ L_i (pays off when row norms vary a lot)
-    backend: Backend = "compiled"   # torch: the readable reference; data-parallel runs use it
+    importance: bool = False  # sample rows ∝ L_i (pays off when row norms vary a lot)
+    backend: Backend = "compiled"  # torch: the readable reference; data-parallel runs use it
     smoothness: Smoothness = "batch"  # the step's L: the mini-batch's L_b (default) or max L_i
 
     def __post_init__(self):
@@ -41,11 +42,11 @@ class DASVRDAConfig:
 
 @dataclass(kw_only=True)
 class ProxSVRGConfig:
-    b: int = 0                 # mini-batch size; 0: ⌊√n⌋, same as DASVRDA for a fair comparison
-    m: int = 0                 # inner iterations per stage; 0: ⌊n/b⌋
-    eta_scale: float = 1.0     # η = eta_scale / L, L per ``smoothness`` (was 0.5 with L = L̄)
-    importance: bool = False   # sample rows ∝ L_i
-    backend: Backend = "compiled"   # torch: the readable reference; data-parallel runs use it
+    b: int = 0  # mini-batch size; 0: ⌊√n⌋, same as DASVRDA for a fair comparison
+    m: int = 0  # inner iterations per stage; 0: ⌊n/b⌋
+    eta_scale: float = 1.0  # η = eta_scale / L, L per ``smoothness`` (was 0.5 with L = L̄)
+    importance: bool = False  # sample rows ∝ L_i
+    backend: Backend = "compiled"  # torch: the readable reference; data-parallel runs use it
     smoothness: Smoothness = "batch"  # the step's L: the mini-batch's L_b (default) or max L_i
 
     def __post_init__(self):
@@ -54,11 +55,11 @@ class ProxSVRGConfig:
 
 @dataclass(kw_only=True)
 class KatyushaConfig:
-    b: int = 0                 # mini-batch size; 0: ⌊√n⌋
-    m: int = 0                 # inner iterations per epoch; 0: ⌈n/b⌉ (the paper's mini-batch m)
-    eta_scale: float = 1.0     # L is divided by this (α = 1/(3τ₁L), prox step 1/(3L))
-    importance: bool = False   # sample rows ∝ L_i
-    backend: Backend = "compiled"   # torch: the readable reference; data-parallel runs use it
+    b: int = 0  # mini-batch size; 0: ⌊√n⌋
+    m: int = 0  # inner iterations per epoch; 0: ⌈n/b⌉ (the paper's mini-batch m)
+    eta_scale: float = 1.0  # L is divided by this (α = 1/(3τ₁L), prox step 1/(3L))
+    importance: bool = False  # sample rows ∝ L_i
+    backend: Backend = "compiled"  # torch: the readable reference; data-parallel runs use it
     smoothness: Smoothness = "batch"  # the step's L: the mini-batch's L_b (default) or max L_i
 
     def __post_init__(self):

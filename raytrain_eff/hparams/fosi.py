@@ -21,6 +21,7 @@ The sizes default to the reference functions' values too (``approx_k`` 5, ``appr
 ``alpha`` 0.1, ``num_iters_to_approx_eigs`` 100); the paper's experiments vary them per task,
 and the packaged presets set their own.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,28 +38,28 @@ REFERENCE_CLIP = {"adamw": 1.0, "heavy_ball": 3.0}
 @dataclass(kw_only=True)
 class FOSIConfig:
     base: Literal["adamw", "heavy_ball"] = "adamw"  # optimizer on the complement of span(V)
-    lr: float = 1e-3              # base optimizer learning rate
-    momentum: float = 0.9         # β1 (Adam) or μ (heavy-ball); also the Newton-part momentum
-    beta2: float = 0.999          # Adam second-moment decay
-    eps: float = 1e-8             # Adam denominator floor
-    weight_decay: float = 0.0     # decoupled: θ ← θ(1 − lr·wd), never seen by the curvature split
-    k: int = 5                    # top Hessian eigenpairs (reference approx_k)
-    num_smallest: int = 0         # ℓ bottom eigenpairs (reference approx_l)
-    alpha: float = 0.1            # Newton step size α (reference alpha of the JAX fosi_adam)
-    refresh_interval: int = 100   # T: steps between Lanczos refreshes (num_iters_to_approx_eigs)
+    lr: float = 1e-3  # base optimizer learning rate
+    momentum: float = 0.9  # β1 (Adam) or μ (heavy-ball); also the Newton-part momentum
+    beta2: float = 0.999  # Adam second-moment decay
+    eps: float = 1e-8  # Adam denominator floor
+    weight_decay: float = 0.0  # decoupled: θ ← θ(1 − lr·wd), never seen by the curvature split
+    k: int = 5  # top Hessian eigenpairs (reference approx_k)
+    num_smallest: int = 0  # ℓ bottom eigenpairs (reference approx_l)
+    alpha: float = 0.1  # Newton step size α (reference alpha of the JAX fosi_adam)
+    refresh_interval: int = 100  # T: steps between Lanczos refreshes (num_iters_to_approx_eigs)
     # W: the first refresh runs before update W (1-based), then before W + T, W + 2T, ... (the
     # reference's count + 1 >= W, (count + 1 − W) % T == 0); None: W = T (reference default)
     warmup: int | None = None
-    lanczos_order: int = 0        # Lanczos iterations; 0 means the paper's 4(k + ℓ)
+    lanczos_order: int = 0  # Lanczos iterations; 0 means the paper's 4(k + ℓ)
     # upper clip of c = |λ_max / λ_k|; None: the reference's value for the base (REFERENCE_CLIP:
     # 1.0 for adamw, 3.0 for heavy_ball). A float is a departure for adamw: it scales Adam's step
     learning_rate_clip: float | None = None
-    eig_floor: float = 1e-4       # |λ| floor: tiny λ never explode ρ = 1/|λ| (reference: none)
+    eig_floor: float = 1e-4  # |λ| floor: tiny λ never explode ρ = 1/|λ| (reference: none)
     # "none" keeps all k (+ℓ) Ritz pairs, as the reference does; "converged" (a departure) keeps
     # only pairs with residual β_m|s_mi| <= ritz_tol·|θ|_max, so an unconverged pair, whose ρ
     # is a poor Newton step, gets no Newton step (its direction stays with the base optimizer)
     ritz_filter: Literal["none", "converged"] = "none"
-    ritz_tol: float = 1e-2        # residual tolerance of ritz_filter="converged"
+    ritz_tol: float = 1e-2  # residual tolerance of ritz_filter="converged"
     # "fixed": every refresh starts Lanczos from the same seeded vector (the reference's
     # PRNGKey(0) draw); "fresh" (a departure): a new seeded vector per refresh
     start_vector: Literal["fixed", "fresh"] = "fixed"
@@ -74,17 +75,28 @@ class FOSIConfig:
         check(self.k >= 1, "k", self.k, "an integer >= 1")
         check(self.num_smallest >= 0, "num_smallest", self.num_smallest, "an integer >= 0")
         check(self.alpha > 0, "alpha", self.alpha, "> 0")
-        check(self.refresh_interval >= 1, "refresh_interval", self.refresh_interval,
-              "an integer >= 1")
-        check(self.warmup is None or self.warmup >= 1, "warmup", self.warmup,
-              "None (W = refresh_interval) or an integer >= 1 (the update, counted from 1, "
-              "before which the first refresh runs; the reference's W = 0 acts as W = T)")
-        check(self.lanczos_order == 0 or self.lanczos_order >= self.k + self.num_smallest,
-              "lanczos_order", self.lanczos_order,
-              f"0 (auto) or >= k + num_smallest ({self.k + self.num_smallest})")
-        check(self.learning_rate_clip is None or self.learning_rate_clip >= 1,
-              "learning_rate_clip", self.learning_rate_clip,
-              "None (the base's reference value) or >= 1")
+        check(
+            self.refresh_interval >= 1, "refresh_interval", self.refresh_interval, "an integer >= 1"
+        )
+        check(
+            self.warmup is None or self.warmup >= 1,
+            "warmup",
+            self.warmup,
+            "None (W = refresh_interval) or an integer >= 1 (the update, counted from 1, "
+            "before which the first refresh runs; the reference's W = 0 acts as W = T)",
+        )
+        check(
+            self.lanczos_order == 0 or self.lanczos_order >= self.k + self.num_smallest,
+            "lanczos_order",
+            self.lanczos_order,
+            f"0 (auto) or >= k + num_smallest ({self.k + self.num_smallest})",
+        )
+        check(
+            self.learning_rate_clip is None or self.learning_rate_clip >= 1,
+            "learning_rate_clip",
+            self.learning_rate_clip,
+            "None (the base's reference value) or >= 1",
+        )
         check(self.eig_floor > 0, "eig_floor", self.eig_floor, "> 0")
         check(self.ritz_tol > 0, "ritz_tol", self.ritz_tol, "> 0")
 
@@ -114,6 +126,7 @@ class FOSIConfig:
 @dataclass(kw_only=True)
 class DHO2Config(FOSIConfig):
     """FOSI with parameters, Lanczos vectors and eigenvectors split into P slices."""
+
     # "global" (the paper's distributed calculation): one curvature batch of data.batch_size
     # rows, the same on every rank, each rank's HVPs on its 1/P of the rows, so curvature time
     # falls with P. "per_rank": every rank its own full batch, P times the rows (more accurate
@@ -131,12 +144,17 @@ class DHO2Config(FOSIConfig):
 
 @dataclass(kw_only=True)
 class MRDHO2Config(DHO2Config):
-    lanczos_per_step: int = 4     # Lanczos iterations per update; staleness <= ceil(m / this)
+    lanczos_per_step: int = 4  # Lanczos iterations per update; staleness <= ceil(m / this)
 
     def __post_init__(self):
         super().__post_init__()
-        check(self.lanczos_per_step >= 1, "lanczos_per_step", self.lanczos_per_step,
-              "an integer >= 1")
+        check(
+            self.lanczos_per_step >= 1, "lanczos_per_step", self.lanczos_per_step, "an integer >= 1"
+        )
         need = -(-self.order // self.lanczos_per_step)  # the staleness bound, in steps
-        check(self.refresh_interval >= need, "refresh_interval", self.refresh_interval,
-              f">= ceil(lanczos order / lanczos_per_step) = {need} (one refresh at a time)")
+        check(
+            self.refresh_interval >= need,
+            "refresh_interval",
+            self.refresh_interval,
+            f">= ceil(lanczos order / lanczos_per_step) = {need} (one refresh at a time)",
+        )

@@ -18,6 +18,7 @@ code runs in a gloo unit test and on a Ray Train worker group under NCCL. An opt
 builds may subclass ``MethodOptimizer`` to tell the engine about state that torch's
 per-parameter ``optimizer.state`` does not hold.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,15 +31,16 @@ from torch import nn
 if TYPE_CHECKING:  # for the annotation only: tasks never import methods, nor the reverse
     from raytrain_eff.tasks.base import Task
 
-ConfigT = TypeVar("ConfigT")   # a method's hyper-parameter dataclass (hparams/)
+ConfigT = TypeVar("ConfigT")  # a method's hyper-parameter dataclass (hparams/)
 
 
 @dataclasses.dataclass
 class MethodContext:
     """What the engine hands each hook. Fields a method does not need it ignores."""
+
     rank: int = 0
     world_size: int = 1
-    group: Any = None                      # torch.distributed group, None when single-process
+    group: Any = None  # torch.distributed group, None when single-process
     device: torch.device = torch.device("cpu")
     total_steps: int = 1
     step: int = 0
@@ -49,9 +51,9 @@ class MethodContext:
     next_batch: Callable[..., Any] | None = None
     # iterates this rank's whole shard in batches of the given size (VR snapshots)
     iterate_shard: Callable[[int], Iterator[Any]] | None = None
-    shard_size: int = 0                    # training rows on this rank
+    shard_size: int = 0  # training rows on this rank
     optimizer: torch.optim.Optimizer | None = None  # set by the engine after make_optimizer
-    task: Task | None = None               # the run's task (model factory, loss, eval)
+    task: Task | None = None  # the run's task (model factory, loss, eval)
     # train.grad_clip: a method that owns the gradient sync clips the averaged gradient itself
     grad_clip: float | None = None
 

@@ -4,6 +4,7 @@ Both use torch's fused kernels where the parameters allow (float tensors on CPU 
 same update in one pass over the state, 3-4x faster per optimizer step on CPU than torch's
 default per-tensor loop. A baseline races a method at its best, never at its slowest.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,25 +20,39 @@ class SGD(Method[SGDConfig]):
         c = self.config
         # torch's SGD folds weight decay into the gradient; decoupling keeps it comparable
         # with AdamW when LR schedules change the step size.
-        return DecoupledSGD(weight_decay_groups(model, c.weight_decay), lr=c.lr,
-                            momentum=c.momentum, nesterov=c.nesterov,
-                            fused=fusable(model, sharded=False))
+        return DecoupledSGD(
+            weight_decay_groups(model, c.weight_decay),
+            lr=c.lr,
+            momentum=c.momentum,
+            nesterov=c.nesterov,
+            fused=fusable(model, sharded=False),
+        )
 
 
 class AdamW(Method[AdamWConfig]):
     def make_optimizer(self, model, ctx: MethodContext):
         c = self.config
-        return torch.optim.AdamW(weight_decay_groups(model, c.weight_decay), lr=c.lr,
-                                 betas=(c.beta1, c.beta2), eps=c.eps, fused=fusable(model))
+        return torch.optim.AdamW(
+            weight_decay_groups(model, c.weight_decay),
+            lr=c.lr,
+            betas=(c.beta1, c.beta2),
+            eps=c.eps,
+            fused=fusable(model),
+        )
 
 
 def fusable(model, sharded: bool = True) -> bool:
     """torch's fused optimizers take floating-point parameters on CPU or CUDA only;
     ``sharded=False``: nor FSDP's DTensor shards (torch has no DTensor rule for fused SGD)."""
     from torch.distributed.tensor import DTensor
+
     params = list(model.parameters())
-    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
-                                and (sharded or not isinstance(p, DTensor)) for p in params)
+    return bool(params) and all(
+        p.is_floating_point()
+        and p.device.type in ("cpu", "cuda")
+        and (sharded or not isinstance(p, DTensor))
+        for p in params
+    )
 
 
 class DecoupledSGD(torch.optim.SGD):

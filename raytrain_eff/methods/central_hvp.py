@@ -19,6 +19,7 @@ subtracting εv again, which would drift by rounding), restores the buffers (Bat
 running statistics move in a training forward) and the training gradients, and replays one
 RNG seed, so dropout masks are the same in both passes and in every HVP of a refresh.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -36,16 +37,24 @@ class CentralDifferenceHVP:
     """v ↦ H(θ₀) v on this rank's slices; ``theta`` is θ₀'s local slice (kept as a copy, so
     MR-DHO2's snapshot costs 1/P), ``weight`` scales this rank's loss (rows × P / all rows)."""
 
-    def __init__(self, model: nn.Module, loss_fn: Callable, batch: Any, theta: torch.Tensor,
-                 psum: Psum, seed: int = 0, weight: float = 1.0):
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable,
+        batch: Any,
+        theta: torch.Tensor,
+        psum: Psum,
+        seed: int = 0,
+        weight: float = 1.0,
+    ):
         self.model, self.loss_fn, self.batch = model, loss_fn, batch
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.theta = theta.detach().clone()              # (s,) this rank's θ₀
+        self.theta = theta.detach().clone()  # (s,) this rank's θ₀
         self.psum, self.seed, self.weight = psum, seed, weight
         self.dtype = self.theta.dtype
         cube_root_eps = torch.finfo(self.dtype).eps ** (1 / 3)
         norm = float(self.psum((self.theta.double() ** 2).sum()).sqrt())
-        self.scale = cube_root_eps * max(1.0, norm)     # ε · ‖v‖
+        self.scale = cube_root_eps * max(1.0, norm)  # ε · ‖v‖
 
     def prepare(self) -> None:
         """Nothing to build: every HVP is two fresh passes (FLOP counting calls it)."""
@@ -56,8 +65,8 @@ class CentralDifferenceHVP:
         if norm == 0.0:
             return torch.zeros_like(v)
         eps = self.scale / norm
-        live = self._read()                              # θ now (MR-DHO2 has moved on)
-        grads = [p.grad for p in self.params]            # the training step's, kept
+        live = self._read()  # θ now (MR-DHO2 has moved on)
+        grads = [p.grad for p in self.params]  # the training step's, kept
         buffers = [b.detach().clone() for b in self.model.buffers()]
         try:
             plus = self._grad_at(torch.add(self.theta, v, alpha=eps))
@@ -80,8 +89,8 @@ class CentralDifferenceHVP:
     @torch.no_grad()
     def _write(self, theta: torch.Tensor) -> None:
         at = 0
-        for shard in self._shards():    # FSDP all-gathers them at the next forward
-            shard.copy_(theta[at:at + shard.numel()].view_as(shard))
+        for shard in self._shards():  # FSDP all-gathers them at the next forward
+            shard.copy_(theta[at : at + shard.numel()].view_as(shard))
             at += shard.numel()
 
     def _grad_at(self, theta: torch.Tensor) -> torch.Tensor:
@@ -90,11 +99,20 @@ class CentralDifferenceHVP:
         for p in self.params:
             p.grad = None
         device = self.theta.device
-        with torch.enable_grad(), \
-                torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with (
+            torch.enable_grad(),
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+        ):
             torch.manual_seed(self.seed)
             loss = self.loss_fn(self.model, self.batch)
             (loss * self.weight if self.weight != 1.0 else loss).backward()
-        return torch.cat([(dtensor.local(p.grad) if p.grad is not None
-                           else torch.zeros_like(dtensor.local(p))).reshape(-1)
-                          for p in self.params])
+        return torch.cat(
+            [
+                (
+                    dtensor.local(p.grad)
+                    if p.grad is not None
+                    else torch.zeros_like(dtensor.local(p))
+                ).reshape(-1)
+                for p in self.params
+            ]
+        )

@@ -12,6 +12,7 @@ shard it read once through ``ctx.iterate_shard``, for the objective named by the
 task's parameters (loss, l1, l2, an unpenalised intercept); the engine's gradient is not
 used, hence ``owns_gradient_sync``. Data-parallel runs use the torch path (see solvers).
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,18 +27,28 @@ def problem_from_shard(ctx: MethodContext, objective, importance: bool) -> ERMPr
     """Read this rank's whole shard once (ctx.iterate_shard) into an ERMProblem."""
     for name in ("loss", "l1", "l2"):
         if not hasattr(objective, name):
-            raise ValueError(f"this method solves regularised ERM: the task's parameters need "
-                             f"'{name}' (use task 'erm'); got {type(objective).__name__}")
+            raise ValueError(
+                f"this method solves regularised ERM: the task's parameters need "
+                f"'{name}' (use task 'erm'); got {type(objective).__name__}"
+            )
     if ctx.iterate_shard is None:
         raise ValueError("this method needs ctx.iterate_shard (full passes over the shard)")
     batches = list(ctx.iterate_shard(4096))
     rows = cat_rows([as_rows(X) for X, _ in batches])
     y = torch.cat([t for _, t in batches])
-    intercept = (getattr(objective, "bias_feature", False)
-                 and not getattr(objective, "penalise_bias", True))
-    return ERMProblem(rows, y, loss=objective.loss, l1=objective.l1, l2=objective.l2,
-                      group=ctx.group if ctx.distributed else None, importance=importance,
-                      intercept=intercept)
+    intercept = getattr(objective, "bias_feature", False) and not getattr(
+        objective, "penalise_bias", True
+    )
+    return ERMProblem(
+        rows,
+        y,
+        loss=objective.loss,
+        l1=objective.l1,
+        l2=objective.l2,
+        group=ctx.group if ctx.distributed else None,
+        importance=importance,
+        intercept=intercept,
+    )
 
 
 class SolverOptimizer(torch.optim.Optimizer):
@@ -64,23 +75,35 @@ class SolverOptimizer(torch.optim.Optimizer):
 
 class _VRMethod(Method):
     solver_name = ""
-    owns_gradient_sync = True   # gradients are evaluated and all-reduced by the solver
+    owns_gradient_sync = True  # gradients are evaluated and all-reduced by the solver
 
     def make_optimizer(self, model, ctx: MethodContext):
         params = [p for p in model.parameters() if p.requires_grad]
         if len(params) != 1:
-            raise ValueError(f"{self.solver_name} needs a linear model with one weight vector; "
-                             f"got {len(params)} parameters")
+            raise ValueError(
+                f"{self.solver_name} needs a linear model with one weight vector; "
+                f"got {len(params)} parameters"
+            )
         c = self.config
         if ctx.task is None:
-            raise ValueError(f"{self.solver_name} reads its objective from the task: "
-                             f"ctx.task is None (use task 'erm')")
+            raise ValueError(
+                f"{self.solver_name} reads its objective from the task: "
+                f"ctx.task is None (use task 'erm')"
+            )
         problem = problem_from_shard(ctx, ctx.task.params, c.importance)
         extra = {"gamma": c.gamma, "restart": c.restart} if self.solver_name == "dasvrda" else {}
-        self.solver = make_solver(self.solver_name, problem, params[0].detach().flatten(),
-                                  b=c.b, m=c.m, eta_scale=c.eta_scale,
-                                  seed=getattr(ctx.task, "seed", 0), backend=c.backend,
-                                  smoothness=c.smoothness, **extra)
+        self.solver = make_solver(
+            self.solver_name,
+            problem,
+            params[0].detach().flatten(),
+            b=c.b,
+            m=c.m,
+            eta_scale=c.eta_scale,
+            seed=getattr(ctx.task, "seed", 0),
+            backend=c.backend,
+            smoothness=c.smoothness,
+            **extra,
+        )
         self._flops_seen = 0.0
         return SolverOptimizer(params[0], self.solver)
 

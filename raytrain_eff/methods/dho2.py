@@ -43,6 +43,7 @@ MR-DHO2 (``MRDHO2Optimizer``) runs the refresh on a parameter snapshot a few Lan
 iterations per model update and swaps the eigenpairs in at a step boundary; the eigenpairs'
 lag behind their snapshot is at most ceil(m / lanczos_per_step) steps and is reported.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -71,18 +72,19 @@ class Slices:
 
     def __init__(self, n: int, rank: int, world: int, group: Any):
         self.n, self.rank, self.world, self.group = n, rank, world, group
-        self.size = -(-n // world)                    # s = ceil(n / P)
+        self.size = -(-n // world)  # s = ceil(n / P)
         self.lo = rank * self.size
         # (start, length) of each rank's piece of the flat vector (the padding is in none)
-        self.runs = [[(r * self.size, max(0, min(self.size, n - r * self.size)))]
-                     for r in range(world)]
+        self.runs = [
+            [(r * self.size, max(0, min(self.size, n - r * self.size)))] for r in range(world)
+        ]
 
     def _pad(self, full: torch.Tensor) -> torch.Tensor:
         extra = self.size * self.world - full.shape[-1]
         return torch.nn.functional.pad(full, (0, extra)) if extra else full
 
     def local(self, full: torch.Tensor) -> torch.Tensor:
-        return self._pad(full)[..., self.lo:self.lo + self.size].clone()
+        return self._pad(full)[..., self.lo : self.lo + self.size].clone()
 
     def psum(self, x: torch.Tensor) -> torch.Tensor:
         if self.world == 1:
@@ -100,10 +102,13 @@ class Slices:
     def gather(self, local: torch.Tensor) -> torch.Tensor:
         """Full-length (unpadded) vector or rows from every rank's slice."""
         if self.world == 1 or local.numel() == 0:
-            return local.new_zeros(*local.shape[:-1], self.n) if local.numel() == 0 \
+            return (
+                local.new_zeros(*local.shape[:-1], self.n)
+                if local.numel() == 0
                 else local[..., : self.n]
-        rows = local.reshape(-1, self.size).contiguous()                 # (r, s)
-        out = rows.new_empty(self.world * rows.shape[0], self.size)      # (P·r, s)
+            )
+        rows = local.reshape(-1, self.size).contiguous()  # (r, s)
+        out = rows.new_empty(self.world * rows.shape[0], self.size)  # (P·r, s)
         collectives.all_gather_into_tensor(out, rows, self.group)
         full = out.view(self.world, -1, self.size).transpose(0, 1).reshape(rows.shape[0], -1)
         return full[:, : self.n].reshape(*local.shape[:-1], self.n)
@@ -130,11 +135,13 @@ class ShardSlices(Slices):
         self.size, self.widest = sizes[rank], max(sizes)
         held = sum(dtensor.local(p).numel() for p in params)
         if held != self.size:
-            raise RuntimeError(f"rank {rank} holds {held} parameter values, but FSDP2's dim-0 "
-                               f"chunking gives it {self.size}: the layout changed")
+            raise RuntimeError(
+                f"rank {rank} holds {held} parameter values, but FSDP2's dim-0 "
+                f"chunking gives it {self.size}: the layout changed"
+            )
 
     def _take(self, full: torch.Tensor, rank: int) -> torch.Tensor:
-        pieces = [full[..., a:a + length] for a, length in self.runs[rank]]
+        pieces = [full[..., a : a + length] for a, length in self.runs[rank]]
         out = torch.cat(pieces, dim=-1)
         extra = self.widest - out.shape[-1]
         return torch.nn.functional.pad(out, (0, extra)) if extra else out
@@ -151,7 +158,7 @@ class ShardSlices(Slices):
         return out[: self.size].div_(self.world)
 
     def gather(self, local: torch.Tensor) -> torch.Tensor:
-        rows = local.reshape(local.shape[:-1].numel(), self.size)         # (r, s_p)
+        rows = local.reshape(local.shape[:-1].numel(), self.size)  # (r, s_p)
         padded = torch.nn.functional.pad(rows, (0, self.widest - self.size)).contiguous()
         every = padded.new_empty(self.world * rows.shape[0], self.widest)
         if self.world == 1:
@@ -163,7 +170,7 @@ class ShardSlices(Slices):
         for r in range(self.world):
             at = 0
             for a, length in self.runs[r]:
-                full[:, a:a + length] = every[r, :, at:at + length]
+                full[:, a : a + length] = every[r, :, at : at + length]
                 at += length
         return full.reshape(*local.shape[:-1], self.n)
 
@@ -178,27 +185,43 @@ class DHO2Optimizer(FOSIOptimizer):
     ``structure``: the model built on the meta device, needed when ``model`` is FSDP2-sharded
     (the HVP's functional call runs on it with the gathered full parameters)."""
 
-    def __init__(self, model: nn.Module, config: Any, loss_fn: Callable, next_batch: Callable,
-                 group: Any = None, rank: int = 0, world_size: int = 1,
-                 structure: nn.Module | None = None, max_grad_norm: float | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        config: Any,
+        loss_fn: Callable,
+        next_batch: Callable,
+        group: Any = None,
+        rank: int = 0,
+        world_size: int = 1,
+        structure: nn.Module | None = None,
+        max_grad_norm: float | None = None,
+    ):
         params = [p for p in model.parameters() if p.requires_grad]
         world = world_size if group is not None else 1
         self.sharded = is_sharded(model)
         self.central = config.hvp == "central"
         if self.central and not self.sharded:
-            raise ValueError("dho2 hvp='central' runs on FSDP2-sharded parameters "
-                             "(scaling.strategy=fsdp); here the model is whole: use 'exact'")
+            raise ValueError(
+                "dho2 hvp='central' runs on FSDP2-sharded parameters "
+                "(scaling.strategy=fsdp); here the model is whole: use 'exact'"
+            )
         if self.sharded and not self.central and structure is None:
-            raise ValueError("dho2 hvp='exact' on FSDP2-sharded parameters needs `structure`, "
-                             "the model built on the meta device (DHO2.make_optimizer builds "
-                             "it from ctx.task)")
+            raise ValueError(
+                "dho2 hvp='exact' on FSDP2-sharded parameters needs `structure`, "
+                "the model built on the meta device (DHO2.make_optimizer builds "
+                "it from ctx.task)"
+            )
         self.structure = structure
-        self.slices = (ShardSlices(params, rank, world, group) if self.sharded
-                       else Slices(sum(p.numel() for p in params), rank, world, group))
+        self.slices = (
+            ShardSlices(params, rank, world, group)
+            if self.sharded
+            else Slices(sum(p.numel() for p in params), rank, world, group)
+        )
         # this rank's part of one global curvature batch; one process takes all of its own
         self.share = (rank, world) if config.curvature_split == "global" and world > 1 else None
-        self.row_weight = 1.0        # this rank's rows × P / all rows, for the HVP average
-        self.sync: SliceSync | None = None   # the engine's overlapped sync (ddp), if attached
+        self.row_weight = 1.0  # this rank's rows × P / all rows, for the HVP average
+        self.sync: SliceSync | None = None  # the engine's overlapped sync (ddp), if attached
         super().__init__(model, config, loss_fn, next_batch, max_grad_norm=max_grad_norm)
 
     def _local_slice(self, full: torch.Tensor) -> torch.Tensor:
@@ -225,12 +248,19 @@ class DHO2Optimizer(FOSIOptimizer):
         return self.sync
 
     def _local_grad(self) -> torch.Tensor:
-        if self.sharded:    # FSDP reduce-scattered and averaged them already
+        if self.sharded:  # FSDP reduce-scattered and averaged them already
             params = self.param_groups[0]["params"]
-            return torch.cat([(dtensor.local(p.grad) if p.grad is not None
-                               else torch.zeros_like(dtensor.local(p))).reshape(-1)
-                              for p in params])
-        if self.sync is not None:   # reduce-scattered during backward
+            return torch.cat(
+                [
+                    (
+                        dtensor.local(p.grad)
+                        if p.grad is not None
+                        else torch.zeros_like(dtensor.local(p))
+                    ).reshape(-1)
+                    for p in params
+                ]
+            )
+        if self.sync is not None:  # reduce-scattered during backward
             self.sync.settle()
             synced = self.sync.take()
             if synced is not None:
@@ -242,16 +272,17 @@ class DHO2Optimizer(FOSIOptimizer):
         return self.slices.psum(x)
 
     def _write_params(self, theta_local: torch.Tensor) -> None:
-        if self.sync is not None:       # lands in the parameters at the sync's settle()
+        if self.sync is not None:  # lands in the parameters at the sync's settle()
             self.sync.gather_params(theta_local)
             return
         if not self.sharded:
             vector_to_parameters(self.slices.gather(theta_local), self.param_groups[0]["params"])
             return
         at = 0
-        for shard in self._shards():    # FSDP all-gathers them at the next forward
-            shard.copy_(theta_local[at:at + shard.numel()].view_as(shard))
+        for shard in self._shards():  # FSDP all-gathers them at the next forward
+            shard.copy_(theta_local[at : at + shard.numel()].view_as(shard))
             at += shard.numel()
+
     # -- end of the per-step update path ------------------------------------------------------
 
     def _full_params(self) -> dict[str, torch.Tensor]:
@@ -260,23 +291,39 @@ class DHO2Optimizer(FOSIOptimizer):
         named = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         if not self.sharded:
             return {n: p.detach() for n, p in named.items()}
-        return {n: p.full_tensor().detach() if isinstance(p, DTensor) else p.detach()
-                for n, p in named.items()}
+        return {
+            n: p.full_tensor().detach() if isinstance(p, DTensor) else p.detach()
+            for n, p in named.items()
+        }
 
     def _operator(self, params: dict | None = None) -> Hvp:
         """HVP on this rank's part of a fresh curvature batch (all of it under per_rank)."""
         self.operators_built += 1
         batch = self.next_batch(self.share) if self.share else self.next_batch()
         self.row_weight = self._row_weight(batch)
-        if self.central:     # FSDP's own passes around a copy of θ's slice now (a snapshot)
-            return CentralDifferenceHVP(self.model, self.loss_fn, batch, self._local_params(),
-                                        self._psum, seed=self.t, weight=self.row_weight)
+        if self.central:  # FSDP's own passes around a copy of θ's slice now (a snapshot)
+            return CentralDifferenceHVP(
+                self.model,
+                self.loss_fn,
+                batch,
+                self._local_params(),
+                self._psum,
+                seed=self.t,
+                weight=self.row_weight,
+            )
         model, buffers = self.model, None
-        if self.structure is not None:     # sharded: gathered θ through the meta structure
+        if self.structure is not None:  # sharded: gathered θ through the meta structure
             params = params or self._full_params()
             model, buffers = self.structure, self._fixed_tensors()
-        return HessianOperator(model, self.loss_fn, batch, params=params, seed=self.t,
-                               mode=self.cfg.hvp_mode, buffers=buffers)
+        return HessianOperator(
+            model,
+            self.loss_fn,
+            batch,
+            params=params,
+            seed=self.t,
+            mode=self.cfg.hvp_mode,
+            buffers=buffers,
+        )
 
     def _fixed_tensors(self) -> dict[str, torch.Tensor]:
         """Buffers and frozen parameters (full) for the functional call on ``structure``."""
@@ -297,14 +344,15 @@ class DHO2Optimizer(FOSIOptimizer):
         return rows * self.slices.world / total
 
     def _matvec(self, H: Hvp) -> Callable[[torch.Tensor], torch.Tensor]:
-        if isinstance(H, CentralDifferenceHVP):   # slice in, slice out; FSDP averaged it
+        if isinstance(H, CentralDifferenceHVP):  # slice in, slice out; FSDP averaged it
             return lambda q: self._hvp(H, q).to(torch.float64)
 
-        def matvec(q: torch.Tensor) -> torch.Tensor:     # q: (s,) fp64, this rank's slice
-            Hq = self._hvp(H, self.slices.gather(q)).to(torch.float64)   # full length
+        def matvec(q: torch.Tensor) -> torch.Tensor:  # q: (s,) fp64, this rank's slice
+            Hq = self._hvp(H, self.slices.gather(q)).to(torch.float64)  # full length
             if self.row_weight != 1.0:
                 Hq.mul_(self.row_weight)
             return self.slices.reduce_scatter_mean(Hq)
+
         return matvec
 
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
@@ -332,13 +380,13 @@ class MRDHO2Optimizer(DHO2Optimizer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.pending = None          # the running Lanczos recursion, if any
-        self.snapshot_t = 0          # step whose parameters the running refresh sees
-        self.lag = 0                 # steps the installed eigenpairs lagged their snapshot
+        self.pending = None  # the running Lanczos recursion, if any
+        self.snapshot_t = 0  # step whose parameters the running refresh sees
+        self.lag = 0  # steps the installed eigenpairs lagged their snapshot
 
     def _curvature_work(self) -> int:
         if self.pending is None and self._refresh_due():
-            if self.central:                    # it keeps a copy of this rank's slice of θ
+            if self.central:  # it keeps a copy of this rank's slice of θ
                 H = self._operator()
             else:
                 snapshot = self._full_params()  # gathered copies under fsdp
@@ -356,8 +404,9 @@ class MRDHO2Optimizer(DHO2Optimizer):
             except StopIteration as finished:
                 c = self.cfg
                 Q, alpha, beta, restarts = finished.value
-                self._install(ritz_pairs(Q, alpha, beta, restarts, c.k, c.num_smallest,
-                                         c.ritz_cutoff))
+                self._install(
+                    ritz_pairs(Q, alpha, beta, restarts, c.k, c.num_smallest, c.ritz_cutoff)
+                )
                 self.pending, self.lag = None, self.t - self.snapshot_t
                 return done
         return self.cfg.lanczos_per_step
@@ -386,34 +435,44 @@ class DHO2(FOSI):
         if params.hvp == "central" and cfg.scaling.strategy != "fsdp":
             raise ConfigError(
                 f"hvp=central perturbs each rank's FSDP shard; it needs scaling.strategy=fsdp "
-                f"(not {cfg.scaling.strategy}): use hvp=exact")
+                f"(not {cfg.scaling.strategy}): use hvp=exact"
+            )
         workers = cfg.scaling.num_workers
         if params.curvature_split == "global" and cfg.data.batch_size < workers:
             raise ConfigError(
                 f"data.batch_size={cfg.data.batch_size} is the global curvature batch that "
                 f"curvature_split=global splits over scaling.num_workers={workers} workers: "
-                f"it needs at least one row per worker (or use curvature_split=per_rank)")
+                f"it needs at least one row per worker (or use curvature_split=per_rank)"
+            )
 
     def make_optimizer(self, model: nn.Module, ctx: MethodContext):
         structure = None
-        assert isinstance(self.config, DHO2Config)   # the registry pairs them
+        assert isinstance(self.config, DHO2Config)  # the registry pairs them
         if is_sharded(model) and self.config.hvp == "exact":
             if ctx.task is None:
-                raise ValueError("dho2 hvp='exact' on FSDP2-sharded parameters needs ctx.task: "
-                                 "its build_model() gives the HVP's structure")
+                raise ValueError(
+                    "dho2 hvp='exact' on FSDP2-sharded parameters needs ctx.task: "
+                    "its build_model() gives the HVP's structure"
+                )
             with torch.device("meta"):
                 structure = ctx.task.build_model()
         self.optimizer = self.optimizer_class(
-            model, self.config, *curvature_inputs(ctx),
-            group=ctx.group, rank=ctx.rank, world_size=ctx.world_size, structure=structure,
-            max_grad_norm=ctx.grad_clip)
+            model,
+            self.config,
+            *curvature_inputs(ctx),
+            group=ctx.group,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            structure=structure,
+            max_grad_norm=ctx.grad_clip,
+        )
         return self.optimizer
 
     def gradient_sync(self, ctx: MethodContext) -> SliceSync | None:
         """Under ddp on several ranks: the reduce-scatter in backward (``slice_sync``); under
         fsdp FSDP reduce-scatters, in one process there is nothing to sync."""
         opt = self.optimizer
-        assert isinstance(opt, DHO2Optimizer)   # make_optimizer built it
+        assert isinstance(opt, DHO2Optimizer)  # make_optimizer built it
         return None if not ctx.distributed or opt.sharded else opt.overlap()
 
 

@@ -29,6 +29,7 @@ The optimizer works on flat vectors. Every hook that touches more than this proc
 (gradient, HVP, sums over coordinates, parameter write-back, checkpoints) is a method, so
 ``dho2.DHO2Optimizer`` reuses the maths unchanged and only redistributes it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,16 +56,24 @@ def flatten(params) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in params])
 
 
-def base_update(kind: str, g: torch.Tensor, state: dict, lr: float, momentum: float,
-                beta2: float, eps: float, t: int) -> torch.Tensor:
+def base_update(
+    kind: str,
+    g: torch.Tensor,
+    state: dict,
+    lr: float,
+    momentum: float,
+    beta2: float,
+    eps: float,
+    t: int,
+) -> torch.Tensor:
     """The base optimizer's signed update u (θ ← θ + u); elementwise, so slices are exact."""
     if kind == "heavy_ball":
         buf = state["momentum_buffer"].mul_(momentum).add_(g)
         return -lr * buf
     m = state["exp_avg"].mul_(momentum).add_(g, alpha=1 - momentum)
     v = state["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
-    m_hat = m / (1 - momentum ** t)
-    v_hat = v / (1 - beta2 ** t)
+    m_hat = m / (1 - momentum**t)
+    v_hat = v / (1 - beta2**t)
     return -lr * m_hat / (v_hat.sqrt() + eps)
 
 
@@ -92,8 +101,14 @@ class FOSIOptimizer(MethodOptimizer):
     # sharded_state_dict(): each rank's slices, saved and resharded by DCP (flat_shards)
     sharded_state = True
 
-    def __init__(self, model: nn.Module, config: Any, loss_fn: Callable, next_batch: Callable,
-                 max_grad_norm: float | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        config: Any,
+        loss_fn: Callable,
+        next_batch: Callable,
+        max_grad_norm: float | None = None,
+    ):
         self.model, self.cfg = model, config
         # train.grad_clip, applied here to the averaged gradient when the engine cannot (dho2)
         self.max_grad_norm = max_grad_norm
@@ -101,22 +116,30 @@ class FOSIOptimizer(MethodOptimizer):
         params = [p for p in model.parameters() if p.requires_grad]
         super().__init__(params, dict(lr=config.lr))
         self.n = sum(p.numel() for p in params)
-        self.t = 0                                   # optimizer steps taken
+        self.t = 0  # optimizer steps taken
         like = self._local_params()
-        self.flat = {name: torch.zeros_like(like)
-                     for name in ("newton_m",) + BASE_STATE[config.base]}
+        self.flat = {
+            name: torch.zeros_like(like) for name in ("newton_m",) + BASE_STATE[config.base]
+        }
         # decay matrices, not biases or norm gains (raytrain_eff.methods.base convention)
-        self.decay_mask = self._local_slice(torch.cat(
-            [torch.full((p.numel(),), float(p.dim() >= 2), dtype=like.dtype, device=like.device)
-             for p in params]))
+        self.decay_mask = self._local_slice(
+            torch.cat(
+                [
+                    torch.full(
+                        (p.numel(),), float(p.dim() >= 2), dtype=like.dtype, device=like.device
+                    )
+                    for p in params
+                ]
+            )
+        )
         self.eig: RitzPairs | None = None
-        self.V = like.new_zeros(0, like.numel())     # (r, n_local)
+        self.V = like.new_zeros(0, like.numel())  # (r, n_local)
         self.rho = like.new_zeros(0)
         self.c = 1.0
         self.last: dict[str, float] = {}
-        self.hvp_flops: float | None = None      # FLOPs of one HVP, counted once
-        self.operator_flops = 0.0                    # FLOPs of one operator's graph build
-        self.operators_built = 0                     # HVP operators made this step
+        self.hvp_flops: float | None = None  # FLOPs of one HVP, counted once
+        self.operator_flops = 0.0  # FLOPs of one operator's graph build
+        self.operators_built = 0  # HVP operators made this step
 
     # -- what a sharded subclass redistributes ------------------------------------------------
     def _local_slice(self, full: torch.Tensor) -> torch.Tensor:
@@ -126,8 +149,12 @@ class FOSIOptimizer(MethodOptimizer):
         return flatten(self.param_groups[0]["params"])
 
     def _local_grad(self) -> torch.Tensor:
-        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                          for p in self.param_groups[0]["params"]])
+        return torch.cat(
+            [
+                (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                for p in self.param_groups[0]["params"]
+            ]
+        )
 
     def _psum(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -144,6 +171,7 @@ class FOSIOptimizer(MethodOptimizer):
         if self.hvp_flops is not None:
             return H(v)
         from torch.utils.flop_counter import FlopCounterMode
+
         with FlopCounterMode(display=False) as counter:
             H.prepare()
         self.operator_flops = float(counter.get_total_flops())
@@ -155,10 +183,12 @@ class FOSIOptimizer(MethodOptimizer):
     def _draw(self, seed: int) -> Callable[[int], torch.Tensor]:
         """Local slice of the i-th random start vector; the full vector is seeded identically
         everywhere, so any slicing sees the same vector."""
+
         def draw(i: int) -> torch.Tensor:
-            gen = torch.Generator().manual_seed(seed * 1000003 + i)   # CPU: same on any device
+            gen = torch.Generator().manual_seed(seed * 1000003 + i)  # CPU: same on any device
             full = torch.randn(self.n, generator=gen, dtype=torch.float64)
             return self._local_slice(full).to(self.decay_mask.device)
+
         return draw
 
     def _start(self) -> Callable[[int], torch.Tensor]:
@@ -187,20 +217,35 @@ class FOSIOptimizer(MethodOptimizer):
     def _operator(self, params: dict | None = None) -> Hvp:
         """HVP on a fresh batch; its seed ties the dropout mask to this refresh."""
         self.operators_built += 1
-        return HessianOperator(self.model, self.loss_fn, self.next_batch(), params=params,
-                               seed=self.t, mode=self.cfg.hvp_mode)
+        return HessianOperator(
+            self.model,
+            self.loss_fn,
+            self.next_batch(),
+            params=params,
+            seed=self.t,
+            mode=self.cfg.hvp_mode,
+        )
 
     def refresh(self) -> None:
         H = self._operator()
         m = min(self.cfg.order, self.n)
-        self._install(lanczos(self._matvec(H), self._start(), m, self.cfg.k,
-                              self.cfg.num_smallest, self.cfg.ritz_cutoff, self._psum))
+        self._install(
+            lanczos(
+                self._matvec(H),
+                self._start(),
+                m,
+                self.cfg.k,
+                self.cfg.num_smallest,
+                self.cfg.ritz_cutoff,
+                self._psum,
+            )
+        )
 
     def _install(self, eig: RitzPairs) -> None:
         """Swap new eigenpairs in (at a step boundary)."""
         like = self._local_params()
         self.V = eig.V.to(like.dtype)
-        self.eig = dataclasses.replace(eig, V=self.V)   # no second, fp64 copy is kept
+        self.eig = dataclasses.replace(eig, V=self.V)  # no second, fp64 copy is kept
         self.rho = 1.0 / eig.eigvals.abs().clamp_min(self.cfg.eig_floor).to(like.dtype)
         self.c = lr_scale(self.rho[: eig.num_top], self.cfg.clip)
 
@@ -229,8 +274,9 @@ class FOSIOptimizer(MethodOptimizer):
         delta = self.direction(g, a)
         theta = self._local_params()
         lr, wd = self.param_groups[0]["lr"], self.cfg.weight_decay
-        self._write_params(theta - lr * wd * self.decay_mask * theta + delta if wd
-                           else theta + delta)
+        self._write_params(
+            theta - lr * wd * self.decay_mask * theta + delta if wd else theta + delta
+        )
         self._record(seconds if hvps else 0.0, hvps)
         return loss
 
@@ -250,7 +296,7 @@ class FOSIOptimizer(MethodOptimizer):
         c, V = self.cfg, self.V
         lr = self.param_groups[0]["lr"]
         base = {name: self.flat[name] for name in BASE_STATE[c.base]}
-        if V.shape[0] == 0:                           # warm-up: base optimizer only
+        if V.shape[0] == 0:  # warm-up: base optimizer only
             return base_update(c.base, g, base, lr, c.momentum, c.beta2, c.eps, self.t)
         g1 = V.T @ (self._psum(V @ g) if a is None else a)
         # [V m, V u] cannot join a's all-reduce: both need a (and Adam's u is not linear in g)
@@ -290,17 +336,22 @@ class FOSIOptimizer(MethodOptimizer):
     def _meta(self) -> dict:
         """The plain data of a checkpoint (what sizes its tensors, and the eigenvalues)."""
         eig = self.eig
-        return {"t": self.t, "lr": [g["lr"] for g in self.param_groups],
-                "eigvals": None if eig is None else eig.eigvals,
-                "residuals": None if eig is None else eig.residuals,
-                "iterations": 0 if eig is None else eig.iterations,
-                "num_top": 0 if eig is None else eig.num_top}
+        return {
+            "t": self.t,
+            "lr": [g["lr"] for g in self.param_groups],
+            "eigvals": None if eig is None else eig.eigvals,
+            "residuals": None if eig is None else eig.residuals,
+            "iterations": 0 if eig is None else eig.iterations,
+            "num_top": 0 if eig is None else eig.num_top,
+        }
 
     def state_dict(self) -> dict:
         """Whole vectors (every rank gathers them): the format of optimizer.pt."""
-        return {**self._meta(),
-                "flat": {name: self._gather(x).cpu() for name, x in self.flat.items()},
-                "V": self._gather(self.V).cpu()}
+        return {
+            **self._meta(),
+            "flat": {name: self._gather(x).cpu() for name, x in self.flat.items()},
+            "V": self._gather(self.V).cpu(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         like = self._local_params()
@@ -317,17 +368,29 @@ class FOSIOptimizer(MethodOptimizer):
             self.eig, self.V = None, like.new_zeros(0, like.numel())
             return
         # the basis was a transient of the refresh that produced V: none is held after resume
-        self._install(RitzPairs(state["eigvals"], eigenvectors(), state["residuals"],
-                                state["iterations"], 0, 0, state["num_top"]))
+        self._install(
+            RitzPairs(
+                state["eigvals"],
+                eigenvectors(),
+                state["residuals"],
+                state["iterations"],
+                0,
+                0,
+                state["num_top"],
+            )
+        )
 
     def sharded_state_dict(self) -> dict:
         """This rank's slices, no gather: ``flat`` and ``V`` as (n,) and (r, n) tensors
         of which each rank holds its pieces; eigenvalues and counters as plain data
         (lists, so that a load reads them before it knows r)."""
-        meta = {k: v.tolist() if isinstance(v, torch.Tensor) else v
-                for k, v in self._meta().items()}
-        state: dict[str, Any] = {"meta": meta, "flat": {name: self._sharded(x)
-                                                        for name, x in self.flat.items()}}
+        meta = {
+            k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in self._meta().items()
+        }
+        state: dict[str, Any] = {
+            "meta": meta,
+            "flat": {name: self._sharded(x) for name, x in self.flat.items()},
+        }
         if self.V.shape[0]:
             state["V"] = self._sharded(self.V)
         return state
@@ -340,8 +403,9 @@ class FOSIOptimizer(MethodOptimizer):
                 meta[k] = torch.tensor(meta[k], dtype=torch.float64)
         rows = 0 if meta["eigvals"] is None else len(meta["eigvals"])
         V = like.new_zeros(rows, like.numel())
-        template: dict[str, Any] = {"flat": {name: self._sharded(x)
-                                             for name, x in self.flat.items()}}
+        template: dict[str, Any] = {
+            "flat": {name: self._sharded(x) for name, x in self.flat.items()}
+        }
         if rows:
             template["V"] = self._sharded(V)
         loaded = read(template)
@@ -355,8 +419,10 @@ class FOSIOptimizer(MethodOptimizer):
 def curvature_inputs(ctx: MethodContext) -> tuple[Callable, Callable]:
     """The loss and the fresh-batch source that the HVPs need (the engine sets both)."""
     if ctx.loss_fn is None or ctx.next_batch is None:
-        raise ValueError("fosi and dho2 need ctx.loss_fn and ctx.next_batch (their "
-                         "Hessian-vector products draw fresh batches)")
+        raise ValueError(
+            "fosi and dho2 need ctx.loss_fn and ctx.next_batch (their "
+            "Hessian-vector products draw fresh batches)"
+        )
     return ctx.loss_fn, ctx.next_batch
 
 
@@ -365,8 +431,10 @@ class FOSI(Method[FOSIConfig]):
 
     def make_optimizer(self, model: nn.Module, ctx: MethodContext):
         if ctx.distributed:
-            raise ValueError(f"fosi runs in one process (world_size is {ctx.world_size}); "
-                             "use dho2, which shares the curvature across workers")
+            raise ValueError(
+                f"fosi runs in one process (world_size is {ctx.world_size}); "
+                "use dho2, which shares the curvature across workers"
+            )
         self.optimizer = FOSIOptimizer(model, self.config, *curvature_inputs(ctx))
         return self.optimizer
 
@@ -376,5 +444,8 @@ class FOSI(Method[FOSIConfig]):
     def step_flops(self, dense_flops: float, ctx: MethodContext) -> float:
         """The training step plus this step's HVPs and HVP graph builds (FLOP-counted)."""
         opt = self.optimizer
-        return (dense_flops + opt.last.get("lanczos_iterations", 0.0) * (opt.hvp_flops or 0.0)
-                + opt.operators_built * opt.operator_flops)
+        return (
+            dense_flops
+            + opt.last.get("lanczos_iterations", 0.0) * (opt.hvp_flops or 0.0)
+            + opt.operators_built * opt.operator_flops
+        )

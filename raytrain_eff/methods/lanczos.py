@@ -23,6 +23,7 @@ full n-vector, and ``psum`` sums small tensors over the slices (identity in one 
 all-reduce of a few floats in DHO2). So one code path serves FOSI and sharded DHO2, and the
 basis Q is held as an (m × n/P) fp64 slice per rank.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,18 +43,22 @@ Psum = Callable[[torch.Tensor], torch.Tensor]
 @dataclasses.dataclass
 class RitzPairs:
     """Kept Ritz pairs: the top ones (descending), then the bottom ones (ascending)."""
-    eigvals: torch.Tensor     # (r,) fp64
-    V: torch.Tensor           # (r, n_local) fp64, orthonormal rows (over all slices)
-    residuals: torch.Tensor   # (r,) β_m |S_{m,i}|: distance bound to a true eigenvalue
-    iterations: int           # HVPs computed
-    restarts: int             # breakdowns recovered from
-    basis_bytes: int          # bytes of this caller's slice of the Lanczos basis Q
-    num_top: int              # how many of the rows are top eigenpairs
+
+    eigvals: torch.Tensor  # (r,) fp64
+    V: torch.Tensor  # (r, n_local) fp64, orthonormal rows (over all slices)
+    residuals: torch.Tensor  # (r,) β_m |S_{m,i}|: distance bound to a true eigenvalue
+    iterations: int  # HVPs computed
+    restarts: int  # breakdowns recovered from
+    basis_bytes: int  # bytes of this caller's slice of the Lanczos basis Q
+    num_top: int  # how many of the rows are top eigenpairs
 
 
-def lanczos_steps(matvec: Callable[[torch.Tensor], torch.Tensor],
-                  draw: Callable[[int], torch.Tensor], m: int, psum: Psum,
-                  ) -> Generator[int, None, tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]:
+def lanczos_steps(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    draw: Callable[[int], torch.Tensor],
+    m: int,
+    psum: Psum,
+) -> Generator[int, None, tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]:
     """The recursion as a generator: yields after each HVP but the last, then returns
     (Q, α, β, restarts).
 
@@ -92,7 +97,7 @@ def _three_term_step(w: torch.Tensor, Q: torch.Tensor, psum: Psum):
     direction: the first Gram-Schmidt pass's coefficient on q_j *is* α_j. The second pass's
     coefficients c travel with wᵀw, and ||w − Qᵀc||² = wᵀw − ||c||² for orthonormal Q.
     """
-    coeffs = psum(Q @ w)                                   # (j+1,): [..., β_{j-1}, α_j]
+    coeffs = psum(Q @ w)  # (j+1,): [..., β_{j-1}, α_j]
     w = w - Q.T @ coeffs
     both = psum(torch.cat([Q @ w, torch.dot(w, w).view(1)]))
     c, ww = both[:-1], both[-1]
@@ -107,26 +112,47 @@ def _orthogonalise(w: torch.Tensor, Q: torch.Tensor, psum: Psum) -> torch.Tensor
     return w
 
 
-def ritz_pairs(Q: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, restarts: int,
-               k: int, num_smallest: int, ritz_tol: float | None = None) -> RitzPairs:
+def ritz_pairs(
+    Q: torch.Tensor,
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    restarts: int,
+    k: int,
+    num_smallest: int,
+    ritz_tol: float | None = None,
+) -> RitzPairs:
     """Top-k and bottom-ℓ Ritz pairs of T; all of them (``ritz_tol=None``, the reference), or
     only those with residual <= ritz_tol·|θ|_max, i.e. those that have converged."""
     m = alpha.numel()
     T = torch.diag(alpha) + torch.diag(beta[: m - 1], 1) + torch.diag(beta[: m - 1], -1)
-    theta, S = torch.linalg.eigh(T)                       # ascending
-    residuals = beta[m - 1].abs() * S[m - 1].abs()        # ||H v_i − θ_i v_i||
+    theta, S = torch.linalg.eigh(T)  # ascending
+    residuals = beta[m - 1].abs() * S[m - 1].abs()  # ||H v_i − θ_i v_i||
     top = list(range(m - 1, max(m - 1 - k, -1), -1))
     bottom = [i for i in range(min(num_smallest, m)) if i not in top]
     cut = None if ritz_tol is None else ritz_tol * theta.abs().max().clamp_min(1e-300)
     kept = [i for i in top + bottom if cut is None or residuals[i] <= cut]
     idx = torch.tensor(kept, dtype=torch.long)
-    V = S[:, idx].T.to(Q.device) @ Q                      # (r, n/P)
-    return RitzPairs(theta[idx], V, residuals[idx], m, restarts,
-                     Q.numel() * Q.element_size(), sum(i in top for i in kept))
+    V = S[:, idx].T.to(Q.device) @ Q  # (r, n/P)
+    return RitzPairs(
+        theta[idx],
+        V,
+        residuals[idx],
+        m,
+        restarts,
+        Q.numel() * Q.element_size(),
+        sum(i in top for i in kept),
+    )
 
 
-def lanczos(matvec, draw, m: int, k: int, num_smallest: int = 0,
-            ritz_tol: float | None = None, psum: Psum | None = None) -> RitzPairs:
+def lanczos(
+    matvec,
+    draw,
+    m: int,
+    k: int,
+    num_smallest: int = 0,
+    ritz_tol: float | None = None,
+    psum: Psum | None = None,
+) -> RitzPairs:
     """Run the recursion to the end and keep the extreme Ritz pairs (see ``ritz_pairs``)."""
     steps = lanczos_steps(matvec, draw, m, psum or (lambda x: x))
     while True:
@@ -140,6 +166,7 @@ def lanczos(matvec, draw, m: int, k: int, num_smallest: int = 0,
 # --------------------------------------------------------------------------------------------
 # Hessian-vector products
 # --------------------------------------------------------------------------------------------
+
 
 class _LossOf(nn.Module):
     """Wraps (model, loss_fn) so ``functional_call`` can swap the model's parameters."""
@@ -179,9 +206,16 @@ class HessianOperator:
     same for every HVP of a refresh (one graph, or the same seed replayed).
     """
 
-    def __init__(self, model: nn.Module, loss_fn, batch: Any,
-                 params: dict[str, torch.Tensor] | None = None, seed: int = 0,
-                 mode: str = "double_backward", buffers: dict[str, torch.Tensor] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn,
+        batch: Any,
+        params: dict[str, torch.Tensor] | None = None,
+        seed: int = 0,
+        mode: str = "double_backward",
+        buffers: dict[str, torch.Tensor] | None = None,
+    ):
         if mode not in HVP_MODES:
             raise ValueError(f"hvp mode {mode!r} is invalid; must be one of {HVP_MODES}")
         named = dict(model.named_parameters())
@@ -198,7 +232,7 @@ class HessianOperator:
         self.seed = seed
         self.dtype = next(iter(self.params.values())).dtype
         self.forward_mode = mode == "forward_over_reverse"
-        self._graph: tuple[list, tuple] | None = None   # (leaves, ∇L with its graph)
+        self._graph: tuple[list, tuple] | None = None  # (leaves, ∇L with its graph)
 
     def _loss(self, params: dict) -> torch.Tensor:
         state = {f"model.{n}": p for n, p in params.items()}
@@ -208,8 +242,10 @@ class HessianOperator:
         # double backward nor forward-mode AD, so both HVP modes fail on them (tried on torch
         # 2.13). The math backend is composite (matmul, softmax), differentiable to any order
         # on every device; only the HVP's forward takes it, training keeps the fast kernels.
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-                sdpa_kernel(SDPBackend.MATH):
+        with (
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+            sdpa_kernel(SDPBackend.MATH),
+        ):
             torch.manual_seed(self.seed)
             return functional_call(self.wrapper, state, (self.batch,))
 
@@ -217,7 +253,7 @@ class HessianOperator:
         out, i = {}, 0
         for n, shape in zip(self.names, self.shapes, strict=True):
             size = shape.numel()
-            out[n] = v[i:i + size].view(shape)
+            out[n] = v[i : i + size].view(shape)
             i += size
         return out
 
@@ -237,11 +273,12 @@ class HessianOperator:
                 hv = jvp(grad(self._loss), (self.params,), (tangents,))[1]  # (value, jvp)
                 return torch.cat([hv[n].reshape(-1) for n in self.names])
             except (RuntimeError, NotImplementedError):
-                self.forward_mode = False   # an op without forward AD: fall back for good
+                self.forward_mode = False  # an op without forward AD: fall back for good
         self.prepare()
         assert self._graph is not None  # prepare() built it: forward mode is off
         leaves, g = self._graph
         with torch.enable_grad():
-            hv = torch.autograd.grad(g, leaves, grad_outputs=[tangents[n] for n in self.names],
-                                     retain_graph=True)
+            hv = torch.autograd.grad(
+                g, leaves, grad_outputs=[tangents[n] for n in self.names], retain_graph=True
+            )
         return torch.cat([h.reshape(-1) for h in hv])

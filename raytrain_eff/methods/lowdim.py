@@ -18,6 +18,7 @@ and a discrepant learning rate (GD shown; Adam scales its step the same way):
 swapped for a width-2r deep linear head initialised from the step-0 gradient of the head
 (−∇_W loss at W = 0), and ``export`` merges it back into one nn.Linear.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,23 +33,31 @@ from raytrain_eff.methods.base import Method, MethodContext
 def spectral_weights(Phi_hat: torch.Tensor, width: int, eps: float) -> list[torch.Tensor]:
     """W̃₁ = ε·V̂ᵀ, W̃₂ = ε·I, W̃₃ = ε·Û from the top-``width`` singular vectors of Φ̂."""
     if width > min(Phi_hat.shape):
-        raise ValueError(f"width {width} exceeds min(d_out, d_in) = {min(Phi_hat.shape)} "
-                         f"of the surrogate {tuple(Phi_hat.shape)}")
+        raise ValueError(
+            f"width {width} exceeds min(d_out, d_in) = {min(Phi_hat.shape)} "
+            f"of the surrogate {tuple(Phi_hat.shape)}"
+        )
     U, _, Vh = torch.linalg.svd(Phi_hat, full_matrices=False)
     I = torch.eye(width, dtype=Phi_hat.dtype, device=Phi_hat.device)  # noqa: E741 (the paper's I)
     return [eps * Vh[:width], eps * I, eps * U[:, :width]]
 
 
-def compressed(Phi_hat: torch.Tensor, width: int, eps: float, init: str = "spectral",
-               gen: torch.Generator | None = None, bias: torch.Tensor | None = None
-               ) -> DeepLinear:
+def compressed(
+    Phi_hat: torch.Tensor,
+    width: int,
+    eps: float,
+    init: str = "spectral",
+    gen: torch.Generator | None = None,
+    bias: torch.Tensor | None = None,
+) -> DeepLinear:
     """Depth-3, width-2r network: spectral init from Φ̂, or random orthogonal (the ablation)."""
     if init == "spectral":
         weights = spectral_weights(Phi_hat, width, eps)
     else:
         d_out, d_in = Phi_hat.shape
-        weights = orthogonal_weights(d_in, d_out, width, 3, eps, gen or torch.Generator(),
-                                     Phi_hat.dtype)
+        weights = orthogonal_weights(
+            d_in, d_out, width, 3, eps, gen or torch.Generator(), Phi_hat.dtype
+        )
         weights = [w.to(Phi_hat.device) for w in weights]
     return DeepLinear(weights, bias)
 
@@ -57,13 +66,15 @@ def param_groups(model: nn.Module, nets: list[DeepLinear], lr: float, alpha: flo
     """Outer layers of each compressed net at α·η; every other parameter at η."""
     fast = {id(p) for net in nets for p in net.outer()}
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if id(p) not in fast], "lr": lr},
-              {"params": [p for p in params if id(p) in fast], "lr": alpha * lr}]
+    groups = [
+        {"params": [p for p in params if id(p) not in fast], "lr": lr},
+        {"params": [p for p in params if id(p) in fast], "lr": alpha * lr},
+    ]
     return [g for g in groups if g["params"]]
 
 
 def make_optimizer(groups: list[dict], kind: str) -> torch.optim.Optimizer:
-    if kind == "gd":   # plain (full-batch) gradient descent: no momentum, no decay
+    if kind == "gd":  # plain (full-batch) gradient descent: no momentum, no decay
         return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=0.0)
     if kind == "adam":
         return torch.optim.Adam(groups, lr=groups[0]["lr"])
@@ -84,10 +95,11 @@ class LowDim(Method[LowDimConfig]):
         whole = isinstance(model, DeepLinear)
         old = model if whole else _get(model, c.layer)
         if not isinstance(old, (nn.Linear, DeepLinear)):
-            raise TypeError(f"lowdim.layer '{c.layer}' is a {type(old).__name__}; "
-                            "it must be an nn.Linear")
+            raise TypeError(
+                f"lowdim.layer '{c.layer}' is a {type(old).__name__}; it must be an nn.Linear"
+            )
         Phi_hat = self._surrogate(model, old, whole, ctx)
-        gen = torch.Generator().manual_seed(0)   # a fixed seed: every rank builds the same net
+        gen = torch.Generator().manual_seed(0)  # a fixed seed: every rank builds the same net
         bias = None if whole else old.bias
         self.net = compressed(Phi_hat, c.width, c.init_scale, c.init, gen, bias)
         if whole:
@@ -98,12 +110,15 @@ class LowDim(Method[LowDimConfig]):
     def _surrogate(self, model, old, whole, ctx) -> torch.Tensor:
         """Φ̂ = −∇_W loss with the layer's weight at 0, on one batch, averaged over ranks."""
         if ctx.loss_fn is None or ctx.next_batch is None:
-            raise ValueError("lowdim needs ctx.loss_fn and ctx.next_batch for its step-0 "
-                             "gradient (spectral and random init share it for the shape)")
+            raise ValueError(
+                "lowdim needs ctx.loss_fn and ctx.next_batch for its step-0 "
+                "gradient (spectral and random init share it for the shape)"
+            )
         p = next(old.parameters())
-        zero = DeepLinear([torch.zeros(old.out_features, old.in_features, dtype=p.dtype,
-                                       device=p.device)],
-                          None if whole else old.bias)
+        zero = DeepLinear(
+            [torch.zeros(old.out_features, old.in_features, dtype=p.dtype, device=p.device)],
+            None if whole else old.bias,
+        )
         if whole:
             loss = ctx.loss_fn(zero, ctx.next_batch())
         else:
@@ -121,8 +136,9 @@ class LowDim(Method[LowDimConfig]):
     def make_optimizer(self, model, ctx: MethodContext):
         c = self.config
         if self.net is None:
-            raise RuntimeError("lowdim: prepare() builds the compressed layer before "
-                               "make_optimizer")
+            raise RuntimeError(
+                "lowdim: prepare() builds the compressed layer before make_optimizer"
+            )
         return make_optimizer(param_groups(model, [self.net], c.lr, c.alpha), c.optimizer)
 
     def export(self, model: nn.Module) -> nn.Module:
@@ -148,8 +164,10 @@ def _get(model: nn.Module, path: str) -> nn.Module:
         return model.get_submodule(path)
     except AttributeError:
         names = [n for n, _ in model.named_modules() if n]
-        raise ValueError(f"lowdim.layer '{path}' is not a module of {type(model).__name__}; "
-                         f"modules: {', '.join(names)}") from None
+        raise ValueError(
+            f"lowdim.layer '{path}' is not a module of {type(model).__name__}; "
+            f"modules: {', '.join(names)}"
+        ) from None
 
 
 def _set(model: nn.Module, path: str, module: nn.Module) -> None:

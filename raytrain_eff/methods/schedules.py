@@ -16,6 +16,7 @@ the schedule exactly. Shapes, for ``t0 <= t <= t1`` (the value holds outside ``[
 Every shape goes up, holds or comes down (``a > b`` or ``a < b``). ``"when to update"`` is kept
 apart from ``"how sparse"``: ``UpdateFrequency`` says on which steps a topology update runs.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -43,8 +44,13 @@ class Schedule:
         out: dict[str, Any] = {"type": self.kind}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            out[f.name] = (v.spec() if isinstance(v, Schedule) else
-                           [[s, p.spec()] for s, p in v] if f.name == "pieces" else v)
+            out[f.name] = (
+                v.spec()
+                if isinstance(v, Schedule)
+                else [[s, p.spec()] for s, p in v]
+                if f.name == "pieces"
+                else v
+            )
         return out
 
 
@@ -63,6 +69,7 @@ class Constant(Schedule):
 @dataclasses.dataclass
 class _Ramp(Schedule):
     """From ``start`` at step ``t0`` to ``end`` at ``t1``; holds outside."""
+
     start: float
     end: float
     t0: int
@@ -103,15 +110,24 @@ class Cosine(_Ramp):
 @dataclasses.dataclass
 class Step(Schedule):
     """``values[0]`` before ``boundaries[0]``, ``values[i]`` from ``boundaries[i-1]``."""
+
     kind: ClassVar[str] = "step"
     boundaries: list
     values: list
 
     def __post_init__(self):
-        check(len(self.values) == len(self.boundaries) + 1, "step.values", self.values,
-              f"one longer than boundaries ({len(self.boundaries)})")
-        check(list(self.boundaries) == sorted(self.boundaries), "step.boundaries",
-              self.boundaries, "increasing")
+        check(
+            len(self.values) == len(self.boundaries) + 1,
+            "step.values",
+            self.values,
+            f"one longer than boundaries ({len(self.boundaries)})",
+        )
+        check(
+            list(self.boundaries) == sorted(self.boundaries),
+            "step.boundaries",
+            self.boundaries,
+            "increasing",
+        )
 
     def value(self, t):
         return self.values[bisect.bisect_right(self.boundaries, t)]
@@ -120,13 +136,18 @@ class Step(Schedule):
 @dataclasses.dataclass
 class Keypoints(Schedule):
     """Linear interpolation through ``[[step, value], ...]``; holds before and after."""
+
     kind: ClassVar[str] = "keypoints"
     points: list
 
     def __post_init__(self):
         steps = [p[0] for p in self.points]
-        check(len(self.points) >= 1 and steps == sorted(steps), "keypoints", self.points,
-              "a non-empty list of [step, value] pairs with increasing steps")
+        check(
+            len(self.points) >= 1 and steps == sorted(steps),
+            "keypoints",
+            self.points,
+            "a non-empty list of [step, value] pairs with increasing steps",
+        )
 
     def value(self, t):
         steps = [p[0] for p in self.points]
@@ -142,14 +163,19 @@ class Keypoints(Schedule):
 @dataclasses.dataclass
 class Piecewise(Schedule):
     """``[[start_step, schedule], ...]``: the last piece whose start ≤ t (the first before)."""
+
     kind: ClassVar[str] = "piecewise"
     pieces: list
 
     def __post_init__(self):
         self.pieces = [(int(s), make_schedule(p)) for s, p in self.pieces]
         starts = [s for s, _ in self.pieces]
-        check(len(starts) >= 1 and starts == sorted(starts), "piecewise.pieces", starts,
-              "a non-empty list of [start_step, schedule] with increasing starts")
+        check(
+            len(starts) >= 1 and starts == sorted(starts),
+            "piecewise.pieces",
+            starts,
+            "a non-empty list of [start_step, schedule] with increasing starts",
+        )
 
     def value(self, t):
         i = max(bisect.bisect_right([s for s, _ in self.pieces], t) - 1, 0)
@@ -159,6 +185,7 @@ class Piecewise(Schedule):
 @dataclasses.dataclass
 class Cycling(Schedule):
     """Repeats ``inner`` over ``[t0, t0 + period)`` from ``t0`` on."""
+
     kind: ClassVar[str] = "cycling"
     inner: Any
     period: int
@@ -172,11 +199,15 @@ class Cycling(Schedule):
         return self.inner.value(t if t < self.t0 else self.t0 + (t - self.t0) % self.period)
 
 
-KINDS: dict[str, type] = {c.kind: c for c in
-                          (Constant, Linear, Cubic, Cosine, Step, Keypoints, Piecewise, Cycling)}
-USAGE = ("a number (constant), a list of [step, value] pairs (linear through keypoints), or a "
-         "mapping with 'type' in: " + ", ".join(KINDS) +
-         " — e.g. {type: cosine, start: 0.3, end: 0.0, t0: 0, t1: 1000}")
+KINDS: dict[str, type] = {
+    c.kind: c for c in (Constant, Linear, Cubic, Cosine, Step, Keypoints, Piecewise, Cycling)
+}
+USAGE = (
+    "a number (constant), a list of [step, value] pairs (linear through keypoints), or a "
+    "mapping with 'type' in: "
+    + ", ".join(KINDS)
+    + " — e.g. {type: cosine, start: 0.3, end: 0.0, t0: 0, t1: 1000}"
+)
 
 
 def make_schedule(spec: Any) -> Schedule:
@@ -187,14 +218,16 @@ def make_schedule(spec: Any) -> Schedule:
         return Constant(float(spec))
     if isinstance(spec, (list, tuple)):
         if not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in spec):
-            raise ConfigError(f"schedule {spec!r}: a list must hold [step, value] pairs; "
-                              f"a schedule is {USAGE}")
+            raise ConfigError(
+                f"schedule {spec!r}: a list must hold [step, value] pairs; a schedule is {USAGE}"
+            )
         return Keypoints([[int(s), float(v)] for s, v in spec])
     if isinstance(spec, dict):
         kind = spec.get("type")
         if kind not in KINDS:
-            raise ConfigError(f"schedule type {kind!r} is unknown{nearest(kind, KINDS)}; "
-                              f"a schedule is {USAGE}")
+            raise ConfigError(
+                f"schedule type {kind!r} is unknown{nearest(kind, KINDS)}; a schedule is {USAGE}"
+            )
         args = {k: v for k, v in spec.items() if k != "type"}
         if kind == "constant":
             args = {"value_": args.pop("value", None), **args}
@@ -202,10 +235,13 @@ def make_schedule(spec: Any) -> Schedule:
             return KINDS[kind](**args)
         except TypeError as err:
             fields = [f.name for f in dataclasses.fields(KINDS[kind])]
-            raise ConfigError(f"schedule {spec!r}: {err}; '{kind}' takes "
-                              f"{', '.join(f.rstrip('_') for f in fields)}") from None
-    raise ConfigError(f"schedule {spec!r} ({type(spec).__name__}) is not understood; "
-                      f"a schedule is {USAGE}")
+            raise ConfigError(
+                f"schedule {spec!r}: {err}; '{kind}' takes "
+                f"{', '.join(f.rstrip('_') for f in fields)}"
+            ) from None
+    raise ConfigError(
+        f"schedule {spec!r} ({type(spec).__name__}) is not understood; a schedule is {USAGE}"
+    )
 
 
 def ramp(shape: str, start: float, end: float, t0: int, t1: int) -> Schedule:
@@ -218,6 +254,7 @@ def ramp(shape: str, start: float, end: float, t0: int, t1: int) -> Schedule:
 @dataclasses.dataclass
 class UpdateFrequency:
     """Topology updates every ``every`` steps in ``[start, stop)`` (stop None: no end)."""
+
     every: int
     start: int = 0
     stop: int | None = None

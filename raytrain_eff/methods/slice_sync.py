@@ -18,6 +18,7 @@ parameter is a view of one (P·s) buffer, the all-gather's output, so no copy fo
 Nothing may read the parameters in between: the engine settles before the next micro-batch
 (``arm``), before other methods' hooks, eval and checkpoints (``GradientSync.settle``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -28,7 +29,7 @@ from torch.nn.utils import vector_to_parameters
 
 from raytrain_eff import collectives
 
-BUCKET_ELEMENTS = 1 << 20   # values per bucket over all ranks, as engine.grad_sync's buckets
+BUCKET_ELEMENTS = 1 << 20  # values per bucket over all ranks, as engine.grad_sync's buckets
 
 
 class _Column:
@@ -36,8 +37,8 @@ class _Column:
 
     def __init__(self, lo: int, width: int, world: int, like: torch.Tensor):
         self.lo, self.width = lo, width
-        self.staging = like.new_zeros(world * width)      # row r: slice r's columns
-        self.params: set[int] = set()                     # parameters with values in it
+        self.staging = like.new_zeros(world * width)  # row r: slice r's columns
+        self.params: set[int] = set()  # parameters with values in it
         self.ready: set[int] = set()
         self.work: collectives.Pending | None = None
 
@@ -46,14 +47,16 @@ class SliceSync:
     """Averages gradients into this rank's slice during backward (``grad``, after
     ``finish``); all-gathers updated slices into the parameters (``gather_params``)."""
 
-    def __init__(self, params: list[nn.Parameter], slices: Any,
-                 bucket_elements: int = BUCKET_ELEMENTS):
+    def __init__(
+        self, params: list[nn.Parameter], slices: Any, bucket_elements: int = BUCKET_ELEMENTS
+    ):
         self.params, self.slices = params, slices
         self.group, self.world, s = slices.group, slices.world, slices.size
         like = params[0].detach()
         width = max(1, bucket_elements // self.world)
-        self.columns = [_Column(lo, min(width, s - lo), self.world, like)
-                        for lo in range(0, s, width)]
+        self.columns = [
+            _Column(lo, min(width, s - lo), self.world, like) for lo in range(0, s, width)
+        ]
         # per parameter: (column, offset in its staging, offset in the parameter, length)
         self.pieces: list[list[tuple[int, int, int, int]]] = []
         start = 0
@@ -61,10 +64,10 @@ class SliceSync:
             self.pieces.append(self._pieces(i, start, start + p.numel(), width))
             start += p.numel()
         self._index = {id(p): i for i, p in enumerate(params)}
-        self.grad = like.new_zeros(s)               # this rank's averaged slice, after finish
+        self.grad = like.new_zeros(s)  # this rank's averaged slice, after finish
         self.full = like.new_zeros(self.world * s)  # gathered parameters (padded)
         self.armed = self.synced = False
-        self._next = len(self.columns) - 1          # next column to launch (descending)
+        self._next = len(self.columns) - 1  # next column to launch (descending)
         self._gathering: collectives.Pending | None = None
         for p in params:
             p.register_post_accumulate_grad_hook(self._on_grad)
@@ -75,7 +78,7 @@ class SliceSync:
         if a == b:
             return out
         for r in range(a // s, min((b - 1) // s, self.world - 1) + 1):
-            u, v = max(a, r * s) - r * s, min(b, (r + 1) * s) - r * s   # within slice r
+            u, v = max(a, r * s) - r * s, min(b, (r + 1) * s) - r * s  # within slice r
             for c in range(u // width, (v - 1) // width + 1):
                 lo, hi = max(u, c * width), min(v, (c + 1) * width)
                 column = self.columns[c]
@@ -92,11 +95,11 @@ class SliceSync:
     def _copy_in(self, i: int, grad: torch.Tensor | None) -> None:
         flat = grad.reshape(-1) if grad is not None else None
         for c, dst, src, length in self.pieces[i]:
-            target = self.columns[c].staging[dst:dst + length]
+            target = self.columns[c].staging[dst : dst + length]
             if flat is None:
                 target.zero_()
             else:
-                target.copy_(flat[src:src + length])
+                target.copy_(flat[src : src + length])
             self.columns[c].ready.add(i)
 
     def _on_grad(self, p: nn.Parameter) -> None:
@@ -108,7 +111,7 @@ class SliceSync:
 
     def _launch(self) -> None:
         column = self.columns[self._next]
-        out = self.grad[column.lo:column.lo + column.width]     # this rank's columns, in place
+        out = self.grad[column.lo : column.lo + column.width]  # this rank's columns, in place
         column.work = collectives.reduce_scatter_tensor_async(out, column.staging, self.group)
         self._next -= 1
 
@@ -120,7 +123,7 @@ class SliceSync:
                 self._copy_in(i, self.params[i].grad)
             self._launch()
         for column in self.columns:
-            assert column.work is not None   # every column was launched above
+            assert column.work is not None  # every column was launched above
             column.work.wait()
             column.work = None
             column.ready.clear()
@@ -140,7 +143,8 @@ class SliceSync:
         """Launch the all-gather of every rank's updated slice into the parameters."""
         self.settle()
         self._gathering = collectives.all_gather_into_tensor_async(
-            self.full, theta_local.contiguous(), self.group)
+            self.full, theta_local.contiguous(), self.group
+        )
 
     def settle(self) -> None:
         """Wait for a parameter all-gather in flight; the parameters are current after it."""
@@ -148,8 +152,8 @@ class SliceSync:
             return
         self._gathering.wait()
         self._gathering = None
-        if not self._aliased():   # first step (or .data replaced since): views of ``full``
-            vector_to_parameters(self.full[:self.slices.n], self.params)
+        if not self._aliased():  # first step (or .data replaced since): views of ``full``
+            vector_to_parameters(self.full[: self.slices.n], self.params)
 
     def _aliased(self) -> bool:
         at, base, size = 0, self.full.data_ptr(), self.full.element_size()

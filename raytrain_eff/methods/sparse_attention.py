@@ -16,6 +16,7 @@ so on CPU the skipped work is really skipped. ``flex_block_attention`` hands the
 FlexAttention as a ``BlockMask`` (compiled on CUDA, where it skips untouched blocks in a fused
 kernel; FlexAttention has no CPU backward, so on CPU it serves evaluation only).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,10 +35,12 @@ def pattern(name: str, T: int, w: int) -> torch.Tensor:
     i = torch.arange(T)[:, None]
     j = torch.arange(T)[None, :]
     causal = j <= i
-    masks = {"dense": causal,
-             "local": causal & (i - j < w),
-             "strided": causal & ((i - j) % w == 0),
-             "block": causal & (i // w == j // w)}
+    masks = {
+        "dense": causal,
+        "local": causal & (i - j < w),
+        "strided": causal & ((i - j) % w == 0),
+        "block": causal & (i // w == j // w),
+    }
     masks["local_strided"] = masks["local"] | masks["strided"]
     if name not in masks:
         raise ValueError(f"unknown attention pattern '{name}'; choose one of {', '.join(PATTERNS)}")
@@ -63,6 +66,7 @@ def tile_pairs(mask: torch.Tensor, tile: int) -> int:
 @dataclasses.dataclass
 class AttentionSchedule:
     """``pattern`` with length ``w`` on steps [t0, t1); dense causal attention elsewhere."""
+
     name: str
     w: int
     t0: int
@@ -109,8 +113,9 @@ class HybridAttention:
         module.pattern_mask = self._mask(args[0].shape[1], args[0].device)
 
 
-def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                           mask: torch.Tensor, tile: int) -> torch.Tensor:
+def block_sparse_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, tile: int
+) -> torch.Tensor:
     """softmax(QKᵀ/√d + mask)·V over touched tiles only; q, k, v: (B, nh, T, hs).
 
     Each query tile gathers just the key tiles it touches, so the work is the tile pairs of
@@ -121,29 +126,48 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     out = torch.empty_like(q)
     for a in range(tiles.shape[0]):
         rows = slice(a * tile, min((a + 1) * tile, T))
-        cols = torch.cat([torch.arange(b * tile, min((b + 1) * tile, T))
-                          for b in tiles[a].nonzero().flatten().tolist()])
+        cols = torch.cat(
+            [
+                torch.arange(b * tile, min((b + 1) * tile, T))
+                for b in tiles[a].nonzero().flatten().tolist()
+            ]
+        )
         out[:, :, rows] = F.scaled_dot_product_attention(
-            q[:, :, rows], k[:, :, cols], v[:, :, cols], attn_mask=mask[rows][:, cols])
+            q[:, :, rows], k[:, :, cols], v[:, :, cols], attn_mask=mask[rows][:, cols]
+        )
     return out
 
 
-def flex_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                         mask: torch.Tensor, tile: int) -> torch.Tensor:
+def flex_block_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, tile: int
+) -> torch.Tensor:
     """FlexAttention over the touched ``tile``-blocks of ``mask``; equal to masked SDPA.
 
     A caller that limits SDPA to its math backend (lanczos.HessianOperator: HVPs need a
     forward that is differentiable twice, which FlexAttention's is not) gets masked SDPA,
     same values, on that twice-differentiable path."""
-    if not (torch.backends.cuda.flash_sdp_enabled()
-            or torch.backends.cuda.mem_efficient_sdp_enabled()):
+    if not (
+        torch.backends.cuda.flash_sdp_enabled() or torch.backends.cuda.mem_efficient_sdp_enabled()
+    ):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
     T = q.shape[-2]
-    block_mask = _per_mask(mask, "flex", tile, lambda m: create_block_mask(
-        lambda b, h, q_idx, kv_idx: m[q_idx, kv_idx], None, None, T, T, device=m.device,
-        BLOCK_SIZE=tile))
-    fn = _compiled_flex() if q.is_cuda else flex_attention   # eager: the reference path
+    block_mask = _per_mask(
+        mask,
+        "flex",
+        tile,
+        lambda m: create_block_mask(
+            lambda b, h, q_idx, kv_idx: m[q_idx, kv_idx],
+            None,
+            None,
+            T,
+            T,
+            device=m.device,
+            BLOCK_SIZE=tile,
+        ),
+    )
+    fn = _compiled_flex() if q.is_cuda else flex_attention  # eager: the reference path
     return fn(q, k, v, block_mask=block_mask)
 
 
@@ -166,6 +190,7 @@ def _per_mask(mask: torch.Tensor, kind: str, tile: int, build):
 @functools.cache
 def _compiled_flex():
     from torch.nn.attention.flex_attention import flex_attention
+
     return torch.compile(flex_attention, dynamic=False)
 
 

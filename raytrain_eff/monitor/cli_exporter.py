@@ -11,6 +11,7 @@ the port each exporter really listens on (a port in use moves to the next free o
 ``stop_cluster`` (``--stop``) ends every exporter and writer of the cluster and removes the
 writers' files.
 """
+
 from __future__ import annotations
 
 import threading
@@ -20,9 +21,16 @@ from raytrain_eff.monitor.discovery import write_file_sd
 from raytrain_eff.monitor.exporter import NodeExporter
 
 
-def run_exporter(host: str = "127.0.0.1", port: int = 9464, file_sd: str | None = None, *,
-                 address: str | None = None, refresh_s: float = 10.0,
-                 stop: threading.Event | None = None, echo: Callable[[str], None] = print) -> int:
+def run_exporter(
+    host: str = "127.0.0.1",
+    port: int = 9464,
+    file_sd: str | None = None,
+    *,
+    address: str | None = None,
+    refresh_s: float = 10.0,
+    stop: threading.Event | None = None,
+    echo: Callable[[str], None] = print,
+) -> int:
     """Serve until ``stop`` is set (or Ctrl-C); returns a process exit code."""
     stop = stop or threading.Event()
     try:
@@ -40,6 +48,7 @@ def stop_cluster(address: str = "auto", echo: Callable[[str], None] = print) -> 
     import ray
 
     from raytrain_eff.monitor import discovery
+
     joined = not ray.is_initialized()
     if joined:
         ray.init(address=address, namespace=discovery.NAMESPACE, log_to_driver=False)
@@ -48,8 +57,7 @@ def stop_cluster(address: str = "auto", echo: Callable[[str], None] = print) -> 
     finally:
         if joined:
             ray.shutdown()
-    echo(f"stopped {stopped['exporters']} exporter(s) and {stopped['writers']} file_sd "
-         f"writer(s)")
+    echo(f"stopped {stopped['exporters']} exporter(s) and {stopped['writers']} file_sd writer(s)")
     return 0
 
 
@@ -69,11 +77,12 @@ def _serve_cluster(host, port, file_sd, address, refresh_s, stop, echo) -> None:
     import ray
 
     from raytrain_eff.monitor import discovery
-    joined = not ray.is_initialized()        # a caller already connected keeps its connection
+
+    joined = not ray.is_initialized()  # a caller already connected keeps its connection
     if joined:
         ray.init(address=address, namespace=discovery.NAMESPACE, log_to_driver=False)
     try:
-        discovery.ensure_exporters(host, port)              # replaces ones with other settings
+        discovery.ensure_exporters(host, port)  # replaces ones with other settings
         path = discovery.start_file_sd(host, port, file_sd, refresh_s=refresh_s)
         echo(f"Prometheus file_sd: {path}")
         seen: list[dict] = []

@@ -50,6 +50,7 @@ address give one target.
 Ray is imported inside the functions that need it, so writing a file_sd for an exporter run
 outside Ray does not pay for the Ray import.
 """
+
 from __future__ import annotations
 
 import functools
@@ -70,12 +71,12 @@ ActorRef = Any
 NAMESPACE = "raytrain_eff_monitor"
 ACTOR_PREFIX = "exporter-"
 WRITER_PREFIX = "file-sd-"
-HOST_ENV = "RAYTRAIN_EFF_MONITOR_HOST"        # a node's own monitor.host, over the run's
+HOST_ENV = "RAYTRAIN_EFF_MONITOR_HOST"  # a node's own monitor.host, over the run's
 FILE_SD_DIR_ENV = "RAYTRAIN_EFF_FILE_SD_DIR"
 # where clusters/prometheus/prometheus.yml looks for the exporters' targets (*.json)
 DEFAULT_FILE_SD_DIR = "/tmp/raytrain_eff/file_sd"
 NODE_HOST = "node"
-LEASE_S = 60.0          # a file whose writer has not renewed its lease for this long is stale
+LEASE_S = 60.0  # a file whose writer has not renewed its lease for this long is stale
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -94,6 +95,7 @@ class _RayNodeExporter(NodeExporter):
 
     def __init__(self, host: str, port: int, node_id: str):
         import ray
+
         self.node_ip = ray.util.get_node_ip_address()
         self._settings = {"host": host, "port": port}
         bind, advertise = bind_and_advertise(host, self.node_ip)
@@ -110,27 +112,41 @@ class _RayNodeExporter(NodeExporter):
 @functools.cache
 def _actor_class():
     import ray
+
     return ray.remote(_RayNodeExporter)
 
 
 def _pinned(node_id: str):
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     return NodeAffinitySchedulingStrategy(node_id, soft=False)
 
 
-def node_exporter(host: str = "127.0.0.1", port: int = 9464, node_id: str | None = None, *,
-                  replace: bool = True):
+def node_exporter(
+    host: str = "127.0.0.1", port: int = 9464, node_id: str | None = None, *, replace: bool = True
+):
     """The exporter actor of ``node_id`` (default: the caller's node), created if missing and,
     with ``replace``, started anew if it runs with other settings."""
     import ray
+
     node_id = node_id or ray.get_runtime_context().get_node_id()
     name = ACTOR_PREFIX + node_id
 
     def get_or_create():
-        return _actor_class().options(
-            name=name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
-            num_cpus=0, max_restarts=-1, scheduling_strategy=_pinned(node_id),
-        ).remote(host, port, node_id)
+        return (
+            _actor_class()
+            .options(
+                name=name,
+                namespace=NAMESPACE,
+                get_if_exists=True,
+                lifetime="detached",
+                num_cpus=0,
+                max_restarts=-1,
+                scheduling_strategy=_pinned(node_id),
+            )
+            .remote(host, port, node_id)
+        )
+
     handle = get_or_create()
     if replace and ray.get(handle.settings.remote()) != {"host": host, "port": port}:
         _end({name: handle})
@@ -141,6 +157,7 @@ def node_exporter(host: str = "127.0.0.1", port: int = 9464, node_id: str | None
 def _end(actors: dict[str, ActorRef], timeout_s: float = 30.0) -> None:
     """Close (the HTTP port is free when this returns), kill, and wait until the names are free."""
     import ray
+
     refs = [handle.close.remote() for handle in actors.values()]
     ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
     for handle in actors.values():
@@ -152,6 +169,7 @@ def _end(actors: dict[str, ActorRef], timeout_s: float = 30.0) -> None:
 def _wait_released(name: str, old, timeout_s: float = 30.0) -> None:
     """Wait until the name of a killed actor is free (or taken by a new one)."""
     import ray
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -167,26 +185,33 @@ def _wait_released(name: str, old, timeout_s: float = 30.0) -> None:
 def _named(prefix: str) -> dict[str, ActorRef]:
     """{name: handle} of this package's actors whose name starts with ``prefix``."""
     import ray
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-             if a["namespace"] == NAMESPACE and a["name"].startswith(prefix)]
+
+    names = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == NAMESPACE and a["name"].startswith(prefix)
+    ]
     handles = {}
     for name in names:
         try:
             handles[name] = ray.get_actor(name, namespace=NAMESPACE)
-        except ValueError:          # killed since the listing
+        except ValueError:  # killed since the listing
             continue
     return handles
 
 
 def _alive_nodes() -> set[str]:
     import ray
+
     return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
 
 
-def ensure_exporters(host: str = "127.0.0.1", port: int = 9464, *,
-                     replace: bool = True) -> list[dict]:
+def ensure_exporters(
+    host: str = "127.0.0.1", port: int = 9464, *, replace: bool = True
+) -> list[dict]:
     """Start (or find) an exporter on every alive node; returns their addresses."""
     import ray
+
     handles = [node_exporter(host, port, n, replace=replace) for n in sorted(_alive_nodes())]
     return ray.get([h.address.remote() for h in handles])
 
@@ -195,9 +220,10 @@ def exporter_handles() -> list:
     """Handles of the exporters on alive nodes. Those of nodes that left are ended: pinned to
     their node and restartable, they would otherwise wait for it forever."""
     import ray
+
     alive, handles = _alive_nodes(), []
     for name, handle in _named(ACTOR_PREFIX).items():
-        if name[len(ACTOR_PREFIX):] in alive:
+        if name[len(ACTOR_PREFIX) :] in alive:
             handles.append(handle)
         else:
             ray.kill(handle)
@@ -207,22 +233,26 @@ def exporter_handles() -> list:
 def list_exporters(timeout_s: float = 30.0) -> list[dict]:
     """Addresses of the exporters on the cluster's alive nodes, sorted by node id."""
     import ray
+
     refs = [h.address.remote() for h in exporter_handles()]
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
     addresses = []
     for ref in ready:
         try:
             addresses.append(ray.get(ref))
-        except ray.exceptions.RayActorError:   # its node died since the listing
+        except ray.exceptions.RayActorError:  # its node died since the listing
             continue
     return sorted(addresses, key=lambda a: a["node_id"])
 
 
 def reachable_from(addresses: list[dict], node_ip: str) -> list[dict]:
     """The addresses a scraper on ``node_ip`` can reach: loopback ones of its own IP only."""
-    return [a for a in addresses
-            if a["target"].rsplit(":", 1)[0].strip("[]") not in LOOPBACK_HOSTS
-            or a.get("node_ip", node_ip) == node_ip]
+    return [
+        a
+        for a in addresses
+        if a["target"].rsplit(":", 1)[0].strip("[]") not in LOOPBACK_HOSTS
+        or a.get("node_ip", node_ip) == node_ip
+    ]
 
 
 def file_sd_groups(addresses: list[dict]) -> list[dict]:
@@ -251,6 +281,7 @@ def file_sd_dir() -> pathlib.Path:
 def cluster_file_sd(directory: str | os.PathLike | None = None) -> pathlib.Path:
     """``<dir>/cluster-<key>.json`` of the connected cluster (key: a hash of its GCS address)."""
     import ray
+
     key = hashlib.sha256(ray.get_runtime_context().gcs_address.encode()).hexdigest()[:12]
     return pathlib.Path(directory or file_sd_dir()) / f"cluster-{key}.json"
 
@@ -272,17 +303,17 @@ def renew_lease(file_sd: pathlib.Path, lease_s: float = LEASE_S) -> None:
 def _lease_alive(file_sd: pathlib.Path, now: float) -> bool:
     try:
         lease = json.loads(lease_path(file_sd).read_text())
-    except (OSError, ValueError):         # no lease: written by hand, or before leases
+    except (OSError, ValueError):  # no lease: written by hand, or before leases
         return True
     if lease["until"] < now:
         return False
     if lease["host"] != socket.gethostname():
-        return True                       # another machine's writer: trust its lease
+        return True  # another machine's writer: trust its lease
     try:
-        os.kill(int(lease["pid"]), 0)     # signal 0: does the writer's process still exist?
+        os.kill(int(lease["pid"]), 0)  # signal 0: does the writer's process still exist?
     except ProcessLookupError:
         return False
-    except PermissionError:               # exists, owned by another user
+    except PermissionError:  # exists, owned by another user
         pass
     return True
 
@@ -305,6 +336,7 @@ class FileSdWriter:
 
     def __init__(self, path: str, host: str, port: int, refresh_s: float):
         import ray
+
         self.path, self.refresh_s = pathlib.Path(path), float(refresh_s)
         self.node_ip = ray.util.get_node_ip_address()
         self._settings = (host, port)
@@ -349,18 +381,32 @@ class FileSdWriter:
                 print(f"file_sd refresh failed: {err!r}", flush=True)
 
 
-def start_file_sd(host: str = "127.0.0.1", port: int = 9464,
-                  path: str | os.PathLike | None = None, refresh_s: float = 5.0) -> str:
+def start_file_sd(
+    host: str = "127.0.0.1",
+    port: int = 9464,
+    path: str | os.PathLike | None = None,
+    refresh_s: float = 5.0,
+) -> str:
     """Make sure this node's writer keeps ``path`` (default ``cluster_file_sd()``) current and
     rewrite it now; returns the path."""
     import ray
+
     path = str(path or cluster_file_sd())
     node_id = ray.get_runtime_context().get_node_id()
     name = f"{WRITER_PREFIX}{node_id}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
-    writer: ActorRef = ray.remote(FileSdWriter).options(
-        name=name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached", num_cpus=0,
-        max_concurrency=4, scheduling_strategy=_pinned(node_id),
-    ).remote(path, host, port, refresh_s)
+    writer: ActorRef = (
+        ray.remote(FileSdWriter)
+        .options(
+            name=name,
+            namespace=NAMESPACE,
+            get_if_exists=True,
+            lifetime="detached",
+            num_cpus=0,
+            max_concurrency=4,
+            scheduling_strategy=_pinned(node_id),
+        )
+        .remote(path, host, port, refresh_s)
+    )
     ray.get(writer.configure.remote(host, port))
     ray.get(writer.refresh.remote())
     return path
@@ -369,6 +415,7 @@ def start_file_sd(host: str = "127.0.0.1", port: int = 9464,
 def refresh_file_sd(wait: bool = False) -> None:
     """Ask every writer to rewrite its file now (a new training attempt starts)."""
     import ray
+
     refs = [w.refresh.remote() for w in _named(WRITER_PREFIX).values()]
     if wait:
         ray.get(refs)
@@ -384,6 +431,6 @@ def stop_file_sd() -> int:
 def stop_exporters() -> dict[str, int]:
     """End every writer (removing its file) and every exporter of the cluster."""
     writers, exporters = _named(WRITER_PREFIX), _named(ACTOR_PREFIX)
-    _end(writers)                   # first: a writer would start exporters again
+    _end(writers)  # first: a writer would start exporters again
     _end(exporters)
     return {"writers": len(writers), "exporters": len(exporters)}

@@ -11,6 +11,7 @@ The class is plain Python: the Ray glue (``monitor.discovery``) runs it as a per
 ``raytrain-eff exporter`` or a Ray-less process runs it in-process. The HTTP server is
 prometheus_client's, bound to the configured host; a port in use moves to the next free one.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -32,7 +33,7 @@ from prometheus_client.exposition import start_http_server
 
 from raytrain_eff.monitor import metrics as M
 
-WorkerKey = tuple[str, str, str]    # (run, trial, rank); node_id is the exporter's own
+WorkerKey = tuple[str, str, str]  # (run, trial, rank); node_id is the exporter's own
 WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
 
@@ -42,7 +43,7 @@ def node_memory() -> dict[str, float]:
         with open("/proc/meminfo") as f:
             kib = {line.split(":")[0]: float(line.split()[1]) for line in f}
         total, available = kib["MemTotal"] * 1024, kib["MemAvailable"] * 1024
-    except (OSError, KeyError, IndexError, ValueError):   # not Linux: free pages stand in
+    except (OSError, KeyError, IndexError, ValueError):  # not Linux: free pages stand in
         page = os.sysconf("SC_PAGE_SIZE")
         total = float(os.sysconf("SC_PHYS_PAGES") * page)
         available = float(os.sysconf("SC_AVPHYS_PAGES") * page)
@@ -57,11 +58,12 @@ class _WorkerSeries:
     method: dict[str, float] = dataclasses.field(default_factory=dict)
     # non-cumulative counts per bucket of STEP_TIME_BUCKETS, the last one for +Inf
     buckets: list[int] = dataclasses.field(
-        default_factory=lambda: [0] * (len(M.STEP_TIME_BUCKETS) + 1))
+        default_factory=lambda: [0] * (len(M.STEP_TIME_BUCKETS) + 1)
+    )
     time_sum: float = 0.0
-    last_push: float = 0.0              # unix seconds
-    expires_at: float | None = None     # monotonic seconds; None while the run is live
-    generation: str = ""                # the training attempt that pushes this series
+    last_push: float = 0.0  # unix seconds
+    expires_at: float | None = None  # monotonic seconds; None while the run is live
+    generation: str = ""  # the training attempt that pushes this series
 
     def apply(self, delta: dict) -> None:
         self.counters[M.STEPS_KEY] = self.counters.get(M.STEPS_KEY, 0.0) + delta["steps"]
@@ -76,7 +78,7 @@ class _WorkerSeries:
         for key, value in delta["last"].items():
             (self.gauges if key in M.GAUGES else self.method)[key] = value
         self.last_push = delta["time"]
-        self.expires_at = None          # a pushing run is live again
+        self.expires_at = None  # a pushing run is live again
 
 
 @dataclasses.dataclass
@@ -99,10 +101,16 @@ def _serve(registry: CollectorRegistry, host: str, port: int, tries: int):
 class NodeExporter:
     """Holds this node's metric state and serves it at ``http://host:port/metrics``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9464, node_id: str | None = None,
-                 advertise_host: str | None = None, port_tries: int = 100):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9464,
+        node_id: str | None = None,
+        advertise_host: str | None = None,
+        port_tries: int = 100,
+    ):
         self.node_id = node_id or socket.gethostname()
-        self._lock = threading.Lock()     # the HTTP thread reads while pushes write
+        self._lock = threading.Lock()  # the HTTP thread reads while pushes write
         self._workers: dict[WorkerKey, _WorkerSeries] = {}
         self._tune: dict[str, _TuneSeries] = {}
         registry = CollectorRegistry(auto_describe=False)
@@ -118,7 +126,7 @@ class NodeExporter:
         generation = delta.get("generation", "")
         with self._lock:
             series = self._workers.get((run, trial, rank))
-            if series is None or series.generation != generation:   # a new attempt starts over
+            if series is None or series.generation != generation:  # a new attempt starts over
                 series = self._workers[(run, trial, rank)] = _WorkerSeries(generation=generation)
             series.apply(delta)
 
@@ -127,8 +135,11 @@ class NodeExporter:
         ``keep_generation``: after a failover the new attempt's totals supersede them, and a
         killed worker never says it finished. Returns how many were dropped."""
         with self._lock:
-            stale = [k for k, s in self._workers.items()
-                     if k[:2] == (run, trial) and s.generation != keep_generation]
+            stale = [
+                k
+                for k, s in self._workers.items()
+                if k[:2] == (run, trial) and s.generation != keep_generation
+            ]
             for key in stale:
                 del self._workers[key]
         return len(stale)
@@ -176,8 +187,9 @@ class NodeExporter:
         now = time.monotonic()
         tables: tuple[dict[Any, Any], ...] = (self._workers, self._tune)
         for table in tables:
-            for key in [k for k, s in table.items()
-                        if s.expires_at is not None and s.expires_at <= now]:
+            for key in [
+                k for k, s in table.items() if s.expires_at is not None and s.expires_at <= now
+            ]:
                 del table[key]
 
     def collect(self):
@@ -232,8 +244,11 @@ class NodeExporter:
 
 
 def _family(spec: M.Metric):
-    cls = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily,
-           "histogram": HistogramMetricFamily}[spec.kind]
+    cls = {
+        "counter": CounterMetricFamily,
+        "gauge": GaugeMetricFamily,
+        "histogram": HistogramMetricFamily,
+    }[spec.kind]
     return cls(spec.name, spec.help, labels=spec.labels)
 
 

@@ -19,6 +19,7 @@ which statistic feeds which metric:
 
 The statistic keys are the constants of ``monitor.keys``, shared with the methods that emit them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,14 +32,29 @@ NODE_LABELS = ("node_id",)
 TUNE_LABELS = ("run", "node_id")
 
 # Step times from 1 ms (tiny CPU models) to 2 min (large models with curvature refreshes).
-STEP_TIME_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                     1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
+STEP_TIME_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    120.0,
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Metric:
-    name: str                  # full exposition name; counters end in _total
-    kind: str                  # "counter" | "gauge" | "histogram"
+    name: str  # full exposition name; counters end in _total
+    kind: str  # "counter" | "gauge" | "histogram"
     help: str
     labels: tuple[str, ...]
 
@@ -51,15 +67,24 @@ def _worker(name: str, kind: str, help: str) -> Metric:
 COUNTERS = {
     K.SAMPLES: _worker("samples_total", "counter", "Training samples processed."),
     K.TOKENS: _worker("tokens_total", "counter", "Training tokens processed."),
-    K.DENSE_FLOPS: _worker("dense_flops_total", "counter",
-                           "FLOPs the dense reference model would have needed."),
-    K.EFFECTIVE_FLOPS: _worker("effective_flops_total", "counter",
-                               "FLOPs the method actually needed (after sparsity, compression)."),
-    K.CURVATURE_SECONDS: _worker("curvature_seconds_total", "counter",
-                                 "Seconds spent on curvature work "
-                                 "(Lanczos, Hessian-vector products)."),
-    K.DATA_WAIT_SECONDS: _worker("data_wait_seconds_total", "counter",
-                                 "Seconds steps waited for their batches (reads, decoding)."),
+    K.DENSE_FLOPS: _worker(
+        "dense_flops_total", "counter", "FLOPs the dense reference model would have needed."
+    ),
+    K.EFFECTIVE_FLOPS: _worker(
+        "effective_flops_total",
+        "counter",
+        "FLOPs the method actually needed (after sparsity, compression).",
+    ),
+    K.CURVATURE_SECONDS: _worker(
+        "curvature_seconds_total",
+        "counter",
+        "Seconds spent on curvature work (Lanczos, Hessian-vector products).",
+    ),
+    K.DATA_WAIT_SECONDS: _worker(
+        "data_wait_seconds_total",
+        "counter",
+        "Seconds steps waited for their batches (reads, decoding).",
+    ),
 }
 STEPS_KEY = K.STEPS
 STEPS = _worker("steps_total", "counter", "Optimizer steps taken.")
@@ -67,13 +92,16 @@ STEPS = _worker("steps_total", "counter", "Optimizer steps taken.")
 # statistic key (or "steps") -> gauge of its per-second rate over the last push window
 RATES = {
     STEPS_KEY: _worker("steps_per_second", "gauge", "Steps per second over the last push window."),
-    K.SAMPLES: _worker("samples_per_second", "gauge",
-                       "Samples per second over the last push window."),
+    K.SAMPLES: _worker(
+        "samples_per_second", "gauge", "Samples per second over the last push window."
+    ),
     K.TOKENS: _worker("tokens_per_second", "gauge", "Tokens per second over the last push window."),
-    K.DENSE_FLOPS: _worker("dense_flops_per_second", "gauge",
-                           "Dense-equivalent FLOP/s over the last push window."),
-    K.EFFECTIVE_FLOPS: _worker("effective_flops_per_second", "gauge",
-                               "Effective FLOP/s over the last push window."),
+    K.DENSE_FLOPS: _worker(
+        "dense_flops_per_second", "gauge", "Dense-equivalent FLOP/s over the last push window."
+    ),
+    K.EFFECTIVE_FLOPS: _worker(
+        "effective_flops_per_second", "gauge", "Effective FLOP/s over the last push window."
+    ),
 }
 
 # statistic key -> gauge holding its last pushed value
@@ -82,54 +110,90 @@ GAUGES = {
     K.LOSS: _worker("loss", "gauge", "Training loss of the last step."),
     K.LR: _worker("learning_rate", "gauge", "Learning rate of the last step."),
     K.RSS: _worker("worker_rss_bytes", "gauge", "Resident set size of the worker process."),
-    K.PEAK_MEMORY: _worker("worker_peak_memory_bytes", "gauge",
-                                 "Peak memory of the worker so far "
-                                 "(device peak on GPU, RSS peak on CPU)."),
-    K.GPU_ALLOCATED: _worker("worker_gpu_allocated_bytes", "gauge",
-                                   "GPU memory allocated by the worker."),
-    K.GPU_PEAK: _worker("worker_gpu_peak_bytes", "gauge",
-                              "Peak GPU memory allocated by the worker."),
-    K.PARAM_BYTES: _worker("worker_param_bytes", "gauge",
-                           "Parameter bytes the worker holds (its slice under fsdp)."),
-    K.GRAD_BYTES: _worker("worker_grad_bytes", "gauge",
-                          "Gradient bytes the worker holds, all-reduce buffers included."),
-    K.OPTIMIZER_BYTES: _worker("worker_optimizer_state_bytes", "gauge",
-                               "Optimizer-state bytes the worker holds."),
+    K.PEAK_MEMORY: _worker(
+        "worker_peak_memory_bytes",
+        "gauge",
+        "Peak memory of the worker so far (device peak on GPU, RSS peak on CPU).",
+    ),
+    K.GPU_ALLOCATED: _worker(
+        "worker_gpu_allocated_bytes", "gauge", "GPU memory allocated by the worker."
+    ),
+    K.GPU_PEAK: _worker(
+        "worker_gpu_peak_bytes", "gauge", "Peak GPU memory allocated by the worker."
+    ),
+    K.PARAM_BYTES: _worker(
+        "worker_param_bytes", "gauge", "Parameter bytes the worker holds (its slice under fsdp)."
+    ),
+    K.GRAD_BYTES: _worker(
+        "worker_grad_bytes",
+        "gauge",
+        "Gradient bytes the worker holds, all-reduce buffers included.",
+    ),
+    K.OPTIMIZER_BYTES: _worker(
+        "worker_optimizer_state_bytes", "gauge", "Optimizer-state bytes the worker holds."
+    ),
     K.SPARSITY: _worker("sparsity_ratio", "gauge", "Fraction of masked (zero) weights."),
-    K.ATTENTION_DENSITY: _worker("attention_density_ratio", "gauge",
-                                 "Fraction of attention scores computed."),
-    K.ACTIVE_FRACTION: _worker("active_neurons_ratio", "gauge",
-                               "Fraction of wide-layer neurons active in the step."),
+    K.ATTENTION_DENSITY: _worker(
+        "attention_density_ratio", "gauge", "Fraction of attention scores computed."
+    ),
+    K.ACTIVE_FRACTION: _worker(
+        "active_neurons_ratio", "gauge", "Fraction of wide-layer neurons active in the step."
+    ),
 }
-LAST_PUSH = _worker("last_push_timestamp_seconds", "gauge",
-                    "Unix time of the last push from this worker.")
+LAST_PUSH = _worker(
+    "last_push_timestamp_seconds", "gauge", "Unix time of the last push from this worker."
+)
 
 STEP_TIME = _worker("step_time_seconds", "histogram", "Wall time of one training step.")
 STEP_TIME_STAT = K.STEP_TIME
 
-METHOD_STAT = Metric(PREFIX + "method_stat", "gauge",
-                     "Other per-step statistic reported by a method, named by the stat label.",
-                     WORKER_LABELS + ("stat",))
+METHOD_STAT = Metric(
+    PREFIX + "method_stat",
+    "gauge",
+    "Other per-step statistic reported by a method, named by the stat label.",
+    WORKER_LABELS + ("stat",),
+)
 
 NODE_MEMORY = {
-    "total": Metric(PREFIX + "node_memory_total_bytes", "gauge", "Physical memory of the node.",
-                    NODE_LABELS),
-    "used": Metric(PREFIX + "node_memory_used_bytes", "gauge",
-                   "Memory in use on the node (total minus available).", NODE_LABELS),
-    "available": Metric(PREFIX + "node_memory_available_bytes", "gauge",
-                        "Memory available for new allocations without swapping.", NODE_LABELS),
+    "total": Metric(
+        PREFIX + "node_memory_total_bytes", "gauge", "Physical memory of the node.", NODE_LABELS
+    ),
+    "used": Metric(
+        PREFIX + "node_memory_used_bytes",
+        "gauge",
+        "Memory in use on the node (total minus available).",
+        NODE_LABELS,
+    ),
+    "available": Metric(
+        PREFIX + "node_memory_available_bytes",
+        "gauge",
+        "Memory available for new allocations without swapping.",
+        NODE_LABELS,
+    ),
 }
 
-TUNE_TRIALS = Metric(PREFIX + "tune_trials", "gauge", "Tune trials by state.",
-                     TUNE_LABELS + ("state",))
+TUNE_TRIALS = Metric(
+    PREFIX + "tune_trials", "gauge", "Tune trials by state.", TUNE_LABELS + ("state",)
+)
 TUNE_TRIAL_STATES = ("running", "terminated", "errored")
-TUNE_TRIALS_EXPECTED = Metric(PREFIX + "tune_trials_expected", "gauge",
-                              "Trials the Tune run will start in all.", TUNE_LABELS)
-TUNE_BEST = Metric(PREFIX + "tune_best_metric", "gauge",
-                   "Best value so far of the metric Tune optimises.", TUNE_LABELS)
+TUNE_TRIALS_EXPECTED = Metric(
+    PREFIX + "tune_trials_expected", "gauge", "Trials the Tune run will start in all.", TUNE_LABELS
+)
+TUNE_BEST = Metric(
+    PREFIX + "tune_best_metric",
+    "gauge",
+    "Best value so far of the metric Tune optimises.",
+    TUNE_LABELS,
+)
 
 # Statistics that are not method statistics (they feed named metrics or are bookkeeping).
 
-ALL = (tuple(COUNTERS.values()) + (STEPS,) + tuple(RATES.values()) + tuple(GAUGES.values())
-       + (LAST_PUSH, STEP_TIME, METHOD_STAT) + tuple(NODE_MEMORY.values())
-       + (TUNE_TRIALS, TUNE_TRIALS_EXPECTED, TUNE_BEST))
+ALL = (
+    tuple(COUNTERS.values())
+    + (STEPS,)
+    + tuple(RATES.values())
+    + tuple(GAUGES.values())
+    + (LAST_PUSH, STEP_TIME, METHOD_STAT)
+    + tuple(NODE_MEMORY.values())
+    + (TUNE_TRIALS, TUNE_TRIALS_EXPECTED, TUNE_BEST)
+)

@@ -16,6 +16,7 @@ Inside Ray the exporter is this node's actor (``monitor.discovery``) and a flush
 fire-and-forget actor call; outside Ray it is an in-process ``NodeExporter`` shared by every
 pusher of the process, so single-process runs and tests export the same metrics.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,7 +42,7 @@ def local_exporter(host: str = "127.0.0.1", port: int = 9464) -> NodeExporter:
 
 
 def _in_ray() -> bool:
-    ray = sys.modules.get("ray")     # never import Ray just to learn that it is not running
+    ray = sys.modules.get("ray")  # never import Ray just to learn that it is not running
     return ray is not None and ray.is_initialized()
 
 
@@ -56,6 +57,7 @@ class _Sink:
             import ray
 
             from raytrain_eff.monitor.discovery import node_exporter
+
             self._actor = node_exporter(host, port)
             self.address = ray.get(self._actor.address.remote())
         else:
@@ -75,8 +77,9 @@ class _Sink:
             getattr(self._local, method)(*args)
             return
         ref = getattr(self._actor, method).remote(*args)
-        if wait:     # at close: the last window must land before the caller moves on
+        if wait:  # at close: the last window must land before the caller moves on
             import ray
+
             ray.get(ref)
 
 
@@ -88,15 +91,25 @@ def rss_bytes() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         import resource
+
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 class MetricsPusher:
     """Publishes one worker's step statistics under labels run, trial, node_id, rank."""
 
-    def __init__(self, run: str, trial: str = "", rank: int = 0, host: str = "127.0.0.1",
-                 port: int = 9464, grace_period_s: float = 300.0, flush_interval_s: float = 1.0,
-                 exporter: NodeExporter | None = None, generation: str = ""):
+    def __init__(
+        self,
+        run: str,
+        trial: str = "",
+        rank: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 9464,
+        grace_period_s: float = 300.0,
+        flush_interval_s: float = 1.0,
+        exporter: NodeExporter | None = None,
+        generation: str = "",
+    ):
         """``exporter``: push to this in-process exporter instead of the node's (single-process
         tools and tests, which must not depend on whether Ray happens to be initialised).
         ``generation``: the training attempt, the same on every rank; an exporter starts a
@@ -162,9 +175,16 @@ class MetricsPusher:
         per_s = 1.0 / wall if wall > 0 else math.nan
         rates = {key: total * per_s for key, total in self._sums.items() if key in M.RATES}
         rates[M.STEPS_KEY] = self._steps * per_s
-        return {"steps": self._steps, "sums": dict(self._sums), "step_times": list(self._times),
-                "last": dict(self._last), "rates": rates, "time": time.time(),
-                "totals": dict(self._totals), "generation": self.generation}
+        return {
+            "steps": self._steps,
+            "sums": dict(self._sums),
+            "step_times": list(self._times),
+            "last": dict(self._last),
+            "rates": rates,
+            "time": time.time(),
+            "totals": dict(self._totals),
+            "generation": self.generation,
+        }
 
     def start_attempt(self) -> None:
         """A new training attempt's rank 0: retire the failed attempts' series and have the
@@ -172,6 +192,7 @@ class MetricsPusher:
         self.retire_others()
         if not self._sink.is_local:
             from raytrain_eff.monitor.discovery import refresh_file_sd
+
             refresh_file_sd()
 
     def retire_others(self) -> int:
@@ -183,13 +204,14 @@ class MetricsPusher:
         import ray
 
         from raytrain_eff.monitor.discovery import exporter_handles
+
         refs = [h.retire.remote(run, trial, self.generation) for h in exporter_handles()]
         done, _ = ray.wait(refs, num_returns=len(refs), timeout=30)
         dropped = 0
         for ref in done:
             try:
                 dropped += ray.get(ref)
-            except ray.exceptions.RayActorError:    # its node died since the listing
+            except ray.exceptions.RayActorError:  # its node died since the listing
                 continue
         return dropped
 
@@ -204,21 +226,39 @@ class TuneProgress:
     it also starts the cluster's file_sd writer on the driver node, as a training run's driver
     does (``monitor.discovery.start_file_sd``)."""
 
-    def __init__(self, run: str, host: str = "127.0.0.1", port: int = 9464,
-                 grace_period_s: float = 300.0, exporter: NodeExporter | None = None):
+    def __init__(
+        self,
+        run: str,
+        host: str = "127.0.0.1",
+        port: int = 9464,
+        grace_period_s: float = 300.0,
+        exporter: NodeExporter | None = None,
+    ):
         self.run = str(run)
         self.grace_period_s = float(grace_period_s)
         self._sink = _Sink(host, port, exporter)
         self.url = self._sink.address["url"]
         self.file_sd = None
-        if not self._sink.is_local:     # the sweep's driver node keeps the cluster's file_sd
+        if not self._sink.is_local:  # the sweep's driver node keeps the cluster's file_sd
             from raytrain_eff.monitor.discovery import start_file_sd
+
             self.file_sd = start_file_sd(host, port)
 
-    def update(self, *, trials_total: int, trials_running: int, trials_terminated: int,
-               trials_errored: int, best_metric: float | None = None) -> None:
-        values = {"expected": float(trials_total), "running": float(trials_running),
-                  "terminated": float(trials_terminated), "errored": float(trials_errored)}
+    def update(
+        self,
+        *,
+        trials_total: int,
+        trials_running: int,
+        trials_terminated: int,
+        trials_errored: int,
+        best_metric: float | None = None,
+    ) -> None:
+        values = {
+            "expected": float(trials_total),
+            "running": float(trials_running),
+            "terminated": float(trials_terminated),
+            "errored": float(trials_errored),
+        }
         if best_metric is not None:
             values["best"] = float(best_metric)
         self._sink.call("update_tune", self.run, values)

@@ -3,6 +3,7 @@
 Curves show every seed thin and the per-step median thick, so the seed spread is visible
 beside the difference between the sides.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -13,12 +14,16 @@ import pandas as pd
 from raytrain_eff.figures import png, pyplot
 
 COLOURS = ("#1f77b4", "#d62728")
-CURVE_AXES = [("step", "optimizer steps"), ("elapsed_s", "wall time (s)"),
-              ("effective_flops", "effective training FLOPs")]
+CURVE_AXES = [
+    ("step", "optimizer steps"),
+    ("elapsed_s", "wall time (s)"),
+    ("effective_flops", "effective training FLOPs"),
+]
 
 
-def curve_figures(curves: pd.DataFrame, metric: str, labels: tuple[str, str],
-                  target: float) -> dict[str, bytes]:
+def curve_figures(
+    curves: pd.DataFrame, metric: str, labels: tuple[str, str], target: float
+) -> dict[str, bytes]:
     """``metric`` against steps, wall time and effective FLOPs, each side's seeds and median."""
     plt = pyplot()
     evals = curves[curves[metric].notna()]
@@ -30,8 +35,15 @@ def curve_figures(curves: pd.DataFrame, metric: str, labels: tuple[str, str],
             for _, run in side.groupby("run"):
                 ax.plot(run[x], run[metric], color=colour, alpha=0.35, lw=1)
             median = side.groupby("step")[[x, metric]].median()
-            ax.plot(median[x], median[metric], color=colour, lw=2.2, marker="o", ms=3,
-                    label=f"{label} (median of seeds)")
+            ax.plot(
+                median[x],
+                median[metric],
+                color=colour,
+                lw=2.2,
+                marker="o",
+                ms=3,
+                label=f"{label} (median of seeds)",
+            )
         ax.axhline(target, color="grey", ls="--", lw=1, label="target")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)
@@ -41,8 +53,9 @@ def curve_figures(curves: pd.DataFrame, metric: str, labels: tuple[str, str],
     return figures
 
 
-def per_run_figure(runs: pd.DataFrame, columns: list[tuple[str, str]],
-                   labels: tuple[str, str]) -> bytes:
+def per_run_figure(
+    runs: pd.DataFrame, columns: list[tuple[str, str]], labels: tuple[str, str]
+) -> bytes:
     """One panel per column: each seed a dot, each side's median a bar; never-reached as a gap."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3.2), squeeze=False)

@@ -7,6 +7,7 @@ one after the other, so gradient accumulation never repeats or skips rows. A res
 exactly the batches it would have seen, and no data-loader state needs checkpointing.
 Tasks never import ray.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,12 +43,12 @@ class Task:
     streams_parquet: ClassVar[bool] = False
 
     def __init__(self, params: Any, data: Any, seed: int = 0, *, grad_accum: int = 1):
-        self.params = params        # the task's hyper-parameter dataclass
-        self.data = data            # config.DataConfig
+        self.params = params  # the task's hyper-parameter dataclass
+        self.data = data  # config.DataConfig
         self.seed = seed
         self.grad_accum = grad_accum  # train.grad_accum: micro-batches per optimizer step
-        self.num_train = 0          # training rows (all ranks)
-        self._data_wait = 0.0       # seconds spent building training batches since last asked
+        self.num_train = 0  # training rows (all ranks)
+        self._data_wait = 0.0  # seconds spent building training batches since last asked
 
     @property
     def replicated_batches(self) -> bool:
@@ -62,8 +63,10 @@ class Task:
         ('string', 'integer' or 'numeric'), checked from the files' footers."""
         if cls.label_kind is None:
             return {}
-        return {data.label_column: cls.label_kind,
-                **dict.fromkeys(data.feature_columns or (), "numeric")}
+        return {
+            data.label_column: cls.label_kind,
+            **dict.fromkeys(data.feature_columns or (), "numeric"),
+        }
 
     @classmethod
     def preflight(cls, cfg: Any) -> None:
@@ -72,8 +75,10 @@ class Task:
         features, and labels of its ``label_kind`` (class indices 0..K-1 with every class
         present: a stray 1000 is named, never turned into a 1001-way head)."""
         if cfg.data.val_dataset is not None and not cls.streams_parquet:
-            raise ConfigError(f"data.val_dataset: task {cfg.task.name} holds its data in memory "
-                              f"and holds out data.val_fraction instead; unset it")
+            raise ConfigError(
+                f"data.val_dataset: task {cfg.task.name} holds its data in memory "
+                f"and holds out data.val_fraction instead; unset it"
+            )
         if not cls.reads_dataset or cfg.data.dataset in cls.builtin_datasets:
             return
         validate.check_footers(cfg.data.dataset, cls.required_columns(cfg.data))
@@ -87,8 +92,12 @@ class Task:
         batch at a time, for tasks that hold all rows anyway); streaming tasks override it
         with bounded checks."""
         if cls.label_kind is not None:
-            validate.check_tabular(cfg.data.dataset, cfg.data.label_column,
-                                   cfg.data.feature_columns, classes=cls.label_kind == "integer")
+            validate.check_tabular(
+                cfg.data.dataset,
+                cfg.data.label_column,
+                cfg.data.feature_columns,
+                classes=cls.label_kind == "integer",
+            )
 
     @classmethod
     def ray_datasets(cls, cfg: Any) -> dict[str, Any]:
@@ -166,6 +175,7 @@ class Task:
         a width-sharded layer sums over ranks): then every rank evaluates, on the same batches,
         or rank 0 would wait alone in a collective that the others never join."""
         from torch.distributed.fsdp import FSDPModule
+
         return any(isinstance(m, FSDPModule) for m in model.modules())
 
     def shard_units(self, model: nn.Module) -> list[nn.Module]:
@@ -190,8 +200,8 @@ def take_rows(batch: Any, rows: range) -> Any:
     """The given rows of a batch: every tensor in it is cut along dim 0 (batches are tuples
     or dicts of tensors whose first dimension is the row)."""
     return pytree.tree_map(
-        lambda t: t[rows.start:rows.stop] if isinstance(t, torch.Tensor) and t.dim() else t,
-        batch)
+        lambda t: t[rows.start : rows.stop] if isinstance(t, torch.Tensor) and t.dim() else t, batch
+    )
 
 
 def micro_batch_position(step: int, micro: int, grad_accum: int) -> int:
@@ -199,13 +209,16 @@ def micro_batch_position(step: int, micro: int, grad_accum: int) -> int:
     micro-batches: ``step * grad_accum + micro``. A step is not a position once
     ``grad_accum > 1``: (step s, micro 1) and (step s + 1, micro 0) must differ."""
     if grad_accum < 1 or not 0 <= micro < grad_accum:
-        raise ValueError(f"micro-batch {micro} of a step with grad_accum={grad_accum}: "
-                         "need 0 <= micro < grad_accum")
+        raise ValueError(
+            f"micro-batch {micro} of a step with grad_accum={grad_accum}: "
+            "need 0 <= micro < grad_accum"
+        )
     return step * grad_accum + micro
 
 
-def epoch_batch_indices(num_rows: int, seed: int, *, position: int, rank: int, world: int,
-                        batch_size: int) -> torch.Tensor:
+def epoch_batch_indices(
+    num_rows: int, seed: int, *, position: int, rank: int, world: int, batch_size: int
+) -> torch.Tensor:
     """Row indices of the micro-batch at ``position`` (``micro_batch_position``, never a bare
     step): each epoch is a fresh permutation of this rank's shard, seeded by (seed, epoch,
     rank, world), cut into ``len(shard) // batch_size`` disjoint micro-batches."""
@@ -217,7 +230,7 @@ def epoch_batch_indices(num_rows: int, seed: int, *, position: int, rank: int, w
     per_epoch = max(len(rows) // batch_size, 1)
     epoch, within = divmod(position, per_epoch)
     perm = torch.randperm(len(rows), generator=step_generator(seed, epoch, rank, world))
-    take = perm[(within * batch_size) % len(rows):][:batch_size]
+    take = perm[(within * batch_size) % len(rows) :][:batch_size]
     if len(take) < batch_size:
         take = torch.cat([take, perm[: batch_size - len(take)]])
     return take + rows.start

@@ -1,4 +1,5 @@
 """Classification on real bundled images (scikit-learn digits) or the user's Parquet features."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,8 @@ def mlp(in_dim: int, hidden: int, depth: int, classes: int) -> nn.Module:
 def cnn(shape: tuple, hidden: int, depth: int, classes: int) -> nn.Module:
     layers, ch = [], shape[0]
     for i in range(depth):
-        layers += [nn.Conv2d(ch, hidden * 2 ** i, 3, padding=1), nn.ReLU()]
-        ch = hidden * 2 ** i
+        layers += [nn.Conv2d(ch, hidden * 2**i, 3, padding=1), nn.ReLU()]
+        ch = hidden * 2**i
     body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(2), nn.Flatten())
     return Classifier(body, nn.Linear(ch * 4, classes))
 
@@ -54,15 +55,23 @@ class InMemoryFeatures:
         X, y, self.shape = load_features(dataset)
         split = int(len(y) * (1 - val_fraction))
         if split == 0 or split == len(y):
-            raise ValueError(f"data.dataset {dataset}: {len(y)} rows cannot be split "
-                             f"with val_fraction={val_fraction}")
+            raise ValueError(
+                f"data.dataset {dataset}: {len(y)} rows cannot be split "
+                f"with val_fraction={val_fraction}"
+            )
         self.X, self.y = torch.from_numpy(X.reshape(len(X), *self.shape)), torch.from_numpy(y)
         self.seed, self.num_train, self.classes = seed, split, int(y.max()) + 1
         self.num_val = len(y) - split
 
     def batch(self, position: int, rank: int, world: int, batch_size: int):
-        idx = epoch_batch_indices(self.num_train, self.seed, position=position, rank=rank,
-                                  world=world, batch_size=batch_size)
+        idx = epoch_batch_indices(
+            self.num_train,
+            self.seed,
+            position=position,
+            rank=rank,
+            world=world,
+            batch_size=batch_size,
+        )
         return self.X[idx], self.y[idx]
 
     def in_order(self, which: str, span: range, batch_size: int):
@@ -79,6 +88,7 @@ class ClassifyTask(Task):
     """Classes from features: digits in memory, or Parquet features streamed a few row groups
     at a time (``data.tabular.StreamedFeatures``), scored on ``data.val_dataset`` or the last
     ``val_fraction`` of the rows."""
+
     builtin_datasets = BUILTIN_TABULAR
     label_kind = "integer"
     streams_parquet = True
@@ -89,22 +99,27 @@ class ClassifyTask(Task):
         d = cfg.data
         classes = validate.check_classes(d.dataset, d.label_column, d.feature_columns)
         if d.val_dataset is not None:
-            validate.check_held_out_classes(d.val_dataset, d.label_column, d.feature_columns,
-                                            classes)
+            validate.check_held_out_classes(
+                d.val_dataset, d.label_column, d.feature_columns, classes
+            )
 
     def load(self) -> None:
         d = self.data
         self.rows: InMemoryFeatures | StreamedFeatures
         if d.dataset in BUILTIN_TABULAR:
             if d.val_dataset is not None:
-                raise ConfigError(f"data.val_dataset: {d.val_dataset}: set for the bundled "
-                                  f"{d.dataset}, which holds out data.val_fraction instead")
+                raise ConfigError(
+                    f"data.val_dataset: {d.val_dataset}: set for the bundled "
+                    f"{d.dataset}, which holds out data.val_fraction instead"
+                )
             self.rows = InMemoryFeatures(d.dataset, d.val_fraction, self.seed)
             self.shape = self.rows.shape
         else:
             if self.params.model == "cnn":
-                raise ValueError("task.model: cnn needs image data (dataset: digits); "
-                                 "use model: mlp for Parquet features")
+                raise ValueError(
+                    "task.model: cnn needs image data (dataset: digits); "
+                    "use model: mlp for Parquet features"
+                )
             self.rows = streamed_features(d, self.seed)
             self.shape = (len(self.rows.features),)
         self.num_train, self.classes = self.rows.num_train, self.rows.classes

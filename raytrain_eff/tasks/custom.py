@@ -21,6 +21,7 @@ batches are dicts of tensors, one per column, such as a Hugging Face model's ``i
 ``outputs["loss"]``). Samples are a batch's rows; tokens are ``attention_mask.sum()``, else
 the rows. The factory runs on the driver and on every worker (building a Dataset is lazy).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,8 +67,7 @@ class CustomTask(Task):
         user = _make(cfg.task.params)
         if not user.streams:
             return {}
-        return {"train": user.data, **({"val": user.val_data} if user.val_data is not None
-                                       else {})}
+        return {"train": user.data, **({"val": user.val_data} if user.val_data is not None else {})}
 
     def load(self) -> None:
         self.user = user = _make(self.params)
@@ -75,22 +75,29 @@ class CustomTask(Task):
         self.val_shard: Any = None
         if user.streams:
             if user.metrics_fn is not None:
-                raise ConfigError("UserTask.metrics_fn takes in-memory validation tensors; with "
-                                  "a Ray Data dataset put metrics in the loss's outputs instead")
+                raise ConfigError(
+                    "UserTask.metrics_fn takes in-memory validation tensors; with "
+                    "a Ray Data dataset put metrics in the loss's outputs instead"
+                )
             return  # the engine hands the shards over (use_shards); num_train stays 0: unknown
         if user.loss_fn is None or user.val_data is not None:
-            raise ConfigError("UserTask with tensors: loss_fn is required and the validation "
-                              "tensors go in data=(X_train, y_train, X_val, y_val), not val_data")
+            raise ConfigError(
+                "UserTask with tensors: loss_fn is required and the validation "
+                "tensors go in data=(X_train, y_train, X_val, y_val), not val_data"
+            )
         Xt, yt, Xv, yv = (torch.as_tensor(t) for t in user.data)
         if len(Xt) != len(yt) or len(Xv) != len(yv) or len(Xt) == 0 or len(Xv) == 0:
-            raise ConfigError("UserTask.data: expected non-empty (X_train, y_train, X_val, y_val) "
-                              "with matching lengths")
+            raise ConfigError(
+                "UserTask.data: expected non-empty (X_train, y_train, X_val, y_val) "
+                "with matching lengths"
+            )
         self.Xt, self.yt, self.Xv, self.yv = Xt, yt, Xv, yv
         self.num_train = len(Xt)
 
     def use_shards(self, shards):
-        self.stream = SequentialShard(shards["train"], f"task.factory '{self.params.factory}''s "
-                                                       f"Ray Data dataset")
+        self.stream = SequentialShard(
+            shards["train"], f"task.factory '{self.params.factory}''s Ray Data dataset"
+        )
         self.val_shard = shards.get("val")
 
     def build_model(self):
@@ -109,8 +116,14 @@ class CustomTask(Task):
             if self.stream is None:
                 raise RuntimeError("a Ray Data task's shard was never handed over (use_shards)")
             return self.stream.at(position, batch_size)  # this worker's split: rank is implied
-        idx = epoch_batch_indices(self.num_train, self.seed, position=position, rank=rank,
-                                  world=world, batch_size=batch_size)
+        idx = epoch_batch_indices(
+            self.num_train,
+            self.seed,
+            position=position,
+            rank=rank,
+            world=world,
+            batch_size=batch_size,
+        )
         return self.Xt[idx], self.yt[idx]
 
     def val_batches(self, batch_size, num_batches):
@@ -118,10 +131,11 @@ class CustomTask(Task):
             if self.val_shard is not None:
                 yield from itertools.islice(
                     self.val_shard.iter_torch_batches(batch_size=batch_size, device="cpu"),
-                    num_batches or None)
+                    num_batches or None,
+                )
             return
         for start in range(0, len(self.yv), batch_size):
-            yield self.Xv[start:start + batch_size], self.yv[start:start + batch_size]
+            yield self.Xv[start : start + batch_size], self.yv[start : start + batch_size]
 
     def counts(self, batch):
         if not isinstance(batch, dict):
@@ -162,8 +176,10 @@ class CustomTask(Task):
 def _make(params) -> UserTask:
     user = _factory(params.factory)(**(params.options or {}))
     if not isinstance(user, UserTask):
-        raise TypeError(f"task.factory '{params.factory}' returned {type(user).__name__}; "
-                        f"expected raytrain_eff.tasks.custom.UserTask")
+        raise TypeError(
+            f"task.factory '{params.factory}' returned {type(user).__name__}; "
+            f"expected raytrain_eff.tasks.custom.UserTask"
+        )
     return user
 
 

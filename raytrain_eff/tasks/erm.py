@@ -15,6 +15,7 @@ would hold out only Revelation) and the last ``val_fraction`` is held out (0: no
 train, ``evaluate`` reports nothing). Everything is float64: the solvers certify 1e-6
 relative suboptimality, beyond float32's reach.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -72,7 +73,7 @@ class ERMTask(Task):
         n_val = max(1, int(len(y) * self.data.val_fraction)) if self.data.val_fraction else 0
         self.num_train = len(y) - n_val
         self.X_train, self.y_train = _take(X, torch.arange(self.num_train)), y[: self.num_train]
-        self.X_val, self.y_val = _take(X, torch.arange(self.num_train, len(y))), y[self.num_train:]
+        self.X_val, self.y_val = _take(X, torch.arange(self.num_train, len(y))), y[self.num_train :]
         self.d = X.shape[1]
 
     def _read(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,12 +82,14 @@ class ERMTask(Task):
             return _bible_bag_of_words(self.params.features, self.params.min_df)
         if name in BUNDLED:
             import sklearn.datasets
+
             loader, binary = BUNDLED[name]
             X, y = getattr(sklearn.datasets, loader)(return_X_y=True)
             if binary is not None:
                 y = binary(y).astype(np.float64)
         else:
             from raytrain_eff.data.tabular import load_erm_table
+
             X, y = load_erm_table(name, self.data.label_column, self.data.feature_columns)
         X = (X - X.mean(0)) / np.maximum(X.std(0), 1e-12)
         return torch.tensor(X, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
@@ -99,12 +102,17 @@ class ERMTask(Task):
         X, y = batch
         x = cast(torch.Tensor, model.weight)  # LinearModel's weight vector
         p = self.params
-        return (LOSSES[p.loss][0](model(X), y).mean()
-                + p.l1 * x.abs().sum() + 0.5 * p.l2 * x.dot(x))
+        return LOSSES[p.loss][0](model(X), y).mean() + p.l1 * x.abs().sum() + 0.5 * p.l2 * x.dot(x)
 
     def batch_at(self, position: int, rank: int, world: int, batch_size: int) -> Any:
-        rows = epoch_batch_indices(self.num_train, self.seed, position=position, rank=rank,
-                                   world=world, batch_size=batch_size)
+        rows = epoch_batch_indices(
+            self.num_train,
+            self.seed,
+            position=position,
+            rank=rank,
+            world=world,
+            batch_size=batch_size,
+        )
         return _take(self.X_train, rows), self.y_train[rows]
 
     def val_batches(self, batch_size: int, num_batches: int) -> Iterator[Any]:
@@ -124,11 +132,13 @@ class ERMTask(Task):
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batch_size: int, num_batches: int) -> dict[str, float]:
         if len(self.y_val) == 0:
-            return {}                             # val_fraction 0: nothing held out
+            return {}  # val_fraction 0: nothing held out
         out = super().evaluate(model, batch_size, num_batches)
         if self.params.loss != "squared":
-            right = sum(int((torch.sign(model(X)) == y).sum())
-                        for X, y in self.val_batches(batch_size, num_batches))
+            right = sum(
+                int((torch.sign(model(X)) == y).sum())
+                for X, y in self.val_batches(batch_size, num_batches)
+            )
             out["val_accuracy"] = right / min(len(self.y_val), batch_size * num_batches)
         return out
 
@@ -143,28 +153,35 @@ def _bible_bag_of_words(weighting: str, min_df: int) -> tuple[torch.Tensor, torc
     from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 
     from raytrain_eff.data.corpus import kjv_verses
+
     verses = kjv_verses()
     books = [v["book"] for v in verses]
     first_nt = books.index(NEW_TESTAMENT_FIRST_BOOK)
     y = np.where(np.arange(len(verses)) >= first_nt, 1.0, -1.0)
-    counts = CountVectorizer(token_pattern=r"[a-z]+", min_df=min_df,
-                             binary=weighting == "binary").fit_transform(
-        [v["text"].lower() for v in verses])
+    counts = CountVectorizer(
+        token_pattern=r"[a-z]+", min_df=min_df, binary=weighting == "binary"
+    ).fit_transform([v["text"].lower() for v in verses])
     if weighting == "tfidf":
         counts = TfidfTransformer(norm=None).fit_transform(counts)
     S = counts.tocsr().astype(np.float64)
     S.sort_indices()
-    X = torch.sparse_csr_tensor(torch.from_numpy(S.indptr).long(),
-                                torch.from_numpy(S.indices).long(),
-                                torch.from_numpy(S.data), S.shape, check_invariants=False)
+    X = torch.sparse_csr_tensor(
+        torch.from_numpy(S.indptr).long(),
+        torch.from_numpy(S.indices).long(),
+        torch.from_numpy(S.data),
+        S.shape,
+        check_invariants=False,
+    )
     return X, torch.from_numpy(y)
 
 
 def _to_signs(y: torch.Tensor, dataset: str) -> torch.Tensor:
     classes = torch.unique(y)
     if len(classes) != 2:
-        raise ValueError(f"{dataset}: logistic and smoothed-hinge losses need exactly two label "
-                         f"values, found {len(classes)}; use loss: squared for regression")
+        raise ValueError(
+            f"{dataset}: logistic and smoothed-hinge losses need exactly two label "
+            f"values, found {len(classes)}; use loss: squared for regression"
+        )
     return torch.where(y == classes[1], 1.0, -1.0).double()
 
 
@@ -193,7 +210,7 @@ def _append_ones(X: torch.Tensor) -> torch.Tensor:
     n, lens = R.n, R.crow.diff() + 1
     crow = torch.zeros(n + 1, dtype=R.crow.dtype)
     torch.cumsum(lens, 0, out=crow[1:])
-    last = crow[1:] - 1                                   # the new entry ends each row
+    last = crow[1:] - 1  # the new entry ends each row
     keep = torch.ones(int(crow[-1]), dtype=torch.bool)
     keep[last] = False
     col = torch.empty(int(crow[-1]), dtype=R.col.dtype)

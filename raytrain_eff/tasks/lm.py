@@ -5,6 +5,7 @@ sparsity methods can address layers the way their reference code does. Each atte
 module has ``pattern_mask``: None, or a bool (T, T) "may attend" mask that a sparse
 attention method sets; it is combined with causality.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,9 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-                   for t in (q, k, v))  # (B, nh, T, hs)
+        q, k, v = (
+            t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v)
+        )  # (B, nh, T, hs)
         drop = self.dropout if self.training else 0.0
         if self.pattern_mask is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
@@ -84,8 +86,9 @@ class Trunk(nn.Module):
     """nanoGPT's ``transformer`` ModuleDict as a module with typed attributes (same state-dict
     keys: ``transformer.wte.weight``, ``transformer.h.0.attn.c_attn.weight``, ...)."""
 
-    def __init__(self, vocab_size: int, seq_len: int, n_layer: int, n_head: int, n_embd: int,
-                 dropout: float):
+    def __init__(
+        self, vocab_size: int, seq_len: int, n_layer: int, n_head: int, n_embd: int, dropout: float
+    ):
         super().__init__()
         self.wte = nn.Embedding(vocab_size, n_embd)
         self.wpe = nn.Embedding(seq_len, n_embd)
@@ -95,8 +98,15 @@ class Trunk(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, vocab_size: int, seq_len: int, n_layer: int, n_head: int, n_embd: int,
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        seq_len: int,
+        n_layer: int,
+        n_head: int,
+        n_embd: int,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.seq_len = seq_len
         self.transformer = Trunk(vocab_size, seq_len, n_layer, n_head, n_embd, dropout)
@@ -126,10 +136,15 @@ class GPT(nn.Module):
         return self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, new_tokens: int, temperature: float = 1.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        idx: torch.Tensor,
+        new_tokens: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         for _ in range(new_tokens):
-            logits = self(idx[:, -self.seq_len:])[:, -1, :] / max(temperature, 1e-6)
+            logits = self(idx[:, -self.seq_len :])[:, -1, :] / max(temperature, 1e-6)
             nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
             idx = torch.cat([idx, nxt], dim=1)
         return idx
@@ -139,6 +154,7 @@ class LanguageModelTask(Task):
     """Next-token prediction (characters or UTF-8 bytes, ``task.vocab``) on ``data.dataset``,
     scored on ``data.val_dataset`` or the held-out last ``val_fraction`` of it. Parquet text
     with the byte vocabulary is streamed (``data.text``): memory stays a few row groups."""
+
     builtin_datasets = BUILTIN_CORPORA
     streams_parquet = True
 
@@ -148,20 +164,29 @@ class LanguageModelTask(Task):
 
     def load(self) -> None:
         d, p = self.data, self.params
-        kind = p.vocab if p.vocab != "auto" else (
-            "char" if d.dataset in BUILTIN_CORPORA else "bytes")
+        kind = (
+            p.vocab if p.vocab != "auto" else ("char" if d.dataset in BUILTIN_CORPORA else "bytes")
+        )
         self.text: InMemoryText | StreamedText
         if kind == "bytes" and d.dataset not in BUILTIN_CORPORA:
             self.text = streamed_text(d, p.seq_len, self.seed)
         else:
             if d.val_dataset is not None:
-                raise ConfigError(f"data.val_dataset: {d.val_dataset}: set for an in-memory "
-                                  f"corpus ({d.dataset}, task.vocab={kind}); it needs a Parquet "
-                                  f"data.dataset streamed with task.vocab=bytes (or auto)")
+                raise ConfigError(
+                    f"data.val_dataset: {d.val_dataset}: set for an in-memory "
+                    f"corpus ({d.dataset}, task.vocab={kind}); it needs a Parquet "
+                    f"data.dataset streamed with task.vocab=bytes (or auto)"
+                )
             corpus = load_text(d.dataset, d.text_column)
             vocab = CharVocab(corpus) if kind == "char" else ByteVocab()
-            self.text = InMemoryText(corpus, vocab, val_fraction=d.val_fraction,
-                                     seq_len=p.seq_len, seed=self.seed, name=d.dataset)
+            self.text = InMemoryText(
+                corpus,
+                vocab,
+                val_fraction=d.val_fraction,
+                seq_len=p.seq_len,
+                seed=self.seed,
+                name=d.dataset,
+            )
         self.vocab = self.text.vocab
         self.num_train = self.text.num_train
 
@@ -195,7 +220,6 @@ class LanguageModelTask(Task):
 
     def checksum(self) -> str:
         return self.text.checksum()
-
 
     def sample(self, model, prompt: str, new_tokens: int, temperature: float, seed: int) -> str:
         idx = torch.from_numpy(self.vocab.encode(prompt).astype("int64"))[None]

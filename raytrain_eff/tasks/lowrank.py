@@ -11,6 +11,7 @@ so a batch holding all of a rank's rows gives that shard's full-batch gradient, 
 engine's all-reduce mean over equal shards gives −∇f's exact value. Evaluation reports
 ½‖W − Φ‖²_F (``val_loss``) and the relative recovery error ‖W − Φ‖_F / ‖Φ‖_F.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,7 +25,7 @@ from torch import nn
 from raytrain_eff.blocks.deep_linear import DeepLinear, original, orthogonal
 from raytrain_eff.tasks.base import Task, epoch_batch_indices, shard_rows, tensor_checksum
 
-EVAL_ROWS = 65536   # target entries per evaluation batch
+EVAL_ROWS = 65536  # target entries per evaluation batch
 Loss = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -32,16 +33,17 @@ Loss = Callable[[torch.Tensor], torch.Tensor]
 @dataclasses.dataclass
 class LowRankProblem:
     """f(W) for an end-to-end matrix W, its target Φ and the surrogate Φ̂ = −∇f(0)."""
+
     kind: str
-    Phi: torch.Tensor                 # (d, d) rank-r target
-    loss: Loss                        # f(W), a scalar
-    surrogate: torch.Tensor           # (d, d) Φ̂
+    Phi: torch.Tensor  # (d, d) rank-r target
+    loss: Loss  # f(W), a scalar
+    surrogate: torch.Tensor  # (d, d) Φ̂
     M: torch.Tensor | None = None  # (d, d) 0/1 observation mask Ω (factorisation: all ones)
     A: torch.Tensor | None = None  # (m, d²) vec(Aᵢ) as rows (sensing)
     y: torch.Tensor | None = None  # (m,) yᵢ = ⟨Aᵢ, Φ⟩ (sensing)
 
     def __post_init__(self):
-        self.Phi_norm = torch.linalg.norm(self.Phi)   # ‖Φ‖_F, once: error() runs every step
+        self.Phi_norm = torch.linalg.norm(self.Phi)  # ‖Φ‖_F, once: error() runs every step
 
     def error(self, W: torch.Tensor) -> float:
         """Relative recovery error ‖W − Φ‖_F / ‖Φ‖_F."""
@@ -77,8 +79,9 @@ def factorization(d: int, r: int, gen: torch.Generator) -> LowRankProblem:
     return completion(d, r, 1.0, gen, kind="factorization")
 
 
-def completion(d: int, r: int, p: float, gen: torch.Generator,
-               kind: str = "completion") -> LowRankProblem:
+def completion(
+    d: int, r: int, p: float, gen: torch.Generator, kind: str = "completion"
+) -> LowRankProblem:
     """f(W) = ½‖P_Ω(W − Φ)‖²_F / p, p = |Ω|/d²: an unbiased estimate of ½‖W − Φ‖²_F."""
     Phi = low_rank_target(d, r, gen)
     M = observation_mask(d, p, gen) if p < 1 else torch.ones_like(Phi)
@@ -86,24 +89,26 @@ def completion(d: int, r: int, p: float, gen: torch.Generator,
 
     def f(W):
         return 0.5 * ((M * (W - Phi)) ** 2).sum() / p_hat
+
     return LowRankProblem(kind, Phi, f, surrogate(f, Phi.shape), M=M)
 
 
 def sensing(d: int, r: int, m: int, gen: torch.Generator) -> LowRankProblem:
     """f(W) = (1/2m) Σᵢ (⟨Aᵢ, W⟩ − yᵢ)², Aᵢ with iid N(0, 1) entries, yᵢ = ⟨Aᵢ, Φ⟩."""
     Phi = low_rank_target(d, r, gen)
-    A = torch.randn(m, d * d, generator=gen, dtype=Phi.dtype)   # (m, d²): vec(Aᵢ) as rows
+    A = torch.randn(m, d * d, generator=gen, dtype=Phi.dtype)  # (m, d²): vec(Aᵢ) as rows
     y = A @ Phi.reshape(-1)
 
     def f(W):
         return 0.5 * ((A @ W.reshape(-1) - y) ** 2).mean()
+
     return LowRankProblem("sensing", Phi, f, surrogate(f, Phi.shape), A=A, y=y)
 
 
 @dataclasses.dataclass
 class Trajectory:
-    errors: list[float]      # recovery error of the iterate before step k (errors[0]: init)
-    seconds: list[float]     # wall time spent up to that point (steps and error evaluation)
+    errors: list[float]  # recovery error of the iterate before step k (errors[0]: init)
+    seconds: list[float]  # wall time spent up to that point (steps and error evaluation)
 
     def first_below(self, tol: float) -> tuple[int, float] | None:
         """(iterations, seconds) at which the error first fell to ``tol`` or below; None if
@@ -114,8 +119,13 @@ class Trajectory:
         return None
 
 
-def fit(net: DeepLinear, problem: LowRankProblem, opt: torch.optim.Optimizer, steps: int,
-        tol: float = 0.0) -> Trajectory:
+def fit(
+    net: DeepLinear,
+    problem: LowRankProblem,
+    opt: torch.optim.Optimizer,
+    steps: int,
+    tol: float = 0.0,
+) -> Trajectory:
     """Full-batch training of f(W_L⋯W_1), recording the recovery error at every iteration.
 
     The end-to-end product is formed once per iteration: the error reads it (detached) and
@@ -123,7 +133,7 @@ def fit(net: DeepLinear, problem: LowRankProblem, opt: torch.optim.Optimizer, st
     ``tol``, after ``steps`` steps, or at a NaN."""
     errors, seconds, start = [], [], time.perf_counter()
     for k in range(steps + 1):
-        W = net.product()                         # (d_out, d_in), with its autograd graph
+        W = net.product()  # (d_out, d_in), with its autograd graph
         errors.append(problem.error(W.detach()))
         seconds.append(time.perf_counter() - start)
         if errors[-1] <= tol or k == steps or errors[-1] != errors[-1]:  # done, capped or NaN
@@ -167,19 +177,25 @@ class LowRankTask(Task):
 
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
         W = cast(DeepLinear, model).product()  # the DeepLinear of build_model
-        if len(batch) == 3:                                  # entries (i, j, Φᵢⱼ)
+        if len(batch) == 3:  # entries (i, j, Φᵢⱼ)
             i, j, y = batch
             return 0.5 * W.shape[0] * W.shape[1] * ((W[i, j] - y) ** 2).mean()
-        A, y = batch                                         # sensing (m, d, d), (m,)
+        A, y = batch  # sensing (m, d, d), (m,)
         return 0.5 * ((A.flatten(1) @ W.reshape(-1) - y) ** 2).mean()
 
     def batch_at(self, position, rank, world, batch_size):
         rows = shard_rows(self.num_train, rank, world)
-        if batch_size >= len(rows):                          # full batch: the paper's GD
+        if batch_size >= len(rows):  # full batch: the paper's GD
             idx = torch.arange(rows.start, rows.stop)
         else:
-            idx = epoch_batch_indices(self.num_train, self.seed, position=position, rank=rank,
-                                      world=world, batch_size=batch_size)
+            idx = epoch_batch_indices(
+                self.num_train,
+                self.seed,
+                position=position,
+                rank=rank,
+                world=world,
+                batch_size=batch_size,
+            )
         return tuple(t[idx] for t in self.rows)
 
     def shard_iterator(self, rank, world, batch_size) -> Iterator:
@@ -193,16 +209,17 @@ class LowRankTask(Task):
         d = self.Phi.shape[0]
         flat = torch.arange(d * d)
         for start in range(0, d * d, EVAL_ROWS):
-            k = flat[start:start + EVAL_ROWS]
+            k = flat[start : start + EVAL_ROWS]
             i, j = k // d, k % d
             yield i, j, self.Phi[i, j]
 
     @torch.no_grad()
     def evaluate(self, model, batch_size, num_batches) -> dict[str, float]:
         W = model.product()
-        return {"val_loss": float(0.5 * ((W - self.Phi) ** 2).sum()),
-                "recovery_error": float(torch.linalg.norm(W - self.Phi)
-                                        / torch.linalg.norm(self.Phi))}
+        return {
+            "val_loss": float(0.5 * ((W - self.Phi) ** 2).sum()),
+            "recovery_error": float(torch.linalg.norm(W - self.Phi) / torch.linalg.norm(self.Phi)),
+        }
 
     def checksum(self) -> str:
         return tensor_checksum(self.Phi, *self.rows)

@@ -10,6 +10,7 @@ f(x) = (1/√m) Σ_r a_r·max(⟨w_r, x⟩ − b, 0), b = √(0.4·ln m) unless 
 A batch is ``(x, y, rows)``: ``rows`` are the positions of x among ``index_inputs()``, the
 inputs an exact active-neuron index keeps one max-tree for.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -46,7 +47,7 @@ class WideTask(Task):
             gen = torch.Generator().manual_seed(self.seed)
             X = unit_rows(torch.randn(p.num_train + p.num_val, p.dim, generator=gen))
             beta = unit_rows(torch.randn(1, p.dim, generator=gen))[0]
-            Y = torch.sin(p.dim ** 0.5 * X @ beta)[:, None]
+            Y = torch.sin(p.dim**0.5 * X @ beta)[:, None]
             n = p.num_train
         else:
             X, Y, n = self._digits()
@@ -56,12 +57,13 @@ class WideTask(Task):
 
     def _digits(self) -> tuple[torch.Tensor, torch.Tensor, int]:
         from sklearn.datasets import load_digits
+
         raw = load_digits()
         perm = torch.randperm(len(raw.target), generator=torch.Generator().manual_seed(self.seed))
         X = torch.tensor(raw.data, dtype=torch.float32)[perm]
         labels = torch.tensor(raw.target)[perm]
         n = int(round(len(X) * (1 - self.data.val_fraction)))
-        X = unit_rows(X - X[:n].mean(0))                  # centred on the training rows only
+        X = unit_rows(X - X[:n].mean(0))  # centred on the training rows only
         return X, labels, n
 
     @property
@@ -78,11 +80,11 @@ class WideTask(Task):
 
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         x, y, rows = batch
-        f = model(x, rows)                                  # (B, k)
+        f = model(x, rows)  # (B, k)
         if self.params.loss == "ce":
             return F.cross_entropy(f, y)
         target = y if y.dtype.is_floating_point else F.one_hot(y, f.shape[1]).to(f)
-        return 0.5 * ((f - target) ** 2).sum(1).mean()     # ℓ = mean ½‖f − y‖²
+        return 0.5 * ((f - target) ** 2).sum(1).mean()  # ℓ = mean ½‖f − y‖²
 
     @property
     def replicated_batches(self) -> bool:
@@ -93,10 +95,16 @@ class WideTask(Task):
         return self.params.shard_width or super().forward_needs_every_rank(model)
 
     def batch_at(self, position: int, rank: int, world: int, batch_size: int) -> Any:
-        if self.params.shard_width:                        # width shards need the same batch
+        if self.params.shard_width:  # width shards need the same batch
             rank, world = 0, 1
-        rows = epoch_batch_indices(self.num_train, self.seed, position=position, rank=rank,
-                                   world=world, batch_size=batch_size)
+        rows = epoch_batch_indices(
+            self.num_train,
+            self.seed,
+            position=position,
+            rank=rank,
+            world=world,
+            batch_size=batch_size,
+        )
         return self.X_train[rows], self.Y_train[rows], rows
 
     def val_batches(self, batch_size: int, num_batches: int) -> Iterator[Any]:

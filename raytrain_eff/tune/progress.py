@@ -1,4 +1,5 @@
 """Tune trial progress for Prometheus: Ray's Tune exports nothing of its own."""
+
 from __future__ import annotations
 
 from ray.tune import Callback
@@ -21,6 +22,7 @@ class TrialProgressCallback(Callback):
     def progress(self):
         if self._progress is None:
             from raytrain_eff.monitor.push import TuneProgress
+
             self._progress = TuneProgress(run=self.sweep, host=self.host, port=self.port)
         return self._progress
 
@@ -35,10 +37,13 @@ class TrialProgressCallback(Callback):
 
     def _update(self, trials) -> None:
         states = [t.status for t in trials]
-        self.progress.update(trials_total=len(trials),
-                             trials_running=states.count("RUNNING"),
-                             trials_terminated=states.count("TERMINATED"),
-                             trials_errored=states.count("ERROR"), best_metric=self.best)
+        self.progress.update(
+            trials_total=len(trials),
+            trials_running=states.count("RUNNING"),
+            trials_terminated=states.count("TERMINATED"),
+            trials_errored=states.count("ERROR"),
+            best_metric=self.best,
+        )
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         value = result.get(self.metric)

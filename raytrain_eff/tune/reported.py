@@ -5,6 +5,7 @@ Every report of the engine (``engine.runner.Runner._report``) carries ``ENGINE_M
 task's latest evaluation (``val_loss`` and whatever else the task's ``evaluate`` returns); Tune
 adds its own counters. ``tests/tune/test_sweep.py`` checks a real trial against these names.
 """
+
 from __future__ import annotations
 
 from raytrain_eff.typed import ConfigError, nearest
@@ -20,8 +21,10 @@ ENGINE_METRICS = ENGINE_COUNTERS + ("loss",)
 
 def check_time_attr(time_attr: str) -> None:
     if time_attr not in COUNTERS:
-        raise ConfigError(f"scheduler.time_attr: '{time_attr}' is not a counter trials report"
-                          f"{nearest(time_attr, COUNTERS)}; use one of {', '.join(COUNTERS)}")
+        raise ConfigError(
+            f"scheduler.time_attr: '{time_attr}' is not a counter trials report"
+            f"{nearest(time_attr, COUNTERS)}; use one of {', '.join(COUNTERS)}"
+        )
 
 
 def eval_metrics(base: dict) -> tuple[set[str], str | None]:
@@ -31,6 +34,7 @@ def eval_metrics(base: dict) -> tuple[set[str], str | None]:
     parameters (a loss without accuracy) or on user code, so no static list is exact."""
     from raytrain_eff import config as config_mod
     from raytrain_eff.engine.runner import build_task
+
     cfg = config_mod.from_dict(base)
     try:
         task = build_task(cfg)
@@ -49,5 +53,7 @@ def check_metric(path: str, metric: str, base: dict) -> None:
         return
     allowed = sorted(evals) + list(ENGINE_METRICS)
     why = f" (the task could not be evaluated here to list more: {unknown})" if unknown else ""
-    raise ConfigError(f"{path}: metric: '{metric}' is not reported by trials of this space"
-                      f"{nearest(metric, allowed)}; reported: {', '.join(allowed)}{why}")
+    raise ConfigError(
+        f"{path}: metric: '{metric}' is not reported by trials of this space"
+        f"{nearest(metric, allowed)}; reported: {', '.join(allowed)}{why}"
+    )

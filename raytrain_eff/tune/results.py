@@ -1,5 +1,6 @@
 """Sweep results: one Parquet table of every trial's steps, a trials table, the best config as
 ready-to-run YAML, and plots (PNG and one self-contained HTML page)."""
+
 from __future__ import annotations
 
 import base64
@@ -27,8 +28,10 @@ def saved_grid(sweep_dir: str, spec: SweepSpec):
     """The sweep's results as Tune saved them when it ended: on SIGINT Tune saves the state,
     then stops the running trials and marks them TERMINATED in the grid ``fit`` returns."""
     from ray.tune import ExperimentAnalysis, ResultGrid
-    return ResultGrid(ExperimentAnalysis(sweep_dir, default_metric=spec.metric,
-                                         default_mode=spec.mode))
+
+    return ResultGrid(
+        ExperimentAnalysis(sweep_dir, default_metric=spec.metric, default_mode=spec.mode)
+    )
 
 
 def trials_of(grid) -> list:
@@ -41,26 +44,29 @@ def unfinished(grid) -> list:
     return [t for t in trials_of(grid) if t.status not in ("TERMINATED", "ERROR")]
 
 
-def collect(grid, spec: SweepSpec, base: dict,
-            sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def collect(grid, spec: SweepSpec, base: dict, sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-step table of all trials, one row per trial, trials never generated included)."""
     sweep_name = sweep_dir.rstrip("/").rsplit("/", 1)[-1]
     trials_dir = storage.join(sweep_dir, "trials")
     steps, rows = [], []
     for trial, result in zip(trials_of(grid), grid, strict=True):
-        frame, history = stitched(trials_dir, f"{sweep_name}-{trial.trial_id}",
-                                  [e.key for e in spec.entries])
+        frame, history = stitched(
+            trials_dir, f"{sweep_name}-{trial.trial_id}", [e.key for e in spec.entries]
+        )
         rows.append(trial_row(trial, result, frame, history, spec, base))
         if len(frame):
             frame.insert(0, "trial_id", trial.trial_id)
             steps.append(frame)
-    rows += [{"trial_id": None, "status": "not_started"}
-             for _ in range(expected_trials(spec) - len(rows))]
+    rows += [
+        {"trial_id": None, "status": "not_started"}
+        for _ in range(expected_trials(spec) - len(rows))
+    ]
     return (pd.concat(steps, ignore_index=True) if steps else pd.DataFrame()), pd.DataFrame(rows)
 
 
-def trial_row(trial, result, frame: pd.DataFrame, history: list[dict], spec: SweepSpec,
-              base: dict) -> dict:
+def trial_row(
+    trial, result, frame: pd.DataFrame, history: list[dict], spec: SweepSpec, base: dict
+) -> dict:
     """The trial's own record: its metric and counts from its own (stitched) steps, since
     Tune's last result can be a PBT donor's."""
     sample = space_mod.effective(space_mod.conditions(spec), trial.config or {})
@@ -68,16 +74,21 @@ def trial_row(trial, result, frame: pd.DataFrame, history: list[dict], spec: Swe
     done = int(max(last.get("step", 0), frame.step.max() + 1 if len(frame) else 0))
     planned = schedulers.planned_steps(base, sample)
     own = frame[spec.metric].dropna() if spec.metric in frame else pd.Series(dtype=float)
-    row = {"trial_id": trial.trial_id,
-           # a saved config means the trial's function ran, whether or not it reported
-           "status": status_of(trial.status, done, planned, "step" in last or bool(history)),
-           "error": _error_text(result.error),
-           spec.metric: own.iloc[-1] if len(own) else last.get(spec.metric),
-           "samples_seen": (int(frame["samples"].sum()) if "samples" in frame
-                            else last.get("samples_seen")),
-           "effective_flops_total": last.get("effective_flops_total"),
-           "wall_s": last.get("wall_s"), "steps_done": done, "steps_planned": planned,
-           "config_history": json.dumps(history, default=_plain)}
+    row = {
+        "trial_id": trial.trial_id,
+        # a saved config means the trial's function ran, whether or not it reported
+        "status": status_of(trial.status, done, planned, "step" in last or bool(history)),
+        "error": _error_text(result.error),
+        spec.metric: own.iloc[-1] if len(own) else last.get(spec.metric),
+        "samples_seen": (
+            int(frame["samples"].sum()) if "samples" in frame else last.get("samples_seen")
+        ),
+        "effective_flops_total": last.get("effective_flops_total"),
+        "wall_s": last.get("wall_s"),
+        "steps_done": done,
+        "steps_planned": planned,
+        "config_history": json.dumps(history, default=_plain),
+    }
     row.update({f"config/{k}": v for k, v in sample.items()})
     return row
 
@@ -97,12 +108,10 @@ def expected_trials(spec: SweepSpec) -> int:
     return spec.num_samples * int(np.prod(grid)) if grid else spec.num_samples
 
 
-def stitched(trials_dir: str, run_name: str,
-             keys: list[str]) -> tuple[pd.DataFrame, list[dict]]:
+def stitched(trials_dir: str, run_name: str, keys: list[str]) -> tuple[pd.DataFrame, list[dict]]:
     """(a trial's rows, its config history): each row carries the ``config/KEY`` of the
     searched ``keys`` its PBT segment ran with (``engine.trials.stitched``)."""
-    return trial_dirs.stitched(trials_dir, run_name,
-                               lambda run_dir: segment_config(run_dir, keys))
+    return trial_dirs.stitched(trials_dir, run_name, lambda run_dir: segment_config(run_dir, keys))
 
 
 def segment_config(run_dir: str, keys: list[str]) -> dict | None:
@@ -137,20 +146,24 @@ def write_results(grid, spec: SweepSpec, base: dict, sweep_dir: str) -> None:
     _write_parquet(trials, storage.join(sweep_dir, "trials.parquet"))
     best = best_trial(trials, spec)
     if best is not None:
-        sample = {k[len("config/"):]: best[k] for k in trials.columns if k.startswith("config/")}
+        sample = {k[len("config/") :]: best[k] for k in trials.columns if k.startswith("config/")}
         sample = {k: _plain(v) for k, v in sample.items() if v is not None and v == v}
         raw = config_mod.apply_overrides(base, space_mod.overrides_for(sample))
         raw["run"]["name"] = None  # a fresh run, not a resume of the trial
         cfg = config_mod.from_dict(raw)
-        header = (f"# best of sweep {sweep_dir}: trial {best.trial_id}, "
-                  f"{spec.metric}={best[spec.metric]:.6g}\n")
-        storage.write_bytes(storage.join(sweep_dir, "best.yaml"),
-                            (header + config_mod.dump(cfg)).encode())
+        header = (
+            f"# best of sweep {sweep_dir}: trial {best.trial_id}, "
+            f"{spec.metric}={best[spec.metric]:.6g}\n"
+        )
+        storage.write_bytes(
+            storage.join(sweep_dir, "best.yaml"), (header + config_mod.dump(cfg)).encode()
+        )
     figures = plots(steps, trials, spec)
     for name, png in figures.items():
         storage.write_bytes(storage.join(sweep_dir, "plots", f"{name}.png"), png)
-    storage.write_bytes(storage.join(sweep_dir, "report.html"),
-                        html_page(trials, figures, spec, sweep_dir).encode())
+    storage.write_bytes(
+        storage.join(sweep_dir, "report.html"), html_page(trials, figures, spec, sweep_dir).encode()
+    )
 
 
 def _plain(value):
@@ -186,11 +199,14 @@ def html_page(trials: pd.DataFrame, figures: dict, spec: SweepSpec, sweep_dir: s
     images = "".join(
         f'<figure><img alt="{html.escape(n)}" src="data:image/png;base64,'
         f'{base64.b64encode(png).decode()}"><figcaption>{html.escape(n)}</figcaption></figure>'
-        for n, png in figures.items())
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Sweep "
-            f"{html.escape(sweep_dir)}"
-            f"</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:"
-            f"collapse}}td,th{{border:1px solid #ccc;padding:2px 6px;font-size:12px}}</style>"
-            f"</head><body><h1>Sweep results</h1><p>{html.escape(spec.path)}: {spec.metric} "
-            f"({spec.mode}), {len(trials)} trials</p>{images}<h2>Trials</h2>"
-            f"{trials.to_html(index=False, na_rep='')}</body></html>")
+        for n, png in figures.items()
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Sweep "
+        f"{html.escape(sweep_dir)}"
+        f"</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:"
+        f"collapse}}td,th{{border:1px solid #ccc;padding:2px 6px;font-size:12px}}</style>"
+        f"</head><body><h1>Sweep results</h1><p>{html.escape(spec.path)}: {spec.metric} "
+        f"({spec.mode}), {len(trials)} trials</p>{images}<h2>Trials</h2>"
+        f"{trials.to_html(index=False, na_rep='')}</body></html>"
+    )

@@ -5,6 +5,7 @@ steps x its batch size x its grad_accum x its workers. ASHA's ``max_t`` is the l
 any trial of the space can have, so no trial is cut because another configuration would have
 finished there; rungs stay in samples, which are comparable across batch sizes.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -21,16 +22,25 @@ from raytrain_eff.tune.reported import BUDGETED
 if TYPE_CHECKING:
     from raytrain_eff.tune.space import SweepSpec
 
-BUDGET_KEYS = ("run.steps", "data.batch_size", "train.grad_accum", "scaling.num_workers",
-               "run.report_interval")
+BUDGET_KEYS = (
+    "run.steps",
+    "data.batch_size",
+    "train.grad_accum",
+    "scaling.num_workers",
+    "run.report_interval",
+)
 
 
 def trial_budget(values: dict, time_attr: str) -> float | None:
     """The full run of one trial in ``time_attr`` units (None: unknown before it runs)."""
     steps = values["run.steps"]
     if time_attr == "samples_seen":
-        return float(steps * values["data.batch_size"] * values["train.grad_accum"]
-                     * max(values["scaling.num_workers"], 1))
+        return float(
+            steps
+            * values["data.batch_size"]
+            * values["train.grad_accum"]
+            * max(values["scaling.num_workers"], 1)
+        )
     if time_attr == "step":
         return float(steps)
     if time_attr == "training_iteration":  # one report per interval, and the last step's
@@ -45,11 +55,14 @@ def budget_range(spec: SweepSpec, base: dict) -> tuple[float, float] | None:
     for key in BUDGET_KEYS:
         at_base = space_mod.base_value(base, key)
         entry = next((e for e in spec.entries if e.key == key), None)
-        values = [at_base] if entry is None else entry.extremes() + ([at_base] if entry.when
-                                                                      else [])
+        values = (
+            [at_base] if entry is None else entry.extremes() + ([at_base] if entry.when else [])
+        )
         choices.append((min(values), max(values)))
-    budgets = [trial_budget(dict(zip(BUDGET_KEYS, combo, strict=True)), spec.scheduler.time_attr)
-               for combo in itertools.product(*choices)]
+    budgets = [
+        trial_budget(dict(zip(BUDGET_KEYS, combo, strict=True)), spec.scheduler.time_attr)
+        for combo in itertools.product(*choices)
+    ]
     if budgets[0] is None:
         return None
     return min(b for b in budgets if b is not None), max(b for b in budgets if b is not None)
@@ -64,6 +77,7 @@ def planned_steps(base: dict, sample: dict) -> int:
 
 def scheduler(spec: SweepSpec, base: dict):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
     s = spec.scheduler
     low, high = budget_range(spec, base) or (None, None)
     if s.type == "asha":
@@ -71,17 +85,29 @@ def scheduler(spec: SweepSpec, base: dict):
         assert max_t is not None  # space.load requires max_t where no budget is known
         # Ray annotates max_t and grace_period as int, but time_attr may be fractional (wall_s)
         # and ASHA's rung arithmetic is in floats anyway
-        return ASHAScheduler(time_attr=s.time_attr, max_t=max_t,  # type: ignore[arg-type]
-                             grace_period=s.grace_period or max((low or max_t) / 8, 1),  # type: ignore[arg-type]
-                             reduction_factor=s.reduction_factor)
+        return ASHAScheduler(
+            time_attr=s.time_attr,
+            max_t=max_t,  # type: ignore[arg-type]
+            grace_period=s.grace_period or max((low or max_t) / 8, 1),  # type: ignore[arg-type]
+            reduction_factor=s.reduction_factor,
+        )
     if s.type == "pbt":
         from raytrain_eff.tune.sweep import _domain
-        mutations = {e.key: e.args if e.kind == "choice" else _domain(e)
-                     for e in spec.entries if e.kind != "grid"}
+
+        mutations = {
+            e.key: e.args if e.kind == "choice" else _domain(e)
+            for e in spec.entries
+            if e.kind != "grid"
+        }
         interval = s.perturbation_interval or (low or 0) / 4
-        return FinishingPBT(base=base, time_attr=s.time_attr, hyperparam_mutations=mutations,
-                            perturbation_interval=interval,
-                            quantile_fraction=s.quantile_fraction, synch=s.synch)
+        return FinishingPBT(
+            base=base,
+            time_attr=s.time_attr,
+            hyperparam_mutations=mutations,
+            perturbation_interval=interval,
+            quantile_fraction=s.quantile_fraction,
+            synch=s.synch,
+        )
     return FIFOScheduler()
 
 
@@ -93,8 +119,7 @@ class FinishingPBT(PopulationBasedTraining):
     restart it for zero steps. A finished trial still donates if it is in the upper quantile.
     """
 
-    SAVED = ("orig_tag", "last_score", "last_perturbation_time", "last_train_time",
-             "last_result")
+    SAVED = ("orig_tag", "last_score", "last_perturbation_time", "last_train_time", "last_result")
 
     def __init__(self, *, base: dict, **kwargs):
         super().__init__(**kwargs)
@@ -128,7 +153,8 @@ class FinishingPBT(PopulationBasedTraining):
 
     def _checkpoint_or_exploit(self, trial, tune_controller, upper_quantile, lower_quantile):
         if self._final(trial, self._trial_state[trial].last_result) and not (
-                trial in upper_quantile and trial.status == Trial.RUNNING):
+            trial in upper_quantile and trial.status == Trial.RUNNING
+        ):
             return
         super()._checkpoint_or_exploit(trial, tune_controller, upper_quantile, lower_quantile)
 
@@ -136,6 +162,7 @@ class FinishingPBT(PopulationBasedTraining):
 def state_callbacks(sched) -> list:
     """Callbacks that save what a resumed sweep's scheduler must remember."""
     from ray.tune.schedulers import AsyncHyperBandScheduler
+
     if isinstance(sched, AsyncHyperBandScheduler):
         return [RungState(sched)]
     return [PBTState(sched)] if isinstance(sched, FinishingPBT) else []
@@ -154,13 +181,16 @@ class RungState(Callback):
         self.asha = asha
 
     def get_state(self) -> dict:
-        return {"rungs": [[(milestone, dict(recorded)) for milestone, recorded in b._rungs]
-                          for b in self.asha._brackets]}
+        return {
+            "rungs": [
+                [(milestone, dict(recorded)) for milestone, recorded in b._rungs]
+                for b in self.asha._brackets
+            ]
+        }
 
     def set_state(self, state: dict) -> None:
         for bracket, rungs in zip(self.asha._brackets, state["rungs"], strict=True):
-            for (milestone, recorded), (saved_at, saved) in zip(bracket._rungs, rungs,
-                                                                 strict=True):
+            for (milestone, recorded), (saved_at, saved) in zip(bracket._rungs, rungs, strict=True):
                 assert milestone == saved_at, "the space's budget changed since the sweep began"
                 recorded.update(saved)
 
@@ -174,9 +204,13 @@ class PBTState(Callback):
         self.pbt = pbt
 
     def get_state(self) -> dict:
-        return {"next_sync": self.pbt._next_perturbation_sync,
-                "trials": {t.trial_id: {a: getattr(s, a) for a in FinishingPBT.SAVED}
-                           for t, s in self.pbt._trial_state.items()}}
+        return {
+            "next_sync": self.pbt._next_perturbation_sync,
+            "trials": {
+                t.trial_id: {a: getattr(s, a) for a in FinishingPBT.SAVED}
+                for t, s in self.pbt._trial_state.items()
+            },
+        }
 
     def set_state(self, state: dict) -> None:  # before Tune adds the restored trials
         self.pbt._next_perturbation_sync = state["next_sync"]

@@ -27,6 +27,7 @@ the given values, and is left at the base value otherwise. Every entry is checke
 base config at both ends of its range, so a typo'd key or an out-of-range bound fails here
 with the file and key named.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -45,35 +46,55 @@ KINDS = ("uniform", "loguniform", "choice", "randint", "grid")
 @dataclass(kw_only=True)
 class SchedulerSpec:
     type: Literal["fifo", "asha", "pbt"] = "fifo"
-    time_attr: str = "samples_seen"   # steps are not comparable across batch sizes
-    grace_period: float | None = None      # ASHA: default 1/8 of the smallest trial budget
-    max_t: float | None = None             # ASHA: default the largest trial budget
+    time_attr: str = "samples_seen"  # steps are not comparable across batch sizes
+    grace_period: float | None = None  # ASHA: default 1/8 of the smallest trial budget
+    max_t: float | None = None  # ASHA: default the largest trial budget
     reduction_factor: float = 2.0
     perturbation_interval: float | None = None  # PBT: default 1/4 of the budget
     quantile_fraction: float = 0.25  # PBT: bottom share that copies the top share
-    synch: bool = False              # PBT: wait for every trial at each perturbation point
+    synch: bool = False  # PBT: wait for every trial at each perturbation point
 
     def __post_init__(self):
         check(self.reduction_factor > 1, "reduction_factor", self.reduction_factor, "> 1")
-        check(self.grace_period is None or self.grace_period > 0, "grace_period",
-              self.grace_period, "> 0")
+        check(
+            self.grace_period is None or self.grace_period > 0,
+            "grace_period",
+            self.grace_period,
+            "> 0",
+        )
         check(self.max_t is None or self.max_t > 0, "max_t", self.max_t, "null or > 0")
-        check(self.perturbation_interval is None or self.perturbation_interval > 0,
-              "perturbation_interval", self.perturbation_interval, "null or > 0")
-        check(0 < self.quantile_fraction <= 0.5, "quantile_fraction", self.quantile_fraction,
-              "in (0, 0.5]")
+        check(
+            self.perturbation_interval is None or self.perturbation_interval > 0,
+            "perturbation_interval",
+            self.perturbation_interval,
+            "null or > 0",
+        )
+        check(
+            0 < self.quantile_fraction <= 0.5,
+            "quantile_fraction",
+            self.quantile_fraction,
+            "in (0, 0.5]",
+        )
 
 
 @dataclass(kw_only=True)
 class ResourceSpec:
-    driver_cpus: float = 0.1   # the trial's Tune function only waits on its TorchTrainer
+    driver_cpus: float = 0.1  # the trial's Tune function only waits on its TorchTrainer
     max_concurrent: int | None = None  # default: as many as the cluster's CPUs hold
 
     def __post_init__(self):
-        check(self.driver_cpus > 0, "driver_cpus", self.driver_cpus,
-              "> 0 (Tune cannot place a trial that asks for nothing)")
-        check(self.max_concurrent is None or self.max_concurrent >= 1, "max_concurrent",
-              self.max_concurrent, "an integer >= 1")
+        check(
+            self.driver_cpus > 0,
+            "driver_cpus",
+            self.driver_cpus,
+            "> 0 (Tune cannot place a trial that asks for nothing)",
+        )
+        check(
+            self.max_concurrent is None or self.max_concurrent >= 1,
+            "max_concurrent",
+            self.max_concurrent,
+            "an integer >= 1",
+        )
 
 
 @dataclass(kw_only=True)
@@ -103,7 +124,7 @@ class SweepSpec:
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     search: Literal["random", "grid", "optuna", "hyperopt"] = "random"
     resources: ResourceSpec = field(default_factory=ResourceSpec)
-    space: dict = field(default_factory=dict)   # raw; parsed into ``entries``
+    space: dict = field(default_factory=dict)  # raw; parsed into ``entries``
     entries: list[Entry] = field(default_factory=list, init=False)
 
     def __post_init__(self):
@@ -133,24 +154,33 @@ def load(path: str, extra_overrides: list[str] | None = None) -> tuple[SweepSpec
 
 def parse_entry(key: str, value: Any) -> Entry:
     if not isinstance(value, dict):
-        raise ConfigError(f"space.{key}: expected a mapping like {{uniform: [low, high]}}, "
-                          f"got {value!r}")
+        raise ConfigError(
+            f"space.{key}: expected a mapping like {{uniform: [low, high]}}, got {value!r}"
+        )
     value = dict(value)
     when = value.pop("when", {}) or {}
     if len(value) != 1:
-        raise ConfigError(f"space.{key}: expected exactly one of {', '.join(KINDS)}, "
-                          f"got {', '.join(value) or 'none'}")
+        raise ConfigError(
+            f"space.{key}: expected exactly one of {', '.join(KINDS)}, "
+            f"got {', '.join(value) or 'none'}"
+        )
     kind, args = next(iter(value.items()))
     if kind not in KINDS:
-        raise ConfigError(f"space.{key}: unknown entry type '{kind}'{nearest(kind, KINDS)}; "
-                          f"use one of {', '.join(KINDS)}")
+        raise ConfigError(
+            f"space.{key}: unknown entry type '{kind}'{nearest(kind, KINDS)}; "
+            f"use one of {', '.join(KINDS)}"
+        )
     if not isinstance(args, list) or not args:
         raise ConfigError(f"space.{key}.{kind}: expected a non-empty list, got {args!r}")
     if kind in ("uniform", "loguniform", "randint"):
-        if (len(args) != 2 or not all(isinstance(a, (int, float)) for a in args)
-                or args[0] >= args[1]):
-            raise ConfigError(f"space.{key}.{kind}: expected [low, high] numbers with "
-                              f"low < high, got {args!r}")
+        if (
+            len(args) != 2
+            or not all(isinstance(a, (int, float)) for a in args)
+            or args[0] >= args[1]
+        ):
+            raise ConfigError(
+                f"space.{key}.{kind}: expected [low, high] numbers with low < high, got {args!r}"
+            )
         if kind == "loguniform" and args[0] <= 0:
             raise ConfigError(f"space.{key}.loguniform: bounds must be > 0, got {args!r}")
         if kind == "randint" and not all(isinstance(a, int) for a in args):
@@ -167,8 +197,9 @@ def _base_raw(spec: SweepSpec, file: pathlib.Path) -> dict:
     if candidate.is_file():
         return config_mod.read_yaml(candidate)
     hint = nearest(spec.base, config_mod.preset_names())
-    raise ConfigError(f"base: '{spec.base}' is neither a preset{hint} "
-                      f"nor a config file next to the space file")
+    raise ConfigError(
+        f"base: '{spec.base}' is neither a preset{hint} nor a config file next to the space file"
+    )
 
 
 def _check_entries(spec: SweepSpec, base_raw: dict) -> None:
@@ -176,15 +207,19 @@ def _check_entries(spec: SweepSpec, base_raw: dict) -> None:
     for entry in spec.entries:
         for cond_key in entry.when:
             if cond_key not in keys:
-                raise ConfigError(f"space.{entry.key}.when: '{cond_key}' is not a space entry"
-                                  f"{nearest(cond_key, keys)}")
+                raise ConfigError(
+                    f"space.{entry.key}.when: '{cond_key}' is not a space entry"
+                    f"{nearest(cond_key, keys)}"
+                )
         for value in entry.extremes():
             try:
-                config_mod.from_dict(config_mod.apply_overrides(
-                    base_raw, overrides_for({entry.key: value})))
+                config_mod.from_dict(
+                    config_mod.apply_overrides(base_raw, overrides_for({entry.key: value}))
+                )
             except ConfigError as err:
-                raise ConfigError(f"space.{entry.key}: value {value!r} is rejected by the "
-                                  f"config: {err}") from None
+                raise ConfigError(
+                    f"space.{entry.key}: value {value!r} is rejected by the config: {err}"
+                ) from None
     if spec.search == "grid" and any(e.kind != "grid" and e.kind != "choice" for e in spec.entries):
         raise ConfigError("search: grid needs every entry to be grid or choice")
 
@@ -192,21 +227,27 @@ def _check_entries(spec: SweepSpec, base_raw: dict) -> None:
 def _check_scheduler(spec: SweepSpec, base_raw: dict) -> None:
     if spec.scheduler.type == "pbt" and spec.search != "random":
         raise ConfigError("scheduler.type: pbt mutates trials itself; use search: random")
-    if spec.search in ("optuna", "hyperopt") and any(e.when or e.kind == "grid"
-                                                     for e in spec.entries):
-        raise ConfigError(f"search: {spec.search} supports neither 'when' nor 'grid' entries; "
-                          f"use search: random")
+    if spec.search in ("optuna", "hyperopt") and any(
+        e.when or e.kind == "grid" for e in spec.entries
+    ):
+        raise ConfigError(
+            f"search: {spec.search} supports neither 'when' nor 'grid' entries; use search: random"
+        )
     if (base_raw.get("scaling") or {}).get("num_workers", 2) == 0:
         raise ConfigError("scaling.num_workers: trials run a TorchTrainer; use >= 1 worker")
     s = spec.scheduler
     reported.check_time_attr(s.time_attr)
     if s.time_attr not in reported.BUDGETED:
-        needed = {"asha": ("max_t", s.max_t), "pbt": ("perturbation_interval",
-                                                      s.perturbation_interval)}.get(s.type)
+        needed = {
+            "asha": ("max_t", s.max_t),
+            "pbt": ("perturbation_interval", s.perturbation_interval),
+        }.get(s.type)
         if needed and needed[1] is None:
-            raise ConfigError(f"scheduler.{needed[0]}: required with time_attr: {s.time_attr}, "
-                              f"whose full-run value is unknown before the sweep (or use "
-                              f"one of {', '.join(reported.BUDGETED)})")
+            raise ConfigError(
+                f"scheduler.{needed[0]}: required with time_attr: {s.time_attr}, "
+                f"whose full-run value is unknown before the sweep (or use "
+                f"one of {', '.join(reported.BUDGETED)})"
+            )
 
 
 def conditions(spec: SweepSpec) -> dict[str, dict]:
@@ -250,4 +291,3 @@ def overrides_for(sample: dict) -> list[str]:
         text = yaml.safe_dump(value, default_flow_style=True).strip()
         out.append(f"{key}={text.removesuffix('...').strip()}")
     return out
-

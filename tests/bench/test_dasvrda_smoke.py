@@ -1,4 +1,5 @@
 """bench/dasvrda.py --smoke runs end to end and writes a protocol record (no timing asserted)."""
+
 import math
 
 from smoke import run_smoke
@@ -11,7 +12,7 @@ def test_dasvrda_bench_smoke(tmp_path):
     proto = record["protocol"]
     assert proto["kind"] == "comparison" and record["protocol_violations"] == []
     arms = proto["arms"]
-    assert all(arms[a] == arms["saga"] for a in VR | {"cd"})   # one rule for every solver
+    assert all(arms[a] == arms["saga"] for a in VR | {"cd"})  # one rule for every solver
     # every arm at its defaults: none tuned, each says why
     assert proto["tuning"] == {} and set(arms) <= set(proto["untuned"])
     assert proto["eval_seeds"] and not set(proto["eval_seeds"]) & set(proto["tuning_seeds"])
@@ -29,10 +30,16 @@ def test_dasvrda_bench_smoke(tmp_path):
         assert claim["seeds"] == proto["eval_seeds"] and claim["group"].startswith("settings/")
         assert len(claim["per_seed"]) == len(proto["eval_seeds"])
         assert isinstance(claim["met"], bool)
-    assert {"per_pass_cost", "references_certified", "defaults_converge: dasvrda",
-            "defaults_converge: saga", "defaults_converge: cd"} <= set(proto["claims"])
+    assert {
+        "per_pass_cost",
+        "references_certified",
+        "defaults_converge: dasvrda",
+        "defaults_converge: saga",
+        "defaults_converge: cd",
+    } <= set(proto["claims"])
     assert set(record["met_per_setting"]) == {
-        f"{s['dataset']} l1={s['l1']:g} l2={s['l2']:g}" for s in saga}
+        f"{s['dataset']} l1={s['l1']:g} l2={s['l2']:g}" for s in saga
+    }
     for s in settings:
         assert s["certified_gap"] >= 0 and s["L"]["L_F"] <= s["L"]["L_b"] <= s["L"]["L_bar"]
         for eps in ("1e-06", "1e-08"):

@@ -1,12 +1,19 @@
 """bench/dho2.py --smoke runs end to end and writes the benchmark record with its protocol."""
+
 import pytest
 from smoke import run_smoke
 
 BASELINES = {"adamw", "adamw-p2", "s-sgd", "fosi-bcast", "soap"}
 METHODS = {"dho2", "mr-dho2", "dho2-fsdp"}
 PROBLEMS = {"digits-cnn", "kjv-gpt"}
-REFRESH = {"fosi", "fosi-2threads", "dho2-global", "dho2-global-fsdp", "dho2-per-rank",
-           "fosi-bcast"}
+REFRESH = {
+    "fosi",
+    "fosi-2threads",
+    "dho2-global",
+    "dho2-global-fsdp",
+    "dho2-per-rank",
+    "fosi-bcast",
+}
 MEMORY = {"fosi", "adamw", "adamw-p2", "dho2", "dho2-fsdp"}
 
 
@@ -16,8 +23,15 @@ def record(tmp_path_factory):
 
 
 def test_dho2_bench_arms(record):
-    assert {"tuned_lr", "headline", "refresh", "memory_per_worker",
-            "collective_latency_seconds", "matched_lr_steps_to_target", "verdicts"} <= set(record)
+    assert {
+        "tuned_lr",
+        "headline",
+        "refresh",
+        "memory_per_worker",
+        "collective_latency_seconds",
+        "matched_lr_steps_to_target",
+        "verdicts",
+    } <= set(record)
     assert set(record["method"]) == set(record["baseline"]) == PROBLEMS
     for problem in PROBLEMS:
         assert set(record["method"][problem]) == METHODS
@@ -26,7 +40,8 @@ def test_dho2_bench_arms(record):
         for arms in (record["method"][problem], record["baseline"][problem]):
             for fig in arms.values():
                 assert {"steps_to_target", "seconds_to_target", "test_loss_at_stop"} <= set(
-                    fig["per_seed"])
+                    fig["per_seed"]
+                )
                 assert fig["step_seconds_median"] > 0
         # the smoke's short warm-up: a refresh happened, and FOSI-Adam's step is unscaled (c = 1)
         fosi = record["baseline"][problem]["fosi-bcast"]
@@ -48,27 +63,31 @@ def test_dho2_refresh_and_memory_sections(record):
             for config in configs:
                 assert at[config]["seconds"]["values"] and at[config]["hvps"] > 0
                 assert set(at[config]["collective_seconds_per_rank"]) == (
-                    {"0"} if config.startswith("fosi") and config != "fosi-bcast" else {"0", "1"})
+                    {"0"} if config.startswith("fosi") and config != "fosi-bcast" else {"0", "1"}
+                )
         ratios = record["ratios"]["refresh_seconds_over_fosi_p1"][problem]
         assert set(ratios) == set(per_b)
     memory = record["memory_per_worker"]
     assert {key.split(" | ")[0] for key in memory} == MEMORY
     assert {key.split(" | ")[1] for key in memory} == PROBLEMS
     for key, fig in memory.items():
-        assert fig["workers"] == (2 if key.split(" | ")[0] in {"adamw-p2", "dho2", "dho2-fsdp"}
-                                  else 1)
+        assert fig["workers"] == (
+            2 if key.split(" | ")[0] in {"adamw-p2", "dho2", "dho2-fsdp"} else 1
+        )
         assert fig["peak_tensor_bytes"] >= fig["tensor_bytes_after_window"] > 0
     # the tracker counts what the optimizer holds: FOSI keeps more than AdamW after the window
     cnn = sorted(k for k in memory if k.startswith("fosi | digits-cnn"))[0]
-    assert (memory[cnn]["tensor_bytes_after_window"]
-            > memory[cnn.replace("fosi", "adamw", 1)]["tensor_bytes_after_window"])
+    assert (
+        memory[cnn]["tensor_bytes_after_window"]
+        > memory[cnn.replace("fosi", "adamw", 1)]["tensor_bytes_after_window"]
+    )
 
 
 def test_dho2_protocol_fields(record):
     protocol = record["protocol"]
     assert protocol["kind"] == "comparison"
     rules = protocol["arms"]
-    for problem in PROBLEMS:            # one rule per problem, shared by all its arms
+    for problem in PROBLEMS:  # one rule per problem, shared by all its arms
         assert len({str(rules[f"{problem}: {a}"]) for a in BASELINES | METHODS}) == 1
     assert protocol["eval_seeds"]
     assert not set(protocol["eval_seeds"]) & set(protocol["tuning_seeds"])

@@ -1,6 +1,7 @@
 """The engine-overhead benchmark runs end to end in --smoke mode and writes its JSON, with the
 protocol record of an overhead benchmark (nothing tuned, repetitions as evaluation seeds, one
 paired claim). Timings are not asserted."""
+
 from smoke import run_smoke
 
 

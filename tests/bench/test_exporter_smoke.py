@@ -1,6 +1,7 @@
 """bench/exporter.py --smoke runs end to end and writes the DESIGN.md record, with the protocol
 record of an overhead benchmark (nothing tuned, pairs as evaluation seeds, paired claims).
 Timings are not asserted."""
+
 from smoke import run_smoke
 
 
@@ -25,8 +26,12 @@ def test_exporter_bench_smoke(tmp_path):
     assert not set(protocol["eval_seeds"]) & set(protocol["tuning_seeds"])
     claims = protocol["claims"]
     main = record["main_claim"]
-    assert set(claims) == {"throughput_on_over_off", "cpu_throughput_on_over_off",
-                           main + "_floor", "scrape_p95_s"}
+    assert set(claims) == {
+        "throughput_on_over_off",
+        "cpu_throughput_on_over_off",
+        main + "_floor",
+        "scrape_p95_s",
+    }
     for key in ("throughput_on_over_off", "cpu_throughput_on_over_off"):
         claim = claims[key]
         assert claim["seeds"] == protocol["eval_seeds"] and claim["required"] == (key == main)

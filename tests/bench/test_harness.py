@@ -1,5 +1,6 @@
 """bench/harness.py: ``met`` is derived from each claim's per-seed data and the protocol; a dirty
 tree writes a draft; tuning brackets its winner; claims are paired."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,6 +24,7 @@ def quadratic(optimum: float):
     def score(v: float) -> float:
         calls.append(v)
         return (math.log(v) - math.log(optimum)) ** 2
+
     return score, calls
 
 
@@ -37,7 +39,8 @@ def test_tuning_widens_until_the_winner_is_inside():
 
 def test_tuning_widens_downwards_and_treats_divergence_as_worst():
     rec = harness.tune_bracketed(
-        "sgd", lambda v: math.nan if v > 0.5 else (v - 1e-3) ** 2, [1e-2, 1e-1, 1.0])
+        "sgd", lambda v: math.nan if v > 0.5 else (v - 1e-3) ** 2, [1e-2, 1e-1, 1.0]
+    )
     assert rec["inside"] and rec["winner"] == pytest.approx(1e-3)
 
 
@@ -90,9 +93,14 @@ TIMED = harness.TimedRegion(includes=("training steps",), excludes=("evaluation"
 
 
 def _claim(method: dict | None = None, **changes) -> harness.Claim:
-    fields = dict(name="time", arm="fosi", baseline="adamw", metric="seconds to target",
-                  baseline_values={s: 2.0 for s in range(5)},
-                  arm_values=method or {s: 1.0 for s in range(5)})
+    fields = dict(
+        name="time",
+        arm="fosi",
+        baseline="adamw",
+        metric="seconds to target",
+        baseline_values={s: 2.0 for s in range(5)},
+        arm_values=method or {s: 1.0 for s in range(5)},
+    )
     return harness.Claim(**(fields | changes))
 
 
@@ -100,10 +108,14 @@ def _protocol(**changes) -> harness.Protocol:
     fields = dict(
         arms=harness.same_rules(["adamw", "fosi"], STOP, TIMED),
         tuning={"adamw": _inside("adamw"), "fosi": _inside("fosi")},
-        tuning_seeds=[100], eval_seeds=[0, 1, 2, 3, 4],
-        problems=[{"name": "digits-cnn", "standard": False},
-                  {"name": "breast-cancer-mlp", "standard": True}],
-        claims=[_claim()])
+        tuning_seeds=[100],
+        eval_seeds=[0, 1, 2, 3, 4],
+        problems=[
+            {"name": "digits-cnn", "standard": False},
+            {"name": "breast-cancer-mlp", "standard": True},
+        ],
+        claims=[_claim()],
+    )
     fields.update(changes)
     return harness.Protocol(**fields)
 
@@ -112,33 +124,47 @@ def test_a_complete_protocol_has_no_violations():
     assert _protocol().violations() == []
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({"eval_seeds": [0, 1, 2]}, "3 evaluation seeds"),
-    ({"tuning_seeds": [0]}, "also used for tuning"),
-    ({"problems": [{"name": "digits-cnn", "standard": False}]}, "standard problem"),
-    ({"claims": []}, "no claim"),
-    ({"claims": [_claim(arm="soap")]}, "'soap' is not in arms"),
-    ({"claims": [_claim(), _claim()]}, "stated twice"),
-    ({"claims": [_claim(statistic="median")]}, "statistic must be"),
-    ({"claims": [_claim(group="settings")]}, "has no quorum"),
-    ({"arms": harness.same_rules(["adamw", "fosi"], dataclasses.replace(STOP, kind="time"),
-                                 TIMED)}, "kind must be 'target' or 'budget'"),
-])
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"eval_seeds": [0, 1, 2]}, "3 evaluation seeds"),
+        ({"tuning_seeds": [0]}, "also used for tuning"),
+        ({"problems": [{"name": "digits-cnn", "standard": False}]}, "standard problem"),
+        ({"claims": []}, "no claim"),
+        ({"claims": [_claim(arm="soap")]}, "'soap' is not in arms"),
+        ({"claims": [_claim(), _claim()]}, "stated twice"),
+        ({"claims": [_claim(statistic="median")]}, "statistic must be"),
+        ({"claims": [_claim(group="settings")]}, "has no quorum"),
+        (
+            {
+                "arms": harness.same_rules(
+                    ["adamw", "fosi"], dataclasses.replace(STOP, kind="time"), TIMED
+                )
+            },
+            "kind must be 'target' or 'budget'",
+        ),
+    ],
+)
 def test_each_rule_is_checked(changes, expected):
     assert any(expected in v for v in _protocol(**changes).violations())
 
 
 def test_arms_of_a_claim_must_share_the_stopping_rule_and_timed_region():
     budget = harness.StoppingRule(kind="budget", metric="steps", target=300, cadence="once")
-    arms = {"adamw": harness.Arm(stopping=STOP, timed=TIMED),
-            "fosi": harness.Arm(stopping=budget, timed=TIMED)}
+    arms = {
+        "adamw": harness.Arm(stopping=STOP, timed=TIMED),
+        "fosi": harness.Arm(stopping=budget, timed=TIMED),
+    }
     found = _protocol(arms=arms).violations()
     assert found == ["claim 'time': arms 'fosi' and 'adamw' use different stopping rules"]
     wider = harness.TimedRegion(includes=("training steps", "evaluation"))
-    arms = {"adamw": harness.Arm(stopping=STOP, timed=TIMED),
-            "fosi": harness.Arm(stopping=STOP, timed=wider)}
+    arms = {
+        "adamw": harness.Arm(stopping=STOP, timed=TIMED),
+        "fosi": harness.Arm(stopping=STOP, timed=wider),
+    }
     assert _protocol(arms=arms).violations() == [
-        "claim 'time': arms 'fosi' and 'adamw' use different timed regions"]
+        "claim 'time': arms 'fosi' and 'adamw' use different timed regions"
+    ]
 
 
 def test_unequal_tuning_budgets_are_a_violation():
@@ -149,31 +175,44 @@ def test_unequal_tuning_budgets_are_a_violation():
 
 
 def test_overhead_benchmarks_need_one_problem_but_a_reason_for_no_tuning():
-    proto = _protocol(kind="overhead", tuning={},
-                      untuned={"adamw": "no hyper-parameters", "fosi": "same workload"},
-                      problems=[{"name": "gpt", "standard": False}])
+    proto = _protocol(
+        kind="overhead",
+        tuning={},
+        untuned={"adamw": "no hyper-parameters", "fosi": "same workload"},
+        problems=[{"name": "gpt", "standard": False}],
+    )
     assert proto.violations() == []
-    silent = _protocol(kind="overhead", tuning={}, untuned={"adamw": "no hyper-parameters"},
-                       problems=[{"name": "gpt", "standard": False}])
+    silent = _protocol(
+        kind="overhead",
+        tuning={},
+        untuned={"adamw": "no hyper-parameters"},
+        problems=[{"name": "gpt", "standard": False}],
+    )
     assert silent.violations() == ["fosi: neither tuned nor a recorded reason why not"]
 
 
 def test_met_is_derived_from_the_paired_data():
     assert _claim().judged()["met"]
-    one_bad = _claim({0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0, 4: 2.5})      # seed 4: baseline faster
+    one_bad = _claim({0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0, 4: 2.5})  # seed 4: baseline faster
     judged = one_bad.judged()
     assert not judged["met"] and judged["value"] == judged["worst"] == pytest.approx(0.8)
     # the stated statistic decides: the bootstrap bound forgives one seed when the mean wins
     assert judged["bootstrap_lower_90"] > 1
     assert _claim(one_bad.arm_values, statistic="bootstrap_lower_90").judged()["met"]
-    higher = _claim(threshold=2.5)                                   # ratio 2 is not past 2.5
+    higher = _claim(threshold=2.5)  # ratio 2 is not past 2.5
     assert not higher.judged()["met"]
 
 
 def test_bound_claims_hold_every_figure_inside():
-    p95 = harness.Claim(name="scrape", arm="exporter", baseline=None, metric="p95 s",
-                        arm_values={"node0": 0.01, "node1": 0.04}, kind="bound",
-                        threshold=0.05)
+    p95 = harness.Claim(
+        name="scrape",
+        arm="exporter",
+        baseline=None,
+        metric="p95 s",
+        arm_values={"node0": 0.01, "node1": 0.04},
+        kind="bound",
+        threshold=0.05,
+    )
     assert p95.judged()["met"] and p95.judged()["worst"] == 0.04
     slow = dataclasses.replace(p95, arm_values={"node0": 0.01, "node1": 0.06})
     assert not slow.judged()["met"]
@@ -183,8 +222,11 @@ def test_bound_claims_hold_every_figure_inside():
 def test_quorum_and_informational_claims():
     won = {s: 1.0 for s in range(5)}
     lost = {s: 3.0 for s in range(5)}
-    claims = [_claim(won, name="a", group="settings"), _claim(won, name="b", group="settings"),
-              _claim(lost, name="c", group="settings")]
+    claims = [
+        _claim(won, name="a", group="settings"),
+        _claim(won, name="b", group="settings"),
+        _claim(lost, name="c", group="settings"),
+    ]
     two_thirds = _protocol(claims=claims, quorum={"settings": 2 / 3})
     assert two_thirds.claims_met(two_thirds.judged())
     every = _protocol(claims=claims, quorum={"settings": 1.0})
@@ -192,9 +234,12 @@ def test_quorum_and_informational_claims():
     stretch = _protocol(claims=[_claim(won), _claim(lost, name="stretch", required=False)])
     assert stretch.claims_met(stretch.judged())
     # members: a setting counts when all its claims are met (d loses setting y)
-    members = [_claim(won, name="a", group="settings/x"), _claim(won, name="b", group="settings/x"),
-               _claim(won, name="c", group="settings/y"), _claim(lost, name="d",
-                                                                group="settings/y")]
+    members = [
+        _claim(won, name="a", group="settings/x"),
+        _claim(won, name="b", group="settings/x"),
+        _claim(won, name="c", group="settings/y"),
+        _claim(lost, name="d", group="settings/y"),
+    ]
     half = _protocol(claims=members, quorum={"settings": 0.5})
     assert half.violations() == [] and half.claims_met(half.judged())
     most = _protocol(claims=members, quorum={"settings": 2 / 3})
@@ -203,8 +248,14 @@ def test_quorum_and_informational_claims():
 
 def _git_repo(root: pathlib.Path):
     def git(*args):
-        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                              cwd=root, capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
     git("init", "-q")
     (root / "raytrain_eff").mkdir()
     (root / "raytrain_eff" / "m.py").write_text("x = 1\n")
@@ -216,9 +267,19 @@ def _git_repo(root: pathlib.Path):
 
 def _write(root: pathlib.Path, protocol: harness.Protocol, name: str) -> dict:
     path = harness.write_result(
-        "x", headline="h", config={}, baseline={}, method={"t": math.inf}, ratios={},
-        target={}, notes="", smoke=False, protocol=protocol, out=str(root / "bench" / "results"
-                                                                     / name), root=root)
+        "x",
+        headline="h",
+        config={},
+        baseline={},
+        method={"t": math.inf},
+        ratios={},
+        target={},
+        notes="",
+        smoke=False,
+        protocol=protocol,
+        out=str(root / "bench" / "results" / name),
+        root=root,
+    )
     return json.loads(path.read_text())
 
 
@@ -227,7 +288,7 @@ def test_write_result_derives_met_at_a_clean_head(tmp_path):
     ok = _write(tmp_path, _protocol(), "ok.json")
     assert ok["status"] == "result" and ok["met"] is True and ok["protocol_violations"] == []
     assert ok["protocol"]["claims"]["time"]["met"] and ok["draft_files"] == []
-    assert ok["method"]["t"] is None                     # standard JSON: not reached is null
+    assert ok["method"]["t"] is None  # standard JSON: not reached is null
     assert "met_claimed" not in ok
     bad = _write(tmp_path, _protocol(eval_seeds=[0]), "bad.json")
     assert bad["met"] is False and bad["protocol_violations"]

@@ -1,28 +1,31 @@
 """bench/lowdim_compile.py --smoke compiles the deep linear loss and times it against eager
 (shape only: smoke figures are not claims)."""
+
 from smoke import run_smoke
 
 
 def test_lowdim_compile_bench_smoke(tmp_path):
     record = run_smoke("lowdim_compile", tmp_path, timeout=280)
     protocol = record["protocol"]
-    assert record["met_if_committed"] is False         # smoke: too few repetitions
+    assert record["met_if_committed"] is False  # smoke: too few repetitions
     assert protocol["kind"] == "overhead"
     assert protocol["arms"]["eager"] == protocol["arms"]["compiled"]
     assert set(protocol["untuned"]) == {"eager", "compiled"} and not protocol["tuning"]
     reps = protocol["eval_seeds"]
     assert reps == list(range(record["config"]["repetitions"])) and not protocol["tuning_seeds"]
     keys = {"mf_original", "mf_compressed", "mc_original", "mc_compressed"}
-    assert set(protocol["claims"]) == {f"{k}_{c}" for k in keys
-                                       for c in ("seconds_per_iteration", "same_trajectory")}
+    assert set(protocol["claims"]) == {
+        f"{k}_{c}" for k in keys for c in ("seconds_per_iteration", "same_trajectory")
+    }
     for key in keys:
         speed = protocol["claims"][f"{key}_seconds_per_iteration"]
         assert speed["kind"] == "ratio" and len(speed["per_seed"]) == len(reps) == speed["n"]
         assert speed["required"] is False and isinstance(speed["met"], bool)
         same = protocol["claims"][f"{key}_same_trajectory"]
-        assert same["required"] and same["met"]   # the compiled loss follows the eager one
+        assert same["required"] and same["met"]  # the compiled loss follows the eager one
     assert set(record["ratios"]["eager_over_compiled_seconds_per_iteration"]) == {
-        f"{k}_seconds_per_iteration" for k in keys}
+        f"{k}_seconds_per_iteration" for k in keys
+    }
     for key in keys:
         assert set(record["method"][key]) == set(record["baseline"][key]) == {str(r) for r in reps}
         for run in record["method"][key].values():

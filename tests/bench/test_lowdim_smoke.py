@@ -1,5 +1,6 @@
 """bench/lowdim.py --smoke runs end to end and writes a protocol record (shape only: smoke
 figures are not claims)."""
+
 from smoke import run_smoke
 
 
@@ -10,28 +11,32 @@ def test_lowdim_bench_smoke(tmp_path):
     assert {p["name"] for p in protocol["problems"]} == problems
     assert [p["name"] for p in protocol["problems"] if p["standard"]] == ["digits_head"]
     arms = protocol["arms"]
-    assert set(arms) == set(protocol["tuning"])             # every arm tuned
+    assert set(arms) == set(protocol["tuning"])  # every arm tuned
     assert arms["mf_d20/original"] == arms["mf_d20/compressed"]
     assert arms["digits_head/dense"]["stopping"]["metric"].startswith("validation accuracy")
     seeds = protocol["eval_seeds"]
     assert seeds and not set(seeds) & set(protocol["tuning_seeds"])
     tuning = protocol["tuning"]
-    assert set(tuning) == {f"{p}/{arm}" for p in problems - {"digits_head"}
-                           for arm in ("original", "compressed")} | {
-        f"digits_head/{arm}" for arm in ("original", "compressed", "dense")}
+    assert set(tuning) == {
+        f"{p}/{arm}" for p in problems - {"digits_head"} for arm in ("original", "compressed")
+    } | {f"digits_head/{arm}" for arm in ("original", "compressed", "dense")}
     for rec in tuning.values():
         assert len(rec["grid"]) == len(rec["scores"]) >= 3 and rec["budget"] == 3
         assert rec["winner"] in rec["grid"]
     assert set(protocol["claims"]) == {f"{p}_seconds" for p in problems} | {
-        "digits_head_seconds_vs_dense"}
+        "digits_head_seconds_vs_dense"
+    }
     for claim in protocol["claims"].values():
         assert len(claim["per_seed"]) == len(protocol["eval_seeds"]) == claim["n"]
         assert isinstance(claim["met"], bool) and claim["statistic"] == "bootstrap_lower_90"
     assert not protocol["claims"]["digits_head_seconds_vs_dense"]["required"]
     for name in problems:
         arms = set(record["baseline"][name]) | {"compressed"}
-        assert arms == ({"original", "compressed", "dense"} if name == "digits_head"
-                        else {"original", "compressed"})
+        assert arms == (
+            {"original", "compressed", "dense"}
+            if name == "digits_head"
+            else {"original", "compressed"}
+        )
         assert set(record["method"][name]) == {str(s) for s in protocol["eval_seeds"]}
     for arm in ("original", "compressed", "dense"):
         assert 0 <= record["head_test_accuracy"][arm]["median"] <= 1

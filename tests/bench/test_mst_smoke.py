@@ -1,4 +1,5 @@
 """bench/mst.py --smoke runs end to end and writes the protocol's result record."""
+
 from smoke import run_smoke
 
 PROBLEMS = {"kjv_char_gpt", "digits_mlp"}

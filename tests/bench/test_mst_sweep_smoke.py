@@ -1,4 +1,5 @@
 """bench/mst_sweep.py --smoke runs a real Ray Tune sweep end to end and records the protocol."""
+
 from smoke import run_smoke
 
 PROBLEMS = {"kjv_char_gpt", "digits_mlp"}

@@ -1,6 +1,7 @@
 """The shards benchmark runs end to end in --smoke mode and writes its JSON: per-worker state
 bytes and steps/s of ddp and fsdp at P = 1 and 2, the cap demonstration, and the protocol record
 of an overhead benchmark. Timings are not asserted; byte counts are exact accounting."""
+
 from smoke import run_smoke
 
 
@@ -19,8 +20,9 @@ def test_shards_smoke(tmp_path):
     need = demo["uncapped_need_bytes"]
     assert min(need.values()) <= demo["cap_bytes"] <= max(need.values())  # their geometric mean
     assert isinstance(demo["holds"], bool)
-    assert demo["holds"] == (not demo["under_cap"]["ddp_p1"]["fits"]
-                             and demo["under_cap"]["fsdp_p2"]["fits"])
+    assert demo["holds"] == (
+        not demo["under_cap"]["ddp_p1"]["fits"] and demo["under_cap"]["fsdp_p2"]["fits"]
+    )
     protocol = record["protocol"]
     assert protocol["kind"] == "overhead" and protocol["tuning"] == {}
     assert set(protocol["untuned"]) == set(arms)

@@ -1,4 +1,5 @@
 """bench/sublinear.py --smoke runs end to end and writes the benchmark record under the protocol."""
+
 from smoke import run_smoke
 
 ARMS = {"dense_fused", "dense_rows", "exact"}
@@ -11,7 +12,7 @@ def test_sublinear_bench_smoke(tmp_path):
     assert set(proto["arms"]) == ARMS and len({str(a) for a in proto["arms"].values()}) == 1
     assert len(proto["eval_seeds"]) >= 2
     assert not set(proto["eval_seeds"]) & set(proto["tuning_seeds"])
-    assert set(proto["untuned"]) == ARMS and not proto["tuning"]   # same update: no tuning
+    assert set(proto["untuned"]) == ARMS and not proto["tuning"]  # same update: no tuning
     assert set(proto["baselines"]) == {"dense_fused", "dense_rows"}
     problems = {p["name"]: p for p in proto["problems"]}
     assert problems["digits"]["standard"] and not problems["synthetic"]["standard"]
@@ -24,16 +25,22 @@ def test_sublinear_bench_smoke(tmp_path):
     assert isinstance(rec["protocol_violations"], list)
     assert any(c["B"] >= 64 for c in rec["config"]["configs"])
     for sweep in rec["sweeps"]:
-        assert sweep["crossover"]                       # "m = ..." or "no crossover ..."
+        assert sweep["crossover"]  # "m = ..." or "no crossover ..."
     for name, by_width in rec["method"].items():
         for entry in by_width.values():
             ex = entry["exact"]
-            assert {"cpu_seconds", "wall_seconds", "neurons_updated_per_step",
-                    "neurons_read_per_input", "flops_per_step"} <= set(ex)
+            assert {
+                "cpu_seconds",
+                "wall_seconds",
+                "neurons_updated_per_step",
+                "neurons_read_per_input",
+                "flops_per_step",
+            } <= set(ex)
             # the same maths: the index path and both dense steps end at the same weights
             assert entry["weight_gaps"]["exact_vs_dense_fused"] < 1e-3
             assert entry["weight_gaps"]["dense_rows_vs_dense_fused"] < 1e-4
             for arm in ("dense_fused", "dense_rows"):
                 assert {"cpu_seconds", "wall_seconds", "neurons_updated_per_step"} <= set(
-                    rec["baseline"][name][str(next(iter(by_width)))][arm])
+                    rec["baseline"][name][str(next(iter(by_width)))][arm]
+                )
     assert set(rec["max_weight_gap"]) == {"exact_vs_dense_fused", "dense_rows_vs_dense_fused"}

@@ -1,5 +1,6 @@
 """The cluster configs validate against Ray's own schemas and keep token auth on; the code loads
 YAML safely and checkpoints without pickle."""
+
 from __future__ import annotations
 
 import pathlib
@@ -20,14 +21,18 @@ def _load(name: str) -> list[dict]:
 @pytest.mark.parametrize("name", LAUNCHER)
 def test_launcher_config_passes_rays_schema(name):
     from ray.autoscaler._private.util import fillout_defaults, validate_config
+
     validate_config(fillout_defaults(_load(name)[0]))
 
 
 @pytest.mark.parametrize("name", LAUNCHER)
 def test_launcher_config_starts_ray_with_token_auth_and_a_fixed_metrics_port(name):
     cfg = _load(name)[0]
-    starts = [c for c in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]
-              if "ray start" in c]
+    starts = [
+        c
+        for c in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]
+        if "ray start" in c
+    ]
     assert len(starts) == 2
     for command in starts:
         assert "RAY_AUTH_MODE=token" in command and "--metrics-export-port=8080" in command
@@ -52,8 +57,9 @@ def test_kuberay_cluster_turns_token_auth_on():
     assert cluster["spec"]["authOptions"] == {"mode": "token"}
     assert cluster["spec"]["rayVersion"] == "2.60.0"
     for container in _containers(cluster):
-        assert not any(e["name"] == "RAY_AUTH_TOKEN" and "value" in e
-                       for e in container.get("env", []))
+        assert not any(
+            e["name"] == "RAY_AUTH_TOKEN" and "value" in e for e in container.get("env", [])
+        )
 
 
 def _pod_specs(doc: dict) -> list[dict]:
@@ -74,13 +80,13 @@ def test_kuberay_job_mounts_the_token_from_a_secret_as_a_file_in_every_pod():
         (container,) = pod["containers"]
         env = {e["name"]: e for e in container["env"]}
         assert env["RAY_AUTH_MODE"]["value"] == "token"
-        assert "RAY_AUTH_TOKEN" not in env              # a file, not an environment value
+        assert "RAY_AUTH_TOKEN" not in env  # a file, not an environment value
         path = pathlib.PurePosixPath(env["RAY_AUTH_TOKEN_PATH"]["value"])
         (mount,) = [m for m in container["volumeMounts"] if m["name"] in secrets]
         assert mount["mountPath"] == str(path.parent) and mount["readOnly"] is True
         secret = secrets[mount["name"]]
         assert secret["secretName"] == "raytrain-eff-ray-auth"
-        assert secret["defaultMode"] & 0o007 == 0       # not world-readable
+        assert secret["defaultMode"] & 0o007 == 0  # not world-readable
         assert pod["securityContext"]["fsGroup"] == 100  # the image's user reads it via group
     assert job["spec"]["entrypoint"].startswith("raytrain-eff train --preset ")
 
@@ -123,8 +129,10 @@ def test_kuberay_monitoring_scrapes_the_labelled_pods_as_the_dashboards_jobs():
     selector = {"app.kubernetes.io/part-of": "raytrain-eff"}
     assert monitor["spec"]["selector"]["matchLabels"] == selector == service["spec"]["selector"]
     endpoints = {e["port"]: e for e in monitor["spec"]["podMetricsEndpoints"]}
-    jobs = {port: [r["replacement"] for r in e["relabelings"] if r["targetLabel"] == "job"]
-            for port, e in endpoints.items()}
+    jobs = {
+        port: [r["replacement"] for r in e["relabelings"] if r["targetLabel"] == "job"]
+        for port, e in endpoints.items()
+    }
     assert jobs == {"raytrain-eff": ["raytrain_eff"], "metrics": ["ray"]}
     assert endpoints["raytrain-eff"]["honorLabels"] is True
     assert service["spec"]["clusterIP"] == "None"
@@ -139,7 +147,7 @@ def test_docs_match_the_manifests():
     main = (REPO / "README.md").read_text()
     for text in (readme, main):
         generate = text.index("ray get-auth-token --generate")
-        assert "chmod 600 ~/.ray/auth_token" in text[generate:generate + 200]
+        assert "chmod 600 ~/.ray/auth_token" in text[generate : generate + 200]
     assert "kuberay/monitoring.yaml" in readme and "PodMonitor" in readme
     assert "RAY_AUTH_TOKEN_PATH" in readme and "/dev/shm" in readme
     assert "enableInTreeAutoscaling" in readme
@@ -149,6 +157,7 @@ def test_docs_match_the_manifests():
 
 def test_runtime_env_is_valid_and_carries_no_secret():
     from ray.runtime_env import RuntimeEnv
+
     raw = _load("runtime_env.yaml")[0]
     RuntimeEnv(**raw)
     assert not any(k.startswith("RAY_AUTH") for k in raw.get("env_vars", {}))
@@ -165,9 +174,15 @@ def test_yaml_is_only_ever_loaded_safely():
 
 
 def test_checkpoints_are_loaded_without_pickle():
-    calls = [(p, m) for p in (REPO / "raytrain_eff").rglob("*.py")
-             for m in re.finditer(r"torch\.load\(([^)]*)\)", p.read_text())]
+    calls = [
+        (p, m)
+        for p in (REPO / "raytrain_eff").rglob("*.py")
+        for m in re.finditer(r"torch\.load\(([^)]*)\)", p.read_text())
+    ]
     assert calls, "no torch.load found: the check would pass vacuously"
-    unsafe = [f"{p.relative_to(REPO)}: {m.group(0)}" for p, m in calls
-              if "weights_only=True" not in m.group(1)]
+    unsafe = [
+        f"{p.relative_to(REPO)}: {m.group(0)}"
+        for p, m in calls
+        if "weights_only=True" not in m.group(1)
+    ]
     assert not unsafe, f"torch.load without weights_only=True: {unsafe}"

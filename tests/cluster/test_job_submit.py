@@ -5,6 +5,7 @@ is stopped by killing the process group this test started — never ``ray stop``
 stop every Ray on the machine. The token is the cluster's secret: generated here, handed to the
 head and to the submitter as a file (RAY_AUTH_TOKEN_PATH), exactly as clusters/README.md says.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,14 +40,27 @@ def free_port() -> int:
 
 
 def auth_env(token_file: pathlib.Path, tmpdir: pathlib.Path) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_API_SERVER_ADDRESS",
-                        "RAYTRAIN_EFF_MONITOR_HOST")}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file), TMPDIR=str(tmpdir),
-               RAYTRAIN_EFF_FILE_SD_DIR=str(tmpdir.parent / "file_sd"),
-               PATH=f"{pathlib.Path(sys.executable).parent}:{env.get('PATH', '')}",
-               OMP_NUM_THREADS="1", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5",
-               RAY_USAGE_STATS_ENABLED="0")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "RAY_ADDRESS",
+            "RAY_AUTH_TOKEN",
+            "RAY_API_SERVER_ADDRESS",
+            "RAYTRAIN_EFF_MONITOR_HOST",
+        )
+    }
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token_file),
+        TMPDIR=str(tmpdir),
+        RAYTRAIN_EFF_FILE_SD_DIR=str(tmpdir.parent / "file_sd"),
+        PATH=f"{pathlib.Path(sys.executable).parent}:{env.get('PATH', '')}",
+        OMP_NUM_THREADS="1",
+        RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5",
+        RAY_USAGE_STATS_ENABLED="0",
+    )
     return env
 
 
@@ -61,23 +75,44 @@ class Head:
         # Train's placement-group cleaner asks the State API without an address: on a machine
         # with several Ray clusters "auto" may pick another one, so name ours for every process
         self.env["RAY_API_SERVER_ADDRESS"] = self.address
-        ports = {"--port": free_port(), "--dashboard-port": self.dashboard_port,
-                 "--metrics-export-port": self.metrics_port,
-                 "--ray-client-server-port": free_port(),
-                 "--dashboard-agent-listen-port": free_port(),
-                 "--dashboard-agent-grpc-port": free_port(),
-                 "--runtime-env-agent-port": free_port(), "--node-manager-port": free_port(),
-                 "--object-manager-port": free_port()}
-        args = [RAY, "start", "--head", "--block", "--temp-dir", str(root / "ray"),
-                "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
-                "--include-dashboard", "true", "--num-cpus", "2", "--min-worker-port", "0",
-                "--max-worker-port", "0", "--disable-usage-stats"]
+        ports = {
+            "--port": free_port(),
+            "--dashboard-port": self.dashboard_port,
+            "--metrics-export-port": self.metrics_port,
+            "--ray-client-server-port": free_port(),
+            "--dashboard-agent-listen-port": free_port(),
+            "--dashboard-agent-grpc-port": free_port(),
+            "--runtime-env-agent-port": free_port(),
+            "--node-manager-port": free_port(),
+            "--object-manager-port": free_port(),
+        }
+        args = [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            "--temp-dir",
+            str(root / "ray"),
+            "--node-ip-address",
+            "127.0.0.1",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--include-dashboard",
+            "true",
+            "--num-cpus",
+            "2",
+            "--min-worker-port",
+            "0",
+            "--max-worker-port",
+            "0",
+            "--disable-usage-stats",
+        ]
         for flag, port in ports.items():
             args += [flag, str(port)]
         self.log = open(root / "head.log", "w")  # noqa: SIM115 (held open for the head process)
-        self.proc = subprocess.Popen(args, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
+        self.proc = subprocess.Popen(
+            args, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def wait_ready(self, timeout_s: float = 180.0) -> None:
         deadline = time.monotonic() + scaled(timeout_s)
@@ -91,11 +126,18 @@ class Head:
 
     def job(self, command: str, *args: str, check: bool = True, timeout: float = 360):
         """``ray job COMMAND --address <this head> ARGS``."""
-        out = subprocess.run([RAY, "job", command, "--address", self.address, *args], env=self.env,
-                             capture_output=True, text=True, timeout=scaled(timeout), cwd=REPO)
+        out = subprocess.run(
+            [RAY, "job", command, "--address", self.address, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=scaled(timeout),
+            cwd=REPO,
+        )
         if check and out.returncode != 0:
-            raise AssertionError(f"ray job {command} {' '.join(args)} failed:\n"
-                                 f"{out.stdout}\n{out.stderr}")
+            raise AssertionError(
+                f"ray job {command} {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+            )
         return out
 
     def submit(self, *args: str, timeout_s: float = 120.0):
@@ -159,13 +201,27 @@ def test_a_submitted_preset_succeeds_and_leaves_its_records(cluster):
     runs, exporter_port = head.root / "runs", free_port()
     # the submitter hands over its commit: the uploaded working dir has no .git
     from raytrain_eff.engine import provenance
+
     runtime_env = provenance.runtime_env(where=REPO)
-    out = head.submit("--working-dir", str(REPO),
-                   "--runtime-env-json", json.dumps(runtime_env), "--",
-                   "raytrain-eff", "train", "--preset", "digits-adamw", "run.steps=20",
-                   "run.report_interval=10", "run.checkpoint_interval=10",
-                   "run.eval_interval=10", f"run.storage_path={runs}", "run.name=submitted",
-                   "monitor.host=127.0.0.1", f"monitor.port={exporter_port}")
+    out = head.submit(
+        "--working-dir",
+        str(REPO),
+        "--runtime-env-json",
+        json.dumps(runtime_env),
+        "--",
+        "raytrain-eff",
+        "train",
+        "--preset",
+        "digits-adamw",
+        "run.steps=20",
+        "run.report_interval=10",
+        "run.checkpoint_interval=10",
+        "run.eval_interval=10",
+        f"run.storage_path={runs}",
+        "run.name=submitted",
+        "monitor.host=127.0.0.1",
+        f"monitor.port={exporter_port}",
+    )
     job_id = re.search(r"raysubmit_\w+", out.stdout).group(0)
     assert f"Job '{job_id}' succeeded" in plain(head.job("status", job_id).stdout)
     logs = head.job("logs", job_id).stdout
@@ -180,7 +236,9 @@ def test_a_submitted_preset_succeeds_and_leaves_its_records(cluster):
     assert summary["commit"] == runtime_env["env_vars"][provenance.ENV_COMMIT]
     assert summary["commit_source"] == "submitter" and isinstance(summary["dirty"], bool)
     assert sorted(p.name for p in run_dir.glob("checkpoint_step*")) == [
-        "checkpoint_step00000010", "checkpoint_step00000020"]
+        "checkpoint_step00000010",
+        "checkpoint_step00000020",
+    ]
 
     # metrics: the run's exporter on monitor.host only, Ray's on the fixed export port
     assert listening_hosts(exporter_port) == {"127.0.0.1"}
@@ -188,13 +246,17 @@ def test_a_submitted_preset_succeeds_and_leaves_its_records(cluster):
     # the job's driver left the cluster's file_sd on the head, listing that exporter
     (file_sd,) = (head.root / "file_sd").glob("cluster-*.json")
     assert [g["targets"] for g in json.loads(file_sd.read_text())] == [
-        [f"127.0.0.1:{exporter_port}"]]
+        [f"127.0.0.1:{exporter_port}"]
+    ]
     assert "ray_node_cpu_utilization" in scrape(head.metrics_port)
 
     # the token reaches no log, result or checkpoint: not the job's, not Ray's
     assert token not in logs
-    leaks = [p for p in [*run_dir.rglob("*"), *(head.root / "ray").rglob("*")]
-             if p.is_file() and token.encode() in _read(p)]
+    leaks = [
+        p
+        for p in [*run_dir.rglob("*"), *(head.root / "ray").rglob("*")]
+        if p.is_file() and token.encode() in _read(p)
+    ]
     assert not leaks, f"auth token found in {leaks}"
 
 
@@ -202,8 +264,13 @@ def test_a_submitter_without_the_token_is_refused(cluster):
     head, _ = cluster
     env = {**head.env, "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env.pop("RAY_AUTH_TOKEN_PATH")
-    out = subprocess.run([RAY, "job", "list", "--address", head.address], env=env,
-                         capture_output=True, text=True, timeout=scaled(120))
+    out = subprocess.run(
+        [RAY, "job", "list", "--address", head.address],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=scaled(120),
+    )
     assert out.returncode != 0
     assert "auth" in (out.stdout + out.stderr).lower()
 

@@ -6,6 +6,7 @@ ports and auth token, so it never meets the shared test Ray nor anyone else's. T
 writes what it observed to a JSON file; the tests below judge it. One cluster serves every
 scenario: starting one costs more than the runs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,13 +40,23 @@ def observed():
     (root / "tmp" / "ray").mkdir(parents=True)  # Ray writes its address file under TMPDIR/ray
     (root / "auth_token").write_text(secrets.token_hex(32))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(root / "auth_token"),
-               TMPDIR=str(root / "tmp"), OMP_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0",
-               RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5",
-               PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))  # tests/: timeouts
-    proc = subprocess.Popen([sys.executable, __file__, str(root)], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(root / "auth_token"),
+        TMPDIR=str(root / "tmp"),
+        OMP_NUM_THREADS="1",
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5",
+        PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]),
+    )  # tests/: timeouts
+    proc = subprocess.Popen(
+        [sys.executable, __file__, str(root)],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         output, _ = proc.communicate(timeout=scaled(420))
         assert proc.returncode == 0, output[-8000:]
@@ -86,7 +97,7 @@ def test_the_console_survives_the_lost_node_and_says_why_it_restarted(observed):
     assert len(restarts) == 1, lines
     assert ", after rank " in restarts[0] and "failed: " in restarts[0]
     # progress goes on after the restart, up to the last step
-    after = lines[lines.index(restarts[0]) + 1:]
+    after = lines[lines.index(restarts[0]) + 1 :]
     assert any(f"step {lost['steps']}/{lost['steps']}" in ln for ln in after), lines
 
 
@@ -132,24 +143,39 @@ def free_port() -> int:
 def node_args(root: pathlib.Path, **extra) -> dict:
     # no node_ip_address: cluster_utils would bind the GCS to 127.0.0.1 yet advertise the
     # host's IP; the token keeps this private cluster closed instead
-    return dict(num_cpus=2, metrics_export_port=free_port(),
-                min_worker_port=0, max_worker_port=0, **extra)
+    return dict(
+        num_cpus=2, metrics_export_port=free_port(), min_worker_port=0, max_worker_port=0, **extra
+    )
 
 
 def start_cluster(root: pathlib.Path):
     from ray.cluster_utils import Cluster
+
     # a lost node is declared dead after ~3 s instead of ~30 s
-    health = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 1000,
-              "health_check_timeout_ms": 1000, "health_check_failure_threshold": 3}
+    health = {
+        "health_check_initial_delay_ms": 0,
+        "health_check_period_ms": 1000,
+        "health_check_timeout_ms": 1000,
+        "health_check_failure_threshold": 3,
+    }
     dashboard_port = free_port()
     # Train's placement-group cleaner asks the State API without an address; on a machine
     # with several Ray clusters "auto" may pick another one. Every process started from here
     # (raylets, hence workers) inherits the right one.
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{dashboard_port}"
-    cluster = Cluster(initialize_head=True, head_node_args=node_args(
-        root, temp_dir=str(root / "ray"), include_dashboard=True, dashboard_host="127.0.0.1",
-        dashboard_port=dashboard_port, gcs_server_port=free_port(),
-        dashboard_agent_listen_port=free_port(), _system_config=health))
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args=node_args(
+            root,
+            temp_dir=str(root / "ray"),
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=dashboard_port,
+            gcs_server_port=free_port(),
+            dashboard_agent_listen_port=free_port(),
+            _system_config=health,
+        ),
+    )
     worker = cluster.add_node(**node_args(root, dashboard_agent_listen_port=free_port()))
     cluster.wait_for_nodes()
     return cluster, worker
@@ -158,34 +184,55 @@ def start_cluster(root: pathlib.Path):
 def worker_nodes(gcs_address: str, state: str | None = None) -> dict[str, str]:
     """Actor id -> node id of Ray Train's worker actors (dead ones too unless ``state``)."""
     from ray.util.state import list_actors
+
     filters = [("class_name", "=", WORKER_CLASS)] + ([("state", "=", state)] if state else [])
-    return {a.actor_id: a.node_id for a in list_actors(address=gcs_address, filters=filters,
-                                                         limit=1000)}
+    return {
+        a.actor_id: a.node_id for a in list_actors(address=gcs_address, filters=filters, limit=1000)
+    }
 
 
 def run_config(root: pathlib.Path, preset: str, name: str, *overrides: str):
     from raytrain_eff import config
-    return config.load(preset=preset, overrides=[
-        f"run.storage_path={root / 'runs'}", f"run.name={name}", "monitor.enabled=false",
-        "scaling.num_workers=2", "scaling.placement=SPREAD", *overrides])
+
+    return config.load(
+        preset=preset,
+        overrides=[
+            f"run.storage_path={root / 'runs'}",
+            f"run.name={name}",
+            "monitor.enabled=false",
+            "scaling.num_workers=2",
+            "scaling.placement=SPREAD",
+            *overrides,
+        ],
+    )
 
 
 def spread_scenario(root: pathlib.Path, gcs_address: str) -> list[str]:
     from raytrain_eff.engine import launch
-    cfg = run_config(root, "digits-adamw", "spread", "run.steps=6", "run.report_interval=3",
-                     "run.checkpoint_interval=6", "run.eval_interval=0")
+
+    cfg = run_config(
+        root,
+        "digits-adamw",
+        "spread",
+        "run.steps=6",
+        "run.report_interval=3",
+        "run.checkpoint_interval=6",
+        "run.eval_interval=0",
+    )
     shared_storage.check_storage(cfg)
     launch.fit(cfg)
     return list(worker_nodes(gcs_address).values())
 
 
-def remove_when_checkpointed(cluster, node, run_dir: pathlib.Path, min_step: int,
-                             done: threading.Event, gcs_address: str) -> dict:
+def remove_when_checkpointed(
+    cluster, node, run_dir: pathlib.Path, min_step: int, done: threading.Event, gcs_address: str
+) -> dict:
     """Once Ray Train has registered a checkpoint and step >= min_step, remove ``node`` if it
     hosts a worker. A checkpoint folder alone is not enough: Train registers it a moment
     later, and a crash before that restarts the run from step 0."""
     from raytrain_eff.engine import records
-    registered = run_dir / "checkpoint_manager_snapshot.json"   # written on registration
+
+    registered = run_dir / "checkpoint_manager_snapshot.json"  # written on registration
     while not done.is_set():
         table = records.read_table(str(run_dir)) if registered.exists() else None
         if table is not None and max(table.column("step").to_pylist()) >= min_step:
@@ -200,18 +247,34 @@ def remove_when_checkpointed(cluster, node, run_dir: pathlib.Path, min_step: int
 
 def node_loss_scenario(root: pathlib.Path, cluster, node, gcs_address: str) -> dict:
     from raytrain_eff.engine import launch, records
+
     steps = 60
     # the char-level GPT, small: steps slow enough that the removal lands mid-run
-    cfg = run_config(root, "default", "lost-node", f"run.steps={steps}", "run.report_interval=5",
-                     "run.checkpoint_interval=10", "run.eval_interval=0", "run.max_failures=2",
-                     "task.n_layer=1", "task.n_embd=32", "task.n_head=2", "data.batch_size=8",
-                     "scaling.cpus_per_worker=2", "scaling.min_workers=1")
+    cfg = run_config(
+        root,
+        "default",
+        "lost-node",
+        f"run.steps={steps}",
+        "run.report_interval=5",
+        "run.checkpoint_interval=10",
+        "run.eval_interval=0",
+        "run.max_failures=2",
+        "task.n_layer=1",
+        "task.n_embd=32",
+        "task.n_head=2",
+        "data.batch_size=8",
+        "scaling.cpus_per_worker=2",
+        "scaling.min_workers=1",
+    )
     run_dir = pathlib.Path(launch.run_dir_of(cfg, cfg.run.name))
     done, lost = threading.Event(), {}
-    remover = threading.Thread(target=lambda: lost.update(
-        remove_when_checkpointed(cluster, node, run_dir, 12, done, gcs_address)))
+    remover = threading.Thread(
+        target=lambda: lost.update(
+            remove_when_checkpointed(cluster, node, run_dir, 12, done, gcs_address)
+        )
+    )
     remover.start()
-    shown = io.StringIO()      # the driver's console, as a user would read it
+    shown = io.StringIO()  # the driver's console, as a user would read it
     try:
         with contextlib.redirect_stdout(shown):
             result = launch.fit(cfg)
@@ -219,26 +282,34 @@ def node_loss_scenario(root: pathlib.Path, cluster, node, gcs_address: str) -> d
         done.set()
         remover.join(timeout=scaled(60))
     table = records.read_table(str(run_dir))
-    return {**lost, "steps": steps, "checkpoint_interval": cfg.run.checkpoint_interval,
-            "final_step": result.metrics.get("step"),
-            "table_steps": table.column("step").to_pylist(),
-            "table_attempts": table.column("attempt").to_pylist(),
-            "table_worlds": table.column("world_size").to_pylist(),
-            "table_samples": table.column("samples").to_pylist(),
-            "samples_seen": result.metrics.get("samples_seen"),
-            "console": shown.getvalue().splitlines()}
+    return {
+        **lost,
+        "steps": steps,
+        "checkpoint_interval": cfg.run.checkpoint_interval,
+        "final_step": result.metrics.get("step"),
+        "table_steps": table.column("step").to_pylist(),
+        "table_attempts": table.column("attempt").to_pylist(),
+        "table_worlds": table.column("world_size").to_pylist(),
+        "table_samples": table.column("samples").to_pylist(),
+        "samples_seen": result.metrics.get("samples_seen"),
+        "console": shown.getvalue().splitlines(),
+    }
 
 
 def main(root: pathlib.Path) -> None:
     import ray
+
     cluster, worker = start_cluster(root)
     try:
         ray.init(address=cluster.address)
         gcs_address = ray.get_runtime_context().gcs_address
         nodes = shared_storage.alive_nodes()
-        observed = {"nodes": nodes, "head": cluster.head_node.node_id,
-                    "probe": shared_storage.probe(str(root / "runs"), nodes),
-                    "spread_worker_nodes": spread_scenario(root, gcs_address)}
+        observed = {
+            "nodes": nodes,
+            "head": cluster.head_node.node_id,
+            "probe": shared_storage.probe(str(root / "runs"), nodes),
+            "spread_worker_nodes": spread_scenario(root, gcs_address),
+        }
         observed["lost"] = node_loss_scenario(root, cluster, worker, gcs_address)
         (root / "observed.json").write_text(json.dumps(observed))
     finally:

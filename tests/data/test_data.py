@@ -1,4 +1,5 @@
 """Bundled corpora, bundled images and user Parquet data, including every bad-data message."""
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,21 +31,35 @@ def test_digits_are_real_images():
 def test_user_parquet_text_and_features(tmp_path):
     pq.write_table(pa.table({"text": ["abc", "de"]}), tmp_path / "t.parquet")
     assert corpus.load_text(str(tmp_path / "t.parquet")) == "abc\nde"
-    pq.write_table(pa.table({"a": [0.1, 0.2], "b": [1, 2], "label": [0, 1]}),
-                   tmp_path / "f.parquet")
-    cfg = config.load(preset="digits-adamw", overrides=[f"data.dataset={tmp_path / 'f.parquet'}",
-                                                        "data.val_fraction=0.5"])
+    pq.write_table(
+        pa.table({"a": [0.1, 0.2], "b": [1, 2], "label": [0, 1]}), tmp_path / "f.parquet"
+    )
+    cfg = config.load(
+        preset="digits-adamw",
+        overrides=[f"data.dataset={tmp_path / 'f.parquet'}", "data.val_fraction=0.5"],
+    )
     rows = tabular.streamed_features(cfg.data, seed=0)
     X, y = rows.batch(0, 0, 1, 1)
     assert X.shape == (1, 2) and y.tolist() == [0] and rows.classes == 2
     assert [b[1].tolist() for b in rows.in_order("val", range(1), 4)] == [[1]]
 
 
-@pytest.mark.parametrize("table, columns, message", [
-    (pa.table({"txt": ["a"]}), {"text": "string"}, "missing column 'text'; columns present: txt"),
-    (pa.table({"text": [1]}), {"text": "string"}, "column 'text' has type int64; expected string"),
-    (pa.table({"label": [0.5]}), {"label": "integer"}, "column 'label' has type double"),
-])
+@pytest.mark.parametrize(
+    "table, columns, message",
+    [
+        (
+            pa.table({"txt": ["a"]}),
+            {"text": "string"},
+            "missing column 'text'; columns present: txt",
+        ),
+        (
+            pa.table({"text": [1]}),
+            {"text": "string"},
+            "column 'text' has type int64; expected string",
+        ),
+        (pa.table({"label": [0.5]}), {"label": "integer"}, "column 'label' has type double"),
+    ],
+)
 def test_bad_columns_are_named(tmp_path, table, columns, message):
     path = tmp_path / "bad.parquet"
     pq.write_table(table, path)

@@ -1,5 +1,6 @@
 """The seeded plan over row groups: disjoint epochs across ranks at any world size, a pure
 function of the position, splits that partition the rows; all from footers alone."""
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,12 +26,15 @@ def segments(tmp_path):
 def _ids(segments, rows):
     """Global row numbers (file order) of located rows."""
     firsts, total = {}, 0
-    for f, g, n in zip(segments.file.tolist(), segments.group.tolist(),
-                       segments.stop.tolist(), strict=True):
+    for f, g, n in zip(
+        segments.file.tolist(), segments.group.tolist(), segments.stop.tolist(), strict=True
+    ):
         firsts[(f, g)] = total
         total += n
-    return [firsts[(f, g)] + r for f, g, r in
-            zip(rows.file.tolist(), rows.group.tolist(), rows.row.tolist(), strict=True)]
+    return [
+        firsts[(f, g)] + r
+        for f, g, r in zip(rows.file.tolist(), rows.group.tolist(), rows.row.tolist(), strict=True)
+    ]
 
 
 def test_footers_give_row_groups_without_reading_rows(segments):

@@ -2,6 +2,7 @@
 corpora, one four times the other (about 25 MB and 100 MB of KJV text), each train a few steps
 through the installed ``raytrain-eff train --config`` in local mode; their peak RSS (the
 subprocess's ru_maxrss from wait4) agree within 10%, and both runs train."""
+
 import os
 import pathlib
 import shutil
@@ -31,20 +32,34 @@ def write_corpus(path: pathlib.Path, verses: pa.Array, megabytes: int) -> int:
 
 def train_peak_rss(tmp_path: pathlib.Path, dataset: pathlib.Path, name: str) -> int:
     """Peak RSS in bytes of ``raytrain-eff train --config ... scaling.num_workers=0``."""
-    cfg = {"task": {"name": "lm", "seq_len": 64, "n_layer": 2, "n_head": 2, "n_embd": 64},
-           "data": {"dataset": str(dataset), "batch_size": 16},
-           "methods": {"adamw": {"lr": 3.0e-3}},
-           "train": {"warmup_steps": 0},
-           "run": {"steps": 30, "eval_interval": 15, "eval_batches": 4, "report_interval": 15,
-                   "checkpoint_interval": 15, "storage_path": str(tmp_path), "name": name},
-           "monitor": {"enabled": False, "progress": False}}
+    cfg = {
+        "task": {"name": "lm", "seq_len": 64, "n_layer": 2, "n_head": 2, "n_embd": 64},
+        "data": {"dataset": str(dataset), "batch_size": 16},
+        "methods": {"adamw": {"lr": 3.0e-3}},
+        "train": {"warmup_steps": 0},
+        "run": {
+            "steps": 30,
+            "eval_interval": 15,
+            "eval_batches": 4,
+            "report_interval": 15,
+            "checkpoint_interval": 15,
+            "storage_path": str(tmp_path),
+            "name": name,
+        },
+        "monitor": {"enabled": False, "progress": False},
+    }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     script = shutil.which("raytrain-eff")
     assert script, "the raytrain-eff console script is not installed (pip install -e .)"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen([script, "train", "--config", str(path), "scaling.num_workers=0"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [script, "train", "--config", str(path), "scaling.num_workers=0"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     out = proc.stdout.read().decode(errors="replace")
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)

@@ -1,6 +1,7 @@
 """Text streamed from Parquet row groups: byte-level windows of real text, batches that are a
 pure function of (seed, position, rank, world) whatever was read before, a held-out split or a
 separate validation file, and a paused-and-resumed local run equal to a straight one."""
+
 import pathlib
 
 import numpy as np
@@ -31,8 +32,9 @@ def corpus(tmp_path_factory):
 
 
 def _text(corpus, **data):
-    cfg = config.load(overrides=[f"data.dataset={corpus[0]}", *(f"data.{k}={v}" for k, v in
-                                                                data.items())])
+    cfg = config.load(
+        overrides=[f"data.dataset={corpus[0]}", *(f"data.{k}={v}" for k, v in data.items())]
+    )
     return streamed_text(cfg.data, T, seed=3)
 
 
@@ -63,7 +65,7 @@ def test_batches_do_not_depend_on_what_was_read_before(corpus, world):
     fresh = _text(corpus, cache_row_groups=1)
     expected = [fresh.batch(p, r, world, 8) for p, r in positions]
     used = _text(corpus, cache_row_groups=3)  # another cache, and an earlier attempt that ran
-    before = 4 - world                        # positions 0..5 on another number of workers
+    before = 4 - world  # positions 0..5 on another number of workers
     for p in range(6):
         for r in range(before):
             used.batch(p, r, before, 8)
@@ -78,8 +80,9 @@ def test_validation_is_the_tail_or_a_separate_file(corpus, tmp_path):
     tail = _text(corpus)
     assert tail.val.num_rows == 3600 - int(3600 * 0.95) and tail.train.num_rows == 3420
     first = list(tail.val_batches(4, 3))
-    assert len(first) == 3 and all(torch.equal(a[0], b[0])
-                                   for a, b in zip(first, tail.val_batches(4, 3), strict=True))
+    assert len(first) == 3 and all(
+        torch.equal(a[0], b[0]) for a, b in zip(first, tail.val_batches(4, 3), strict=True)
+    )
     held = write_corpus(tmp_path / "val.parquet", corpus[1][:50])
     separate = _text(corpus, val_dataset=held)
     assert separate.train.num_rows == 3600 and separate.val.num_rows == 50
@@ -90,8 +93,11 @@ def test_validation_is_the_tail_or_a_separate_file(corpus, tmp_path):
 
 def test_bad_text_data_is_named(corpus, tmp_path):
     tiny = write_corpus(tmp_path / "tiny.parquet", ["a", "b", "c", "d"] * 5, rows_per_group=4)
-    with pytest.raises(DataError, match=r"tiny.parquet: row group \d: 8 bytes of text, fewer "
-                                        r"than task.seq_len\+1 \(17\)"):
+    with pytest.raises(
+        DataError,
+        match=r"tiny.parquet: row group \d: 8 bytes of text, fewer "
+        r"than task.seq_len\+1 \(17\)",
+    ):
         _text((tiny,)).batch(0, 0, 1, 2)
     with pytest.raises(DataError, match="1 rows cannot be split with data.val_fraction=0.05"):
         _text((write_corpus(tmp_path / "one.parquet", ["x" * 40]),))
@@ -101,6 +107,7 @@ def test_bad_text_data_is_named(corpus, tmp_path):
 
 def test_streamed_reader_survives_pickling(corpus):
     import pickle
+
     text = _text(corpus)
     text.batch(0, 0, 1, 4)
     again = pickle.loads(pickle.dumps(text))
@@ -109,21 +116,37 @@ def test_streamed_reader_survives_pickling(corpus):
 
 
 def _losses(run_dir):
-    return torch.tensor(pq.read_table(pathlib.Path(run_dir) / "metrics.parquet")
-                        .column("loss").to_pylist())
+    return torch.tensor(
+        pq.read_table(pathlib.Path(run_dir) / "metrics.parquet").column("loss").to_pylist()
+    )
 
 
 def test_paused_and_resumed_local_run_equals_a_straight_one(corpus, tmp_path):
-    common = [f"data.dataset={corpus[0]}", "data.batch_size=8", "data.shuffle_window=64",
-              "scaling.num_workers=0", "run.steps=6", "run.report_interval=1",
-              "run.checkpoint_interval=1", "run.eval_interval=3", "run.eval_batches=2",
-              "monitor.enabled=false", "monitor.progress=false", f"run.storage_path={tmp_path}",
-              "task.seq_len=16", "task.n_layer=1", "task.n_embd=32", "task.n_head=2",
-              "train.grad_accum=2", "train.warmup_steps=0"]
+    common = [
+        f"data.dataset={corpus[0]}",
+        "data.batch_size=8",
+        "data.shuffle_window=64",
+        "scaling.num_workers=0",
+        "run.steps=6",
+        "run.report_interval=1",
+        "run.checkpoint_interval=1",
+        "run.eval_interval=3",
+        "run.eval_batches=2",
+        "monitor.enabled=false",
+        "monitor.progress=false",
+        f"run.storage_path={tmp_path}",
+        "task.seq_len=16",
+        "task.n_layer=1",
+        "task.n_embd=32",
+        "task.n_head=2",
+        "train.grad_accum=2",
+        "train.warmup_steps=0",
+    ]
     straight = launch.fit(config.load(overrides=common + ["run.name=a"]))
     paused = launch.fit(config.load(overrides=common + ["run.name=b", "run.stop_after=3"]))
-    resumed = config.apply_resume_overrides(launch.load_run_config(paused.run_dir),
-                                            ["run.stop_after=null"])
+    resumed = config.apply_resume_overrides(
+        launch.load_run_config(paused.run_dir), ["run.stop_after=null"]
+    )
     launch.fit(resumed, resume=True)
     a, b = _losses(straight.run_dir), _losses(paused.run_dir)
     assert len(a) == len(b) == 6 and torch.isfinite(a).all()
@@ -132,13 +155,21 @@ def test_paused_and_resumed_local_run_equals_a_straight_one(corpus, tmp_path):
 
 def test_a_directory_or_uri_streams_and_the_task_reports_its_data_wait(corpus, tmp_path):
     from raytrain_eff.engine.runner import build_task
+
     shards = tmp_path / "shards"
     shards.mkdir()
     for i in range(3):
-        write_corpus(shards / f"part-{i}.parquet", corpus[1][i * 1000:(i + 1) * 1000])
+        write_corpus(shards / f"part-{i}.parquet", corpus[1][i * 1000 : (i + 1) * 1000])
     (shards / "_SUCCESS").write_text("")
-    cfg = config.load(overrides=[f"data.dataset=file://{shards}", "task.seq_len=16",
-                                 "task.n_layer=1", "task.n_embd=32", "task.n_head=2"])
+    cfg = config.load(
+        overrides=[
+            f"data.dataset=file://{shards}",
+            "task.seq_len=16",
+            "task.n_layer=1",
+            "task.n_embd=32",
+            "task.n_head=2",
+        ]
+    )
     task = build_task(cfg)
     task.load()
     assert len(task.text.train.files) == 3 and task.num_train == 2850 and len(task.vocab) == 256

@@ -1,4 +1,5 @@
 """The driver's console: each progress event shown once; Ray's loggers sent to a file."""
+
 import io
 import logging
 
@@ -6,9 +7,11 @@ from raytrain_eff.engine import console
 
 
 def _events():
-    return [{"text": "[r] resumed from step 5", "step": None, "steps": None},
-            {"text": "[r] step 10/20 | loss 1.000", "step": 10, "steps": 20},
-            {"text": "[r] step 20/20 | loss 0.500", "step": 20, "steps": 20}]
+    return [
+        {"text": "[r] resumed from step 5", "step": None, "steps": None},
+        {"text": "[r] step 10/20 | loss 1.000", "step": 10, "steps": 20},
+        {"text": "[r] step 20/20 | loss 0.500", "step": 20, "steps": 20},
+    ]
 
 
 def test_plain_lines_when_not_a_terminal():
@@ -35,14 +38,27 @@ def test_a_restart_is_one_line_with_its_attempt_step_and_reason():
     out = io.StringIO()
     shown = console.Console(stream=out, tty=False)
     shown.show({"failure": "rank 1 failed: ActorDiedError: the actor died"})
-    shown.show({"text": "[r] attempt 1: resumed from step 10 (saved by 2 workers, now 1)",
-                "step": None, "steps": None, "resumed": True})
-    shown.show({"text": "[r] attempt 2: resumed from step 20 (saved by 1 workers, now 1)",
-                "step": None, "steps": None, "resumed": True})   # `--resume`: no failure
+    shown.show(
+        {
+            "text": "[r] attempt 1: resumed from step 10 (saved by 2 workers, now 1)",
+            "step": None,
+            "steps": None,
+            "resumed": True,
+        }
+    )
+    shown.show(
+        {
+            "text": "[r] attempt 2: resumed from step 20 (saved by 1 workers, now 1)",
+            "step": None,
+            "steps": None,
+            "resumed": True,
+        }
+    )  # `--resume`: no failure
     assert out.getvalue().splitlines() == [
         "[r] attempt 1: resumed from step 10 (saved by 2 workers, now 1), after rank 1 failed: "
         "ActorDiedError: the actor died",
-        "[r] attempt 2: resumed from step 20 (saved by 1 workers, now 1)"]
+        "[r] attempt 2: resumed from step 20 (saved by 1 workers, now 1)",
+    ]
 
 
 def test_a_sweeps_trials_share_the_console_and_each_restart_names_its_own_failure():
@@ -50,13 +66,29 @@ def test_a_sweeps_trials_share_the_console_and_each_restart_names_its_own_failur
     shown = console.Console(stream=out, tty=False)
     shown.show({"run": "t1", "failure": "rank 0 failed: ValueError: nan"})
     shown.show({"run": "t2", "text": "[t2] step 5/10 | loss 1.000", "step": 5, "steps": 10})
-    shown.show({"run": "t2", "text": "[t2] attempt 1: resumed from step 5", "step": None,
-                "steps": None, "resumed": True})   # a restart of another trial: not t1's
-    shown.show({"run": "t1", "text": "[t1] attempt 1: resumed from step 0", "step": None,
-                "steps": None, "resumed": True})
+    shown.show(
+        {
+            "run": "t2",
+            "text": "[t2] attempt 1: resumed from step 5",
+            "step": None,
+            "steps": None,
+            "resumed": True,
+        }
+    )  # a restart of another trial: not t1's
+    shown.show(
+        {
+            "run": "t1",
+            "text": "[t1] attempt 1: resumed from step 0",
+            "step": None,
+            "steps": None,
+            "resumed": True,
+        }
+    )
     assert out.getvalue().splitlines() == [
-        "[t2] step 5/10 | loss 1.000", "[t2] attempt 1: resumed from step 5",
-        "[t1] attempt 1: resumed from step 0, after rank 0 failed: ValueError: nan"]
+        "[t2] step 5/10 | loss 1.000",
+        "[t2] attempt 1: resumed from step 5",
+        "[t1] attempt 1: resumed from step 0, after rank 0 failed: ValueError: nan",
+    ]
 
 
 def test_ray_loggers_write_to_the_file_not_the_console(tmp_path, capfd):

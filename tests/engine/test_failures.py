@@ -1,4 +1,5 @@
 """A failed run in one line: the root cause through Ray's wrappers, the log, the way on."""
+
 from ray.train import WorkerGroupError
 
 from raytrain_eff.engine import failures
@@ -12,8 +13,7 @@ def _group_error():
             raise RuntimeError("rank 0 broke") from inner
     except RuntimeError as err:
         rank0 = err
-    return WorkerGroupError("Training failed on 2 workers",
-                            {1: ValueError("late"), 0: rank0})
+    return WorkerGroupError("Training failed on 2 workers", {1: ValueError("late"), 0: rank0})
 
 
 def test_the_root_cause_is_the_lowest_ranks_innermost_exception():
@@ -21,8 +21,9 @@ def test_the_root_cause_is_the_lowest_ranks_innermost_exception():
 
 
 def test_a_traceback_in_the_message_is_cut_to_its_last_line():
-    err = RuntimeError("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
-                       "OSError: disk full\n")
+    err = RuntimeError(
+        'Traceback (most recent call last):\n  File "x.py", line 1\nOSError: disk full\n'
+    )
     assert failures.summary(err) == "RuntimeError: OSError: disk full"
 
 
@@ -30,8 +31,9 @@ def test_with_a_checkpoint_the_line_gives_the_resume_command_and_the_retry_hint(
     run_dir = tmp_path / "run"
     (run_dir / "checkpoint_step00000010").mkdir(parents=True)
     log = run_dir / "logs" / "driver.log"
-    failed = failures.run_failed(_group_error(), name="run", run_dir=str(run_dir),
-                                 log=str(log), max_failures=0)
+    failed = failures.run_failed(
+        _group_error(), name="run", run_dir=str(run_dir), log=str(log), max_failures=0
+    )
     line = str(failed)
     assert "\n" not in line and failed.cause.__class__ is WorkerGroupError
     assert line.startswith("run 'run' failed: KeyError: 'label'; ")
@@ -42,6 +44,11 @@ def test_with_a_checkpoint_the_line_gives_the_resume_command_and_the_retry_hint(
 
 
 def test_without_a_checkpoint_there_is_nothing_to_resume(tmp_path):
-    failed = failures.run_failed(_group_error(), name="run", run_dir=str(tmp_path / "none"),
-                                 log=str(tmp_path / "driver.log"), max_failures=3)
+    failed = failures.run_failed(
+        _group_error(),
+        name="run",
+        run_dir=str(tmp_path / "none"),
+        log=str(tmp_path / "driver.log"),
+        max_failures=3,
+    )
     assert "nothing to resume" in str(failed) and "--resume" not in str(failed)

@@ -1,4 +1,5 @@
 """Overlapped bucketed gradient averaging equals a plain all-reduce of the whole gradient."""
+
 import torch
 
 from raytrain_eff.engine.grad_sync import OverlappedGradientSync
@@ -7,8 +8,9 @@ from raytrain_eff.engine.grad_sync import OverlappedGradientSync
 class _Net(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.body = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(),
-                                        torch.nn.Linear(8, 3))
+        self.body = torch.nn.Sequential(
+            torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)
+        )
         self.unused = torch.nn.Linear(2, 2)  # never in the graph: arrives as an average of zeros
 
     def forward(self, x):
@@ -22,6 +24,7 @@ def _model():
 
 def _rank_grads(rank, world, group, accum, bucket_elements):
     import torch.distributed as dist
+
     net, ref = _model(), _model()
     sync = OverlappedGradientSync(net, group, world, bucket_elements=bucket_elements)
     for micro in range(accum):
@@ -40,18 +43,18 @@ def _rank_grads(rank, world, group, accum, bucket_elements):
 
 
 def test_bucketed_overlap_equals_full_allreduce_with_accumulation(gloo):
-    for accum, bucket in ((1, 1 << 20), (3, 20)):   # 20 elements: several buckets
+    for accum, bucket in ((1, 1 << 20), (3, 20)):  # 20 elements: several buckets
         results = gloo.run(2, _rank_grads, accum, bucket)
         (g0, e0, n0), (g1, e1, _) = results
         assert n0 > (1 if bucket == 20 else 0)
         for a, b, c in zip(g0, g1, e0, strict=True):
             torch.testing.assert_close(a, c, rtol=1e-6, atol=1e-7)
-            torch.testing.assert_close(a, b, rtol=0, atol=0)   # identical on both ranks
-        assert not g0[-1].any()   # the unused layer's averaged gradient is zero
+            torch.testing.assert_close(a, b, rtol=0, atol=0)  # identical on both ranks
+        assert not g0[-1].any()  # the unused layer's averaged gradient is zero
 
 
 def test_disarmed_backward_accumulates_locally_only():
     net = _model()
     sync = OverlappedGradientSync(net, None, 1)
     net(torch.randn(2, 6)).sum().backward()
-    assert all(not b.ready for b in sync.buckets)   # nothing copied: no collective pending
+    assert all(not b.ready for b in sync.buckets)  # nothing copied: no collective pending

@@ -1,11 +1,11 @@
 """build_trainer turns the typed config into Ray Train's configs (no fit: no workers start)."""
+
 from raytrain_eff import config
 from raytrain_eff.engine import launch
 
 
 def _trainer(tmp_path, *overrides):
-    cfg = config.load(preset="digits-adamw", overrides=[f"run.storage_path={tmp_path}",
-                                                        *overrides])
+    cfg = config.load(preset="digits-adamw", overrides=[f"run.storage_path={tmp_path}", *overrides])
     return launch.build_trainer(cfg, "t-launch")
 
 
@@ -15,8 +15,9 @@ def test_fixed_worker_count_by_default(tmp_path):
 
 
 def test_min_workers_makes_the_group_elastic(tmp_path):
-    sc = _trainer(tmp_path, "scaling.num_workers=4", "scaling.min_workers=1",
-                  "scaling.resize_interval_s=5").scaling_config
+    sc = _trainer(
+        tmp_path, "scaling.num_workers=4", "scaling.min_workers=1", "scaling.resize_interval_s=5"
+    ).scaling_config
     assert sc.elasticity_enabled
     assert (sc.min_workers, sc.max_workers) == (1, 4)
     assert sc.elastic_resize_monitor_interval_s == 5

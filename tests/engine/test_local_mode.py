@@ -1,4 +1,5 @@
 """The engine in Train's local mode (one process): records, checkpoints, pause and resume."""
+
 import json
 import pathlib
 
@@ -15,8 +16,14 @@ def _table(run_dir):
 
 
 def test_local_run_leaves_table_summary_and_checkpoint(run_cfg):
-    cfg = run_cfg("digits-adamw", "scaling.num_workers=0", "run.steps=120", "run.eval_interval=60",
-                  "run.report_interval=20", "run.checkpoint_interval=60")
+    cfg = run_cfg(
+        "digits-adamw",
+        "scaling.num_workers=0",
+        "run.steps=120",
+        "run.eval_interval=60",
+        "run.report_interval=20",
+        "run.checkpoint_interval=60",
+    )
     result = launch.fit(cfg)
     table = _table(result.run_dir)
     assert table["step"].tolist() == list(range(120))
@@ -35,34 +42,53 @@ def test_local_run_leaves_table_summary_and_checkpoint(run_cfg):
 
 
 def test_pause_and_resume_follow_the_straight_trajectory(run_cfg):
-    common = ["scaling.num_workers=0", "run.steps=30", "run.report_interval=5",
-              "run.checkpoint_interval=5", "run.eval_interval=0"]
+    common = [
+        "scaling.num_workers=0",
+        "run.steps=30",
+        "run.report_interval=5",
+        "run.checkpoint_interval=5",
+        "run.eval_interval=0",
+    ]
     straight = launch.fit(run_cfg("digits-sgd", *common))
     paused_cfg = run_cfg("digits-sgd", *common, "run.stop_after=15")
     paused = launch.fit(paused_cfg)
     assert _table(paused.run_dir)["step"].max() == 14
     from raytrain_eff import config
-    resumed_cfg = config.apply_resume_overrides(launch.load_run_config(paused.run_dir),
-                                                ["run.stop_after=null"])
+
+    resumed_cfg = config.apply_resume_overrides(
+        launch.load_run_config(paused.run_dir), ["run.stop_after=null"]
+    )
     launch.fit(resumed_cfg, resume=True)
     a, b = _table(straight.run_dir), _table(paused.run_dir)
     assert b["step"].tolist() == list(range(30))
     assert b["attempt"].tolist() == [0] * 15 + [1] * 15
-    torch.testing.assert_close(torch.tensor(b["loss"].values), torch.tensor(a["loss"].values),
-                               rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        torch.tensor(b["loss"].values), torch.tensor(a["loss"].values), rtol=1e-6, atol=1e-7
+    )
 
 
 def test_existing_run_name_is_never_silently_resumed(run_cfg):
-    cfg = run_cfg("digits-adamw", "scaling.num_workers=0", "run.steps=5", "run.report_interval=5",
-                  "run.checkpoint_interval=5")
+    cfg = run_cfg(
+        "digits-adamw",
+        "scaling.num_workers=0",
+        "run.steps=5",
+        "run.report_interval=5",
+        "run.checkpoint_interval=5",
+    )
     launch.fit(cfg)
     with pytest.raises(ConfigError, match="already exists"):
         launch.fit(cfg)
 
 
 def test_eval_export_and_corrupted_checkpoint_fallback(run_cfg, tmp_path):
-    cfg = run_cfg("digits-adamw", "scaling.num_workers=0", "run.steps=20",
-                  "run.report_interval=10", "run.checkpoint_interval=10", "run.eval_interval=20")
+    cfg = run_cfg(
+        "digits-adamw",
+        "scaling.num_workers=0",
+        "run.steps=20",
+        "run.report_interval=10",
+        "run.checkpoint_interval=10",
+        "run.eval_interval=20",
+    )
     result = launch.fit(cfg)
     metrics = finished_runs.evaluate_run(result.run_dir)
     assert metrics["val_loss"] == pytest.approx(result.metrics["val_loss"], rel=1e-6)

@@ -1,4 +1,5 @@
 """The fsdp worker's malloc settings: on glibc a freed large buffer leaves RSS at once."""
+
 import os
 import platform
 import subprocess
@@ -23,18 +24,18 @@ glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's ma
 
 
 def _resident_after_free(arm: str, env: dict) -> tuple[str, int]:
-    out = subprocess.run([sys.executable, "-c", FREED, arm], env=env, check=True,
-                         capture_output=True, text=True).stdout.split("\n")
+    out = subprocess.run(
+        [sys.executable, "-c", FREED, arm], env=env, check=True, capture_output=True, text=True
+    ).stdout.split("\n")
     return out[0], int(out[1])
 
 
 @glibc
 def test_on_glibc_freed_buffers_leave_rss_and_env_settings_win():
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    assert _resident_after_free("none", env)[1] >= 8        # glibc's dynamic threshold
+    assert _resident_after_free("none", env)[1] >= 8  # glibc's dynamic threshold
     applied, resident = _resident_after_free("fix", env)
     assert applied == "{'MALLOC_MMAP_THRESHOLD_': 65536, 'MALLOC_ARENA_MAX': 2}"
     assert resident == 0
     applied, _ = _resident_after_free("fix", {**env, "MALLOC_ARENA_MAX": "4"})
     assert applied == "{'MALLOC_MMAP_THRESHOLD_': 65536}"
-

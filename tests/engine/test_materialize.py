@@ -5,6 +5,7 @@ shards they are bitwise the unsharded model's (ddp and local mode build that one
 tied, buffers are filled. Construction holds this rank's slices plus one module, never the
 model: the live bytes of torch's CPU allocator (the profiler's memory events) say so.
 """
+
 import contextlib
 
 import pytest
@@ -81,14 +82,19 @@ def _tensors(model):
 
 def _build_sharded(rank, world, group, task, seed):
     from raytrain_eff.engine import sharding
+
     if task is None:
         task = _gpt_task()
-    model, built = materialize.build(task, seed, torch.device("cpu"),
-                                     mesh=sharding.mesh(group, torch.device("cpu")))
+    model, built = materialize.build(
+        task, seed, torch.device("cpu"), mesh=sharding.mesh(group, torch.device("cpu"))
+    )
     assert built == materialize.META
     assert all(isinstance(p, DTensor) for p in model.parameters())
-    tied = (model[0].weight is model[-1].weight if isinstance(model, nn.Sequential)
-            else model.lm_head.weight is model.transformer.wte.weight)
+    tied = (
+        model[0].weight is model[-1].weight
+        if isinstance(model, nn.Sequential)
+        else model.lm_head.weight is model.transformer.wte.weight
+    )
     return _tensors(model), tied
 
 
@@ -144,8 +150,11 @@ def test_a_module_without_reset_parameters_is_named():
         def build_model(self):
             return nn.Sequential(nn.Linear(3, 3), Scale())
 
-    with pytest.raises(TypeError, match=r"module '1' \(Scale\).*no reset_parameters.*"
-                                        r"builds_on_meta = False on the task NoReset"):
+    with pytest.raises(
+        TypeError,
+        match=r"module '1' \(Scale\).*no reset_parameters.*"
+        r"builds_on_meta = False on the task NoReset",
+    ):
         materialize.build(NoReset(), 0, torch.device("cpu"))
 
 
@@ -164,9 +173,14 @@ def _peak_live_bytes(out: dict):
     blocks allocated inside it count, so the baseline is 0)."""
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         yield
-    events = sorted((e for e in prof.profiler.kineto_results.events()
-                     if e.name() == "[memory]" and e.device_type() == DeviceType.CPU),
-                    key=lambda e: e.start_ns())
+    events = sorted(
+        (
+            e
+            for e in prof.profiler.kineto_results.events()
+            if e.name() == "[memory]" and e.device_type() == DeviceType.CPU
+        ),
+        key=lambda e: e.start_ns(),
+    )
     live = peak = 0
     for e in events:
         live += e.nbytes()
@@ -176,6 +190,7 @@ def _peak_live_bytes(out: dict):
 
 def _construction_peak(rank, world, group, builds_on_meta):
     from raytrain_eff.engine import sharding
+
     mesh = sharding.mesh(group, torch.device("cpu"))
     out: dict = {}
     with _peak_live_bytes(out):
@@ -186,12 +201,14 @@ def _construction_peak(rank, world, group, builds_on_meta):
 def test_construction_holds_its_slices_and_one_module_not_the_model(gloo):
     model_bytes = sum(p.nbytes for p in Wide(True).build_model().parameters())
     layer_bytes = model_bytes // 6
-    for (peak, local), (whole_peak, _) in zip(gloo.run(2, _construction_peak, True),
-                                             gloo.run(2, _construction_peak, False),
-                                             strict=True):
-        print(f"construction peak at P=2: meta {peak / 2**20:.1f} MiB, whole "
-              f"{whole_peak / 2**20:.1f} MiB; model {model_bytes / 2**20:.1f} MiB, "
-              f"this rank's slices {local / 2**20:.1f} MiB")
+    for (peak, local), (whole_peak, _) in zip(
+        gloo.run(2, _construction_peak, True), gloo.run(2, _construction_peak, False), strict=True
+    ):
+        print(
+            f"construction peak at P=2: meta {peak / 2**20:.1f} MiB, whole "
+            f"{whole_peak / 2**20:.1f} MiB; model {model_bytes / 2**20:.1f} MiB, "
+            f"this rank's slices {local / 2**20:.1f} MiB"
+        )
         assert local == pytest.approx(model_bytes / 2, rel=0.01)
-        assert peak <= local + 1.5 * layer_bytes      # its slices plus about one module
-        assert whole_peak >= model_bytes              # the meter sees a whole build
+        assert peak <= local + 1.5 * layer_bytes  # its slices plus about one module
+        assert whole_peak >= model_bytes  # the meter sees a whole build

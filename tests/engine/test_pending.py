@@ -1,4 +1,5 @@
 """Pending per-step values: resolved in step order, into the rows they were added with."""
+
 import pytest
 import torch
 
@@ -22,6 +23,9 @@ def test_rows_are_filled_in_place_in_step_order_and_forgotten():
 def test_every_step_must_carry_the_same_values():
     pending = PendingSteps(group=None, world=1, distributed=False)
     pending.add({}, {}, {"loss": torch.tensor(1.0)})
-    with pytest.raises(ValueError, match=r"pending values \['grad_norm', 'loss'\] differ from "
-                                         r"the earlier steps' \['loss'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"pending values \['grad_norm', 'loss'\] differ from "
+        r"the earlier steps' \['loss'\]",
+    ):
         pending.add({}, {}, {"loss": torch.tensor(1.0), "grad_norm": torch.tensor(2.0)})

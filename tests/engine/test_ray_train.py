@@ -1,4 +1,5 @@
 """The engine on real Ray Train worker groups (2 gloo workers on the shared Ray session)."""
+
 import json
 import os
 import pathlib
@@ -22,8 +23,13 @@ def _table(run_dir):
 
 
 def test_two_workers_train_and_leave_records(run_cfg):
-    cfg = run_cfg("digits-adamw", "run.steps=60", "run.eval_interval=30",
-                  "run.report_interval=10", "run.checkpoint_interval=30")
+    cfg = run_cfg(
+        "digits-adamw",
+        "run.steps=60",
+        "run.eval_interval=30",
+        "run.report_interval=10",
+        "run.checkpoint_interval=30",
+    )
     result = launch.fit(cfg)
     table = _table(result.run_dir)
     assert table["step"].tolist() == list(range(60))
@@ -35,23 +41,36 @@ def test_two_workers_train_and_leave_records(run_cfg):
 
 
 def test_resume_on_two_workers_matches_the_straight_run(run_cfg):
-    common = ["run.steps=24", "run.report_interval=4", "run.checkpoint_interval=4",
-              "run.eval_interval=0"]
+    common = [
+        "run.steps=24",
+        "run.report_interval=4",
+        "run.checkpoint_interval=4",
+        "run.eval_interval=0",
+    ]
     straight = launch.fit(run_cfg("digits-sgd", *common))
     paused = launch.fit(run_cfg("digits-sgd", *common, "run.stop_after=12"))
     launch.fit(launch.load_run_config(paused.run_dir), resume=True)  # past its pause: on to 24
     a, b = _table(straight.run_dir), _table(paused.run_dir)
     assert b["step"].tolist() == list(range(24))
     assert b["attempt"].tolist() == [0] * 12 + [1] * 12
-    torch.testing.assert_close(torch.tensor(b["loss"].values), torch.tensor(a["loss"].values),
-                               rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        torch.tensor(b["loss"].values), torch.tensor(a["loss"].values), rtol=1e-6, atol=1e-7
+    )
 
 
 def test_resume_on_a_different_worker_count(run_cfg):
-    paused = launch.fit(run_cfg("digits-adamw", "run.steps=20", "run.report_interval=5",
-                                "run.checkpoint_interval=5", "run.stop_after=10"))
-    resumed = config.apply_resume_overrides(launch.load_run_config(paused.run_dir),
-                                            ["run.stop_after=null", "scaling.num_workers=1"])
+    paused = launch.fit(
+        run_cfg(
+            "digits-adamw",
+            "run.steps=20",
+            "run.report_interval=5",
+            "run.checkpoint_interval=5",
+            "run.stop_after=10",
+        )
+    )
+    resumed = config.apply_resume_overrides(
+        launch.load_run_config(paused.run_dir), ["run.stop_after=null", "scaling.num_workers=1"]
+    )
     launch.fit(resumed, resume=True)
     table = _table(paused.run_dir)
     assert table["step"].tolist() == list(range(20))
@@ -61,25 +80,40 @@ def test_resume_on_a_different_worker_count(run_cfg):
 def _kill_a_worker_when(run_dir: pathlib.Path, min_step: int, done: threading.Event):
     import ray
     from ray.util.state import list_actors
+
     address = ray.get_runtime_context().gcs_address
     while not done.is_set():
         ckpts = list(run_dir.glob("checkpoint_step*"))
-        if (ckpts and (run_dir / "metrics.parquet").exists()
-                and _table(run_dir)["step"].max() >= min_step):
+        if (
+            ckpts
+            and (run_dir / "metrics.parquet").exists()
+            and _table(run_dir)["step"].max() >= min_step
+        ):
             break
         time.sleep(0.2)
-    workers = list_actors(address=address, filters=[("class_name", "=", "RayTrainWorker"),
-                                                    ("state", "=", "ALIVE")])
+    workers = list_actors(
+        address=address, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]
+    )
     os.kill(workers[-1].pid, signal.SIGKILL)
     return workers[-1].pid
 
 
 def test_a_killed_worker_restarts_from_the_checkpoint(run_cfg):
     # slow enough steps that the kill lands mid-run: the char-level GPT, small
-    cfg = run_cfg("default", "run.steps=200", "run.report_interval=5", "run.checkpoint_interval=10",
-                  "run.eval_interval=0", "run.max_failures=1", "task.n_layer=1",
-                  "task.n_embd=32", "task.n_head=2", "data.batch_size=8",
-                  "monitor.enabled=true", "monitor.port=19464")
+    cfg = run_cfg(
+        "default",
+        "run.steps=200",
+        "run.report_interval=5",
+        "run.checkpoint_interval=10",
+        "run.eval_interval=0",
+        "run.max_failures=1",
+        "task.n_layer=1",
+        "task.n_embd=32",
+        "task.n_head=2",
+        "data.batch_size=8",
+        "monitor.enabled=true",
+        "monitor.port=19464",
+    )
     run_dir = pathlib.Path(launch.run_dir_of(cfg, cfg.run.name))
     done, killed = threading.Event(), []
     killer = threading.Thread(target=lambda: killed.append(_kill_a_worker_when(run_dir, 12, done)))
@@ -116,6 +150,7 @@ def _exported_totals(run: str) -> dict[str, list[float]]:
     from prometheus_client.parser import text_string_to_metric_families
 
     from raytrain_eff.monitor import discovery
+
     out: dict[str, list[float]] = {}
     for address in discovery.list_exporters():
         text = urllib.request.urlopen(address["url"], timeout=10).read().decode()

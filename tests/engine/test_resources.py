@@ -1,4 +1,5 @@
 """Workers the cluster cannot place are refused with numbers, or time out (shared Ray, 4 CPUs)."""
+
 import pytest
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
@@ -17,8 +18,9 @@ def test_more_cpus_than_the_cluster_has_are_refused_at_once(run_cfg):
     text = str(info.value)
     assert f"asks for {workers} workers x 1 CPU = {workers} CPU" in text
     assert f"the cluster has {total:g} CPU" in text and "no autoscaler can add nodes" in text
-    assert (f"scaling.num_workers={int(total)} or scaling.cpus_per_worker="
-            f"{total / workers:g}") in text
+    assert (
+        f"scaling.num_workers={int(total)} or scaling.cpus_per_worker={total / workers:g}"
+    ) in text
 
 
 def test_elastic_groups_are_checked_at_their_minimum(run_cfg):
@@ -32,8 +34,11 @@ def test_busy_cpus_time_out_with_the_numbers_and_are_released(run_cfg):
     hog = placement_group([{"CPU": total}])
     assert ray.get(hog.ready(), timeout=scaled(60))
     try:
-        with pytest.raises(resources.ResourcesUnavailable, match=r"asks for 1 worker x 1 CPU "
-                           r"= 1 CPU, but the cluster has .* did not become free within 1 s"):
+        with pytest.raises(
+            resources.ResourcesUnavailable,
+            match=r"asks for 1 worker x 1 CPU "
+            r"= 1 CPU, but the cluster has .* did not become free within 1 s",
+        ):
             resources.check(run_cfg("digits-adamw", "scaling.num_workers=1"), timeout_s=1)
     finally:
         remove_placement_group(hog)

@@ -1,5 +1,6 @@
 """No host sync inside a step: per-step losses stay on the device and are reduced over ranks
 and read on the host only at a report (``engine.pending``), with the same rows as before."""
+
 from __future__ import annotations
 
 import collections
@@ -41,6 +42,7 @@ class HostReads:
             if self.active:
                 self.calls[name] += 1
             return fn(*args, **kwargs)
+
         return wrapper
 
     def total(self) -> int:
@@ -48,8 +50,17 @@ class HostReads:
 
 
 def _runner(cfg, run_dir, **kw) -> Runner:
-    return Runner(cfg, rank=0, world=1, group=None, device=torch.device("cpu"),
-                  run_dir=str(run_dir), run_name="r", local_checkpoints=True, **kw)
+    return Runner(
+        cfg,
+        rank=0,
+        world=1,
+        group=None,
+        device=torch.device("cpu"),
+        run_dir=str(run_dir),
+        run_name="r",
+        local_checkpoints=True,
+        **kw,
+    )
 
 
 def _phases(runner: Runner, reads: HostReads) -> list[tuple[int, int]]:
@@ -58,13 +69,14 @@ def _phases(runner: Runner, reads: HostReads) -> list[tuple[int, int]]:
     step = runner.train_step
 
     def counted(*args):
-        if marks:   # the rest of the previous iteration: sinks, reports
+        if marks:  # the rest of the previous iteration: sinks, reports
             marks[-1] = (marks[-1][0], reads.total() - marks[-1][1])
         start = reads.total()
         try:
             return step(*args)
         finally:
             marks.append((reads.total() - start, reads.total()))
+
     runner.train_step = counted  # type: ignore[method-assign]
     reads.active = True
     try:
@@ -76,15 +88,22 @@ def _phases(runner: Runner, reads: HostReads) -> list[tuple[int, int]]:
 
 
 def test_a_step_reads_nothing_on_the_host_until_its_report(run_cfg, tmp_path):
-    cfg = run_cfg("digits-sgd", "scaling.num_workers=0", "run.steps=10",
-                  "run.report_interval=4", "run.checkpoint_interval=100",
-                  "run.eval_interval=0", "train.grad_accum=2", "train.grad_clip=1.0")
+    cfg = run_cfg(
+        "digits-sgd",
+        "scaling.num_workers=0",
+        "run.steps=10",
+        "run.report_interval=4",
+        "run.checkpoint_interval=100",
+        "run.eval_interval=0",
+        "train.grad_accum=2",
+        "train.grad_clip=1.0",
+    )
     reads = HostReads()
     with reads.installed():
         phases = _phases(_runner(cfg, tmp_path / "run"), reads)
     inside = [n for n, _ in phases]
     assert inside == [0] * 10, f"host reads inside train_step: {inside} ({dict(reads.calls)})"
-    reports = {3, 7, 9}   # every 4th step and the last
+    reports = {3, 7, 9}  # every 4th step and the last
     after = [n for _, n in phases]
     assert [after[s] for s in range(10) if s not in reports] == [0] * 7, after
     # one copy of the stacked losses per report; the last one also evaluates
@@ -112,9 +131,15 @@ TIMED = {"wall_s", "step_time_s", "data_wait_s", "rss_bytes", "peak_memory_bytes
 def test_rows_are_the_same_whenever_they_are_reduced(run_cfg, tmp_path):
     rows = {}
     for interval in (1, 5):
-        cfg = run_cfg("digits-sgd", "scaling.num_workers=0", "run.steps=12",
-                      f"run.report_interval={interval}", "run.checkpoint_interval=100",
-                      "run.eval_interval=6", "train.grad_accum=3")
+        cfg = run_cfg(
+            "digits-sgd",
+            "scaling.num_workers=0",
+            "run.steps=12",
+            f"run.report_interval={interval}",
+            "run.checkpoint_interval=100",
+            "run.eval_interval=6",
+            "train.grad_accum=3",
+        )
         local: list[float] = []
         runner = _runner(cfg, tmp_path / f"every{interval}")
         step = runner.train_step
@@ -123,16 +148,18 @@ def test_rows_are_the_same_whenever_they_are_reduced(run_cfg, tmp_path):
             stats = step(*args)
             local.append(stats.loss.item())
             return stats
+
         runner.train_step = keep  # type: ignore[method-assign]
         runner.run()
         rows[interval] = _table(tmp_path / f"every{interval}")
-        assert [r["loss"] for r in rows[interval]] == local   # one rank: its own mean loss
+        assert [r["loss"] for r in rows[interval]] == local  # one rank: its own mean loss
     every, burst = rows[1], rows[5]
-    assert [list(r) for r in every] == [list(r) for r in burst]   # same columns, same order
+    assert [list(r) for r in every] == [list(r) for r in burst]  # same columns, same order
     assert [r["step"] for r in burst] == list(range(12))
     for a, b in zip(every, burst, strict=True):
-        assert {k: v for k, v in a.items() if k not in TIMED} == \
-               {k: v for k, v in b.items() if k not in TIMED}
+        assert {k: v for k, v in a.items() if k not in TIMED} == {
+            k: v for k, v in b.items() if k not in TIMED
+        }
     assert [r["val_loss"] is not None for r in burst] == [s in (5, 11) for s in range(12)]
 
 
@@ -140,9 +167,18 @@ def _train_on_ranks(rank, world, group, cfg, run_dir):
     import torch
 
     from raytrain_eff.engine.runner import Runner
-    runner = Runner(cfg, rank=rank, world=world, group=group, device=torch.device("cpu"),
-                    run_dir=run_dir, run_name="r", local_checkpoints=True)
-    runner._report = lambda *a, **k: None   # no checkpoints: the table is flushed below
+
+    runner = Runner(
+        cfg,
+        rank=rank,
+        world=world,
+        group=group,
+        device=torch.device("cpu"),
+        run_dir=run_dir,
+        run_name="r",
+        local_checkpoints=True,
+    )
+    runner._report = lambda *a, **k: None  # no checkpoints: the table is flushed below
     local: list[float] = []
     step = runner.train_step
 
@@ -150,6 +186,7 @@ def _train_on_ranks(rank, world, group, cfg, run_dir):
         stats = step(*args)
         local.append(stats.loss.item())
         return stats
+
     runner.train_step = keep
     runner.run()
     if runner.table is not None:
@@ -160,12 +197,17 @@ def _train_on_ranks(rank, world, group, cfg, run_dir):
 def test_two_ranks_one_fused_reduction_gives_the_per_step_means(gloo, run_cfg, tmp_path):
     tables = {}
     for interval in (1, 4):
-        cfg = run_cfg("digits-sgd", "scaling.num_workers=2", "run.steps=8",
-                      f"run.report_interval={interval}", "run.eval_interval=0")
+        cfg = run_cfg(
+            "digits-sgd",
+            "scaling.num_workers=2",
+            "run.steps=8",
+            f"run.report_interval={interval}",
+            "run.eval_interval=0",
+        )
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, steps=8))
         run_dir = str(tmp_path / f"ranks{interval}")
         l0, l1 = gloo.run(2, _train_on_ranks, cfg, run_dir)
         tables[interval] = [r["loss"] for r in _table(run_dir)]
         assert tables[interval] == [(a + b) / 2 for a, b in zip(l0, l1, strict=True)]
-        assert l0 != l1   # the ranks saw different batches: the mean is not either one
+        assert l0 != l1  # the ranks saw different batches: the mean is not either one
     assert tables[1] == tables[4]

@@ -4,6 +4,7 @@ Under fsdp each rank holds a slice of the model, yet the run takes the steps ddp
 same losses, weights and MST masks to float tolerance. A checkpoint written under fsdp holds
 the whole model in ddp's format, so it resumes under either strategy and on any worker count.
 """
+
 import pathlib
 import shutil
 
@@ -13,20 +14,44 @@ import torch
 from raytrain_eff import config
 from raytrain_eff.typed import ConfigError
 
-TINY = {"gpt": ["task.seq_len=16", "task.n_layer=2", "task.n_head=2", "task.n_embd=32",
-                "data.batch_size=4"],
-        "digits": ["data.batch_size=16"]}
-RUN = ["run.steps=6", "run.report_interval=1", "run.checkpoint_interval=3",
-       "run.eval_interval=0", "run.eval_batches=2", "train.warmup_steps=1",
-       "monitor.enabled=false", "monitor.progress=false"]
+TINY = {
+    "gpt": [
+        "task.seq_len=16",
+        "task.n_layer=2",
+        "task.n_head=2",
+        "task.n_embd=32",
+        "data.batch_size=4",
+    ],
+    "digits": ["data.batch_size=16"],
+}
+RUN = [
+    "run.steps=6",
+    "run.report_interval=1",
+    "run.checkpoint_interval=3",
+    "run.eval_interval=0",
+    "run.eval_batches=2",
+    "train.warmup_steps=1",
+    "monitor.enabled=false",
+    "monitor.progress=false",
+]
 # MST with a topology update inside six steps: warm-up to 50% by step 2, updates at 2 and 4
-MST = ["methods.mst.sparsity=0.5", "methods.mst.warmup_end=0.34", "methods.mst.update_every=2",
-       "methods.mst.restore_start=0.67", "methods.mst.restore_end=0.84",
-       "methods.mst.attention_window=8", "methods.mst.attention_tile=8"]
+MST = [
+    "methods.mst.sparsity=0.5",
+    "methods.mst.warmup_end=0.34",
+    "methods.mst.update_every=2",
+    "methods.mst.restore_start=0.67",
+    "methods.mst.restore_end=0.84",
+    "methods.mst.attention_window=8",
+    "methods.mst.attention_tile=8",
+]
 # DHO2 with two Lanczos refreshes inside six steps (before updates 2 and 5)
 DHO2 = ["methods.dho2.k=2", "methods.dho2.refresh_interval=3", "methods.dho2.warmup=2"]
-CASES = {"adamw": ("gpt-dense", TINY["gpt"]), "sgd": ("digits-sgd", TINY["digits"]),
-         "mst": ("gpt-mst", TINY["gpt"] + MST), "dho2": ("classify-dho2", TINY["digits"] + DHO2)}
+CASES = {
+    "adamw": ("gpt-dense", TINY["gpt"]),
+    "sgd": ("digits-sgd", TINY["digits"]),
+    "mst": ("gpt-mst", TINY["gpt"] + MST),
+    "dho2": ("classify-dho2", TINY["digits"] + DHO2),
+}
 
 
 def _train(rank, world, group, preset, overrides, run_dir, resume_from=None, save_to=None):
@@ -38,14 +63,25 @@ def _train(rank, world, group, preset, overrides, run_dir, resume_from=None, sav
 
     def report(metrics, checkpoint=None, **kw):
         if checkpoint is not None and save_to:  # every rank's files into one dir, as Ray does
-            shutil.copytree(checkpoint.path, pathlib.Path(save_to) / f"step{metrics['step']}",
-                            dirs_exist_ok=True)
+            shutil.copytree(
+                checkpoint.path,
+                pathlib.Path(save_to) / f"step{metrics['step']}",
+                dirs_exist_ok=True,
+            )
 
-    runner = Runner(cfg, rank=rank, world=world, group=group, device=torch.device("cpu"),
-                    run_dir=run_dir, run_name="t", report=report, init_checkpoint=resume_from)
+    runner = Runner(
+        cfg,
+        rank=rank,
+        world=world,
+        group=group,
+        device=torch.device("cpu"),
+        run_dir=run_dir,
+        run_name="t",
+        report=report,
+        init_checkpoint=resume_from,
+    )
     runner.run()
-    state = (sharding.full_model_state(runner.model) if runner.sharded
-             else runner.model.state_dict())
+    state = sharding.full_model_state(runner.model) if runner.sharded else runner.model.state_dict()
     masks = [m.state_dict()["masks"] for m in runner.methods if m.name == "mst"]  # collective
     held = runner._state_bytes()
     if rank != 0:
@@ -76,8 +112,18 @@ def _assert_same_model(a, b):
 def _compare(gloo, tmp_path, method, save_to=None):
     """ddp and fsdp on 2 ranks: the same steps, with half the bytes held per rank."""
     preset, tiny = CASES[method]
-    ddp, fsdp = (_run(gloo, tmp_path, s, 2, preset, tiny + RUN + [f"scaling.strategy={s}"],
-                      save_to=save_to if s == "fsdp" else None) for s in ("ddp", "fsdp"))
+    ddp, fsdp = (
+        _run(
+            gloo,
+            tmp_path,
+            s,
+            2,
+            preset,
+            tiny + RUN + [f"scaling.strategy={s}"],
+            save_to=save_to if s == "fsdp" else None,
+        )
+        for s in ("ddp", "fsdp")
+    )
     assert len(_losses(ddp)) == 6 and torch.isfinite(_losses(ddp)).all()
     torch.testing.assert_close(_losses(fsdp), _losses(ddp), rtol=1e-4, atol=1e-5)
     _assert_same_model(fsdp[0], ddp[0])
@@ -90,12 +136,14 @@ def _compare(gloo, tmp_path, method, save_to=None):
     if method == "dho2":  # its ddp optimizer state is sliced already: the same under fsdp
         key = "optimizer_state_bytes"
         assert fsdp[0]["bytes"][key] + fsdp[1][key] == pytest.approx(
-            ddp[0]["bytes"][key] + ddp[1][key], rel=0.01)
+            ddp[0]["bytes"][key] + ddp[1][key], rel=0.01
+        )
         # ddp: a whole .grad, plus the overlapped reduce-scatter's staging (n, padded) and
         # averaged slice (n/2); fsdp: half a .grad per rank
         whole = ddp[1]["param_bytes"]
         assert fsdp[0]["bytes"]["grad_bytes"] + fsdp[1]["grad_bytes"] == pytest.approx(
-            whole, rel=0.01)
+            whole, rel=0.01
+        )
         assert ddp[1]["grad_bytes"] == pytest.approx(2.5 * whole, rel=0.01)
     assert fsdp[0]["rows"][-1]["param_bytes"] == fsdp[0]["bytes"]["param_bytes"]
     return fsdp
@@ -119,12 +167,23 @@ def test_mst_on_shards_matches_ddp_and_its_checkpoint_resumes_anywhere(gloo, tmp
     assert 0 < straight[0]["rows"][3]["mst_density"] < 1
     preset, tiny = CASES["mst"]
     at3 = str(ckpts / "step3")
-    as_ddp = _run(gloo, tmp_path, "ddp2", 2, preset, tiny + RUN + ["scaling.strategy=ddp"],
-                  resume_from=at3)
+    as_ddp = _run(
+        gloo, tmp_path, "ddp2", 2, preset, tiny + RUN + ["scaling.strategy=ddp"], resume_from=at3
+    )
     torch.testing.assert_close(_losses(as_ddp), _losses(straight, start=3), rtol=1e-4, atol=1e-5)
     _assert_same_model(as_ddp[0], straight[0])
-    one = {s: _run(gloo, tmp_path, f"{s}1", 1, preset, tiny + RUN + [f"scaling.strategy={s}"],
-                   resume_from=at3) for s in ("ddp", "fsdp")}
+    one = {
+        s: _run(
+            gloo,
+            tmp_path,
+            f"{s}1",
+            1,
+            preset,
+            tiny + RUN + [f"scaling.strategy={s}"],
+            resume_from=at3,
+        )
+        for s in ("ddp", "fsdp")
+    }
     assert len(_losses(one["fsdp"])) == 3
     torch.testing.assert_close(_losses(one["fsdp"]), _losses(one["ddp"]), rtol=1e-4, atol=1e-5)
     _assert_same_model(one["fsdp"][0], one["ddp"][0])
@@ -138,44 +197,71 @@ def test_a_dho2_checkpoint_in_shards_resumes_on_1_2_and_3_workers(gloo, tmp_path
     draws data.batch_size rows, so the global batch changes with the worker count;
     tests/methods/test_dho2.py checks the resharded state value by value.)"""
     from raytrain_eff.engine import checkpoint
+
     ckpts = tmp_path / "ckpts"
     preset, tiny = CASES["dho2"]
-    straight = _run(gloo, tmp_path, "straight", 2, preset,
-                    tiny + RUN + ["scaling.strategy=fsdp"], save_to=str(ckpts))
-    at3 = ckpts / "step3"            # after the first refresh: eigenvectors in the state
+    straight = _run(
+        gloo,
+        tmp_path,
+        "straight",
+        2,
+        preset,
+        tiny + RUN + ["scaling.strategy=fsdp"],
+        save_to=str(ckpts),
+    )
+    at3 = ckpts / "step3"  # after the first refresh: eigenvectors in the state
     assert "optimizer.pt" not in checkpoint.read_manifest(at3)["files"]
-    same = _run(gloo, tmp_path, "fsdp2", 2, preset, tiny + RUN + ["scaling.strategy=fsdp"],
-                resume_from=str(at3))
+    same = _run(
+        gloo,
+        tmp_path,
+        "fsdp2",
+        2,
+        preset,
+        tiny + RUN + ["scaling.strategy=fsdp"],
+        resume_from=str(at3),
+    )
     torch.testing.assert_close(_losses(same), _losses(straight, start=3), rtol=0, atol=0)
     _assert_same_model(same[0], straight[0])
     saved = next(r for r in straight[0]["rows"] if r["step"] == 3)
     for world, strategy in ((1, "ddp"), (3, "fsdp")):
-        resumed = _run(gloo, tmp_path, f"{strategy}{world}", world, preset,
-                       tiny + RUN + [f"scaling.strategy={strategy}"], resume_from=str(at3))
-        first = resumed[0]["rows"][0]          # step 3: no refresh yet, the loaded pairs
+        resumed = _run(
+            gloo,
+            tmp_path,
+            f"{strategy}{world}",
+            world,
+            preset,
+            tiny + RUN + [f"scaling.strategy={strategy}"],
+            resume_from=str(at3),
+        )
+        first = resumed[0]["rows"][0]  # step 3: no refresh yet, the loaded pairs
         assert first["step"] == 3 and first["lanczos_iterations"] == 0
         assert first["eigenpairs"] == 2
         assert first["lambda_max"] == pytest.approx(saved["lambda_max"], rel=1e-6)
         assert torch.isfinite(_losses(resumed)).all() and len(_losses(resumed)) == 3
 
 
-@pytest.mark.parametrize("preset,field,why", [
-    ("classify-fosi", "methods.fosi", "whole flattened parameter vector"),
-    ("erm-dasvrda", "task.name", "outside forward()"),
-    ("wide-sublinear", "task.name", "index over whole weight rows"),
-    ("digits-lowdim-head", "methods.lowdim", "whole weight matrices"),
-])
+@pytest.mark.parametrize(
+    "preset,field,why",
+    [
+        ("classify-fosi", "methods.fosi", "whole flattened parameter vector"),
+        ("erm-dasvrda", "task.name", "outside forward()"),
+        ("wide-sublinear", "task.name", "index over whole weight rows"),
+        ("digits-lowdim-head", "methods.lowdim", "whole weight matrices"),
+    ],
+)
 def test_methods_that_cannot_shard_are_refused_before_launch(preset, field, why):
-    with pytest.raises(ConfigError, match=f"{field}: .* cannot run under scaling.strategy=fsdp"
-                                          f".*{why}"):
+    with pytest.raises(
+        ConfigError, match=f"{field}: .* cannot run under scaling.strategy=fsdp.*{why}"
+    ):
         config.load(preset=preset, overrides=["scaling.strategy=fsdp"])
     config.load(preset=preset)  # the same preset is fine under ddp
 
 
 def test_fsdp_needs_workers():
     with pytest.raises(ConfigError, match="strategy.*local mode"):
-        config.load(preset="gpt-dense", overrides=["scaling.strategy=fsdp",
-                                                   "scaling.num_workers=0"])
+        config.load(
+            preset="gpt-dense", overrides=["scaling.strategy=fsdp", "scaling.num_workers=0"]
+        )
 
 
 def test_fsdp_on_ray_train_resumes_on_one_worker(run_cfg, ray_session):
@@ -183,11 +269,21 @@ def test_fsdp_on_ray_train_resumes_on_one_worker(run_cfg, ray_session):
     import pyarrow.parquet as pq
 
     from raytrain_eff.engine import launch
-    paused = launch.fit(run_cfg("digits-adamw", "scaling.strategy=fsdp", "run.steps=8",
-                                "run.report_interval=4", "run.checkpoint_interval=4",
-                                "run.stop_after=4", "run.eval_interval=0"))
-    resumed = config.apply_resume_overrides(launch.load_run_config(paused.run_dir),
-                                            ["run.stop_after=null", "scaling.num_workers=1"])
+
+    paused = launch.fit(
+        run_cfg(
+            "digits-adamw",
+            "scaling.strategy=fsdp",
+            "run.steps=8",
+            "run.report_interval=4",
+            "run.checkpoint_interval=4",
+            "run.stop_after=4",
+            "run.eval_interval=0",
+        )
+    )
+    resumed = config.apply_resume_overrides(
+        launch.load_run_config(paused.run_dir), ["run.stop_after=null", "scaling.num_workers=1"]
+    )
     launch.fit(resumed, resume=True)
     table = pq.read_table(pathlib.Path(paused.run_dir) / "metrics.parquet").to_pandas()
     assert table["step"].tolist() == list(range(8))

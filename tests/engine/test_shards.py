@@ -1,6 +1,7 @@
 """Checkpoints as torch.distributed.checkpoint shards: each rank writes only what it holds, a load
 reshards to any world size and strategy, a lost shard is never resumed from, and loading runs
 no pickled code. Real FSDP2 on real gloo ranks; Ray's upload is a copy of each rank's files."""
+
 import json
 import pathlib
 import pickle
@@ -30,6 +31,7 @@ def _trained(model: nn.Module) -> torch.optim.Optimizer:
 
 def _sharded(model: nn.Module, group) -> nn.Module:
     from raytrain_eff.engine import sharding
+
     device_mesh = sharding.mesh(group, torch.device("cpu"))
     return sharding.shard(model, [model[0]], device_mesh)
 
@@ -37,12 +39,23 @@ def _sharded(model: nn.Module, group) -> nn.Module:
 def _save_sharded(rank, world, group, root):
     model = _sharded(_model(), group)
     opt = _trained(model)
-    checkpoint.save(pathlib.Path(root) / f"rank{rank}", rank=rank, world_size=world, step=3,
-                    attempt=0, model=model, optimizer=opt, methods=[], group=group)
-    held = [sum(p.to_local().numel() for p in model.parameters()),
-            sum(v.to_local().numel() for s in opt.state.values() for k, v in s.items()
-                if k != "step")]
+    checkpoint.save(
+        pathlib.Path(root) / f"rank{rank}",
+        rank=rank,
+        world_size=world,
+        step=3,
+        attempt=0,
+        model=model,
+        optimizer=opt,
+        methods=[],
+        group=group,
+    )
+    held = [
+        sum(p.to_local().numel() for p in model.parameters()),
+        sum(v.to_local().numel() for s in opt.state.values() for k, v in s.items() if k != "step"),
+    ]
     from raytrain_eff.engine import sharding
+
     return held, sharding.full_model_state(model)
 
 
@@ -63,7 +76,7 @@ def test_fsdp_ranks_write_their_own_shards_and_one_process_reads_them_whole(gloo
     results = gloo.run(2, _save_sharded, str(tmp_path))
     (held0, full), (held1, _) = results
     total = sum(p.numel() for p in _model().parameters())
-    assert held0[0] + held1[0] == total and held0[0] < total        # each rank: its slice
+    assert held0[0] + held1[0] == total and held0[0] < total  # each rank: its slice
     # every rank wrote a data file of its own; rank 0 also the metadata and the manifest
     assert {p.name for p in (tmp_path / "rank1" / "shards").iterdir()} == {"__1_0.distcp"}
     assert not (tmp_path / "rank1" / "manifest.json").exists()
@@ -77,29 +90,48 @@ def test_fsdp_ranks_write_their_own_shards_and_one_process_reads_them_whole(gloo
     ref_model, ref_opt = _reference()
     for name, value in ref_model.state_dict().items():
         assert torch.equal(model.state_dict()[name], value) and torch.equal(full[name], value)
-    for a, b in zip(opt.state_dict()["state"].values(), ref_opt.state_dict()["state"].values(),
-                    strict=True):
+    for a, b in zip(
+        opt.state_dict()["state"].values(), ref_opt.state_dict()["state"].values(), strict=True
+    ):
         assert all(torch.equal(a[k], b[k]) for k in b)
 
 
 def _load_sharded(rank, world, group, directory):
     model = _sharded(_model(), group)
-    for p in model.parameters():           # nothing of the saved weights left in place
+    for p in model.parameters():  # nothing of the saved weights left in place
         p.data.to_local().zero_()
     opt = torch.optim.AdamW(model.parameters(), lr=0.1)
-    checkpoint.load(pathlib.Path(directory), rank=rank, seed=0, model=model, optimizer=opt,
-                    methods=[], group=group)
+    checkpoint.load(
+        pathlib.Path(directory),
+        rank=rank,
+        seed=0,
+        model=model,
+        optimizer=opt,
+        methods=[],
+        group=group,
+    )
     from raytrain_eff.engine import sharding
-    moments = {n: s["exp_avg"].full_tensor() for n, s in zip(
-        [n for n, _ in model.named_parameters()], opt.state.values(), strict=True)}
+
+    moments = {
+        n: s["exp_avg"].full_tensor()
+        for n, s in zip([n for n, _ in model.named_parameters()], opt.state.values(), strict=True)
+    }
     return sharding.full_model_state(model), moments
 
 
 @pytest.mark.parametrize("world", [2, 3])
 def test_a_one_process_checkpoint_reshards_onto_fsdp_ranks(gloo, tmp_path, world):
     model, opt = _reference()
-    checkpoint.save(tmp_path / "c", rank=0, world_size=1, step=3, attempt=0, model=model,
-                    optimizer=opt, methods=[])
+    checkpoint.save(
+        tmp_path / "c",
+        rank=0,
+        world_size=1,
+        step=3,
+        attempt=0,
+        model=model,
+        optimizer=opt,
+        methods=[],
+    )
     state, moments = gloo.run(world, _load_sharded, str(tmp_path / "c"))[0]
     for name, value in model.state_dict().items():
         assert torch.equal(state[name], value)
@@ -113,33 +145,43 @@ def test_a_checkpoint_that_lost_a_ranks_shard_is_never_resumed_from(gloo, tmp_pa
     run = tmp_path / "run"
     _, older = _reference()
     model = _model()
-    checkpoint.save(run / checkpoint.dir_name(2), rank=0, world_size=1, step=2, attempt=0,
-                    model=model, optimizer=torch.optim.AdamW(model.parameters()), methods=[])
+    checkpoint.save(
+        run / checkpoint.dir_name(2),
+        rank=0,
+        world_size=1,
+        step=2,
+        attempt=0,
+        model=model,
+        optimizer=torch.optim.AdamW(model.parameters()),
+        methods=[],
+    )
     gloo.run(2, _save_sharded, str(tmp_path))
-    shutil.copytree(tmp_path / "rank0", run / checkpoint.dir_name(3))   # rank 1's never came
+    shutil.copytree(tmp_path / "rank0", run / checkpoint.dir_name(3))  # rank 1's never came
     warnings: list[str] = []
     start = checkpoint.resolve_start(str(run), warn=warnings.append)
     assert start["checkpoint"] == checkpoint.dir_name(2)
-    assert warnings == [f"{run}/{checkpoint.dir_name(3)}/shards/__1_0.distcp is missing; "
-                        f"resuming from the previous good checkpoint, {checkpoint.dir_name(2)}"]
+    assert warnings == [
+        f"{run}/{checkpoint.dir_name(3)}/shards/__1_0.distcp is missing; "
+        f"resuming from the previous good checkpoint, {checkpoint.dir_name(2)}"
+    ]
 
 
 def test_checkpoints_of_earlier_versions_still_load():
-    directory = DATA / "format2_step00000005"           # written by format 2: model.pt whole
+    directory = DATA / "format2_step00000005"  # written by format 2: model.pt whole
     assert json.loads((directory / "manifest.json").read_text())["format"] == 2
-    torch.manual_seed(7)                                  # how that checkpoint was made
+    torch.manual_seed(7)  # how that checkpoint was made
     expected = nn.Linear(3, 2)
     expected_opt = torch.optim.AdamW(expected.parameters(), lr=0.1)
     expected(torch.randn(4, 3)).sum().backward()
     expected_opt.step()
     model = nn.Linear(3, 2)
     opt = torch.optim.AdamW(model.parameters(), lr=0.1)
-    manifest = checkpoint.load(directory, rank=0, seed=0, model=model, optimizer=opt,
-                               methods=[])
+    manifest = checkpoint.load(directory, rank=0, seed=0, model=model, optimizer=opt, methods=[])
     assert manifest["step"] == 5
     assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.state_dict().items())
-    assert torch.equal(opt.state_dict()["state"][0]["exp_avg"],
-                       expected_opt.state_dict()["state"][0]["exp_avg"])
+    assert torch.equal(
+        opt.state_dict()["state"][0]["exp_avg"], expected_opt.state_dict()["state"][0]["exp_avg"]
+    )
     plain = nn.Linear(3, 2)
     checkpoint.load_model(directory, plain)
     assert torch.equal(plain.weight, expected.weight)
@@ -157,19 +199,36 @@ class _Payload:
 
 def test_shard_metadata_that_names_other_code_is_refused(tmp_path):
     model, opt = _reference()
-    checkpoint.save(tmp_path / "c", rank=0, world_size=1, step=1, attempt=0, model=model,
-                    optimizer=opt, methods=[])
+    checkpoint.save(
+        tmp_path / "c",
+        rank=0,
+        world_size=1,
+        step=1,
+        attempt=0,
+        model=model,
+        optimizer=opt,
+        methods=[],
+    )
     metadata = tmp_path / "c" / "shards" / ".metadata"
     marker = tmp_path / "pickled-code-ran"
     metadata.write_bytes(pickle.dumps(_Payload(marker)))
     manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
-    manifest["files"]["shards/.metadata"] = checkpoint._digest(metadata)   # checksums agree
+    manifest["files"]["shards/.metadata"] = checkpoint._digest(metadata)  # checksums agree
     (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(CheckpointError, match=r"shards could not be read: .*names "
-                                              r"pathlib\.Path\.touch, which is not a torch"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"shards could not be read: .*names "
+        r"pathlib\.Path\.touch, which is not a torch",
+    ):
         fresh = _model()
-        checkpoint.load(tmp_path / "c", rank=0, seed=0, model=fresh,
-                        optimizer=torch.optim.AdamW(fresh.parameters()), methods=[])
+        checkpoint.load(
+            tmp_path / "c",
+            rank=0,
+            seed=0,
+            model=fresh,
+            optimizer=torch.optim.AdamW(fresh.parameters()),
+            methods=[],
+        )
     assert not marker.exists()
 
 
@@ -187,8 +246,16 @@ def test_a_method_optimizer_with_its_own_layout_is_saved_whole(tmp_path):
     assert shards.optimizer_in_shards(torch.optim.AdamW(model.parameters()))
     flat = Flat(model.parameters())
     assert not shards.optimizer_in_shards(flat)
-    checkpoint.save(tmp_path / "c", rank=0, world_size=1, step=1, attempt=0, model=model,
-                    optimizer=flat, methods=[])
+    checkpoint.save(
+        tmp_path / "c",
+        rank=0,
+        world_size=1,
+        step=1,
+        attempt=0,
+        model=model,
+        optimizer=flat,
+        methods=[],
+    )
     assert "optimizer.pt" in checkpoint.read_manifest(tmp_path / "c")["files"]
     with pytest.raises(CheckpointError, match="optimizer.pt does not match"):
         (tmp_path / "c" / "optimizer.pt").write_bytes(b"x")

@@ -1,4 +1,5 @@
 """Run totals: restored from the checkpoint, summed over kept steps, shared out over ranks."""
+
 import pytest
 
 from raytrain_eff.engine.totals import RankShare, RunTotals

@@ -1,6 +1,7 @@
 """Central-difference HVPs through FSDP2's own forward/backward: each rank's slice of H v
 against the exact double-backward HVP of the whole batch, in float32 and float64, and the
 model (parameters, gradients, buffers) exactly as it was after every HVP."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,8 +23,12 @@ def model_of(dtype, norm=False):
     """BatchNorm's statistics are per rank (no SyncBatchNorm): the P-rank loss is another
     function, so only the restore test uses it."""
     torch.manual_seed(0)
-    layers = [nn.Linear(5, 16), nn.Tanh(), *([nn.BatchNorm1d(16)] if norm else []),
-              nn.Linear(16, 3)]
+    layers = [
+        nn.Linear(5, 16),
+        nn.Tanh(),
+        *([nn.BatchNorm1d(16)] if norm else []),
+        nn.Linear(16, 3),
+    ]
     return nn.Sequential(*layers).to(dtype)
 
 
@@ -46,6 +51,7 @@ def _central(rank, world, group, dtype, norm=False):
     from raytrain_eff.blocks.dtensor import local
     from raytrain_eff.engine import sharding
     from raytrain_eff.methods.dho2 import ShardSlices
+
     model = model_of(dtype, norm)
     model = sharding.shard(model, [model[0]], sharding.mesh(group, torch.device("cpu")))
     params = list(model.parameters())
@@ -55,14 +61,27 @@ def _central(rank, world, group, dtype, norm=False):
     weight = (rows.stop - rows.start) * world / ROWS
     # a training gradient that the HVP must leave in place
     ce(model, (X, y)).backward()
-    before = ([local(p).clone() for p in params], [local(p.grad).clone() for p in params],
-              [b.clone() for b in model.buffers()])
-    H = CentralDifferenceHVP(model, ce, (X[rows], y[rows]), slices.local(_flat(model)),
-                             slices.psum, seed=1, weight=weight)
+    before = (
+        [local(p).clone() for p in params],
+        [local(p.grad).clone() for p in params],
+        [b.clone() for b in model.buffers()],
+    )
+    H = CentralDifferenceHVP(
+        model,
+        ce,
+        (X[rows], y[rows]),
+        slices.local(_flat(model)),
+        slices.psum,
+        seed=1,
+        weight=weight,
+    )
     out = [slices.gather(H(slices.local(v)).double()) for v in vectors(slices.n)]
     after = ([local(p) for p in params], [local(p.grad) for p in params], list(model.buffers()))
-    same = all(torch.equal(a, b) for xs, ys in zip(before, after, strict=True)
-               for a, b in zip(xs, ys, strict=True))
+    same = all(
+        torch.equal(a, b)
+        for xs, ys in zip(before, after, strict=True)
+        for a, b in zip(xs, ys, strict=True)
+    )
     return out, same
 
 
@@ -79,8 +98,7 @@ def test_central_differences_on_shards_match_the_exact_hvp(dtype, gloo):
     for world in (1, 2, 3):
         for rank, (out, same) in enumerate(gloo.run(world, _central, dtype)):
             assert same, f"P={world} rank {rank}: the HVP left the model changed"
-            errors = [float((a - b).norm() / b.norm()) for a, b in zip(out, reference,
-                                                                       strict=True)]
+            errors = [float((a - b).norm() / b.norm()) for a, b in zip(out, reference, strict=True)]
             print(f"{dtype} P={world}: relative error {max(errors):.2e}")
             assert max(errors) < BOUND[dtype]
 

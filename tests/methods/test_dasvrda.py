@@ -1,5 +1,6 @@
 """DASVRDA, Prox-SVRG and Katyusha on regularised ERM: prox, certificate, convergence to a
 certified optimum, checkpoint round trip, and 2-rank runs equal to single-process runs."""
+
 from __future__ import annotations
 
 import math
@@ -54,9 +55,11 @@ def test_prox_is_the_minimiser_of_its_definition():
     v = torch.linspace(-2, 2, 41, dtype=torch.float64)
     t, l1, l2 = 0.7, 0.5, 0.3
     x = prox_elastic_net(v, t, l1, l2)
+
     def h(u):
         return 0.5 * (u - v) ** 2 + t * (l1 * u.abs() + 0.5 * l2 * u * u)
-    for delta in (1e-3, -1e-3, 0.1, -0.1):   # separable: each coordinate is its own minimum
+
+    for delta in (1e-3, -1e-3, 0.1, -0.1):  # separable: each coordinate is its own minimum
         assert torch.all(h(x) <= h(x + delta) + 1e-15)
     assert torch.all(x[v.abs() <= t * l1] == 0)
     assert torch.allclose(x[-1], torch.tensor((2 - t * l1) / (1 + t * l2), dtype=torch.float64))
@@ -71,7 +74,7 @@ def test_loss_derivative_and_smoothness(loss):
         y = torch.full_like(t, sign)
         (grad,) = torch.autograd.grad(phi(t, y).sum(), t)
         assert torch.allclose(grad, dphi(t, y), atol=1e-12)
-        slopes = dphi(t, y).diff() / t.detach().diff()   # φ'' ≤ c everywhere
+        slopes = dphi(t, y).diff() / t.detach().diff()  # φ'' ≤ c everywhere
         assert slopes.max() <= c + 1e-9 and slopes.min() >= -1e-12
 
 
@@ -80,8 +83,9 @@ def test_certificate_bounds_the_true_gap_on_ridge():
     X, y = task.X_train, task.y_train
     P = ERMProblem(DenseRows(X), y, loss="squared", l1=0.0, l2=1e-2)
     n = len(y)
-    x_star = torch.linalg.solve(X.T @ X / n + 1e-2 * torch.eye(X.shape[1], dtype=X.dtype),
-                                X.T @ y / n)
+    x_star = torch.linalg.solve(
+        X.T @ X / n + 1e-2 * torch.eye(X.shape[1], dtype=X.dtype), X.T @ y / n
+    )
     P_star = P.objective(x_star)
     g = torch.Generator().manual_seed(0)
     x = x_star + 1e-3 * torch.randn(X.shape[1], dtype=X.dtype, generator=g)
@@ -102,7 +106,7 @@ def test_dasvrda_reaches_certified_optimum(data, loss):
 
 @pytest.mark.parametrize("name,eta_scale", [("prox-svrg", 4.0), ("katyusha", 1.0)])
 def test_baselines_reach_certified_optimum(data, name, eta_scale):
-    P = problem(data, l1=1e-3, l2=5e-2)        # better conditioned: the baselines are slower
+    P = problem(data, l1=1e-3, l2=5e-2)  # better conditioned: the baselines are slower
     P_ref = reference(P)
     solver = make_solver(name, P, eta_scale=eta_scale, seed=2)
     trace = solve(solver, max_passes=100, target=P_ref * (1 + 1e-6))
@@ -110,12 +114,12 @@ def test_baselines_reach_certified_optimum(data, name, eta_scale):
 
 
 def test_l1_only_converges_to_long_fista(data):
-    P = problem(data, l1=1e-2, l2=0.0)         # not strongly convex: no certificate, long FISTA
+    P = problem(data, l1=1e-2, l2=0.0)  # not strongly convex: no certificate, long FISTA
     x_ref = fista(P, iters=2000)
     P_ref = P.objective(x_ref)
     x, _ = dasvrda(P, max_passes=300, target=P_ref * (1 + 1e-6))
     assert (P.objective(x) - P_ref) / P_ref <= 1e-6
-    assert int((x == 0).sum()) > 0             # L1 gives exact zeros through the prox
+    assert int((x == 0).sum()) > 0  # L1 gives exact zeros through the prox
 
 
 @pytest.mark.parametrize("restart", ["fixed", "none"])
@@ -127,7 +131,7 @@ def test_restart_variants_converge(data, restart):
 
 
 def test_importance_sampling_on_unequal_rows():
-    task = cancer(normalize=False)             # standardised columns: row norms vary ~5x
+    task = cancer(normalize=False)  # standardised columns: row norms vary ~5x
     P = ERMProblem(DenseRows(task.X_train), task.y_train, l1=1e-3, l2=1e-3, importance=True)
     assert P.q is not None and P.q.max() > 3 * P.q.min()
     P_ref = reference(P)
@@ -146,7 +150,7 @@ def test_dense_and_csr_give_the_same_iterates(data):
 def test_state_dict_round_trip_resumes_exactly(data, name):
     P = problem(data)
     a = make_solver(name, P, seed=4)
-    for _ in range(a.m + a.m // 2):            # stop mid-stage
+    for _ in range(a.m + a.m // 2):  # stop mid-stage
         a.step()
     b = make_solver(name, P, seed=4)
     b.load_state_dict(a.state_dict())
@@ -159,17 +163,24 @@ def test_state_dict_round_trip_resumes_exactly(data, name):
 # --- the method seam, single process and 2 gloo ranks ---------------------------------------------
 def seam_run(rank, world, group, task, method_name, steps):
     torch.set_num_threads(1)
-    ctx = MethodContext(rank=rank, world_size=world, group=group, task=task,
-                        iterate_shard=lambda bs: task.shard_iterator(rank, world, bs),
-                        shard_size=task.shard_size(rank, world))
-    cls, cfg = {"dasvrda": (DASVRDAMethod, DASVRDAConfig(importance=True)),
-                "prox-svrg": (ProxSVRGMethod, ProxSVRGConfig()),
-                "katyusha": (KatyushaMethod, KatyushaConfig())}[method_name]
+    ctx = MethodContext(
+        rank=rank,
+        world_size=world,
+        group=group,
+        task=task,
+        iterate_shard=lambda bs: task.shard_iterator(rank, world, bs),
+        shard_size=task.shard_size(rank, world),
+    )
+    cls, cfg = {
+        "dasvrda": (DASVRDAMethod, DASVRDAConfig(importance=True)),
+        "prox-svrg": (ProxSVRGMethod, ProxSVRGConfig()),
+        "katyusha": (KatyushaMethod, KatyushaConfig()),
+    }[method_name]
     method = cls(cfg)
     model = task.build_model()
     opt = method.make_optimizer(model, ctx)
     objectives, flops = [], 0.0
-    for step in range(steps):              # the engine's loop, minus Ray
+    for step in range(steps):  # the engine's loop, minus Ray
         opt.zero_grad()
         task.loss(model, task.train_batch(step, 0, rank, world, 16)).backward()
         opt.step()
@@ -180,16 +191,16 @@ def seam_run(rank, world, group, task, method_name, steps):
 
 @pytest.mark.parametrize("name", ["dasvrda", "prox-svrg", "katyusha"])
 def test_two_ranks_equal_one(gloo, name):
-    steps = 3 * 23 + 5                      # n = 541 rows, b = 23: three stages and a bit
+    steps = 3 * 23 + 5  # n = 541 rows, b = 23: three stages and a bit
     task = ERMTask(ERMConfig(l1=1e-3, l2=1e-4), DataConfig(dataset="breast_cancer"), seed=7)
-    task.load()                             # loaded once here; the ranks get it pickled
+    task.load()  # loaded once here; the ranks get it pickled
     (single,) = gloo.run(1, seam_run, task, name, steps)
     r0, r1 = gloo.run(2, seam_run, task, name, steps)
     assert torch.equal(r0[0], r1[0]), "ranks disagree"
     assert torch.allclose(r0[0], single[0], rtol=0, atol=1e-11)
     assert r0[1][-1] == pytest.approx(single[1][-1], rel=1e-12)
-    assert single[1][-1] < single[1][0]     # the objective went down
-    assert 0 < r0[2] < single[2]            # each rank did part of the work
+    assert single[1][-1] < single[1][0]  # the objective went down
+    assert 0 < r0[2] < single[2]  # each rank did part of the work
 
 
 # --- errors a user can act on -----------------------------------------------------------------
@@ -204,8 +215,9 @@ def test_errors_name_the_problem(data):
         make_solver("saga", problem(data))
     with pytest.raises(ConfigError, match="gamma: 1.0 is invalid; must be > 1"):
         DASVRDAConfig(gamma=1.0)
-    ctx = MethodContext(task=type("T", (), {"params": DataConfig()})(),
-                        iterate_shard=lambda bs: iter(()))
+    ctx = MethodContext(
+        task=type("T", (), {"params": DataConfig()})(), iterate_shard=lambda bs: iter(())
+    )
     with pytest.raises(ValueError, match="need 'loss' \\(use task 'erm'\\)"):
         DASVRDAMethod(DASVRDAConfig()).make_optimizer(torch.nn.Linear(3, 1, bias=False), ctx)
     assert math.isfinite(problem(data).L_bar)

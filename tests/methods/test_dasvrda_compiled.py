@@ -1,5 +1,6 @@
 """The compiled (numba) stage loops against the torch reference, and the data-aware step:
 same iterates to 1e-12 on dense and CSR rows, every loss, uniform and importance sampling."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,14 +23,15 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def data():
     task = ERMTask(ERMConfig(normalize=False), DataConfig(dataset="breast_cancer"))
-    task.load()                               # unequal row norms: importance weights vary
+    task.load()  # unequal row norms: importance weights vary
     return task.X_train, task.y_train
 
 
 def problem(data, sparse=False, loss="logistic", **kw):
     X, y = data
-    return ERMProblem(as_rows(X.to_sparse_csr() if sparse else X), y, loss=loss,
-                      l1=1e-3, l2=1e-4, **kw)
+    return ERMProblem(
+        as_rows(X.to_sparse_csr() if sparse else X), y, loss=loss, l1=1e-3, l2=1e-4, **kw
+    )
 
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
@@ -38,8 +40,9 @@ def problem(data, sparse=False, loss="logistic", **kw):
 def test_compiled_follows_the_torch_iterates(data, sparse, name, importance):
     runs = {}
     for backend in ("torch", "compiled"):
-        solver = make_solver(name, problem(data, sparse, importance=importance), seed=5,
-                             backend=backend)
+        solver = make_solver(
+            name, problem(data, sparse, importance=importance), seed=5, backend=backend
+        )
         trace = solve(solver, max_passes=12)
         runs[backend] = (solver, trace)
     (a, ta), (b, tb) = runs["torch"], runs["compiled"]
@@ -64,9 +67,9 @@ def test_every_loss_compiles_to_the_same_iterates(data, loss):
 def test_step_by_step_equals_whole_stages_and_resumes(data):
     """The method seam steps one inner iteration at a time; solve() runs whole stages."""
     whole = make_solver("katyusha", problem(data), seed=7)
-    solve(whole, max_passes=6)                 # 3 stages of 2 passes
+    solve(whole, max_passes=6)  # 3 stages of 2 passes
     steps = make_solver("katyusha", problem(data), seed=7)
-    for _ in range(steps.m + steps.m // 2):    # stop mid-stage, checkpoint, resume
+    for _ in range(steps.m + steps.m // 2):  # stop mid-stage, checkpoint, resume
         steps.step()
     resumed = make_solver("katyusha", problem(data), seed=7)
     resumed.load_state_dict(steps.state_dict())
@@ -82,7 +85,7 @@ def test_batch_smoothness_matches_the_spectrum(data):
     A = X.numpy()
     exact = 0.25 * np.linalg.eigvalsh(A.T @ A / len(y))[-1]
     assert pytest.approx(exact, rel=1e-3) == P.L_F
-    assert P.L_batch(1) == pytest.approx(P.L_bar)              # b = 1: the paper's L̄
+    assert P.L_batch(1) == pytest.approx(P.L_bar)  # b = 1: the paper's L̄
     b = 23
     assert P.L_batch(b) == pytest.approx((1 - 1 / b) * P.L_F + P.L_bar / b)
     assert P.L_F < P.L_batch(b) < P.L_bar
@@ -103,8 +106,9 @@ def test_backend_and_smoothness_errors(data):
 # --- an unpenalised intercept, as scikit-learn fits it -------------------------------------------
 def test_intercept_is_unpenalised_like_scikit_learn():
     from sklearn.linear_model import LogisticRegression
+
     task = ERMTask(ERMConfig(l1=0.0, l2=1e-2), DataConfig(dataset="breast_cancer"))
-    task.load()                                # default: bias column, not penalised
+    task.load()  # default: bias column, not penalised
     X, y = task.X_train, task.y_train
     P = ERMProblem(as_rows(X), y, l1=0.0, l2=1e-2, intercept=True)
     assert P.d_pen == X.shape[1] - 1

@@ -1,5 +1,6 @@
 """DHO2 on 1-3 gloo ranks equals FOSI in one process on the concatenated batch, holds 1/P of
 the curvature per rank, and resumes on a different worker count."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,7 +14,7 @@ from raytrain_eff.methods.fosi import FOSIOptimizer
 from raytrain_eff.tasks.base import shard_rows
 
 torch.set_num_threads(1)
-ROWS = 12                                            # global batch; splits over 1, 2, 3 ranks
+ROWS = 12  # global batch; splits over 1, 2, 3 ranks
 CFG = dict(lr=0.03, k=3, refresh_interval=4, warmup=2, weight_decay=0.05)
 
 
@@ -38,14 +39,14 @@ class RankBatches:
 
     def __init__(self, rank, world, start):
         self.rank, self.world, self.i = rank, world, start
-        self.shares = []                              # what each call asked for
+        self.shares = []  # what each call asked for
 
     def __call__(self, share=None):
         X, y = global_batch(self.i)
         self.i += 1
         self.shares.append(share)
         rows = shard_rows(ROWS, *(share or (self.rank, self.world)))
-        return X[rows.start:rows.stop], y[rows.start:rows.stop]
+        return X[rows.start : rows.stop], y[rows.start : rows.stop]
 
 
 def run_steps(model, opt, rank, world, first, last):
@@ -72,8 +73,9 @@ def single(cls, cfg, steps):
 
 def _sharded(rank, world, group, opt_cls, cfg, steps):
     model = mlp()
-    opt = opt_cls(model, cfg, ce, RankBatches(rank, world, 10**6), group=group, rank=rank,
-                  world_size=world)
+    opt = opt_cls(
+        model, cfg, ce, RankBatches(rank, world, 10**6), group=group, rank=rank, world_size=world
+    )
     trace = []
     for t in range(steps):
         run_steps(model, opt, rank, world, t, t + 1)
@@ -104,14 +106,14 @@ def test_dho2_on_2_and_3_ranks_equals_fosi_on_the_concatenated_batch(gloo):
 
 
 # -- the engine's overlapped sync (ddp): reduce-scatter in backward, all-gather past the step --
-ACCUM, CLIP = 2, 0.4            # two micro-batches a step; a clip that acts on some steps
+ACCUM, CLIP = 2, 0.4  # two micro-batches a step; a clip that acts on some steps
 
 
 def _micro(step, j, rank, world):
     """Micro-batch j of step ``step``: this rank's rows of global batch 100·step + j."""
     X, y = global_batch(100 * step + j)
     rows = shard_rows(ROWS, rank, world)
-    return X[rows.start:rows.stop], y[rows.start:rows.stop]
+    return X[rows.start : rows.stop], y[rows.start : rows.stop]
 
 
 def _fosi_clipped(steps):
@@ -132,9 +134,17 @@ def _fosi_clipped(steps):
 def _overlapped(rank, world, group, steps):
     """DHO2 under the engine's protocol: arm per micro-batch, finish, step, settle."""
     model = mlp()
-    opt = DHO2Optimizer(model, DHO2Config(**CFG), ce, RankBatches(rank, world, 10**6),
-                        group=group, rank=rank, world_size=world, max_grad_norm=CLIP)
-    sync = opt.overlap(bucket_elements=12)         # several column buckets
+    opt = DHO2Optimizer(
+        model,
+        DHO2Config(**CFG),
+        ce,
+        RankBatches(rank, world, 10**6),
+        group=group,
+        rank=rank,
+        world_size=world,
+        max_grad_norm=CLIP,
+    )
+    sync = opt.overlap(bucket_elements=12)  # several column buckets
     trace = []
     for t in range(steps):
         opt.zero_grad(set_to_none=True)
@@ -150,12 +160,12 @@ def _overlapped(rank, world, group, steps):
 
 def test_overlapped_sync_with_accumulation_and_clip_equals_fosi(gloo):
     reference, norms = _fosi_clipped(12)
-    assert min(norms) < CLIP < max(norms)          # clipped on some steps, not on others
+    assert min(norms) < CLIP < max(norms)  # clipped on some steps, not on others
     for world in (2, 3):
         for trace, columns, aliased in gloo.run(world, _overlapped, 12):
             slice_size, width = -(-66 // world), 12 // world
             assert columns == -(-slice_size // width) > 1
-            assert aliased      # gathered straight into the parameters' storage
+            assert aliased  # gathered straight into the parameters' storage
             for t, (a, b) in enumerate(zip(reference, trace, strict=True)):
                 torch.testing.assert_close(b, a, rtol=0, atol=1e-9, msg=f"P={world} step {t}")
 
@@ -163,7 +173,7 @@ def test_overlapped_sync_with_accumulation_and_clip_equals_fosi(gloo):
 class _WithUnused(nn.Module):
     def __init__(self):
         super().__init__()
-        self.body, self.unused = mlp(), nn.Linear(2, 2).double()   # unused: sends zeros
+        self.body, self.unused = mlp(), nn.Linear(2, 2).double()  # unused: sends zeros
 
     def forward(self, x):
         return self.body(x)
@@ -172,18 +182,20 @@ class _WithUnused(nn.Module):
 def _slice_grads(rank, world, group, bucket_elements):
     from raytrain_eff.methods.dho2 import Slices
     from raytrain_eff.methods.slice_sync import SliceSync
+
     model = _WithUnused()
     params = list(model.parameters())
     slices = Slices(sum(p.numel() for p in params), rank, world, group)
     sync = SliceSync(params, slices, bucket_elements)
     sync.arm(False)
-    ce(model, _micro(0, 0, rank, world)).backward()          # accumulates, syncs nothing
+    ce(model, _micro(0, 0, rank, world)).backward()  # accumulates, syncs nothing
     assert not any(c.ready for c in sync.columns)
     sync.arm(True)
     ce(model, _micro(0, 1, rank, world)).backward()
     sync.finish()
-    full = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                      for p in params])
+    full = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+    )
     return sync.take(), slices.reduce_scatter_mean(full), sync.take()
 
 
@@ -191,13 +203,14 @@ def test_column_buckets_land_each_rank_its_averaged_slice(gloo):
     for world, bucket in ((2, 1 << 20), (2, 10), (3, 7)):
         for synced, expected, again in gloo.run(world, _slice_grads, bucket):
             torch.testing.assert_close(synced, expected, rtol=0, atol=1e-15)
-            assert again is None                               # taken once per finish
+            assert again is None  # taken once per finish
 
 
 def _save_after(rank, world, group, cfg, steps):
     model = mlp()
-    opt = DHO2Optimizer(model, cfg, ce, RankBatches(rank, world, 10**6), group=group, rank=rank,
-                        world_size=world)
+    opt = DHO2Optimizer(
+        model, cfg, ce, RankBatches(rank, world, 10**6), group=group, rank=rank, world_size=world
+    )
     run_steps(model, opt, rank, world, 0, steps)
     return model.state_dict(), opt.state_dict(), opt.next_batch.i
 
@@ -206,8 +219,15 @@ def _resume(rank, world, group, cfg, saved, first, last):
     model_state, opt_state, curvature_i = saved
     model = mlp()
     model.load_state_dict(model_state)
-    opt = DHO2Optimizer(model, cfg, ce, RankBatches(rank, world, curvature_i), group=group,
-                        rank=rank, world_size=world)
+    opt = DHO2Optimizer(
+        model,
+        cfg,
+        ce,
+        RankBatches(rank, world, curvature_i),
+        group=group,
+        rank=rank,
+        world_size=world,
+    )
     opt.load_state_dict(opt_state)
     run_steps(model, opt, rank, world, first, last)
     return flat(model)
@@ -217,11 +237,11 @@ def test_checkpoint_from_2_ranks_resumes_on_1_and_back(gloo):
     cfg = DHO2Config(**CFG)
     reference, _ = single(FOSIOptimizer, FOSIConfig(**CFG), 13)
     saved = gloo.run(2, _save_after, cfg, 7)
-    assert torch.equal(saved[0][1]["V"], saved[1][1]["V"])   # gathered: full length, any rank
+    assert torch.equal(saved[0][1]["V"], saved[1][1]["V"])  # gathered: full length, any rank
     assert saved[0][1]["V"].shape[1] == 66
-    resumed = _resume(0, 1, None, cfg, saved[0], 7, 13)       # P=2 save -> P=1 load
+    resumed = _resume(0, 1, None, cfg, saved[0], 7, 13)  # P=2 save -> P=1 load
     torch.testing.assert_close(resumed, reference[-1], rtol=0, atol=1e-9)
-    saved_p1 = _save_after(0, 1, None, cfg, 7)                 # P=1 save -> P=3 load
+    saved_p1 = _save_after(0, 1, None, cfg, 7)  # P=1 save -> P=3 load
     for theta in gloo.run(3, _resume, cfg, saved_p1, 7, 13):
         torch.testing.assert_close(theta, reference[-1], rtol=0, atol=1e-9)
 
@@ -254,14 +274,19 @@ def test_methods_own_the_gradient_sync_and_report_metrics():
         iterations.append(stats["lanczos_iterations"])
     # W = 2, T = 6: refreshes start before updates 2 and 8 (1-based), m = 12 over 3 updates
     assert iterations == [0, 5, 5, 2, 0, 0, 0, 5]
-    assert {"curvature_seconds", "lambda_max", "ritz_residual_max", "curvature_bytes",
-            "curvature_lag_steps"} <= set(stats)
-
+    assert {
+        "curvature_seconds",
+        "lambda_max",
+        "ritz_residual_max",
+        "curvature_bytes",
+        "curvature_lag_steps",
+    } <= set(stats)
 
 
 # -- on FSDP2 shards: rank p's slice is its FSDP shard ---------------------------------------
 def _fsdp_model(group):
     from raytrain_eff.engine import sharding
+
     model = mlp()
     return sharding.shard(model, [model[0]], sharding.mesh(group, torch.device("cpu")))
 
@@ -273,17 +298,31 @@ def _meta_mlp():
 
 def _full(model):
     from torch.distributed.tensor import DTensor
-    return torch.cat([(p.full_tensor() if isinstance(p, DTensor) else p).detach().reshape(-1)
-                      for p in model.parameters()])
+
+    return torch.cat(
+        [
+            (p.full_tensor() if isinstance(p, DTensor) else p).detach().reshape(-1)
+            for p in model.parameters()
+        ]
+    )
 
 
 def _on_shards(rank, world, group, opt_cls, cfg, steps, saved=None):
     """Train on FSDP2 shards; the full-parameter trace, what each rank holds, its state."""
     from raytrain_eff.blocks.dtensor import local as local_tensor
     from raytrain_eff.engine import sharding
+
     model = _fsdp_model(group)
-    opt = opt_cls(model, cfg, ce, RankBatches(rank, world, 10**6), group=group, rank=rank,
-                  world_size=world, structure=_meta_mlp())
+    opt = opt_cls(
+        model,
+        cfg,
+        ce,
+        RankBatches(rank, world, 10**6),
+        group=group,
+        rank=rank,
+        world_size=world,
+        structure=_meta_mlp(),
+    )
     first = 0
     if saved is not None:
         sharding.ShardedModelLoader(model).load_state_dict(saved[0])
@@ -293,10 +332,13 @@ def _on_shards(rank, world, group, opt_cls, cfg, steps, saved=None):
     for t in range(first, steps):
         run_steps(model, opt, rank, world, t, t + 1)
         trace.append(_full(model))
-    held = {"params": sum(local_tensor(p).numel() for p in model.parameters()),
-            "grads": sum(local_tensor(p.grad).numel() for p in model.parameters()),
-            "state": sum(t.numel() for t in opt.state_tensors()) - opt.V.numel(),
-            "V": tuple(opt.V.shape), "curvature_bytes": opt.curvature_bytes()}
+    held = {
+        "params": sum(local_tensor(p).numel() for p in model.parameters()),
+        "grads": sum(local_tensor(p.grad).numel() for p in model.parameters()),
+        "state": sum(t.numel() for t in opt.state_tensors()) - opt.V.numel(),
+        "V": tuple(opt.V.shape),
+        "curvature_bytes": opt.curvature_bytes(),
+    }
     state = (sharding.full_model_state(model), opt.state_dict(), opt.next_batch.i, steps)
     return trace, held, state, opt.next_batch.shares
 
@@ -316,12 +358,13 @@ def test_dho2_on_fsdp_shards_equals_fosi_holding_a_slice_of_everything(hvp, gloo
         results = gloo.run(world, _on_shards, DHO2Optimizer, DHO2Config(**CFG, hvp=hvp), 12)
         for rank, (trace, held, _, shares) in enumerate(results):
             for t, (a, b) in enumerate(zip(reference, trace, strict=True)):
-                torch.testing.assert_close(b, a, rtol=0, atol=TOLERANCE[hvp],
-                                           msg=f"P={world} step {t}")
+                torch.testing.assert_close(
+                    b, a, rtol=0, atol=TOLERANCE[hvp], msg=f"P={world} step {t}"
+                )
             assert held["params"] == held["grads"] == _chunk_numel(rank, world)
-            assert held["state"] == 3 * held["params"]     # Adam moments + Newton momentum
+            assert held["state"] == 3 * held["params"]  # Adam moments + Newton momentum
             assert held["V"][1] == held["params"]
-            assert set(shares) == {(rank, world)}           # each refresh: its part of one batch
+            assert set(shares) == {(rank, world)}  # each refresh: its part of one batch
         assert sum(held["params"] for _, held, _, _ in results) == 66
 
 
@@ -347,7 +390,7 @@ def test_an_fsdp_checkpoint_resumes_in_one_process_and_back_on_shards(gloo):
     reference, _ = single(FOSIOptimizer, FOSIConfig(**CFG), 13)
     saved = gloo.run(2, _on_shards, DHO2Optimizer, cfg, 7)[0][2]
     assert saved[1]["V"].shape[1] == 66 and saved[1]["flat"]["exp_avg"].numel() == 66
-    resumed = _resume(0, 1, None, cfg, saved[:3], 7, 13)            # fsdp P=2 -> one process
+    resumed = _resume(0, 1, None, cfg, saved[:3], 7, 13)  # fsdp P=2 -> one process
     torch.testing.assert_close(resumed, reference[-1], rtol=0, atol=1e-9)
     for trace, *_ in gloo.run(2, _on_shards, DHO2Optimizer, cfg, 13, saved):  # -> fsdp again
         torch.testing.assert_close(trace[-1], reference[-1], rtol=0, atol=1e-9)
@@ -355,12 +398,21 @@ def test_an_fsdp_checkpoint_resumes_in_one_process_and_back_on_shards(gloo):
 
 def _refresh_uneven(rank, world, group, split, rows):
     """One refresh on a curvature batch of ``rows`` rows; the full eigenvectors."""
+
     def batches(share=None):
         X, y = _refresh_batch(rows)
         part = shard_rows(rows, *(share or (0, 1)))
-        return X[part.start:part.stop], y[part.start:part.stop]
-    opt = DHO2Optimizer(mlp(), DHO2Config(**CFG, curvature_split=split), ce, batches,
-                        group=group, rank=rank, world_size=world)
+        return X[part.start : part.stop], y[part.start : part.stop]
+
+    opt = DHO2Optimizer(
+        mlp(),
+        DHO2Config(**CFG, curvature_split=split),
+        ce,
+        batches,
+        group=group,
+        rank=rank,
+        world_size=world,
+    )
     opt.refresh()
     return opt.eig.eigvals, opt._gather(opt.V)
 
@@ -386,11 +438,16 @@ def test_a_global_curvature_batch_smaller_than_the_workers_is_refused_before_lau
     from raytrain_eff import config
     from raytrain_eff.engine import preflight
     from raytrain_eff.typed import ConfigError
+
     cfg = config.load(preset="classify-dho2", overrides=["data.batch_size=1"])
     with pytest.raises(ConfigError, match="data.batch_size=1 .* scaling.num_workers=2"):
         preflight.check(cfg)
-    preflight.check(config.load(preset="classify-dho2", overrides=[
-        "data.batch_size=1", "methods.dho2.curvature_split=per_rank"]))
+    preflight.check(
+        config.load(
+            preset="classify-dho2",
+            overrides=["data.batch_size=1", "methods.dho2.curvature_split=per_rank"],
+        )
+    )
 
 
 # -- checkpoints in shards: no rank gathers the flat state ----------------------------------
@@ -400,20 +457,41 @@ def _save_in_shards(rank, world, group, root):
 
     from raytrain_eff.engine import checkpoint
     from raytrain_eff.methods import flat_shards
+
     model = _fsdp_model(group)
-    opt = DHO2Optimizer(model, DHO2Config(**CFG), ce, RankBatches(rank, world, 10**6),
-                        group=group, rank=rank, world_size=world, structure=_meta_mlp())
+    opt = DHO2Optimizer(
+        model,
+        DHO2Config(**CFG),
+        ce,
+        RankBatches(rank, world, 10**6),
+        group=group,
+        rank=rank,
+        world_size=world,
+        structure=_meta_mlp(),
+    )
     run_steps(model, opt, rank, world, 0, 7)
-    whole = opt.state_dict()                         # the gathered state, to compare with
+    whole = opt.state_dict()  # the gathered state, to compare with
 
     def refuse(x):
         raise AssertionError("a save gathered the flat state")
+
     opt._gather = refuse
     state = opt.sharded_state_dict()
-    held = {"V": flat_shards.local_numel(state["V"]),
-            **{k: flat_shards.local_numel(v) for k, v in state["flat"].items()}}
-    checkpoint.save(pathlib.Path(root) / f"rank{rank}", rank=rank, world_size=world, step=7,
-                    attempt=0, model=model, optimizer=opt, methods=[], group=group)
+    held = {
+        "V": flat_shards.local_numel(state["V"]),
+        **{k: flat_shards.local_numel(v) for k, v in state["flat"].items()},
+    }
+    checkpoint.save(
+        pathlib.Path(root) / f"rank{rank}",
+        rank=rank,
+        world_size=world,
+        step=7,
+        attempt=0,
+        model=model,
+        optimizer=opt,
+        methods=[],
+        group=group,
+    )
     return held, opt.slices.size, tuple(opt.V.shape), whole
 
 
@@ -421,12 +499,17 @@ def test_a_checkpoint_holds_each_ranks_slices_and_loads_whole_in_one_process(glo
     import shutil
 
     from raytrain_eff.engine import checkpoint
+
     results = gloo.run(2, _save_in_shards, str(tmp_path))
-    for held, size, v_shape, _ in results:          # only local-sized tensors reach DCP
-        assert held == {"V": v_shape[0] * size, "exp_avg": size, "exp_avg_sq": size,
-                        "newton_m": size}
+    for held, size, v_shape, _ in results:  # only local-sized tensors reach DCP
+        assert held == {
+            "V": v_shape[0] * size,
+            "exp_avg": size,
+            "exp_avg_sq": size,
+            "newton_m": size,
+        }
         assert size < 66
-    merged = tmp_path / "merged"                     # what Ray's upload makes of the ranks
+    merged = tmp_path / "merged"  # what Ray's upload makes of the ranks
     for rank in range(2):
         shutil.copytree(tmp_path / f"rank{rank}", merged, dirs_exist_ok=True)
     assert "optimizer.pt" not in checkpoint.read_manifest(merged)["files"]
@@ -439,7 +522,7 @@ def test_a_checkpoint_holds_each_ranks_slices_and_loads_whole_in_one_process(glo
     for name in whole["flat"]:
         torch.testing.assert_close(loaded["flat"][name], whole["flat"][name], rtol=0, atol=0)
     torch.testing.assert_close(loaded["V"], whole["V"], rtol=0, atol=0)
-    for state in gloo.run(3, _load_on_shards, str(merged)):     # P=2 shards -> P=3 shards
+    for state in gloo.run(3, _load_on_shards, str(merged)):  # P=2 shards -> P=3 shards
         assert state["t"] == 7 and torch.equal(state["eigvals"], whole["eigvals"])
         for name in whole["flat"]:
             torch.testing.assert_close(state["flat"][name], whole["flat"][name], rtol=0, atol=0)
@@ -450,23 +533,41 @@ def _load_on_shards(rank, world, group, directory):
     import pathlib
 
     from raytrain_eff.engine import checkpoint
+
     model = _fsdp_model(group)
-    opt = DHO2Optimizer(model, DHO2Config(**CFG), ce, RankBatches(rank, world, 10**6),
-                        group=group, rank=rank, world_size=world, structure=_meta_mlp())
-    checkpoint.load(pathlib.Path(directory), rank=rank, seed=0, model=model, optimizer=opt,
-                    methods=[], group=group)
-    return opt.state_dict()                          # gathered here only to compare
+    opt = DHO2Optimizer(
+        model,
+        DHO2Config(**CFG),
+        ce,
+        RankBatches(rank, world, 10**6),
+        group=group,
+        rank=rank,
+        world_size=world,
+        structure=_meta_mlp(),
+    )
+    checkpoint.load(
+        pathlib.Path(directory),
+        rank=rank,
+        seed=0,
+        model=model,
+        optimizer=opt,
+        methods=[],
+        group=group,
+    )
+    return opt.state_dict()  # gathered here only to compare
 
 
 def test_central_hvps_need_fsdp_and_are_refused_before_launch():
     from raytrain_eff import config
     from raytrain_eff.engine import preflight
     from raytrain_eff.typed import ConfigError
+
     central = ["methods.dho2.hvp=central"]
     with pytest.raises(ConfigError, match=r"hvp=central .* scaling.strategy=fsdp \(not ddp\)"):
         preflight.check(config.load(preset="classify-dho2", overrides=central))
-    preflight.check(config.load(preset="classify-dho2",
-                                overrides=central + ["scaling.strategy=fsdp"]))
+    preflight.check(
+        config.load(preset="classify-dho2", overrides=central + ["scaling.strategy=fsdp"])
+    )
     with pytest.raises(ValueError, match="hvp='central' runs on FSDP2-sharded parameters"):
         DHO2Optimizer(mlp(), DHO2Config(**CFG, hvp="central"), ce, RankBatches(0, 1, 0))
 
@@ -482,8 +583,16 @@ def test_an_earlier_checkpoint_with_optimizer_pt_whole_still_loads(tmp_path):
     model = mlp()
     old = Whole(model, FOSIConfig(**CFG), ce, RankBatches(0, 1, 10**6))
     run_steps(model, old, 0, 1, 0, 7)
-    checkpoint.save(tmp_path / "c", rank=0, world_size=1, step=7, attempt=0, model=model,
-                    optimizer=old, methods=[])
+    checkpoint.save(
+        tmp_path / "c",
+        rank=0,
+        world_size=1,
+        step=7,
+        attempt=0,
+        model=model,
+        optimizer=old,
+        methods=[],
+    )
     assert "optimizer.pt" in checkpoint.read_manifest(tmp_path / "c")["files"]
     fresh = mlp()
     new = DHO2Optimizer(fresh, DHO2Config(**CFG), ce, RankBatches(0, 1, 10**6))
@@ -495,9 +604,10 @@ def test_an_earlier_checkpoint_with_optimizer_pt_whole_still_loads(tmp_path):
 
 # -- memory of a refresh on shards: the profiler's live CPU tensor bytes --------------------
 def _wide():
-    torch.manual_seed(0)       # 1.1 M parameters: they, not the 16-row batch, weigh
-    return nn.Sequential(nn.Linear(64, 1024), nn.Tanh(), nn.Linear(1024, 1024), nn.Tanh(),
-                         nn.Linear(1024, 10))
+    torch.manual_seed(0)  # 1.1 M parameters: they, not the 16-row batch, weigh
+    return nn.Sequential(
+        nn.Linear(64, 1024), nn.Tanh(), nn.Linear(1024, 1024), nn.Tanh(), nn.Linear(1024, 10)
+    )
 
 
 def _refresh_peak(rank, world, group, hvp):
@@ -506,25 +616,41 @@ def _refresh_peak(rank, world, group, hvp):
     from torch.profiler import ProfilerActivity, profile
 
     from raytrain_eff.engine import sharding
+
     model = _wide()
-    model = sharding.shard(model, [model[0], model[2], model[4]],
-                           sharding.mesh(group, torch.device("cpu")))
+    model = sharding.shard(
+        model, [model[0], model[2], model[4]], sharding.mesh(group, torch.device("cpu"))
+    )
     gen = torch.Generator().manual_seed(1)
     X, y = torch.randn(16, 64, generator=gen), torch.randint(0, 10, (16,), generator=gen)
 
     def batches(share=None):
         rows = shard_rows(16, *(share or (0, 1)))
         return X[rows], y[rows]
+
     with torch.device("meta"):
         structure = _wide()
-    opt = DHO2Optimizer(model, DHO2Config(k=1, hvp=hvp), ce, batches, group=group, rank=rank,
-                        world_size=world, structure=structure)
-    opt.hvp_flops = 0.0        # no FLOP counter inside the measured region
+    opt = DHO2Optimizer(
+        model,
+        DHO2Config(k=1, hvp=hvp),
+        ce,
+        batches,
+        group=group,
+        rank=rank,
+        world_size=world,
+        structure=structure,
+    )
+    opt.hvp_flops = 0.0  # no FLOP counter inside the measured region
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         opt.refresh()
-    events = sorted((e for e in prof.profiler.kineto_results.events()
-                     if e.name() == "[memory]" and e.device_type() == DeviceType.CPU),
-                    key=lambda e: e.start_ns())
+    events = sorted(
+        (
+            e
+            for e in prof.profiler.kineto_results.events()
+            if e.name() == "[memory]" and e.device_type() == DeviceType.CPU
+        ),
+        key=lambda e: e.start_ns(),
+    )
     live = peak = 0
     for e in events:
         live += e.nbytes()
@@ -541,6 +667,8 @@ def test_a_central_refresh_on_shards_holds_less_than_the_gathered_exact_one(gloo
     exact = gloo.run(2, _refresh_peak, "exact")
     central = gloo.run(2, _refresh_peak, "central")
     for e, c in zip(exact, central, strict=True):
-        print(f"refresh peak beyond the basis at P=2: exact {e / 2**20:.1f} MiB, "
-              f"central {c / 2**20:.1f} MiB")
+        print(
+            f"refresh peak beyond the basis at P=2: exact {e / 2**20:.1f} MiB, "
+            f"central {c / 2**20:.1f} MiB"
+        )
         assert c < e

@@ -1,5 +1,6 @@
 """FOSI: base optimizers equal torch's, the split step equals its closed form, a Newton step
 solves a quadratic in span(V), the eigenvalue floor holds, checkpoints resume exactly."""
+
 from __future__ import annotations
 
 import pytest
@@ -66,15 +67,16 @@ def test_before_the_first_refresh_fosi_is_its_base_optimizer(base):
 
 def test_split_step_equals_its_closed_form():
     # heavy-ball with μ = 0: m = g1, u = −lr·g2, so Δθ = −c·lr·(I − VᵀV) g − α Vᵀ(ρ ⊙ V g)
-    cfg = FOSIConfig(base="heavy_ball", momentum=0.0, lr=0.1, alpha=0.3, k=4,
-                     refresh_interval=1000, warmup=1)
+    cfg = FOSIConfig(
+        base="heavy_ball", momentum=0.0, lr=0.1, alpha=0.3, k=4, refresh_interval=1000, warmup=1
+    )
     model = mlp()
     opt = FOSIOptimizer(model, cfg, ce, Batches(500))
     batch = Batches()()
     ce(model, batch).backward()
     theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
     g = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
-    opt.step()                                     # W = 1: refreshes first, then steps
+    opt.step()  # W = 1: refreshes first, then steps
     V, rho, c = opt.V, opt.rho, opt.c
     assert V.shape[0] >= 1 and c >= 1.0
     expected = theta - c * 0.1 * (g - V.T @ (V @ g)) - 0.3 * V.T @ (rho * (V @ g))
@@ -94,15 +96,26 @@ def test_newton_part_solves_a_quadratic_inside_span_v():
     n = 12
     a = torch.tensor([100.0, 50.0] + [1.0] * (n - 2), dtype=torch.float64)
     model = Quadratic(n)
+
     def loss(m, _batch):
-        return 0.5 * (a * m.theta ** 2).sum()
-    cfg = FOSIConfig(base="heavy_ball", momentum=0.0, lr=0.01, alpha=1.0, k=2, warmup=1,
-                     lanczos_order=8, learning_rate_clip=1.0)
+        return 0.5 * (a * m.theta**2).sum()
+
+    cfg = FOSIConfig(
+        base="heavy_ball",
+        momentum=0.0,
+        lr=0.01,
+        alpha=1.0,
+        k=2,
+        warmup=1,
+        lanczos_order=8,
+        learning_rate_clip=1.0,
+    )
     opt = FOSIOptimizer(model, cfg, loss, lambda: None)
     loss(model, None).backward()
     opt.step()
-    torch.testing.assert_close(opt.eig.eigvals, torch.tensor([100.0, 50.0], dtype=torch.float64),
-                               rtol=0, atol=1e-9)
+    torch.testing.assert_close(
+        opt.eig.eigvals, torch.tensor([100.0, 50.0], dtype=torch.float64), rtol=0, atol=1e-9
+    )
     expected = torch.tensor([0.0, 0.0] + [1.0 - 0.01] * (n - 2), dtype=torch.float64)
     torch.testing.assert_close(model.theta.detach(), expected, rtol=0, atol=1e-9)
 
@@ -110,24 +123,36 @@ def test_newton_part_solves_a_quadratic_inside_span_v():
 def _install_diagonal(opt, eigvals, num_top):
     V = torch.zeros(len(eigvals), opt.n, dtype=torch.float64)
     V[range(len(eigvals)), range(len(eigvals))] = 1.0
-    opt._install(RitzPairs(torch.tensor(eigvals, dtype=torch.float64), V,
-                           torch.zeros(len(eigvals)), 0, 0, 0, num_top))
+    opt._install(
+        RitzPairs(
+            torch.tensor(eigvals, dtype=torch.float64),
+            V,
+            torch.zeros(len(eigvals)),
+            0,
+            0,
+            0,
+            num_top,
+        )
+    )
 
 
 def test_eigenvalue_floor_bounds_rho_and_negative_curvature_is_descent():
     opt = FOSIOptimizer(mlp(), FOSIConfig(base="heavy_ball", eig_floor=0.5), ce, Batches())
     _install_diagonal(opt, [2.0, 1e-9, -4.0], 2)
     torch.testing.assert_close(opt.rho, torch.tensor([0.5, 2.0, 0.25], dtype=torch.float64))
-    assert opt.c == 3.0                             # λ_k ≈ 0: the clip value, never infinite
+    assert opt.c == 3.0  # λ_k ≈ 0: the clip value, never infinite
 
 
-@pytest.mark.parametrize("base, clip, eigvals, c", [
-    ("heavy_ball", None, [4.0, 2.0], 2.0),          # reference fosi_momentum: clip 3
-    ("heavy_ball", None, [8.0, 2.0], 3.0),
-    ("heavy_ball", None, [1.0, -0.8], 1.25),        # |λ_max / λ_k|, as the reference
-    ("adamw", None, [8.0, 2.0], 1.0),               # reference fosi_adam: Adam never scaled
-    ("adamw", 3.0, [8.0, 2.0], 3.0),                # the named departure
-])
+@pytest.mark.parametrize(
+    "base, clip, eigvals, c",
+    [
+        ("heavy_ball", None, [4.0, 2.0], 2.0),  # reference fosi_momentum: clip 3
+        ("heavy_ball", None, [8.0, 2.0], 3.0),
+        ("heavy_ball", None, [1.0, -0.8], 1.25),  # |λ_max / λ_k|, as the reference
+        ("adamw", None, [8.0, 2.0], 1.0),  # reference fosi_adam: Adam never scaled
+        ("adamw", 3.0, [8.0, 2.0], 3.0),  # the named departure
+    ],
+)
 def test_lr_scale_is_the_reference_clip_of_rho_k_over_rho_max(base, clip, eigvals, c):
     cfg = FOSIConfig(base=base, learning_rate_clip=clip)
     opt = FOSIOptimizer(mlp(), cfg, ce, Batches())
@@ -145,9 +170,11 @@ def test_refreshes_fall_on_the_reference_updates():
             if opt.last["lanczos_iterations"]:
                 hits.append(update)
         return hits
+
     assert refresh_updates(refresh_interval=4, warmup=3) == [3, 7, 11]
     assert refresh_updates(refresh_interval=4, warmup=1) == [1, 5, 9]
-    assert refresh_updates(refresh_interval=5) == [5, 10]          # W = None: W = T
+    assert refresh_updates(refresh_interval=5) == [5, 10]  # W = None: W = T
+
 
 def test_trains_and_reports_metrics():
     model = mlp()
@@ -170,7 +197,7 @@ def test_trains_and_reports_metrics():
             assert method.step_flops(1.0, ctx) == 1.0 + 12 * opt.hvp_flops + opt.operator_flops
         else:
             assert stats["curvature_seconds"] == 0 and method.step_flops(1.0, ctx) == 1.0
-    assert refreshes == 3                           # before updates 2, 12, 22 (1-based)
+    assert refreshes == 3  # before updates 2, 12, 22 (1-based)
     assert stats["curvature_bytes"] == 12 * opt.n * 8 + opt.V.numel() * 8
     assert loss < 0.8 * first
 

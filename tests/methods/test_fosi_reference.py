@@ -9,6 +9,7 @@ under test but the seeded start vector. The optimizer keeps its defaults for eve
 decides the algorithm (warm-up count, clip, Ritz pairs kept, start vector, momenta, ε), so a
 default that drifts from the reference fails here.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,8 @@ from raytrain_eff.methods.fosi import FOSIOptimizer
 
 torch.set_num_threads(1)
 
-D, ROWS, BATCH, STEPS = 40, 96, 24, 30                # n = D + 1 = 41 parameters
-K, T, ALPHA = 3, 8, 0.5                               # refreshes before updates 8, 16, 24
+D, ROWS, BATCH, STEPS = 40, 96, 24, 30  # n = D + 1 = 41 parameters
+K, T, ALPHA = 3, 8, 0.5  # refreshes before updates 8, 16, 24
 LR = {"adamw": 0.02, "heavy_ball": 0.05}
 # the reference's values, written out: fosi_adam passes learning_rate_clip 1.0,
 # fosi_momentum defaults to 3.0; decay = b1 = 0.9; optax.adam b2 = 0.999, eps = 1e-8
@@ -71,10 +72,11 @@ def lanczos_top_k(H, v0, m, k):
             w = w - Q.T @ (Q @ w)
             Tm[i, i + 1] = Tm[i + 1, i] = np.linalg.norm(w)
             Q[i + 1] = w / Tm[i, i + 1]
-    theta, S = np.linalg.eigh(Tm)                      # ascending
-    lam, V = theta[m - k:], S[:, m - k:].T @ Q
-    residuals = np.linalg.norm(H @ V.T - V.T * lam, axis=0)   # ||H v − λ v||
+    theta, S = np.linalg.eigh(Tm)  # ascending
+    lam, V = theta[m - k :], S[:, m - k :].T @ Q
+    residuals = np.linalg.norm(H @ V.T - V.T * lam, axis=0)  # ||H v − λ v||
     return lam, V, residuals, np.abs(theta).max()
+
 
 def reference_run(base, X, y, theta0, v0, batches, curvature):
     """FOSI as scale_by_fosi runs it: count t, estimate before update t + 1 when
@@ -86,19 +88,22 @@ def reference_run(base, X, y, theta0, v0, batches, curvature):
     for t in range(STEPS):
         if t + 1 >= T and (t + 1 - T) % T == 0:
             lam, V, res, scale = lanczos_top_k(hessian(theta, curvature[0]), v0, 4 * K, K)
-            rho = np.abs(1.0 / lam)                      # ascending λ: rho[0] is ρ_k
+            rho = np.abs(1.0 / lam)  # ascending λ: rho[0] is ρ_k
             c = np.clip(rho[0] / rho[-1], 1.0, REF_CLIP[base])
             ritz.append((lam, res, scale, rho[0] / rho[-1]))
         g = gradient(theta, *batches[t])
         g1 = V.T @ (V @ g)
         g2 = g - g1
-        if base == "adamw":                                 # fosi_adam, optax.adam
+        if base == "adamw":  # fosi_adam, optax.adam
             velocity = (1 - BETA1) * g1 + BETA1 * velocity
             m1 = BETA1 * m1 + (1 - BETA1) * g2
             m2 = BETA2 * m2 + (1 - BETA2) * g2 * g2
-            u = -LR[base] * (m1 / (1 - BETA1 ** (t + 1))) / (
-                np.sqrt(m2 / (1 - BETA2 ** (t + 1))) + EPS)
-        else:                                               # fosi_momentum, optax.sgd
+            u = (
+                -LR[base]
+                * (m1 / (1 - BETA1 ** (t + 1)))
+                / (np.sqrt(m2 / (1 - BETA2 ** (t + 1))) + EPS)
+            )
+        else:  # fosi_momentum, optax.sgd
             velocity = g1 + BETA1 * velocity
             m1 = g2 + BETA1 * m1
             u = -LR[base] * m1
@@ -121,6 +126,7 @@ def torch_run(cls, cfg, theta0, batches, curvature):
 
     def as_torch(b):
         return torch.from_numpy(b[0]), torch.from_numpy(b[1])
+
     opt = cls(model, cfg, loss_fn, lambda: as_torch(curvature))
     trace = []
     for t in range(STEPS):
@@ -131,17 +137,16 @@ def torch_run(cls, cfg, theta0, batches, curvature):
     return trace
 
 
-@pytest.mark.parametrize("cls, config", [(FOSIOptimizer, FOSIConfig),
-                                         (DHO2Optimizer, DHO2Config)])
+@pytest.mark.parametrize("cls, config", [(FOSIOptimizer, FOSIConfig), (DHO2Optimizer, DHO2Config)])
 @pytest.mark.parametrize("base", ["adamw", "heavy_ball"])
 def test_default_fosi_reproduces_the_reference_trajectory(base, cls, config):
     X, y, theta0 = problem()
-    batches = [(X[i:i + BATCH], y[i:i + BATCH])
-               for i in (BATCH * s % ROWS for s in range(STEPS))]
-    curvature = (X, y)                                  # the reference's static ESE batch
+    batches = [
+        (X[i : i + BATCH], y[i : i + BATCH]) for i in (BATCH * s % ROWS for s in range(STEPS))
+    ]
+    curvature = (X, y)  # the reference's static ESE batch
     # "fixed" start vector: one standard normal draw, seed 0, reused by every refresh
-    v0 = torch.randn(D + 1, generator=torch.Generator().manual_seed(0),
-                     dtype=torch.float64).numpy()
+    v0 = torch.randn(D + 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64).numpy()
     expected, ritz = reference_run(base, X, y, theta0, v0, batches, curvature)
 
     # only the problem's size and step sizes are set: the semantics are the defaults
@@ -156,4 +161,4 @@ def test_default_fosi_reproduces_the_reference_trajectory(base, cls, config):
     assert min(abs(lam).min() for lam, *_ in ritz) > 1e-3  # eig_floor (1e-4) never binds
     for t, (a, b) in enumerate(zip(expected, got, strict=True)):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-12, err_msg=f"update {t + 1}")
-    assert np.abs(expected[-1] - theta0).max() > 0.1   # it moved: the match is not trivial
+    assert np.abs(expected[-1] - theta0).max() > 0.1  # it moved: the match is not trivial

@@ -1,5 +1,6 @@
 """Lanczos on HVPs: exact on a dense Hessian, orthonormal, restartable, symmetric operator,
 and the sharded recursion equals the single-process one."""
+
 from __future__ import annotations
 
 import pytest
@@ -39,15 +40,17 @@ def dense_hessian(model, batch) -> torch.Tensor:
     def f(theta):
         params, i = {}, 0
         for n, s in zip(names, shapes, strict=True):
-            params[n] = theta[i:i + s.numel()].view(s)
+            params[n] = theta[i : i + s.numel()].view(s)
             i += s.numel()
         return ce(lambda x: functional_call(model, params, (x,)), batch)
+
     return hessian(f)(flat)
 
 
 def draw(n):
-    return lambda i: torch.randn(n, generator=torch.Generator().manual_seed(100 + i),
-                                 dtype=torch.float64)
+    return lambda i: torch.randn(
+        n, generator=torch.Generator().manual_seed(100 + i), dtype=torch.float64
+    )
 
 
 @pytest.mark.parametrize("mode", HVP_MODES)
@@ -67,7 +70,7 @@ class Attention(nn.Module):
         torch.manual_seed(0)
         self.qkv, self.out = nn.Linear(8, 24), nn.Linear(8, 3)
 
-    def forward(self, x):                                          # (B, T, 8)
+    def forward(self, x):  # (B, T, 8)
         q, k, v = self.qkv(x).view(*x.shape[:2], 3, 2, 4).permute(2, 0, 3, 1, 4)  # (B, 2, T, 4)
         y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out(y.transpose(1, 2).reshape(x.shape)).mean(1)  # (B, 3)
@@ -106,14 +109,16 @@ def test_full_order_lanczos_recovers_the_spectrum_and_v_is_orthonormal():
     model, batch = mlp(), data(1)
     H = dense_hessian(model, batch)
     n = H.shape[0]
-    lam = torch.linalg.eigvalsh(H)               # ascending
-    eig = lanczos(HessianOperator(model, ce, batch), draw(n), m=n, k=5, num_smallest=2,
-                  ritz_tol=1e-6)
+    lam = torch.linalg.eigvalsh(H)  # ascending
+    eig = lanczos(
+        HessianOperator(model, ce, batch), draw(n), m=n, k=5, num_smallest=2, ritz_tol=1e-6
+    )
     assert eig.num_top == 5 and len(eig.eigvals) == 7
     torch.testing.assert_close(eig.eigvals[:5], lam.flip(0)[:5], rtol=0, atol=1e-10)
     torch.testing.assert_close(eig.eigvals[5:], lam[:2], rtol=0, atol=1e-10)
-    torch.testing.assert_close(eig.V @ eig.V.T, torch.eye(7, dtype=torch.float64), rtol=0,
-                               atol=1e-10)
+    torch.testing.assert_close(
+        eig.V @ eig.V.T, torch.eye(7, dtype=torch.float64), rtol=0, atol=1e-10
+    )
     # each Ritz vector is an eigenvector: ||H v − λ v|| equals the reported residual bound
     for lam_i, v, r in zip(eig.eigvals, eig.V, eig.residuals, strict=True):
         assert float((H @ v - lam_i * v).norm()) <= float(r) + 1e-9
@@ -131,8 +136,9 @@ def test_short_lanczos_top_k_within_the_ritz_residual_of_eigvalsh():
         # Ritz values bound true ones from inside; each lies within r of an eigenvalue
         assert lam_i <= lam[i] + 1e-12
         assert (lam - lam_i).abs().min() <= r + 1e-12
-    torch.testing.assert_close(eig.V @ eig.V.T, torch.eye(len(eig.V), dtype=torch.float64),
-                               rtol=0, atol=1e-10)
+    torch.testing.assert_close(
+        eig.V @ eig.V.T, torch.eye(len(eig.V), dtype=torch.float64), rtol=0, atol=1e-10
+    )
 
 
 def test_breakdown_restarts_and_still_finds_the_eigenvalues():
@@ -140,10 +146,12 @@ def test_breakdown_restarts_and_still_finds_the_eigenvalues():
     d = torch.tensor([5.0, 5.0, 2.0, 2.0, 2.0, -1.0, -1.0, -1.0, -1.0, -1.0], dtype=torch.float64)
     eig = lanczos(lambda q: d * q, draw(10), m=8, k=2, num_smallest=1, ritz_tol=1e-8)
     assert eig.restarts >= 1
-    torch.testing.assert_close(eig.eigvals, torch.tensor([5.0, 5.0, -1.0], dtype=torch.float64),
-                               rtol=0, atol=1e-10)
-    torch.testing.assert_close(eig.V @ eig.V.T, torch.eye(3, dtype=torch.float64), rtol=0,
-                               atol=1e-10)
+    torch.testing.assert_close(
+        eig.eigvals, torch.tensor([5.0, 5.0, -1.0], dtype=torch.float64), rtol=0, atol=1e-10
+    )
+    torch.testing.assert_close(
+        eig.V @ eig.V.T, torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-10
+    )
 
 
 def test_all_k_ritz_pairs_are_kept_by_default_and_the_filter_drops_unconverged_ones():
@@ -184,17 +192,23 @@ CFG = dict(k=3, refresh_interval=100, warmup=1)
 
 
 def _rank_batches(rank, world, step):
-    X, y = data(1000 + step, rows=12)            # 12 rows: splits evenly over 1, 2, 3, 4 ranks
+    X, y = data(1000 + step, rows=12)  # 12 rows: splits evenly over 1, 2, 3, 4 ranks
     per = 12 // world
-    return X[rank * per:(rank + 1) * per], y[rank * per:(rank + 1) * per]
+    return X[rank * per : (rank + 1) * per], y[rank * per : (rank + 1) * per]
 
 
 def _sharded_refresh(rank, world, group, start_vector):
     model = mlp()
-    opt = DHO2Optimizer(model, DHO2Config(**CFG, start_vector=start_vector), ce,
-                        lambda share: _rank_batches(*share, 0), group=group, rank=rank,
-                        world_size=world)
-    opt.t = 7                                    # a later refresh: "fresh" must not be seed 0
+    opt = DHO2Optimizer(
+        model,
+        DHO2Config(**CFG, start_vector=start_vector),
+        ce,
+        lambda share: _rank_batches(*share, 0),
+        group=group,
+        rank=rank,
+        world_size=world,
+    )
+    opt.t = 7  # a later refresh: "fresh" must not be seed 0
     opt.refresh()
     eig = opt.eig
     return eig.eigvals, opt.slices.gather(eig.V), tuple(eig.V.shape), eig.basis_bytes
@@ -202,8 +216,9 @@ def _sharded_refresh(rank, world, group, start_vector):
 
 @pytest.mark.parametrize("start_vector", ["fixed", "fresh"])
 def test_sharded_lanczos_equals_single_process(gloo, start_vector):
-    single = FOSIOptimizer(mlp(), FOSIConfig(**CFG, start_vector=start_vector), ce,
-                           lambda: _rank_batches(0, 1, 0))
+    single = FOSIOptimizer(
+        mlp(), FOSIConfig(**CFG, start_vector=start_vector), ce, lambda: _rank_batches(0, 1, 0)
+    )
     single.t = 7
     single.refresh()
     for world in (2, 3):
@@ -214,7 +229,6 @@ def test_sharded_lanczos_equals_single_process(gloo, start_vector):
             # each rank holds only its slice: ceil(51 / P) columns of basis and eigenvectors
             assert shape[1] == -(-51 // world)
             assert basis_bytes == 12 * shape[1] * 8
-
 
 
 def test_fixed_start_vector_is_one_seeded_vector_and_fresh_changes_per_refresh():
@@ -228,10 +242,10 @@ def test_fixed_start_vector_is_one_seeded_vector_and_fresh_changes_per_refresh()
         for t in (0, 5):
             opt.t = t
             starts[kind].append(opt._start()(0))
-    assert all(torch.equal(v, v0) for v in starts["fixed"])          # the reference: reused
+    assert all(torch.equal(v, v0) for v in starts["fixed"])  # the reference: reused
     assert not torch.equal(starts["fresh"][0], starts["fresh"][1])
     assert not torch.equal(starts["fresh"][0], v0)
     # rank 1 of 3 starts from its slice of the same full vector (the gloo test runs it)
     rank1 = DHO2Optimizer(model, DHO2Config(), ce, lambda: data(1))
-    rank1.slices = Slices(n, rank=1, world=3, group=None)             # s = ceil(51 / 3) = 17
+    rank1.slices = Slices(n, rank=1, world=3, group=None)  # s = ceil(51 / 3) = 17
     assert torch.equal(rank1._start()(0), v0[17:34])

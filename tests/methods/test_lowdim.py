@@ -1,4 +1,5 @@
 """Compressed deep linear networks (arXiv 2311.05061): init, recovery, speed-up, head export."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,9 +23,11 @@ def gen(seed):
 
 
 def problems():
-    return {"factorization": lowrank.factorization(30, 3, gen(0)),
-            "completion": lowrank.completion(50, 2, 0.3, gen(0)),
-            "sensing": lowrank.sensing(20, 2, 300, gen(0))}
+    return {
+        "factorization": lowrank.factorization(30, 3, gen(0)),
+        "completion": lowrank.completion(50, 2, 0.3, gen(0)),
+        "sensing": lowrank.sensing(20, 2, 300, gen(0)),
+    }
 
 
 def test_surrogates_match_their_closed_forms():
@@ -35,8 +38,7 @@ def test_surrogates_match_their_closed_forms():
     assert abs(p - 0.3) < 1e-3 and set(mc.M.unique().tolist()) == {0.0, 1.0}
     torch.testing.assert_close(mc.surrogate, mc.M * mc.Phi / p, rtol=0, atol=1e-14)
     A = ms.A.view(-1, 20, 20)
-    torch.testing.assert_close(ms.surrogate, (ms.y[:, None, None] * A).mean(0),
-                               rtol=0, atol=1e-13)
+    torch.testing.assert_close(ms.surrogate, (ms.y[:, None, None] * A).mean(0), rtol=0, atol=1e-13)
     assert torch.linalg.matrix_rank(mf.Phi).item() == 3
     assert abs(torch.linalg.matrix_norm(mf.Phi, 2).item() - 1) < 1e-12
 
@@ -46,17 +48,21 @@ def test_compressed_product_at_init_is_eps_cubed_top_2r_of_surrogate(kind):
     P, eps = problems()[kind], 1e-2
     r = 3 if kind == "factorization" else 2
     net = L.compressed(P.surrogate, 2 * r, eps)
-    assert [tuple(w.shape) for w in net.weights] == [(2 * r, P.Phi.shape[1]), (2 * r, 2 * r),
-                                                   (P.Phi.shape[0], 2 * r)]
+    assert [tuple(w.shape) for w in net.weights] == [
+        (2 * r, P.Phi.shape[1]),
+        (2 * r, 2 * r),
+        (P.Phi.shape[0], 2 * r),
+    ]
     W = net.product().detach().numpy()
-    np.testing.assert_allclose(np.linalg.svd(W, compute_uv=False)[:2 * r], eps ** 3, rtol=1e-12)
-    U, s, Vh = np.linalg.svd(P.surrogate.numpy())          # an independent SVD
-    if s[2 * r - 1] > 1e-6 * s[0]:   # the top-2r subspaces are unique: compare whole products
-        np.testing.assert_allclose(W, eps ** 3 * U[:, :2 * r] @ Vh[:2 * r], rtol=0, atol=1e-18)
-    else:   # factorisation: Φ̂ = Φ has rank r, only its top-r pairs are unique
+    np.testing.assert_allclose(np.linalg.svd(W, compute_uv=False)[: 2 * r], eps**3, rtol=1e-12)
+    U, s, Vh = np.linalg.svd(P.surrogate.numpy())  # an independent SVD
+    if s[2 * r - 1] > 1e-6 * s[0]:  # the top-2r subspaces are unique: compare whole products
+        np.testing.assert_allclose(W, eps**3 * U[:, : 2 * r] @ Vh[: 2 * r], rtol=0, atol=1e-18)
+    else:  # factorisation: Φ̂ = Φ has rank r, only its top-r pairs are unique
         Ur, Vr = U[:, :r], Vh[:r].T
-        np.testing.assert_allclose(Ur @ Ur.T @ W @ Vr @ Vr.T, eps ** 3 * Ur @ Vr.T,
-                                   rtol=0, atol=1e-18)
+        np.testing.assert_allclose(
+            Ur @ Ur.T @ W @ Vr @ Vr.T, eps**3 * Ur @ Vr.T, rtol=0, atol=1e-18
+        )
     torch.testing.assert_close(net.weights[1].detach(), eps * torch.eye(2 * r, dtype=torch.float64))
 
 
@@ -72,8 +78,9 @@ def test_compressed_recovers_a_small_factorisation_below_1e_8():
     P = lowrank.factorization(20, 2, gen(0))
     # the width-2r net keeps ε³ in its r unneeded directions: the floor is √r·ε³/‖Φ‖_F ≈ 4e-9
     net = L.compressed(P.surrogate, 4, 1.5e-3)
-    traj = lowrank.fit(net, P, L.make_optimizer(L.param_groups(net, [net], 0.5, 1.5), "gd"), 6000,
-                 tol=1e-8)
+    traj = lowrank.fit(
+        net, P, L.make_optimizer(L.param_groups(net, [net], 0.5, 1.5), "gd"), 6000, tol=1e-8
+    )
     assert traj.errors[-1] < 1e-8, traj.errors[-1]
     assert traj.first_below(1e-3)[0] < traj.first_below(1e-8)[0] == len(traj.errors) - 1
 
@@ -100,18 +107,24 @@ def test_fit_forms_the_product_once_per_iteration_on_the_same_trajectory(kind, v
     d, r = P.Phi.shape[0], 3 if kind == "factorization" else 2
 
     def net():
-        return (deep_linear.original(d, 3, 1e-2, gen(1)) if variant == "original"
-                else L.compressed(P.surrogate, 2 * r, 1e-2))
+        return (
+            deep_linear.original(d, 3, 1e-2, gen(1))
+            if variant == "original"
+            else L.compressed(P.surrogate, 2 * r, 1e-2)
+        )
+
     a, b = net(), net()
     calls = []
     product = a.product
     a.product = lambda: calls.append(1) or product()
-    traj = lowrank.fit(a, P, L.make_optimizer(L.param_groups(a, [a], 0.4, 1.5), "gd"), 300,
-                       tol=1e-3)
+    traj = lowrank.fit(
+        a, P, L.make_optimizer(L.param_groups(a, [a], 0.4, 1.5), "gd"), 300, tol=1e-3
+    )
     ref = _fit_forming_the_product_twice(
-        b, P, L.make_optimizer(L.param_groups(b, [b], 0.4, 1.5), "gd"), 300, tol=1e-3)
-    assert traj.errors == ref                     # bit for bit: the same maths, once
-    assert len(calls) == len(traj.errors)         # one product per recorded iteration
+        b, P, L.make_optimizer(L.param_groups(b, [b], 0.4, 1.5), "gd"), 300, tol=1e-3
+    )
+    assert traj.errors == ref  # bit for bit: the same maths, once
+    assert len(calls) == len(traj.errors)  # one product per recorded iteration
     for Wa, Wb in zip(a.weights, b.weights, strict=True):
         assert torch.equal(Wa.detach(), Wb.detach())
 
@@ -121,30 +134,34 @@ def test_fit_stops_at_the_first_error_at_or_below_tol():
     net = L.compressed(P.surrogate, 4, 1e-2)
     full = lowrank.fit(net, P, L.make_optimizer(L.param_groups(net, [net], 0.4, 1.5), "gd"), 800)
     k, _ = full.first_below(1e-3)
-    tol = full.errors[k]                          # a tolerance equal to an attained error
+    tol = full.errors[k]  # a tolerance equal to an attained error
     net = L.compressed(P.surrogate, 4, 1e-2)
-    stopped = lowrank.fit(net, P, L.make_optimizer(L.param_groups(net, [net], 0.4, 1.5), "gd"), 800,
-                    tol=tol)
-    assert len(stopped.errors) == k + 1 and stopped.errors == full.errors[:k + 1]
+    stopped = lowrank.fit(
+        net, P, L.make_optimizer(L.param_groups(net, [net], 0.4, 1.5), "gd"), 800, tol=tol
+    )
+    assert len(stopped.errors) == k + 1 and stopped.errors == full.errors[: k + 1]
     assert stopped.first_below(tol)[0] == k
 
 
-@pytest.mark.parametrize("kind,eta,alpha,steps", [("factorization", 0.4, 1.5, 700),
-                                                  ("completion", 0.3, 1.0, 800),
-                                                  ("sensing", 0.4, 1.5, 900)])
+@pytest.mark.parametrize(
+    "kind,eta,alpha,steps",
+    [("factorization", 0.4, 1.5, 700), ("completion", 0.3, 1.0, 800), ("sensing", 0.4, 1.5, 900)],
+)
 def test_compressed_never_worse_than_original_at_equal_iterations(kind, eta, alpha, steps):
     P = problems()[kind]
     d, r = P.Phi.shape[0], 3 if kind == "factorization" else 2
     orig = deep_linear.original(d, 3, 1e-2, gen(1))
     comp = L.compressed(P.surrogate, 2 * r, 1e-2)
-    e_orig = lowrank.fit(orig, P, L.make_optimizer(L.param_groups(orig, [orig], eta, 1.0), "gd"),
-                   steps).errors
-    e_comp = lowrank.fit(comp, P, L.make_optimizer(L.param_groups(comp, [comp], eta, alpha), "gd"),
-                   steps).errors
+    e_orig = lowrank.fit(
+        orig, P, L.make_optimizer(L.param_groups(orig, [orig], eta, 1.0), "gd"), steps
+    ).errors
+    e_comp = lowrank.fit(
+        comp, P, L.make_optimizer(L.param_groups(comp, [comp], eta, alpha), "gd"), steps
+    ).errors
     assert len(e_orig) == len(e_comp) == steps + 1
     worse = [k for k in range(steps + 1) if e_comp[k] > e_orig[k]]
     assert not worse, f"compressed worse at iterations {worse[:5]}"
-    assert e_comp[-1] < 0.5 * e_orig[-1] or e_comp[-1] < 1e-4   # and clearly ahead at the end
+    assert e_comp[-1] < 0.5 * e_orig[-1] or e_comp[-1] < 1e-4  # and clearly ahead at the end
 
 
 def test_discrepant_learning_rate_is_one_gd_step_by_hand():
@@ -164,7 +181,7 @@ def test_adam_and_random_init_also_train():
     for init, kind, lr in (("spectral", "adam", 1e-2), ("random", "gd", 0.4)):
         net = L.compressed(P.surrogate, 4, 1e-2, init, gen(5))
         traj = lowrank.fit(net, P, L.make_optimizer(L.param_groups(net, [net], lr, 2.0), kind), 600)
-        goal = 0.05 if init == "spectral" else 0.5   # a random subspace must rotate first
+        goal = 0.05 if init == "spectral" else 0.5  # a random subspace must rotate first
         assert traj.errors[-1] < goal * traj.errors[0], (init, kind, traj.errors[-1])
 
 
@@ -201,8 +218,9 @@ def test_head_spectral_init_from_the_step0_gradient():
     # cross-entropy at W = 0: −∇_W = (1/n) Σ (onehot(y) − softmax(b)) hᵀ
     Phi_hat = ((F.one_hot(y, 6) - torch.softmax(b, 0)).T @ h / len(y)).numpy()
     U, _, Vh = np.linalg.svd(Phi_hat)
-    np.testing.assert_allclose(model.head.product().detach().numpy(),
-                               0.125 * U[:, :4] @ Vh[:4], rtol=0, atol=1e-14)
+    np.testing.assert_allclose(
+        model.head.product().detach().numpy(), 0.125 * U[:, :4] @ Vh[:4], rtol=0, atol=1e-14
+    )
     torch.testing.assert_close(model.head.bias.detach(), b)
 
 
@@ -232,8 +250,11 @@ def test_head_error_paths_name_the_problem():
     with pytest.raises(TypeError, match="lowdim.layer 'body.1' is a ReLU; it must be an nn.Linear"):
         method.prepare(model, ctx)
     model, method, ctx, _ = head_setup(layer="classifier")
-    with pytest.raises(ValueError, match="lowdim.layer 'classifier' is not a module of Net; "
-                                         "modules: body, body.0, body.1, head"):
+    with pytest.raises(
+        ValueError,
+        match="lowdim.layer 'classifier' is not a module of Net; "
+        "modules: body, body.0, body.1, head",
+    ):
         method.prepare(model, ctx)
     model, method, ctx, _ = head_setup(width=7)
     with pytest.raises(ValueError, match=r"width 7 exceeds min\(d_out, d_in\) = 6"):

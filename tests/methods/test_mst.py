@@ -1,4 +1,5 @@
 """MST's DST engine: masks hold, moments reset, resume is exact, ranks agree, FLOPs add up."""
+
 import copy
 
 import pytest
@@ -35,8 +36,11 @@ def make(cfg, steps, seed=0, sgd=False, ctx=None):
     ctx = ctx or MethodContext(total_steps=steps)
     mst = MST(cfg)
     mst.prepare(model, ctx)
-    opt = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if sgd else
-           torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1))
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        if sgd
+        else torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    )
     ctx.optimizer = opt
     return model, mst, opt, ctx
 
@@ -56,8 +60,15 @@ def train(model, mst, opt, ctx, steps, start=0, check=None):
         mst.after_step(t, ctx)
 
 
-CFG = dict(sparsity=0.8, warmup_end=0.2, restore_start=0.6, restore_end=0.8, update_every=3,
-           attention_window=3, attention_tile=4)
+CFG = dict(
+    sparsity=0.8,
+    warmup_end=0.2,
+    restore_start=0.6,
+    restore_end=0.8,
+    update_every=3,
+    attention_window=3,
+    attention_tile=4,
+)
 
 
 def test_layer_densities_meet_the_budget():
@@ -91,7 +102,8 @@ def test_discover_ties_head_to_embedding_and_skips_excluded():
     assert names[0] == "transformer.wte.weight" and "lm_head.weight" not in names
     assert not any("wpe" in n for n in names) and len(names) == 1 + 2 * 4
     assert [sp.name for sp in discover(tiny_gpt(), ["*mlp*"], [])] == [
-        f"transformer.h.{i}.mlp.{k}.weight" for i in range(2) for k in ("c_fc", "c_proj")]
+        f"transformer.h.{i}.mlp.{k}.weight" for i in range(2) for k in ("c_fc", "c_proj")
+    ]
 
 
 def test_pruned_weights_stay_zero_and_grads_are_masked():
@@ -107,17 +119,18 @@ def test_pruned_weights_stay_zero_and_grads_are_masked():
         assert 0 < sp.mask.float().mean() < 1
     # the tied head computes with the masked embedding
     assert model.lm_head.weight is model.transformer.wte.weight
-    global_density = sum(int(sp.mask.sum()) for sp in mst.params) / \
-        sum(sp.weight.numel() for sp in mst.params)
+    global_density = sum(int(sp.mask.sum()) for sp in mst.params) / sum(
+        sp.weight.numel() for sp in mst.params
+    )
     assert global_density == pytest.approx(0.2, abs=0.01)
 
 
 @pytest.mark.parametrize("sgd", [False, True])
 def test_moments_reset_where_topology_changed(sgd):
     model, mst, opt, ctx = make(MSTConfig(**CFG), 30, sgd=sgd)
-    train(model, mst, opt, ctx, 9)               # dense warm-up, then DST at step 9
+    train(model, mst, opt, ctx, 9)  # dense warm-up, then DST at step 9
     before = {sp.name: sp.mask.clone() for sp in mst.params}
-    train(model, mst, opt, ctx, 10, start=9)     # step 9 is an update step
+    train(model, mst, opt, ctx, 10, start=9)  # step 9 is an update step
     keys = ["momentum_buffer"] if sgd else ["exp_avg", "exp_avg_sq"]
     changed_any = False
     for sp in mst.params:
@@ -187,9 +200,8 @@ def _ranks_train(rank, world, group):
     torch.set_num_threads(1)
     ctx = MethodContext(rank=rank, world_size=world, group=group, total_steps=20)
     model, mst, opt, ctx = make(MSTConfig(**{**CFG, "grow": "mixed"}), 20, ctx=ctx)
-    train(model, mst, opt, ctx, 14)   # different batches per rank
+    train(model, mst, opt, ctx, 14)  # different batches per rank
     return [sp.mask.clone() for sp in mst.params]
-
 
 
 def test_masks_identical_across_two_ranks(gloo):
@@ -201,27 +213,40 @@ def test_masks_identical_across_two_ranks(gloo):
 def test_flop_counter_equals_hand_count():
     torch.manual_seed(0)
     model = GPT(vocab_size=10, seq_len=8, n_layer=1, n_head=2, n_embd=8)
-    cfg = MSTConfig(schedule=0.5, distribution="uniform", attention="block", attention_window=4,
-                    attention_tile=4, attention_start=0.0, attention_stop=1.0, update_every=100,
-                    grow="gradient")
+    cfg = MSTConfig(
+        schedule=0.5,
+        distribution="uniform",
+        attention="block",
+        attention_window=4,
+        attention_tile=4,
+        attention_start=0.0,
+        attention_stop=1.0,
+        update_every=100,
+        grow="gradient",
+    )
     mst = MST(cfg)
     ctx = MethodContext(total_steps=10)
     mst.prepare(model, ctx)
     x = torch.randint(0, 10, (2, 8))
     counts = []
-    for t in (0, 1):                     # step 0 updates the topology: dense dW
+    for t in (0, 1):  # step 0 updates the topology: dense dW
         mst.before_step(t, ctx)
         model(x).sum().backward()
         out = mst.after_step(t, ctx)
         counts.append((out["mst_flops_dense"], out["mst_flops_effective"]))
-    R = 2 * 8                            # rows through every linear layer
-    lin = {"c_attn": 8 * 24, "attn.c_proj": 8 * 8, "c_fc": 8 * 32, "mlp.c_proj": 32 * 8,
-           "lm_head": 8 * 10}
-    dense_lin = sum(3 * 2 * R * n for n in lin.values())          # fwd, dX, dW
-    emb = R * 8 + 8 * 8                  # scatter-add dW of wte (16 rows) and wpe (8 rows)
-    attn = 12 * 2 * 8 * 48               # 12·B·C·pairs; causal T=8, tile 4: 3 tiles of 16
+    R = 2 * 8  # rows through every linear layer
+    lin = {
+        "c_attn": 8 * 24,
+        "attn.c_proj": 8 * 8,
+        "c_fc": 8 * 32,
+        "mlp.c_proj": 32 * 8,
+        "lm_head": 8 * 10,
+    }
+    dense_lin = sum(3 * 2 * R * n for n in lin.values())  # fwd, dX, dW
+    emb = R * 8 + 8 * 8  # scatter-add dW of wte (16 rows) and wpe (8 rows)
+    attn = 12 * 2 * 8 * 48  # 12·B·C·pairs; causal T=8, tile 4: 3 tiles of 16
     dense = dense_lin + emb + attn
-    sparse_attn = 12 * 2 * 8 * 32        # block(4): 2 diagonal tiles
+    sparse_attn = 12 * 2 * 8 * 32  # block(4): 2 diagonal tiles
     eff_1 = dense_lin * 0.5 + R * 8 * 0.5 + 8 * 8 + sparse_attn
     eff_0 = sum(2 * R * n * (0.5 + 0.5 + 1) for n in lin.values()) + R * 8 + 8 * 8 + sparse_attn
     assert counts[0] == (dense, eff_0) and counts[1] == (dense, eff_1)

@@ -1,4 +1,5 @@
 """Sparse-Transformer patterns, tile accounting, the block kernel and the training window."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,8 +22,7 @@ def rows(mask):
 def test_patterns_by_hand():
     assert rows(pattern("local", 5, 2)) == [[0], [0, 1], [1, 2], [2, 3], [3, 4]]
     assert rows(pattern("strided", 5, 2)) == [[0], [1], [0, 2], [1, 3], [0, 2, 4]]
-    assert rows(pattern("local_strided", 5, 2)) == [[0], [0, 1], [0, 1, 2], [1, 2, 3],
-                                                    [0, 2, 3, 4]]
+    assert rows(pattern("local_strided", 5, 2)) == [[0], [0, 1], [0, 1, 2], [1, 2, 3], [0, 2, 3, 4]]
     assert rows(pattern("block", 5, 2)) == [[0], [0, 1], [2], [2, 3], [4]]
     assert torch.equal(pattern("dense", 4, 1), torch.ones(4, 4, dtype=torch.bool).tril())
     with pytest.raises(ValueError, match="unknown attention pattern 'lokal'; choose one of"):
@@ -38,7 +38,10 @@ def test_tile_accounting():
     # a ragged edge: T=6, tile 4 -> tiles of 4 and 2 rows; dense touches 4·4 + 2·4 + 2·2
     assert tile_pairs(pattern("dense", 6, 1), 4) == 28
     assert touched_tiles(pattern("local", 12, 2), 4).tolist() == [
-        [True, False, False], [True, True, False], [False, True, True]]
+        [True, False, False],
+        [True, True, False],
+        [False, True, True],
+    ]
 
 
 @pytest.mark.parametrize("name", ["local", "block", "local_strided"])
@@ -71,6 +74,7 @@ def test_schedule_sets_pattern_only_inside_window():
 def test_tiles_kernel_in_the_gpt_equals_masked_attention():
     from raytrain_eff.methods.sparse_attention import AttentionSchedule, HybridAttention
     from raytrain_eff.tasks.lm import GPT
+
     torch.manual_seed(0)
     masked, tiled = GPT(20, 32, 1, 2, 16), GPT(20, 32, 1, 2, 16)
     tiled.load_state_dict(masked.state_dict())
@@ -91,6 +95,7 @@ def test_flex_kernel_equals_masked_attention_in_evaluation(name):
     # training with it runs on CUDA, where it is compiled
     from raytrain_eff.methods.sparse_attention import AttentionSchedule, HybridAttention
     from raytrain_eff.tasks.lm import GPT
+
     torch.manual_seed(0)
     masked, flex = GPT(20, 32, 1, 2, 16), GPT(20, 32, 1, 2, 16)
     flex.load_state_dict(masked.state_dict())
@@ -106,6 +111,7 @@ def test_hvps_through_each_kernel_equal_the_masked_ones(kernel):
     # the curvature methods' HVPs differentiate attention twice; flex has no such path, so
     # under the HVP's math-only SDPA it gives way to masked SDPA (same values)
     from raytrain_eff.methods.lanczos import HessianOperator
+
     torch.manual_seed(0)
     masked, other = GPT(20, 32, 1, 2, 16), GPT(20, 32, 1, 2, 16)
     other.load_state_dict(masked.state_dict())
@@ -116,12 +122,18 @@ def test_hvps_through_each_kernel_equal_the_masked_ones(kernel):
 
     def loss(model, b):
         return F.cross_entropy(model(b[0]).flatten(0, 1), b[1].flatten())
+
     v = torch.randn(sum(p.numel() for p in masked.parameters()))
-    torch.testing.assert_close(HessianOperator(other, loss, batch)(v),
-                               HessianOperator(masked, loss, batch)(v), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        HessianOperator(other, loss, batch)(v),
+        HessianOperator(masked, loss, batch)(v),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_an_unknown_kernel_is_refused():
     from raytrain_eff.methods.sparse_attention import AttentionSchedule, HybridAttention
+
     with pytest.raises(ValueError, match="choose one of masked, tiles, flex"):
         HybridAttention(AttentionSchedule("local", 8, 0, 10), kernel="sdpa")

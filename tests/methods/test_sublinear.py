@@ -1,4 +1,5 @@
 """Sublinear-time wide layers (arXiv 2208.04508): exact index, LSH upkeep, training, sharding."""
+
 from __future__ import annotations
 
 import math
@@ -41,16 +42,16 @@ def dense_active(layer: ShiftedReLU, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("slack", [0.0, 0.3])
 def test_exact_index_equals_dense_active_set_under_random_updates(slack):
-    n, d, m = 40, 16, 3001                      # m not a power of the fan-out: padded leaves
+    n, d, m = 40, 16, 3001  # m not a power of the fan-out: padded leaves
     X, _ = unit_data(n, d, 0)
     layer = ShiftedReLU(d, m, 1, seed=1, dtype=F64)
     use_index(layer, "exact", X, fanout=4, slack=slack)
     gen = torch.Generator().manual_seed(2)
     rekeyed = updated = 0
     for it in range(12):
-        size = [1, 7, 300, m][it % 4]           # single neuron .. every neuron
+        size = [1, 7, 300, m][it % 4]  # single neuron .. every neuron
         U = torch.unique(torch.randint(0, m, (size,), generator=gen))
-        scale = [0.05, 0.5, 2.0][it % 3]        # small drifts and threshold crossings
+        scale = [0.05, 0.5, 2.0][it % 3]  # small drifts and threshold crossings
         with torch.no_grad():
             layer.weight[U] += scale * torch.randn(len(U), d, generator=gen, dtype=F64)
         layer.reset_stats()
@@ -70,14 +71,14 @@ def test_exact_query_reads_scale_with_active_set_not_width():
     d = 64
     X, _ = unit_data(8, d, 3)
     reads = {}
-    for m in (2 ** 12, 2 ** 16):
-        layer = ShiftedReLU(d, m, 1, b=2.5, seed=0, dtype=F64)   # same b: same active fraction
+    for m in (2**12, 2**16):
+        layer = ShiftedReLU(d, m, 1, b=2.5, seed=0, dtype=F64)  # same b: same active fraction
         use_index(layer, "exact", X, fanout=8)
         rows = torch.arange(8)
         layer.active_pairs(X, rows)
         reads[m] = layer.stats["reads"] / max(float(dense_active(layer, X).sum()), 1)
     # keys read per active neuron grow with tree depth (log m), not with m (16x here)
-    assert reads[2 ** 16] < 2 * reads[2 ** 12]
+    assert reads[2**16] < 2 * reads[2**12]
 
 
 def test_lsh_rehash_of_touched_neurons_equals_fresh_build_and_recall_is_measured():
@@ -92,7 +93,7 @@ def test_lsh_rehash_of_touched_neurons_equals_fresh_build_and_recall_is_measured
             layer.weight[U] += torch.randn(len(U), d, generator=gen, dtype=F64)
         layer.neurons_changed(U)
     fresh = HyperplaneLSH(layer.weight.detach(), 4, 3, seed=7)
-    fresh.M = layer.index.M                     # same lift: the structures must agree exactly
+    fresh.M = layer.index.M  # same lift: the structures must agree exactly
     fresh.codes = fresh._hash(fresh._lift(layer.weight.detach()))
     fresh._rebuild_all()
     assert torch.equal(fresh.codes, layer.index.codes)
@@ -102,9 +103,9 @@ def test_lsh_rehash_of_touched_neurons_equals_fresh_build_and_recall_is_measured
             assert set(a[a >= 0].tolist()) == set(b[b >= 0].tolist())
     bi, r, _ = layer.active_pairs(X, None)
     truth = dense_active(layer, X)
-    assert bool(truth[bi, r].all())             # every reported neuron is truly active
+    assert bool(truth[bi, r].all())  # every reported neuron is truly active
     recall = float(truth[bi, r].sum() / truth.sum())
-    assert 0 < recall < 1                       # approximate, and the metric sees it
+    assert 0 < recall < 1  # approximate, and the metric sees it
     layer.check_recall = True
     layer.reset_stats()
     layer(X)
@@ -115,8 +116,10 @@ def test_gram_equals_explicit_jacobian_product():
     d, m, k, B = 5, 200, 3, 6
     X, _ = unit_data(B, d, 9)
     layer = ShiftedReLU(d, m, k, b=0.3, seed=3, dtype=F64)
+
     def f(W):
         return (torch.relu(X @ W.T - layer.b) @ layer.a / math.sqrt(m)).T.reshape(-1)
+
     J = torch.autograd.functional.jacobian(f, layer.weight.detach()).reshape(k * B, -1)
     bi, r = (layer.b < X @ layer.weight.detach().T).nonzero(as_tuple=True)
     G, U, _ = gram(X, bi, r, layer.a, m)
@@ -148,7 +151,7 @@ def test_sparse_path_follows_dense_loss_trajectory(update, lr):
         use_index(layer, mode, X, fanout=4)
         runs[mode] = train(layer, update, 25, X, Y, 16, lr)
     (l_dense, w_dense), (l_exact, w_exact) = runs["dense"], runs["exact"]
-    assert l_dense[-1] < 0.7 * l_dense[0]       # the reference actually learns
+    assert l_dense[-1] < 0.7 * l_dense[0]  # the reference actually learns
     assert torch.allclose(l_exact, l_dense, rtol=1e-9, atol=1e-12)
     assert torch.allclose(w_exact, w_dense, rtol=1e-9, atol=1e-12)
 
@@ -162,7 +165,6 @@ def _sharded_training(rank, world, group, update, lr):
     Y2 = torch.cat([Y, -Y], 1)
     losses, W = train(layer, update, 10, X, Y2, 12, lr)
     return losses, W
-
 
 
 @pytest.mark.parametrize("update,lr", [("sgd", 20.0), ("gauss_newton", 0.5)])
@@ -180,8 +182,9 @@ def test_sharded_width_equals_unsharded(gloo, update, lr):
 def wide_task(**kw) -> WideTask:
     # n = B: full-batch steps, the regime where the index saves work (each re-keyed neuron
     # costs n·d, one key per indexed input)
-    task = WideTask(WideConfig(width=2048, num_train=16, num_val=32, **kw),
-                    DataConfig(batch_size=16), seed=0)
+    task = WideTask(
+        WideConfig(width=2048, num_train=16, num_val=32, **kw), DataConfig(batch_size=16), seed=0
+    )
     task.load()
     return task
 
@@ -232,12 +235,12 @@ def test_errors_name_the_fix():
 
 
 def test_default_shift_gives_about_m_to_the_0_8_active():
-    d, m = 64, 2 ** 14
+    d, m = 64, 2**14
     X, _ = unit_data(64, d, 16)
     layer = ShiftedReLU(d, m, 1, seed=0, dtype=F64)
     assert layer.b == pytest.approx(default_shift(m)) == pytest.approx(math.sqrt(0.4 * math.log(m)))
     per_input = float(dense_active(layer, X).sum()) / 64
-    expected = m * 0.5 * math.erfc(layer.b / math.sqrt(2))   # ⟨w_r, x⟩ ~ N(0, 1) for unit x
+    expected = m * 0.5 * math.erfc(layer.b / math.sqrt(2))  # ⟨w_r, x⟩ ~ N(0, 1) for unit x
     assert 0.8 * expected < per_input < 1.2 * expected
     # m·P(z > b) ≈ m^0.8 / (b·√(2π)): m^0.8 up to a log factor
-    assert expected == pytest.approx(m ** 0.8 / (layer.b * math.sqrt(2 * math.pi)), rel=0.25)
+    assert expected == pytest.approx(m**0.8 / (layer.b * math.sqrt(2 * math.pi)), rel=0.25)

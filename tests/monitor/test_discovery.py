@@ -1,5 +1,6 @@
 """Exporters on the shared Ray session: replaced when their settings change, stopped on demand,
 and a file_sd per cluster that the writer keeps current."""
+
 import json
 import pathlib
 import socket
@@ -36,11 +37,12 @@ def _listening(url: str) -> bool:
 
 def test_changed_settings_replace_the_exporter_and_stop_ends_them(tmp_path, monkeypatch):
     import ray
+
     monkeypatch.delenv(discovery.HOST_ENV, raising=False)
     first_port, second_port = _free_port(), _free_port()
     (old,) = discovery.ensure_exporters("127.0.0.1", first_port)
     assert int(old["target"].rsplit(":", 1)[1]) >= first_port and _listening(old["url"])
-    (new,) = discovery.ensure_exporters("127.0.0.1", second_port)   # `exporter --port` again
+    (new,) = discovery.ensure_exporters("127.0.0.1", second_port)  # `exporter --port` again
     assert int(new["target"].rsplit(":", 1)[1]) >= second_port and new["target"] != old["target"]
     assert _listening(new["url"]) and not _listening(old["url"])
     assert discovery.list_exporters() == [new]
@@ -48,8 +50,9 @@ def test_changed_settings_replace_the_exporter_and_stop_ends_them(tmp_path, monk
     handle = discovery.node_exporter("127.0.0.1", second_port)
     assert ray.get(handle.address.remote()) == new
 
-    path = discovery.start_file_sd("127.0.0.1", second_port, tmp_path / "sd" / "c.json",
-                                   refresh_s=0.5)
+    path = discovery.start_file_sd(
+        "127.0.0.1", second_port, tmp_path / "sd" / "c.json", refresh_s=0.5
+    )
     groups = json.loads(pathlib.Path(path).read_text())
     assert groups == [{"targets": [new["target"]], "labels": {"node_id": new["node_id"]}}]
 
@@ -58,12 +61,13 @@ def test_changed_settings_replace_the_exporter_and_stop_ends_them(tmp_path, monk
     assert not (tmp_path / "sd" / "c.json").exists() and not _listening(new["url"])
 
 
-def test_the_default_file_sd_is_one_file_per_cluster_under_the_configured_dir(tmp_path,
-                                                                              monkeypatch):
+def test_the_default_file_sd_is_one_file_per_cluster_under_the_configured_dir(
+    tmp_path, monkeypatch
+):
     monkeypatch.setenv(discovery.FILE_SD_DIR_ENV, str(tmp_path))
     path = discovery.cluster_file_sd()
     assert path.parent == tmp_path and path.name.startswith("cluster-")
-    assert path == discovery.cluster_file_sd()          # stable for one cluster
+    assert path == discovery.cluster_file_sd()  # stable for one cluster
 
 
 def test_exporter_command_on_a_cluster_keeps_a_file_sd_and_stop_ends_it(tmp_path, monkeypatch):
@@ -71,12 +75,15 @@ def test_exporter_command_on_a_cluster_keeps_a_file_sd_and_stop_ends_it(tmp_path
     import time
 
     from raytrain_eff.monitor.cli_exporter import run_exporter, stop_cluster
+
     monkeypatch.delenv(discovery.HOST_ENV, raising=False)
     file_sd, stop, lines = tmp_path / "sd.json", threading.Event(), []
     port = _free_port()
-    thread = threading.Thread(target=run_exporter, args=("127.0.0.1", port, str(file_sd)),
-                              kwargs={"address": "auto", "refresh_s": 0.5, "stop": stop,
-                                      "echo": lines.append})
+    thread = threading.Thread(
+        target=run_exporter,
+        args=("127.0.0.1", port, str(file_sd)),
+        kwargs={"address": "auto", "refresh_s": 0.5, "stop": stop, "echo": lines.append},
+    )
     thread.start()
     try:
         deadline = time.monotonic() + 60

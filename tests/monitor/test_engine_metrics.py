@@ -1,4 +1,5 @@
 """A 2-worker training run publishes its metrics on the node's exporter, counted once."""
+
 import urllib.request
 
 import pytest
@@ -10,11 +11,18 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 
 
 def test_training_run_is_visible_on_the_exporter(run_cfg):
-    cfg = run_cfg("digits-adamw", "run.steps=30", "run.report_interval=10",
-                  "run.checkpoint_interval=30", "run.eval_interval=0", "monitor.enabled=true",
-                  "monitor.port=19464")
+    cfg = run_cfg(
+        "digits-adamw",
+        "run.steps=30",
+        "run.report_interval=10",
+        "run.checkpoint_interval=30",
+        "run.eval_interval=0",
+        "monitor.enabled=true",
+        "monitor.port=19464",
+    )
     launch.fit(cfg)
     from raytrain_eff.monitor import discovery
+
     (address,) = discovery.list_exporters()
     text = urllib.request.urlopen(address["url"], timeout=10).read().decode()
     samples = {}
@@ -33,6 +41,7 @@ def test_training_run_is_visible_on_the_exporter(run_cfg):
 def _scrape_run(run: str) -> dict[str, list]:
     """{sample name: samples of ``run``} over every exporter of the cluster, by HTTP."""
     from raytrain_eff.monitor import discovery
+
     samples: dict[str, list] = {}
     for address in discovery.list_exporters():
         text = urllib.request.urlopen(address["url"], timeout=10).read().decode()
@@ -45,13 +54,26 @@ def _scrape_run(run: str) -> dict[str, list]:
 
 def test_mst_sparsity_reaches_its_dashboard_gauge(run_cfg):
     # gpt-mst for real, tiny: 90% sparse from step 2 on, sparse attention throughout
-    cfg = run_cfg("gpt-mst", "scaling.num_workers=1", "run.steps=10", "run.report_interval=5",
-                  "run.checkpoint_interval=10", "run.eval_interval=0", "monitor.enabled=true",
-                  "monitor.port=19464", "task.n_layer=1", "task.n_embd=32", "task.n_head=2",
-                  "data.batch_size=4", "methods.mst.warmup_end=0.2",
-                  "methods.mst.restore_start=1.0", "methods.mst.restore_end=1.0",
-                  "methods.mst.update_every=1", "methods.mst.attention_start=0.0",
-                  "methods.mst.attention_stop=1.0")
+    cfg = run_cfg(
+        "gpt-mst",
+        "scaling.num_workers=1",
+        "run.steps=10",
+        "run.report_interval=5",
+        "run.checkpoint_interval=10",
+        "run.eval_interval=0",
+        "monitor.enabled=true",
+        "monitor.port=19464",
+        "task.n_layer=1",
+        "task.n_embd=32",
+        "task.n_head=2",
+        "data.batch_size=4",
+        "methods.mst.warmup_end=0.2",
+        "methods.mst.restore_start=1.0",
+        "methods.mst.restore_end=1.0",
+        "methods.mst.update_every=1",
+        "methods.mst.attention_start=0.0",
+        "methods.mst.attention_stop=1.0",
+    )
     launch.fit(cfg)
     samples = _scrape_run(cfg.run.name)
     (sparsity,) = samples["raytrain_eff_sparsity_ratio"]

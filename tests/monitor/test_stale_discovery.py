@@ -5,6 +5,7 @@ beside the live run's file naming the same address. A real Prometheus (``scripts
 with the shipped ``prometheus.yml`` (only its directory and intervals changed) must report the
 live run's total, not a multiple of it. Writers' leases are checked without Prometheus.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ from raytrain_eff.monitor import discovery
 from raytrain_eff.monitor.exporter import NodeExporter
 from raytrain_eff.monitor.push import MetricsPusher
 
-pytestmark = pytest.mark.cluster   # starts its own Prometheus server
+pytestmark = pytest.mark.cluster  # starts its own Prometheus server
 
 
 def _prometheus_config(work: pathlib.Path) -> pathlib.Path:
@@ -31,8 +32,9 @@ def _prometheus_config(work: pathlib.Path) -> pathlib.Path:
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     config.pop("rule_files")
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "raytrain_eff"]
-    job["file_sd_configs"] = [{"files": [str(work / "file_sd" / "*.json")],
-                               "refresh_interval": "1s"}]
+    job["file_sd_configs"] = [
+        {"files": [str(work / "file_sd" / "*.json")], "refresh_interval": "1s"}
+    ]
     config["scrape_configs"] = [job]
     path = work / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
@@ -49,20 +51,27 @@ def test_files_of_killed_runs_do_not_multiply_the_live_total():
     canaries = [NodeExporter(port=free_port(), node_id=f"canary-{i}") for i in range(4)]
     prometheus = None
     try:
-        for rank, samples in enumerate((600, 400)):      # a live run: 1000 samples in all
+        for rank, samples in enumerate((600, 400)):  # a live run: 1000 samples in all
             pusher = MetricsPusher(run="live-run", rank=rank, exporter=live)
             pusher.push({"step": 0, "loss": 1.0, "samples": samples, "step_time_s": 0.1})
             pusher.close()
         discovery.write_file_sd(file_sd / "cluster-live.json", [live.address()])
-        for i, canary in enumerate(canaries):   # a killed run's file: same address, its own id
+        for i, canary in enumerate(canaries):  # a killed run's file: same address, its own id
             stale = {**live.address(), "node_id": f"dead-node-{i}"}
             discovery.write_file_sd(file_sd / f"cluster-killed{i}.json", [stale, canary.address()])
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         prometheus = subprocess.Popen(
-            [str(PROMETHEUS), f"--config.file={_prometheus_config(work)}",
-             f"--storage.tsdb.path={work / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
-             "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            [
+                str(PROMETHEUS),
+                f"--config.file={_prometheus_config(work)}",
+                f"--storage.tsdb.path={work / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
 
         def every_file_read_and_scraped():
             try:
@@ -73,8 +82,9 @@ def test_files_of_killed_runs_do_not_multiply_the_live_total():
                 return None
             wanted = {e.url() for e in [live, *canaries]}
             return total["result"] if up >= wanted and total["result"] else None
+
         result = wait_for("all five files scraped", every_file_read_and_scraped, 60, prometheus)
-        assert float(result[0]["value"][1]) == 1000.0         # the live total, not 5000
+        assert float(result[0]["value"][1]) == 1000.0  # the live total, not 5000
         active = api(base, "targets")["activeTargets"]
         assert sum(t["scrapeUrl"] == live.url() for t in active) == 1
         series = api(base, "query", query='raytrain_eff_samples_total{run="live-run"}')
@@ -104,16 +114,16 @@ def test_a_writer_sweeps_files_whose_writer_is_gone(tmp_path):
 
     host, now = os.uname().nodename, time.time()
     mine = cluster_file("mine", None)
-    discovery.renew_lease(mine)                                    # this process: alive
+    discovery.renew_lease(mine)  # this process: alive
     expired = cluster_file("expired", {"host": host, "pid": os.getpid(), "until": now - 1})
     killed = cluster_file("killed", {"host": host, "pid": _dead_pid(), "until": now + 60})
     remote = cluster_file("remote", {"host": "another-machine", "pid": 1, "until": now + 60})
-    by_hand = cluster_file("by-hand", None)                        # no lease: not ours to judge
-    other = tmp_path / "targets.json"                              # not a cluster file
+    by_hand = cluster_file("by-hand", None)  # no lease: not ours to judge
+    other = tmp_path / "targets.json"  # not a cluster file
     other.write_text("[]")
 
     removed = discovery.sweep_stale(tmp_path, keep=mine)
     assert sorted(removed) == [expired.name, killed.name]
     assert not discovery.lease_path(expired).exists() and not discovery.lease_path(killed).exists()
     assert all(p.exists() for p in (mine, remote, by_hand, other))
-    assert discovery.sweep_stale(tmp_path) == []                   # nothing more to remove
+    assert discovery.sweep_stale(tmp_path) == []  # nothing more to remove

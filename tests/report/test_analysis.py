@@ -1,4 +1,5 @@
 """The report's numbers on hand-built step tables whose answers are known in closed form."""
+
 import math
 
 import numpy as np
@@ -7,11 +8,19 @@ import pytest
 
 from raytrain_eff.report import analysis
 
-MIB = 2 ** 20
+MIB = 2**20
 
 
-def steps_table(n=10, wall_per_step=1.0, flops=1e9, val=None, eval_every=5, attempts=None,
-                peak_mib=100.0, samples=64):
+def steps_table(
+    n=10,
+    wall_per_step=1.0,
+    flops=1e9,
+    val=None,
+    eval_every=5,
+    attempts=None,
+    peak_mib=100.0,
+    samples=64,
+):
     """A metrics.parquet-shaped frame: ``val(step)`` gives val_loss at eval steps."""
     step = np.arange(n)
     attempt = np.zeros(n, dtype=int) if attempts is None else np.asarray(attempts)
@@ -21,16 +30,33 @@ def steps_table(n=10, wall_per_step=1.0, flops=1e9, val=None, eval_every=5, atte
         wall[idx] = wall_per_step * (np.arange(len(idx)) + 1)
     val = val or (lambda s: 2.0 - 0.1 * s)
     val_loss = [val(s) if (s + 1) % eval_every == 0 else np.nan for s in step]
-    return pd.DataFrame({"step": step, "attempt": attempt, "wall_s": wall,
-                         "loss": 2.0 - 0.05 * step, "val_loss": val_loss,
-                         "samples": samples, "tokens": 0, "step_time_s": wall_per_step,
-                         "dense_flops": flops, "effective_flops": flops,
-                         "rss_bytes": 50 * MIB, "peak_memory_bytes": peak_mib * MIB})
+    return pd.DataFrame(
+        {
+            "step": step,
+            "attempt": attempt,
+            "wall_s": wall,
+            "loss": 2.0 - 0.05 * step,
+            "val_loss": val_loss,
+            "samples": samples,
+            "tokens": 0,
+            "step_time_s": wall_per_step,
+            "dense_flops": flops,
+            "effective_flops": flops,
+            "rss_bytes": 50 * MIB,
+            "peak_memory_bytes": peak_mib * MIB,
+        }
+    )
 
 
 def run(side, seed, isolated=True, world=1, **kw):
-    return analysis.Run(name=f"{side}-{seed}", side=side, seed=seed, steps=steps_table(**kw),
-                        world_size=world, isolated=isolated)
+    return analysis.Run(
+        name=f"{side}-{seed}",
+        side=side,
+        seed=seed,
+        steps=steps_table(**kw),
+        world_size=world,
+        isolated=isolated,
+    )
 
 
 def test_elapsed_time_adds_up_over_attempts():
@@ -53,8 +79,9 @@ def test_time_and_flops_to_target_are_taken_at_the_first_eval_that_meets_it():
 
 def test_cost_counts_nodes_from_world_size_and_workers_per_node():
     r = run("A", 0, n=4, wall_per_step=1800.0, world=3)  # 2 hours of wall time
-    table = analysis.per_run([r], "val_loss", "min", 0.0, price_per_node_hour=2.5,
-                             workers_per_node=2)
+    table = analysis.per_run(
+        [r], "val_loss", "min", 0.0, price_per_node_hour=2.5, workers_per_node=2
+    )
     row = table.iloc[0]
     assert row.nodes == 2 and row.wall_s == 7200.0
     assert row.node_hours == pytest.approx(4.0) and row.cost == pytest.approx(10.0)
@@ -72,9 +99,10 @@ def test_target_is_the_baselines_median_final_unless_given():
 
 
 def _comparison(a_walls, b_walls, isolated=True):
-    runs = [run("A", i, wall_per_step=w, isolated=isolated) for i, w in enumerate(a_walls)] + \
-           [run("B", i, wall_per_step=w, isolated=isolated, peak_mib=200.0)
-            for i, w in enumerate(b_walls)]
+    runs = [run("A", i, wall_per_step=w, isolated=isolated) for i, w in enumerate(a_walls)] + [
+        run("B", i, wall_per_step=w, isolated=isolated, peak_mib=200.0)
+        for i, w in enumerate(b_walls)
+    ]
     table = analysis.per_run(runs, "val_loss", "min", 1.5, 1.0)
     return analysis.compare_sides(table, "A", "B", "val_loss", "min").set_index("column")
 
@@ -103,8 +131,11 @@ def test_peak_memory_of_a_shared_process_is_not_compared():
 def test_a_side_that_never_reaches_the_target_loses_on_time_to_target():
     runs = [run("A", 0), run("A", 1), run("B", 0, val=lambda s: 5.0), run("B", 1)]
     table = analysis.per_run(runs, "val_loss", "min", 1.5, 1.0)
-    row = analysis.compare_sides(table, "A", "B", "val_loss", "min").set_index(
-        "column").loc["time_to_target_s"]
+    row = (
+        analysis.compare_sides(table, "A", "B", "val_loss", "min")
+        .set_index("column")
+        .loc["time_to_target_s"]
+    )
     # B's first seed never gets there: its median is "never", its range reaches infinity
     assert math.isinf(row.median_b) and row.min_b == row.median_a
     assert row.winner == "A" and not row.exceeds_spread and math.isnan(row.ratio_a_over_b)

@@ -1,4 +1,5 @@
 """`compare` end to end on tiny presets in Train's local mode: page, provenance, Chromium."""
+
 import argparse
 import html.parser
 import math
@@ -15,18 +16,37 @@ from raytrain_eff.report import build, commands
 from raytrain_eff.report.compare import compare
 from raytrain_eff.typed import ConfigError
 
-SECTIONS = {"verdict": 0, "setup": 0, "curves": 3, "target": 1, "memory": 1, "throughput": 1,
-            "cost": 1, "runs": 0}
-TINY = ["run.steps=30", "scaling.num_workers=0", "run.eval_interval=10",
-        "run.report_interval=10", "run.checkpoint_interval=30", "monitor.enabled=false"]
+SECTIONS = {
+    "verdict": 0,
+    "setup": 0,
+    "curves": 3,
+    "target": 1,
+    "memory": 1,
+    "throughput": 1,
+    "cost": 1,
+    "runs": 0,
+}
+TINY = [
+    "run.steps=30",
+    "scaling.num_workers=0",
+    "run.eval_interval=10",
+    "run.report_interval=10",
+    "run.checkpoint_interval=30",
+    "monitor.enabled=false",
+]
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
-    out = compare("digits-adamw", "digits-sgd", seeds=2,
-                  overrides=[*TINY, f"run.storage_path={root / 'runs'}"],
-                  price_per_node_hour=3.0, out_dir=str(root / "report"))
+    out = compare(
+        "digits-adamw",
+        "digits-sgd",
+        seeds=2,
+        overrides=[*TINY, f"run.storage_path={root / 'runs'}"],
+        price_per_node_hour=3.0,
+        out_dir=str(root / "report"),
+    )
     return pathlib.Path(out)
 
 
@@ -109,8 +129,9 @@ def test_every_number_on_the_page_is_a_cell_of_its_parquet_table(report):
     loose = "".join(page.loose)
     assert not re.search(r"\d", loose), re.findall(r".{20}\d.{20}", loose)
     # the verdict names the quantities and calls each one
-    assert "beyond seed spread" in "".join(s["text"] for s in page.spans) or \
-           "within seed noise" in "".join(s["text"] for s in page.spans)
+    assert "beyond seed spread" in "".join(
+        s["text"] for s in page.spans
+    ) or "within seed noise" in "".join(s["text"] for s in page.spans)
 
 
 def _assert_shows(shown: str, value, span):
@@ -127,13 +148,28 @@ def test_page_renders_in_headless_chromium(report, tmp_path):
     exe = shutil.which("chromium")
     assert exe, "chromium is missing: run `bash scripts/test-deps.sh`"
     shot = tmp_path / "page.png"
-    subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-                    "--window-size=1280,4000", (report / "report.html").as_uri()],
-                   check=True, capture_output=True, timeout=scaled(120))
+    subprocess.run(
+        [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1280,4000",
+            (report / "report.html").as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=scaled(120),
+    )
     from PIL import Image
+
     image = Image.open(shot).convert("RGB")
     assert image.size == (1280, 4000)
     small = image.resize((320, 1000))

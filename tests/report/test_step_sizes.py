@@ -1,4 +1,5 @@
 """The setup table shows each side's effective step size: the LR times the multiplier applied."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -18,11 +19,13 @@ def run(lr: list[float], scale: list[float] | None = None) -> Loaded:
 
 def test_fosi_step_size_includes_its_clip_factor():
     # FOSI logs c only once a refresh has happened: NaN before it means c = 1
-    fosi = [run([1e-3, 2e-3, 2e-3], [float("nan"), 3.0, 2.5]),
-            run([1e-3, 2e-3, 2e-3], [float("nan"), 2.0, 2.0])]
+    fosi = [
+        run([1e-3, 2e-3, 2e-3], [float("nan"), 3.0, 2.5]),
+        run([1e-3, 2e-3, 2e-3], [float("nan"), 2.0, 2.0]),
+    ]
     sizes = step_sizes(fosi)
     assert sizes["peak_lr"] == pytest.approx(2e-3)
-    assert sizes["lr_multiplier_max"] == pytest.approx(2.5)       # median of 3.0 and 2.0
+    assert sizes["lr_multiplier_max"] == pytest.approx(2.5)  # median of 3.0 and 2.0
     assert sizes["effective_peak_lr"] == pytest.approx(5e-3)
 
 

@@ -1,5 +1,6 @@
 """The classification task's training stream, built the way the runner builds it: digits in
 memory, or Parquet features streamed (disjoint epochs across ranks, exact resume)."""
+
 import pathlib
 
 import numpy as np
@@ -15,13 +16,12 @@ from raytrain_eff.tasks.base import shard_rows
 
 
 def test_grad_accum_micro_batches_walk_through_the_epoch():
-    cfg = config.load(preset="digits-adamw", overrides=["train.grad_accum=2",
-                                                        "data.batch_size=32"])
-    task = build_task(cfg)                        # the runner's constructor: knows grad_accum
+    cfg = config.load(preset="digits-adamw", overrides=["train.grad_accum=2", "data.batch_size=32"])
+    task = build_task(cfg)  # the runner's constructor: knows grad_accum
     task.load()
     assert task.grad_accum == 2
     rows = task.rows
-    rows.X = torch.arange(len(rows.y))            # a batch's x are then its row indices
+    rows.X = torch.arange(len(rows.y))  # a batch's x are then its row indices
     world, batch = 2, cfg.data.batch_size
     per_epoch = len(shard_rows(task.num_train, 0, world)) // batch
     steps = per_epoch // 2
@@ -33,28 +33,38 @@ def test_grad_accum_micro_batches_walk_through_the_epoch():
                 assert torch.equal(y, rows.y[x])
                 seen += x.tolist()
     assert len(seen) == len(set(seen)) == world * steps * 2 * batch
-    assert max(seen) < task.num_train             # never a held-out row
+    assert max(seen) < task.num_train  # never a held-out row
     # (step s, micro 1) is not (step s + 1, micro 0): the bug of issue 17, item 9
-    assert not torch.equal(task.train_batch(0, 1, 0, world, batch)[0],
-                           task.train_batch(1, 0, 0, world, batch)[0])
+    assert not torch.equal(
+        task.train_batch(0, 1, 0, world, batch)[0], task.train_batch(1, 0, 0, world, batch)[0]
+    )
 
 
 @pytest.fixture
 def digits_parquet(tmp_path):
     """scikit-learn's digits as Parquet (an ``id`` feature numbers the rows), row groups of 97."""
     from sklearn.datasets import load_digits
+
     d = load_digits()
     columns = {f"p{i}": d.data[:, i] / 16.0 for i in range(64)}
-    table = pa.table({"id": np.arange(len(d.target), dtype=np.float64), **columns,
-                      "label": d.target})
+    table = pa.table(
+        {"id": np.arange(len(d.target), dtype=np.float64), **columns, "label": d.target}
+    )
     pq.write_table(table, tmp_path / "digits.parquet", row_group_size=97)
     return str(tmp_path / "digits.parquet")
 
 
 def test_streamed_parquet_micro_batches_walk_through_the_epoch(digits_parquet):
-    cfg = config.load(preset="digits-adamw", overrides=[
-        f"data.dataset={digits_parquet}", "task.model=mlp", "train.grad_accum=2",
-        "data.batch_size=32", "data.shuffle_window=200"])
+    cfg = config.load(
+        preset="digits-adamw",
+        overrides=[
+            f"data.dataset={digits_parquet}",
+            "task.model=mlp",
+            "train.grad_accum=2",
+            "data.batch_size=32",
+            "data.shuffle_window=200",
+        ],
+    )
     task = build_task(cfg)
     task.load()
     assert task.classes == 10 and task.shape == (65,)
@@ -67,26 +77,39 @@ def test_streamed_parquet_micro_batches_walk_through_the_epoch(digits_parquet):
                 x, _ = task.train_batch(step, micro, rank, world, batch)
                 seen += x[:, 0].long().tolist()
     assert len(seen) == len(set(seen)) == world * steps * 2 * batch
-    assert max(seen) < task.num_train             # never a held-out row
+    assert max(seen) < task.num_train  # never a held-out row
     val = torch.cat([x[:, 0] for x, _ in task.val_batches(100, 1)]).long()
     assert val.tolist() == list(range(task.num_train, 1797))
 
 
 def _losses(run_dir):
-    return torch.tensor(pq.read_table(pathlib.Path(run_dir) / "metrics.parquet")
-                        .column("loss").to_pylist())
+    return torch.tensor(
+        pq.read_table(pathlib.Path(run_dir) / "metrics.parquet").column("loss").to_pylist()
+    )
 
 
 def test_streamed_parquet_run_resumes_exactly(digits_parquet, tmp_path):
-    common = [f"data.dataset={digits_parquet}", "task.model=mlp", "scaling.num_workers=0",
-              "run.steps=8", "run.report_interval=1", "run.checkpoint_interval=1",
-              "run.eval_interval=4", "monitor.enabled=false", "monitor.progress=false",
-              f"run.storage_path={tmp_path}", "data.shuffle_window=64", "train.grad_accum=2"]
+    common = [
+        f"data.dataset={digits_parquet}",
+        "task.model=mlp",
+        "scaling.num_workers=0",
+        "run.steps=8",
+        "run.report_interval=1",
+        "run.checkpoint_interval=1",
+        "run.eval_interval=4",
+        "monitor.enabled=false",
+        "monitor.progress=false",
+        f"run.storage_path={tmp_path}",
+        "data.shuffle_window=64",
+        "train.grad_accum=2",
+    ]
     straight = launch.fit(config.load(preset="digits-adamw", overrides=common + ["run.name=a"]))
-    paused = launch.fit(config.load(preset="digits-adamw",
-                                    overrides=common + ["run.name=b", "run.stop_after=3"]))
-    resumed = config.apply_resume_overrides(launch.load_run_config(paused.run_dir),
-                                            ["run.stop_after=null"])
+    paused = launch.fit(
+        config.load(preset="digits-adamw", overrides=common + ["run.name=b", "run.stop_after=3"])
+    )
+    resumed = config.apply_resume_overrides(
+        launch.load_run_config(paused.run_dir), ["run.stop_after=null"]
+    )
     launch.fit(resumed, resume=True)
     a, b = _losses(straight.run_dir), _losses(paused.run_dir)
     assert len(a) == len(b) == 8 and torch.isfinite(a).all()

@@ -1,4 +1,5 @@
 """The erm task: Bible bag-of-words and bundled sets, shards, batches, loss, evaluation."""
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -18,8 +19,9 @@ torch.set_num_threads(1)
 
 
 def make(dataset="kjv", seed=0, val_fraction=0.05, **params):
-    task = ERMTask(ERMConfig(**params), DataConfig(dataset=dataset, val_fraction=val_fraction),
-                   seed=seed)
+    task = ERMTask(
+        ERMConfig(**params), DataConfig(dataset=dataset, val_fraction=val_fraction), seed=seed
+    )
     task.load()
     return task
 
@@ -34,11 +36,12 @@ def test_kjv_is_sparse_unit_rows_with_both_testaments(kjv):
     assert X.layout == torch.sparse_csr and X.shape == (kjv.num_train, kjv.d)
     assert kjv.num_train == 3800 and len(kjv.y_val) == 200
     assert set(y.unique().tolist()) == {-1.0, 1.0}
-    assert 0.15 < float((y > 0).double().mean()) < 0.35    # 7,957 of 31,102 verses are NT
+    assert 0.15 < float((y > 0).double().mean()) < 0.35  # 7,957 of 31,102 verses are NT
     row_sq = torch.zeros(X.shape[0], dtype=torch.float64).index_add_(
-        0, torch.arange(X.shape[0]).repeat_interleave(X.crow_indices().diff()), X.values() ** 2)
-    assert torch.allclose(row_sq, torch.full_like(row_sq, 2.0))   # unit row + bias column
-    assert X.values().numel() < 0.01 * X.shape[0] * X.shape[1]    # really sparse
+        0, torch.arange(X.shape[0]).repeat_interleave(X.crow_indices().diff()), X.values() ** 2
+    )
+    assert torch.allclose(row_sq, torch.full_like(row_sq, 2.0))  # unit row + bias column
+    assert X.values().numel() < 0.01 * X.shape[0] * X.shape[1]  # really sparse
 
 
 def test_shards_cover_the_training_rows_once(kjv):
@@ -47,7 +50,7 @@ def test_shards_cover_the_training_rows_once(kjv):
     assert torch.equal(ys, kjv.y_train)
     cols = torch.cat([X.col_indices() for X, _ in parts[1]])
     lo, hi = kjv.X_train.crow_indices()[[kjv.shard_size(0, 3), 2 * kjv.shard_size(0, 3)]]
-    assert torch.equal(cols, kjv.X_train.col_indices()[lo:hi])   # rank 1: the next rows
+    assert torch.equal(cols, kjv.X_train.col_indices()[lo:hi])  # rank 1: the next rows
 
 
 def test_batches_are_deterministic_and_the_loss_is_the_objective(kjv):
@@ -58,8 +61,11 @@ def test_batches_are_deterministic_and_the_loss_is_the_objective(kjv):
         model.weight.copy_(torch.linspace(-1, 1, kjv.d, dtype=torch.float64))
     X, y = a
     w = model.weight.detach()
-    expected = (torch.log1p(torch.exp(-y * (X.to_dense() @ w))).mean()
-                + 1e-4 * w.abs().sum() + 0.5e-6 * w.dot(w))
+    expected = (
+        torch.log1p(torch.exp(-y * (X.to_dense() @ w))).mean()
+        + 1e-4 * w.abs().sum()
+        + 0.5e-6 * w.dot(w)
+    )
     assert float(kjv.loss(model, a)) == pytest.approx(float(expected), rel=1e-12)
     assert kjv.counts(a) == (32, 32)
 
@@ -71,13 +77,14 @@ def test_checksum_identifies_the_data():
 
 def test_dasvrda_learns_testament_from_words(kjv):
     task = kjv
-    ctx = MethodContext(task=task, iterate_shard=lambda bs: task.shard_iterator(0, 1, bs),
-                        shard_size=task.num_train)
+    ctx = MethodContext(
+        task=task, iterate_shard=lambda bs: task.shard_iterator(0, 1, bs), shard_size=task.num_train
+    )
     method = DASVRDAMethod(DASVRDAConfig(eta_scale=2.0))
     model = task.build_model()
     opt = method.make_optimizer(model, ctx)
     before = task.evaluate(model, 100, 2)["val_loss"]
-    for _ in range(6 * opt.solver.m):             # six stages, twelve data passes
+    for _ in range(6 * opt.solver.m):  # six stages, twelve data passes
         opt.step()
     metrics = task.evaluate(model, 100, 2)
     assert metrics["val_loss"] < before and metrics["val_accuracy"] > 0.8
@@ -88,7 +95,7 @@ def test_bundled_sets_and_losses():
     cancer = make("breast_cancer")
     assert cancer.X_train.layout == torch.strided and cancer.d == 31
     diabetes = make("diabetes", loss="squared", bias_feature=False, normalize=False)
-    assert diabetes.d == 10 and len(diabetes.y_train.unique()) > 50   # real-valued targets
+    assert diabetes.d == 10 and len(diabetes.y_train.unique()) > 50  # real-valued targets
     assert "val_accuracy" not in diabetes.evaluate(diabetes.build_model(), 64, 2)
 
 
@@ -97,13 +104,23 @@ def test_parquet_user_data(tmp_path):
     X = torch.randn(200, 3, generator=g)
     label = (X[:, 0] > 0).long()
     path = tmp_path / "d.parquet"
-    pq.write_table(pa.table({"a": X[:, 0].numpy(), "b": X[:, 1].numpy(),
-                             "c": X[:, 2].numpy(), "label": label.numpy()}), path)
+    pq.write_table(
+        pa.table(
+            {
+                "a": X[:, 0].numpy(),
+                "b": X[:, 1].numpy(),
+                "c": X[:, 2].numpy(),
+                "label": label.numpy(),
+            }
+        ),
+        path,
+    )
     task = make(str(path), loss="smoothed_hinge")
     assert task.d == 4 and set(task.y_train.unique().tolist()) == {-1.0, 1.0}
     three = tmp_path / "three.parquet"
-    pq.write_table(pa.table({"a": X[:, 0].numpy(), "label": (label + (X[:, 1] > 1)).numpy()}),
-                   three)
+    pq.write_table(
+        pa.table({"a": X[:, 0].numpy(), "label": (label + (X[:, 1] > 1)).numpy()}), three
+    )
     with pytest.raises(ValueError, match="need exactly two label values, found 3"):
         make(str(three))
 
@@ -118,18 +135,24 @@ def test_config_errors():
 def test_bias_options_and_no_held_out_rows():
     plain = make("breast_cancer", val_fraction=0.0, bias_feature=False)
     assert plain.d == 30 and plain.num_train == 569 and len(plain.y_val) == 0
-    assert plain.evaluate(plain.build_model(), 64, 2) == {}      # nothing held out
+    assert plain.evaluate(plain.build_model(), 64, 2) == {}  # nothing held out
     free = make("breast_cancer")
     assert free.d == 31 and not free.params.penalise_bias
-    ctx = MethodContext(task=free, iterate_shard=lambda bs: free.shard_iterator(0, 1, bs),
-                        shard_size=free.num_train)
+    ctx = MethodContext(
+        task=free, iterate_shard=lambda bs: free.shard_iterator(0, 1, bs), shard_size=free.num_train
+    )
     method = DASVRDAMethod(DASVRDAConfig())
     method.make_optimizer(free.build_model(), ctx)
     assert method.solver.P.intercept and method.solver.P.d_pen == 30
     penalised = make("breast_cancer", penalise_bias=True)
-    method.make_optimizer(penalised.build_model(), MethodContext(
-        task=penalised, iterate_shard=lambda bs: penalised.shard_iterator(0, 1, bs),
-        shard_size=penalised.num_train))
+    method.make_optimizer(
+        penalised.build_model(),
+        MethodContext(
+            task=penalised,
+            iterate_shard=lambda bs: penalised.shard_iterator(0, 1, bs),
+            shard_size=penalised.num_train,
+        ),
+    )
     assert not method.solver.P.intercept and method.solver.P.d_pen == 31
     with pytest.raises(ConfigError, match="penalise_bias: True is invalid; must be false when"):
         ERMConfig(bias_feature=False, penalise_bias=True)
@@ -145,14 +168,14 @@ def test_bundled_multiclass_sets_are_binarised(name, positives):
 def test_parquet_regression_labels_and_missing_values(tmp_path):
     g = torch.Generator().manual_seed(1)
     X = torch.randn(120, 2, dtype=torch.float64, generator=g)
-    target = X[:, 0] * 3.5 - 1.25                       # real-valued labels, float column
+    target = X[:, 0] * 3.5 - 1.25  # real-valued labels, float column
     path = tmp_path / "reg.parquet"
-    pq.write_table(pa.table({"a": X[:, 0].numpy(), "b": X[:, 1].numpy(),
-                             "label": target.numpy()}), path)
-    task = make(str(path), loss="squared", bias_feature=False, normalize=False,
-                val_fraction=0.0)
+    pq.write_table(
+        pa.table({"a": X[:, 0].numpy(), "b": X[:, 1].numpy(), "label": target.numpy()}), path
+    )
+    task = make(str(path), loss="squared", bias_feature=False, normalize=False, val_fraction=0.0)
     assert task.d == 2 and task.X_train.dtype == torch.float64
-    assert len(task.y_train.unique()) == 120              # kept as real numbers
+    assert len(task.y_train.unique()) == 120  # kept as real numbers
     holes = tmp_path / "holes.parquet"
     pq.write_table(pa.table({"a": [1.0, None, 3.0], "label": [0, 1, 0]}), holes)
     with pytest.raises(ValueError, match=r"row 1: column 'a' is nan \(null or not finite\)"):
@@ -161,6 +184,7 @@ def test_parquet_regression_labels_and_missing_values(tmp_path):
 
 def test_val_fraction_zero_is_for_erm_only():
     from raytrain_eff import config
+
     assert config.load(preset="erm-digits").data.val_fraction == 0.0
     with pytest.raises(ConfigError, match="val_fraction: 0 is allowed for task erm only"):
         config.load(preset="digits-adamw", overrides=["data.val_fraction=0"])

@@ -1,4 +1,5 @@
 """The char-level GPT task: shapes, held-out split, analytic attention FLOPs, sampling."""
+
 import pytest
 import torch
 
@@ -9,8 +10,9 @@ from raytrain_eff.engine.runner import build_task
 
 @pytest.fixture(scope="module")
 def task():
-    cfg = config.load(overrides=["task.seq_len=16", "task.n_layer=1", "task.n_embd=32",
-                                 "task.n_head=2"])
+    cfg = config.load(
+        overrides=["task.seq_len=16", "task.n_layer=1", "task.n_embd=32", "task.n_head=2"]
+    )
     t = build_task(cfg)
     t.load()
     return t

@@ -1,4 +1,5 @@
 """The ``lowrank`` task: observed entries as rows, sharded by rank, same maths as its problems."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,7 +16,7 @@ from raytrain_eff.tasks.lowrank import LowRankTask
 from raytrain_eff.typed import ConfigError
 
 torch.set_num_threads(1)
-FULL = 10 ** 9   # a batch size above any shard: full-batch gradient descent
+FULL = 10**9  # a batch size above any shard: full-batch gradient descent
 
 
 def make_task(**params) -> LowRankTask:
@@ -46,9 +47,10 @@ def test_full_batch_loss_gradient_and_evaluation_match_the_problem(problem):
     W = model.product().detach()
     assert metrics["recovery_error"] == pytest.approx(P.error(W), rel=1e-12)
     assert metrics["val_loss"] == pytest.approx(0.5 * float(((W - P.Phi) ** 2).sum()), rel=1e-12)
-    base = sum(float(task.loss(model, b).detach()) * len(b[0])
-               for b in task.val_batches(64, 1)) / 144
-    assert base == pytest.approx(metrics["val_loss"], rel=1e-12)   # entry loss over all of Φ
+    base = (
+        sum(float(task.loss(model, b).detach()) * len(b[0]) for b in task.val_batches(64, 1)) / 144
+    )
+    assert base == pytest.approx(metrics["val_loss"], rel=1e-12)  # entry loss over all of Φ
 
 
 def test_shards_partition_the_observed_entries_and_minibatches_stay_in_shard():
@@ -73,17 +75,21 @@ def _sharded_step0(rank, world, group):
     for g in grads:
         dist.all_reduce(g, group=group)
         g /= world
-    ctx = MethodContext(rank=rank, world_size=world, group=group, loss_fn=task.loss,
-                        next_batch=lambda: task.train_batch(0, 0, rank, world, FULL))
+    ctx = MethodContext(
+        rank=rank,
+        world_size=world,
+        group=group,
+        loss_fn=task.loss,
+        next_batch=lambda: task.train_batch(0, 0, rank, world, FULL),
+    )
     net = L.LowDim(LowDimConfig(width=4)).prepare(task.build_model(), ctx)
     return [g.clone() for g in grads], [w.detach().clone() for w in net.weights]
-
 
 
 def test_two_ranks_give_the_single_process_gradient_and_spectral_init(gloo):
     one, two = gloo.run(1, _sharded_step0), gloo.run(2, _sharded_step0)
     task = make_task(problem="completion", d=20, rank=2, observed=0.3)
-    assert task.num_train % 2 == 0   # equal shards: the mean of shard means is the full mean
+    assert task.num_train % 2 == 0  # equal shards: the mean of shard means is the full mean
     for g1, g2a, g2b in zip(one[0][0], two[0][0], two[1][0], strict=True):
         torch.testing.assert_close(g2a, g1, rtol=1e-12, atol=1e-18)
         torch.testing.assert_close(g2b, g1, rtol=1e-12, atol=1e-18)
@@ -116,6 +122,9 @@ def test_config_validation_messages():
         LowRankConfig(d=20, rank=30)
     with pytest.raises(ConfigError, match=r"observed: 0.0 is invalid; must be in \(0, 1\]"):
         LowRankConfig(observed=0.0)
-    with pytest.raises(ConfigError, match="measurements: 100000 is invalid; must be at most 26843 "
-                                          "at d=100: each sensing matrix is dense d×d"):
+    with pytest.raises(
+        ConfigError,
+        match="measurements: 100000 is invalid; must be at most 26843 "
+        "at d=100: each sensing matrix is dense d×d",
+    ):
         LowRankConfig(problem="sensing", measurements=100000)

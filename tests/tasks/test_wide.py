@@ -1,4 +1,5 @@
 """The `wide` task: the two-layer shifted-ReLU net of arXiv 2208.04508 on unit-norm data."""
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,11 @@ from raytrain_eff.typed import ConfigError
 
 
 def make(**kw) -> WideTask:
-    task = WideTask(WideConfig(**{"width": 1024, "num_train": 64, "num_val": 32, **kw}),
-                    DataConfig(batch_size=16, val_fraction=0.2), seed=3)
+    task = WideTask(
+        WideConfig(**{"width": 1024, "num_train": 64, "num_val": 32, **kw}),
+        DataConfig(batch_size=16, val_fraction=0.2),
+        seed=3,
+    )
     task.load()
     return task
 
@@ -30,7 +34,7 @@ def test_synthetic_inputs_are_unit_norm_and_batches_index_the_trees():
     x, y, rows = task.train_batch(5, 0, 0, 1, 16)
     assert torch.equal(x, X[rows]) and y.shape == (16, 1)
     again = task.train_batch(5, 0, 0, 1, 16)
-    assert torch.equal(again[2], rows)                      # a pure function of the step
+    assert torch.equal(again[2], rows)  # a pure function of the step
     model = task.build_model()
     assert isinstance(model.hidden, ShiftedReLU)
     assert model.hidden.b == pytest.approx(math.sqrt(0.4 * math.log(1024)))
@@ -40,7 +44,7 @@ def test_synthetic_inputs_are_unit_norm_and_batches_index_the_trees():
 def test_shard_width_gives_every_rank_the_same_batch():
     plain, sharded = make(), make(shard_width=True)
     r0, r1 = (plain.train_batch(2, 0, rank, 2, 8)[2] for rank in (0, 1))
-    assert not set(r0.tolist()) & set(r1.tolist())         # data-parallel: disjoint shards
+    assert not set(r0.tolist()) & set(r1.tolist())  # data-parallel: disjoint shards
     s0, s1 = (sharded.train_batch(2, 0, rank, 2, 8)[2] for rank in (0, 1))
     assert torch.equal(s0, s1)
 
@@ -63,7 +67,7 @@ def test_digits_trains_through_the_sublinear_method_above_chance():
         opt.step()
     after = task.evaluate(model, 256, 2)
     assert after["val_loss"] < before["val_loss"]
-    assert after["val_accuracy"] > 0.5                      # chance is 0.1
+    assert after["val_accuracy"] > 0.5  # chance is 0.1
 
 
 def test_cross_entropy_loss_and_shard_iterator_cover_every_row():
@@ -72,8 +76,7 @@ def test_cross_entropy_loss_and_shard_iterator_cover_every_row():
     batch = task.train_batch(0, 0, 0, 1, 8)
     assert float(task.loss(model, batch).detach()) == pytest.approx(math.log(10), rel=0.1)
     rows = torch.cat([b[2] for b in task.shard_iterator(1, 2, 100)])
-    assert torch.equal(rows, torch.arange(task.num_train // 2 + task.num_train % 2,
-                                          task.num_train))
+    assert torch.equal(rows, torch.arange(task.num_train // 2 + task.num_train % 2, task.num_train))
 
 
 def test_config_errors_name_the_field():

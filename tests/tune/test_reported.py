@@ -1,4 +1,5 @@
 """A space's metric is checked against what its trials report, before Ray starts."""
+
 import pytest
 
 from raytrain_eff import config
@@ -10,9 +11,15 @@ def base(preset: str, *overrides: str) -> dict:
     return config.load(preset=preset, overrides=list(overrides)).to_dict()
 
 
-@pytest.mark.parametrize("preset, metric", [
-    ("digits-adamw", "val_loss"), ("digits-adamw", "val_accuracy"),
-    ("digits-adamw", "samples_seen"), ("digits-adamw", "loss")])
+@pytest.mark.parametrize(
+    "preset, metric",
+    [
+        ("digits-adamw", "val_loss"),
+        ("digits-adamw", "val_accuracy"),
+        ("digits-adamw", "samples_seen"),
+        ("digits-adamw", "loss"),
+    ],
+)
 def test_reported_metrics_pass(preset, metric):
     reported.check_metric("space.yaml", metric, base(preset))
 
@@ -22,7 +29,8 @@ def test_a_typo_names_the_file_key_value_and_nearest_name():
         reported.check_metric("spaces/s.yaml", "val_los", base("digits-adamw"))
     assert str(err.value).startswith(
         "spaces/s.yaml: metric: 'val_los' is not reported by trials of this space "
-        "(did you mean 'val_loss'?); reported: val_accuracy, val_loss, samples_seen")
+        "(did you mean 'val_loss'?); reported: val_accuracy, val_loss, samples_seen"
+    )
 
 
 def test_the_task_decides_its_evaluation_keys():

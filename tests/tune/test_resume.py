@@ -1,5 +1,6 @@
 """Ctrl-C on `raytrain-eff tune`, then the resume command it prints, for each kind of sweep,
 with monitoring on (the default). The CLI runs in a subprocess on the test session's Ray."""
+
 import pathlib
 import shlex
 import signal
@@ -24,10 +25,20 @@ mode: min
 
 def start(tmp_path, space: str, name: str, log: str, base: str = BASE):
     import ray
+
     space_file = tmp_path / "space.yaml"
     space_file.write_text(base + textwrap.dedent(space))
-    cmd = ["raytrain-eff", "tune", str(space_file), "--name", name, "--storage-path",
-           str(tmp_path), "--address", ray.get_runtime_context().gcs_address]
+    cmd = [
+        "raytrain-eff",
+        "tune",
+        str(space_file),
+        "--name",
+        name,
+        "--storage-path",
+        str(tmp_path),
+        "--address",
+        ray.get_runtime_context().gcs_address,
+    ]
     out = open(tmp_path / log, "w")  # noqa: SIM115 - the child writes it until it ends
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
 
@@ -74,13 +85,18 @@ def check_one_row_per_step(sweep: pathlib.Path, steps: int = 20) -> pd.DataFrame
 @pytest.mark.timeout(900)
 def test_fifo_conditional_space_resumes_without_rerunning_finished_trials(tmp_path):
     sweep = tmp_path / "fifo"
-    proc = start(tmp_path, """\
+    proc = start(
+        tmp_path,
+        """\
         num_samples: 1
         resources: {max_concurrent: 1}
         space:
           data.batch_size: {grid: [32, 64]}
           methods.adamw.lr: {loguniform: [1.0e-3, 1.0e-2], when: {data.batch_size: 64}}
-        """, "fifo", "first.log")
+        """,
+        "fifo",
+        "first.log",
+    )
     assert interrupt_when(proc, second_started(sweep)) == 130
     first = pd.read_parquet(sweep / "trials.parquet").set_index("config/data.batch_size")
     assert first.loc[32, "status"] == "completed"
@@ -109,17 +125,25 @@ def test_asha_budget_follows_each_trials_batch_and_survives_resume(tmp_path):
     reaches a trial asynchronously, and a 20-step trial of this tiny model can finish first."""
     sweep = tmp_path / "asha"
     steps = 400
-    base = BASE.replace("run.steps=20, run.report_interval=5, run.checkpoint_interval=5",
-                        f"run.steps={steps}, run.report_interval=10, run.checkpoint_interval=50")
+    base = BASE.replace(
+        "run.steps=20, run.report_interval=5, run.checkpoint_interval=5",
+        f"run.steps={steps}, run.report_interval=10, run.checkpoint_interval=50",
+    )
     assert base != BASE
-    proc = start(tmp_path, """\
+    proc = start(
+        tmp_path,
+        """\
         num_samples: 1
         scheduler: {type: asha, reduction_factor: 2}
         resources: {max_concurrent: 1}
         space:
           data.batch_size: {grid: [64, 32]}
           methods.adamw.lr: {choice: [1.0e-7], when: {data.batch_size: 32}}
-        """, "asha", "first.log", base)
+        """,
+        "asha",
+        "first.log",
+        base,
+    )
     assert interrupt_when(proc, second_started(sweep)) == 130
     resume(tmp_path, "first.log")
     trials = pd.read_parquet(sweep / "trials.parquet").set_index("config/data.batch_size")
@@ -133,7 +157,9 @@ def test_asha_budget_follows_each_trials_batch_and_survives_resume(tmp_path):
 @pytest.mark.timeout(900)
 def test_pbt_resumes_and_never_exploits_at_the_last_step(tmp_path):
     sweep = tmp_path / "pbt"
-    proc = start(tmp_path, """\
+    proc = start(
+        tmp_path,
+        """\
         num_samples: 2
         # both trials meet at step 10 (320 samples), where the worse copies the better, and
         # at step 20, the end, where neither may be exploited
@@ -141,7 +167,10 @@ def test_pbt_resumes_and_never_exploits_at_the_last_step(tmp_path):
         resources: {max_concurrent: 2}
         space:
           methods.adamw.lr: {loguniform: [1.0e-5, 1.0e-2]}
-        """, "pbt", "first.log")
+        """,
+        "pbt",
+        "first.log",
+    )
     exploited = lambda: any((sweep / "trials").glob("*-from*/config.yaml"))  # noqa: E731
     assert interrupt_when(proc, exploited) == 130
     resume(tmp_path, "first.log")
@@ -153,6 +182,7 @@ def test_pbt_resumes_and_never_exploits_at_the_last_step(tmp_path):
         own = steps[steps.trial_id == row.trial_id].val_loss.dropna()
         assert row.val_loss == own.iloc[-1]  # its own last evaluation, not a donor's
     import json
+
     histories = sorted((json.loads(h) for h in trials.config_history), key=len)
     # the worse trial ran with its lr, then the better's perturbed at step 10, and on resume
     # PBT kept its schedule (no perturbation at the trials' first reports)

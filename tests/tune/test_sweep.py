@@ -1,4 +1,5 @@
 """A small real sweep on the shared Ray session: 4 trials, ASHA, 1 worker each."""
+
 import json
 import pathlib
 import textwrap
@@ -16,7 +17,8 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 
 def test_asha_sweep_writes_table_best_yaml_and_plots_and_survives_a_failing_trial(tmp_path):
     space_file = tmp_path / "space.yaml"
-    space_file.write_text(textwrap.dedent("""\
+    space_file.write_text(
+        textwrap.dedent("""\
         base: digits-adamw
         overrides: [run.steps=40, run.report_interval=10, run.checkpoint_interval=20,
                     scaling.num_workers=1, monitor.enabled=false]
@@ -27,7 +29,8 @@ def test_asha_sweep_writes_table_best_yaml_and_plots_and_survives_a_failing_tria
         space:
           methods.adamw.lr: {loguniform: [1.0e-3, 1.0e-2]}
           data.val_fraction: {grid: [0.2, 0.99999]}   # the second cannot split 1,797 rows
-        """))
+        """)
+    )
     sweep_dir = pathlib.Path(run_sweep(str(space_file), name="s1", storage_path=str(tmp_path)))
     trials = pd.read_parquet(sweep_dir / "trials.parquet")
     assert len(trials) == 4

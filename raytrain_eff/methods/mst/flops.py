@@ -1,5 +1,6 @@
 """Analytic matmul FLOPs of MST's training forwards: dense, and effective at each layer's
 density and the attention tiles touched (the accounting in ``methods/mst``'s docstring)."""
+
 from __future__ import annotations
 
 import torch
@@ -12,12 +13,13 @@ class FlopCounter:
     """Analytic matmul FLOPs of the training forwards since ``reset`` (see module docstring)."""
 
     def __init__(self, model: nn.Module, density: dict[int, float], tile: int):
-        self.density = density    # id(weight) -> current density; missing: dense
+        self.density = density  # id(weight) -> current density; missing: dense
         self.tile = tile
         self.records: list[tuple] = []
         # id(module) -> id(its weight) now: under FSDP a forward sees a gathered stand-in
-        self.weight_id = {id(m): id(m.weight) for m in model.modules()
-                          if isinstance(m, (nn.Linear, nn.Embedding))}
+        self.weight_id = {
+            id(m): id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Embedding))
+        }
         for mod in model.modules():
             if isinstance(mod, (nn.Linear, nn.Embedding)):
                 mod.register_forward_pre_hook(self._matmul)
@@ -33,18 +35,26 @@ class FlopCounter:
         x = args[0]
         linear = isinstance(mod, nn.Linear)
         rows = x.numel() // mod.in_features if linear else x.numel()
-        self.records.append(("linear" if linear else "embedding", rows, mod.weight.numel(),
-                             mod.weight.shape[1],
-                             self.density.get(self.weight_id.get(id(mod), id(mod.weight)), 1.0),
-                             linear and x.requires_grad, mod.weight.requires_grad,
-                             self.weight_id.get(id(mod), id(mod.weight))))
+        self.records.append(
+            (
+                "linear" if linear else "embedding",
+                rows,
+                mod.weight.numel(),
+                mod.weight.shape[1],
+                self.density.get(self.weight_id.get(id(mod), id(mod.weight)), 1.0),
+                linear and x.requires_grad,
+                mod.weight.requires_grad,
+                self.weight_id.get(id(mod), id(mod.weight)),
+            )
+        )
 
     def _attention(self, mod, args, out):
         if torch.is_grad_enabled() and mod.training:
             B, T, C = args[0].shape
             mask = mod.pattern_mask
-            P = tile_pairs(pattern("dense", T, 1) if mask is None else mask[:T, :T].cpu(),
-                           self.tile)
+            P = tile_pairs(
+                pattern("dense", T, 1) if mask is None else mask[:T, :T].cpu(), self.tile
+            )
             P_dense = tile_pairs(pattern("dense", T, 1), self.tile)
             self.records.append(("attention", B, C, P, P_dense))
 

@@ -1,6 +1,7 @@
 """Mixed Sparsity Training on the method seam: masks as buffers, gradient masking, the
 three-phase schedule, topology updates every ΔT steps, moment resets, checkpointed masks
 (the maths: ``methods/mst``)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,8 +28,10 @@ class MST(Method[MSTConfig]):
     @classmethod
     def preflight(cls, params, cfg) -> None:
         if params.attention_kernel == "flex" and not cfg.scaling.use_gpu:
-            raise ConfigError("methods.mst.attention_kernel=flex needs scaling.use_gpu=true "
-                             "(FlexAttention has no CPU backward); on CPU use tiles")
+            raise ConfigError(
+                "methods.mst.attention_kernel=flex needs scaling.use_gpu=true "
+                "(FlexAttention has no CPU backward); on CPU use tiles"
+            )
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -44,22 +47,40 @@ class MST(Method[MSTConfig]):
     def prepare(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         c, T = self.config, ctx.total_steps
         at = lambda f: int(round(f * T))  # noqa: E731 - phase fraction -> step
-        self.sparsity = make_schedule(c.schedule) if c.schedule is not None else Piecewise(
-            [[0, ramp(c.warmup_shape, c.init_sparsity, c.sparsity, 0, at(c.warmup_end))],
-             [at(c.restore_start), ramp(c.restore_shape, c.sparsity, c.final_sparsity,
-                                        at(c.restore_start), at(c.restore_end))]])
-        self.drop = ramp(c.drop_anneal, c.drop_fraction, 0.0, at(c.update_start),
-                         at(c.restore_end))
+        self.sparsity = (
+            make_schedule(c.schedule)
+            if c.schedule is not None
+            else Piecewise(
+                [
+                    [0, ramp(c.warmup_shape, c.init_sparsity, c.sparsity, 0, at(c.warmup_end))],
+                    [
+                        at(c.restore_start),
+                        ramp(
+                            c.restore_shape,
+                            c.sparsity,
+                            c.final_sparsity,
+                            at(c.restore_start),
+                            at(c.restore_end),
+                        ),
+                    ],
+                ]
+            )
+        )
+        self.drop = ramp(c.drop_anneal, c.drop_fraction, 0.0, at(c.update_start), at(c.restore_end))
         self.update = UpdateFrequency(c.update_every, at(c.update_start), at(c.update_stop))
-        self.attention = HybridAttention(AttentionSchedule(
-            c.attention, c.attention_window, at(c.attention_start), at(c.attention_stop)),
-            kernel=c.attention_kernel, tile=c.attention_tile)
+        self.attention = HybridAttention(
+            AttentionSchedule(
+                c.attention, c.attention_window, at(c.attention_start), at(c.attention_stop)
+            ),
+            kernel=c.attention_kernel,
+            tile=c.attention_tile,
+        )
         self.attention.attach(model)
         self.params = discover(model, c.include, c.exclude)
         for sp in self.params:  # not persistent: masks travel in this method's state_dict
-            sp.owner.register_buffer("mst_mask", torch.ones_like(local(sp.weight),
-                                                                 dtype=torch.bool),
-                                     persistent=False)
+            sp.owner.register_buffer(
+                "mst_mask", torch.ones_like(local(sp.weight), dtype=torch.bool), persistent=False
+            )
             sp.weight.register_post_accumulate_grad_hook(self._grad_hook(sp))
         self.density: dict[int, float] = {}
         self.counter = FlopCounter(model, self.density, c.attention_tile)
@@ -72,8 +93,9 @@ class MST(Method[MSTConfig]):
 
     def _initial_masks(self, s: float) -> list[torch.Tensor]:
         """Random masks at the per-layer densities of sparsity ``s`` (all ones when s = 0)."""
-        dens = layer_densities([tuple(sp.weight.shape) for sp in self.params], 1 - s,
-                               self.config.distribution)
+        dens = layer_densities(
+            [tuple(sp.weight.shape) for sp in self.params], 1 - s, self.config.distribution
+        )
         out = []
         for sp, d in zip(self.params, dens, strict=True):
             r = torch.rand(sp.weight.shape, generator=self._generator(-1, sp.index))
@@ -85,7 +107,8 @@ class MST(Method[MSTConfig]):
 
     def _generator(self, step: int, index: int) -> torch.Generator:
         return torch.Generator().manual_seed(
-            (self.config.seed * 1_000_003 + (step + 1) * 7_919 + index) % (1 << 62))
+            (self.config.seed * 1_000_003 + (step + 1) * 7_919 + index) % (1 << 62)
+        )
 
     def _set_masks(self, masks: list[torch.Tensor]) -> None:
         """Install whole-layer masks (each rank keeps its slice) and zero what they drop."""
@@ -108,6 +131,7 @@ class MST(Method[MSTConfig]):
                 score = self._scores.setdefault(sp.index, torch.zeros_like(grad))
                 score.add_(grad * ~sp.mask)
             grad.mul_(sp.mask)
+
         return hook
 
     # -- per step -------------------------------------------------------------------------------
@@ -119,12 +143,14 @@ class MST(Method[MSTConfig]):
         self.step = self.attention.step = step
         self.counter.reset()
         self._scores = {}
-        self._collect = (self._is_update(step) and self.config.grow != "random"
-                         and self.sparsity(step) > 0)
+        self._collect = (
+            self._is_update(step) and self.config.grow != "random" and self.sparsity(step) > 0
+        )
 
     def after_step(self, step: int, ctx: MethodContext) -> dict[str, float]:
-        self._dense_dw = frozenset(id(sp.weight) for sp in self.params) if self._collect \
-            else frozenset()
+        self._dense_dw = (
+            frozenset(id(sp.weight) for sp in self.params) if self._collect else frozenset()
+        )
         with torch.no_grad():
             for sp in self.params:
                 local(sp.weight).mul_(sp.mask)  # weight decay or curvature must not revive zeros
@@ -133,12 +159,19 @@ class MST(Method[MSTConfig]):
         self._collect = False
         dense, eff = self.counter.totals(self._dense_dw)
         n = sum(sp.weight.numel() for sp in self.params)
-        density = sum(self.density[id(sp.weight)] * sp.weight.numel()
-                      for sp in self.params) / max(n, 1)
-        out = {"mst_sparsity_target": self.sparsity(step), "mst_drop_fraction": self.drop(step),
-               "mst_density": density, keys.SPARSITY: 1.0 - density,  # the dashboard's gauge
-               keys.ATTENTION_DENSITY: self.counter.attention_density(),
-               "mst_flops_dense": dense, "mst_flops_effective": eff, **self.last_update}
+        density = sum(self.density[id(sp.weight)] * sp.weight.numel() for sp in self.params) / max(
+            n, 1
+        )
+        out = {
+            "mst_sparsity_target": self.sparsity(step),
+            "mst_drop_fraction": self.drop(step),
+            "mst_density": density,
+            keys.SPARSITY: 1.0 - density,  # the dashboard's gauge
+            keys.ATTENTION_DENSITY: self.counter.attention_density(),
+            "mst_flops_dense": dense,
+            "mst_flops_effective": eff,
+            **self.last_update,
+        }
         out.update({f"mst_density/{sp.name}": self.density[id(sp.weight)] for sp in self.params})
         self.last_update = {}
         return out
@@ -153,8 +186,9 @@ class MST(Method[MSTConfig]):
 
     def _topology_update(self, t: int, ctx: MethodContext) -> None:
         c = self.config
-        dens = layer_densities([tuple(sp.weight.shape) for sp in self.params],
-                               1 - self.sparsity(t), c.distribution)
+        dens = layer_densities(
+            [tuple(sp.weight.shape) for sp in self.params], 1 - self.sparsity(t), c.distribution
+        )
         share = {"gradient": 1.0, "random": 0.0, "mixed": c.gradient_share}[c.grow]
         masks, pruned, grown = [], 0, 0
         for sp, d in zip(self.params, dens, strict=True):
@@ -167,8 +201,15 @@ class MST(Method[MSTConfig]):
                 collectives.all_reduce(w_abs, ctx.group)
                 if grad is not None:
                     collectives.all_reduce(grad, ctx.group)
-            m = prune_and_grow(w_abs, mask, grad, round(d * sp.weight.numel()),
-                               self.drop(t), share, self._generator(t, sp.index))
+            m = prune_and_grow(
+                w_abs,
+                mask,
+                grad,
+                round(d * sp.weight.numel()),
+                self.drop(t),
+                share,
+                self._generator(t, sp.index),
+            )
             pruned += int((mask & ~m).sum())
             grown += int((m & ~mask).sum())
             self._reset_moments(sp, slice_like(sp.weight, m ^ mask), ctx.optimizer)
@@ -187,11 +228,14 @@ class MST(Method[MSTConfig]):
 
     # -- checkpoint -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"step": self.step,
-                "masks": {sp.name: full(sp.weight, sp.mask).cpu().clone() for sp in self.params},
-                "sparsity": self.sparsity.spec(), "drop": self.drop.spec(),
-                "update": self.update.spec(),
-                "attention": dataclasses.asdict(self.attention.schedule)}
+        return {
+            "step": self.step,
+            "masks": {sp.name: full(sp.weight, sp.mask).cpu().clone() for sp in self.params},
+            "sparsity": self.sparsity.spec(),
+            "drop": self.drop.spec(),
+            "update": self.update.spec(),
+            "attention": dataclasses.asdict(self.attention.schedule),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if not self.params:  # before prepare: applied once the masks exist
@@ -202,8 +246,10 @@ class MST(Method[MSTConfig]):
     def _restore(self, state: dict) -> None:
         names = {sp.name for sp in self.params}
         if set(state["masks"]) != names:
-            raise ValueError(f"MST checkpoint masks {sorted(state['masks'])} do not match this "
-                             f"model's sparse weights {sorted(names)}")
+            raise ValueError(
+                f"MST checkpoint masks {sorted(state['masks'])} do not match this "
+                f"model's sparse weights {sorted(names)}"
+            )
         self.step = state["step"]
         self.sparsity, self.drop = make_schedule(state["sparsity"]), make_schedule(state["drop"])
         self.update = UpdateFrequency(**state["update"])

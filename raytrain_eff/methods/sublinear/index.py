@@ -5,6 +5,7 @@
 random-hyperplane hashing of the lifted w̃_r = [w_r; √(M² − ‖w_r‖²)], rehashing touched
 neurons only; its misses are measured as recall. ``use_index`` gives a layer one of them.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,15 +33,15 @@ class MaxTreeIndex:
     """
 
     def __init__(self, X: torch.Tensor, W: torch.Tensor, fanout: int = 8, slack: float = 0.0):
-        self.X, self.f, self.slack = X, fanout, slack          # X: (n, d) indexed inputs
+        self.X, self.f, self.slack = X, fanout, slack  # X: (n, d) indexed inputs
         self.x_max = float(X.norm(dim=1).max()) if len(X) else 0.0
-        self.W_snap = W.detach().clone()                        # w̃: (m, d)
+        self.W_snap = W.detach().clone()  # w̃: (m, d)
         self.m = W.shape[0]
         self.levels = self._build(self.W_snap @ X.T)
 
     def _build(self, keys: torch.Tensor) -> list[torch.Tensor]:
         levels: list[torch.Tensor] = []
-        cur = keys                                              # (m, n)
+        cur = keys  # (m, n)
         while True:
             if cur.shape[0] == 1:
                 return levels + [cur]
@@ -61,7 +62,7 @@ class MaxTreeIndex:
         for level in reversed(self.levels[:-1]):
             bi = bi.repeat_interleave(self.f)
             node = (node[:, None] * self.f + children).reshape(-1)
-            key = level.view(-1).index_select(0, node * n + rows[bi])        # flat gather
+            key = level.view(-1).index_select(0, node * n + rows[bi])  # flat gather
             keep = key > thr
             reads += len(node)
             bi, node, key = bi[keep], node[keep], key[keep]
@@ -69,10 +70,10 @@ class MaxTreeIndex:
 
     # -- ShiftedReLU's NeuronIndex -------------------------------------------------------------
     def answers(self, rows: torch.Tensor | None) -> bool:
-        return rows is not None          # it knows only the inputs it indexed
+        return rows is not None  # it knows only the inputs it indexed
 
     def candidates(self, x: torch.Tensor, rows: torch.Tensor | None, b: float):
-        assert rows is not None          # the layer asks only when ``answers(rows)``
+        assert rows is not None  # the layer asks only when ``answers(rows)``
         bi, r, h, reads = self.query(rows, b)
         return bi, r, (h if self.slack == 0 else None), reads, float(reads)  # ε = 0: exact keys
 
@@ -91,8 +92,9 @@ class MaxTreeIndex:
         for lower, upper in zip(self.levels[:-1], self.levels[1:], strict=True):
             idx = torch.unique_consecutive(idx // self.f)
             kids = (idx[:, None] * self.f + children).reshape(-1)
-            upper.index_copy_(0, idx, lower.index_select(0, kids).view(-1, self.f, len(self.X))
-                              .amax(1))
+            upper.index_copy_(
+                0, idx, lower.index_select(0, kids).view(-1, self.f, len(self.X)).amax(1)
+            )
             writes += len(kids)
         return len(R), writes * len(self.X)
 
@@ -111,27 +113,27 @@ class HyperplaneLSH:
         d = W.shape[1]
         self.L, self.K, self.m = tables, bits, W.shape[0]
         self.planes = torch.randn(tables * bits, d + 1, generator=gen, dtype=W.dtype).to(W.device)
-        self.M = float(W.detach().norm(dim=1).max()) * 1.5   # room for weights to grow
+        self.M = float(W.detach().norm(dim=1).max()) * 1.5  # room for weights to grow
         self.weights = 2 ** torch.arange(bits, device=W.device)
-        self.codes = self._hash(self._lift(W.detach()))       # (L, m)
+        self.codes = self._hash(self._lift(W.detach()))  # (L, m)
         self.cap = 0
-        self.slots = self.fill = self.where = torch.empty(0)   # set by _rebuild_all
+        self.slots = self.fill = self.where = torch.empty(0)  # set by _rebuild_all
         self._rebuild_all()
 
     def _lift(self, W: torch.Tensor) -> torch.Tensor:
-        tail = (self.M ** 2 - (W * W).sum(1)).clamp_min(0).sqrt()
+        tail = (self.M**2 - (W * W).sum(1)).clamp_min(0).sqrt()
         return torch.cat([W, tail[:, None]], dim=1)
 
     def _hash(self, V: torch.Tensor) -> torch.Tensor:
         bits = (V @ self.planes.T > 0).view(len(V), self.L, self.K).long()
-        return (bits * self.weights).sum(-1).T.contiguous()   # (L, len(V))
+        return (bits * self.weights).sum(-1).T.contiguous()  # (L, len(V))
 
     def _rebuild_all(self) -> None:
-        sizes = torch.stack([torch.bincount(c, minlength=2 ** self.K) for c in self.codes])
+        sizes = torch.stack([torch.bincount(c, minlength=2**self.K) for c in self.codes])
         self.cap = max(4, 2 * int(sizes.max()))
         dev = self.codes.device
-        self.slots = torch.full((self.L, 2 ** self.K, self.cap), -1, dtype=torch.long, device=dev)
-        self.fill = torch.zeros(self.L, 2 ** self.K, dtype=torch.long, device=dev)
+        self.slots = torch.full((self.L, 2**self.K, self.cap), -1, dtype=torch.long, device=dev)
+        self.fill = torch.zeros(self.L, 2**self.K, dtype=torch.long, device=dev)
         self.where = torch.zeros(self.L, self.m, dtype=torch.long, device=dev)
         for t in range(self.L):
             self._insert(t, torch.arange(self.m, device=dev), self.codes[t])
@@ -155,7 +157,7 @@ class HyperplaneLSH:
         return True
 
     def candidates(self, x: torch.Tensor, rows: torch.Tensor | None, b: float):
-        bi, r, reads = self.query(x)     # candidates only: the layer verifies them
+        bi, r, reads = self.query(x)  # candidates only: the layer verifies them
         hashing = 2.0 * len(x) * (x.shape[1] + 1) * self.L * self.K
         return bi, r, None, reads, reads + hashing
 
@@ -164,20 +166,20 @@ class HyperplaneLSH:
 
     def update(self, W: torch.Tensor, U: torch.Tensor) -> int:
         """Rehash touched neurons U; returns how many changed bucket in some table."""
-        new, old = self._hash(self._lift(W[U])), self.codes[:, U]   # (L, |U|) each
+        new, old = self._hash(self._lift(W[U])), self.codes[:, U]  # (L, |U|) each
         moved = new != old
         self.codes[:, U] = new
         for t in range(self.L):
             u = U[moved[t]]
             self.slots[t, old[t, moved[t]], self.where[t, u]] = -1
-            if not self._insert(t, u, new[t, moved[t]]):    # a bucket is full: compact all
+            if not self._insert(t, u, new[t, moved[t]]):  # a bucket is full: compact all
                 self._rebuild_all()
                 break
         return int(moved.any(0).sum())
 
     def query(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Candidate pairs (batch position, neuron) sharing a bucket; and the slots read."""
-        q = self._hash(torch.cat([x, torch.zeros_like(x[:, :1])], dim=1))   # (L, B)
+        q = self._hash(torch.cat([x, torch.zeros_like(x[:, :1])], dim=1))  # (L, B)
         cand = self.slots[torch.arange(self.L, device=x.device)[:, None], q]  # (L, B, cap)
         bi = torch.arange(len(x), device=x.device)[None, :, None].expand_as(cand)
         ok = cand >= 0
@@ -185,8 +187,17 @@ class HyperplaneLSH:
         return pair // self.m, pair % self.m, cand.numel()
 
 
-def use_index(layer: ShiftedReLU, mode: str, X: torch.Tensor | None = None, *, fanout: int = 8,
-              slack: float = 0.0, tables: int = 8, bits: int = 6, seed: int = 0) -> None:
+def use_index(
+    layer: ShiftedReLU,
+    mode: str,
+    X: torch.Tensor | None = None,
+    *,
+    fanout: int = 8,
+    slack: float = 0.0,
+    tables: int = 8,
+    bits: int = 6,
+    seed: int = 0,
+) -> None:
     """Give ``layer`` a 'dense' (none), 'exact' (indexing inputs X) or 'lsh' index, built
     from its weights now."""
     W = layer.weight.detach()

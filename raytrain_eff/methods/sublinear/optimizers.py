@@ -1,6 +1,7 @@
 """The two updates of arXiv 2208.04508 on the active neurons only: first order
 (``NeuronSGD``) and the paper's Gauss-Newton step (``GaussNewton``); each tells the layer's
 index which neurons changed, so it re-keys only those."""
+
 from __future__ import annotations
 
 import math
@@ -30,12 +31,12 @@ class NeuronSGD(torch.optim.Optimizer):
             if layer is None:
                 p.add_(p.grad, alpha=-lr)
             elif p.grad.is_sparse:
-                g = p.grad.coalesce()                              # one row per touched neuron
+                g = p.grad.coalesce()  # one row per touched neuron
                 U = g.indices()[0]
                 p.index_copy_(0, U, p.index_select(0, U) - lr * g.values())
                 layer.neurons_changed(U)
             else:
-                p.add_(p.grad, alpha=-lr)                          # the dense path's update
+                p.add_(p.grad, alpha=-lr)  # the dense path's update
                 layer.neurons_changed(torch.arange(len(p), device=p.device))
 
 
@@ -43,7 +44,7 @@ def gram(x: torch.Tensor, bi: torch.Tensor, r: torch.Tensor, a: torch.Tensor, m:
     """G = J Jᵀ over the active pairs, rows ordered (output c, input i); and U, r's slot in U."""
     U, slot = torch.unique(r, return_inverse=True)
     B, k = len(x), a.shape[1]
-    A = torch.zeros(k * B, len(U), dtype=x.dtype, device=x.device)    # A_(c,i),u = a_uc·1[i u]
+    A = torch.zeros(k * B, len(U), dtype=x.dtype, device=x.device)  # A_(c,i),u = a_uc·1[i u]
     rows = (torch.arange(k, device=x.device)[:, None] * B + bi).reshape(-1)
     A[rows, slot.repeat(k)] = a[r].T.reshape(-1)
     G = (A @ A.T) * (x @ x.T).repeat(k, k) / m
@@ -68,18 +69,19 @@ class GaussNewton(torch.optim.Optimizer):
             if layer.grad_out is None:
                 continue
             x, bi, r = layer.saved_pairs()
-            e = layer.grad_out * len(x)                            # (B, k) residuals f − y
+            e = layer.grad_out * len(x)  # (B, k) residuals f − y
             G, U, slot = gram(x, bi, r, layer.a, layer.m)
             if layer.group is not None:
                 collectives.all_reduce(G, layer.group)
             eye = torch.eye(len(G), dtype=G.dtype, device=G.device)
             z = torch.linalg.solve(G + self.damping * eye, e.T.reshape(-1))
-            z = z.view(e.shape[1], len(x)).T                       # (B, k)
+            z = z.view(e.shape[1], len(x)).T  # (B, k)
             coef = (layer.a[r] * z[bi]).sum(1) / math.sqrt(layer.m)
             delta = torch.zeros(len(U), x.shape[1], dtype=x.dtype, device=x.device)
-            delta.index_add_(0, slot, coef[:, None] * x[bi])       # (Jᵀz)_r for r ∈ U
+            delta.index_add_(0, slot, coef[:, None] * x[bi])  # (Jᵀz)_r for r ∈ U
             layer.weight.index_add_(0, U, delta, alpha=-lr)
             kB, P, d = len(G), len(r), x.shape[1]
-            layer.stats["flops"] += (2 * kB * kB * len(U) + 2 * len(x) ** 2 * d + kB ** 3 / 3
-                                     + 2 * P * (e.shape[1] + d))
+            layer.stats["flops"] += (
+                2 * kB * kB * len(U) + 2 * len(x) ** 2 * d + kB**3 / 3 + 2 * P * (e.shape[1] + d)
+            )
             layer.neurons_changed(U)

@@ -1,4 +1,5 @@
 """A certified reference optimum: the subgradient bound on P(x⁺) − P* and FISTA."""
+
 from __future__ import annotations
 
 import math
@@ -24,12 +25,19 @@ def certify(problem: ERMProblem, x: torch.Tensor, L: float | None = None):
     scale = L * float(x.norm()) + float(grad.norm()) + problem.l1 * math.sqrt(problem.d)
     s_norm = float(s.norm()) + torch.finfo(torch.float64).eps * math.sqrt(problem.n) * scale
     strongly_convex = problem.l2 > 0 and not problem.intercept
-    bound = s_norm ** 2 / (2 * problem.l2) if strongly_convex else math.inf
+    bound = s_norm**2 / (2 * problem.l2) if strongly_convex else math.inf
     return x_plus, F_plus + problem.R(x_plus), bound
 
 
-def fista(problem: ERMProblem, x0=None, *, iters: int = 1000, L: float | None = None,
-          tol: float = 0.0, check_every: int = 100) -> torch.Tensor:
+def fista(
+    problem: ERMProblem,
+    x0=None,
+    *,
+    iters: int = 1000,
+    L: float | None = None,
+    tol: float = 0.0,
+    check_every: int = 100,
+) -> torch.Tensor:
     """Beck & Teboulle's FISTA with backtracking and function-value restarts (reference)."""
     x = torch.zeros(problem.d, dtype=torch.float64) if x0 is None else x0.clone()
     L = L or problem.L_bar / 8
@@ -44,8 +52,8 @@ def fista(problem: ERMProblem, x0=None, *, iters: int = 1000, L: float | None = 
                 break
             L *= 2
         P_new = F_new + problem.R(x_new)
-        if P_new > P_x and t > 1:            # restart: drop the momentum (a plain step from
-            y, t = x.clone(), 1.0            # x, taken next, is a descent step)
+        if P_new > P_x and t > 1:  # restart: drop the momentum (a plain step from
+            y, t = x.clone(), 1.0  # x, taken next, is a descent step)
             continue
         t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
         y = x_new + ((t - 1) / t_new) * (x_new - x)

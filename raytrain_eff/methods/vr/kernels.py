@@ -11,6 +11,7 @@ a different order). Rows are dense (a 2-D C-contiguous array) or CSR (a tuple
 Every kernel is compiled once per argument types and cached on disk (``cache=True``), next
 to this file in ``__pycache__``, so a new process loads it instead of compiling.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,7 +42,7 @@ def _phi(code, t, y):
 @njit(cache=True, inline="always")
 def _dphi(code, t, y):
     if code == 0:
-        return -y / (1.0 + math.exp(y * t))        # -y·sigmoid(-yt)
+        return -y / (1.0 + math.exp(y * t))  # -y·sigmoid(-yt)
     if code == 1:
         return t - y
     if code == 3:
@@ -61,11 +62,13 @@ def row_axpy(rows, i, c, g):  # pragma: no cover
 @overload(row_dot, inline="always")
 def _row_dot(rows, i, x):
     if isinstance(rows, types.Array):
+
         def dense(rows, i, x):
             acc = 0.0
             for j in range(rows.shape[1]):
                 acc += rows[i, j] * x[j]
             return acc
+
         return dense
 
     def csr(rows, i, x):
@@ -74,21 +77,25 @@ def _row_dot(rows, i, x):
         for p in range(indptr[i], indptr[i + 1]):
             acc += data[p] * x[indices[p]]
         return acc
+
     return csr
 
 
 @overload(row_axpy, inline="always")
 def _row_axpy(rows, i, c, g):
     if isinstance(rows, types.Array):
+
         def dense(rows, i, c, g):
             for j in range(rows.shape[1]):
                 g[j] += c * rows[i, j]
+
         return dense
 
     def csr(rows, i, c, g):
         indptr, indices, data = rows
         for p in range(indptr[i], indptr[i + 1]):
             g[indices[p]] += c * data[p]
+
     return csr
 
 
@@ -143,19 +150,20 @@ def _prox(u, t, l1, l2, penalised):
 
 # --- the stage loops: inner steps k0+1..k1, state arrays updated in place --------------------
 @njit(cache=True)
-def dasvrda_steps(rows, y, code, dphi_snap, v, idx, w, b, k0, k1, eta, l1, l2, dp,
-                  x, z, z0, gbar, q, g):
+def dasvrda_steps(
+    rows, y, code, dphi_snap, v, idx, w, b, k0, k1, eta, l1, l2, dp, x, z, z0, gbar, q, g
+):
     """DASVRDA's inner acceleration (dual averaging); R acts on coordinates < ``dp``;
     ``q``, ``g``: work space."""
     for k in range(k0 + 1, k1 + 1):
         theta = (k + 1) / 2
         a = 1.0 / theta
         for j in range(x.shape[0]):
-            q[j] = x[j] + a * (z[j] - x[j])                  # y_k
+            q[j] = x[j] + a * (z[j] - x[j])  # y_k
         _batch_grad(rows, y, code, q, dphi_snap, idx, w, k, b, v, g)
         t = eta * theta * (k / 2)
         for j in range(x.shape[0]):
-            gbar[j] += a * (g[j] - gbar[j])                  # ḡ_k
+            gbar[j] += a * (g[j] - gbar[j])  # ḡ_k
             z[j] = _prox(z0[j] - t * gbar[j], t, l1, l2, j < dp)
             x[j] += a * (z[j] - x[j])
 
@@ -169,8 +177,33 @@ def prox_svrg_steps(rows, y, code, dphi_snap, v, idx, w, b, k0, k1, eta, l1, l2,
 
 
 @njit(cache=True)
-def katyusha_steps(rows, y, code, dphi_snap, v, idx, w, b, k0, k1, l1, l2, dp,
-                   tau1, tau2, alpha, L, sigma, xt, yk, z, xk, ysum, wsum, g):
+def katyusha_steps(
+    rows,
+    y,
+    code,
+    dphi_snap,
+    v,
+    idx,
+    w,
+    b,
+    k0,
+    k1,
+    l1,
+    l2,
+    dp,
+    tau1,
+    tau2,
+    alpha,
+    L,
+    sigma,
+    xt,
+    yk,
+    z,
+    xk,
+    ysum,
+    wsum,
+    g,
+):
     """Katyusha's coupling; returns the updated Σ weights (ysum is updated in place)."""
     for k in range(k0 + 1, k1 + 1):
         for j in range(xk.shape[0]):

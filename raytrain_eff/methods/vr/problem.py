@@ -1,5 +1,6 @@
 """The regularised ERM problem on this rank's rows: P(x), full passes, global sampling,
 all-reduced sums, and the smoothness constants the step sizes use."""
+
 from __future__ import annotations
 
 import torch
@@ -17,27 +18,38 @@ class ERMProblem:
     scikit-learn fits one; P is then not λ₂-strongly convex along it, so ``certify`` gives
     no bound (inf)."""
 
-    def __init__(self, rows, y: torch.Tensor, *, loss: str = "logistic", l1: float = 0.0,
-                 l2: float = 0.0, group=None, importance: bool = False,
-                 intercept: bool = False):
+    def __init__(
+        self,
+        rows,
+        y: torch.Tensor,
+        *,
+        loss: str = "logistic",
+        l1: float = 0.0,
+        l2: float = 0.0,
+        group=None,
+        importance: bool = False,
+        intercept: bool = False,
+    ):
         if loss not in LOSSES:
             raise ValueError(f"unknown loss '{loss}'; choose one of {', '.join(LOSSES)}")
         if y.shape != (rows.n,):
-            raise ValueError(f"labels y: shape {tuple(y.shape)} does not match the {rows.n} "
-                             f"rows; need one label per row")
+            raise ValueError(
+                f"labels y: shape {tuple(y.shape)} does not match the {rows.n} "
+                f"rows; need one label per row"
+            )
         self.rows, self.y, self.l1, self.l2, self.group = rows, y.double(), l1, l2, group
         self.loss, self.intercept = loss, intercept
-        self.d_pen = rows.d - int(intercept)   # coordinates R acts on (the intercept is last)
+        self.d_pen = rows.d - int(intercept)  # coordinates R acts on (the intercept is last)
         self.phi, self.dphi, c = LOSSES[loss]
         self.c = c
         self.d = rows.d
         sizes = self._gather_int(rows.n)
-        self.n, self.offset = sum(sizes), sum(sizes[:self.rank])
+        self.n, self.offset = sum(sizes), sum(sizes[: self.rank])
         L_local = c * rows.sq_norms()
         L = torch.zeros(self.n, dtype=torch.float64)
-        L[self.offset:self.offset + rows.n] = L_local
-        L = self.allreduce(L)                                 # every rank knows every L_i
-        self.q = L / L.sum() if importance else None          # sampling distribution Q
+        L[self.offset : self.offset + rows.n] = L_local
+        L = self.allreduce(L)  # every rank knows every L_i
+        self.q = L / L.sum() if importance else None  # sampling distribution Q
         self.L_bar = float(L.mean() if importance else L.max())
         self._L_F: float | None = None
 
@@ -46,8 +58,7 @@ class ERMProblem:
         """Smoothness of F: c·λ_max(AᵀA)/n by power iteration (seeded, so every rank and
         backend gets the same value), to a relative change < 1e-4 or 100 iterations."""
         if self._L_F is None:
-            u = torch.randn(self.d, dtype=torch.float64,
-                            generator=torch.Generator().manual_seed(0))
+            u = torch.randn(self.d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
             lam = 0.0
             for _ in range(100):
                 u = u / u.norm().clamp_min(1e-300)
@@ -91,13 +102,13 @@ class ERMProblem:
         return t
 
     def R(self, x) -> float:
-        w = x[:self.d_pen]
+        w = x[: self.d_pen]
         return float(self.l1 * w.abs().sum() + 0.5 * self.l2 * w.dot(w))
 
     def prox(self, v, t: float):
         out = prox_elastic_net(v, t, self.l1, self.l2)
         if self.intercept:
-            out[-1] = v[-1]                   # unpenalised: its prox is the identity
+            out[-1] = v[-1]  # unpenalised: its prox is the identity
         return out
 
     def full(self, x):
@@ -116,8 +127,11 @@ class ERMProblem:
         """Global indices of I_1..I_m, concatenated, and their weights 1/(n q_i) (None:
         uniform); the same on every rank and for both backends."""
         gen = torch.Generator().manual_seed((seed * 1_000_003 + stage) % (1 << 62))
-        idx = (torch.randint(self.n, (m * b,), generator=gen) if self.q is None else
-               torch.multinomial(self.q, m * b, replacement=True, generator=gen))
+        idx = (
+            torch.randint(self.n, (m * b,), generator=gen)
+            if self.q is None
+            else torch.multinomial(self.q, m * b, replacement=True, generator=gen)
+        )
         w = None if self.q is None else 1.0 / (self.n * self.q.index_select(0, idx))
         return idx, w
 
@@ -125,7 +139,7 @@ class ERMProblem:
         """Stage batches I_1..I_m (same on every rank): local (rows, y, idx, weight) per k."""
         idx, w = self.draw_indices(seed, stage, m, b)
         mine = (idx >= self.offset) & (idx < self.offset + self.rows.n)
-        sel = mine.nonzero().squeeze(1)                       # kept in draw order
+        sel = mine.nonzero().squeeze(1)  # kept in draw order
         local = idx.index_select(0, sel) - self.offset
         counts = mine.view(m, b).sum(1).tolist()
         parts = self.rows.take(local).split(counts)

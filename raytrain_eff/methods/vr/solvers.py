@@ -56,6 +56,7 @@ readable reference above. The sampled indices come from the same torch generator
 Data-parallel problems (rows on several ranks) run the torch path: every inner step
 all-reduces a d-vector, which the fused loop cannot do.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,8 +70,8 @@ from raytrain_eff.blocks.rows import CSRRows
 from raytrain_eff.methods.vr import kernels as vr_kernels
 from raytrain_eff.methods.vr.problem import ERMProblem
 
-BACKENDS = ("compiled", "torch")   # compiled: numba stage loops; torch: the readable reference
-SMOOTHNESS = ("batch", "max")      # batch: L_b the mini-batch sees; max: the paper's L̄
+BACKENDS = ("compiled", "torch")  # compiled: numba stage loops; torch: the readable reference
+SMOOTHNESS = ("batch", "max")  # batch: L_b the mini-batch sees; max: the paper's L̄
 
 
 class VRSolver:
@@ -81,11 +82,21 @@ class VRSolver:
     ``output`` is the latest stage's x̃ and ``objective`` its P, known from the snapshot pass
     that opens the next stage (run as soon as a stage ends).
     """
+
     state_keys: tuple = ()
     dense_ops = 0  # d-length vector operations per inner step (FLOP accounting)
 
-    def __init__(self, problem: ERMProblem, x0: torch.Tensor, *, b: int, m: int, eta: float,
-                 seed: int = 0, backend: str = "compiled"):
+    def __init__(
+        self,
+        problem: ERMProblem,
+        x0: torch.Tensor,
+        *,
+        b: int,
+        m: int,
+        eta: float,
+        seed: int = 0,
+        backend: str = "compiled",
+    ):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
         self.P, self.b, self.m, self.eta, self.seed = problem, b, m, eta, seed
@@ -95,13 +106,14 @@ class VRSolver:
         if self.compiled:
             self._rows, self._y = problem.kernel_rows(), problem.y.numpy()
             self._code = vr_kernels.LOSS_CODES[problem.loss]
-            self._row_nnz = (problem.rows.crow.diff().numpy()
-                             if isinstance(problem.rows, CSRRows) else None)
-            self._g = np.empty(problem.d)        # work space of the kernels
-        self.xt = x0.detach().double().clone()   # x̃: the snapshot point and stage output
+            self._row_nnz = (
+                problem.rows.crow.diff().numpy() if isinstance(problem.rows, CSRRows) else None
+            )
+            self._g = np.empty(problem.d)  # work space of the kernels
+        self.xt = x0.detach().double().clone()  # x̃: the snapshot point and stage output
         self.stage, self.k = 0, 0
-        self.evals = 0           # component gradients evaluated (global), for data passes
-        self.flops = 0.0         # this rank's multiply-adds x2, counted where computed
+        self.evals = 0  # component gradients evaluated (global), for data passes
+        self.flops = 0.0  # this rank's multiply-adds x2, counted where computed
         self.objective = math.nan
         self.started = False
 
@@ -144,9 +156,12 @@ class VRSolver:
             self.started = True
         if self.compiled:
             self._kernel(self.k, k_end)
-            rows = self._idx[self.k * self.b:k_end * self.b]
-            nnz = (int(self._row_nnz[rows].sum()) if self._row_nnz is not None
-                   else len(rows) * self.P.d)
+            rows = self._idx[self.k * self.b : k_end * self.b]
+            nnz = (
+                int(self._row_nnz[rows].sum())
+                if self._row_nnz is not None
+                else len(rows) * self.P.d
+            )
             self.evals += (k_end - self.k) * self.b
             self.flops += 4 * nnz + (k_end - self.k) * self.dense_ops * self.P.d
             self.k = k_end
@@ -168,8 +183,16 @@ class VRSolver:
 
     def _kernel_data(self) -> list:
         """The arguments every stage kernel starts with."""
-        return [self._rows, self._y, self._code, self._dphi.numpy(), self.v.numpy(),
-                self._idx, self._w, self.b]
+        return [
+            self._rows,
+            self._y,
+            self._code,
+            self._dphi.numpy(),
+            self.v.numpy(),
+            self._idx,
+            self._w,
+            self.b,
+        ]
 
     def _snapshot(self) -> None:
         self._prepare()
@@ -185,22 +208,28 @@ class VRSolver:
             self._batches = self.P.draw(self.seed, self.stage, self.m, self.b)
         else:
             dphi, grad = np.empty(self.P.n), np.empty(self.P.d)
-            F = vr_kernels.full_pass(self._rows, self._y, self._code,
-                                     self.xt.numpy(), dphi, grad) / self.P.n
+            F = (
+                vr_kernels.full_pass(self._rows, self._y, self._code, self.xt.numpy(), dphi, grad)
+                / self.P.n
+            )
             self.v, self._dphi = torch.from_numpy(grad / self.P.n), torch.from_numpy(dphi)
             idx, w = self.P.draw_indices(self.seed, self.stage, self.m, self.b)
             self._idx = idx.numpy()
             self._w = vr_kernels.empty_weights() if w is None else w.numpy()
-            self.objective = F + vr_kernels.penalty(self.xt.numpy(), self.P.l1, self.P.l2,
-                                                    self.P.d_pen)
+            self.objective = F + vr_kernels.penalty(
+                self.xt.numpy(), self.P.l1, self.P.l2, self.P.d_pen
+            )
             return
         self.objective = F + self.P.R(self.xt)
 
     # -- checkpointing: algorithm tensors + counters; snapshot and batches are recomputed -----
     def state_dict(self) -> dict:
         keys = ("xt", "stage", "k", "evals", "flops", "objective", "started") + self.state_keys
-        return {key: (v.clone() if torch.is_tensor(v) else v)
-                for key in keys for v in [getattr(self, key)]}
+        return {
+            key: (v.clone() if torch.is_tensor(v) else v)
+            for key in keys
+            for v in [getattr(self, key)]
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
@@ -213,18 +242,22 @@ class DASVRDASolver(VRSolver):
     state_keys = ("xt_prev", "zt", "s", "P_prev", "restarts", "x", "z", "z0", "gbar")
     dense_ops = 12  # lerp y, axpy g, lerp ḡ, axpy, shrink, scale, lerp x (2 flops each)
 
-    def __init__(self, problem, x0, *, b, m, eta, gamma=3.0, restart="adaptive", seed=0,
-                 backend="compiled"):
+    def __init__(
+        self, problem, x0, *, b, m, eta, gamma=3.0, restart="adaptive", seed=0, backend="compiled"
+    ):
         super().__init__(problem, x0, b=b, m=m, eta=eta, seed=seed, backend=backend)
         self.gamma, self.restart = gamma, restart
         self.xt_prev, self.zt = self.xt.clone(), self.xt.clone()  # x̃₋₁ = z̃₀ = x̃₀
-        self.s, self.P_prev, self.restarts = 0, math.inf, 0        # stages since restart
+        self.s, self.P_prev, self.restarts = 0, math.inf, 0  # stages since restart
         self.x, self.z, self.z0 = self.xt.clone(), self.xt.clone(), self.xt.clone()
         self.gbar = torch.zeros_like(self.xt)
         if restart == "fixed" and problem.l2 <= 0:
             raise ValueError("restart='fixed' needs l2 > 0 (strong convexity sets the period)")
-        self.S = (math.ceil(2 / (1 - 1 / gamma) * math.sqrt(1 + 1 / (problem.l2 * eta * m * m)))
-                  if problem.l2 > 0 else math.inf)
+        self.S = (
+            math.ceil(2 / (1 - 1 / gamma) * math.sqrt(1 + 1 / (problem.l2 * eta * m * m)))
+            if problem.l2 > 0
+            else math.inf
+        )
 
     def theta_tilde(self, s: int) -> float:
         return (1 - 1 / self.gamma) * (s + 2) / 2
@@ -233,34 +266,49 @@ class DASVRDASolver(VRSolver):
         # O'Donoghue & Candès' function and gradient schemes, stage-wise: the objective rose,
         # or the last step x̃_{s−1} − x̃_{s−2} points along ỹ_{s−1} − x̃_{s−1}, i.e. uphill
         uphill = float((self.z0 - self.xt).dot(self.xt - self.xt_prev)) > 0
-        if ((self.restart == "adaptive" and (P_snap > self.P_prev or uphill))
-                or (self.restart == "fixed" and self.s >= self.S)):
+        if (self.restart == "adaptive" and (P_snap > self.P_prev or uphill)) or (
+            self.restart == "fixed" and self.s >= self.S
+        ):
             self.xt_prev, self.zt, self.s = self.xt.clone(), self.xt.clone(), 0
             self.restarts += 1
         self.P_prev = P_snap
         s = self.s + 1
         th, th_prev = self.theta_tilde(s), self.theta_tilde(s - 1)
-        y = (self.xt + (th_prev - 1) / th * (self.xt - self.xt_prev)
-             + th_prev / th * (self.zt - self.xt))
+        y = (
+            self.xt
+            + (th_prev - 1) / th * (self.xt - self.xt_prev)
+            + th_prev / th * (self.zt - self.xt)
+        )
         self.x, self.z, self.z0 = y, y.clone(), y.clone()
         self.gbar = torch.zeros_like(y)
 
     def query_point(self, k: int):
-        return torch.lerp(self.x, self.z, 1 / ((k + 1) / 2))           # y_k
+        return torch.lerp(self.x, self.z, 1 / ((k + 1) / 2))  # y_k
 
     def inner(self, k: int, g_diff) -> None:
         theta, theta_prev = (k + 1) / 2, k / 2
-        g = g_diff.add_(self.v)                                        # g_k
-        self.gbar.lerp_(g, 1 / theta)                                  # ḡ_k
+        g = g_diff.add_(self.v)  # g_k
+        self.gbar.lerp_(g, 1 / theta)  # ḡ_k
         t = self.eta * theta * theta_prev
         self.z = self.P.prox(torch.add(self.z0, self.gbar, alpha=-t), t)
         self.x.lerp_(self.z, 1 / theta)
 
     def _kernel(self, k0: int, k1: int) -> None:
         vr_kernels.dasvrda_steps(  # type: ignore[call-arg]  # numba's stub: no *args
-            *self._kernel_data(), k0, k1, self.eta, self.P.l1, self.P.l2, self.P.d_pen,
-            self.x.numpy(), self.z.numpy(), self.z0.numpy(), self.gbar.numpy(),
-            np.empty(self.P.d), self._g)
+            *self._kernel_data(),
+            k0,
+            k1,
+            self.eta,
+            self.P.l1,
+            self.P.l2,
+            self.P.d_pen,
+            self.x.numpy(),
+            self.z.numpy(),
+            self.z0.numpy(),
+            self.gbar.numpy(),
+            np.empty(self.P.d),
+            self._g,
+        )
 
     def end(self) -> None:
         self.xt_prev, self.xt, self.zt = self.xt, self.x.clone(), self.z.clone()
@@ -269,6 +317,7 @@ class DASVRDASolver(VRSolver):
 
 class ProxSVRGSolver(VRSolver):
     """x_k = prox_{ηR}(x_{k−1} − η g_k); x̃ ← x_m (the last iterate, as used in practice)."""
+
     state_keys = ("x",)
     dense_ops = 4
 
@@ -287,8 +336,16 @@ class ProxSVRGSolver(VRSolver):
 
     def _kernel(self, k0: int, k1: int) -> None:
         vr_kernels.prox_svrg_steps(  # type: ignore[call-arg]  # numba's stub: no *args
-            *self._kernel_data(), k0, k1, self.eta, self.P.l1, self.P.l2, self.P.d_pen,
-            self.x.numpy(), self._g)
+            *self._kernel_data(),
+            k0,
+            k1,
+            self.eta,
+            self.P.l1,
+            self.P.l2,
+            self.P.d_pen,
+            self.x.numpy(),
+            self._g,
+        )
 
     def end(self) -> None:
         self.xt = self.x.clone()
@@ -303,6 +360,7 @@ class KatyushaSolver(VRSolver):
     τ₂ = 1/(2b), τ₁ = min(√(8bmσ/(3L)), 1/2), α = 1/(3τ₁L), σ = λ₂, L = L_b/eta_scale
     (the paper: L̄, ``smoothness="max"``).
     """
+
     state_keys = ("y", "z", "xk", "ysum", "wsum")
     dense_ops = 14
 
@@ -310,7 +368,7 @@ class KatyushaSolver(VRSolver):
         super().__init__(problem, x0, b=b, m=m, eta=eta, seed=seed, backend=backend)
         if problem.l2 <= 0:
             raise ValueError("katyusha (the σ-strongly convex variant) needs l2 > 0")
-        L, sigma = 1 / eta, problem.l2                        # eta = eta_scale / L
+        L, sigma = 1 / eta, problem.l2  # eta = eta_scale / L
         self.tau2 = 1 / (2 * b)
         self.tau1 = min(math.sqrt(8 * b * m * sigma / (3 * L)), 0.5)
         self.alpha, self.L, self.sigma = 1 / (3 * self.tau1 * L), L, sigma
@@ -321,8 +379,7 @@ class KatyushaSolver(VRSolver):
         self.ysum, self.wsum = torch.zeros_like(self.xt), 0.0
 
     def query_point(self, k: int):
-        self.xk = (self.tau1 * self.z + self.tau2 * self.xt
-                   + (1 - self.tau1 - self.tau2) * self.y)
+        self.xk = self.tau1 * self.z + self.tau2 * self.xt + (1 - self.tau1 - self.tau2) * self.y
         return self.xk
 
     def inner(self, k: int, g_diff) -> None:
@@ -335,10 +392,25 @@ class KatyushaSolver(VRSolver):
 
     def _kernel(self, k0: int, k1: int) -> None:
         self.wsum = vr_kernels.katyusha_steps(  # type: ignore[call-arg]  # numba's stub
-            *self._kernel_data(), k0, k1, self.P.l1, self.P.l2, self.P.d_pen, self.tau1,
+            *self._kernel_data(),
+            k0,
+            k1,
+            self.P.l1,
+            self.P.l2,
+            self.P.d_pen,
+            self.tau1,
             self.tau2,
-            self.alpha, self.L, self.sigma, self.xt.numpy(), self.y.numpy(), self.z.numpy(),
-            self.xk.numpy(), self.ysum.numpy(), float(self.wsum), self._g)
+            self.alpha,
+            self.L,
+            self.sigma,
+            self.xt.numpy(),
+            self.y.numpy(),
+            self.z.numpy(),
+            self.xk.numpy(),
+            self.ysum.numpy(),
+            float(self.wsum),
+            self._g,
+        )
 
     def end(self) -> None:
         self.xt = self.ysum / self.wsum
@@ -348,9 +420,20 @@ class KatyushaSolver(VRSolver):
 SOLVERS = {"dasvrda": DASVRDASolver, "prox-svrg": ProxSVRGSolver, "katyusha": KatyushaSolver}
 
 
-def make_solver(name: str, problem: ERMProblem, x0=None, *, b: int = 0, m: int = 0,
-                eta_scale: float = 1.0, gamma: float = 3.0, restart: str = "adaptive",
-                seed: int = 0, backend: str = "compiled", smoothness: str = "batch") -> VRSolver:
+def make_solver(
+    name: str,
+    problem: ERMProblem,
+    x0=None,
+    *,
+    b: int = 0,
+    m: int = 0,
+    eta_scale: float = 1.0,
+    gamma: float = 3.0,
+    restart: str = "adaptive",
+    seed: int = 0,
+    backend: str = "compiled",
+    smoothness: str = "batch",
+) -> VRSolver:
     """A solver with the papers' defaults for b = 0 (⌊√n⌋) and m = 0.
 
     The papers set the step from L̄ = max_i L_i (``smoothness="max"``). By default
@@ -363,8 +446,9 @@ def make_solver(name: str, problem: ERMProblem, x0=None, *, b: int = 0, m: int =
     if name not in SOLVERS:
         raise ValueError(f"unknown solver '{name}'; choose one of {', '.join(SOLVERS)}")
     if smoothness not in SMOOTHNESS:
-        raise ValueError(f"unknown smoothness '{smoothness}'; choose one of "
-                         f"{', '.join(SMOOTHNESS)}")
+        raise ValueError(
+            f"unknown smoothness '{smoothness}'; choose one of {', '.join(SMOOTHNESS)}"
+        )
     n = problem.n
     b = b or max(1, math.isqrt(n))
     m = m or (math.ceil(n / b) if name == "katyusha" else max(1, n // b))
@@ -372,21 +456,28 @@ def make_solver(name: str, problem: ERMProblem, x0=None, *, b: int = 0, m: int =
     L = problem.L_batch(b) if smoothness == "batch" else problem.L_bar
     if name == "dasvrda":
         eta = eta_scale / ((1 + gamma * (m + 1) / b) * L)
-        return DASVRDASolver(problem, x0, b=b, m=m, eta=eta, gamma=gamma, restart=restart,
-                             seed=seed, backend=backend)
+        return DASVRDASolver(
+            problem, x0, b=b, m=m, eta=eta, gamma=gamma, restart=restart, seed=seed, backend=backend
+        )
     return SOLVERS[name](problem, x0, b=b, m=m, eta=eta_scale / L, seed=seed, backend=backend)
 
 
 @dataclass
 class Trace:
     """One row per snapshot: effective data passes, wall seconds, P(x̃)."""
+
     passes: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
     objective: list = field(default_factory=list)
 
 
-def solve(solver: VRSolver, *, max_passes: float, target: float | None = None,
-          max_seconds: float = math.inf) -> Trace:
+def solve(
+    solver: VRSolver,
+    *,
+    max_passes: float,
+    target: float | None = None,
+    max_seconds: float = math.inf,
+) -> Trace:
     """Run until P(x̃) ≤ target (checked at every snapshot) or a budget is spent."""
     trace, t0, seen = Trace(), time.perf_counter(), -1
     while True:
@@ -395,14 +486,23 @@ def solve(solver: VRSolver, *, max_passes: float, target: float | None = None,
             trace.passes.append(solver.passes)
             trace.seconds.append(time.perf_counter() - t0)
             trace.objective.append(solver.objective)
-            if ((target is not None and solver.objective <= target) or
-                    solver.passes >= max_passes or trace.seconds[-1] >= max_seconds):
+            if (
+                (target is not None and solver.objective <= target)
+                or solver.passes >= max_passes
+                or trace.seconds[-1] >= max_seconds
+            ):
                 return trace
         solver.run_stage()
 
 
-def dasvrda(problem: ERMProblem, x0=None, *, max_passes: float = 50.0,
-            target: float | None = None, **options) -> tuple[torch.Tensor, Trace]:
+def dasvrda(
+    problem: ERMProblem,
+    x0=None,
+    *,
+    max_passes: float = 50.0,
+    target: float | None = None,
+    **options,
+) -> tuple[torch.Tensor, Trace]:
     """Minimise P with DASVRDA; returns (x̃, trace). ``options``: see ``make_solver``."""
     solver = make_solver("dasvrda", problem, x0, **options)
     trace = solve(solver, max_passes=max_passes, target=target)
