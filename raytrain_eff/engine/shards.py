@@ -41,8 +41,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from raytrain_eff.blocks.flat_shards import quiet
 from raytrain_eff.methods.base import sharded_state, world_size_independent_state
-from raytrain_eff.methods.flat_shards import quiet
 
 MODEL, OPTIMIZER = "model", "optimizer"
 

@@ -56,9 +56,8 @@ from torch.nn.utils import vector_to_parameters
 from torch.utils import _pytree as pytree
 
 from raytrain_eff import collectives
-from raytrain_eff.blocks import dtensor
+from raytrain_eff.blocks import dtensor, flat_shards
 from raytrain_eff.hparams.fosi import DHO2Config
-from raytrain_eff.methods import flat_shards
 from raytrain_eff.methods.base import MethodContext
 from raytrain_eff.methods.central_hvp import CentralDifferenceHVP
 from raytrain_eff.methods.fosi import FOSI, FOSIOptimizer, curvature_inputs, flatten

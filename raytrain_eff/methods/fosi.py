@@ -41,8 +41,8 @@ import torch
 from torch import nn
 from torch.nn.utils import vector_to_parameters
 
+from raytrain_eff.blocks import flat_shards
 from raytrain_eff.hparams.fosi import FOSIConfig
-from raytrain_eff.methods import flat_shards
 from raytrain_eff.methods.base import Method, MethodContext, MethodOptimizer
 from raytrain_eff.methods.lanczos import HessianOperator, Hvp, RitzPairs, lanczos
 from raytrain_eff.monitor import keys

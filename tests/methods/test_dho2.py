@@ -455,8 +455,8 @@ def _save_in_shards(rank, world, group, root):
     """7 steps on FSDP2 shards, then the engine's save with gathering made impossible."""
     import pathlib
 
+    from raytrain_eff.blocks import flat_shards
     from raytrain_eff.engine import checkpoint
-    from raytrain_eff.methods import flat_shards
 
     model = _fsdp_model(group)
     opt = DHO2Optimizer(
