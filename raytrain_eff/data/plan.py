@@ -129,6 +129,21 @@ class Segments:
         return h.hexdigest()[:16]
 
 
+def train_and_held_out(data) -> tuple[Segments, Segments]:
+    """``data`` (config.DataConfig) as (training rows, held-out rows): ``val_dataset``'s rows,
+    or else the last ``val_fraction`` of ``dataset``'s rows in file order."""
+    train = Segments.from_footers(data.dataset)
+    if data.val_dataset is not None:
+        return train, Segments.from_footers(data.val_dataset)
+    train, val = train.split(int(train.num_rows * (1 - data.val_fraction)))
+    if val.num_rows == 0 or train.num_rows == 0:
+        raise DataError(
+            f"{data.dataset}: {train.num_rows + val.num_rows} rows cannot be "
+            f"split with data.val_fraction={data.val_fraction}"
+        )
+    return train, val
+
+
 def row_group_rows(path: str) -> list[int]:
     """Rows in each row group of one Parquet file (its footer only)."""
     fs, local = locate(path)

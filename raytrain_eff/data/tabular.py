@@ -14,7 +14,7 @@ import pyarrow as pa
 import torch
 
 from raytrain_eff.data.parquet import DataError, read_schema, read_table, require_columns
-from raytrain_eff.data.plan import Plan, Rows, Segments
+from raytrain_eff.data.plan import Plan, Rows, Segments, train_and_held_out
 from raytrain_eff.data.stream import RowGroupReader
 from raytrain_eff.data.validate import check_columns, class_count
 
@@ -149,16 +149,7 @@ class StreamedFeatures:
 def streamed_features(data, seed: int) -> StreamedFeatures:
     """``data`` (config.DataConfig) as streamed features: ``val_dataset`` is held out, or else
     the last ``val_fraction`` of ``dataset``'s rows in file order."""
-    train = Segments.from_footers(data.dataset)
-    if data.val_dataset is not None:
-        val = Segments.from_footers(data.val_dataset)
-    else:
-        train, val = train.split(int(train.num_rows * (1 - data.val_fraction)))
-    if val.num_rows == 0 or train.num_rows == 0:
-        raise DataError(
-            f"{data.dataset}: {train.num_rows} training and {val.num_rows} held-out "
-            f"rows; data.val_fraction={data.val_fraction} must leave both non-empty"
-        )
+    train, val = train_and_held_out(data)
     schema = read_schema(data.dataset)
     features = data.feature_columns or [c for c in schema.names if c != data.label_column]
     require_columns(

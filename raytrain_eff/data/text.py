@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import torch
 
 from raytrain_eff.data.parquet import DataError
-from raytrain_eff.data.plan import Plan, Rows, Segments, plan_generator
+from raytrain_eff.data.plan import Plan, Rows, Segments, plan_generator, train_and_held_out
 from raytrain_eff.data.seeds import step_generator
 from raytrain_eff.data.stream import RowGroupReader
 from raytrain_eff.ranks import shard_rows
@@ -154,16 +154,7 @@ def decode_text(table: pa.Table, where: str, column: str) -> TextGroup:
 def streamed_text(data, seq_len: int, seed: int) -> StreamedText:
     """``data`` (config.DataConfig) as streamed text: ``val_dataset``'s rows are scored, or
     else the last ``val_fraction`` of ``dataset``'s rows (in file order) are held out."""
-    train = Segments.from_footers(data.dataset)
-    if data.val_dataset is not None:
-        val = Segments.from_footers(data.val_dataset)
-    else:
-        train, val = train.split(int(train.num_rows * (1 - data.val_fraction)))
-        if val.num_rows == 0 or train.num_rows == 0:
-            raise DataError(
-                f"{data.dataset}: {train.num_rows + val.num_rows} rows cannot be "
-                f"split with data.val_fraction={data.val_fraction}"
-            )
+    train, val = train_and_held_out(data)
     return StreamedText(
         train,
         val,
