@@ -9,8 +9,6 @@ modules need not be importable by the ranks.
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
 import traceback
 
@@ -18,22 +16,15 @@ import torch.multiprocessing as mp
 from ray import cloudpickle
 from timeouts import scaled
 
+from raytrain_eff.engine import local_ranks
+
 MAX_WORLD = 4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(rank: int, port: int, inbox, outbox) -> None:
-    import torch
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=MAX_WORLD)
+    local_ranks.join_group(rank, MAX_WORLD, port)
     # every rank must create every subgroup, in the same order
     groups = {w: dist.new_group(list(range(w))) for w in range(1, MAX_WORLD + 1)}
     while True:
@@ -54,7 +45,7 @@ def _serve(rank: int, port: int, inbox, outbox) -> None:
 class GlooPool:
     def __init__(self):
         ctx = mp.get_context("spawn")
-        port = _free_port()
+        port = local_ranks.free_port()
         self.inboxes = [ctx.Queue() for _ in range(MAX_WORLD)]
         self.outbox = ctx.Queue()
         self.procs = [
