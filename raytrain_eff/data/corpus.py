@@ -54,6 +54,8 @@ class CharVocab:
     def __init__(self, text: str):
         self.chars = sorted(set(text))
         self.index = {c: i for i, c in enumerate(self.chars)}
+        # code points in id order (sorted): encode looks a whole text up at once
+        self.points = np.array([ord(c) for c in self.chars], dtype=np.uint32)
 
     def __len__(self) -> int:
         return len(self.chars)
@@ -63,7 +65,10 @@ class CharVocab:
         if unknown:
             raise ValueError(f"characters outside the vocabulary: {sorted(unknown)[:10]}")
         dtype = np.uint8 if len(self) <= 256 else np.int32
-        return np.fromiter((self.index[c] for c in text), dtype=dtype, count=len(text))
+        # one code point per character (UTF-32), then its rank among the vocabulary's: a
+        # per-character dict lookup took 1.4 s of every task load on the 4.1M-character kjv
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        return np.searchsorted(self.points, codes).astype(dtype)
 
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)

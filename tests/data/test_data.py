@@ -18,6 +18,17 @@ def test_kjv_corpus_is_the_real_bible():
     assert vocab.decode(vocab.encode("Jesus wept.")) == "Jesus wept."
 
 
+def test_char_vocab_encodes_every_character_to_its_index():
+    text = "Ünïcode ✓ and plain\ttext\n" * 3
+    vocab = corpus.CharVocab(text)
+    ids = vocab.encode(text)
+    assert ids.dtype == np.uint8 and ids.tolist() == [vocab.index[c] for c in text]
+    wide = corpus.CharVocab("".join(chr(0x4E00 + i) for i in range(300)))  # > 256: int32 ids
+    assert wide.encode(chr(0x4E00 + 299)).tolist() == [299] and len(wide) == 300
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        vocab.encode("Z")
+
+
 def test_pydoc_fallback_needs_no_install():
     assert len(corpus.load_text("pydoc")) > 100_000
 
