@@ -51,9 +51,9 @@ Protocol (``bench/harness.py``), per problem:
    ratio drops each run's first step (one-off set-up) for both arms alike.
 
 Sizes, cut to fit the full run into 12 minutes on 2 idle cores (an estimate from the smoke's
-per-run costs, not a timed full run): 3 LRs per grid (was 5), at most one widening (was 2),
+per-run costs, not a timed full run): 3 LRs per grid (was 5; up to 2 widenings, as before),
 5 evaluation seeds (the harness minimum), 200 steps per run on both problems (the CNN had
-300), an evaluation every 10 steps: about 90 runs, on 3 or 4 spawned groups.
+300), an evaluation every 10 steps: about 90 runs, on 3 to 5 spawned groups.
 
     python bench/dho2.py            # full run -> bench/results/dho2.json
     python bench/dho2.py --smoke    # tiny sizes, checks the script end to end
@@ -174,7 +174,8 @@ TRAINED = BASELINES + METHODS
 TIMING = [a for a in ARMS if ARMS[a].twin]
 OWN_BASE = {"dho2": "adamw", "dho2-hb": "sgd-hb"}
 # LR grid centre per arm: FOSI/DHO2's lr is their base's
-GRID_CENTRE = {"adamw": 10**-2.5, "dho2": 10**-2.5, "sgd-hb": 10**-1.5, "dho2-hb": 10**-1.5}
+# (heavy-ball: digits-sgd tunes lr 0.3 at twice this batch)
+GRID_CENTRE = {"adamw": 10**-2.5, "dho2": 10**-2.5, "sgd-hb": 10**-1.0, "dho2-hb": 10**-1.0}
 GRID_SPACING = 10**0.5  # half a decade between neighbouring LRs
 TUNING_SEEDS = [100]
 TARGET_FRACTION = 0.75  # the target: tuned AdamW's val loss at 75% of the budget
@@ -193,7 +194,7 @@ class Sizes:
 
 FULL = Sizes(
     grid_points=3,
-    max_widenings=1,
+    max_widenings=2,
     eval_seeds=(0, 1, 2, 3, 4),
     steps=200,
     eval_every=10,
