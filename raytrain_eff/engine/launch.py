@@ -33,6 +33,7 @@ from raytrain_eff.typed import ConfigError
 
 CONFIG_FILE = "config.yaml"
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 @dataclasses.dataclass
@@ -217,7 +218,6 @@ def fit(
     # chosen and verified here, so a bad checkpoint is named on this console in both modes
     start = checkpoint.resolve_start(run_dir, from_checkpoint) if resume else None
     cfg = _past_the_pause(cfg, start)
-    os.environ.setdefault(HEALTH_CHECK_ENV, "1")
     log = console.driver_log(run_dir, name)
     shown = _start(cfg, address, quiet, log, marks)
     datasets = task_datasets(cfg)
@@ -299,20 +299,26 @@ def _start(
     shared_storage.check_storage(cfg)
     if cfg.monitor.enabled:
         _start_exporters(cfg)
-    if local_ray and cfg.monitor.enabled:
-        # a Ray started here ends with this process, and its exporters with it: its file_sd
-        # goes too, so no Prometheus scrapes a later exporter on that address through it
-        atexit.register(_stop_file_sd)
+    if local_ray:
+        atexit.register(_end_local_ray, file_sd=cfg.monitor.enabled, now=quiet)
     return console.Console()
 
 
-def _stop_file_sd() -> None:
+def _end_local_ray(*, file_sd: bool, now: bool) -> None:
+    """A Ray started here ends with this process, and its exporters with it: their file_sd
+    goes first, so no Prometheus scrapes a later exporter on that address through it. ``now``
+    (workers' output goes to files): Ray ends without the half second its own exit hook waits
+    for workers' last lines to reach this console."""
     import ray
 
-    from raytrain_eff.monitor import discovery
+    if not ray.is_initialized():
+        return
+    if file_sd:
+        from raytrain_eff.monitor import discovery
 
-    if ray.is_initialized():
         discovery.stop_file_sd()
+    if now:
+        ray.shutdown()
 
 
 def _start_exporters(cfg: ExperimentConfig) -> None:
@@ -349,11 +355,14 @@ def ensure_ray(
     import ray
 
     if ray.is_initialized():
+        ray_train_settings(local=False)
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        ray_train_settings(local=False)
         ray.init(address=address, log_to_driver=log_to_driver)
         return False
+    ray_train_settings(local=True)
     # The dashboard serves the State API that Train's clean-up and `ray job` rely on. Train's
     # clean-up actor looks the cluster up without an address: with another Ray instance on
     # the machine it fails ("Found multiple active Ray instances") and leaks the trial's CPUs,
@@ -367,6 +376,17 @@ def ensure_ray(
         log_to_driver=log_to_driver,
     )
     return True
+
+
+def ray_train_settings(*, local: bool) -> None:
+    """Ray Train's settings the engine chooses; the environment's own values win. How often
+    Train's controller polls its workers: it notices a finished or failed worker group that
+    much later (a cluster's many workers are polled less often). On a Ray this process starts,
+    no preemption watcher: it is one more actor process at every worker-group start, watching
+    for node preemptions that a single local node never reports."""
+    os.environ.setdefault(HEALTH_CHECK_ENV, "0.25" if local else "1")
+    if local:
+        os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
 
 
 def free_port() -> int:
