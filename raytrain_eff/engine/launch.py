@@ -374,6 +374,10 @@ def ensure_ray(
         dashboard_port=port,
         num_cpus=num_cpus,
         log_to_driver=log_to_driver,
+        # Ray would start one idle worker process per CPU for this driver; Train's actors
+        # carry their own runtime env and never use them, so on a small machine they only
+        # take cores from the run's own start
+        _system_config={"prestart_worker_first_driver": False},
     )
     return True
 
