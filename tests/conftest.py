@@ -52,6 +52,9 @@ def ray_session():
         include_dashboard=True,
         log_to_driver=True,
         _node_ip_address="127.0.0.1",
+        # no idle worker processes per CPU at the start: Train's actors never use them
+        # (engine.launch.ensure_ray starts a CLI's local Ray the same way)
+        _system_config={"prestart_worker_first_driver": False},
     )
     yield ray
     ray.shutdown()
