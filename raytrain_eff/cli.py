@@ -280,14 +280,17 @@ def cmd_train(args) -> int:
         print(config_mod.dump(cfg), end="")
         return 0
     _record_provenance()
+    from raytrain_eff.engine import startup
     from raytrain_eff.engine.launch import fit
 
+    started = startup.process_started()
     result = fit(
         cfg,
         address=args.address,
         resume=bool(args.resume),
         quiet=not args.verbose,
         from_checkpoint=args.from_checkpoint,
+        marks={} if started is None else {"command": started},
     )
     print(summary_table(result))
     return 0

@@ -14,6 +14,9 @@ from timeouts import scaled  # noqa: E402 (the tests' own helpers, found through
 
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# every Ray here is local: no preemption watcher, one actor process less at each worker-group
+# start (engine.launch.ray_train_settings gives a CLI's local Ray the same)
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 # runs started by tests write their Prometheus file_sd into a private dir, never into the
 # machine's default /tmp/raytrain_eff/file_sd that a real Prometheus may read
 os.environ.setdefault("RAYTRAIN_EFF_FILE_SD_DIR", tempfile.mkdtemp(prefix="rte-file-sd-"))
@@ -49,6 +52,9 @@ def ray_session():
         include_dashboard=True,
         log_to_driver=True,
         _node_ip_address="127.0.0.1",
+        # no idle worker processes per CPU at the start: Train's actors never use them
+        # (engine.launch.ensure_ray starts a CLI's local Ray the same way)
+        _system_config={"prestart_worker_first_driver": False},
     )
     yield ray
     ray.shutdown()

@@ -19,7 +19,6 @@ from raytrain_eff import catalog
 from raytrain_eff import config as config_mod
 from raytrain_eff.config import ExperimentConfig
 from raytrain_eff.engine import (
-    checkpoint,
     console,
     failures,
     malloc,
@@ -27,12 +26,14 @@ from raytrain_eff.engine import (
     provenance,
     resources,
     shared_storage,
+    startup,
     storage,
 )
 from raytrain_eff.typed import ConfigError
 
 CONFIG_FILE = "config.yaml"
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 @dataclasses.dataclass
@@ -51,6 +52,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     from raytrain_eff.engine.runner import Runner
 
+    marks = dict(loop_config.get("startup") or {})  # the driver's (engine.startup)
+    # a process Ray started before this run (its worker pool) counts from the run's fit
+    started = startup.process_started()
+    if started is not None:
+        startup.mark(marks, "worker_process", max(started, marks.get("fit", started)))
+    startup.mark(marks, "train_fn")
     cfg = config_mod.from_dict(loop_config["config"])
     if cfg.scaling.strategy == "fsdp":  # freed all-gather buffers must leave RSS (ddp has none)
         malloc.return_freed_buffers()
@@ -66,7 +73,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     sink = loop_config.get("progress")
     if loop_config.get("worker_logs") and world > 0:
         console.worker_logs_to_file(loop_config["run_dir"], loop_config["run_name"], rank)
-    Runner(
+    runner = Runner(
         cfg,
         rank=rank,
         world=world,
@@ -85,7 +92,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         data_shards={
             name: ray.train.get_dataset_shard(name) for name in loop_config.get("datasets", ())
         },
-    ).run()
+    )
+    runner.marks.update(marks)
+    runner.run()
 
 
 def default_name(cfg: ExperimentConfig) -> str:
@@ -108,12 +117,13 @@ def build_trainer(
     worker_logs: bool = False,
     start_from: dict | None = None,
     datasets: dict | None = None,
+    marks: dict[str, float] | None = None,
 ):
     """The TorchTrainer for ``cfg``; ``storage_path`` overrides the config's (Tune trials).
     ``progress``: a ``console.ProgressSink`` actor that shows rank 0's progress on the driver;
     ``worker_logs``: workers also log to ``<run_dir>/logs/worker-<rank>.log``; ``datasets``:
     ``task_datasets(cfg)`` when already asked ('train' is split between the workers, 'val'
-    goes whole to each)."""
+    goes whole to each); ``marks``: the driver's start-up marks so far (``engine.startup``)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -133,6 +143,7 @@ def build_trainer(
             "worker_logs": worker_logs,
             "start_from": start_from,
             "datasets": sorted(datasets),
+            "startup": dict(marks or {}),
             "summary_extra": {**provenance.current(), "machine": machine()},
         },
         # ray.train exports Train V2's ScalingConfig (V2 is on by default), but a type checker
@@ -178,13 +189,18 @@ def fit(
     resume: bool = False,
     quiet: bool = False,
     from_checkpoint: str | None = None,
+    marks: dict[str, float] | None = None,
 ) -> FitResult:
     """Train ``cfg`` on Ray (local or ``address``); with ``resume`` continue ``cfg.run.name``.
 
     Rank 0's progress is shown once, on the driver. ``quiet`` (the CLI without --verbose)
     keeps Ray's own output off the console: it goes to ``<run_dir>/logs/``. A failure after
-    the start raises ``failures.RunFailed``, whose text is one line.
+    the start raises ``failures.RunFailed``, whose text is one line. ``marks``: start-up
+    marks taken before the call (the CLI's ``command``); summary.json gets them all.
     """
+    from raytrain_eff.engine import checkpoint
+
+    marks = {} if marks is None else marks
     name = cfg.run.name or default_name(cfg)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name))
     run_dir = run_dir_of(cfg, name)
@@ -202,9 +218,8 @@ def fit(
     # chosen and verified here, so a bad checkpoint is named on this console in both modes
     start = checkpoint.resolve_start(run_dir, from_checkpoint) if resume else None
     cfg = _past_the_pause(cfg, start)
-    os.environ.setdefault(HEALTH_CHECK_ENV, "1")
     log = console.driver_log(run_dir, name)
-    shown = _start(cfg, address, quiet, log)
+    shown = _start(cfg, address, quiet, log, marks)
     datasets = task_datasets(cfg)
     # written once the checks pass: a refused run leaves nothing that --resume would find
     storage.write_bytes(config_uri, config_mod.dump(cfg).encode())
@@ -212,6 +227,7 @@ def fit(
 
     try:
         sink = shown.start() if shown else None
+        startup.mark(marks, "fit")
         trainer = build_trainer(
             cfg,
             name,
@@ -220,8 +236,10 @@ def fit(
             start_from=start,
             datasets=datasets,
             callbacks=[console.failure_notice(sink, name)] if sink else None,
+            marks=marks,
         )
         result = trainer.fit()
+        startup.mark(marks, "fit_returned")
     except TrainingFailedError as err:
         raise failures.run_failed(
             err, name=name, run_dir=run_dir, log=log, max_failures=cfg.run.max_failures
@@ -229,15 +247,30 @@ def fit(
     finally:
         if shown is not None:
             shown.close()
+    _record_startup(run_dir, marks)
     ckpt = result.checkpoint.path if result.checkpoint is not None else None
     return FitResult(
         run_name=name, run_dir=run_dir, metrics=dict(result.metrics or {}), checkpoint_path=ckpt
     )
 
 
+def _record_startup(run_dir: str, marks: dict[str, float]) -> None:
+    """The driver's start-up marks beside rank 0's in summary.json (rank 0 wrote it before
+    ``fit`` returned; a run that stopped before its last step has none)."""
+    from raytrain_eff.engine import records
+
+    summary = records.read_summary(run_dir)
+    if summary is None:
+        return
+    summary[startup.KEY] = startup.account({**startup.recorded_marks(summary), **marks})
+    records.write_summary(run_dir, summary)
+
+
 def _past_the_pause(cfg: ExperimentConfig, start: dict | None) -> ExperimentConfig:
     """A run paused at ``run.stop_after`` and resumed goes on to ``run.steps``: the pause it
     was given is behind it (a later ``run.stop_after=N`` on resume pauses it again)."""
+    from raytrain_eff.engine import checkpoint
+
     pause = cfg.run.stop_after
     if start is None or pause is None or checkpoint.order(start["checkpoint"])[0] < pause:
         return cfg
@@ -249,7 +282,7 @@ def _past_the_pause(cfg: ExperimentConfig, start: dict | None) -> ExperimentConf
 
 
 def _start(
-    cfg: ExperimentConfig, address: str | None, quiet: bool, log: str
+    cfg: ExperimentConfig, address: str | None, quiet: bool, log: str, marks: dict[str, float]
 ) -> console.Console | None:
     """Ray started and checked before training (workers placeable, storage shared, exporters
     up); returns the console that shows rank 0's progress (None in local mode: it prints)."""
@@ -259,25 +292,33 @@ def _start(
         console.logs_off_console(log, cfg.run.name or "", f"{os.path.dirname(log)}/")
     if cfg.scaling.num_workers == 0:
         return None
+    startup.mark(marks, "ray_init")
     local_ray = ensure_ray(address, log_to_driver=not quiet)
+    startup.mark(marks, "ray_ready")
     resources.check(cfg)
     shared_storage.check_storage(cfg)
     if cfg.monitor.enabled:
         _start_exporters(cfg)
-    if local_ray and cfg.monitor.enabled:
-        # a Ray started here ends with this process, and its exporters with it: its file_sd
-        # goes too, so no Prometheus scrapes a later exporter on that address through it
-        atexit.register(_stop_file_sd)
+    if local_ray:
+        atexit.register(_end_local_ray, file_sd=cfg.monitor.enabled, now=quiet)
     return console.Console()
 
 
-def _stop_file_sd() -> None:
+def _end_local_ray(*, file_sd: bool, now: bool) -> None:
+    """A Ray started here ends with this process, and its exporters with it: their file_sd
+    goes first, so no Prometheus scrapes a later exporter on that address through it. ``now``
+    (workers' output goes to files): Ray ends without the half second its own exit hook waits
+    for workers' last lines to reach this console."""
     import ray
 
-    from raytrain_eff.monitor import discovery
+    if not ray.is_initialized():
+        return
+    if file_sd:
+        from raytrain_eff.monitor import discovery
 
-    if ray.is_initialized():
         discovery.stop_file_sd()
+    if now:
+        ray.shutdown()
 
 
 def _start_exporters(cfg: ExperimentConfig) -> None:
@@ -314,11 +355,14 @@ def ensure_ray(
     import ray
 
     if ray.is_initialized():
+        ray_train_settings(local=False)
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        ray_train_settings(local=False)
         ray.init(address=address, log_to_driver=log_to_driver)
         return False
+    ray_train_settings(local=True)
     # The dashboard serves the State API that Train's clean-up and `ray job` rely on. Train's
     # clean-up actor looks the cluster up without an address: with another Ray instance on
     # the machine it fails ("Found multiple active Ray instances") and leaks the trial's CPUs,
@@ -330,8 +374,23 @@ def ensure_ray(
         dashboard_port=port,
         num_cpus=num_cpus,
         log_to_driver=log_to_driver,
+        # Ray would start one idle worker process per CPU for this driver; Train's actors
+        # carry their own runtime env and never use them, so on a small machine they only
+        # take cores from the run's own start
+        _system_config={"prestart_worker_first_driver": False},
     )
     return True
+
+
+def ray_train_settings(*, local: bool) -> None:
+    """Ray Train's settings the engine chooses; the environment's own values win. How often
+    Train's controller polls its workers: it notices a finished or failed worker group that
+    much later (a cluster's many workers are polled less often). On a Ray this process starts,
+    no preemption watcher: it is one more actor process at every worker-group start, watching
+    for node preemptions that a single local node never reports."""
+    os.environ.setdefault(HEALTH_CHECK_ENV, "0.25" if local else "1")
+    if local:
+        os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
 
 
 def free_port() -> int:

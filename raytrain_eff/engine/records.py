@@ -131,6 +131,11 @@ def write_summary(run_dir: str, summary: dict) -> None:
     )
 
 
+def read_summary(run_dir: str) -> dict | None:
+    data = storage.read_bytes(storage.join(run_dir, SUMMARY))
+    return None if data is None else json.loads(data)
+
+
 def read_table(run_dir: str) -> pa.Table | None:
     data = storage.read_bytes(storage.join(run_dir, TABLE))
     return None if data is None else pq.read_table(io.BytesIO(data))

@@ -28,7 +28,7 @@ from torch.utils import _pytree as pytree
 
 from raytrain_eff import catalog, collectives
 from raytrain_eff.config import ExperimentConfig
-from raytrain_eff.engine import accounting, checkpoint, materialize, records, sharding
+from raytrain_eff.engine import accounting, checkpoint, materialize, records, sharding, startup
 from raytrain_eff.engine.grad_sync import OverlappedGradientSync
 from raytrain_eff.engine.pending import PendingSteps
 from raytrain_eff.engine.totals import RankShare, RunTotals
@@ -87,6 +87,8 @@ class Runner:
         self.t_start, self.samples_at_start = 0.0, 0  # when and where this attempt's loop began
         # over all ranks and kept steps, checkpointed: they survive failover (engine.totals)
         self.totals = RunTotals()
+        # wall-clock marks of the start-up (engine.startup), the driver's among them
+        self.marks: dict[str, float] = {}
 
     # -- set-up --------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -94,6 +96,7 @@ class Runner:
         torch.set_num_threads(cfg.train.threads_per_worker)
         self.task = build_task(cfg)
         self.task.load()
+        startup.mark(self.marks, "task_loaded")
         if self.data_shards:
             self.task.use_shards(self.data_shards)
         torch.manual_seed(cfg.run.seed)  # the same RNG state on every rank for the methods
@@ -159,6 +162,7 @@ class Runner:
         self.rank_share = RankShare(self.totals, self.world, self.start_step)
         self.pusher = self._make_pusher()
         self.pending = PendingSteps(self.group, self.world, self.ctx.distributed)
+        startup.mark(self.marks, "model_ready")
 
     def _curvature_batch(self, share: tuple[int, int] | None = None):
         """A fresh batch, never one the optimizer steps on: drawn from a separate stream.
@@ -268,6 +272,9 @@ class Runner:
         row: dict = {}
         for step in range(self.start_step, steps):
             stats = self.train_step(step, dense)
+            startup.mark(self.marks, "first_step")
+            if step + 1 == steps:
+                startup.mark(self.marks, "last_step")
             row = stats.row()
             evaluating = self._due(step, cfg.run.eval_interval, steps)
             reporting = self._due(step, cfg.run.report_interval, steps)
@@ -488,6 +495,7 @@ class Runner:
             "final": {k: row.get(k) for k in ("loss", "peak_memory_bytes")} | self.last_eval,
             # the checkpointed totals: the same as the table's sums and the metrics'
             "totals": self.totals.summary(row[K.WALL]),
+            **({startup.KEY: startup.account(self.marks)} if self.marks else {}),
             **self.summary_extra,
         }
 

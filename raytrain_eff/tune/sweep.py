@@ -252,7 +252,6 @@ def run_sweep(
             f"sweep '{name}' exists in {root}; resume it with --resume "
             f"--name {name}, or choose another --name"
         )
-    os.environ.setdefault(launch.HEALTH_CHECK_ENV, "1")
     if quiet:
         import ray.train  # noqa: F401 - its loggers (and Tune's) exist before the redirect
 

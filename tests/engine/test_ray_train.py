@@ -13,7 +13,7 @@ import torch
 from timeouts import scaled
 
 from raytrain_eff import config
-from raytrain_eff.engine import launch
+from raytrain_eff.engine import launch, startup
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -36,6 +36,9 @@ def test_two_workers_train_and_leave_records(run_cfg):
     assert (table["samples"] == 2 * 64).all()  # both workers' batches counted
     summary = json.loads((pathlib.Path(result.run_dir) / "summary.json").read_text())
     assert summary["world_size"] == 2
+    phases = summary["startup"]["phases_s"]  # where the start-up went (engine.startup)
+    assert list(phases) == [name for name, _, _ in startup.PHASES[1:]]  # no command: no imports
+    assert all(seconds >= 0 for seconds in phases.values()), phases
     assert table["loss"].iloc[-5:].mean() < table["loss"].iloc[:5].mean()
     assert result.checkpoint_path and "checkpoint_step00000060" in result.checkpoint_path
 
