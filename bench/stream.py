@@ -36,7 +36,7 @@ TARGET_RATIO = 0.95
 # figure that a loaded machine's noise moves far less than a steps/s ratio
 WAIT_SHARE_BOUND = 0.05
 ROW_GROUP_ROWS = 1024  # verses per row group: ~120 KB of text, ~30 groups in the corpus
-FULL = {"steps": 40, "repetitions": 5}
+FULL = {"steps": 50, "repetitions": 5}  # ~4 steps/s + ~9 s start-up a run: ~3.6 min
 SMOKE = {"steps": 5, "repetitions": 1}
 WORKERS = 2
 REPORT_INTERVAL = 5
