@@ -45,7 +45,9 @@ class DataConfig:
     # Parquet path / URI scored at evaluations; None: the last val_fraction of dataset's rows
     val_dataset: str | None = None
     shuffle_window: int = 4096  # streamed Parquet: rows a rank shuffles together (data/plan.py)
-    cache_row_groups: int = 4  # streamed Parquet: decoded row groups a worker keeps (LRU)
+    # streamed Parquet: decoded row groups a worker keeps (LRU), or more when one batch and
+    # the next touch more (data/stream.py)
+    cache_row_groups: int = 4
 
     def __post_init__(self):
         check(

@@ -3,8 +3,11 @@
 A worker asks for the row groups of its current batch (``get``) and announces those of the
 next one (``prefetch``); one reader thread decodes them in order while the model steps.
 At most ``capacity`` decoded groups stay cached (plus the one being used), so memory is a
-few row groups whatever the data's size. The cache changes only when data arrive, never what
-arrives: batches stay a pure function of their position (``data.plan``).
+few row groups whatever the data's size. The capacity grows (``reserve``) to the groups that
+one batch and the next touch together: an LRU smaller than its working set evicts every group
+before its turn comes, and each batch would then wait for groups decoded again. The cache
+changes only when data arrive, never what arrives: batches stay a pure function of their
+position (``data.plan``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ class RowGroupReader:
         """The decoded row group, waiting for the reader thread if it is not cached yet;
         a bad row raises here (``DataError`` naming file, row group, row and value)."""
         return self._submit(key).result()
+
+    def reserve(self, groups: int) -> None:
+        """Keep at least ``groups`` decoded groups (bounded by a batch's rows, never the data)."""
+        self.capacity = max(self.capacity, groups)
 
     def prefetch(self, keys: Iterable[Key]) -> None:
         """Start decoding ``keys`` in the background (only as many as the cache holds)."""

@@ -112,10 +112,10 @@ class StreamedFeatures:
 
     def batch(self, position: int, rank: int, world: int, batch_size: int):
         rows = self.plan.rows(position, rank, world, batch_size)
+        upcoming = self.plan.rows(position + 1, rank, world, batch_size).groups()
+        self.readers["train"].reserve(len(set(rows.groups()) | set(upcoming)))
         batch = self._take("train", rows)
-        self.readers["train"].prefetch(
-            self.plan.rows(position + 1, rank, world, batch_size).groups()
-        )
+        self.readers["train"].prefetch(upcoming)  # the next micro-batch's, while this one steps
         return batch
 
     def in_order(self, which: str, span: range, batch_size: int) -> Iterator:

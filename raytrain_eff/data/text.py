@@ -193,12 +193,12 @@ class StreamedText:
 
     def batch(self, position: int, rank: int, world: int, batch_size: int):
         rows = self.plan.rows(position, rank, world, batch_size)
+        upcoming = self.plan.rows(position + 1, rank, world, batch_size).groups()
+        self.readers["train"].reserve(len(set(rows.groups()) | set(upcoming)))
         gen = plan_generator(self.seed, position, rank, world)
         jitter = torch.rand(batch_size, generator=gen, dtype=torch.float64).numpy()
         x, y = self._take("train", rows, jitter)
-        self.readers["train"].prefetch(  # the next micro-batch's groups, while this one steps
-            self.plan.rows(position + 1, rank, world, batch_size).groups()
-        )
+        self.readers["train"].prefetch(upcoming)  # the next micro-batch's, while this one steps
         return x, y
 
     def val_batches(self, batch_size: int, num_batches: int) -> Iterator:

@@ -172,11 +172,16 @@ def build_trainer(
     )
 
 
-def task_datasets(cfg: ExperimentConfig) -> dict:
-    """The task's Ray Data datasets (``Task.ray_datasets``, built on the driver); refused when
-    the training workers would leave Ray Data no CPU (``resources.check_data_cpus``)."""
+def ray_datasets(cfg: ExperimentConfig) -> dict:
+    """The task's Ray Data datasets (``Task.ray_datasets``, built here: building reads no rows)."""
     task = catalog.load_object(catalog.lookup(catalog.TASKS, "task", cfg.task.name).impl)
-    datasets = task.ray_datasets(cfg)
+    return task.ray_datasets(cfg)
+
+
+def task_datasets(cfg: ExperimentConfig) -> dict:
+    """The task's Ray Data datasets (``ray_datasets``, built on the driver); refused when
+    the training workers would leave Ray Data no CPU (``resources.check_data_cpus``)."""
+    datasets = ray_datasets(cfg)
     if datasets and cfg.scaling.num_workers:
         resources.check_data_cpus(cfg)
     return datasets

@@ -285,7 +285,10 @@ class Runner:
                     self.model, cfg.data.batch_size, cfg.run.eval_batches
                 )
                 row.update(self.last_eval)
-            self.pending.add(row, stats.rank_share, {K.LOSS: stats.loss})
+            # a step's samples and tokens may differ between ranks (an attention mask's sum):
+            # the row and the totals hold their sum over ranks, resolved with the loss
+            counts = {K.SAMPLES: row[K.SAMPLES], K.TOKENS: row[K.TOKENS]}
+            self.pending.add(row, stats.rank_share, {K.LOSS: stats.loss}, counts)
             if reporting or evaluating:
                 self._record(self.pending.resolve())
             if reporting:
@@ -303,6 +306,7 @@ class Runner:
     def _record(self, steps: list[tuple[dict, dict]]) -> None:
         """Complete rows of resolved steps, in step order, to the table and the pusher."""
         for row, rank_share in steps:
+            self.totals.add_step(row)
             if self.table is not None:
                 self.table.append(row)
             if self.pusher is not None:
@@ -343,7 +347,6 @@ class Runner:
             step_time,
             method_stats,
         )
-        self.totals.add_step(stats.row())
         return stats
 
     def _forward_backward(self, step: int) -> tuple[torch.Tensor, int, int]:
@@ -388,7 +391,7 @@ class Runner:
             loss=loss,
             lr=self.optimizer.param_groups[0]["lr"],
             world_size=self.world,
-            samples=samples * batches,
+            samples=samples * batches,  # this rank's x batches: the sum once resolved (pending)
             tokens=tokens * batches,
             step_time_s=step_time,
             dense_flops=dense * self.world,

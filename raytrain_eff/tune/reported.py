@@ -31,12 +31,18 @@ def eval_metrics(base: dict) -> tuple[set[str], str | None]:
     """(the keys the task's evaluation returns, why only ``val_loss`` is known, else None).
 
     The task is built and evaluated once, untrained, on one batch: its keys can depend on its
-    parameters (a loss without accuracy) or on user code, so no static list is exact."""
+    parameters (a loss without accuracy) or on user code, so no static list is exact. A task
+    on a Ray Data dataset is read by the workers only (``get_dataset_shard``): it reports
+    ``val_loss`` when it has a 'val' dataset, and nothing else."""
     from raytrain_eff import config as config_mod
+    from raytrain_eff.engine.launch import ray_datasets
     from raytrain_eff.engine.runner import build_task
 
     cfg = config_mod.from_dict(base)
     try:
+        datasets = ray_datasets(cfg)
+        if datasets:
+            return ({"val_loss"} if "val" in datasets else set()), None
         task = build_task(cfg)
         task.load()
         return set(task.evaluate(task.build_model(), cfg.data.batch_size, 1)), None

@@ -16,7 +16,15 @@ import pathlib
 from ray.train.v2.api.callback import UserCallback
 
 from raytrain_eff import config as config_mod
-from raytrain_eff.engine import checkpoint, console, launch, shared_storage, storage, trials
+from raytrain_eff.engine import (
+    checkpoint,
+    console,
+    launch,
+    resources,
+    shared_storage,
+    storage,
+    trials,
+)
 from raytrain_eff.tune import reported, schedulers
 from raytrain_eff.tune import space as space_mod
 from raytrain_eff.tune.space import Entry, SweepSpec
@@ -192,12 +200,17 @@ def search_algorithm(spec: SweepSpec):
 
 
 def concurrency(spec: SweepSpec, base: dict) -> int:
+    """Trials at once: as many as the cluster's CPUs hold, each with its workers, its Tune
+    function and, when the task streams a Ray Data dataset, the CPU that its reads and
+    map_batches need: trials whose workers held every CPU would each wait for data forever."""
     import ray
 
     if spec.resources.max_concurrent:
         return spec.resources.max_concurrent
     sc = base["scaling"]
     per_trial = sc["num_workers"] * sc["cpus_per_worker"] + spec.resources.driver_cpus
+    if launch.ray_datasets(config_mod.from_dict(base)):
+        per_trial += resources.DATA_CPUS
     return max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
 
 

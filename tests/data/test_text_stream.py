@@ -76,6 +76,23 @@ def test_batches_do_not_depend_on_what_was_read_before(corpus, world):
     used.close()
 
 
+def test_each_row_group_is_decoded_once_a_pass_when_batches_span_more_than_the_cache(corpus):
+    # windows of 2,000 rows over groups of 500 touch 4-5 groups a batch: a cache of 1 would
+    # evict each group before its turn (every batch waiting for groups decoded again); the
+    # reader grows to what one batch and the next touch, and decodes every group once
+    text = _text(corpus, cache_row_groups=1, shuffle_window=2000)
+    reader = text.readers["train"]
+    decoded = []
+    real = reader.decode
+    reader.decode = lambda table, where: decoded.append(where) or real(table, where)
+    batches = text.plan.num_rows // 8  # one pass over the single rank's rows; the last
+    for p in range(batches - 1):  # batch comes prefetched (the pass after would be too)
+        text.batch(p, 0, 1, 8)
+    text.close()  # waits for the reader thread
+    assert 1 < reader.capacity < len(text.train.file)
+    assert len(decoded) == len(set(decoded)) == len(text.train.file)
+
+
 def test_validation_is_the_tail_or_a_separate_file(corpus, tmp_path):
     tail = _text(corpus)
     assert tail.val.num_rows == 3600 - int(3600 * 0.95) and tail.train.num_rows == 3420

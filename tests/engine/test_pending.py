@@ -25,7 +25,32 @@ def test_every_step_must_carry_the_same_values():
     pending.add({}, {}, {"loss": torch.tensor(1.0)})
     with pytest.raises(
         ValueError,
-        match=r"pending values \['grad_norm', 'loss'\] differ from "
-        r"the earlier steps' \['loss'\]",
+        match=r"pending values \['grad_norm', 'loss'\] and counts \[\] differ from "
+        r"the earlier steps' \['loss'\] and \[\]",
     ):
         pending.add({}, {}, {"loss": torch.tensor(1.0), "grad_norm": torch.tensor(2.0)})
+
+
+def _resolve_rank_counts(rank, world, group):
+    """Each rank's step: its own loss and its own tokens (x world: the runner's convention for
+    one distinct batch per rank), as a Hugging Face batch's mask sums would differ."""
+    pending = PendingSteps(group=group, world=world, distributed=True)
+    rows = [{"step": s} for s in range(2)]
+    for s, row in enumerate(rows):
+        tokens = (10 * (rank + 1) + s) * world
+        pending.add(
+            row,
+            {},
+            {"loss": torch.tensor(float(rank), dtype=torch.float32)},
+            {"samples": 4 * world, "tokens": tokens},
+        )
+    pending.resolve()
+    return rows
+
+
+def test_counts_that_differ_between_ranks_resolve_to_their_sum_on_every_rank(gloo):
+    # ranks 0, 1 count 10+s and 20+s tokens: every rank's row holds 30+2s, not its own x 2
+    for rows in gloo.run(2, _resolve_rank_counts):
+        assert rows == [
+            {"step": s, "loss": 0.5, "samples": 8.0, "tokens": 30.0 + 2 * s} for s in range(2)
+        ]
