@@ -216,7 +216,7 @@ def run(
         f"train.warmup_steps={max(steps // 20, 1)}",
         f"methods.adamw.lr={lr}",
         "run.eval_interval=0",
-        *product.ONE_REPORT(steps),
+        *product.one_report(steps),
     ]
     mst = arm == "mst"
     if mst:

@@ -74,9 +74,9 @@ def warm_up(arms: list[tuple[str, list[str]]]) -> None:
     """Each (preset, overrides) once for one step, untimed: imports and lazy initialisation
     fall on no timed run of any arm."""
     for preset, overrides in arms:
-        train(preset, [*overrides, "run.steps=1", "run.eval_interval=0", *ONE_REPORT(1)])
+        train(preset, [*overrides, "run.steps=1", "run.eval_interval=0", *one_report(1)])
 
 
-def ONE_REPORT(steps: int) -> list[str]:  # noqa: N802 - reads as a constant list of overrides
+def one_report(steps: int) -> list[str]:
     """One report (and its checkpoint) at the last of ``steps`` steps."""
     return [f"run.report_interval={steps}", f"run.checkpoint_interval={steps}"]
