@@ -39,6 +39,9 @@ class DataConfig:
     dataset: str = "kjv"
     batch_size: int = 32  # per worker and micro-batch
     val_fraction: float = 0.05  # held-out tail of the data, never trained on
+    # the held-out tail's last test_fraction: a test split that training's evaluations never
+    # score (only task.evaluate_test reads it); bundled in-memory data (kjv, digits ...) only
+    test_fraction: float = 0.0
     text_column: str = "text"  # Parquet text corpora
     label_column: str = "label"  # Parquet classification data
     feature_columns: list[str] | None = None  # None: every column but the label
@@ -68,6 +71,7 @@ class DataConfig:
             "in [0, 1) (0: nothing held out, task erm only)",
         )
         check(bool(self.dataset), "dataset", self.dataset, "a built-in name or a Parquet path")
+        check(0 <= self.test_fraction < 1, "test_fraction", self.test_fraction, "in [0, 1)")
 
 
 @dataclass(kw_only=True)

@@ -62,21 +62,32 @@ def windows(ids: torch.Tensor, starts: torch.Tensor, T: int):
 
 class InMemoryText:
     """The whole corpus as ids (bundled corpora of a few MB): the last ``val_fraction`` is held
-    out; each rank draws i.i.d. windows from its contiguous shard of the rest."""
+    out (its last ``test_fraction`` as a test split); each rank draws i.i.d. windows from its
+    contiguous shard of the rest."""
 
     def __init__(
-        self, text: str, vocab, *, val_fraction: float, seq_len: int, seed: int, name: str
+        self,
+        text: str,
+        vocab,
+        *,
+        val_fraction: float,
+        seq_len: int,
+        seed: int,
+        name: str,
+        test_fraction: float = 0.0,
     ):
         self.vocab, self.T, self.seed = vocab, seq_len, seed
         ids = vocab.encode(text).astype(smallest_int_dtype(len(vocab)), copy=False)
         ids = torch.from_numpy(ids)
         split = int(len(ids) * (1 - val_fraction))
-        self.train_ids, self.val_ids = ids[:split], ids[split:]
-        if len(self.val_ids) <= seq_len + 1:
-            raise ValueError(
-                f"data.dataset {name}: held-out split has {len(self.val_ids)} "
-                f"characters, fewer than seq_len+1"
-            )
+        test = split + int((len(ids) - split) * (1 - test_fraction))
+        self.train_ids, self.val_ids, self.test_ids = ids[:split], ids[split:test], ids[test:]
+        for which, held in (("held-out", self.val_ids), ("test", self.test_ids)):
+            if len(held) <= seq_len + 1 and (which == "held-out" or test_fraction):
+                raise ValueError(
+                    f"data.dataset {name}: {which} split has {len(held)} "
+                    f"characters, fewer than seq_len+1"
+                )
         self.num_train = len(self.train_ids)
 
     def batch(self, position: int, rank: int, world: int, batch_size: int):
@@ -86,17 +97,16 @@ class InMemoryText:
         starts = torch.randint(0, len(span) - self.T - 1, (batch_size,), generator=gen)
         return windows(self.train_ids, starts + span.start, self.T)
 
-    def val_batches(self, batch_size: int, num_batches: int) -> Iterator:
+    def val_batches(self, batch_size: int, num_batches: int, split: str = "val") -> Iterator:
         # fixed, evenly spaced windows: every evaluation scores the same text
-        starts = torch.linspace(0, len(self.val_ids) - self.T - 2, batch_size * num_batches)
+        ids = self.test_ids if split == "test" else self.val_ids
+        starts = torch.linspace(0, len(ids) - self.T - 2, batch_size * num_batches)
         for i in range(num_batches):
-            yield windows(
-                self.val_ids, starts[i * batch_size : (i + 1) * batch_size].long(), self.T
-            )
+            yield windows(ids, starts[i * batch_size : (i + 1) * batch_size].long(), self.T)
 
     def checksum(self) -> str:
         h = hashlib.sha256()  # over int64 ids, chunk by chunk: the digest runs had before
-        for ids in (self.train_ids, self.val_ids):
+        for ids in (self.train_ids, self.val_ids, self.test_ids):  # bytes as one held-out tail
             for chunk in ids.split(1 << 20):
                 h.update(chunk.long().numpy().tobytes())
         return h.hexdigest()[:16]

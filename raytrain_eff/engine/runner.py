@@ -65,6 +65,7 @@ class Runner:
         log: Callable[[dict], None] | None = None,
         start_from: dict | None = None,
         data_shards: dict | None = None,
+        stop_when: Callable[[dict], bool] | None = None,
     ):
         self.cfg, self.rank, self.world, self.group, self.device = cfg, rank, world, group, device
         # where rank 0's messages go ({"text", "step", "steps"}): the driver's console, or print
@@ -80,6 +81,10 @@ class Runner:
         self.start_from = start_from
         # this worker's Ray Data shards (ray.train.get_dataset_shard) of task.ray_datasets
         self.data_shards = data_shards or {}
+        # a stopping rule on the evaluations (say, a validation target): the run ends, with a
+        # report and checkpoint, at the first evaluation for which it returns True
+        self.stop_when = stop_when
+        self.setup_s = 0.0  # seconds run() spent in setup(): the task, model, methods, optimizer
         self.ckpt_revision = 0  # > 0 after a fallback: new checkpoints take no existing name
         self.last_eval: dict[str, float] = {}
         self._curv_draws = 0  # curvature batches drawn so far
@@ -263,7 +268,9 @@ class Runner:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> dict:
+        t0 = time.perf_counter()
         self.setup()
+        self.setup_s = time.perf_counter() - t0
         cfg = self.cfg
         steps = min(cfg.run.steps, cfg.run.stop_after or cfg.run.steps)
         dense = self.flops.count(self.model, self._batch(self.start_step, 0))
@@ -285,18 +292,30 @@ class Runner:
                     self.model, cfg.data.batch_size, cfg.run.eval_batches
                 )
                 row.update(self.last_eval)
+            stop = evaluating and self._stops()
             # a step's samples and tokens may differ between ranks (an attention mask's sum):
             # the row and the totals hold their sum over ranks, resolved with the loss
             counts = {K.SAMPLES: row[K.SAMPLES], K.TOKENS: row[K.TOKENS]}
             self.pending.add(row, stats.rank_share, {K.LOSS: stats.loss}, counts)
             if reporting or evaluating:
                 self._record(self.pending.resolve())
-            if reporting:
-                self._report(step, row, last=step + 1 == steps)
+            if reporting or stop:
+                self._report(step, row, last=stop or step + 1 == steps)
+            if stop:
+                break
         self._settle()
         if self.pusher is not None:
             self.pusher.close()
         return row
+
+    def _stops(self) -> bool:
+        """``stop_when`` on rank 0's evaluation, the same answer on every rank."""
+        if self.stop_when is None:
+            return False
+        flag = torch.tensor([float(self.rank == 0 and self.stop_when(self.last_eval))])
+        if self.ctx.distributed:
+            collectives.broadcast(flag, 0, self.group)
+        return bool(flag.item())
 
     def _settle(self) -> None:
         """Complete a parameter update a method's sync left in flight past its step."""

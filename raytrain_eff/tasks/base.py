@@ -41,6 +41,8 @@ class Task:
     builds_on_meta: ClassVar[bool] = True
     # True when the task streams Parquet row groups (data.plan) and so takes data.val_dataset
     streams_parquet: ClassVar[bool] = False
+    # True when the task can hold out a test split of bundled data (data.test_fraction)
+    offers_test_split: ClassVar[bool] = False
 
     def __init__(self, params: Any, data: Any, seed: int = 0, *, grad_accum: int = 1):
         self.params = params  # the task's hyper-parameter dataclass
@@ -78,6 +80,11 @@ class Task:
             raise ConfigError(
                 f"data.val_dataset: task {cfg.task.name} holds its data in memory "
                 f"and holds out data.val_fraction instead; unset it"
+            )
+        if cfg.data.test_fraction and not cls.offers_test_split:
+            raise ConfigError(
+                f"data.test_fraction: {cfg.data.test_fraction}: task {cfg.task.name} "
+                f"holds out no test split; set it to 0"
             )
         if not cls.reads_dataset or cfg.data.dataset in cls.builtin_datasets:
             return
@@ -149,6 +156,11 @@ class Task:
     def val_batches(self, batch_size: int, num_batches: int) -> Iterator[Any]:
         raise NotImplementedError
 
+    def test_batches(self, batch_size: int, num_batches: int) -> Iterator[Any]:
+        """The test split (``data.test_fraction`` of the held-out rows), which no evaluation
+        during training scores: for a final, unselected figure (``evaluate_test``)."""
+        raise ConfigError(f"data.test_fraction: {type(self).__name__} holds out no test split")
+
     # -- defaults ------------------------------------------------------------------------------
     def counts(self, batch: Any) -> tuple[int, int]:
         """(samples, tokens) in a batch; tokens = samples for non-sequence tasks."""
@@ -159,16 +171,26 @@ class Task:
         """Forward FLOPs the FLOP counter misses (CPU SDPA attention counts as 0)."""
         return 0.0
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, batch_size: int, num_batches: int) -> dict[str, float]:
+        return self.score(model, self.val_batches(batch_size, num_batches), "val")
+
+    def evaluate_test(
+        self, model: nn.Module, batch_size: int, num_batches: int
+    ) -> dict[str, float]:
+        """``evaluate`` on the test split: keys ``test_loss`` (, ``test_accuracy`` ...)."""
+        return self.score(model, self.test_batches(batch_size, num_batches), "test")
+
+    @torch.no_grad()
+    def score(self, model: nn.Module, batches: Iterator[Any], split: str) -> dict[str, float]:
+        """Mean loss over ``batches`` as ``{split}_loss``."""
         was_training = model.training
         model.eval()
         total, n = 0.0, 0
-        for batch in self.val_batches(batch_size, num_batches):
+        for batch in batches:
             total += float(self.loss(model, batch)) * self.counts(batch)[0]
             n += self.counts(batch)[0]
         model.train(was_training)
-        return {"val_loss": total / max(n, 1)}
+        return {f"{split}_loss": total / max(n, 1)}
 
     def forward_needs_every_rank(self, model: nn.Module) -> bool:
         """True when ``model``'s forward runs collectives (an FSDP unit gathers its parameters,

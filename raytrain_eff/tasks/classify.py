@@ -49,9 +49,10 @@ class Classifier(nn.Module):
 
 class InMemoryFeatures:
     """A bundled set (digits) held as tensors, behind ``StreamedFeatures``' interface: the last
-    ``val_fraction`` of a fixed shuffle is held out; epochs permute each rank's shard."""
+    ``val_fraction`` of a fixed shuffle is held out (its last ``test_fraction`` as a test
+    split); epochs permute each rank's shard."""
 
-    def __init__(self, dataset: str, val_fraction: float, seed: int):
+    def __init__(self, dataset: str, val_fraction: float, seed: int, test_fraction: float = 0.0):
         X, y, self.shape = load_features(dataset)
         split = int(len(y) * (1 - val_fraction))
         if split == 0 or split == len(y):
@@ -61,7 +62,13 @@ class InMemoryFeatures:
             )
         self.X, self.y = torch.from_numpy(X.reshape(len(X), *self.shape)), torch.from_numpy(y)
         self.seed, self.num_train, self.classes = seed, split, int(y.max()) + 1
-        self.num_val = len(y) - split
+        self.num_test = int((len(y) - split) * test_fraction)
+        self.num_val = len(y) - split - self.num_test
+        if test_fraction and not (self.num_val and self.num_test):
+            raise ValueError(
+                f"data.dataset {dataset}: {len(y) - split} held-out rows cannot be split "
+                f"with test_fraction={test_fraction}"
+            )
 
     def batch(self, position: int, rank: int, world: int, batch_size: int):
         idx = epoch_batch_indices(
@@ -75,7 +82,7 @@ class InMemoryFeatures:
         return self.X[idx], self.y[idx]
 
     def in_order(self, which: str, span: range, batch_size: int):
-        first = 0 if which == "train" else self.num_train
+        first = {"train": 0, "val": self.num_train, "test": self.num_train + self.num_val}[which]
         for start in range(span.start, span.stop, batch_size):
             rows = slice(first + start, first + min(start + batch_size, span.stop))
             yield self.X[rows], self.y[rows]
@@ -92,6 +99,7 @@ class ClassifyTask(Task):
     builtin_datasets = BUILTIN_TABULAR
     label_kind = "integer"
     streams_parquet = True
+    offers_test_split = True  # bundled data only (load refuses Parquet features)
 
     @classmethod
     def check_rows(cls, cfg) -> None:
@@ -112,13 +120,18 @@ class ClassifyTask(Task):
                     f"data.val_dataset: {d.val_dataset}: set for the bundled "
                     f"{d.dataset}, which holds out data.val_fraction instead"
                 )
-            self.rows = InMemoryFeatures(d.dataset, d.val_fraction, self.seed)
+            self.rows = InMemoryFeatures(d.dataset, d.val_fraction, self.seed, d.test_fraction)
             self.shape = self.rows.shape
         else:
             if self.params.model == "cnn":
                 raise ValueError(
                     "task.model: cnn needs image data (dataset: digits); "
                     "use model: mlp for Parquet features"
+                )
+            if d.test_fraction:
+                raise ConfigError(
+                    f"data.test_fraction: {d.test_fraction}: Parquet features "
+                    f"({d.dataset}) hold out no test split; set it to 0"
                 )
             self.rows = streamed_features(d, self.seed)
             self.shape = (len(self.rows.features),)
@@ -148,18 +161,23 @@ class ClassifyTask(Task):
     def shard_iterator(self, rank, world, batch_size):
         return self.rows.in_order("train", shard_rows(self.num_train, rank, world), batch_size)
 
+    def test_batches(self, batch_size, num_batches):
+        if not isinstance(self.rows, InMemoryFeatures) or not self.rows.num_test:
+            return super().test_batches(batch_size, num_batches)
+        return self.rows.in_order("test", range(self.rows.num_test), batch_size)
+
     @torch.no_grad()
-    def evaluate(self, model, batch_size, num_batches):
+    def score(self, model, batches, split):
         was = model.training
         model.eval()
         loss, correct, n = 0.0, 0, 0
-        for x, y in self.val_batches(batch_size, num_batches):
+        for x, y in batches:
             logits = model(x)
             loss += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             n += len(y)
         model.train(was)
-        return {"val_loss": loss / n, "val_accuracy": correct / n}
+        return {f"{split}_loss": loss / n, f"{split}_accuracy": correct / n}
 
     def checksum(self) -> str:
         return self.rows.checksum()

@@ -157,6 +157,7 @@ class LanguageModelTask(Task):
 
     builtin_datasets = BUILTIN_CORPORA
     streams_parquet = True
+    offers_test_split = True  # in-memory corpora only (load refuses a streamed one)
 
     @classmethod
     def required_columns(cls, data):
@@ -169,6 +170,11 @@ class LanguageModelTask(Task):
         )
         self.text: InMemoryText | StreamedText
         if kind == "bytes" and d.dataset not in BUILTIN_CORPORA:
+            if d.test_fraction:
+                raise ConfigError(
+                    f"data.test_fraction: {d.test_fraction}: streamed text ({d.dataset}) "
+                    f"holds out no test split; set it to 0"
+                )
             self.text = streamed_text(d, p.seq_len, self.seed)
         else:
             if d.val_dataset is not None:
@@ -186,6 +192,7 @@ class LanguageModelTask(Task):
                 seq_len=p.seq_len,
                 seed=self.seed,
                 name=d.dataset,
+                test_fraction=d.test_fraction,
             )
         self.vocab = self.text.vocab
         self.num_train = self.text.num_train
@@ -209,6 +216,11 @@ class LanguageModelTask(Task):
 
     def val_batches(self, batch_size, num_batches):
         return self.text.val_batches(batch_size, num_batches)
+
+    def test_batches(self, batch_size, num_batches):
+        if not isinstance(self.text, InMemoryText) or not len(self.text.test_ids):
+            return super().test_batches(batch_size, num_batches)
+        return self.text.val_batches(batch_size, num_batches, split="test")
 
     def counts(self, batch):
         return batch[0].shape[0], batch[0].numel()

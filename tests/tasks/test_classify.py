@@ -13,6 +13,7 @@ from raytrain_eff import config
 from raytrain_eff.engine import launch
 from raytrain_eff.engine.runner import build_task
 from raytrain_eff.tasks.base import shard_rows
+from raytrain_eff.typed import ConfigError
 
 
 def test_grad_accum_micro_batches_walk_through_the_epoch():
@@ -114,3 +115,31 @@ def test_streamed_parquet_run_resumes_exactly(digits_parquet, tmp_path):
     a, b = _losses(straight.run_dir), _losses(paused.run_dir)
     assert len(a) == len(b) == 8 and torch.isfinite(a).all()
     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_test_fraction_holds_out_test_rows_that_validation_never_scores():
+    plain = build_task(config.load(preset="digits-adamw"))
+    plain.load()
+    cfg = config.load(preset="digits-adamw", overrides=["data.test_fraction=0.5"])
+    task = build_task(cfg)
+    task.load()
+    rows = task.rows
+    assert task.num_train == plain.num_train  # the training rows do not change
+    assert rows.num_val + rows.num_test == plain.rows.num_val and rows.num_test > 0
+    val_y = torch.cat([y for _, y in task.val_batches(64, 1)])
+    test_y = torch.cat([y for _, y in task.test_batches(64, 1)])
+    held = torch.cat([y for _, y in plain.val_batches(64, 1)])
+    assert torch.equal(torch.cat([val_y, test_y]), held)  # validation first, test the tail
+    torch.manual_seed(0)
+    model = task.build_model()
+    scores = task.evaluate_test(model, 64, 1)
+    assert set(scores) == {"test_loss", "test_accuracy"}
+    assert scores != {k.replace("val", "test"): v for k, v in task.evaluate(model, 64, 1).items()}
+    with pytest.raises(ConfigError, match="data.test_fraction"):
+        plain.test_batches(64, 1)  # no test split without the option
+
+
+def test_a_task_without_a_test_split_refuses_test_fraction_before_launch():
+    cfg = config.load(preset="erm-digits", overrides=["data.test_fraction=0.5"])
+    with pytest.raises(ConfigError, match="data.test_fraction: 0.5: task erm"):
+        type(build_task(cfg)).preflight(cfg)
