@@ -164,7 +164,7 @@ WHY = {
     "diabetes": "scikit-learn's bundled regression data: where coordinate descent applies",
 }
 DP = {"full": {"dataset": "kjv", "passes": 10}, "smoke": {"dataset": "digits", "passes": 2}}
-RAY_STEPS = {"full": 700, "smoke": 0}  # 0: skipped (a Ray start-up is tens of seconds)
+ENGINE_STEPS = {"full": 700, "smoke": 25}
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -488,12 +488,9 @@ def pass_cost(name, data, spec):
 
 
 # --- data-parallel DASVRDA ------------------------------------------------------------------------
-def _dp_worker(rank, world, port, X, y, l1, l2, passes, out):
+def _dp_rank(rank, world, X, y, l1, l2, passes):
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
     n = len(y)
     lo, hi = rank * n // world, (rank + 1) * n // world
     rows = X if world == 1 else _take(X, lo, hi)
@@ -502,8 +499,7 @@ def _dp_worker(rank, world, port, X, y, l1, l2, passes, out):
     t0 = time.perf_counter()
     trace = solve(solver, max_passes=passes)
     # numpy travels by value: a shared tensor would die with this process
-    out.put((rank, time.perf_counter() - t0, solver.output.numpy(), trace.objective[-1]))
-    dist.destroy_process_group()
+    return rank, time.perf_counter() - t0, solver.output.numpy(), trace.objective[-1]
 
 
 def _take(X, lo, hi):
@@ -515,25 +511,9 @@ def _take(X, lo, hi):
 
 
 def _ranks(world, X, y, l1, l2, passes):
-    import socket
+    from raytrain_eff.engine import local_ranks
 
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    procs = [
-        ctx.Process(target=_dp_worker, args=(r, world, port, X, y, l1, l2, passes, out))
-        for r in range(world)
-    ]
-    for p in procs:
-        p.start()
-    results = sorted(out.get(timeout=600) for _ in procs)
-    for p in procs:
-        p.join()
-    return results
+    return local_ranks.spawn(_dp_rank, world, X, y, l1, l2, passes)
 
 
 def data_parallel(name, X, y, l1, l2, passes):
@@ -564,16 +544,14 @@ def data_parallel(name, X, y, l1, l2, passes):
     }
 
 
-def ray_scaling(steps: int) -> dict:
-    """The erm-dasvrda preset (kjv, λ₁ = 1e-4, λ₂ = 1e-6) on Ray Train workers through the
-    engine: 1 worker compiled, 1 and 2 workers on the torch path; steady steps/s from the
-    engine's per-step wall clock (metrics.parquet), start-up excluded."""
+def engine_scaling(steps: int) -> dict:
+    """The erm-dasvrda preset (kjv, λ₁ = 1e-4, λ₂ = 1e-6) through the engine's ``Runner`` on
+    spawned gloo ranks (``engine.local_ranks``, the group Ray Train would set up, without
+    Ray's start-up): 1 rank compiled, 1 and 2 ranks on the torch path; steady steps/s from
+    the engine's per-step wall clock (metrics.parquet), set-up excluded."""
     import tempfile
 
-    import pyarrow.parquet as pq
-
-    from raytrain_eff import config
-    from raytrain_eff.engine import launch
+    from raytrain_eff.engine import local_ranks
 
     arms = {
         "1 worker compiled": (1, "compiled"),
@@ -583,36 +561,40 @@ def ray_scaling(steps: int) -> dict:
     out: dict = {"preset": "erm-dasvrda", "steps": steps}
     with tempfile.TemporaryDirectory() as storage:
         for i, (arm, (workers, backend)) in enumerate(arms.items()):
-            cfg = config.load(
-                preset="erm-dasvrda",
-                overrides=[
-                    f"scaling.num_workers={workers}",
-                    f"methods.dasvrda.backend={backend}",
-                    f"run.steps={steps}",
-                    f"run.eval_interval={steps}",
-                    "run.report_interval=25",
-                    f"run.checkpoint_interval={steps}",
-                    f"run.storage_path={storage}",
-                    f"run.name=scaling-{i}",
-                    "monitor.progress=false",
-                ],
-            )
+            overrides = [
+                f"scaling.num_workers={workers}",
+                f"methods.dasvrda.backend={backend}",
+                f"run.steps={steps}",
+                f"run.eval_interval={steps}",
+                "run.report_interval=25",
+                f"run.checkpoint_interval={-(-steps // 25) * 25}",  # the last step's only
+                "monitor.progress=false",
+            ]
             t0 = time.perf_counter()
-            result = launch.fit(cfg, quiet=True)
-            total = time.perf_counter() - t0
-            table = pq.read_table(f"{result.run_dir}/metrics.parquet").to_pandas()
-            done, wall = table.step.to_numpy(), table.wall_s.to_numpy()
-            out[arm] = {
-                "steps_per_s": float((done[-1] - done[0]) / (wall[-1] - wall[0])),
-                "total_s": total,
-                "objective_last": (
-                    float(table["objective"].iloc[-1]) if "objective" in table else math.nan
-                ),
-            }
+            rank0 = local_ranks.spawn(_engine_rank, workers, overrides, f"{storage}/{i}")[0]
+            out[arm] = {**rank0, "total_s": time.perf_counter() - t0}
     base = out["1 worker torch"]["steps_per_s"]
     out["speedup_2_over_1_torch"] = out["2 workers torch"]["steps_per_s"] / base
     out["compiled_over_torch_1_worker"] = out["1 worker compiled"]["steps_per_s"] / base
     return out
+
+
+def _engine_rank(rank: int, world: int, overrides: list[str], run_dir: str) -> dict:
+    from raytrain_eff import config
+    from raytrain_eff.engine import local_ranks, records
+
+    cfg = config.load(preset="erm-dasvrda", overrides=overrides)
+    local_ranks.runner(cfg, rank, world, run_dir).run()
+    if rank != 0:
+        return {}
+    table = records.read_table(run_dir).to_pandas()
+    done, wall = table.step.to_numpy(), table.wall_s.to_numpy()
+    return {
+        "steps_per_s": float((done[-1] - done[0]) / (wall[-1] - wall[0])),
+        "objective_last": (
+            float(table["objective"].iloc[-1]) if "objective" in table else math.nan
+        ),
+    }
 
 
 # --- the record -----------------------------------------------------------------------------------
@@ -631,17 +613,17 @@ def _fmt(v, unit=""):
     return "not reached" if not math.isfinite(v) else f"{v:.3g}{unit}"
 
 
-def _ray_note(ray: dict) -> str:
-    if "steps_per_s" not in ray.get("2 workers torch", {}):
-        return f"Ray workers: not measured ({ray.get('error') or ray.get('skipped')})."
+def _engine_note(engine: dict) -> str:
+    if "steps_per_s" not in engine.get("2 workers torch", {}):
+        return f"Through the engine: not measured ({engine.get('error')})."
     return (
-        "On Ray Train workers through the engine (preset erm-dasvrda, one inner step per "
-        "engine step, start-up excluded): "
+        "Through the engine's Runner on spawned gloo ranks (preset erm-dasvrda, one inner "
+        "step per engine step, set-up excluded): "
         + ", ".join(
-            f"{arm} {ray[arm]['steps_per_s']:.3g} steps/s"
+            f"{arm} {engine[arm]['steps_per_s']:.3g} steps/s"
             for arm in ("1 worker compiled", "1 worker torch", "2 workers torch")
         )
-        + f"; 2 over 1 worker {ray['speedup_2_over_1_torch']:.2f}x."
+        + f"; 2 over 1 worker {engine['speedup_2_over_1_torch']:.2f}x."
     )
 
 
@@ -674,11 +656,10 @@ def main():
     dp = data_parallel(
         dp_plan["dataset"], X, y, *plan[dp_plan["dataset"]]["settings"][0], dp_plan["passes"]
     )
-    ray_steps = RAY_STEPS["smoke" if args.smoke else "full"]
     try:
-        dp["ray"] = ray_scaling(ray_steps) if ray_steps else {"skipped": "smoke run"}
+        dp["engine"] = engine_scaling(ENGINE_STEPS["smoke" if args.smoke else "full"])
     except Exception as err:  # the record keeps everything else; the failure is reported
-        dp["ray"] = {"error": f"{type(err).__name__}: {err}"[:500]}
+        dp["engine"] = {"error": f"{type(err).__name__}: {err}"[:500]}
     record(
         args,
         plan,
@@ -816,7 +797,7 @@ def record(args, plan, data, results, costs, dp, wall):
             f"(speedup {dp['speedup_2_over_1']:.2f}x, {dp['cores']} cores shared with other work), "
             f"{dp['seconds_compiled_1_process']:.2f} s compiled in one process, for "
             f"{dp['passes']} passes; 2 ranks equal each other {dp['ranks_equal']} and 1 rank to "
-            f"{dp['max_abs_diff_2_vs_1_rank']:.1e}. " + _ray_note(dp["ray"]),
+            f"{dp['max_abs_diff_2_vs_1_rank']:.1e}. " + _engine_note(dp["engine"]),
         ]
     )
     stop = StoppingRule(

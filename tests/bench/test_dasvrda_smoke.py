@@ -71,3 +71,7 @@ def test_dasvrda_bench_smoke(tmp_path):
     dp = record["method"]["data_parallel"]
     assert dp["ranks_equal"] is True and dp["max_abs_diff_2_vs_1_rank"] < 1e-10
     assert math.isfinite(dp["max_abs_diff_vs_compiled"])
+    # the preset through the engine's Runner on spawned ranks, 1 and 2 of them
+    assert all(
+        dp["engine"][arm]["steps_per_s"] > 0 for arm in ("1 worker torch", "2 workers torch")
+    )
