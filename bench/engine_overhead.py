@@ -12,6 +12,7 @@ lower bound of its geometric mean is above TARGET_RATIO.
 
     python bench/engine_overhead.py            # full: 5 alternating repetitions, ~5 min
     python bench/engine_overhead.py --smoke    # checks the script end to end (< 1 min)
+    python bench/engine_overhead.py --profile  # rank 0's engine arm under cProfile (CPU time)
 """
 
 from __future__ import annotations
@@ -154,8 +155,28 @@ def run_repetitions(overrides: list[str], reps: int) -> dict[str, dict[int, dict
     return found
 
 
+def profiled(rank: int, world: int, overrides: list[str], root: str) -> str:
+    """Rank 0's engine arm under cProfile on CPU time (waiting for a core or for the other
+    rank costs none): the engine's own functions, by cumulative seconds."""
+    import cProfile
+    import io
+    import pstats
+
+    profile = cProfile.Profile(time.process_time)
+    profile.enable()
+    engine_arm(rank, world, overrides, f"{root}/engine")
+    profile.disable()
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats("raytrain_eff", 30)
+    return text.getvalue()
+
+
 def main() -> None:
-    args = harness.parser(__doc__.splitlines()[0]).parse_args()
+    cli = harness.parser(__doc__.splitlines()[0])
+    cli.add_argument(
+        "--profile", action="store_true", help="print rank 0's engine profile; no result"
+    )
+    args = cli.parse_args()
     size = SMOKE if args.smoke else FULL
     steps, reps = size["steps"], size["repetitions"]
     overrides = [
@@ -167,6 +188,12 @@ def main() -> None:
     monitor_on = _monitor_available()
     if not monitor_on:
         overrides.append("monitor.enabled=false")
+    if args.profile:
+        from raytrain_eff.engine import local_ranks
+
+        with tempfile.TemporaryDirectory() as root:
+            print(local_ranks.spawn(profiled, WORKERS, overrides, root)[0])
+        return
     found = run_repetitions(overrides, reps)
     engine, plain = found["engine"], found["plain"]
     spec = harness.Claim(
