@@ -14,6 +14,7 @@ import json
 import math
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.table imports it at first use: here, not in a run
 import pyarrow.parquet as pq
 import torch
 

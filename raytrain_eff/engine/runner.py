@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from ray.train import Checkpoint  # imported with the engine, not at the first checkpoint
 from torch.utils import _pytree as pytree
 
 from raytrain_eff import catalog, collectives
@@ -472,8 +473,6 @@ class Runner:
         if not with_ckpt:
             self.report(metrics)
             return
-        from ray.train import Checkpoint
-
         # every rank writes its own shards; Ray uploads them all into one checkpoint
         save = dict(
             rank=self.rank,

@@ -30,6 +30,16 @@ def test_dasvrda_bench_smoke(tmp_path):
         assert claim["seeds"] == proto["eval_seeds"] and claim["group"].startswith("settings/")
         assert len(claim["per_seed"]) == len(proto["eval_seeds"])
         assert isinstance(claim["met"], bool)
+    # every setting is also reported against its fastest other arm (not a condition of met)
+    fastest = {n: c for n, c in proto["claims"].items() if n.startswith("fastest other")}
+    assert len(fastest) == 2 * len(settings)
+    assert all(not c["required"] and c["arm"] == "dasvrda" for c in fastest.values())
+    for s in settings:
+        for eps in ("1e-06", "1e-08"):
+            best = s["fastest_other"][eps]["arm"]
+            assert best in {"prox-svrg", "katyusha", s["library_arm"]}
+            medians = {a: s["seconds"][eps][a]["median"] for a in (best, "prox-svrg", "katyusha")}
+            assert all(medians[best] <= m for m in medians.values() if m is not None)
     assert {
         "per_pass_cost",
         "references_certified",
@@ -55,6 +65,13 @@ def test_dasvrda_bench_smoke(tmp_path):
     assert {c["dataset"] for c in costs} == {s["dataset"] for s in saga}
     for c in costs:
         assert set(c["seconds_per_pass"]) == {"dasvrda", "dasvrda-torch", "saga"}
+        # whole-run timings: every per-pass figure is positive
+        assert all(v["min"] > 0 for v in c["seconds_per_pass"].values())
+    assert set(record["method"]["wall_s"]["warm_up"]) == VR | {"saga", "cd"}
     dp = record["method"]["data_parallel"]
     assert dp["ranks_equal"] is True and dp["max_abs_diff_2_vs_1_rank"] < 1e-10
     assert math.isfinite(dp["max_abs_diff_vs_compiled"])
+    # the preset through the engine's Runner on spawned ranks, 1 and 2 of them
+    assert all(
+        dp["engine"][arm]["steps_per_s"] > 0 for arm in ("1 worker torch", "2 workers torch")
+    )
