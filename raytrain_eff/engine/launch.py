@@ -29,6 +29,7 @@ from raytrain_eff.engine import (
     shared_storage,
     storage,
 )
+from raytrain_eff.engine.checkpoint_manager import StartPoint
 from raytrain_eff.typed import ConfigError
 
 CONFIG_FILE = "config.yaml"
@@ -77,11 +78,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         trial=loop_config.get("trial", ""),
         report=ray.train.report,
         log=console.remote_log(sink) if sink is not None else None,
-        get_checkpoint=ray.train.get_checkpoint,
+        # Train's local mode keeps no checkpoints of its own: the engine keeps them in run_dir
+        get_checkpoint=ray.train.get_checkpoint if cfg.scaling.num_workers else None,
         summary_extra=loop_config.get("summary_extra"),
-        local_checkpoints=cfg.scaling.num_workers == 0,
-        init_checkpoint=loop_config.get("init_checkpoint"),
-        start_from=loop_config.get("start_from"),
+        start=loop_config.get("start") or StartPoint(),
         data_shards={
             name: ray.train.get_dataset_shard(name) for name in loop_config.get("datasets", ())
         },
@@ -103,13 +103,14 @@ def build_trainer(
     trial: str = "",
     storage_path: str | None = None,
     callbacks=None,
-    init_checkpoint: str | None = None,
+    start: StartPoint | None = None,
     progress=None,
     worker_logs: bool = False,
-    start_from: dict | None = None,
     datasets: dict | None = None,
 ):
     """The TorchTrainer for ``cfg``; ``storage_path`` overrides the config's (Tune trials).
+    ``start``: where the run starts when it has no checkpoint of its own since
+    (``checkpoint_manager.StartPoint``; default: its own newest, or fresh).
     ``progress``: a ``console.ProgressSink`` actor that shows rank 0's progress on the driver;
     ``worker_logs``: workers also log to ``<run_dir>/logs/worker-<rank>.log``; ``datasets``:
     ``task_datasets(cfg)`` when already asked ('train' is split between the workers, 'val'
@@ -128,10 +129,9 @@ def build_trainer(
             "run_name": name,
             "trial": trial,
             "run_dir": storage.join(base, name),
-            "init_checkpoint": init_checkpoint,
+            "start": start,
             "progress": progress,
             "worker_logs": worker_logs,
-            "start_from": start_from,
             "datasets": sorted(datasets),
             "summary_extra": {**provenance.current(), "machine": machine()},
         },
@@ -200,7 +200,7 @@ def fit(
         raise ConfigError("--from-checkpoint picks where a resumed run starts; add --resume")
     preflight.check(cfg)
     # chosen and verified here, so a bad checkpoint is named on this console in both modes
-    start = checkpoint.resolve_start(run_dir, from_checkpoint) if resume else None
+    start = StartPoint.resumed(run_dir, from_checkpoint) if resume else None
     cfg = _past_the_pause(cfg, start)
     os.environ.setdefault(HEALTH_CHECK_ENV, "1")
     log = console.driver_log(run_dir, name)
@@ -217,7 +217,7 @@ def fit(
             name,
             progress=sink,
             worker_logs=quiet,
-            start_from=start,
+            start=start,
             datasets=datasets,
             callbacks=[console.failure_notice(sink, name)] if sink else None,
         )
@@ -235,11 +235,13 @@ def fit(
     )
 
 
-def _past_the_pause(cfg: ExperimentConfig, start: dict | None) -> ExperimentConfig:
+def _past_the_pause(cfg: ExperimentConfig, start: StartPoint | None) -> ExperimentConfig:
     """A run paused at ``run.stop_after`` and resumed goes on to ``run.steps``: the pause it
     was given is behind it (a later ``run.stop_after=N`` on resume pauses it again)."""
     pause = cfg.run.stop_after
-    if start is None or pause is None or checkpoint.order(start["checkpoint"])[0] < pause:
+    if start is None or start.kind != "chosen" or pause is None:
+        return cfg
+    if checkpoint.order(start.path or "")[0] < pause:
         return cfg
     print(
         f"run.stop_after={pause} was reached; continuing to run.steps={cfg.run.steps}",

@@ -20,12 +20,14 @@ own metadata classes, and values through ``weights_only=True``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import pathlib
 import pickle
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import torch
@@ -40,6 +42,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
+from torch.distributed.checkpoint.state_dict_saver import AsyncSaveResponse
 
 from raytrain_eff.blocks.flat_shards import quiet
 from raytrain_eff.methods.base import sharded_state, world_size_independent_state
@@ -74,18 +77,48 @@ def save(
 ) -> list[str]:
     """Every rank writes its shards into ``directory`` (a collective when distributed);
     returns the names of the files this rank wrote. ``optimizer=None``: the model alone."""
+    return begin_save(directory, model, optimizer, group).wait()
+
+
+@dataclasses.dataclass
+class Writing:
+    """Shards being written; ``wait`` returns the names of the files this rank wrote once
+    they are on disk (DCP's writer syncs every file)."""
+
+    directory: pathlib.Path
+    before: set[str]
+    future: Future | None = None  # an asynchronous save's; None once done
+
+    def wait(self) -> list[str]:
+        if self.future is not None:
+            future, self.future = self.future, None
+            future.result()  # raises what the background save raised
+        return sorted(_files(self.directory) - self.before)
+
+
+def begin_save(
+    directory: pathlib.Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    group=None,
+    background: bool = False,
+) -> Writing:
+    """``save``, or with ``background`` a save that copies the state now and writes it in a
+    background thread; its ``group`` must then be a CPU process group of its own (the
+    writer's collectives must not interleave with training's)."""
     state: dict[str, Any] = {MODEL: get_model_state_dict(model)}
     if optimizer is not None:
         state[OPTIMIZER] = _optimizer_state(model, optimizer)
-    before = _files(directory)
+    writing = Writing(directory, _files(directory))
+    writer = dcp.FileSystemWriter(str(directory))
+    save = dcp.async_save if background else dcp.save
     with _one_process_is_intended():
-        dcp.save(
-            state,
-            storage_writer=dcp.FileSystemWriter(str(directory)),
-            process_group=group,
-            no_dist=not _distributed(group),
+        done = save(
+            state, storage_writer=writer, process_group=group, no_dist=not _distributed(group)
         )
-    return sorted(_files(directory) - before)
+    if background:  # a Future, or (with a stager that works in the background) a response
+        writing.future = done.upload_completion if isinstance(done, AsyncSaveResponse) else done
+    return writing
 
 
 def load(
