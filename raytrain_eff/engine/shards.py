@@ -51,15 +51,23 @@ MODEL, OPTIMIZER = "model", "optimizer"
 
 
 def optimizer_in_shards(optimizer: torch.optim.Optimizer) -> bool:
-    """True for torch's own optimizers, whose per-parameter state DCP keys by parameter name,
+    """True for torch's optimizers (and subclasses), whose per-parameter state DCP keys by name,
     and for a method's optimizer that offers its state in shards (``sharded_state``: FOSI/DHO2's
     flat vectors). Another layout of its own (the VR solvers, sublinear's neuron updates) is
     saved whole by rank 0 instead (``optimizer.pt``)."""
     if sharded_state(optimizer):
         return True
-    return type(optimizer).__module__.startswith(
-        "torch.optim"
-    ) and not world_size_independent_state(optimizer)
+    return _torch_layout(optimizer) and not world_size_independent_state(optimizer)
+
+
+def _torch_layout(optimizer: torch.optim.Optimizer) -> bool:
+    """One of torch's optimizers or a subclass of one (the baselines' ``DecoupledSGD``): state
+    per parameter. Saved whole instead, a subclass's state would be rank 0's slices alone
+    under fsdp, and every rank would resume with rank 0's momentum."""
+    return any(
+        c.__module__.startswith("torch.optim") and c is not torch.optim.Optimizer
+        for c in type(optimizer).__mro__
+    )
 
 
 def _optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
