@@ -62,7 +62,8 @@ def test_the_start_point_names_where_the_run_starts(tmp_path):
     own = _manager(run).choose(StartPoint.donor("/d/c"))  # its own first: a restart
     assert own == StartPoint("own", str(run / checkpoint.dir_name(8)))
     chosen = StartPoint.resumed(str(run), "4")
-    assert chosen == StartPoint("chosen", checkpoint.dir_name(4), tuple(checkpoint.listing(str(run))))
+    names = tuple(checkpoint.listing(str(run)))
+    assert chosen == StartPoint("chosen", checkpoint.dir_name(4), names)
     manager = _manager(run)
     assert manager.choose(chosen) == StartPoint(
         "chosen", str(run / checkpoint.dir_name(4)), revision=1
@@ -96,6 +97,45 @@ def test_a_background_save_holds_the_step_and_counts_only_once_finished(tmp_path
     restored = nn.Linear(3, 2)
     checkpoint.load_model(tmp_path / "c", restored)
     assert all(torch.equal(restored.state_dict()[k], v) for k, v in at_the_step.items())
+
+
+@pytest.mark.parametrize("ray_keeps", [False, True], ids=["engine-keeps", "ray-keeps"])
+def test_a_background_checkpoint_is_reported_with_its_own_steps_metrics(tmp_path, ray_keeps):
+    """Ray hears of a background save at the next report, with the metrics of its own step
+    and before that report's: its order of steps is kept."""
+    reported: list[tuple[int, str | None, str | None]] = []
+    read_manifest = checkpoint.read_manifest  # the argument below takes the module's name
+
+    def report(metrics, checkpoint=None, checkpoint_dir_name=None):
+        path = None if checkpoint is None else pathlib.Path(checkpoint.path)
+        if path is not None:  # what it points at is complete: the manifest checks out
+            assert read_manifest(path)["step"] == metrics["step"]
+        reported.append((metrics["step"], path and path.name, checkpoint_dir_name))
+
+    manager = CheckpointManager(
+        str(tmp_path),
+        rank=0,
+        world=1,
+        group=None,
+        keep=2,
+        background=True,
+        report=report,
+        get_checkpoint=(lambda: None) if ray_keeps else None,
+    )
+    model = nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = dict(attempt=0, model=model, optimizer=optimizer, methods=[])
+    manager.report({"step": 4}, save=dict(step=4, **state))
+    assert reported == []  # in flight
+    manager.report({"step": 6})
+    manager.report({"step": 8}, save=dict(step=8, **state))
+    manager.finish()  # the run's end
+    name = checkpoint.dir_name
+    if ray_keeps:  # each rank's own directory, uploaded under the checkpoint's name
+        assert [(s, d) for s, _, d in reported] == [(4, name(4)), (6, None), (8, name(8))]
+    else:
+        assert reported == [(4, name(4), None), (6, None, None), (8, name(8), None)]
+        assert checkpoint.listing(str(tmp_path)) == [name(4), name(8)]
 
 
 # -- a rank killed in the middle of a save, on real gloo ranks ----------------------------------
