@@ -14,9 +14,13 @@ Layout of one checkpoint directory (format 3)::
 
 Every rank writes its files into a local temporary directory and hands it to
 ``ray.train.report``, which uploads them all into one checkpoint directory; Ray registers the
-checkpoint only once all ranks have reported and uploaded. The manifest, written last by rank
-0, lists every rank's files with their checksums, so a checkpoint that lost a rank's shard (a
-rank killed mid-save) fails verification and is never resumed from. Nothing loads pickled
+checkpoint only once all ranks have reported and uploaded; without Ray (local mode, ranks
+spawned by ``engine.local_ranks``) every rank writes into one ``<name>.partial`` directory of
+the run, renamed once complete (``engine.checkpoint_manager``). The manifest, written last by
+rank 0 once every rank's shards are on disk (``begin_save`` then ``Saving.finish``; shards may
+be written in the background), lists every rank's files with their checksums, so a checkpoint
+that lost a rank's shard (a rank killed mid-save) fails verification and is never resumed
+from. Nothing loads pickled
 code (``weights_only=True``; DCP's metadata through a restricted unpickler). A run saved with
 P ranks resumes with P' ranks under either strategy: shards are resharded on load, and ranks
 without an RNG file are seeded from (seed, step, rank). Formats 1 and 2 (``model.pt`` and
