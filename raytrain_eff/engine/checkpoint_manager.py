@@ -40,6 +40,9 @@ Kind = Literal["fresh", "own", "ray", "chosen", "donor"]
 
 @dataclasses.dataclass(frozen=True)
 class StartPoint:
+    """Where a run starts: asked for by the launcher, resolved by ``CheckpointManager.choose``
+    (the kinds: this module's docstring)."""
+
     kind: Kind = "own"
     path: str | None = None  # chosen: a name in the run directory; resolved, donor: a URI
     existing: tuple[str, ...] = ()  # chosen: the run's checkpoint names when it was chosen
@@ -59,16 +62,6 @@ class StartPoint:
         if found is None:
             return cls()
         return cls("chosen", found["checkpoint"], tuple(found["existing"]))
-
-    def describe(self) -> str:
-        name = pathlib.PurePosixPath(self.path or "").name
-        return {
-            "fresh": "a fresh start",
-            "own": f"the run's newest good checkpoint, {name}",
-            "ray": f"Ray's checkpoint, {name}",
-            "chosen": f"the chosen checkpoint, {name}",
-            "donor": f"another trial's checkpoint, {self.path}",
-        }[self.kind]
 
 
 @dataclasses.dataclass
