@@ -17,10 +17,8 @@ lower bound of its geometric mean is above TARGET_RATIO.
 
 from __future__ import annotations
 
-import functools
 import math
 import pathlib
-import shutil
 import statistics
 import sys
 import tempfile
@@ -58,8 +56,7 @@ def _cfg(overrides: list[str]):
 
 def engine_arm(rank: int, world: int, overrides: list[str], run_dir: str) -> dict:
     """The product's ``Runner`` with every sink on: metrics.parquet, the exporter, and reports
-    with checkpoints, which every rank writes and Ray would then upload into one directory
-    (here copied into run_dir, as Ray's persistence does for local storage)."""
+    with checkpoints, every rank's shards written into run_dir (as on Ray's local storage)."""
     from raytrain_eff.engine import local_ranks, records
 
     t0 = time.perf_counter()
@@ -68,7 +65,6 @@ def engine_arm(rank: int, world: int, overrides: list[str], run_dir: str) -> dic
         rank,
         world,
         run_dir,
-        report=functools.partial(_upload, run_dir),
     )
     runner.run()
     if rank != 0:
@@ -84,12 +80,6 @@ def engine_arm(rank: int, world: int, overrides: list[str], run_dir: str) -> dic
         # rest is what the engine does around a step (statistics, sinks, reports)
         "outside_step_s": (wall[-1] - wall[0]) / (len(wall) - 1) - statistics.mean(steps[1:]),
     }
-
-
-def _upload(run_dir: str, metrics: dict, checkpoint=None, checkpoint_dir_name: str = "") -> None:
-    """What Ray's report does with a checkpoint on local storage: copy it into the run's."""
-    if checkpoint is not None:
-        shutil.copytree(checkpoint.path, f"{run_dir}/{checkpoint_dir_name}", dirs_exist_ok=True)
 
 
 def plain_arm(rank: int, world: int, overrides: list[str], run_dir: str) -> dict:

@@ -80,7 +80,7 @@ def _train(rank: int, world: int, overrides: list[str], run_dir: str) -> dict | 
     from raytrain_eff.engine import local_ranks
 
     cfg = config.load(preset="default", overrides=overrides)
-    runner = local_ranks.runner(cfg, rank, world, run_dir)  # reports (and checkpoints) dropped
+    runner = local_ranks.runner(cfg, rank, world, run_dir)
     runner.run()
     if rank != 0:
         return None

@@ -146,6 +146,8 @@ class RunConfig:
     report_interval: int = 50  # steps between ray.train.report calls
     checkpoint_interval: int = 250  # steps between checkpoints (a multiple of report_interval)
     num_to_keep: int = 2  # checkpoints kept
+    # write checkpoint shards in the background while training goes on (one save at a time)
+    checkpoint_async: bool = False
     max_failures: int = 0  # worker-group restarts from the latest checkpoint
     storage_path: str = "~/raytrain_runs"  # local dir, shared filesystem or pyarrow.fs URI
     name: str | None = None  # run name; default: <preset or task>-<timestamp>

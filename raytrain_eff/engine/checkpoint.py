@@ -14,9 +14,13 @@ Layout of one checkpoint directory (format 3)::
 
 Every rank writes its files into a local temporary directory and hands it to
 ``ray.train.report``, which uploads them all into one checkpoint directory; Ray registers the
-checkpoint only once all ranks have reported and uploaded. The manifest, written last by rank
-0, lists every rank's files with their checksums, so a checkpoint that lost a rank's shard (a
-rank killed mid-save) fails verification and is never resumed from. Nothing loads pickled
+checkpoint only once all ranks have reported and uploaded; without Ray (local mode, ranks
+spawned by ``engine.local_ranks``) every rank writes into one ``<name>.partial`` directory of
+the run, renamed once complete (``engine.checkpoint_manager``). The manifest, written last by
+rank 0 once every rank's shards are on disk (``begin_save`` then ``Saving.finish``; shards may
+be written in the background), lists every rank's files with their checksums, so a checkpoint
+that lost a rank's shard (a rank killed mid-save) fails verification and is never resumed
+from. Nothing loads pickled
 code (``weights_only=True``; DCP's metadata through a restricted unpickler). A run saved with
 P ranks resumes with P' ranks under either strategy: shards are resharded on load, and ranks
 without an RNG file are seeded from (seed, step, rank). Formats 1 and 2 (``model.pt`` and
@@ -38,10 +42,10 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import pathlib
 import posixpath
 import re
-import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -95,7 +99,44 @@ def listing(run_dir: str) -> list[str]:
     return sorted((n for n in names if order(n)[0] >= 0), key=order)
 
 
-def save(
+def save(directory: pathlib.Path, **save_args) -> None:
+    """Every rank calls this and writes its own shards into ``directory``; rank 0 writes the
+    rest, and the manifest last (``begin_save`` then ``finish``)."""
+    begin_save(directory, **save_args).finish()
+
+
+@dataclasses.dataclass
+class Saving:
+    """A save under way: every file but the manifest written, or (asynchronously) the shards
+    still being written. ``finish`` (a collective) waits for every rank's shards to be on disk
+    and only then has rank 0 write the manifest, so a rank that dies first leaves a directory
+    that no resume picks."""
+
+    directory: pathlib.Path
+    rank: int
+    world_size: int
+    group: object
+    writing: shards.Writing
+    manifest: dict  # rank 0's, without the shards' checksums
+    shared: bool  # every rank writes into this one directory (no upload merges them)
+
+    def finish(self) -> None:
+        written = self.writing.wait()
+        # in a shared directory, rank 0's DCP save ends only after every rank's data is
+        # written, so rank 0 checksums them all; else each rank its own files, for the upload
+        mine = {} if self.shared and self.rank else written
+        digests = {f"{SHARDS}/{n}": _digest(self.directory / SHARDS / n) for n in mine}
+        everyones = _gather_to_rank0(digests, self.rank, self.world_size, self.group)
+        if self.rank != 0:
+            return
+        if self.shared:
+            everyones = [{f"{SHARDS}/{n}": _digest(p) for n, p in _files(self.directory / SHARDS)}]
+        for digests in everyones:
+            self.manifest["files"].update(digests)
+        _durable_write(self.directory / MANIFEST, json.dumps(self.manifest, indent=1).encode())
+
+
+def begin_save(
     directory: pathlib.Path,
     *,
     rank: int,
@@ -107,9 +148,15 @@ def save(
     methods,
     group=None,
     extra: dict | None = None,
-) -> None:
-    """Every rank calls this and writes its own shards into ``directory``; rank 0 writes the
-    rest, and the manifest last. ``group``: the ranks' process group (None: the default)."""
+    background: bool = False,
+    background_group=None,
+    shared: bool = False,
+) -> Saving:
+    """Every rank: what this step holds, captured now. Rank 0 writes the RNG states, method
+    state and a whole optimizer's state; every rank starts writing its shards (with
+    ``background``, in a thread, over ``background_group``: a process group of its own).
+    ``group``: the ranks' process group (None: the default); ``shared``: all ranks write into
+    ``directory`` itself, not each into its own directory for an upload to merge."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -119,19 +166,20 @@ def save(
     method_states = {m.name: m.state_dict() for m in methods}
     in_shards = shards.optimizer_in_shards(optimizer)
     optimizer_state = None if in_shards else optimizer.state_dict()  # may gather, too
-    written = shards.save(directory / SHARDS, model, optimizer if in_shards else None, group)
-    mine = {f"{SHARDS}/{n}": _digest(directory / SHARDS / n) for n in written}
-    everyones = _gather_to_rank0(mine, rank, world_size, group)
-    if rank != 0:
-        return
+    writing = shards.begin_save(
+        directory / SHARDS,
+        model,
+        optimizer if in_shards else None,
+        background_group if background else group,
+        background,
+    )
     files: dict[str, str] = {}
-    for digests in everyones:
-        files.update(digests)
-    for r, state in enumerate(rngs):
-        files[f"rng_rank{r}.pt"] = _write(state, directory / f"rng_rank{r}.pt")
-    files["methods.pt"] = _write(method_states, directory / "methods.pt")
-    if optimizer_state is not None:
-        files["optimizer.pt"] = _write(optimizer_state, directory / "optimizer.pt")
+    if rank == 0:
+        for r, state in enumerate(rngs):
+            files[f"rng_rank{r}.pt"] = _write(state, directory / f"rng_rank{r}.pt")
+        files["methods.pt"] = _write(method_states, directory / "methods.pt")
+        if optimizer_state is not None:
+            files["optimizer.pt"] = _write(optimizer_state, directory / "optimizer.pt")
     manifest = {
         "format": FORMAT,
         "step": step,
@@ -140,13 +188,28 @@ def save(
         "files": files,
         **(extra or {}),
     }
-    tmp = directory / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(directory / MANIFEST)
+    return Saving(directory, rank, world_size, group, writing, manifest, shared)
+
+
+def _durable_write(path: pathlib.Path, data: bytes) -> None:
+    """``data`` at ``path`` all at once: written and synced under a temporary name first."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def _files(directory: pathlib.Path) -> list[tuple[str, pathlib.Path]]:
+    return sorted((p.name, p) for p in directory.iterdir() if p.is_file())
 
 
 def _write(obj, path: pathlib.Path) -> str:
-    torch.save(obj, path)
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())  # durable before the manifest that vouches for it
     return _digest(path)
 
 
@@ -162,21 +225,6 @@ def _gather_to_rank0(obj, rank: int, world_size: int, group) -> list:
     out: list | None = [None] * world_size if rank == 0 else None
     collectives.gather_object(obj, out, group, group_dst=0)
     return out or []
-
-
-def save_local(run_dir: str, *, keep: int, revision: int = 0, **save_args) -> pathlib.Path:
-    """Single-process runs: write into ``run_dir`` via a temporary name, keep the newest
-    ``keep``."""
-    root = pathlib.Path(run_dir)
-    final = root / dir_name(save_args["step"], revision)
-    tmp = root / (final.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save(tmp, **save_args)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    for old in listing(run_dir)[:-keep]:
-        shutil.rmtree(root / old, ignore_errors=True)
-    return final
 
 
 def newest_verified(run_dir: str, warn: Warn = _stderr) -> pathlib.Path | None:

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -30,6 +31,9 @@ from raytrain_eff.engine import (
     storage,
 )
 from raytrain_eff.typed import ConfigError
+
+if TYPE_CHECKING:
+    from raytrain_eff.engine.checkpoint_manager import StartPoint
 
 CONFIG_FILE = "config.yaml"
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
@@ -84,11 +88,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         trial=loop_config.get("trial", ""),
         report=ray.train.report,
         log=console.remote_log(sink) if sink is not None else None,
-        get_checkpoint=ray.train.get_checkpoint,
+        # Train's local mode keeps no checkpoints of its own: the engine keeps them in run_dir
+        get_checkpoint=ray.train.get_checkpoint if cfg.scaling.num_workers else None,
         summary_extra=loop_config.get("summary_extra"),
-        local_checkpoints=cfg.scaling.num_workers == 0,
-        init_checkpoint=loop_config.get("init_checkpoint"),
-        start_from=loop_config.get("start_from"),
+        start=loop_config.get("start"),
         data_shards={
             name: ray.train.get_dataset_shard(name) for name in loop_config.get("datasets", ())
         },
@@ -112,14 +115,15 @@ def build_trainer(
     trial: str = "",
     storage_path: str | None = None,
     callbacks=None,
-    init_checkpoint: str | None = None,
+    start: StartPoint | None = None,
     progress=None,
     worker_logs: bool = False,
-    start_from: dict | None = None,
     datasets: dict | None = None,
     marks: dict[str, float] | None = None,
 ):
     """The TorchTrainer for ``cfg``; ``storage_path`` overrides the config's (Tune trials).
+    ``start``: where the run starts when it has no checkpoint of its own since
+    (``checkpoint_manager.StartPoint``; default: its own newest, or fresh).
     ``progress``: a ``console.ProgressSink`` actor that shows rank 0's progress on the driver;
     ``worker_logs``: workers also log to ``<run_dir>/logs/worker-<rank>.log``; ``datasets``:
     ``task_datasets(cfg)`` when already asked ('train' is split between the workers, 'val'
@@ -138,10 +142,9 @@ def build_trainer(
             "run_name": name,
             "trial": trial,
             "run_dir": storage.join(base, name),
-            "init_checkpoint": init_checkpoint,
+            "start": start,
             "progress": progress,
             "worker_logs": worker_logs,
-            "start_from": start_from,
             "datasets": sorted(datasets),
             "startup": dict(marks or {}),
             "summary_extra": {**provenance.current(), "machine": machine()},
@@ -203,7 +206,8 @@ def fit(
     the start raises ``failures.RunFailed``, whose text is one line. ``marks``: start-up
     marks taken before the call (the CLI's ``command``); summary.json gets them all.
     """
-    from raytrain_eff.engine import checkpoint
+    # DCP loads with the manager: after the checks, not before every command
+    from raytrain_eff.engine.checkpoint_manager import StartPoint
 
     marks = {} if marks is None else marks
     name = cfg.run.name or default_name(cfg)
@@ -221,7 +225,7 @@ def fit(
         raise ConfigError("--from-checkpoint picks where a resumed run starts; add --resume")
     preflight.check(cfg)
     # chosen and verified here, so a bad checkpoint is named on this console in both modes
-    start = checkpoint.resolve_start(run_dir, from_checkpoint) if resume else None
+    start = StartPoint.resumed(run_dir, from_checkpoint) if resume else None
     cfg = _past_the_pause(cfg, start)
     log = console.driver_log(run_dir, name)
     shown = _start(cfg, address, quiet, log, marks)
@@ -238,7 +242,7 @@ def fit(
             name,
             progress=sink,
             worker_logs=quiet,
-            start_from=start,
+            start=start,
             datasets=datasets,
             callbacks=[console.failure_notice(sink, name)] if sink else None,
             marks=marks,
@@ -271,13 +275,15 @@ def _record_startup(run_dir: str, marks: dict[str, float]) -> None:
     records.write_summary(run_dir, summary)
 
 
-def _past_the_pause(cfg: ExperimentConfig, start: dict | None) -> ExperimentConfig:
+def _past_the_pause(cfg: ExperimentConfig, start: StartPoint | None) -> ExperimentConfig:
     """A run paused at ``run.stop_after`` and resumed goes on to ``run.steps``: the pause it
     was given is behind it (a later ``run.stop_after=N`` on resume pauses it again)."""
     from raytrain_eff.engine import checkpoint
 
     pause = cfg.run.stop_after
-    if start is None or pause is None or checkpoint.order(start["checkpoint"])[0] < pause:
+    if start is None or start.kind != "chosen" or pause is None:
+        return cfg
+    if checkpoint.order(start.path or "")[0] < pause:
         return cfg
     print(
         f"run.stop_after={pause} was reached; continuing to run.steps={cfg.run.steps}",

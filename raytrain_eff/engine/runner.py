@@ -10,26 +10,25 @@ device until a report, when one all-reduce and one copy complete the rows of eve
 the last (``engine.pending``).
 
 ``Runner`` takes its Ray entry points (report, get_checkpoint) as arguments, so the loop is
-the same under TorchTrainer, Train's local mode and Tune.
+the same under TorchTrainer, Train's local mode, Tune and ranks spawned without Ray; where it
+starts and where its checkpoints go belong to ``engine.checkpoint_manager``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import pathlib
 import secrets
-import tempfile
 import time
 from collections.abc import Callable
 
 import torch
-from ray.train import Checkpoint  # imported with the engine, not at the first checkpoint
 from torch.utils import _pytree as pytree
 
 from raytrain_eff import catalog, collectives
 from raytrain_eff.config import ExperimentConfig
-from raytrain_eff.engine import accounting, checkpoint, materialize, records, sharding, startup
+from raytrain_eff.engine import accounting, materialize, records, sharding, startup
+from raytrain_eff.engine.checkpoint_manager import CheckpointManager, StartPoint
 from raytrain_eff.engine.grad_sync import OverlappedGradientSync
 from raytrain_eff.engine.pending import PendingSteps
 from raytrain_eff.engine.totals import RankShare, RunTotals
@@ -59,12 +58,10 @@ class Runner:
         run_name: str,
         trial: str = "",
         report: Callable = lambda metrics, checkpoint=None, **kw: None,
-        get_checkpoint: Callable = lambda: None,
+        get_checkpoint: Callable | None = None,
         summary_extra: dict | None = None,
-        local_checkpoints: bool = False,
-        init_checkpoint: str | None = None,
+        start: StartPoint | None = None,
         log: Callable[[dict], None] | None = None,
-        start_from: dict | None = None,
         data_shards: dict | None = None,
         stop_when: Callable[[dict], bool] | None = None,
     ):
@@ -72,21 +69,27 @@ class Runner:
         # where rank 0's messages go ({"text", "step", "steps"}): the driver's console, or print
         self.log = log or (lambda event: print(event["text"], flush=True))
         self.run_dir, self.run_name, self.trial = run_dir, run_name, trial
-        self.report, self.get_checkpoint = report, get_checkpoint
         self.summary_extra = summary_extra or {}
-        # Train's local mode keeps no checkpoints of its own: the engine keeps them in run_dir
-        self.local_checkpoints = local_checkpoints
-        # a checkpoint to start from (a PBT exploit) when the run has none of its own yet
-        self.init_checkpoint = init_checkpoint
-        # `train --resume`: the checkpoint the driver chose (checkpoint.resolve_start)
-        self.start_from = start_from
+        # get_checkpoint: Ray's, and Ray keeps the checkpoints; None: the engine keeps them
+        # in run_dir (Train's local mode, ranks spawned without Ray)
+        self.checkpoints = CheckpointManager(
+            run_dir,
+            rank=rank,
+            world=world,
+            group=group,
+            keep=cfg.run.num_to_keep,
+            background=cfg.run.checkpoint_async,
+            report=report,
+            get_checkpoint=get_checkpoint,
+            warn=lambda text: self._log(f"warning: {text}"),
+        )
+        self.start = start or StartPoint()  # what the launcher asked for; setup resolves it
         # this worker's Ray Data shards (ray.train.get_dataset_shard) of task.ray_datasets
         self.data_shards = data_shards or {}
         # a stopping rule on the evaluations (say, a validation target): the run ends, with a
         # report and checkpoint, at the first evaluation for which it returns True
         self.stop_when = stop_when
         self.setup_s = 0.0  # seconds run() spent in setup(): the task, model, methods, optimizer
-        self.ckpt_revision = 0  # > 0 after a fallback: new checkpoints take no existing name
         self.last_eval: dict[str, float] = {}
         self._curv_draws = 0  # curvature batches drawn so far
         self._resumed: tuple[int, int] | None = None  # (step, world size) of the checkpoint
@@ -185,37 +188,19 @@ class Runner:
         return self._on_device(batch)
 
     def _restore(self) -> tuple[int, int]:
-        # the engine, not Ray, picks: Ray would hand every restart its latest checkpoint even
-        # when corrupted; checkpoint.choose falls back to the newest good one, and says so
-        if self.local_checkpoints:
-            pick = checkpoint.newest_name(self.run_dir)
-        else:
-            ckpt = self.get_checkpoint()
-            pick = None if ckpt is None else pathlib.PurePosixPath(ckpt.path).name
-        chosen = checkpoint.choose(
-            self.run_dir,
-            pick=pick,
-            start=self.start_from,
-            warn=lambda text: self._log(f"warning: {text}"),
-        )
-        if chosen is None:
-            return self._load_from(self.init_checkpoint) if self.init_checkpoint else (0, 0)
-        self.ckpt_revision = chosen.revision
-        with checkpoint.local_copy(chosen.uri) as directory:
-            return self._load_from(directory)
-
-    def _load_from(self, directory) -> tuple[int, int]:
-        # every rank reads its own slices of the shards, whatever layout wrote them
-        manifest = checkpoint.load(
-            pathlib.Path(directory),
-            rank=self.rank,
+        """(step, attempt) to start at, from the start point the manager resolves and loads:
+        every rank reads its own slices of the shards, whatever layout wrote them."""
+        self.start = self.checkpoints.choose(self.start)
+        manifest = self.checkpoints.load(
+            self.start,
             seed=self.cfg.run.seed,
             model=self.model,
             optimizer=self.optimizer,
             methods=self.methods,
             device=self.device,
-            group=self.group,
         )
+        if manifest is None:
+            return 0, 0
         self._resumed = (int(manifest["step"]), int(manifest["world_size"]))
         self._curv_draws = int(manifest.get("curvature_draws", 0))  # absent before: restart
         self.totals = RunTotals.from_manifest(
@@ -305,6 +290,7 @@ class Runner:
             if stop:
                 break
         self._settle()
+        self.checkpoints.finish()  # a save still in the background: on disk before exit
         if self.pusher is not None:
             self.pusher.close()
         return row
@@ -470,19 +456,13 @@ class Runner:
             self._progress(step, row)
         if final and self.rank == 0:
             records.write_summary(self.run_dir, self._summary(row))
-        if not with_ckpt:
-            self.report(metrics)
-            return
-        # every rank writes its own shards; Ray uploads them all into one checkpoint
+        # every rank writes its own shards; the manager reports them once all are on disk
         save = dict(
-            rank=self.rank,
-            world_size=self.world,
             step=step + 1,
             attempt=self.attempt,
             model=self.model,
             optimizer=self.optimizer,
             methods=self.methods,
-            group=self.group,
             extra={
                 "samples_seen": self.samples_seen,
                 "totals": self.totals.to_manifest(row[K.WALL]),
@@ -490,19 +470,7 @@ class Runner:
                 "curvature_draws": self._curv_draws,
             },
         )
-        if self.local_checkpoints:
-            ckpt_dir = checkpoint.save_local(
-                self.run_dir, keep=cfg.run.num_to_keep, revision=self.ckpt_revision, **save
-            )
-            self.report(metrics, checkpoint=Checkpoint.from_directory(str(ckpt_dir)))
-            return
-        with tempfile.TemporaryDirectory(prefix="raytrain_eff_ckpt_") as tmp:
-            checkpoint.save(pathlib.Path(tmp), **save)
-            self.report(
-                metrics,
-                checkpoint=Checkpoint.from_directory(tmp),
-                checkpoint_dir_name=checkpoint.dir_name(step + 1, self.ckpt_revision),
-            )
+        self.checkpoints.report(metrics, save=save if with_ckpt else None)
 
     def _summary(self, row: dict) -> dict:
         return {

@@ -20,12 +20,14 @@ own metadata classes, and values through ``weights_only=True``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import pathlib
 import pickle
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import torch
@@ -40,6 +42,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
+from torch.distributed.checkpoint.state_dict_saver import AsyncSaveResponse
 
 from raytrain_eff.blocks.flat_shards import quiet
 from raytrain_eff.methods.base import sharded_state, world_size_independent_state
@@ -48,15 +51,23 @@ MODEL, OPTIMIZER = "model", "optimizer"
 
 
 def optimizer_in_shards(optimizer: torch.optim.Optimizer) -> bool:
-    """True for torch's own optimizers, whose per-parameter state DCP keys by parameter name,
+    """True for torch's optimizers (and subclasses), whose per-parameter state DCP keys by name,
     and for a method's optimizer that offers its state in shards (``sharded_state``: FOSI/DHO2's
     flat vectors). Another layout of its own (the VR solvers, sublinear's neuron updates) is
     saved whole by rank 0 instead (``optimizer.pt``)."""
     if sharded_state(optimizer):
         return True
-    return type(optimizer).__module__.startswith(
-        "torch.optim"
-    ) and not world_size_independent_state(optimizer)
+    return _torch_layout(optimizer) and not world_size_independent_state(optimizer)
+
+
+def _torch_layout(optimizer: torch.optim.Optimizer) -> bool:
+    """One of torch's optimizers or a subclass of one (the baselines' ``DecoupledSGD``): state
+    per parameter. Saved whole instead, a subclass's state would be rank 0's slices alone
+    under fsdp, and every rank would resume with rank 0's momentum."""
+    return any(
+        c.__module__.startswith("torch.optim") and c is not torch.optim.Optimizer
+        for c in type(optimizer).__mro__
+    )
 
 
 def _optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
@@ -74,18 +85,48 @@ def save(
 ) -> list[str]:
     """Every rank writes its shards into ``directory`` (a collective when distributed);
     returns the names of the files this rank wrote. ``optimizer=None``: the model alone."""
+    return begin_save(directory, model, optimizer, group).wait()
+
+
+@dataclasses.dataclass
+class Writing:
+    """Shards being written; ``wait`` returns the names of the files this rank wrote once
+    they are on disk (DCP's writer syncs every file)."""
+
+    directory: pathlib.Path
+    before: set[str]
+    future: Future | None = None  # an asynchronous save's; None once done
+
+    def wait(self) -> list[str]:
+        if self.future is not None:
+            future, self.future = self.future, None
+            future.result()  # raises what the background save raised
+        return sorted(_files(self.directory) - self.before)
+
+
+def begin_save(
+    directory: pathlib.Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    group=None,
+    background: bool = False,
+) -> Writing:
+    """``save``, or with ``background`` a save that copies the state now and writes it in a
+    background thread; its ``group`` must then be a CPU process group of its own (the
+    writer's collectives must not interleave with training's)."""
     state: dict[str, Any] = {MODEL: get_model_state_dict(model)}
     if optimizer is not None:
         state[OPTIMIZER] = _optimizer_state(model, optimizer)
-    before = _files(directory)
+    writing = Writing(directory, _files(directory))
+    writer = dcp.FileSystemWriter(str(directory))
+    save = dcp.async_save if background else dcp.save
     with _one_process_is_intended():
-        dcp.save(
-            state,
-            storage_writer=dcp.FileSystemWriter(str(directory)),
-            process_group=group,
-            no_dist=not _distributed(group),
+        done = save(
+            state, storage_writer=writer, process_group=group, no_dist=not _distributed(group)
         )
-    return sorted(_files(directory) - before)
+    if background:  # a Future, or (with a stager that works in the background) a response
+        writing.future = done.upload_completion if isinstance(done, AsyncSaveResponse) else done
+    return writing
 
 
 def load(

@@ -25,6 +25,7 @@ from raytrain_eff.engine import (
     storage,
     trials,
 )
+from raytrain_eff.engine.checkpoint_manager import StartPoint
 from raytrain_eff.tune import reported, schedulers
 from raytrain_eff.tune import space as space_mod
 from raytrain_eff.tune.space import Entry, SweepSpec
@@ -118,7 +119,7 @@ def _trainer(
     trials_dir: str,
     shown: Shown,
     callback,
-    init_checkpoint: str | None = None,
+    start: StartPoint | None = None,
 ):
     """The trial's TorchTrainer: ``callback`` hands its reports to Tune; its progress and
     failures go to the sweep's console."""
@@ -131,7 +132,7 @@ def _trainer(
         trial=trial_id,
         storage_path=trials_dir,
         callbacks=callbacks,
-        init_checkpoint=init_checkpoint,
+        start=start,
         progress=shown.progress,
         worker_logs=shown.quiet,
     )
@@ -165,7 +166,7 @@ def _fit_reporting_checkpoints(cfg, name, trial_id, trials_dir, donor, shown: Sh
         trials_dir,
         shown,
         CheckpointRelay(queue),
-        init_checkpoint=donor.path if donor else None,
+        start=StartPoint.donor(donor.path) if donor else None,
     )
     outcome: list = []
     thread = threading.Thread(target=lambda: outcome.append(_capture(trainer.fit)), daemon=True)

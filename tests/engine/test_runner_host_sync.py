@@ -58,7 +58,6 @@ def _runner(cfg, run_dir, **kw) -> Runner:
         device=torch.device("cpu"),
         run_dir=str(run_dir),
         run_name="r",
-        local_checkpoints=True,
         **kw,
     )
 
@@ -176,7 +175,6 @@ def _train_on_ranks(rank, world, group, cfg, run_dir):
         device=torch.device("cpu"),
         run_dir=run_dir,
         run_name="r",
-        local_checkpoints=True,
     )
     runner._report = lambda *a, **k: None  # no checkpoints: the table is flushed below
     local: list[float] = []

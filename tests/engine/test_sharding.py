@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from raytrain_eff import config
+from raytrain_eff.engine.checkpoint_manager import StartPoint
 from raytrain_eff.typed import ConfigError
 
 TINY = {
@@ -78,7 +79,8 @@ def _train(rank, world, group, preset, overrides, run_dir, resume_from=None, sav
         run_dir=run_dir,
         run_name="t",
         report=report,
-        init_checkpoint=resume_from,
+        get_checkpoint=lambda: None,  # Ray's way: each rank's files through report
+        start=StartPoint.donor(resume_from) if resume_from else StartPoint(),
     )
     runner.run()
     state = sharding.full_model_state(runner.model) if runner.sharded else runner.model.state_dict()

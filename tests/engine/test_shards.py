@@ -230,8 +230,12 @@ def test_a_method_optimizer_with_its_own_layout_is_saved_whole(tmp_path):
             super().__init__(params, {"lr": 0.1})
             self.state["flat"] = {"v": torch.arange(4.0)}
 
+    from raytrain_eff.methods.baselines import DecoupledSGD
+
     model = _model()
     assert shards.optimizer_in_shards(torch.optim.AdamW(model.parameters()))
+    # a subclass of torch's keeps its layout: in shards (whole, it was rank 0's slices alone)
+    assert shards.optimizer_in_shards(DecoupledSGD(model.parameters(), 0.1, 0.9, False))
     flat = Flat(model.parameters())
     assert not shards.optimizer_in_shards(flat)
     _save_one_process(tmp_path / "c", model, flat, step=1)
