@@ -76,6 +76,13 @@ def _memory_cgroup() -> pathlib.Path | None:
     return None
 
 
+def cap_mechanism() -> str:
+    """How ``cap_memory`` will hold a rank spawned from here (ranks inherit this cgroup)."""
+    if _memory_cgroup() is not None:
+        return "cgroup v1 memory"
+    return "RLIMIT_AS (no writable cgroup v1 memory controller)"
+
+
 def cap_memory(cap_bytes: int, name: str) -> dict:
     """Hold this process to ``cap_bytes`` of memory from now on; returns how."""
     rss = status_bytes("VmRSS")
@@ -90,11 +97,11 @@ def cap_memory(cap_bytes: int, name: str) -> dict:
         if (group / "memory.memsw.limit_in_bytes").exists():  # swap counts too
             (group / "memory.memsw.limit_in_bytes").write_text(str(limit))
         (group / "cgroup.procs").write_text(str(os.getpid()))
-        return {"how": "cgroup v1 memory", "cgroup": str(group), "limit_bytes": limit, "rss": rss}
+        return {"how": cap_mechanism(), "cgroup": str(group), "limit_bytes": limit, "rss": rss}
     vm = status_bytes("VmSize")
     resource.setrlimit(resource.RLIMIT_AS, (vm + cap_bytes - rss, resource.RLIM_INFINITY))
     return {
-        "how": "RLIMIT_AS (no writable cgroup v1 memory controller)",
+        "how": cap_mechanism(),
         "limit_bytes": vm + cap_bytes - rss,
         "rss": rss,
     }

@@ -156,7 +156,8 @@ def memory_claims(size: dict, mem: dict) -> list[harness.Claim]:
             for world in size["worlds"]:
                 if world == 1:
                     continue
-                fraction = by_world[world]["part"][phase] / by_world[1]["part"][phase]
+                alone = by_world[1]["part"][phase]  # <= 0: no model-proportional part to halve
+                fraction = by_world[world]["part"][phase] / alone if alone > 0 else math.inf
                 claims.append(
                     harness.Claim(
                         name=f"{optimizer}_{phase}_p{world}_over_p1",
@@ -209,7 +210,7 @@ def demo_one(size: dict, mem: dict, root: pathlib.Path, optimizer: str) -> dict:
     state, base = full_state_bytes(optimizer, n), baseline_bytes(mem, optimizer)
     cap = int(base + CAP_SHARE * state)
     record: dict = {"n_params": n, "full_state_bytes": state, "baseline_bytes": base}
-    record["cap_bytes"] = cap
+    record |= {"cap_bytes": cap, "enforced_by": shard_ranks.cap_mechanism()}
 
     def spec(world: int, name: str, extra: tuple = (), **kw) -> dict:
         run_dir = root / name
@@ -518,7 +519,8 @@ def _notes(mem: dict, dem: dict, prof: dict) -> str:
             if "to" in k
         )
         lines.append(
-            f"{optimizer} cap {_mib(rec['cap_bytes'])} = baseline {_mib(rec['baseline_bytes'])}"
+            f"{optimizer} cap ({rec['enforced_by']}) {_mib(rec['cap_bytes'])} = baseline "
+            f"{_mib(rec['baseline_bytes'])}"
             f" + {CAP_SHARE} x {_mib(rec['full_state_bytes'])} ({rec['n_params']} parameters); "
             f"P = 1 {fate}; {pairs}."
         )

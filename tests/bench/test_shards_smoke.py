@@ -9,7 +9,7 @@ from smoke import run_smoke
 
 
 def test_shards_smoke(tmp_path):
-    record = run_smoke("shards", tmp_path, timeout=900)
+    record = run_smoke("shards", tmp_path, timeout=280)
     size, memory = record["config"]["size"], record["memory"]
     claims = record["protocol"]["claims"]
     for optimizer in size["optimizers"]:
