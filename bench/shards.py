@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 
@@ -141,6 +142,8 @@ def memory(size: dict, root: pathlib.Path) -> dict:
                 over = overrides(size, model, optimizer, "fsdp", world)
                 runs.append({"overrides": over, "run_dir": str(run_dir), "save_to": str(run_dir)})
             ranks = local_ranks.spawn(shard_ranks.train, world, runs)
+            for saved in root.glob(f"{optimizer}_p{world}_*/step*"):  # GBs; no run reads them
+                shutil.rmtree(saved)
             part = {
                 phase: max(big["peaks"][phase] - tiny["peaks"][phase] for tiny, big in ranks)
                 for phase in PHASES[optimizer]
