@@ -18,6 +18,8 @@ cap falls back to ``RLIMIT_AS`` (address space, a looser proxy), and the record 
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import pathlib
 import resource
@@ -227,7 +229,18 @@ def train(rank: int, world: int, runs: list[dict], cap: dict | None = None) -> l
         record["steps_per_s"] = (len(ends) - 1) / (ends[-1] - ends[0]) if len(ends) > 1 else None
         record["peaks"] = {k: v for k, v in peaks.peaks.items() if k != "start"}
         out.append(record)
+        del runner  # its wrapped phases are reference cycles: collected, not left to the next run
+        release()
     return out
+
+
+def release() -> None:
+    """Free what the finished run held and hand glibc's free heap back to the OS, so the next
+    run in this process starts from the interpreter, not from the last run's leftovers."""
+    gc.collect()
+    libc = ctypes.CDLL(None)
+    if hasattr(libc, "malloc_trim"):  # glibc only
+        libc.malloc_trim(0)
 
 
 def gloo_bandwidth(elements: int, repeats: int = 3) -> dict:

@@ -10,11 +10,12 @@ call ``engine.malloc`` in-process, as ``engine.launch`` does. Checkpoints are th
 
 1. Memory, measured (``shard_ranks.PhasePeaks``): every rank's peak RSS in each phase
    (``setup``, ``step``, DHO2's ``refresh``, checkpoint ``save``), kernel-measured by resetting
-   VmHWM at each phase edge. Each spawned group runs a tiny GPT first, then the measured one;
-   the model-proportional part is the measured run's peak minus the tiny run's, per rank and
-   phase (max over ranks). Claims: at most 0.6x the P = 1 part at P = 2 and 0.35x at P = 4, in
-   every phase, for AdamW and DHO2 (``hvp: central``, the route that keeps a refresh at 1/P).
-   P = 1 is fsdp on one rank: the same code, unsharded.
+   VmHWM at each phase edge. Each spawned group runs a tiny GPT twice (the first pays the
+   process's one-time set-up), then the measured one; the model-proportional part is the
+   measured run's peak minus the second tiny run's, per rank and phase (max over ranks).
+   Claims: at most 0.6x the P = 1 part at P = 2 and 0.35x at P = 4, in every phase, for AdamW
+   and DHO2 (``hvp: central``, the route that keeps a refresh at 1/P). P = 1 is fsdp on one
+   rank: the same code, unsharded; plain ddp on one rank is measured beside it (reported).
 2. The cap (``shard_ranks.cap_memory``: a cgroup v1 memory limit per rank, the kernel's OOM
    kill past it): the measured baseline (the tiny runs' highest peak) + 0.75x the model's
    computed full training state (parameter count x bytes each holds; never the arms' measured
@@ -64,6 +65,7 @@ FULL = {
         "dho2": ["task.n_layer=4", "task.n_embd=640", "task.n_head=8"],
     },
     "optimizers": ("adamw", "dho2"),
+    "ddp_reference": ("adamw",),  # plain ddp on one rank beside fsdp's P = 1 (reported)
     "demo_optimizers": ("adamw", "dho2"),
     "demo_pairs": ((2, 4), (4, 2)),
     "steps": 4,
@@ -80,6 +82,7 @@ SMOKE = {
         "dho2": ["task.n_layer=2", "task.n_embd=384", "task.n_head=2"],
     },
     "optimizers": ("dho2",),  # its runs have every phase: steps, refreshes, saves
+    "ddp_reference": (),
     "demo_optimizers": ("dho2",),
     "demo_pairs": ((2, 4),),
     "steps": 4,
@@ -130,26 +133,38 @@ def full_state_bytes(optimizer: str, n: int) -> int:
 
 # -- 1. memory per phase ----------------------------------------------------------------------
 def memory(size: dict, root: pathlib.Path) -> dict:
-    """{optimizer: {P: {"ranks": [[tiny, big] per rank], "part": {phase: bytes}}}}."""
+    """{optimizer: {P: {"ranks": [[tiny, big] per rank], "part": {phase: bytes}}}}; under
+    "ddp_p1", the same for plain ddp on one rank (a reference, not a claim)."""
     out: dict = {}
     for optimizer in size["optimizers"]:
-        out[optimizer] = {}
-        for world in size["worlds"]:
-            runs = []
-            for name, model in (("tiny", size["tiny"]), ("big", size["model"][optimizer])):
-                run_dir = root / f"{optimizer}_p{world}_{name}"
-                run_dir.mkdir()
-                over = overrides(size, model, optimizer, "fsdp", world)
-                runs.append({"overrides": over, "run_dir": str(run_dir), "save_to": str(run_dir)})
-            ranks = local_ranks.spawn(shard_ranks.train, world, runs)
-            for saved in root.glob(f"{optimizer}_p{world}_*/step*"):  # GBs; no run reads them
-                shutil.rmtree(saved)
-            part = {
-                phase: max(big["peaks"][phase] - tiny["peaks"][phase] for tiny, big in ranks)
-                for phase in PHASES[optimizer]
-            }
-            out[optimizer][world] = {"ranks": ranks, "part": part}
+        out[optimizer] = {w: _measure(size, root, optimizer, "fsdp", w) for w in size["worlds"]}
+        if optimizer in size["ddp_reference"]:
+            out[optimizer]["ddp_p1"] = _measure(size, root, optimizer, "ddp", 1)
     return out
+
+
+def _measure(size: dict, root: pathlib.Path, optimizer: str, strategy: str, world: int) -> dict:
+    """Three runs in the same spawned ranks: a tiny GPT to warm the process (imports and
+    one-time set-up that the first run of a process pays), the tiny GPT again (the baseline),
+    then the measured one; the model's part per phase is the last less the second."""
+    names = ("warm", "tiny", "big")
+    runs = []
+    for name in names:
+        model = size["model"][optimizer] if name == "big" else size["tiny"]
+        run_dir = root / f"{optimizer}_{strategy}_p{world}_{name}"
+        run_dir.mkdir()
+        over = overrides(size, model, optimizer, strategy, world)
+        runs.append({"overrides": over, "run_dir": str(run_dir), "save_to": str(run_dir)})
+    ranks = [
+        dict(zip(names, r, strict=True)) for r in local_ranks.spawn(shard_ranks.train, world, runs)
+    ]
+    for saved in root.glob(f"{optimizer}_{strategy}_p{world}_*/step*"):  # GBs; nothing reads them
+        shutil.rmtree(saved)
+    part = {
+        phase: max(r["big"]["peaks"][phase] - r["tiny"]["peaks"][phase] for r in ranks)
+        for phase in PHASES[optimizer]
+    }
+    return {"ranks": ranks, "part": part}
 
 
 def memory_claims(size: dict, mem: dict) -> list[harness.Claim]:
@@ -177,9 +192,13 @@ def memory_claims(size: dict, mem: dict) -> list[harness.Claim]:
 
 # -- 2. the capped demonstration --------------------------------------------------------------
 def baseline_bytes(mem: dict, optimizer: str) -> int:
-    """The measured baseline: the tiny runs' highest peak over ranks, phases and P."""
+    """The measured baseline: the tiny runs' highest peak over ranks, phases and P (the first
+    run of a process included: a capped rank runs only the model, and pays its set-up too)."""
     return max(
-        max(tiny["peaks"].values()) for run in mem[optimizer].values() for tiny, _ in run["ranks"]
+        max(r[name]["peaks"].values())
+        for run in mem[optimizer].values()
+        for r in run["ranks"]
+        for name in ("warm", "tiny")
     )
 
 
@@ -209,7 +228,7 @@ def demo(size: dict, mem: dict, root: pathlib.Path) -> dict:
 def demo_one(size: dict, mem: dict, root: pathlib.Path, optimizer: str) -> dict:
     """The cap for ``optimizer``'s model, the P = 1 run under it, then each (a, b) pair."""
     steps, split = size["steps"], size["every"]
-    n = mem[optimizer][1]["ranks"][0][1]["n_params"]
+    n = mem[optimizer][1]["ranks"][0]["big"]["n_params"]
     state, base = full_state_bytes(optimizer, n), baseline_bytes(mem, optimizer)
     cap = int(base + CAP_SHARE * state)
     record: dict = {"n_params": n, "full_state_bytes": state, "baseline_bytes": base}
@@ -240,7 +259,7 @@ def demo_one(size: dict, mem: dict, root: pathlib.Path, optimizer: str) -> dict:
                 eval_at_resume=True,
             )
             resumed = capped(b, again, cap, f"{a}to{b}_resumed")
-        straight = mem[optimizer][a]["ranks"][0][1]  # uncapped, P = a, rank 0
+        straight = mem[optimizer][a]["ranks"][0]["big"]  # uncapped, P = a, rank 0
         record[f"{a}to{b}"] = _compare(first, resumed, straight, split, steps)
     return record
 
@@ -504,7 +523,8 @@ def _notes(mem: dict, dem: dict, prof: dict) -> str:
     lines = []
     for optimizer, by_world in mem.items():
         text = "; ".join(
-            f"P = {w}: " + ", ".join(f"{ph} {_mib(v)}" for ph, v in r["part"].items())
+            (f"P = {w}: " if w != "ddp_p1" else "plain ddp at P = 1: ")
+            + ", ".join(f"{ph} {_mib(v)}" for ph, v in r["part"].items())
             for w, r in by_world.items()
         )
         lines.append(f"{optimizer} model-proportional peaks: {text}.")

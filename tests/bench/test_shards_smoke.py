@@ -16,12 +16,14 @@ def test_shards_smoke(tmp_path):
         for world in size["worlds"]:
             run = memory[optimizer][str(world)]
             assert len(run["ranks"]) == world
-            for tiny, big in run["ranks"]:
-                assert {"setup", "step", "refresh", "save"} <= set(big["peaks"])
-                assert big["n_params"] > tiny["n_params"]
+            for r in run["ranks"]:  # a warm-up run, the tiny baseline, the measured model
+                assert {"setup", "step", "refresh", "save"} <= set(r["big"]["peaks"])
+                assert r["big"]["n_params"] > r["tiny"]["n_params"] == r["warm"]["n_params"]
             # the model's part: the measured run's peak less the tiny run's, max over ranks
             for phase, part in run["part"].items():
-                assert part == max(b["peaks"][phase] - t["peaks"][phase] for t, b in run["ranks"])
+                assert part == max(
+                    r["big"]["peaks"][phase] - r["tiny"]["peaks"][phase] for r in run["ranks"]
+                )
             if world > 1:  # one bound per phase and P > 1, met iff under its target
                 claim = claims[f"{optimizer}_refresh_p{world}_over_p1"]
                 assert (
