@@ -361,8 +361,9 @@ def profile(spd: dict) -> dict:
     med = lambda arm: harness.summary([1 / r["steps_per_s"] for r in arm.values()])["median"]  # noqa: E731
     return {
         "n_params": n,
-        # forward and backward each all-gather every unit (reshard after forward); gradients
-        # reduce-scatter once; ddp's ring all-reduce sends and receives 2 x (P-1)/P of them
+        # forward and backward each all-gather every unit (reshard after forward; the root's
+        # small remainder, gathered once, counted twice); gradients reduce-scatter once;
+        # ddp's ring all-reduce sends and receives 2 x (P-1)/P of them
         "fsdp_bytes_per_step": {"all_gather": 2 * shared, "reduce_scatter": shared},
         "ddp_bytes_per_step": {"all_reduce": 2 * shared},
         "gloo_bytes_per_s": {"all_gather": gather, "reduce_scatter": scatter},
@@ -402,7 +403,7 @@ def main() -> None:
         headline=_headline(size, mem, dem, judged),
         config={
             "preset": "gpt-dense",
-            "size": {k: v for k, v in size.items() if k != "model"} | {"model": size["model"]},
+            "size": size,
             "dho2": DHO2 | {"hvp": "central"},
             "cap": f"measured baseline + {CAP_SHARE} x computed full training state",
             "threads_per_worker": 1,
@@ -539,7 +540,7 @@ def _notes(mem: dict, dem: dict, prof: dict) -> str:
             f"{k}: {'trained and resumed' if v['trained'] else 'failed'}"
             + (f", resume error {v['resume_error']:.1e}" if "resume_error" in v else "")
             for k, v in rec.items()
-            if "to" in k
+            if k[0].isdigit()  # the (a, b) pairs: "2to4", "4to2"
         )
         lines.append(
             f"{optimizer} cap ({rec['enforced_by']}) {_mib(rec['cap_bytes'])} = baseline "
@@ -552,8 +553,7 @@ def _notes(mem: dict, dem: dict, prof: dict) -> str:
         f"fsdp moves {_mib(sum(prof['fsdp_bytes_per_step'].values()))} per step per rank at "
         f"gloo's measured {_mib(prof['gloo_bytes_per_s']['all_gather'])}/s all-gather and "
         f"{_mib(prof['gloo_bytes_per_s']['reduce_scatter'])}/s reduce-scatter: "
-        f"{prof['fsdp_comm_s_per_step']:.3f} s of communication per step, not overlapped on 2 "
-        "cores."
+        f"{prof['fsdp_comm_s_per_step']:.3f} s of communication per step at those rates."
     )
     return (
         " ".join(lines)
