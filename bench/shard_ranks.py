@@ -198,7 +198,7 @@ def copy_report(save_to: str | None):
 
 
 def train(rank: int, world: int, runs: list[dict], cap: dict | None = None) -> list[dict]:
-    """``runs`` one after another in this process (a tiny model first, then the measured one);
+    """``runs`` one after another in this process (a warm-up, a tiny model, the measured one);
     each: ``overrides`` (gpt-dense), ``run_dir``, ``save_to``, ``resume_from``,
     ``eval_at_resume``. ``cap``: {"bytes", "name"}, set before anything is built."""
     from raytrain_eff import config
