@@ -203,6 +203,7 @@ def train(rank: int, world: int, runs: list[dict], cap: dict | None = None) -> l
     ``eval_at_resume``. ``cap``: {"bytes", "name"}, set before anything is built."""
     from raytrain_eff import config
     from raytrain_eff.engine import local_ranks, malloc
+    from raytrain_eff.engine.checkpoint_manager import StartPoint
 
     held = cap_memory(cap["bytes"], f"{cap['name']}_rank{rank}") if cap else None
     out = []
@@ -218,7 +219,7 @@ def train(rank: int, world: int, runs: list[dict], cap: dict | None = None) -> l
             world,
             spec["run_dir"],
             report=copy_report(spec.get("save_to")),
-            init_checkpoint=spec.get("resume_from"),
+            start=StartPoint.donor(spec["resume_from"]) if spec.get("resume_from") else None,
         )
         if not spec.get("save_to"):
             runner._report = lambda *a, **k: None  # throughput: training alone
