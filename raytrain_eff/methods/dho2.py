@@ -226,6 +226,9 @@ class DHO2Optimizer(FOSIOptimizer):
     def _local_slice(self, full: torch.Tensor) -> torch.Tensor:
         return self.slices.local(full)
 
+    def _local_runs(self) -> tuple[list[tuple[int, int]], int]:
+        return self.slices.runs[self.slices.rank], self.slices.size
+
     def _shards(self) -> list[torch.Tensor]:
         return [dtensor.local(p) for p in self.param_groups[0]["params"]]
 

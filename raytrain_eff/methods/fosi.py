@@ -44,7 +44,13 @@ from torch.nn.utils import vector_to_parameters
 from raytrain_eff.blocks import flat_shards
 from raytrain_eff.hparams.fosi import FOSIConfig
 from raytrain_eff.methods.base import Method, MethodContext, MethodOptimizer
-from raytrain_eff.methods.lanczos import HessianOperator, Hvp, RitzPairs, lanczos
+from raytrain_eff.methods.lanczos import (
+    HessianOperator,
+    Hvp,
+    RitzPairs,
+    lanczos,
+    start_vector_pieces,
+)
 from raytrain_eff.monitor import keys
 
 BASE_STATE = {"adamw": ("exp_avg", "exp_avg_sq"), "heavy_ball": ("momentum_buffer",)}
@@ -181,22 +187,27 @@ class FOSIOptimizer(MethodOptimizer):
         return out
 
     def _draw(self, seed: int) -> Callable[[int], torch.Tensor]:
-        """Local slice of the i-th random start vector; the full vector is seeded identically
-        everywhere, so any slicing sees the same vector."""
+        """Local slice of the i-th random start vector, drawn piece by piece
+        (``lanczos.start_vector_pieces``): the same vector under any slicing, never whole."""
 
         def draw(i: int) -> torch.Tensor:
-            gen = torch.Generator().manual_seed(seed * 1000003 + i)  # CPU: same on any device
-            full = torch.randn(self.n, generator=gen, dtype=torch.float64)
-            return self._local_slice(full).to(self.decay_mask.device)
+            runs, size = self._local_runs()
+            local = start_vector_pieces(seed * 1000003 + i, self.n, runs)
+            local = torch.nn.functional.pad(local, (0, size - local.numel()))  # ddp's padding
+            return local.to(self.decay_mask.device)
 
         return draw
+
+    def _local_runs(self) -> tuple[list[tuple[int, int]], int]:
+        """(start, length) of this rank's pieces of the flat vector, and its slice's length."""
+        return [(0, self.n)], self.n
 
     def _start(self) -> Callable[[int], torch.Tensor]:
         """This refresh's start vector v_0 = draw(0) (draw(i ≥ 1): breakdown restarts).
 
-        ``fixed``: seed 0 at every refresh, i.e. v_0 = randn(n) from
-        ``torch.Generator().manual_seed(0)``: the reference's one ``PRNGKey(0)`` vector
-        (regenerated rather than kept, so it costs no memory). ``fresh``: seed t + 1.
+        ``fixed``: seed 0 at every refresh: one fixed random vector, as the reference's one
+        ``PRNGKey(0)`` vector (regenerated rather than kept, so it costs no memory).
+        ``fresh``: seed t + 1.
         """
         return self._draw(0 if self.cfg.start_vector == "fixed" else self.t + 1)
 

@@ -27,7 +27,7 @@ basis Q is held as an (m × n/P) fp64 slice per rank.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, Protocol, get_args
 
 import torch
@@ -38,6 +38,27 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from raytrain_eff.hparams.fosi import HvpMode
 
 Psum = Callable[[torch.Tensor], torch.Tensor]
+START_CHUNK = 1 << 16  # elements of a start vector drawn from one seed
+
+
+def start_vector_pieces(seed: int, n: int, runs: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """The elements at ``runs`` ((start, length), in order) of one seeded standard-normal
+    n-vector (fp64). Chunk c of the vector is ``randn`` from its own seed (``seed``, c), so a
+    rank draws only the chunks its runs touch: every slicing sees the same vector, and no rank
+    holds the whole of it (FOSI's one run is the whole vector)."""
+    pieces, cached = [], (-1, torch.empty(0, dtype=torch.float64))
+    for start, length in runs:
+        at, end = start, start + length
+        while at < end:
+            c, first = at // START_CHUNK, (at // START_CHUNK) * START_CHUNK
+            if cached[0] != c:
+                gen = torch.Generator().manual_seed((seed << 24) ^ c)  # CPU: same on any device
+                size = min(START_CHUNK, n - first)
+                cached = (c, torch.randn(size, generator=gen, dtype=torch.float64))
+            take = min(end, first + START_CHUNK) - at
+            pieces.append(cached[1][at - first : at - first + take])
+            at += take
+    return torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.float64)
 
 
 @dataclasses.dataclass

@@ -12,7 +12,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from raytrain_eff.hparams.fosi import DHO2Config, FOSIConfig
 from raytrain_eff.methods.dho2 import DHO2Optimizer, Slices
 from raytrain_eff.methods.fosi import FOSIOptimizer
-from raytrain_eff.methods.lanczos import HVP_MODES, HessianOperator, lanczos
+from raytrain_eff.methods.lanczos import (
+    HVP_MODES,
+    START_CHUNK,
+    HessianOperator,
+    lanczos,
+    start_vector_pieces,
+)
 
 torch.set_num_threads(1)
 
@@ -234,7 +240,7 @@ def test_sharded_lanczos_equals_single_process(gloo, start_vector):
 def test_fixed_start_vector_is_one_seeded_vector_and_fresh_changes_per_refresh():
     model = mlp()
     n = sum(p.numel() for p in model.parameters())
-    v0 = torch.randn(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    v0 = start_vector_pieces(0, n, [(0, n)])  # seed 0's vector, whole
     starts = {}
     for kind in ("fixed", "fresh"):
         opt = FOSIOptimizer(model, FOSIConfig(start_vector=kind), ce, lambda: data(1))
@@ -249,3 +255,14 @@ def test_fixed_start_vector_is_one_seeded_vector_and_fresh_changes_per_refresh()
     rank1 = DHO2Optimizer(model, DHO2Config(), ce, lambda: data(1))
     rank1.slices = Slices(n, rank=1, world=3, group=None)  # s = ceil(51 / 3) = 17
     assert torch.equal(rank1._start()(0), v0[17:34])
+
+
+def test_start_vector_pieces_across_chunk_edges_equal_the_whole_vectors_slices():
+    n = 2 * START_CHUNK + 77  # three chunks, the last one short
+    whole = start_vector_pieces(3, n, [(0, n)])
+    assert whole.shape == (n,) and whole.dtype == torch.float64
+    runs = [(5, 3), (START_CHUNK - 2, 4), (START_CHUNK + 9, START_CHUNK + 60), (n - 1, 1)]
+    expected = torch.cat([whole[a : a + length] for a, length in runs])
+    assert torch.equal(start_vector_pieces(3, n, runs), expected)
+    assert not torch.equal(start_vector_pieces(4, n, [(0, 8)]), whole[:8])  # seeds differ
+    assert 0.98 < whole.std().item() < 1.02  # standard normal, chunk after chunk
