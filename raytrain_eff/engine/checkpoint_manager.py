@@ -34,6 +34,7 @@ from typing import Any, Literal
 import torch.distributed as dist
 from ray.train import Checkpoint  # imported with the engine, not at the first checkpoint
 
+from raytrain_eff import collectives
 from raytrain_eff.engine import checkpoint, storage
 
 Kind = Literal["fresh", "own", "ray", "chosen", "donor"]
@@ -164,7 +165,7 @@ class CheckpointManager:
             if self.rank == 0:
                 shutil.rmtree(directory, ignore_errors=True)
             if self.world > 1:
-                dist.barrier(group=self.group)  # cleared before any rank writes into it
+                collectives.barrier(self.group)  # cleared before any rank writes into it
         else:  # this rank's files, for Ray's upload to merge with the other ranks'
             directory = pathlib.Path(tempfile.mkdtemp(prefix="raytrain_eff_ckpt_"))
         saving = checkpoint.begin_save(
