@@ -184,7 +184,8 @@ def instrument(runner, peaks: PhasePeaks, record: dict, eval_at_resume: bool) ->
 
 
 def copy_report(save_to: str | None):
-    """``report`` as Ray Train's: every rank's checkpoint files into one directory per step."""
+    """A report that keeps each checkpoint the engine wrote (every rank's shards, complete
+    once reported) as ``save_to``/step<N>; given to rank 0 only, so one copy is made."""
 
     def report(metrics, checkpoint=None, **kwargs):
         if checkpoint is not None and save_to:
@@ -218,7 +219,7 @@ def train(rank: int, world: int, runs: list[dict], cap: dict | None = None) -> l
             rank,
             world,
             spec["run_dir"],
-            report=copy_report(spec.get("save_to")),
+            report=copy_report(spec.get("save_to") if rank == 0 else None),  # one copy
             start=StartPoint.donor(spec["resume_from"]) if spec.get("resume_from") else None,
         )
         if not spec.get("save_to"):

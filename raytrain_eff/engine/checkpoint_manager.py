@@ -195,6 +195,8 @@ class CheckpointManager:
             pending.directory.rename(pending.final)
             for old in checkpoint.listing(self.run_dir)[: -self.keep]:
                 shutil.rmtree(pathlib.Path(self.run_dir) / old, ignore_errors=True)
+        if self.world > 1:
+            collectives.barrier(self.group)  # no rank reports a name rank 0 has not yet given
         self._report(pending.metrics, checkpoint=Checkpoint.from_directory(str(pending.final)))
 
     def _writer_group(self):
