@@ -5,6 +5,7 @@ import json
 import pathlib
 import shutil
 
+import one_process_checkpoint
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -16,21 +17,8 @@ from raytrain_eff.engine.checkpoint import CheckpointError
 
 
 def _save(directory, step, seed=0, **kw):
-    torch.manual_seed(seed)
-    model = nn.Linear(3, 2)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    checkpoint.save(
-        pathlib.Path(directory),
-        rank=0,
-        world_size=1,
-        step=step,
-        attempt=0,
-        model=model,
-        optimizer=opt,
-        methods=[],
-        **kw,
-    )
-    return model
+    torch.manual_seed(seed)  # the seed picks the weights
+    return one_process_checkpoint.save(directory, step, **kw)
 
 
 def _flip_a_byte(path: pathlib.Path) -> None:

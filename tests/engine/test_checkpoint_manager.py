@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pathlib
 
+import one_process_checkpoint
 import pytest
 import torch
 from torch import nn
@@ -32,21 +33,6 @@ RUN = [
 KILLED_AT = 8  # the save of this step is cut short
 
 
-def _save(directory: pathlib.Path, step: int, model=None, **kw) -> None:
-    model = model or nn.Linear(3, 2)
-    checkpoint.begin_save(
-        directory,
-        rank=0,
-        world_size=1,
-        step=step,
-        attempt=0,
-        model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        methods=[],
-        **kw,
-    ).finish()
-
-
 def _manager(run_dir, **kw) -> CheckpointManager:
     return CheckpointManager(
         str(run_dir), rank=0, world=1, group=None, keep=2, report=lambda *a, **k: None, **kw
@@ -58,7 +44,7 @@ def test_the_start_point_names_where_the_run_starts(tmp_path):
     assert _manager(run).choose() == StartPoint("fresh")
     assert _manager(run).choose(StartPoint.donor("/d/c")) == StartPoint("donor", "/d/c")
     for step in (4, 8):
-        _save(run / checkpoint.dir_name(step), step)
+        one_process_checkpoint.save(run / checkpoint.dir_name(step), step)
     own = _manager(run).choose(StartPoint.donor("/d/c"))  # its own first: a restart
     assert own == StartPoint("own", str(run / checkpoint.dir_name(8)))
     chosen = StartPoint.resumed(str(run), "4")

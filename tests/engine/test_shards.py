@@ -7,6 +7,7 @@ import pathlib
 import pickle
 import shutil
 
+import one_process_checkpoint
 import pytest
 import torch
 from torch import nn
@@ -67,19 +68,6 @@ def _merged(root: pathlib.Path, world: int) -> pathlib.Path:
     return merged
 
 
-def _save_one_process(directory: pathlib.Path, model, optimizer, step: int) -> None:
-    checkpoint.save(
-        directory,
-        rank=0,
-        world_size=1,
-        step=step,
-        attempt=0,
-        model=model,
-        optimizer=optimizer,
-        methods=[],
-    )
-
-
 def _reference():
     model = _model()
     return model, _trained(model)
@@ -135,7 +123,7 @@ def _load_sharded(rank, world, group, directory):
 @pytest.mark.parametrize("world", [2, 3])
 def test_a_one_process_checkpoint_reshards_onto_fsdp_ranks(gloo, tmp_path, world):
     model, opt = _reference()
-    _save_one_process(tmp_path / "c", model, opt, step=3)
+    one_process_checkpoint.save(tmp_path / "c", 3, model, opt)
     state, moments = gloo.run(world, _load_sharded, str(tmp_path / "c"))[0]
     for name, value in model.state_dict().items():
         assert torch.equal(state[name], value)
@@ -149,8 +137,8 @@ def test_a_checkpoint_that_lost_a_ranks_shard_is_never_resumed_from(gloo, tmp_pa
     run = tmp_path / "run"
     _, older = _reference()
     model = _model()
-    _save_one_process(
-        run / checkpoint.dir_name(2), model, torch.optim.AdamW(model.parameters()), step=2
+    one_process_checkpoint.save(
+        run / checkpoint.dir_name(2), 2, model, torch.optim.AdamW(model.parameters())
     )
     gloo.run(2, _save_sharded, str(tmp_path))
     shutil.copytree(tmp_path / "rank0", run / checkpoint.dir_name(3))  # rank 1's never came
@@ -196,7 +184,7 @@ class _Payload:
 
 def test_shard_metadata_that_names_other_code_is_refused(tmp_path):
     model, opt = _reference()
-    _save_one_process(tmp_path / "c", model, opt, step=1)
+    one_process_checkpoint.save(tmp_path / "c", 1, model, opt)
     metadata = tmp_path / "c" / "shards" / ".metadata"
     marker = tmp_path / "pickled-code-ran"
     metadata.write_bytes(pickle.dumps(_Payload(marker)))
@@ -238,7 +226,7 @@ def test_a_method_optimizer_with_its_own_layout_is_saved_whole(tmp_path):
     assert shards.optimizer_in_shards(DecoupledSGD(model.parameters(), 0.1, 0.9, False))
     flat = Flat(model.parameters())
     assert not shards.optimizer_in_shards(flat)
-    _save_one_process(tmp_path / "c", model, flat, step=1)
+    one_process_checkpoint.save(tmp_path / "c", 1, model, flat)
     assert "optimizer.pt" in checkpoint.read_manifest(tmp_path / "c")["files"]
     with pytest.raises(CheckpointError, match="optimizer.pt does not match"):
         (tmp_path / "c" / "optimizer.pt").write_bytes(b"x")
