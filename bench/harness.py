@@ -59,20 +59,79 @@ def machine() -> dict:
     }
 
 
-_START_LOAD: list[float] = list(os.getloadavg())  # at import; parser() marks it again
+OTHERS_LIMIT = 0.25  # others' share of the cores above which a run counts as loaded
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_START: dict[str, Any] = {}
 
 
 def mark_start() -> None:
-    """Record the load average at the start of the run (``load`` compares it with the end)."""
-    _START_LOAD[:] = os.getloadavg()
+    """Take the readings ``load`` compares with the end: load averages, the machine's busy
+    CPU time, this run's own CPU time and the clock."""
+    _START.update(
+        load=list(os.getloadavg()), busy=_machine_busy_s(), own=_tree_cpu_s(), at=time.time()
+    )
 
 
 def load(start: Sequence[float] | None = None) -> dict:
-    """Load averages (1 / 5 / 15 min) at the start and end of the run beside the core count;
-    ``overloaded`` when any exceeded the cores: timings then include other work's."""
-    start = list(start if start is not None else _START_LOAD)
-    end, cores = list(os.getloadavg()), os.cpu_count() or 1
-    return {"cores": cores, "start": start, "end": end, "overloaded": max(start + end) > cores}
+    """Load averages (1 / 5 / 15 min) at the start and end of the run beside the core count,
+    and the CPU time other processes took during it as a share of the cores: ``overloaded``
+    when that share passed ``OTHERS_LIMIT`` (timings then include other work's). Judged on
+    CPU time, not the averages, which carry minutes of what ran before and count this run's
+    own processes too (a 4-rank arm on 2 cores is a load of 4)."""
+    if not _START:
+        mark_start()
+    wall = max(time.time() - _START["at"], 1e-9)
+    cores = os.cpu_count() or 1
+    others = max(0.0, (_machine_busy_s() - _START["busy"]) - (_tree_cpu_s() - _START["own"]))
+    share = others / (wall * cores)
+    return {
+        "cores": cores,
+        "start": list(start if start is not None else _START["load"]),
+        "end": list(os.getloadavg()),
+        "others_cpu_s": round(others, 2),
+        "wall_s": round(wall, 2),
+        "others_share": round(share, 4),
+        "overloaded": share > OTHERS_LIMIT,
+    }
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds every core has spent busy since boot (/proc/stat: user, nice, system, irq,
+    softirq; idle, I/O wait and steal are not work done here)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:8]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / _CLOCK_TICKS
+
+
+def _tree_cpu_s() -> float:
+    """CPU seconds of this process, the children it has waited for, and every live descendant
+    (with the children each of those waited for). A descendant that ended unwaited by this
+    tree is missed, so a run's own work can only be undercounted: the judgement errs loaded."""
+    t = os.times()
+    own = t.user + t.system + t.children_user + t.children_system
+    parents, ticks = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)"
+        except OSError:
+            continue  # ended while we looked
+        parents[int(entry)] = int(fields[1])
+        ticks[int(entry)] = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    me = os.getpid()
+    return own + sum(t for p, t in ticks.items() if _descends(p, me, parents)) / _CLOCK_TICKS
+
+
+def _descends(pid: int, ancestor: int, parents: dict[int, int]) -> bool:
+    seen = {pid}
+    while (pid := parents.get(pid, 0)) > 1 and pid not in seen:
+        if pid == ancestor:
+            return True
+        seen.add(pid)
+    return False
 
 
 # -- provenance -----------------------------------------------------------------------------
@@ -131,14 +190,15 @@ def verdict_change(held: bool, met: bool) -> str:
 
 
 def loaded_machine_note(consequence: str) -> str:
-    """A sentence for a result's notes when the load average exceeded the cores, saying what
-    that does to this benchmark's figures; empty on a quiet machine."""
-    load, cores = os.getloadavg(), os.cpu_count() or 1
-    if max(load) <= cores:
+    """A sentence for a result's notes when other processes took more than ``OTHERS_LIMIT``
+    of the cores during the run, saying what that does to this benchmark's figures; empty on
+    a quiet machine."""
+    reading = load()
+    if not reading["overloaded"]:
         return ""
     return (
-        f"The machine was loaded (load average {load[0]:.1f} / {load[1]:.1f} / "
-        f"{load[2]:.1f} over 1 / 5 / 15 min on {cores} cores): {consequence} "
+        f"The machine was loaded (other processes used {reading['others_share']:.0%} of the "
+        f"{reading['cores']} cores during the run): {consequence} "
     )
 
 

@@ -57,8 +57,11 @@ data), and the harness derives `met`: every claim met by its own data and no
 8. **Honest units.** Wall-clock beside hardware-independent counts (steps, passes, FLOPs).
    "Effective FLOPs" are what an ideal sparse kernel would do, not what ran on this CPU.
 9. **A quiet machine.** Arms alternate within a seed so noise falls on all of them; `load`
-   records the load averages at the start and end of the run with the core count, and a run
-   whose load exceeded the cores is flagged (`load.overloaded`, and below).
+   records the load averages at the start and end of the run with the core count, and the CPU
+   time other processes took during the run (the machine's busy time less this run's process
+   tree's): a run where others took more than a quarter of the cores is flagged
+   (`load.overloaded`, and below). The averages alone would flag a run for the minutes of
+   work before it, and for its own ranks.
 10. **Results at HEAD.** A result from a tree whose code under `raytrain_eff/` or `bench/`
     differs from HEAD is a draft: `status: "draft"`, `met: null`, the files in `draft_files`
     (each with its blob in `provenance`). The table below says whether a result's code is the
@@ -297,11 +300,14 @@ def _eval_seeds(record: dict) -> str:
 
 
 def _load(record: dict) -> str:
-    """Load averages (1 min) at start and end over the cores, flagged above the cores."""
+    """Load averages (1 min) at start and end over the cores, and other processes' share of
+    the cores during the run; flagged when the harness judged the run loaded."""
     machine = record.get("machine", {})
     load = record.get("load")
     if load:
         text = f"{_fmt(load['start'][0])} → {_fmt(load['end'][0])} on {load['cores']} cores"
+        if "others_share" in load:
+            text += f", others {load['others_share']:.0%}"
         over = load.get("overloaded")
     else:  # legacy: one reading, when the JSON was written
         cores, reading = machine.get("nproc"), machine.get("load_average")
@@ -311,7 +317,7 @@ def _load(record: dict) -> str:
         over = cores is not None and max(reading) > cores
     if machine.get("cuda"):
         text += f", {machine['cuda']}"
-    return text + (" — LOADED: above the core count" if over else "")
+    return text + (" — LOADED" if over else "")
 
 
 def _code(record: dict, git: Git) -> str:

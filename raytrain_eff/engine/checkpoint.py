@@ -122,9 +122,9 @@ class Saving:
 
     def finish(self) -> None:
         written = self.writing.wait()
-        # in a shared directory, rank 0's DCP save ends only after every rank's data is
-        # written, so rank 0 checksums them all; else each rank its own files, for the upload
-        mine = {} if self.shared and self.rank else written
+        # in a shared directory rank 0 checksums every rank's files once all are written (the
+        # gather is then only the barrier); else each rank its own files, for the upload
+        mine = {} if self.shared else written
         digests = {f"{SHARDS}/{n}": _digest(self.directory / SHARDS / n) for n in mine}
         everyones = _gather_to_rank0(digests, self.rank, self.world_size, self.group)
         if self.rank != 0:

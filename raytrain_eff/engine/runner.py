@@ -265,7 +265,8 @@ class Runner:
         row: dict = {}
         for step in range(self.start_step, steps):
             stats = self.train_step(step, dense)
-            startup.mark(self.marks, "first_step")
+            if step == self.start_step:
+                startup.mark(self.marks, "first_step")
             if step + 1 == steps:
                 startup.mark(self.marks, "last_step")
             row = stats.row()
@@ -456,8 +457,13 @@ class Runner:
             self._progress(step, row)
         if final and self.rank == 0:
             records.write_summary(self.run_dir, self._summary(row))
-        # every rank writes its own shards; the manager reports them once all are on disk
-        save = dict(
+        save = self._save_args(step, row) if with_ckpt else None
+        self.checkpoints.report(metrics, save=save)
+
+    def _save_args(self, step: int, row: dict) -> dict:
+        """What a checkpoint at ``step`` holds: every rank writes its own shards, and the
+        manager reports them once all are on disk."""
+        return dict(
             step=step + 1,
             attempt=self.attempt,
             model=self.model,
@@ -470,7 +476,6 @@ class Runner:
                 "curvature_draws": self._curv_draws,
             },
         )
-        self.checkpoints.report(metrics, save=save if with_ckpt else None)
 
     def _summary(self, row: dict) -> dict:
         return {

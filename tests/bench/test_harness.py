@@ -9,6 +9,7 @@ import math
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -312,12 +313,44 @@ def test_a_dirty_tree_writes_a_draft(tmp_path):
     assert _write(tmp_path, _protocol(), "c.json")["status"] == "result"
 
 
-def test_load_is_recorded_and_flagged_above_the_cores(tmp_path):
+def test_load_is_recorded_with_the_cpu_other_processes_took(tmp_path):
     _git_repo(tmp_path)
     rec = _write(tmp_path, _protocol(), "ok.json")["load"]
     assert rec["cores"] >= 1 and len(rec["start"]) == len(rec["end"]) == 3
-    assert rec["overloaded"] == (max(rec["start"] + rec["end"]) > rec["cores"])
-    assert harness.load(start=[1e6, 0, 0])["overloaded"]
+    assert rec["overloaded"] == (rec["others_share"] > harness.OTHERS_LIMIT)
+
+
+SPIN = "import time\nend = time.process_time() + 1.0\nwhile time.process_time() < end: pass\n"
+
+
+def _wait_for(path: pathlib.Path) -> None:
+    while not path.exists():
+        time.sleep(0.05)
+
+
+def test_the_runs_own_cpu_counts_its_descendants_but_not_a_strangers(tmp_path):
+    before = harness._tree_cpu_s()
+    subprocess.run([sys.executable, "-c", SPIN], check=True)  # a rank, waited for
+    waited = harness._tree_cpu_s()
+    assert waited - before > 0.9
+    done = tmp_path / "live"  # a rank still alive, not waited for yet
+    live = subprocess.Popen(
+        [sys.executable, "-c", SPIN + f"open({str(done)!r}, 'w').close()\ninput()"],
+        stdin=subprocess.PIPE,
+    )
+    _wait_for(done)
+    alive = harness._tree_cpu_s()
+    live.communicate(b"\n")
+    assert alive - waited > 0.9
+    # a process outside the tree: its shell exits at once, so it is adopted elsewhere
+    done = tmp_path / "stranger"
+    code = SPIN + f"open({str(done)!r}, 'w').close()\n"
+    script = tmp_path / "stranger.py"
+    script.write_text(code)
+    subprocess.run(["sh", "-c", f"{sys.executable} {script} &"], check=True)
+    after_shell = harness._tree_cpu_s()
+    _wait_for(done)
+    assert harness._tree_cpu_s() - after_shell < 0.5
 
 
 def test_provenance_names_untracked_code_with_its_blob(tmp_path):

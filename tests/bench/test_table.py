@@ -1,5 +1,5 @@
 """bench/table.py renders one README row per result: 3 significant figures, "not reached" for
-null, the worst of ALL claims, the load flagged above the cores, drafts and legacy records
+null, the worst of ALL claims, a loaded run flagged, drafts and legacy records
 named, and whether the measured code is the code at HEAD (checked in a real git repo)."""
 
 from __future__ import annotations
@@ -152,12 +152,14 @@ def test_a_never_reached_figure_is_the_worst(tmp_path):
     assert row[3] == "0/2 met; worst: b: worst seed not reached (needs > 1)"
 
 
-def test_load_above_the_cores_is_flagged(tmp_path):
+def test_a_loaded_run_is_flagged_with_the_others_share(tmp_path):
     git, _, _ = git_repo(tmp_path)
-    loaded = {"cores": 2, "start": [1.0, 1, 1], "end": [6.6, 5.9, 9.2], "overloaded": True}
-    assert cells(at(git, load=loaded), git)[6] == (
-        "1 → 6.6 on 2 cores — LOADED: above the core count"
+    loaded = {"cores": 2, "start": [1.0, 1, 1], "end": [6.6, 5.9, 9.2], "others_share": 0.4}
+    assert cells(at(git, load={**loaded, "overloaded": True}), git)[6] == (
+        "1 → 6.6 on 2 cores, others 40% — LOADED"
     )
+    quiet = {**loaded, "others_share": 0.02, "overloaded": False}
+    assert cells(at(git, load=quiet), git)[6] == "1 → 6.6 on 2 cores, others 2%"
 
 
 def test_violations_are_shortened(tmp_path):
@@ -254,7 +256,7 @@ def test_legacy_record_is_not_verified_at_head():
     row = cells(rec, lambda *a: pytest.fail(f"a legacy record needs no git, got {a}"))
     assert row[2] == "legacy (yes by the script's own verdict)"
     assert row[3] == "1/2 met; worst: second: 90% lower bound -0.02 (needs > 0)"
-    assert row[6] == "6.6 at the end on 2 cores — LOADED: above the core count"
+    assert row[6] == "6.6 at the end on 2 cores — LOADED"
     assert row[7] == "legacy record (01234567+dirty): not verified at HEAD"
 
 
