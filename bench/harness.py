@@ -444,6 +444,14 @@ class Claim:
     required: bool = True
     group: str = ""
 
+    @classmethod
+    def bound(
+        cls, name: str, arm: str, metric: str, value: float | dict, threshold: float, **more
+    ) -> Claim:
+        """``arm``'s own figure (one value, or one per seed/problem) against ``threshold``."""
+        values = value if isinstance(value, dict) else {"0": value}
+        return cls(name, arm, None, metric, values, kind="bound", threshold=threshold, **more)
+
     def problems(self) -> list[str]:
         found = []
         if self.kind not in KINDS:

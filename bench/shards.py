@@ -177,14 +177,12 @@ def memory_claims(size: dict, mem: dict) -> list[harness.Claim]:
                 alone = by_world[1]["part"][phase]  # <= 0: no model-proportional part to halve
                 fraction = by_world[world]["part"][phase] / alone if alone > 0 else math.inf
                 claims.append(
-                    harness.Claim(
-                        name=f"{optimizer}_{phase}_p{world}_over_p1",
-                        arm=f"{optimizer}_fsdp_p{world}",
-                        baseline=None,
-                        kind="bound",
-                        metric=f"model-proportional peak RSS in {phase}, P = {world} over P = 1",
-                        arm_values={"0": fraction},
-                        threshold=TARGETS[world],
+                    harness.Claim.bound(
+                        f"{optimizer}_{phase}_p{world}_over_p1",
+                        f"{optimizer}_fsdp_p{world}",
+                        f"model-proportional peak RSS in {phase}, P = {world} over P = 1",
+                        fraction,
+                        TARGETS[world],
                     )
                 )
     return claims
@@ -280,54 +278,46 @@ def _compare(first: dict, resumed: dict, straight: dict, split: int, steps: int)
 
 
 def demo_claims(size: dict, dem: dict) -> list[harness.Claim]:
+    bound = harness.Claim.bound
     claims = []
     for optimizer, rec in dem.items():
         claims.append(
-            harness.Claim(
-                name=f"{optimizer}_cap_fails_at_p1",
-                arm=f"{optimizer}_capped_p1",
-                baseline=None,
-                kind="bound",
-                metric="failed under the cap (1 = failed)",
-                arm_values={"0": float(not rec["p1"]["trained"])},
+            bound(
+                f"{optimizer}_cap_fails_at_p1",
+                f"{optimizer}_capped_p1",
+                "failed under the cap (1 = failed)",
+                float(not rec["p1"]["trained"]),
+                0.5,
                 lower_is_better=False,
-                threshold=0.5,
             )
         )
         for a, b in size["demo_pairs"]:
-            pair = rec[f"{a}to{b}"]
-            arm = f"{optimizer}_capped_{a}to{b}"
+            pair, arm = rec[f"{a}to{b}"], f"{optimizer}_capped_{a}to{b}"
             claims += [
-                harness.Claim(
-                    name=f"{optimizer}_cap_trains_{a}to{b}",
-                    arm=arm,
-                    baseline=None,
-                    kind="bound",
-                    metric=f"trained, saved at P = {a} and resumed at P = {b} under the cap "
+                bound(
+                    f"{optimizer}_cap_trains_{a}to{b}",
+                    arm,
+                    f"trained, saved at P = {a} and resumed at P = {b} under the cap "
                     "(1 = both halves finished)",
-                    arm_values={"0": float(pair["trained"])},
+                    float(pair["trained"]),
+                    0.5,
                     lower_is_better=False,
-                    threshold=0.5,
                 ),
-                harness.Claim(
-                    name=f"{optimizer}_resume_exact_{a}to{b}",
-                    arm=arm,
-                    baseline=None,
-                    kind="bound",
-                    metric="relative difference of the validation loss at the split: capped "
+                bound(
+                    f"{optimizer}_resume_exact_{a}to{b}",
+                    arm,
+                    "relative difference of the validation loss at the split: capped "
                     "and as resumed at the other world size, against the straight run",
-                    arm_values={"0": pair.get("resume_error", math.inf)},
-                    threshold=RESUME_TOLERANCE,
+                    pair.get("resume_error", math.inf),
+                    RESUME_TOLERANCE,
                 ),
-                harness.Claim(
-                    name=f"{optimizer}_final_val_{a}to{b}_vs_straight",
-                    arm=arm,
-                    baseline=None,
-                    kind="bound",
-                    metric="relative difference of the final validation loss from the "
+                bound(
+                    f"{optimizer}_final_val_{a}to{b}_vs_straight",
+                    arm,
+                    "relative difference of the final validation loss from the "
                     "straight run's (other batches after the switch; reported)",
-                    arm_values={"0": pair.get("final_val_difference", math.inf)},
-                    threshold=0.02,
+                    pair.get("final_val_difference", math.inf),
+                    0.02,
                     required=False,
                 ),
             ]

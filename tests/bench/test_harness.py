@@ -359,3 +359,11 @@ def test_provenance_names_untracked_code_with_its_blob(tmp_path):
     source = harness.provenance(tmp_path)
     assert source["dirty"] and len(source["dirty_files"]["bench/probe.py"]) == 40
     assert "+dirty" in harness.commit_string(source)
+
+
+def test_a_bound_claim_from_one_figure_or_one_per_seed():
+    one = harness.Claim.bound("c", "arm", "seconds", 0.4, 0.5)
+    assert one.kind == "bound" and one.baseline is None and one.arm_values == {"0": 0.4}
+    assert not one.problems()
+    per_seed = harness.Claim.bound("d", "arm", "share", {"1": 0.9, "2": 0.7}, 0.5, required=False)
+    assert per_seed.arm_values == {"1": 0.9, "2": 0.7} and not per_seed.required
