@@ -450,7 +450,16 @@ class Claim:
     ) -> Claim:
         """``arm``'s own figure (one value, or one per seed/problem) against ``threshold``."""
         values = value if isinstance(value, dict) else {"0": value}
-        return cls(name, arm, None, metric, values, kind="bound", threshold=threshold, **more)
+        return cls(
+            name=name,
+            arm=arm,
+            baseline=None,
+            metric=metric,
+            arm_values=values,
+            kind="bound",
+            threshold=threshold,
+            **more,
+        )
 
     def problems(self) -> list[str]:
         found = []
