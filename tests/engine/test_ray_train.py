@@ -51,7 +51,12 @@ def test_resume_on_two_workers_matches_the_straight_run(run_cfg):
         "run.eval_interval=0",
     ]
     straight = launch.fit(run_cfg("digits-sgd", *common))
-    paused = launch.fit(run_cfg("digits-sgd", *common, "run.stop_after=12"))
+    # the paused run saves in the background (dcp.async_save): Ray Train registers each save
+    # at the next report, and the last one before the workers exit
+    paused = launch.fit(
+        run_cfg("digits-sgd", *common, "run.stop_after=12", "run.checkpoint_async=true")
+    )
+    assert paused.checkpoint_path and paused.checkpoint_path.endswith("checkpoint_step00000012")
     launch.fit(launch.load_run_config(paused.run_dir), resume=True)  # past its pause: on to 24
     a, b = _table(straight.run_dir), _table(paused.run_dir)
     assert b["step"].tolist() == list(range(24))
