@@ -1,19 +1,24 @@
 """Benchmark: cost of the Prometheus exporter to training, and how fast a scrape answers.
 
-1. Throughput with the exporter off (A) and on (B), alternating A B A B ... in blocks of a few
-   steps inside each pair's training loop, so machine noise cancels in the per-pair ratio B/A.
-   Both sides train the same MLP and build the same per-step statistics dict (the engine builds
-   it anyway for its Parquet table); B also calls ``MetricsPusher.push`` every step, on the Ray
-   path the engine uses (a local Ray instance, the node's exporter actor) while a separate
-   process scrapes the exporter once a second, as Prometheus would. Each pair is one evaluation
-   seed (the model's init seed); the claim is the paired per-seed ratio on/off
+1. Throughput with the exporter off and on: the packaged ``digits-sgd`` preset (a small CNN
+   on scikit-learn's digits, SGD with momentum) trained by the product's ``Runner`` on one
+   spawned gloo rank (``engine.local_ranks``, 1 thread) with ``monitor.enabled`` false or
+   true, nothing else changed. The rank runs inside a local Ray instance, so the on arm's
+   pusher takes the engine's Ray path (the node's exporter actor), while a separate process
+   scrapes the exporter once a second, as Prometheus would, through both arms. Each pair is
+   one evaluation seed (``run.seed``); the arms alternate between pairs (off first in even
+   pairs, on first in odd ones) after an untimed warm-up run of each. The figure is the
+   steady-state samples/s from the engine's own metrics.parquet (end of step 1 to end of the
+   last step) and samples per process CPU second between reports (all threads, so Ray's
+   sending threads are charged to the on arm). The claim is the paired per-seed ratio on/off
    (``harness.paired``). Target: the worst pair, or the 90% bootstrap lower bound of the
    geometric mean, >= 0.99, with no pair below 0.97; in wall time -- or, when the machine is
-   loaded (load average above its core count), in CPU time of the training process, since wall
-   time then mostly measures waiting for a core.
-2. Scrape latency with 2 nodes x 8 workers of series: two exporter processes, each fed by 8
-   pushers with every statistic while the benchmark scrapes both over HTTP. Target: p95 < 50 ms
-   on every node (an absolute bound, not a comparison: it is checked, not paired).
+   loaded (load average above its core count), in CPU time, since wall time then mostly
+   measures waiting for a core.
+2. Scrape latency with 2 nodes x 8 workers of series: two processes, each running the
+   package's ``NodeExporter`` fed by 8 ``MetricsPusher``s with every statistic while the
+   benchmark scrapes both over HTTP. Target: p95 < 50 ms on every node (an absolute bound,
+   not a comparison: it is checked, not paired).
 
 An overhead benchmark under the protocol of bench/README.md: the same workload with one
 component (the exporter) on and off, nothing tuned. The full run takes ~3-4 minutes on 2 cores.
@@ -34,9 +39,6 @@ import tempfile
 import time
 import urllib.request
 
-import torch
-from torch import nn
-
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
 from bench.harness import (
     Arm,
@@ -54,9 +56,12 @@ from bench.harness import (
 from raytrain_eff.monitor.exporter import NodeExporter
 from raytrain_eff.monitor.push import MetricsPusher
 
-# ~30 ms steps on one CPU thread: short next to the default GPT's ~400 ms, long enough that a
-# run (STEPS steps) lasts seconds and scheduler noise averages out inside it
-B, D_IN, HIDDEN, CLASSES = 128, 512, 1024, 10
+# ~4 ms steps on one CPU thread: short next to the default GPT's ~400 ms, so the exporter's
+# share of a step is as large as the packaged presets make it
+PRESET = "digits-sgd"
+ARMS = ("off", "on")
+QUIET = ("monitor.progress=false",)
+SCRAPE_BATCH = 128  # the batch the scrape benchmark's synthetic workers report
 TARGET_RATIO, FLOOR_RATIO, SCRAPE_P95_S = 0.99, 0.97, 0.050
 CLAIMS = {"wall": "throughput_on_over_off", "cpu": "cpu_throughput_on_over_off"}
 SCRAPER = (
@@ -67,63 +72,57 @@ SCRAPER = (
 
 
 # ---------------------------------------------------------------------------- 1. throughput
-def pair(steps: int, block: int, seed: int, pusher: MetricsPusher) -> tuple[tuple, tuple]:
-    """One A/B pair inside one training loop: blocks of ``block`` steps alternate exporter off
-    (A) and on (B), so slow drifts of the machine (clock, other load) hit both alike. Returns
-    ((samples per wall s, per CPU s, push share) off, (...) on) over ``steps`` steps each,
-    after 20 warm-up steps. CPU time counts every thread of the process, so Ray's threads
-    that send the pushes are charged to the on blocks."""
-    torch.manual_seed(seed)
-    model = nn.Sequential(
-        nn.Linear(D_IN, HIDDEN),
-        nn.ReLU(),
-        nn.Linear(HIDDEN, HIDDEN),
-        nn.ReLU(),
-        nn.Linear(HIDDEN, CLASSES),
+def run_overrides(steps: int, report: int) -> list[str]:
+    """The preset's run, shortened to ``steps``: no evaluation inside the timed loop (it is
+    the same in both arms, so it only adds noise) and one checkpoint, at the end."""
+    return [
+        *QUIET,
+        f"run.steps={steps}",
+        "run.eval_interval=0",
+        f"run.report_interval={report}",
+        f"run.checkpoint_interval={steps}",
+    ]
+
+
+def arm(seed: int, monitor: bool, overrides: list[str], run_dir: str) -> dict:
+    """One run of PRESET through the product's ``Runner`` on this (spawned, world-1) rank, the
+    exporter sink on or off. Steady-state samples per wall second from the engine's own
+    metrics.parquet (end of step 1 to end of the last step); per CPU second of the whole
+    process (so Ray's sending threads count) between the first and the last-but-one report
+    (the last carries the final checkpoint), marked by the Runner's report callback."""
+    from raytrain_eff import config
+    from raytrain_eff.engine import local_ranks, records
+
+    cfg = config.load(
+        preset=PRESET,
+        overrides=[*overrides, f"run.seed={seed}", f"monitor.enabled={str(monitor).lower()}"],
     )
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    x, y = torch.randn(B, D_IN), torch.randint(0, CLASSES, (B,))
-    dense = 6.0 * sum(p.numel() for p in model.parameters()) * B
-    wall, cpu, in_push = [0.0, 0.0], [0.0, 0.0], 0.0
+    marks: list[tuple[int, float]] = []  # (step, process CPU seconds) at each report
 
-    def run(n: int, push: bool) -> None:
-        nonlocal in_push
-        for _ in range(n):
-            t0 = time.perf_counter()
-            loss = nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            stats = {
-                "step": 0,
-                "loss": loss.item(),
-                "samples": B,
-                "tokens": B,
-                "step_time_s": time.perf_counter() - t0,
-                "dense_flops": dense,
-                "effective_flops": dense,
-                "lr": 0.01,
-            }
-            if push:
-                p0 = time.perf_counter()
-                pusher.push(stats)
-                in_push += time.perf_counter() - p0
+    def report(metrics: dict, checkpoint=None, **kw) -> None:
+        marks.append((metrics["step"], time.process_time()))
 
-    run(20, True)
-    in_push = 0.0
-    for i in range(2 * (steps // block)):
-        on = i % 2 == 1
-        w0, c0 = time.perf_counter(), time.process_time()
-        run(block, on)
-        wall[on] += time.perf_counter() - w0
-        cpu[on] += time.process_time() - c0
-    n = block * (steps // block)
-    rates = [(n * B / wall[k], n * B / cpu[k]) for k in (0, 1)]
-    return (*rates[0], 0.0), (*rates[1], in_push / wall[1])
+    runner = local_ranks.runner(cfg, 0, 1, run_dir, log=lambda event: None, report=report)
+    runner.run()
+    table = records.read_table(run_dir)
+    assert table is not None, f"{run_dir}: the engine wrote no metrics.parquet"
+    wall = table.column("wall_s").to_pylist()
+    samples = table.column("samples").to_pylist()
+    (s0, c0), (s1, c1) = marks[0], marks[-2]
+    return {
+        "samples_per_s": sum(samples[1:]) / (wall[-1] - wall[0]),
+        "samples_per_cpu_s": sum(samples[s0:s1]) / (c1 - c0),
+        "setup_s": runner.setup_s,
+    }
 
 
-def throughput(pairs: int, steps: int, block: int) -> dict:
+def pairs_on_rank(rank: int, world: int, pairs: int, steps: int, report: int) -> dict:
+    """Every pair on this one spawned rank, inside a local Ray instance so that the pusher
+    takes the engine's Ray path (the node's exporter actor), while a separate process
+    scrapes that exporter once a second, as Prometheus would, through both arms."""
     import ray
+
+    from raytrain_eff.monitor.push import MetricsPusher
 
     temp_dir = tempfile.mkdtemp(prefix="rte-bench-", dir="/tmp")  # short: Ray's socket paths
     ray.init(
@@ -133,27 +132,37 @@ def throughput(pairs: int, steps: int, block: int) -> dict:
         log_to_driver=False,
         _temp_dir=temp_dir,
     )
+    found: dict = {"off": [], "on": []}
     try:
-        pusher = MetricsPusher(run="bench-exporter", rank=0, port=9464)
-        scraper = subprocess.Popen([sys.executable, "-c", SCRAPER, pusher.url])
+        url = MetricsPusher(run="bench-exporter-probe").url  # starts the node's exporter
+        scraper = subprocess.Popen([sys.executable, "-c", SCRAPER, url])
         try:
-            off, on = [], []
-            for seed in range(pairs):
-                a, b = pair(steps, block, seed, pusher)
-                off.append(a)
-                on.append(b)
-            pusher.close()
+            with tempfile.TemporaryDirectory() as storage:
+                for side in ARMS:  # imports and the actor's first calls: untimed
+                    warm = run_overrides(3 * report, report)
+                    arm(0, side == "on", warm, f"{storage}/warm-{side}")
+                overrides = run_overrides(steps, report)
+                for seed in range(pairs):
+                    for side in ARMS if seed % 2 == 0 else ARMS[::-1]:
+                        run = arm(seed, side == "on", overrides, f"{storage}/{seed}-{side}")
+                        found[side].append(run)
         finally:
             scraper.kill()
             scraper.wait()
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
-    out = {}
-    for i, clock in enumerate(("wall", "cpu")):
-        a, b = [r[i] for r in off], [r[i] for r in on]
+    return found
+
+
+def throughput(pairs: int, steps: int, report: int) -> dict:
+    from raytrain_eff.engine import local_ranks
+
+    found = local_ranks.spawn(pairs_on_rank, 1, pairs, steps, report, timeout=3600.0)[0]
+    out: dict = {"setup_s": {side: [r["setup_s"] for r in found[side]] for side in ARMS}}
+    for clock, key in (("wall", "samples_per_s"), ("cpu", "samples_per_cpu_s")):
+        a, b = [r[key] for r in found["off"]], [r[key] for r in found["on"]]
         out[clock] = {"off": a, "on": b, "ratios": [y / x for x, y in zip(a, b, strict=True)]}
-    out["push_share"] = [r[2] for r in on]
     return out
 
 
@@ -173,8 +182,8 @@ def _node(node: int, workers: int, port_queue, stop) -> None:
                 {
                     "step": step,
                     "loss": 1.0 / (step + 1),
-                    "samples": B,
-                    "tokens": 128 * B,
+                    "samples": SCRAPE_BATCH,
+                    "tokens": 128 * SCRAPE_BATCH,
                     "step_time_s": 0.01 * (1 + step % 7),
                     "dense_flops": 1e9,
                     "effective_flops": 4e8,
@@ -234,13 +243,11 @@ def scrape_latency(nodes: int, workers: int, scrapes: int) -> dict:
 
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
-    torch.set_num_threads(1)
-    pairs, steps, block, scrapes = (2, 30, 10, 20) if args.smoke else (9, 400, 10, 200)
-    tp = throughput(pairs, steps, block)
+    pairs, steps, report, scrapes = (2, 30, 10, 20) if args.smoke else (9, 1500, 50, 200)
+    tp = throughput(pairs, steps, report)
     scr = scrape_latency(2, 8, scrapes)
-    seeds = list(range(pairs))  # pair i trains from torch.manual_seed(i)
+    seeds = list(range(pairs))  # pair i trains with run.seed=i
     ratio = {clock: summary(tp[clock]["ratios"]) for clock in ("wall", "cpu")}
-    push_share = summary(tp["push_share"])
     worst_p95 = max(n["p95_s"] for n in scr.values())
     load = os.getloadavg()
     # On a quiet machine wall time decides. On a loaded one (more runnable processes than
@@ -264,19 +271,25 @@ def main() -> None:
     )
     stop = StoppingRule(
         kind="budget",
-        metric="training steps",
+        metric=f"training steps of {PRESET}",
         target=steps,
-        cadence=f"off and on alternate every {block} steps",
-        note="after 20 warm-up steps, in each pair",
+        cadence=f"no evaluation; a report every {report} steps, one checkpoint at the end",
+        note="after an untimed warm-up run of each arm",
     )
     timed = TimedRegion(
         includes=(
-            f"each block of {block} steps: forward, backward, SGD step, the per-step "
-            "statistics dict and, exporter on, MetricsPusher.push",
+            "wall: rank 0's steady state, end of step 1 to end of the last step, with "
+            "everything the engine does between steps (statistics, reports and, exporter "
+            "on, MetricsPusher.push)",
+            f"CPU: the process's CPU seconds (all threads) from the first report to the "
+            f"last-but-one, {report} steps apart",
         ),
-        excludes=("warm-up steps",),
-        note="wall clock (perf_counter) and process CPU time (all threads, so Ray's sending "
-        "threads are charged to the on blocks)",
+        excludes=(
+            "set-up: task, model, optimizer, the pusher (reported apart)",
+            "the last step's report and checkpoint",
+        ),
+        note="wall_s of the engine's metrics.parquet; time.process_time() in the Runner's "
+        "report callback",
     )
     scrape = Arm(
         stopping=StoppingRule(
@@ -300,11 +313,11 @@ def main() -> None:
         eval_seeds=seeds,
         problems=[
             {
-                "name": f"throughput: MLP {D_IN}-{HIDDEN}-{HIDDEN}-{CLASSES}, batch {B}, SGD, "
-                "1 thread, pushing through the node exporter's Ray actor while a "
-                "scraper polls once a second",
+                "name": f"throughput: preset {PRESET} (CNN on digits, batch 64, SGD "
+                "with momentum), 1 rank, 1 thread, pushing through the node exporter's Ray "
+                "actor while a scraper polls once a second",
                 "standard": False,
-                "why": "~30 ms steps: a short step, so the exporter's share is large",
+                "why": "~4 ms steps: a short step, so the exporter's share is large",
             },
             {
                 "name": "scrape: 2 exporter processes, each fed by 8 pushers with every statistic",
@@ -313,25 +326,27 @@ def main() -> None:
             },
         ],
         baselines={
-            "exporter off": "the same loop building the same statistics dict (the "
-            "engine builds it anyway for its Parquet table), no push"
+            "exporter off": "the same Runner, preset and seed with monitor.enabled=false: "
+            "the engine still builds every step's statistics for its Parquet table"
         },
         selection_split="none: nothing is selected",
         report_split="none: throughput and latency, not quality",
-        alternation=f"off/on alternate every {block} steps inside each pair's training loop",
+        alternation="both arms in the same spawned process; off first in even pairs, on "
+        "first in odd ones",
         claims=specs,
     )
     wall, cpu = claims[CLAIMS["wall"]], claims[CLAIMS["cpu"]]
     notes = (
-        f"throughput on/off over {pairs} pairs of {steps} steps each side, alternating "
-        f"off/on every {block} steps inside the pair's training loop. Per-pair wall-time "
+        f"throughput on/off over {pairs} pairs of {PRESET} runs of {steps} steps through "
+        f"the Runner, the arms' order alternating between pairs. Per-pair wall-time "
         f"ratios {_list(wall['per_seed'])} (worst {wall['worst']:.4f}, "
         f"90% bootstrap lower bound {wall['bootstrap_lower_90']:.4f}); CPU-time "
         f"ratios {_list(cpu['per_seed'])} (worst {cpu['worst']:.4f}, "
         f"bound {cpu['bootstrap_lower_90']:.4f}); judged on {clock} time (load "
-        f"average {load[0]:.1f} on {os.cpu_count()} cores). Time inside push(), measured "
-        f"directly: median {100 * push_share['median']:.3f}% of the wall time of the runs "
-        f"with the exporter on. Scrape p95 {1e3 * worst_p95:.1f} ms (worst node), "
+        f"average {load[0]:.1f} on {os.cpu_count()} cores). Set-up (untimed) median "
+        f"{statistics.median(tp['setup_s']['off']):.2f} s off, "
+        f"{statistics.median(tp['setup_s']['on']):.2f} s on. "
+        f"Scrape p95 {1e3 * worst_p95:.1f} ms (worst node), "
         f"{scr['node0']['samples']} samples per node. "
     )
     notes += (
@@ -339,7 +354,7 @@ def main() -> None:
         "target "
         + ("met" if met_scrape else "NOT met")
         + ". "
-        + _versus_previous(met_tp and met_scrape, (pairs, steps, block, scrapes))
+        + _versus_previous(met_tp and met_scrape, (pairs, steps, report, scrapes))
     )
     if not met_tp:
         notes += f" Pair ratios spread {ratio[clock]['spread']:.3f}."
@@ -356,11 +371,11 @@ def main() -> None:
         headline=headline,
         protocol=protocol,
         config={
-            "batch": B,
-            "model": f"MLP {D_IN}-{HIDDEN}-{HIDDEN}-{CLASSES}",
+            "preset": PRESET,
+            "overrides": run_overrides(steps, report),
             "pairs": pairs,
             "steps": steps,
-            "block": block,
+            "report_interval": report,
             "scrapes": scrapes,
             "nodes": 2,
             "workers_per_node": 8,
@@ -370,11 +385,12 @@ def main() -> None:
         baseline={
             "samples_per_s": summary(tp["wall"]["off"]),
             "samples_per_cpu_s": summary(tp["cpu"]["off"]),
+            "setup_s": summary(tp["setup_s"]["off"]),
         },
         method={
             "samples_per_s": summary(tp["wall"]["on"]),
             "samples_per_cpu_s": summary(tp["cpu"]["on"]),
-            "push_share_of_wall": push_share,
+            "setup_s": summary(tp["setup_s"]["on"]),
             "scrape": scr,
         },
         ratios={
@@ -448,18 +464,25 @@ def _versus_previous(met: bool, sizes: tuple) -> str:
             default=math.nan,
         )
         c = rec.get("config", {})
-        before = tuple(c.get(k) for k in ("pairs", "steps", "block", "scrapes"))
+        before = tuple(c.get(k) for k in ("pairs", "steps", "report_interval", "scrapes"))
         load = rec.get("machine", {}).get("load_average") or rec.get("load_average_1_5_15")
         held = bool(rec.get("met"))
+        same = "unchanged" if before == sizes else f"were {before}, now {sizes}"
         text += (
             f"{label} ({rec.get('date', '?')}, commit {str(rec.get('commit'))[:8]}, load "
             f"average {f'{load[0]:.1f}' if load else 'not recorded'}): wall median "
             f"{r.get('median', math.nan):.4f}, lowest pair {r.get('min', math.nan):.4f}, "
             f"judged on {rec.get('throughput_judged_on', 'wall')} time, scrape p95 "
-            f"{1e3 * p95:.1f} ms, met {rec.get('met')}; sizes (pairs, steps, block, "
-            f"scrapes) {'unchanged' if before == sizes else f'were {before}, now {sizes}'}; "
+            f"{1e3 * p95:.1f} ms, met {rec.get('met')}; sizes (pairs, steps, report "
+            f"interval, scrapes) {same}; "
             "against it the claim " + verdict_change(held, met)
         )
+        if c.get("preset") != PRESET:
+            text += (
+                f"It timed {c.get('model', 'another workload')} in the benchmark's own loop "
+                "(off and on alternating in blocks of steps); this run trains the packaged "
+                f"{PRESET} preset through the product's Runner, whole runs alternating. "
+            )
         if not rec.get("protocol"):
             text += (
                 "Its verdict was the median and lowest pair; it now rests on the paired "

@@ -1,5 +1,6 @@
 """bench/exporter.py --smoke runs end to end and writes the DESIGN.md record, with the protocol
-record of an overhead benchmark (nothing tuned, pairs as evaluation seeds, paired claims).
+record of an overhead benchmark (nothing tuned, pairs as evaluation seeds, paired claims): its
+throughput arms are the packaged preset trained by the product's Runner, exporter off and on.
 Timings are not asserted."""
 
 from smoke import run_smoke
@@ -7,6 +8,12 @@ from smoke import run_smoke
 
 def test_exporter_bench_smoke(tmp_path):
     record = run_smoke("exporter", tmp_path, timeout=280)
+    config = record["config"]
+    assert config["preset"] == "digits-sgd"
+    assert f"run.steps={config['steps']}" in config["overrides"]
+    for side in ("baseline", "method"):  # one Runner per pair and arm, its set-up apart
+        for key in ("samples_per_s", "samples_per_cpu_s", "setup_s"):
+            assert len(record[side][key]["values"]) == config["pairs"]
     for key in ("throughput_on_over_off", "cpu_throughput_on_over_off"):
         ratios = record["ratios"][key]["values"]
         assert len(ratios) == record["config"]["pairs"] and all(r > 0 for r in ratios)
