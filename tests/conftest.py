@@ -138,3 +138,13 @@ def pytest_collection_modifyitems(items):
         else:
             tier = "unit"
         item.add_marker(getattr(pytest.mark, tier))
+    # the slowest tiers first: the test processes (pyproject's -n) take files in this order,
+    # so the long files start at once and the unit tests fill in at the end
+    items.sort(key=lambda item: HEAVY_FIRST.index(_tier(item)))
+
+
+HEAVY_FIRST = ("presets", "cluster", "e2e", "bench", "ray", "unit")
+
+
+def _tier(item) -> str:
+    return next(t for t in HEAVY_FIRST if item.get_closest_marker(t))
