@@ -83,6 +83,9 @@ class TrainConfig:
     grad_clip: float | None = None  # max global gradient norm
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast where the device supports it
     threads_per_worker: int = 1  # torch intra-op threads; 1 avoids oversubscribing small nodes
+    # torch.compile the task's loss in the training step (its backward too, by AOTAutograd);
+    # FLOP counting, evaluation and methods' extra passes stay eager
+    compile: bool = False
 
     def __post_init__(self):
         check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "an integer >= 0")

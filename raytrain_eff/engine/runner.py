@@ -168,6 +168,10 @@ class Runner:
                 resumed=True,
             )
         self.flops = accounting.DenseFlopCounter(self.task)
+        # the step's loss; compiled on its first call (the first step), shapes fixed
+        self.step_loss = (
+            torch.compile(self.task.loss, dynamic=False) if cfg.train.compile else self.task.loss
+        )
         self.rank_share = RankShare(self.totals, self.world, self.start_step)
         self.pusher = self._make_pusher()
         self.pending = PendingSteps(self.group, self.world, self.ctx.distributed)
@@ -369,7 +373,7 @@ class Runner:
                 self.grad_sync.arm(micro + 1 == accum)
             batch = self._batch(step, micro)
             with self._autocast():
-                loss = self.task.loss(self.model, batch)
+                loss = self.step_loss(self.model, batch)
             (loss / accum).backward()
             loss_sum += loss.detach().to(torch.float64)
             s, t = self.task.counts(batch)

@@ -1,5 +1,5 @@
-"""bench/lowdim.py --smoke runs end to end and writes a protocol record (shape only: smoke
-figures are not claims)."""
+"""bench/lowdim.py --smoke runs end to end, every arm through the engine's Runner, and writes a
+protocol record (shape only: smoke figures are not claims)."""
 
 from smoke import run_smoke
 
@@ -14,6 +14,8 @@ def test_lowdim_bench_smoke(tmp_path):
     assert set(arms) == set(protocol["tuning"])  # every arm tuned
     assert arms["mf_d20/original"] == arms["mf_d20/compressed"]
     assert arms["digits_head/dense"]["stopping"]["metric"].startswith("validation accuracy")
+    for name, arm in arms.items():  # every arm is the product: timed from the Runner's set-up
+        assert arm["timed"]["includes"][0].startswith("Runner.setup"), name
     seeds = protocol["eval_seeds"]
     assert seeds and not set(seeds) & set(protocol["tuning_seeds"])
     tuning = protocol["tuning"]
@@ -38,6 +40,10 @@ def test_lowdim_bench_smoke(tmp_path):
             else {"original", "compressed"}
         )
         assert set(record["method"][name]) == {str(s) for s in protocol["eval_seeds"]}
+        for run in record["method"][name].values():
+            assert run["setup_seconds"] > 0 and run["seconds_run"] > run["setup_seconds"]
     for arm in ("original", "compressed", "dense"):
         assert 0 <= record["head_test_accuracy"][arm]["median"] <= 1
     assert isinstance(record["protocol_violations"], list) and record["headline"]
+    # an arm that never reached the target is said so in words, never as an inf or 0x ratio
+    assert "inf" not in record["headline"] and " 0x" not in record["headline"]
