@@ -404,7 +404,7 @@ def main() -> None:
             "memory_p1": {o: m[1]["part"] for o, m in mem.items()},
         },
         method={
-            "name": "fsdp (FSDP2 per transformer block), DCP sharded checkpoints, DHO2's "
+            "name": "fsdp (FSDP2 per attention and MLP), DCP sharded checkpoints, DHO2's "
             "central-difference refresh",
             "memory": {o: {str(w): r["part"] for w, r in m.items()} for o, m in mem.items()},
         },

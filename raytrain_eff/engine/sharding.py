@@ -1,11 +1,11 @@
 """The ``fsdp`` strategy: workers hold slices of the model (FSDP2 ``fully_shard``).
 
-Each block the task names (``Task.shard_units``: transformer blocks, conv stages, wide
-layers) becomes one FSDP unit, then the root takes what is left (embeddings, a tied head,
-final norms). Between steps a rank holds only its 1/P slice of every parameter, gradient
-and optimizer moment (DTensors sharded on dim 0); a unit's full parameters exist only while
-its forward or backward runs. FSDP reduce-scatters the gradients itself, so the engine's
-own all-reduce (``grad_sync``) is off under this strategy.
+Each module the task names (``Task.shard_units``: a transformer block's attention and its
+MLP, conv stages, wide layers) becomes one FSDP unit, then the root takes what is left
+(embeddings, a tied head, norms). Between steps a rank holds only its 1/P slice of every
+parameter, gradient and optimizer moment (DTensors sharded on dim 0); a unit's full
+parameters exist only while its forward or backward runs. FSDP reduce-scatters the gradients
+itself, so the engine's own all-reduce (``grad_sync``) is off under this strategy.
 
 Checkpoints hold the model as ``torch.distributed.checkpoint`` shards (``engine.shards``): each
 rank writes its own slices and a load reshards, so no rank gathers the whole model. The loaders

@@ -201,7 +201,7 @@ class Task:
         return any(isinstance(m, FSDPModule) for m in model.modules())
 
     def shard_units(self, model: nn.Module) -> list[nn.Module]:
-        """The blocks that become one FSDP unit each under scaling.strategy=fsdp (gathered
+        """The modules that become one FSDP unit each under scaling.strategy=fsdp (gathered
         whole for their forward and backward only); the root takes the rest. Default: none,
         so the whole model is one unit (sharded between steps, gathered for each step)."""
         return []

@@ -9,6 +9,7 @@ attention method sets; it is combined with causality.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -202,9 +203,19 @@ class LanguageModelTask(Task):
         return GPT(len(self.vocab), p.seq_len, p.n_layer, p.n_head, p.n_embd, p.dropout)
 
     def shard_units(self, model):
-        """Transformer blocks; the tied embedding/head, positions and final norm stay at the
-        root (a tied weight must live in one unit)."""
-        return list(model.transformer.h)
+        """Each block's attention and its MLP, one unit each (a third and two thirds of the
+        block's weights), so a forward or backward gathers part of a block, never all of it.
+        The root keeps the rest: the tied embedding/head (a tied weight must live in one
+        unit), positions, the final norm and the blocks' norms (4·n_embd floats a block)."""
+        # FSDP2 warns that these units return views (a biased Linear's 3-D output is one): an
+        # in-place op on the output would skip the backward all-gather. Block adds them out
+        # of place, so the warning has no action for us.
+        warnings.filterwarnings(
+            "ignore",
+            message=r"FSDP2-wrapped module \((FSDPCausalSelfAttention|FSDPMLP)\) returned a view",
+            category=UserWarning,
+        )
+        return [unit for block in model.transformer.h for unit in (block.attn, block.mlp)]
 
     def loss(self, model, batch):
         x, y = batch

@@ -212,3 +212,32 @@ def test_construction_holds_its_slices_and_one_module_not_the_model(gloo):
         assert local == pytest.approx(model_bytes / 2, rel=0.01)
         assert peak <= local + 1.5 * layer_bytes  # its slices plus about one module
         assert whole_peak >= model_bytes  # the meter sees a whole build
+
+
+def _units_and_warnings(rank, world, group):
+    import warnings
+
+    from torch.distributed.fsdp import FSDPModule
+
+    from raytrain_eff.engine import sharding
+
+    task = _gpt_task()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.filterwarnings("always", append=True)  # every warning not filtered on purpose
+        model, _ = materialize.build(
+            task, 0, torch.device("cpu"), mesh=sharding.mesh(group, torch.device("cpu"))
+        )
+        task.loss(model, task.batch_at(0, rank, world, 2)).backward()
+    units = [n for n, m in model.named_modules() if isinstance(m, FSDPModule)]
+    sizes = [sum(p.numel() for p in m.parameters()) for m in task.shard_units(model)]
+    return units, max(sizes), [str(w.message) for w in seen if "FSDP" in str(w.message)]
+
+
+def test_gpt_units_are_each_blocks_attention_and_mlp(gloo):
+    """A unit is a third (attention) or two thirds (MLP) of a block, so no forward or backward
+    gathers a whole block; FSDP's warning that these units return views is silenced on
+    purpose (Block adds them out of place), and no other FSDP warning appears."""
+    for units, largest, fsdp_warnings in gloo.run(2, _units_and_warnings):
+        assert units == ["", *(f"transformer.h.{i}.{u}" for i in range(2) for u in ("attn", "mlp"))]
+        assert largest == 2 * 4 * 32 * 32 + 4 * 32 + 32  # the MLP: c_fc and c_proj
+        assert fsdp_warnings == []
