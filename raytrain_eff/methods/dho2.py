@@ -354,7 +354,8 @@ class DHO2Optimizer(FOSIOptimizer):
             return lambda q: self._hvp(H, q).to(torch.float64)
 
         def matvec(q: torch.Tensor) -> torch.Tensor:  # q: (s,) fp64, this rank's slice
-            Hq = self._hvp(H, self.slices.gather(q)).to(torch.float64)  # full length
+            # gathered in the dtype H casts v to (the same values, half fp64's bytes)
+            Hq = self._hvp(H, self.slices.gather(q.to(H.dtype))).to(torch.float64)
             if self.row_weight != 1.0:
                 Hq.mul_(self.row_weight)
             return self.slices.reduce_scatter_mean(Hq)
@@ -369,8 +370,8 @@ class DHO2Optimizer(FOSIOptimizer):
         return flat_shards.sharded(local, slices.runs, slices.rank, slices.group)
 
     def transient_bytes(self) -> int:
-        """Per-HVP buffers beside the basis: gathered q and padded fp64 H q (both full
-        length), H q in the model's dtype, and under fsdp the gathered parameters; central
+        """Per-HVP buffers beside the basis: gathered q and H q in the model's dtype, padded
+        fp64 H q (all full length), and under fsdp the gathered parameters; central
         differences: θ₀, θ now, θ ± εv, two gradients and fp64 H q, all slices."""
         element = self.decay_mask.element_size()  # the parameters' (never read: no settle)
         slices = self.slices
@@ -378,7 +379,7 @@ class DHO2Optimizer(FOSIOptimizer):
             return slices.size * (5 * element + 8)
         padded = (slices.widest if isinstance(slices, ShardSlices) else slices.size) * slices.world
         gathered = self.n * element if self.sharded else 0
-        return 2 * padded * 8 + self.n * element + gathered
+        return padded * (element + 8) + self.n * element + gathered
 
 
 class MRDHO2Optimizer(DHO2Optimizer):
