@@ -235,9 +235,12 @@ class DHO2Optimizer(FOSIOptimizer):
     def _local_params(self) -> torch.Tensor:
         if self.sharded:
             return torch.cat([t.detach().reshape(-1) for t in self._shards()])
-        if self.sync is not None:
-            self.sync.settle()
-        return self.slices.local(flatten(self.param_groups[0]["params"]))
+        if self.sync is not None:  # a view of the gathered parameters, once they alias it
+            mine = self.sync.local_params()
+            if mine is not None:
+                return mine
+        flat = flatten(self.param_groups[0]["params"])  # a fresh copy: one process's is whole
+        return flat if self.slices.world == 1 else self.slices.local(flat)
 
     # -- the per-step update path: gradient to slices, slices back to parameters ---------------
     def overlap(self, bucket_elements: int = BUCKET_ELEMENTS) -> SliceSync:
@@ -268,7 +271,8 @@ class DHO2Optimizer(FOSIOptimizer):
             if synced is not None:
                 return synced
         # the engine skips its all-reduce for this method: average here, one slice per rank
-        return self.slices.reduce_scatter_mean(super()._local_grad())
+        full = super()._local_grad()  # a fresh copy: one process's is its slice already
+        return full if self.slices.world == 1 else self.slices.reduce_scatter_mean(full)
 
     def _psum(self, x: torch.Tensor) -> torch.Tensor:
         return self.slices.psum(x)
@@ -350,7 +354,8 @@ class DHO2Optimizer(FOSIOptimizer):
             return lambda q: self._hvp(H, q).to(torch.float64)
 
         def matvec(q: torch.Tensor) -> torch.Tensor:  # q: (s,) fp64, this rank's slice
-            Hq = self._hvp(H, self.slices.gather(q)).to(torch.float64)  # full length
+            # gathered in the dtype H casts v to (the same values, half fp64's bytes)
+            Hq = self._hvp(H, self.slices.gather(q.to(H.dtype))).to(torch.float64)
             if self.row_weight != 1.0:
                 Hq.mul_(self.row_weight)
             return self.slices.reduce_scatter_mean(Hq)
@@ -365,16 +370,16 @@ class DHO2Optimizer(FOSIOptimizer):
         return flat_shards.sharded(local, slices.runs, slices.rank, slices.group)
 
     def transient_bytes(self) -> int:
-        """Per-HVP buffers beside the basis: gathered q and padded fp64 H q (both full
-        length), H q in the model's dtype, and under fsdp the gathered parameters; central
+        """Per-HVP buffers beside the basis: gathered q and H q in the model's dtype, padded
+        fp64 H q (all full length), and under fsdp the gathered parameters; central
         differences: θ₀, θ now, θ ± εv, two gradients and fp64 H q, all slices."""
-        element = self._local_params().element_size()
+        element = self.decay_mask.element_size()  # the parameters' (never read: no settle)
         slices = self.slices
         if self.central:
             return slices.size * (5 * element + 8)
         padded = (slices.widest if isinstance(slices, ShardSlices) else slices.size) * slices.world
         gathered = self.n * element if self.sharded else 0
-        return 2 * padded * 8 + self.n * element + gathered
+        return padded * (element + 8) + self.n * element + gathered
 
 
 class MRDHO2Optimizer(DHO2Optimizer):

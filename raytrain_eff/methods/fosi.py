@@ -152,6 +152,7 @@ class FOSIOptimizer(MethodOptimizer):
         return full
 
     def _local_params(self) -> torch.Tensor:
+        """This process's slice of θ, current; may be a view of live storage: read it only."""
         return flatten(self.param_groups[0]["params"])
 
     def _local_grad(self) -> torch.Tensor:
@@ -341,7 +342,7 @@ class FOSIOptimizer(MethodOptimizer):
 
     def transient_bytes(self) -> int:
         """Per-HVP buffers beside the basis: the full-length H q and its fp64 copy."""
-        return self.n * (self._local_params().element_size() + 8)
+        return self.n * (self.decay_mask.element_size() + 8)
 
     # -- checkpoints: full-length vectors, so any worker count can resume ----------------------
     def _meta(self) -> dict:

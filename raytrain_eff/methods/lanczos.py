@@ -207,6 +207,8 @@ HVP_MODES = get_args(HvpMode)
 class Hvp(Protocol):
     """What Lanczos's caller needs of an HVP: v ↦ H v, and an optional set-up step."""
 
+    dtype: torch.dtype  # what v is cast to first (the parameters'), so a caller may cast it
+
     def prepare(self) -> None: ...
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor: ...

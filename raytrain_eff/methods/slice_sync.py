@@ -155,6 +155,15 @@ class SliceSync:
         if not self._aliased():  # first step (or .data replaced since): views of ``full``
             vector_to_parameters(self.full[: self.slices.n], self.params)
 
+    def local_params(self) -> torch.Tensor | None:
+        """This rank's slice of the current parameters as a view of ``full`` (no flatten, no
+        copy), once the parameters are views of it; None before the first gather."""
+        self.settle()
+        if not self._aliased():
+            return None
+        lo = self.slices.lo
+        return self.full[lo : lo + self.slices.size]
+
     def _aliased(self) -> bool:
         at, base, size = 0, self.full.data_ptr(), self.full.element_size()
         for p in self.params:
