@@ -20,6 +20,8 @@ import platform
 import random
 import statistics
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -67,8 +69,10 @@ _START: dict[str, Any] = {}
 def mark_start() -> None:
     """Take the readings ``load`` compares with the end: load averages, the machine's busy
     CPU time, this run's own CPU time and the clock."""
+    if not _START:
+        _OWN.start()
     _START.update(
-        load=list(os.getloadavg()), busy=_machine_busy_s(), own=_tree_cpu_s(), at=time.time()
+        load=list(os.getloadavg()), busy=_machine_busy_s(), own=_OWN.cpu_s(), at=time.time()
     )
 
 
@@ -82,7 +86,7 @@ def load(start: Sequence[float] | None = None) -> dict:
         mark_start()
     wall = max(time.time() - _START["at"], 1e-9)
     cores = os.cpu_count() or 1
-    others = max(0.0, (_machine_busy_s() - _START["busy"]) - (_tree_cpu_s() - _START["own"]))
+    others = max(0.0, (_machine_busy_s() - _START["busy"]) - (_OWN.cpu_s() - _START["own"]))
     share = others / (wall * cores)
     return {
         "cores": cores,
@@ -104,13 +108,56 @@ def _machine_busy_s() -> float:
     return (user + nice + system + irq + softirq) / _CLOCK_TICKS
 
 
-def _tree_cpu_s() -> float:
-    """CPU seconds of this process, the children it has waited for, and every live descendant
-    (with the children each of those waited for). A descendant that ended unwaited by this
-    tree is missed, so a run's own work can only be undercounted: the judgement errs loaded."""
-    t = os.times()
-    own = t.user + t.system + t.children_user + t.children_system
-    parents, ticks = {}, {}
+class OwnTree:
+    """The CPU time of this process and of everything it started, sampled from /proc as it runs.
+
+    A process counts as the run's from the first sample that finds it below this one (or below
+    a process already counted) and stays counted after it is re-parented. A running process's
+    reading includes the children it reaped, so a process reaped inside the tree is counted by
+    its reaper; one reaped elsewhere (Ray's workers, orphaned when their raylet is killed at a
+    command's exit and reaped by init) would be lost. Each sample banks what vanished beyond
+    what the counted processes reaped since the last: ``max(0, vanished - reaped)``, a lower
+    bound, like the work after a process's last sample that is never read. The judgement can
+    only err towards loaded."""
+
+    def __init__(self) -> None:
+        self._me = os.getpid()
+        self._seen: dict[tuple[int, int], tuple[int, int]] = {}  # (pid, start) -> (all, reaped)
+        self._banked = 0  # ticks of counted processes that ended, reaped outside the tree
+        self._lock = threading.Lock()
+
+    def start(self, period_s: float = 0.5) -> None:
+        """Sample in a daemon thread (2-4 ms of one core a sample with 100-200 processes)."""
+
+        def loop() -> None:
+            while True:
+                time.sleep(period_s)
+                self.cpu_s()
+
+        threading.Thread(target=loop, name="bench-own-tree", daemon=True).start()
+
+    def cpu_s(self) -> float:
+        """CPU seconds of the run so far: its running processes' readings and the bank."""
+        with self._lock:
+            procs = _processes()
+            own = self._own_pids(procs)
+            now = {(pid, p[1]): p[2:] for pid, p in procs.items() if pid in own}
+            vanished = sum(t for key, (t, _) in self._seen.items() if key not in now)
+            reaped = sum(r - self._seen[key][1] for key, (_, r) in now.items() if key in self._seen)
+            self._banked += max(0, vanished - reaped)
+            self._seen = now
+            return (self._banked + sum(t for t, _ in now.values())) / _CLOCK_TICKS
+
+    def _own_pids(self, procs: dict[int, tuple[int, int, int, int]]) -> set[int]:
+        own = {self._me} | {pid for pid, p in procs.items() if (pid, p[1]) in self._seen}
+        while new := {pid for pid, p in procs.items() if p[0] in own} - own:
+            own |= new
+        return own
+
+
+def _processes() -> dict[int, tuple[int, int, int, int]]:
+    """pid -> (parent pid, start time, CPU ticks with the children it reaped, those children's)."""
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -119,19 +166,13 @@ def _tree_cpu_s() -> float:
                 fields = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)"
         except OSError:
             continue  # ended while we looked
-        parents[int(entry)] = int(fields[1])
-        ticks[int(entry)] = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    me = os.getpid()
-    return own + sum(t for p, t in ticks.items() if _descends(p, me, parents)) / _CLOCK_TICKS
+        # fields[1] ppid; [11:15] utime stime cutime cstime; [19] start time
+        own, reaped = int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+        found[int(entry)] = (int(fields[1]), int(fields[19]), own + reaped, reaped)
+    return found
 
 
-def _descends(pid: int, ancestor: int, parents: dict[int, int]) -> bool:
-    seen = {pid}
-    while (pid := parents.get(pid, 0)) > 1 and pid not in seen:
-        if pid == ancestor:
-            return True
-        seen.add(pid)
-    return False
+_OWN = OwnTree()
 
 
 # -- provenance -----------------------------------------------------------------------------
@@ -141,17 +182,28 @@ def _git(*args: str, root: pathlib.Path = ROOT) -> str:
     ).stdout
 
 
-def provenance(root: pathlib.Path = ROOT) -> dict:
-    """HEAD, and every file under raytrain_eff/ and bench/ (tracked or not, results excluded)
-    that differs from it, with its git blob hash: a dirty result names exactly the code it ran,
-    so a later commit holding those blobs can be checked to be what was measured."""
+def measured_paths(commands: Sequence[str] = ()) -> list[str]:
+    """The code a result depends on, as git pathspecs: the package, every bench module this
+    process loaded (the script, the harness, shared helpers) and the bench scripts it runs as
+    commands. A change to another benchmark leaves this one's result at HEAD."""
+    bench_dir = RESULTS.parent
+    files = (getattr(m, "__file__", None) for m in list(sys.modules.values()))
+    loaded = {pathlib.Path(f).resolve() for f in files if f}
+    modules = {f"bench/{f.name}" for f in loaded if f.parent == bench_dir and f.suffix == ".py"}
+    return ["raytrain_eff", *sorted(modules | {f"bench/{c}" for c in commands})]
+
+
+def provenance(root: pathlib.Path = ROOT, paths: Sequence[str] = PROVENANCE_PATHS) -> dict:
+    """HEAD, the measured ``paths``, and every file under them (tracked or not) that differs
+    from HEAD, with its git blob hash: a dirty result names exactly the code it ran, so a later
+    commit holding those blobs can be checked to be what was measured."""
     try:
         head = _git("rev-parse", "HEAD", root=root).strip()
         lines = _git(
-            "status", "--porcelain", "--untracked-files=all", "--", *PROVENANCE_PATHS, root=root
+            "status", "--porcelain", "--untracked-files=all", "--", *paths, root=root
         ).splitlines()
     except (OSError, subprocess.CalledProcessError):
-        return {"commit": "unknown", "dirty": None, "dirty_files": {}}
+        return {"commit": "unknown", "dirty": None, "dirty_files": {}, "paths": list(paths)}
     dirty = {}
     for line in lines:
         path = line[3:].split(" -> ")[-1]
@@ -159,7 +211,7 @@ def provenance(root: pathlib.Path = ROOT) -> dict:
         dirty[path] = (
             _git("hash-object", str(full), root=root).strip() if full.is_file() else "deleted"
         )
-    return {"commit": head, "dirty": bool(dirty), "dirty_files": dirty}
+    return {"commit": head, "dirty": bool(dirty), "dirty_files": dirty, "paths": list(paths)}
 
 
 # -- earlier results ---------------------------------------------------------------------------
@@ -659,16 +711,18 @@ def write_result(
     protocol: Protocol,
     out: str | None = None,
     extra: dict | None = None,
+    commands: Sequence[str] = (),
     root: pathlib.Path = ROOT,
 ) -> pathlib.Path:
     """Write the JSON record with ``met`` derived here: every claim met by its own data and no
     protocol violation. Code under raytrain_eff/ or bench/ that differs from HEAD makes the
     result a draft (``status: "draft"``, ``met`` null, the files listed): a verdict belongs to
     committed code. ``headline`` is one plain sentence with the figures (2-3 significant
-    digits); ``target`` describes the targets in words (the claims carry the thresholds)."""
+    digits); ``target`` describes the targets in words (the claims carry the thresholds).
+    ``commands``: bench scripts the run starts as commands (file names), measured code too."""
     violations = protocol.violations()
     judged = protocol.judged()
-    source = provenance(root)
+    source = provenance(root, measured_paths(commands))
     verdict = protocol.claims_met(judged) and not violations
     draft = source["dirty"] is not False
     record = {

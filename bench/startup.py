@@ -126,6 +126,7 @@ def main() -> None:
         notes=_notes(ray, plain, slower),
         protocol=_protocol(size["steps"], list(ray), spec),
         extra={"main_claim": MAIN_CLAIM},
+        commands=("startup_torchrun.py",),
     )
     print(path.read_text())
 

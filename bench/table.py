@@ -9,7 +9,7 @@ import pathlib
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from bench import harness
@@ -62,10 +62,11 @@ data), and the harness derives `met`: every claim met by its own data and no
    tree's): a run where others took more than a quarter of the cores is flagged
    (`load.overloaded`, and below). The averages alone would flag a run for the minutes of
    work before it, and for its own ranks.
-10. **Results at HEAD.** A result from a tree whose code under `raytrain_eff/` or `bench/`
-    differs from HEAD is a draft: `status: "draft"`, `met: null`, the files in `draft_files`
-    (each with its blob in `provenance`). The table below says whether a result's code is the
-    code at HEAD: its commit is an ancestor of HEAD and no measured file changed since.
+10. **Results at HEAD.** A result's measured code is the package and the bench files its run
+    loaded or started (`provenance.paths`). A result from a tree where any of those differs
+    from HEAD is a draft: `status: "draft"`, `met: null`, the files in `draft_files` (each with
+    its blob in `provenance`). The table below says whether a result's code is the code at
+    HEAD: its commit is an ancestor of HEAD and no measured file changed since.
 
 A non-finite figure (a target never reached, a diverged run) is written as `null`, and shown
 below as "not reached". Records written before the harness derived `met` (no `harness`
@@ -340,7 +341,7 @@ def _code(record: dict, git: Git) -> str:
     mismatched = [p for p, blob in files.items() if not _blob_at_head(git, p, blob)]
     if mismatched:
         return f"no: {label}, {len(mismatched)} measured files differ at HEAD"
-    changed = _changed_since(git, commit, set(files))
+    changed = _changed_since(git, commit, set(files), source.get("paths") or PROVENANCE_PATHS)
     if changed is None:
         return f"{label}: not verified (git failed)"
     if changed:
@@ -348,11 +349,13 @@ def _code(record: dict, git: Git) -> str:
     return f"yes ({label})"
 
 
-def _changed_since(git: Git, commit: str, dirty: set[str]) -> list[str] | None:
+def _changed_since(
+    git: Git, commit: str, dirty: set[str], paths: Sequence[str]
+) -> list[str] | None:
     """Measured code the recorded commit held that HEAD no longer holds: files under the
-    provenance's paths changed between the two, other than the recorded dirty files (None if
-    git does not know the commit)."""
-    out = git("diff", "--name-only", commit, "HEAD", "--", *PROVENANCE_PATHS)
+    record's measured paths (all code, for records older than that list) changed between the
+    two, other than the recorded dirty files (None if git does not know the commit)."""
+    out = git("diff", "--name-only", commit, "HEAD", "--", *paths)
     if out is None:
         return None
     return [path for path in out.splitlines() if path and path not in dirty]

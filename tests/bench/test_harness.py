@@ -300,11 +300,12 @@ def test_write_result_derives_met_at_a_clean_head(tmp_path):
 def test_a_dirty_tree_writes_a_draft(tmp_path):
     git = _git_repo(tmp_path)
     (tmp_path / "raytrain_eff" / "m.py").write_text("x = 2\n")
-    (tmp_path / "bench" / "new.py").write_text("# untracked\n")
+    (tmp_path / "bench" / "harness.py").write_text("# untracked, loaded by the run\n")
+    (tmp_path / "bench" / "other.py").write_text("# untracked, another benchmark's\n")
     draft = _write(tmp_path, _protocol(), "d.json")
     assert draft["status"] == "draft" and draft["met"] is None
     assert draft["met_if_committed"] is True
-    assert draft["draft_files"] == ["bench/new.py", "raytrain_eff/m.py"]
+    assert draft["draft_files"] == ["bench/harness.py", "raytrain_eff/m.py"]
     assert draft["commit"].endswith("+dirty")
     blob = git("hash-object", "raytrain_eff/m.py").strip()
     assert draft["provenance"]["dirty_files"]["raytrain_eff/m.py"] == blob
@@ -329,9 +330,10 @@ def _wait_for(path: pathlib.Path) -> None:
 
 
 def test_the_runs_own_cpu_counts_its_descendants_but_not_a_strangers(tmp_path):
-    before = harness._tree_cpu_s()
+    tree = harness.OwnTree()
+    before = tree.cpu_s()
     subprocess.run([sys.executable, "-c", SPIN], check=True)  # a rank, waited for
-    waited = harness._tree_cpu_s()
+    waited = tree.cpu_s()
     assert waited - before > 0.9
     done = tmp_path / "live"  # a rank still alive, not waited for yet
     live = subprocess.Popen(
@@ -339,18 +341,51 @@ def test_the_runs_own_cpu_counts_its_descendants_but_not_a_strangers(tmp_path):
         stdin=subprocess.PIPE,
     )
     _wait_for(done)
-    alive = harness._tree_cpu_s()
+    alive = tree.cpu_s()
     live.communicate(b"\n")
-    assert alive - waited > 0.9
-    # a process outside the tree: its shell exits at once, so it is adopted elsewhere
+    assert alive - waited > 0.9 and tree.cpu_s() - alive < 0.5  # waited for: not counted twice
+    # a process outside the tree: its shell exits before the tree samples, so it never
+    # counted as the run's
     done = tmp_path / "stranger"
-    code = SPIN + f"open({str(done)!r}, 'w').close()\n"
     script = tmp_path / "stranger.py"
-    script.write_text(code)
+    script.write_text(SPIN + f"open({str(done)!r}, 'w').close()\n")
     subprocess.run(["sh", "-c", f"{sys.executable} {script} &"], check=True)
-    after_shell = harness._tree_cpu_s()
+    after_shell = tree.cpu_s()
     _wait_for(done)
-    assert harness._tree_cpu_s() - after_shell < 0.5
+    assert tree.cpu_s() - after_shell < 0.5
+
+
+def test_a_daemon_the_run_started_counts_after_it_ends_adopted_elsewhere(tmp_path):
+    """Ray's daemons: started below the run, re-parented when their parent exits, and reaped
+    by init, never by the run; the CPU they took is still the run's."""
+    tree = harness.OwnTree()
+    spun, release = tmp_path / "spun", tmp_path / "release"
+    script = tmp_path / "daemon.py"
+    script.write_text(
+        SPIN
+        + f"import os, time\nopen({str(spun)!r} + '.tmp', 'w').write(str(os.getpid()))\n"
+        + f"os.replace({str(spun)!r} + '.tmp', {str(spun)!r})\n"
+        + f"while not os.path.exists({str(release)!r}): time.sleep(0.02)\n"
+    )
+    before = tree.cpu_s()
+    parent = subprocess.Popen(
+        ["sh", "-c", f"{sys.executable} {script} & read line"], stdin=subprocess.PIPE
+    )
+    _wait_for(spun)
+    daemon = int(spun.read_text())
+    tree.cpu_s()  # seen below its shell
+    parent.communicate(b"\n")  # the shell exits; the daemon is adopted elsewhere
+    release.touch()
+    while pathlib.Path(f"/proc/{daemon}").exists():  # ended and reaped by its adopter
+        time.sleep(0.02)
+    assert tree.cpu_s() - before > 0.9
+
+
+def test_the_measured_paths_are_the_package_and_the_bench_files_the_run_used():
+    paths = harness.measured_paths(commands=("startup_torchrun.py",))
+    assert paths[0] == "raytrain_eff"
+    assert {"bench/harness.py", "bench/startup_torchrun.py"} <= set(paths)
+    assert "bench/shards.py" not in paths  # never loaded by this process
 
 
 def test_provenance_names_untracked_code_with_its_blob(tmp_path):

@@ -234,6 +234,16 @@ def test_code_changed_since_is_not_the_code_at_head(tmp_path):
     assert cells(record(), git)[7] == "no: 01234567 is not an ancestor of HEAD"
 
 
+def test_a_change_outside_a_results_measured_paths_leaves_it_at_head(tmp_path):
+    git, head, _ = git_repo(tmp_path)
+    scoped = at(git, head)
+    scoped["provenance"] = {**scoped["provenance"], "paths": ["raytrain_eff", "bench/new.py"]}
+    (tmp_path / "bench" / "base.py").write_text("print('another benchmark changed')\n")
+    git.run("commit", "-q", "-am", "another benchmark's change")
+    assert cells(scoped, git)[7] == f"yes ({head[:8]})"
+    assert cells(at(git, head), git)[7] == f"no: {head[:8]}, 1 other files changed since"
+
+
 def test_legacy_record_is_not_verified_at_head():
     rec = record(
         met=True,
