@@ -1,12 +1,14 @@
-"""The start-up benchmark runs end to end in --smoke mode: both commands run, their records
-carry the start-up phases, and the claim is the paired ratio of their wall times. Timings are
-not asserted."""
+"""The start-up benchmark runs end to end in --smoke mode: the three commands run (one joining
+the Ray head the script started and stopped), their records carry the start-up phases, and each
+claim is a paired ratio of wall times to torchrun's. Timings are not asserted."""
 
+import pytest
 from smoke import run_smoke
 
 
+@pytest.mark.timeout(600)
 def test_startup_smoke(tmp_path):
-    record = run_smoke("startup", tmp_path, timeout=300)
+    record = run_smoke("startup", tmp_path, timeout=480)  # 4 commands and a Ray head
     ray, plain = record["method"], record["baseline"]
     assert ray["wall_s"]["median"] > 0 and plain["wall_s"]["median"] > 0
     # the CLI's run names every phase from its imports to the driver's exit
@@ -14,8 +16,14 @@ def test_startup_smoke(tmp_path):
         ray["phases_s"]
     )
     assert {"launcher", "task_load", "model_build", "first_step", "exit"} <= set(plain["phases_s"])
+    joined = record["method_on_a_running_cluster"]
+    assert {"ray_init", "controller", "worker_start", "exit"} <= set(joined["phases_s"])
     protocol = record["protocol"]
-    assert protocol["kind"] == "overhead" and set(protocol["arms"]) == {"raytrain-eff", "torchrun"}
+    assert protocol["kind"] == "overhead"
+    assert set(protocol["arms"]) == {"raytrain-eff", "raytrain-eff-cluster", "torchrun"}
+    assert protocol["claims"]["torchrun_over_raytrain_eff_cluster_wall"]["per_seed"] == [
+        plain["wall_s"]["values"][0] / joined["wall_s"]["values"][0]
+    ]
     claim = protocol["claims"][record["main_claim"]]
     assert claim["kind"] == "ratio" and claim["baseline"] == "torchrun"
     assert claim["per_seed"] == [
