@@ -57,7 +57,6 @@ def test_preset_as_shipped_evaluates_and_checkpoints(preset, run_cfg):
     _check_run(preset, launch.fit(run_cfg(preset, *SHORTENED)), attempts=[0] * 4)
 
 
-
 def _check_run(preset: str, last: launch.FitResult, attempts: list[int]) -> None:
     """Steps 0-3 logged with a loss, evaluations at steps 1 and 3, checkpoints at 2 and 4, the
     last one returned, and the preset's own scaling untouched."""
