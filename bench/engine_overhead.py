@@ -10,7 +10,7 @@ on and off, nothing tuned, each repetition an evaluation "seed". The claim is th
 per-repetition ratio engine/plain steps/s; the harness derives it met when the 90% bootstrap
 lower bound of its geometric mean is above TARGET_RATIO.
 
-    python bench/engine_overhead.py            # full: 5 alternating repetitions, ~5 min
+    python bench/engine_overhead.py            # full: 8 alternating repetitions, ~3 min
     python bench/engine_overhead.py --smoke    # checks the script end to end (< 1 min)
     python bench/engine_overhead.py --profile  # rank 0's engine arm under cProfile (CPU time)
 """
@@ -28,11 +28,11 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import harness
 
 TARGET_RATIO = 0.97  # issue 31: the engine's step at the plain loop's
-# full run: 5 repetitions x 2 arms x 50 steps, ~5 minutes on 2 idle cores. A checkpoint every
+# full run: 8 repetitions x 2 arms x 50 steps, ~3 minutes on 2 idle cores. A checkpoint every
 # 30 steps (a multiple of the report interval, as checkpoints travel with reports) keeps one
 # checkpoint and four reports inside the 49 timed steps (the last step's fall after the clock
 # stops): denser than gpt-dense's own (a report every 50 steps, a checkpoint every 100)
-FULL = {"steps": 50, "repetitions": 5, "checkpoint_interval": 30}
+FULL = {"steps": 50, "repetitions": 8, "checkpoint_interval": 30}
 SMOKE = {"steps": 12, "repetitions": 1, "checkpoint_interval": 10}
 REPORT_INTERVAL = 10
 

@@ -33,8 +33,9 @@ The optimizer works on flat vectors. Every hook that touches more than this proc
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -127,17 +128,7 @@ class FOSIOptimizer(MethodOptimizer):
         self.flat = {
             name: torch.zeros_like(like) for name in ("newton_m",) + BASE_STATE[config.base]
         }
-        # decay matrices, not biases or norm gains (raytrain_eff.methods.base convention)
-        self.decay_mask = self._local_slice(
-            torch.cat(
-                [
-                    torch.full(
-                        (p.numel(),), float(p.dim() >= 2), dtype=like.dtype, device=like.device
-                    )
-                    for p in params
-                ]
-            )
-        )
+        self.decay_mask = self._decay_mask(params, like)
         self.eig: RitzPairs | None = None
         self.V = like.new_zeros(0, like.numel())  # (r, n_local)
         self.rho = like.new_zeros(0)
@@ -150,6 +141,22 @@ class FOSIOptimizer(MethodOptimizer):
     # -- what a sharded subclass redistributes ------------------------------------------------
     def _local_slice(self, full: torch.Tensor) -> torch.Tensor:
         return full
+
+    def _decay_mask(self, params: Sequence[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+        """1 where this rank's slice holds a decayed tensor's element (matrices, not biases or
+        norm gains: raytrain_eff.methods.base's convention), else 0 (padding too). Built from
+        this rank's pieces of the flat vector, so it is never n long under ddp or fsdp."""
+        runs, size = self._local_runs()
+        mask = torch.zeros(size, dtype=like.dtype, device=like.device)
+        ends = list(itertools.accumulate(p.numel() for p in params))
+        at = 0  # where the current piece starts in this rank's slice
+        for start, length in runs:
+            for p, end in zip(params, ends, strict=True):
+                lo, hi = max(start, end - p.numel()), min(start + length, end)
+                if lo < hi and p.dim() >= 2:
+                    mask[at + lo - start : at + hi - start] = 1
+            at += length
+        return mask
 
     def _local_params(self) -> torch.Tensor:
         """This process's slice of θ, current; may be a view of live storage: read it only."""

@@ -105,6 +105,31 @@ def test_dho2_on_2_and_3_ranks_equals_fosi_on_the_concatenated_batch(gloo):
             assert last["eigenpairs"] == v_shape[0]
 
 
+def _decay_mask(rank, world, group, fsdp):
+    model = _fsdp_model(group) if fsdp else mlp()
+    extra = {"structure": _meta_mlp()} if fsdp else {}
+    opt = DHO2Optimizer(
+        model, DHO2Config(**CFG), ce, RankBatches(rank, world, 10**6), group=group, rank=rank,
+        world_size=world, **extra,
+    )  # fmt: skip
+    return opt.decay_mask, opt.slices.local(_expected_mask())
+
+
+def _expected_mask():
+    """Weight decay on the matrices, not the biases (methods.base's convention)."""
+    return torch.cat([torch.full((p.numel(),), float(p.dim() >= 2)) for p in mlp().parameters()])
+
+
+@pytest.mark.parametrize("fsdp", [False, True])
+def test_each_rank_builds_only_its_slice_of_the_weight_decay_mask(fsdp, gloo):
+    full = _expected_mask().double()
+    assert 0 < full.sum() < full.numel()  # biases too: the mask is not all ones
+    for world in (1, 2, 3):
+        for mask, expected in gloo.run(world, _decay_mask, fsdp):
+            assert mask.numel() < full.numel() or world == 1  # never the whole vector
+            torch.testing.assert_close(mask, expected.to(mask.dtype), rtol=0, atol=0)
+
+
 # -- the engine's overlapped sync (ddp): reduce-scatter in backward, all-gather past the step --
 ACCUM, CLIP = 2, 0.4  # two micro-batches a step; a clip that acts on some steps
 
