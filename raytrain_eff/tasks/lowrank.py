@@ -15,7 +15,6 @@ engine's all-reduce mean over equal shards gives −∇f's exact value. Evaluati
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Iterator
 from typing import cast
 
@@ -103,45 +102,6 @@ def sensing(d: int, r: int, m: int, gen: torch.Generator) -> LowRankProblem:
         return 0.5 * ((A @ W.reshape(-1) - y) ** 2).mean()
 
     return LowRankProblem("sensing", Phi, f, surrogate(f, Phi.shape), A=A, y=y)
-
-
-@dataclasses.dataclass
-class Trajectory:
-    errors: list[float]  # recovery error of the iterate before step k (errors[0]: init)
-    seconds: list[float]  # wall time spent up to that point (steps and error evaluation)
-
-    def first_below(self, tol: float) -> tuple[int, float] | None:
-        """(iterations, seconds) at which the error first fell to ``tol`` or below; None if
-        never."""
-        for k, e in enumerate(self.errors):
-            if e <= tol:
-                return k, self.seconds[k]
-        return None
-
-
-def fit(
-    net: DeepLinear,
-    problem: LowRankProblem,
-    opt: torch.optim.Optimizer,
-    steps: int,
-    tol: float = 0.0,
-) -> Trajectory:
-    """Full-batch training of f(W_L⋯W_1), recording the recovery error at every iteration.
-
-    The end-to-end product is formed once per iteration: the error reads it (detached) and
-    the loss backpropagates through the same tensor. Stops at the first error at or below
-    ``tol``, after ``steps`` steps, or at a NaN."""
-    errors, seconds, start = [], [], time.perf_counter()
-    for k in range(steps + 1):
-        W = net.product()  # (d_out, d_in), with its autograd graph
-        errors.append(problem.error(W.detach()))
-        seconds.append(time.perf_counter() - start)
-        if errors[-1] <= tol or k == steps or errors[-1] != errors[-1]:  # done, capped or NaN
-            break
-        opt.zero_grad(set_to_none=True)
-        problem.loss(W).backward()
-        opt.step()
-    return Trajectory(errors, seconds)
 
 
 # -- the task ---------------------------------------------------------------------------------
