@@ -35,7 +35,10 @@ BOOTSTRAP_DRAWS = 10_000
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-    """The scripts' common flags; called first thing, so it marks the start of the run."""
+    """The scripts' common flags; called first thing, so it marks the start of the run and
+    starts sampling the run's processes (``OwnTree``)."""
+    if not _START:
+        _OWN.start()
     mark_start()
     p = argparse.ArgumentParser(description=description)
     p.add_argument(
@@ -69,8 +72,6 @@ _START: dict[str, Any] = {}
 def mark_start() -> None:
     """Take the readings ``load`` compares with the end: load averages, the machine's busy
     CPU time, this run's own CPU time and the clock."""
-    if not _START:
-        _OWN.start()
     _START.update(
         load=list(os.getloadavg()), busy=_machine_busy_s(), own=_OWN.cpu_s(), at=time.time()
     )
