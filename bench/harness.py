@@ -116,14 +116,16 @@ class OwnTree:
     a process already counted) and stays counted after it is re-parented. A running process's
     reading includes the children it reaped, so a process reaped inside the tree is counted by
     its reaper; one reaped elsewhere (Ray's workers, orphaned when their raylet is killed at a
-    command's exit and reaped by init) would be lost. Each sample banks what vanished beyond
-    what the counted processes reaped since the last: ``max(0, vanished - reaped)``, a lower
-    bound, like the work after a process's last sample that is never read. The judgement can
-    only err towards loaded."""
+    command's exit and reaped by init) would be lost. So each sample groups the processes that
+    vanished by their nearest running ancestor at the last sample: a group under a counted
+    ancestor banks what it held beyond what that ancestor reaped since (``max(0, vanished -
+    reaped)``), a group under another one (init) banks all of it. Both are lower bounds, like
+    the work after a process's last sample, never read: the judgement can only err loaded."""
 
     def __init__(self) -> None:
         self._me = os.getpid()
-        self._seen: dict[tuple[int, int], tuple[int, int]] = {}  # (pid, start) -> (all, reaped)
+        # (pid, start time) -> (parent pid, ticks with reaped children, reaped children's)
+        self._seen: dict[tuple[int, int], tuple[int, int, int]] = {}
         self._banked = 0  # ticks of counted processes that ended, reaped outside the tree
         self._lock = threading.Lock()
 
@@ -142,12 +144,30 @@ class OwnTree:
         with self._lock:
             procs = _processes()
             own = self._own_pids(procs)
-            now = {(pid, p[1]): p[2:] for pid, p in procs.items() if pid in own}
-            vanished = sum(t for key, (t, _) in self._seen.items() if key not in now)
-            reaped = sum(r - self._seen[key][1] for key, (_, r) in now.items() if key in self._seen)
-            self._banked += max(0, vanished - reaped)
+            now = {(pid, p[1]): (p[0], *p[2:]) for pid, p in procs.items() if pid in own}
+            self._banked += self._lost(now, own)
             self._seen = now
-            return (self._banked + sum(t for t, _ in now.values())) / _CLOCK_TICKS
+            return (self._banked + sum(t for _, t, _ in now.values())) / _CLOCK_TICKS
+
+    def _lost(self, now: dict[tuple[int, int], tuple[int, int, int]], own: set[int]) -> int:
+        """Ticks of the processes that vanished since the last sample and that no counted
+        process's reading took over (see the class's docstring)."""
+        gone = {key[0]: key for key in self._seen if key not in now}
+        groups: dict[int, int] = {}  # nearest running ancestor -> vanished ticks below it
+        for key in gone.values():
+            ancestor, hops = self._seen[key][0], 0
+            while ancestor in gone and hops < len(gone):  # a parent that vanished too
+                ancestor, hops = self._seen[gone[ancestor]][0], hops + 1
+            groups[ancestor] = groups.get(ancestor, 0) + self._seen[key][1]
+        lost = 0
+        for ancestor, ticks in groups.items():
+            before = next((v for k, v in self._seen.items() if k[0] == ancestor), None)
+            after = next((v for k, v in now.items() if k[0] == ancestor), None)
+            if ancestor in own and before is not None and after is not None:
+                lost += max(0, ticks - (after[2] - before[2]))
+            else:
+                lost += ticks
+        return lost
 
     def _own_pids(self, procs: dict[int, tuple[int, int, int, int]]) -> set[int]:
         own = {self._me} | {pid for pid, p in procs.items() if (pid, p[1]) in self._seen}
