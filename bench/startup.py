@@ -4,9 +4,11 @@ same 2 ranks of the package's Runner (same preset, steps, reports and checkpoint
 Two raytrain-eff arms: the command as a first user runs it (it starts a local Ray and stops
 it at exit), and the same command joining a Ray cluster already running on this machine
 (``--address``; a ``ray start --head`` with token auth, started once before the repetitions
-and served one untimed run first), as on a cluster and as every Tune trial runs. All arms are
-separate commands timed from their start to their exit, in each repetition in an order that
-rotates, so machine noise falls on all. The breakdown
+and served one untimed run first, skipped in ``--smoke``), as on a cluster and as every Tune
+trial runs. All arms are separate commands timed from their start to their exit, in each
+repetition in an order that rotates, so machine noise falls on all. The head idles beside the
+other two arms' commands; the CPU its processes use during each command is recorded
+(``head_cpu_s``) and reported in the notes. The breakdown
 comes from each run's summary.json (``engine.startup``: imports, Ray, controller and
 placement group, worker start, task load, model build, first step, training, finish) plus
 the exit after the last mark. An overhead benchmark under bench/README.md's protocol: nothing
@@ -101,11 +103,14 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="rte-startup-") as storage,
         RunningHead(pathlib.Path(storage) / "head") as head,
     ):
-        run_arm("raytrain-eff-cluster", sets, storage, -1, head)  # the cluster's first run
+        if not args.smoke:
+            run_arm("raytrain-eff-cluster", sets, storage, -1, head)  # the cluster's first run
         for rep in range(size["repetitions"]):
             shift = rep % len(ARMS)  # no arm always goes first
             for arm in ARMS[shift:] + ARMS[:shift]:
+                before = head.cpu_seconds()
                 results[arm][rep] = run_arm(arm, sets, storage, rep, head)
+                results[arm][rep]["head_cpu_s"] = round(head.cpu_seconds() - before, 3)
     plain = results["torchrun"]
     specs = {arm: _claim(name, arm, results[arm], plain) for name, arm in CLAIMS}
     judged = {arm: spec.judged() for arm, spec in specs.items()}
@@ -210,6 +215,20 @@ class RunningHead:
         )  # fmt: skip
         return self
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by the head's session's live processes (its GCS, raylet,
+        dashboard and workers; a process that ended since the last call is not counted)."""
+        tick, total = os.sysconf("SC_CLK_TCK"), 0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+            except OSError:  # ended while listed
+                continue
+            fields = stat.rsplit(")", 1)[1].split()  # after the command name
+            if int(fields[3]) == self.proc.pid:  # session id: the head started a new session
+                total += int(fields[11]) + int(fields[12])  # utime + stime
+        return total / tick
+
     def __exit__(self, *exc) -> None:
         for sig, grace_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
             try:
@@ -268,6 +287,14 @@ def _notes(results: dict[str, dict[int, dict]], slower: dict[str, list[float]]) 
     text += "torchrun's median phases (s): " + ", ".join(
         f"{p} {s:.2f}" for p, s in sorted(plain.items())
     )
+    for arm in ("raytrain-eff", "torchrun"):  # beside the cluster arm's idle head
+        runs = results[arm].values()
+        cpu = statistics.median(r["head_cpu_s"] for r in runs)
+        share = statistics.median(r["head_cpu_s"] / r["wall_s"] for r in runs)
+        text += (
+            f". The idle head used a median {cpu:.2f} CPU-s during each {arm} command "
+            f"({share:.1%} of one core over it)"
+        )
     return (
         text
         + ". "

@@ -132,6 +132,9 @@ def build_trainer(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     sc = cfg.scaling
+    # read by Train when the trainer is made, and passed to its controller: here, so that it
+    # reaches the controller from a Tune trial's process and on a cluster too
+    os.environ.setdefault(HEALTH_CHECK_ENV, f"{poll_interval_s(sc.num_workers):g}")
     datasets = task_datasets(cfg) if datasets is None else datasets
     base = storage_path or storage.resolve(cfg.run.storage_path)
     backend = {"auto": "nccl" if sc.use_gpu else "gloo"}.get(sc.backend, sc.backend)
@@ -394,14 +397,19 @@ def ensure_ray(
 
 
 def ray_train_settings(*, local: bool) -> None:
-    """Ray Train's settings the engine chooses; the environment's own values win. How often
-    Train's controller polls its workers: it notices a finished or failed worker group that
-    much later (a cluster's many workers are polled less often). On a Ray this process starts,
-    no preemption watcher: it is one more actor process at every worker-group start, watching
-    for node preemptions that a single local node never reports."""
-    os.environ.setdefault(HEALTH_CHECK_ENV, "0.25" if local else "1")
+    """Ray Train's settings the engine chooses for the Ray it runs on; the environment's own
+    values win. On a Ray this process starts, no preemption watcher: it is one more actor
+    process at every worker-group start, watching for node preemptions that a single local
+    node never reports."""
     if local:
         os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
+
+
+def poll_interval_s(workers: int) -> float:
+    """How often Train's controller polls its workers (one call to each a poll): it notices
+    a finished or failed worker group that much later. 0.25 s up to 8 workers, then growing
+    with the group to Ray's default, 2 s, at 64."""
+    return min(2.0, max(0.25, workers / 32))
 
 
 def free_port() -> int:

@@ -140,6 +140,14 @@ class DHO2Config(FOSIConfig):
     # within 1.3e-11 of exact FOSI over 12 steps), but 1-2% in float32 on a ReLU CNN (kinks
     # and rounding), which is why it is not the default
     hvp: Literal["exact", "central"] = "exact"
+    # Where the step runs. "sharded" (the paper): base state, Newton momentum and eigenvectors
+    # in P slices; per step the gradient is reduce-scattered, a = V g and [V m, V u] are
+    # all-reduced, and the updated slices all-gathered: four dependent collectives.
+    # "replicated" (ddp only, a departure): every rank keeps them whole and takes FOSI's step
+    # on the engine's all-reduced gradient, as DDP AdamW does: one collective a step, overlapped
+    # with backward, for (k + 3)·n floats per rank instead of (k + 3)·n / P. The refresh is the
+    # paper's sharded Lanczos either way; its eigenvectors are all-gathered once per refresh
+    update: Literal["sharded", "replicated"] = "sharded"
 
 
 @dataclass(kw_only=True)

@@ -86,8 +86,8 @@ class Method(Generic[ConfigT]):
 
     name: ClassVar[str] = ""
     # True when the method averages gradients itself (sharded optimizers); the engine then
-    # skips its own gradient all-reduce.
-    owns_gradient_sync: ClassVar[bool] = False
+    # skips its own gradient all-reduce. A method may set it per instance, from its config.
+    owns_gradient_sync: bool = False
 
     def __init__(self, config: ConfigT):
         self.config = config

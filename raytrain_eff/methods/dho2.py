@@ -36,6 +36,15 @@ FSDP's own forward/backward (``central_hvp``), so the refresh stays at 1/P per r
 backward *through* FSDP would need every unit unsharded from the forward to the last HVP
 (``reshard_after_forward=False`` and the gradient graph kept): the whole model again.
 
+``update: replicated`` (ddp only, a named departure) keeps the sharded refresh but not the
+sharded step: every rank holds the whole base state, Newton momentum and eigenvectors (the
+refresh's slices all-gathered once per refresh, ``_step_pairs``) and takes FOSI's step on
+the engine's all-reduced gradient, which overlaps backward as DDP AdamW's does. The paper's
+step needs four dependent collectives (reduce-scatter, a, [V m, V u], all-gather) whose
+latency dominates small models; this one needs one, for (k + 3)·n floats per rank instead
+of (k + 3)·n / P and P times the step's vector arithmetic. Its checkpoints are the sharded
+update's (each rank saves its slice), so either update resumes from the other's.
+
 Checkpoints: ``sharded_state_dict`` hands DCP each rank's slices (``flat_shards``), so no
 rank gathers the eigenvectors to save or load them; ``state_dict`` still gives them whole.
 
@@ -46,6 +55,7 @@ lag behind their snapshot is at most ceil(m / lanczos_per_step) steps and is rep
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -61,7 +71,7 @@ from raytrain_eff.hparams.fosi import DHO2Config
 from raytrain_eff.methods.base import MethodContext
 from raytrain_eff.methods.central_hvp import CentralDifferenceHVP
 from raytrain_eff.methods.fosi import FOSI, FOSIOptimizer, curvature_inputs, flatten
-from raytrain_eff.methods.lanczos import HessianOperator, Hvp, lanczos_steps, ritz_pairs
+from raytrain_eff.methods.lanczos import HessianOperator, Hvp, RitzPairs, lanczos_steps, ritz_pairs
 from raytrain_eff.methods.slice_sync import BUCKET_ELEMENTS, SliceSync
 from raytrain_eff.typed import ConfigError
 
@@ -221,12 +231,19 @@ class DHO2Optimizer(FOSIOptimizer):
         self.share = (rank, world) if config.curvature_split == "global" and world > 1 else None
         self.row_weight = 1.0  # this rank's rows × P / all rows, for the HVP average
         self.sync: SliceSync | None = None  # the engine's overlapped sync (ddp), if attached
+        # update=replicated: the step's state whole on every rank, only the refresh in slices
+        self.replicated = config.update == "replicated" and not self.sharded and world > 1
         super().__init__(model, config, loss_fn, next_batch, max_grad_norm=max_grad_norm)
 
     def _local_slice(self, full: torch.Tensor) -> torch.Tensor:
-        return self.slices.local(full)
+        return full if self.replicated else self.slices.local(full)
 
     def _local_runs(self) -> tuple[list[tuple[int, int]], int]:
+        if self.replicated:
+            return [(0, self.n)], self.n
+        return self._refresh_runs()
+
+    def _refresh_runs(self) -> tuple[list[tuple[int, int]], int]:
         return self.slices.runs[self.slices.rank], self.slices.size
 
     def _shards(self) -> list[torch.Tensor]:
@@ -240,13 +257,13 @@ class DHO2Optimizer(FOSIOptimizer):
             if mine is not None:
                 return mine
         flat = flatten(self.param_groups[0]["params"])  # a fresh copy: one process's is whole
-        return flat if self.slices.world == 1 else self.slices.local(flat)
+        return flat if self.slices.world == 1 or self.replicated else self.slices.local(flat)
 
     # -- the per-step update path: gradient to slices, slices back to parameters ---------------
     def overlap(self, bucket_elements: int = BUCKET_ELEMENTS) -> SliceSync:
         """Attach the overlapped sync (ddp): the gradient reduce-scatter runs in backward's
         hooks, the parameter all-gather past the step; the engine arms, finishes, settles."""
-        if self.sharded or self.slices.world == 1:
+        if self.sharded or self.slices.world == 1 or self.replicated:
             raise ValueError("dho2's overlapped sync is for ddp slices on several ranks")
         if self.sync is None:
             self.sync = SliceSync(self.param_groups[0]["params"], self.slices, bucket_elements)
@@ -270,16 +287,30 @@ class DHO2Optimizer(FOSIOptimizer):
             synced = self.sync.take()
             if synced is not None:
                 return synced
-        # the engine skips its all-reduce for this method: average here, one slice per rank
+        # replicated: the engine all-reduced it; else average here, one slice per rank
         full = super()._local_grad()  # a fresh copy: one process's is its slice already
-        return full if self.slices.world == 1 else self.slices.reduce_scatter_mean(full)
+        if self.slices.world == 1 or self.replicated:
+            return full
+        return self.slices.reduce_scatter_mean(full)
 
     def _psum(self, x: torch.Tensor) -> torch.Tensor:
         return self.slices.psum(x)
 
+    def _step_sum(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.replicated else self._psum(x)
+
+    def _step_pairs(self, eig: RitzPairs) -> RitzPairs:
+        """replicated: the refresh's eigenvector slices all-gathered, once per refresh."""
+        if not self.replicated:
+            return eig
+        return dataclasses.replace(eig, V=self.slices.gather(eig.V))
+
     def _write_params(self, theta_local: torch.Tensor) -> None:
         if self.sync is not None:  # lands in the parameters at the sync's settle()
             self.sync.gather_params(theta_local)
+            return
+        if self.replicated:
+            vector_to_parameters(theta_local, self.param_groups[0]["params"])
             return
         if not self.sharded:
             vector_to_parameters(self.slices.gather(theta_local), self.param_groups[0]["params"])
@@ -363,11 +394,22 @@ class DHO2Optimizer(FOSIOptimizer):
         return matvec
 
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
-        return self.slices.gather(x)
+        return x if self.replicated else self.slices.gather(x)
 
     def _sharded(self, local: torch.Tensor) -> torch.Tensor:
+        """replicated: this rank saves its slice of the whole vectors, so both updates write
+        (and resume from) the same checkpoint."""
         slices = self.slices
+        if self.replicated:
+            local = slices.local(local)
         return flat_shards.sharded(local, slices.runs, slices.rank, slices.group)
+
+    def _load_pieces(self, loaded: torch.Tensor, into: torch.Tensor) -> None:
+        if not self.replicated:
+            return super()._load_pieces(loaded, into)
+        mine = into.new_zeros(*into.shape[:-1], self.slices.size)
+        super()._load_pieces(loaded, mine)
+        into.copy_(self.slices.gather(mine))
 
     def transient_bytes(self) -> int:
         """Per-HVP buffers beside the basis: gathered q and H q in the model's dtype, padded
@@ -412,7 +454,9 @@ class MRDHO2Optimizer(DHO2Optimizer):
                 c = self.cfg
                 Q, alpha, beta, restarts = finished.value
                 self._install(
-                    ritz_pairs(Q, alpha, beta, restarts, c.k, c.num_smallest, c.ritz_cutoff)
+                    self._step_pairs(
+                        ritz_pairs(Q, alpha, beta, restarts, c.k, c.num_smallest, c.ritz_cutoff)
+                    )
                 )
                 self.pending, self.lag = None, self.t - self.snapshot_t
                 return done
@@ -432,10 +476,15 @@ class MRDHO2Optimizer(DHO2Optimizer):
 
 
 class DHO2(FOSI):
-    """Registered as ``dho2``; averages gradients itself (reduce-scatter to slices)."""
+    """Registered as ``dho2``; averages gradients itself (reduce-scatter to slices), or lets
+    the engine all-reduce them (``update: replicated``)."""
 
     owns_gradient_sync = True
     optimizer_class = DHO2Optimizer
+
+    def __init__(self, config: DHO2Config):
+        super().__init__(config)
+        self.owns_gradient_sync = config.update == "sharded"
 
     @classmethod
     def preflight(cls, params, cfg) -> None:
@@ -443,6 +492,12 @@ class DHO2(FOSI):
             raise ConfigError(
                 f"hvp=central perturbs each rank's FSDP shard; it needs scaling.strategy=fsdp "
                 f"(not {cfg.scaling.strategy}): use hvp=exact"
+            )
+        if params.update == "replicated" and cfg.scaling.strategy != "ddp":
+            raise ConfigError(
+                f"update=replicated keeps the whole parameters, eigenvectors and base state on "
+                f"every rank; it needs scaling.strategy=ddp (not {cfg.scaling.strategy}): use "
+                f"update=sharded"
             )
         workers = cfg.scaling.num_workers
         if params.curvature_split == "global" and cfg.data.batch_size < workers:
@@ -471,7 +526,8 @@ class DHO2(FOSI):
             rank=ctx.rank,
             world_size=ctx.world_size,
             structure=structure,
-            max_grad_norm=ctx.grad_clip,
+            # replicated: the engine clips the gradient it averaged
+            max_grad_norm=ctx.grad_clip if self.owns_gradient_sync else None,
         )
         return self.optimizer
 

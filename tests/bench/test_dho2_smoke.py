@@ -6,7 +6,7 @@ import pytest
 from smoke import run_smoke
 
 BASELINES = {"adamw", "sgd-hb", "adamw-p1"}
-METHODS = {"dho2", "dho2-hb", "dho2-p1"}
+METHODS = {"dho2", "dho2-hb", "dho2-p1", "dho2-replicated"}
 TRAINED = {"adamw", "sgd-hb", "dho2", "dho2-hb"}
 PROBLEMS = {"digits-cnn", "kjv-gpt"}
 
@@ -28,7 +28,7 @@ def test_dho2_bench_arms_read_the_runners_records(record):
                 assert {"steps_to_target", "seconds_to_target"} <= set(fig["per_seed"])
                 assert fig["step_seconds_steady_mean"]["median"] > 0
                 assert fig["rank0_memory_bytes"]["optimizer_state_bytes"] > 0
-        for arm in ("dho2", "dho2-hb", "dho2-p1"):  # the smoke's short T: refreshes happened
+        for arm in METHODS:  # the smoke's short T: refreshes happened
             fig = record["method"][problem][arm]
             assert 0 < fig["refresh_share_of_wall"]["median"] < 1
             assert fig["clip_factor"]["max"] >= 1.0
@@ -56,6 +56,9 @@ def test_dho2_claims_follow_from_the_data(record):
                 claim = claims[name]
                 assert claim["kind"] == "bound" and claim["threshold"] == limit
                 assert claim["met"] == (claim["worst"] < limit)
+        replicated = claims[f"{problem}: DHO2 step over AdamW step, P = 2, update=replicated"]
+        assert not replicated["required"] and replicated["threshold"] == 1.2
+        assert replicated["met"] == (replicated["worst"] < 1.2)
         for method in ("dho2", "dho2-hb"):
             names = [n for n in claims if n.startswith(f"{problem}: ") and f"over {method}," in n]
             assert {n.rsplit(", ", 1)[1] for n in names} == {
@@ -70,7 +73,8 @@ def test_dho2_protocol_fields(record):
     rules = protocol["arms"]
     for problem in PROBLEMS:  # one rule per problem, shared by all its trained arms
         assert len({str(rules[f"{problem}: {a}"]) for a in TRAINED}) == 1
-        assert {f"{problem}: adamw-p1", f"{problem}: dho2-p1"} <= set(protocol["untuned"])
+        timing = {"adamw-p1", "dho2-p1", "dho2-replicated"}
+        assert {f"{problem}: {a}" for a in timing} <= set(protocol["untuned"])
     assert not set(protocol["eval_seeds"]) & set(protocol["tuning_seeds"])
     assert set(protocol["tuning"]) == {f"{p}: {a}" for p in PROBLEMS for a in TRAINED}
     assert len({rec["budget"] for rec in protocol["tuning"].values()}) == 1

@@ -8,7 +8,7 @@ from smoke import run_smoke
 
 @pytest.mark.timeout(600)
 def test_startup_smoke(tmp_path):
-    record = run_smoke("startup", tmp_path, timeout=480)  # 4 commands and a Ray head
+    record = run_smoke("startup", tmp_path, timeout=480)  # 3 commands and a Ray head
     ray, plain = record["method"], record["baseline"]
     assert ray["wall_s"]["median"] > 0 and plain["wall_s"]["median"] > 0
     # the CLI's run names every phase from its imports to the driver's exit
@@ -18,6 +18,9 @@ def test_startup_smoke(tmp_path):
     assert {"launcher", "task_load", "model_build", "first_step", "exit"} <= set(plain["phases_s"])
     joined = record["method_on_a_running_cluster"]
     assert {"ray_init", "controller", "worker_start", "exit"} <= set(joined["phases_s"])
+    # the head's CPU during each command: the joining run's workers are the head's processes
+    assert joined["runs"]["0"]["head_cpu_s"] > 0
+    assert ray["runs"]["0"]["head_cpu_s"] >= 0 and "The idle head used" in record["notes"]
     protocol = record["protocol"]
     assert protocol["kind"] == "overhead"
     assert set(protocol["arms"]) == {"raytrain-eff", "raytrain-eff-cluster", "torchrun"}

@@ -3,6 +3,7 @@
 Under fsdp each rank holds a slice of the model, yet the run takes the steps ddp takes: the
 same losses, weights and MST masks to float tolerance. A checkpoint written under fsdp holds
 the whole model in ddp's format, so it resumes under either strategy and on any worker count.
+DHO2's two updates (sharded, replicated) take the same steps and read each other's checkpoints.
 """
 
 import pathlib
@@ -240,6 +241,45 @@ def test_a_dho2_checkpoint_in_shards_resumes_on_1_2_and_3_workers(gloo, tmp_path
         assert first["eigenpairs"] == 2
         assert first["lambda_max"] == pytest.approx(saved["lambda_max"], rel=1e-6)
         assert torch.isfinite(_losses(resumed)).all() and len(_losses(resumed)) == 3
+
+
+def test_dho2s_replicated_update_takes_the_sharded_steps_and_reads_its_checkpoints(gloo, tmp_path):
+    """update=replicated (the engine's all-reduce, the whole state on every rank) takes the
+    paper's sharded update's steps on 2 ddp ranks, holding twice its optimizer state; its
+    checkpoint is in the sharded update's format, so a run resumes from it under the other."""
+    preset, tiny = CASES["dho2"]
+    ckpts = tmp_path / "ckpts"
+    runs = {
+        update: _run(
+            gloo,
+            tmp_path,
+            update,
+            2,
+            preset,
+            tiny + RUN + [f"methods.dho2.update={update}"],
+            save_to=str(ckpts / update),
+        )
+        for update in ("sharded", "replicated")
+    }
+    sharded, replicated = runs["sharded"], runs["replicated"]
+    torch.testing.assert_close(_losses(replicated), _losses(sharded), rtol=1e-5, atol=1e-6)
+    _assert_same_model(replicated[0], sharded[0])
+    rows = replicated[0]["rows"]
+    assert max(r["eigenpairs"] for r in rows) == 2
+    assert sum(r["lanczos_iterations"] for r in rows) == 2 * 8
+    state = {u: r[0]["bytes"]["optimizer_state_bytes"] for u, r in runs.items()}
+    assert state["replicated"] == pytest.approx(2 * state["sharded"], rel=0.01)
+    resumed = _run(
+        gloo,
+        tmp_path,
+        "swapped",
+        2,
+        preset,
+        tiny + RUN + ["methods.dho2.update=sharded"],
+        resume_from=str(ckpts / "replicated" / "step3"),
+    )
+    torch.testing.assert_close(_losses(resumed), _losses(sharded, start=3), rtol=1e-5, atol=1e-6)
+    _assert_same_model(resumed[0], sharded[0])
 
 
 @pytest.mark.parametrize(

@@ -105,6 +105,42 @@ def test_dho2_on_2_and_3_ranks_equals_fosi_on_the_concatenated_batch(gloo):
             assert last["eigenpairs"] == v_shape[0]
 
 
+def _replicated(rank, world, group, opt_cls, cfg, steps):
+    """update=replicated as the engine drives it: the gradient all-reduced and averaged first."""
+    import dataclasses
+
+    import torch.distributed as dist
+
+    model = mlp()
+    cfg = dataclasses.replace(cfg, update="replicated")
+    opt = opt_cls(
+        model, cfg, ce, RankBatches(rank, world, 10**6), group=group, rank=rank, world_size=world
+    )
+    batches, trace = RankBatches(rank, world, 0), []
+    for _ in range(steps):
+        opt.zero_grad()
+        ce(model, batches()).backward()
+        for p in model.parameters():
+            dist.all_reduce(p.grad, group=group)
+            p.grad.div_(world)
+        opt.step()
+        trace.append(flat(model))
+    return trace, tuple(opt.V.shape), opt.flat["exp_avg"].numel()
+
+
+def test_the_replicated_update_on_2_and_3_ranks_equals_fosi(gloo):
+    """update=replicated: whole eigenvectors and base state on every rank, no collective in
+    the step; the refresh is still the sharded Lanczos, so the steps are FOSI's."""
+    reference, _ = single(FOSIOptimizer, FOSIConfig(**CFG), 12)
+    for world in (2, 3):
+        runs = gloo.run(world, _replicated, DHO2Optimizer, DHO2Config(**CFG), 12)
+        for trace, v_shape, state_numel in runs:
+            for t, (a, b) in enumerate(zip(reference, trace, strict=True)):
+                torch.testing.assert_close(b, a, rtol=0, atol=1e-9, msg=f"P={world} step {t}")
+            assert v_shape[0] >= 1 and v_shape[1] == 66 and state_numel == 66
+    assert not DHO2(DHO2Config(**CFG, update="replicated")).owns_gradient_sync
+
+
 def _decay_mask(rank, world, group, fsdp):
     model = _fsdp_model(group) if fsdp else mlp()
     extra = {"structure": _meta_mlp()} if fsdp else {}
@@ -275,7 +311,9 @@ def test_mr_dho2_spreads_the_refresh_and_equals_itself_across_ranks(gloo):
     cfg = MRDHO2Config(**{**CFG, "refresh_interval": 6}, lanczos_per_step=5)  # m = 12: 3 steps
     reference, opt = single(MRDHO2Optimizer, cfg, 12)
     assert opt.lag == 2 and opt.last["curvature_lag_steps"] == 2
-    for trace, *_ in gloo.run(2, _sharded, MRDHO2Optimizer, cfg, 12):
+    for trace, *_ in gloo.run(2, _sharded, MRDHO2Optimizer, cfg, 12) + gloo.run(
+        2, _replicated, MRDHO2Optimizer, cfg, 12
+    ):
         for a, b in zip(reference, trace, strict=True):
             torch.testing.assert_close(b, a, rtol=0, atol=1e-9)
     # with all iterations in one step there is no lag: MR-DHO2 is DHO2
@@ -595,6 +633,21 @@ def test_central_hvps_need_fsdp_and_are_refused_before_launch():
     )
     with pytest.raises(ValueError, match="hvp='central' runs on FSDP2-sharded parameters"):
         DHO2Optimizer(mlp(), DHO2Config(**CFG, hvp="central"), ce, RankBatches(0, 1, 0))
+
+
+def test_the_replicated_update_needs_ddp_and_is_refused_before_launch():
+    from raytrain_eff import config
+    from raytrain_eff.engine import preflight
+    from raytrain_eff.typed import ConfigError
+
+    replicated = ["methods.dho2.update=replicated"]
+    with pytest.raises(
+        ConfigError, match=r"update=replicated .* scaling.strategy=ddp \(not fsdp\)"
+    ):
+        preflight.check(
+            config.load(preset="classify-dho2", overrides=replicated + ["scaling.strategy=fsdp"])
+        )
+    preflight.check(config.load(preset="classify-dho2", overrides=replicated))
 
 
 def test_an_earlier_checkpoint_with_optimizer_pt_whole_still_loads(tmp_path):
