@@ -177,6 +177,8 @@ BASELINES = ["adamw", "sgd-hb"]
 METHODS = ["dho2", "dho2-hb"]
 TRAINED = BASELINES + METHODS
 TIMING = [a for a in ARMS if ARMS[a].twin]
+# arms whose time to the target is claimed: read from the record by the same stopping rule
+TO_TARGET = TRAINED + ["dho2-replicated"]
 OWN_BASE = {"dho2": "adamw", "dho2-hb": "sgd-hb"}
 # DHO2's step-cost arms beside AdamW's of as many ranks: (ranks, DHO2 arm, AdamW arm, label)
 STEP_ARMS = (
@@ -749,11 +751,12 @@ def build_protocol(sizes: Sizes, targets: dict, tuning: dict, claims: list[Claim
             note=f"read from the record: every run trains the whole {sizes.steps}-step budget "
             "(the Runner has no early stop); never reaching the target is inf",
         )
-        arms.update({f"{p}: {a}": ArmRules(stopping=stop, timed=timed) for a in TRAINED})
+        arms.update({f"{p}: {a}": ArmRules(stopping=stop, timed=timed) for a in TO_TARGET})
         budget = StoppingRule(
             kind="budget", metric="steps", target=sizes.steps, cadence="once per run"
         )
-        arms.update({f"{p}: {a}": ArmRules(stopping=budget, timed=timed) for a in TIMING})
+        budgeted = [a for a in TIMING if a not in TO_TARGET]
+        arms.update({f"{p}: {a}": ArmRules(stopping=budget, timed=timed) for a in budgeted})
     return Protocol(
         kind="comparison",
         arms=arms,

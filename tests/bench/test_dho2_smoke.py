@@ -75,6 +75,8 @@ def test_dho2_protocol_fields(record):
         assert len({str(rules[f"{problem}: {a}"]) for a in TRAINED}) == 1
         timing = {"adamw-p1", "dho2-p1", "dho2-replicated"}
         assert {f"{problem}: {a}" for a in timing} <= set(protocol["untuned"])
+    # the smoke's one seed is its only departure: every paired claim's arms share a rule
+    assert not [v for v in record["protocol_violations"] if "stopping rules" in v]
     assert not set(protocol["eval_seeds"]) & set(protocol["tuning_seeds"])
     assert set(protocol["tuning"]) == {f"{p}: {a}" for p in PROBLEMS for a in TRAINED}
     assert len({rec["budget"] for rec in protocol["tuning"].values()}) == 1
