@@ -49,11 +49,19 @@ class RankBatches:
         return X[rows.start : rows.stop], y[rows.start : rows.stop]
 
 
-def run_steps(model, opt, rank, world, first, last):
+def run_steps(model, opt, rank, world, first, last, average_over=None):
+    """Steps first..last-1 on this rank's rows; ``average_over``: a group whose mean gradient
+    the optimizer gets, as the engine's all-reduce gives it (update=replicated)."""
+    import torch.distributed as dist
+
     batches = RankBatches(rank, world, first)
     for _ in range(first, last):
         opt.zero_grad()
         ce(model, batches()).backward()
+        if average_over is not None:
+            for p in model.parameters():
+                dist.all_reduce(p.grad, group=average_over)
+                p.grad.div_(world)
         opt.step()
 
 
@@ -109,21 +117,14 @@ def _replicated(rank, world, group, opt_cls, cfg, steps):
     """update=replicated as the engine drives it: the gradient all-reduced and averaged first."""
     import dataclasses
 
-    import torch.distributed as dist
-
     model = mlp()
     cfg = dataclasses.replace(cfg, update="replicated")
     opt = opt_cls(
         model, cfg, ce, RankBatches(rank, world, 10**6), group=group, rank=rank, world_size=world
     )
-    batches, trace = RankBatches(rank, world, 0), []
-    for _ in range(steps):
-        opt.zero_grad()
-        ce(model, batches()).backward()
-        for p in model.parameters():
-            dist.all_reduce(p.grad, group=group)
-            p.grad.div_(world)
-        opt.step()
+    trace = []
+    for t in range(steps):
+        run_steps(model, opt, rank, world, t, t + 1, average_over=group)
         trace.append(flat(model))
     return trace, tuple(opt.V.shape), opt.flat["exp_avg"].numel()
 
