@@ -9,7 +9,6 @@ import math
 import pathlib
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -321,64 +320,26 @@ def test_load_is_recorded_with_the_cpu_other_processes_took(tmp_path):
     assert rec["overloaded"] == (rec["others_share"] > harness.OTHERS_LIMIT)
 
 
-SPIN = "import time\nend = time.process_time() + 1.0\nwhile time.process_time() < end: pass\n"
-
-
-def _wait_for(path: pathlib.Path) -> None:
-    while not path.exists():
-        time.sleep(0.05)
-
-
-def test_the_runs_own_cpu_counts_its_descendants_but_not_a_strangers(tmp_path):
-    tree = harness.OwnTree()
-    before = tree.cpu_s()
-    subprocess.run([sys.executable, "-c", SPIN], check=True)  # a rank, waited for
-    waited = tree.cpu_s()
-    assert waited - before > 0.9
-    done = tmp_path / "live"  # a rank still alive, not waited for yet
-    live = subprocess.Popen(
-        [sys.executable, "-c", SPIN + f"open({str(done)!r}, 'w').close()\ninput()"],
-        stdin=subprocess.PIPE,
+def _probe(scenario: str) -> dict[str, float]:
+    """The CPU seconds ``OwnTree`` counted in one of ``own_tree_probe``'s scenarios, run in a
+    fresh process whose tree holds only what the scenario starts."""
+    probe = pathlib.Path(__file__).with_name("own_tree_probe.py")
+    out = subprocess.run(
+        [sys.executable, str(probe), scenario], check=True, capture_output=True, text=True
     )
-    _wait_for(done)
-    alive = tree.cpu_s()
-    live.communicate(b"\n")
-    assert alive - waited > 0.9 and tree.cpu_s() - alive < 0.5  # waited for: not counted twice
-    # a process outside the tree: its shell exits before the tree samples, so it never
-    # counted as the run's
-    done = tmp_path / "stranger"
-    script = tmp_path / "stranger.py"
-    script.write_text(SPIN + f"open({str(done)!r}, 'w').close()\n")
-    subprocess.run(["sh", "-c", f"{sys.executable} {script} &"], check=True)
-    after_shell = tree.cpu_s()
-    _wait_for(done)
-    assert tree.cpu_s() - after_shell < 0.5
+    return json.loads(out.stdout)
 
 
-def test_a_daemon_the_run_started_counts_after_it_ends_adopted_elsewhere(tmp_path):
-    """Ray's daemons: started below the run, re-parented when their parent exits, and reaped
-    by init, never by the run; the CPU they took is still the run's."""
-    tree = harness.OwnTree()
-    spun, release = tmp_path / "spun", tmp_path / "release"
-    script = tmp_path / "daemon.py"
-    script.write_text(
-        SPIN
-        + f"import os, time\nopen({str(spun)!r} + '.tmp', 'w').write(str(os.getpid()))\n"
-        + f"os.replace({str(spun)!r} + '.tmp', {str(spun)!r})\n"
-        + f"while not os.path.exists({str(release)!r}): time.sleep(0.02)\n"
-    )
-    before = tree.cpu_s()
-    parent = subprocess.Popen(
-        ["sh", "-c", f"{sys.executable} {script} & read line"], stdin=subprocess.PIPE
-    )
-    _wait_for(spun)
-    daemon = int(spun.read_text())
-    tree.cpu_s()  # seen below its shell
-    parent.communicate(b"\n")  # the shell exits; the daemon is adopted elsewhere
-    release.touch()
-    while pathlib.Path(f"/proc/{daemon}").exists():  # ended and reaped by its adopter
-        time.sleep(0.02)
-    assert tree.cpu_s() - before > 0.9
+def test_the_runs_own_cpu_counts_its_descendants_but_not_a_strangers():
+    # each spinning process takes exactly one CPU second (time.process_time)
+    counted = _probe("descendants")
+    assert counted["waited"] > 0.9 and counted["alive"] > 0.9
+    assert counted["after_reaping_it"] < 0.5  # waited for: not counted twice
+    assert counted["stranger"] < 0.5
+
+
+def test_a_daemon_the_run_started_counts_after_it_ends_adopted_elsewhere():
+    assert _probe("daemon")["daemon"] > 0.9
 
 
 def test_the_measured_paths_are_the_package_and_the_bench_files_the_run_used():
