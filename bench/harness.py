@@ -159,10 +159,11 @@ class OwnTree:
             while ancestor in gone and hops < len(gone):  # a parent that vanished too
                 ancestor, hops = self._seen[gone[ancestor]][0], hops + 1
             groups[ancestor] = groups.get(ancestor, 0) + self._seen[key][1]
+        seen_by_pid = {k[0]: v for k, v in self._seen.items()}
+        now_by_pid = {k[0]: v for k, v in now.items()}
         lost = 0
         for ancestor, ticks in groups.items():
-            before = next((v for k, v in self._seen.items() if k[0] == ancestor), None)
-            after = next((v for k, v in now.items() if k[0] == ancestor), None)
+            before, after = seen_by_pid.get(ancestor), now_by_pid.get(ancestor)
             if ancestor in own and before is not None and after is not None:
                 lost += max(0, ticks - (after[2] - before[2]))
             else:

@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from ray import cloudpickle
 from timeouts import scaled
 
-from raytrain_eff.engine import local_ranks
+from raytrain_eff.engine import launch, local_ranks
 
 MAX_WORLD = 4
 
@@ -45,7 +45,7 @@ def _serve(rank: int, port: int, inbox, outbox) -> None:
 class GlooPool:
     def __init__(self):
         ctx = mp.get_context("spawn")
-        port = local_ranks.free_port()
+        port = launch.free_port()
         self.inboxes = [ctx.Queue() for _ in range(MAX_WORLD)]
         self.outbox = ctx.Queue()
         self.procs = [

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import socket
 import sys
 import time
 import traceback
@@ -29,6 +28,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from ray import cloudpickle
 
+from raytrain_eff.engine.launch import free_port
+
 GRACE_S = 10.0  # how long the other ranks get to finish once one rank has failed
 
 
@@ -38,12 +39,6 @@ class RankFailed(RuntimeError):
     def __init__(self, rank: int, error: str):
         super().__init__(f"rank {rank} failed:\n{error}")
         self.rank, self.error = rank, error
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def join_group(rank: int, world: int, port: int, threads: int = 1) -> None:

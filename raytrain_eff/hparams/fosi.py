@@ -143,10 +143,12 @@ class DHO2Config(FOSIConfig):
     # Where the step runs. "sharded" (the paper): base state, Newton momentum and eigenvectors
     # in P slices; per step the gradient is reduce-scattered, a = V g and [V m, V u] are
     # all-reduced, and the updated slices all-gathered: four dependent collectives.
-    # "replicated" (ddp only, a departure): every rank keeps them whole and takes FOSI's step
-    # on the engine's all-reduced gradient, as DDP AdamW does: one collective a step, overlapped
-    # with backward, for (k + 3)·n floats per rank instead of (k + 3)·n / P. The refresh is the
-    # paper's sharded Lanczos either way; its eigenvectors are all-gathered once per refresh
+    # The refresh's Lanczos vectors are in P slices too: four collectives an iteration.
+    # "replicated" (ddp only, a departure): every rank keeps them all whole and takes FOSI's
+    # step on the engine's all-reduced gradient, as DDP AdamW does: one collective a step,
+    # overlapped with backward, and one all-reduce of H q per Lanczos iteration (each rank's
+    # HVP still covers its 1/P of the curvature rows), for (m + k + 3)·n floats per rank
+    # instead of (m + k + 3)·n / P
     update: Literal["sharded", "replicated"] = "sharded"
 
 

@@ -36,14 +36,16 @@ FSDP's own forward/backward (``central_hvp``), so the refresh stays at 1/P per r
 backward *through* FSDP would need every unit unsharded from the forward to the last HVP
 (``reshard_after_forward=False`` and the gradient graph kept): the whole model again.
 
-``update: replicated`` (ddp only, a named departure) keeps the sharded refresh but not the
-sharded step: every rank holds the whole base state, Newton momentum and eigenvectors (the
-refresh's slices all-gathered once per refresh, ``_step_pairs``) and takes FOSI's step on
-the engine's all-reduced gradient, which overlaps backward as DDP AdamW's does. The paper's
-step needs four dependent collectives (reduce-scatter, a, [V m, V u], all-gather) whose
-latency dominates small models; this one needs one, for (k + 3)·n floats per rank instead
-of (k + 3)·n / P and P times the step's vector arithmetic. Its checkpoints are the sharded
-update's (each rank saves its slice), so either update resumes from the other's.
+``update: replicated`` (ddp only, a named departure; ``Replicas``) holds every vector whole
+on every rank: the Lanczos basis, eigenvectors, base state and Newton momentum. The step is
+FOSI's on the engine's all-reduced gradient, which overlaps backward as DDP AdamW's does; a
+Lanczos iteration is each rank's HVP on its 1/P of the curvature rows and one all-reduce of
+H q, with the recursion's sums local. The paper's step needs four dependent collectives
+(reduce-scatter, a, [V m, V u], all-gather) and its iteration four more (q's all-gather, H q's
+reduce-scatter, two sums), whose latency dominates small models; this layout needs one each,
+for (m + k + 3)·n floats per rank instead of (m + k + 3)·n / P and P times the vector
+arithmetic. Its checkpoints are the sharded update's (each rank saves its slice), so either
+update resumes from the other's.
 
 Checkpoints: ``sharded_state_dict`` hands DCP each rank's slices (``flat_shards``), so no
 rank gathers the eigenvectors to save or load them; ``state_dict`` still gives them whole.
@@ -55,7 +57,6 @@ lag behind their snapshot is at most ceil(m / lanczos_per_step) steps and is rep
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,7 +72,7 @@ from raytrain_eff.hparams.fosi import DHO2Config
 from raytrain_eff.methods.base import MethodContext
 from raytrain_eff.methods.central_hvp import CentralDifferenceHVP
 from raytrain_eff.methods.fosi import FOSI, FOSIOptimizer, curvature_inputs, flatten
-from raytrain_eff.methods.lanczos import HessianOperator, Hvp, RitzPairs, lanczos_steps, ritz_pairs
+from raytrain_eff.methods.lanczos import HessianOperator, Hvp, lanczos_steps, ritz_pairs
 from raytrain_eff.methods.slice_sync import BUCKET_ELEMENTS, SliceSync
 from raytrain_eff.typed import ConfigError
 
@@ -95,10 +96,27 @@ class Slices:
     def local(self, full: torch.Tensor) -> torch.Tensor:
         return self._pad(full)[..., self.lo : self.lo + self.size].clone()
 
-    def psum(self, x: torch.Tensor) -> torch.Tensor:
+    def ranks_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """x summed over the ranks (a copy; x itself in one process)."""
         if self.world == 1:
             return x
         return collectives.all_reduce(x.clone(), self.group)
+
+    def psum(self, x: torch.Tensor) -> torch.Tensor:
+        """A sum over the slices of the vectors (dot products): over the ranks."""
+        return self.ranks_sum(x)
+
+    def reduced_elements(self) -> int:
+        """Length of the fp64 vector an HVP's reduction takes (padded, full length)."""
+        return self.size * self.world
+
+    def checkpoint(self, local: torch.Tensor) -> torch.Tensor:
+        """``local`` as the tensor DCP saves in this rank's pieces (``flat_shards``)."""
+        return flat_shards.sharded(local, self.runs, self.rank, self.group)
+
+    def load(self, loaded: torch.Tensor, into: torch.Tensor) -> None:
+        """A loaded ``checkpoint`` tensor into this rank's slice ``into``, in place."""
+        flat_shards.pieces_into(loaded, into)
 
     def reduce_scatter_mean(self, full: torch.Tensor) -> torch.Tensor:
         """This rank's slice of the mean over ranks of a full-length vector."""
@@ -158,6 +176,9 @@ class ShardSlices(Slices):
     def local(self, full: torch.Tensor) -> torch.Tensor:
         return self._take(full, self.rank)[..., : self.size].clone()
 
+    def reduced_elements(self) -> int:
+        return self.widest * self.world
+
     def reduce_scatter_mean(self, full: torch.Tensor) -> torch.Tensor:
         if self.world == 1:
             return self.local(full)
@@ -182,6 +203,44 @@ class ShardSlices(Slices):
                 full[:, a : a + length] = every[r, :, at : at + length]
                 at += length
         return full.reshape(*local.shape[:-1], self.n)
+
+
+class Replicas(Slices):
+    """``update: replicated`` (ddp): every rank holds whole vectors (the Lanczos basis,
+    eigenvectors, base state); only the curvature batch's rows are split over the ranks. So
+    the recursion's sums are local, an HVP's reduction is one all-reduce of H q, and the
+    parameters need no gather. Checkpoints keep the equal slices' format (``Slices``): each
+    rank saves its slice, so either update resumes from the other's."""
+
+    def __init__(self, n: int, rank: int, world: int, group: Any):
+        super().__init__(n, rank, world, group)
+        self.saved = Slices(n, rank, world, group)  # the checkpoint's layout
+        self.size, self.lo = n, 0
+        self.runs = [[(0, n)] for _ in range(world)]
+
+    def local(self, full: torch.Tensor) -> torch.Tensor:
+        return full  # whole already (may alias ``full``)
+
+    def psum(self, x: torch.Tensor) -> torch.Tensor:
+        return x  # one slice: the whole vector
+
+    def reduced_elements(self) -> int:
+        return self.n
+
+    def reduce_scatter_mean(self, full: torch.Tensor) -> torch.Tensor:
+        """The mean over ranks, whole on every rank: one all-reduce, in place."""
+        return collectives.all_reduce(full, self.group).div_(self.world)
+
+    def gather(self, local: torch.Tensor) -> torch.Tensor:
+        return local
+
+    def checkpoint(self, local: torch.Tensor) -> torch.Tensor:
+        return self.saved.checkpoint(self.saved.local(local))
+
+    def load(self, loaded: torch.Tensor, into: torch.Tensor) -> None:
+        mine = into.new_zeros(*into.shape[:-1], self.saved.size)
+        self.saved.load(loaded, mine)
+        into.copy_(self.saved.gather(mine))
 
 
 def is_sharded(model: nn.Module) -> bool:
@@ -222,28 +281,24 @@ class DHO2Optimizer(FOSIOptimizer):
                 "it from ctx.task)"
             )
         self.structure = structure
+        # update=replicated: whole vectors on every rank, only the HVP's rows split (Replicas)
+        self.replicated = config.update == "replicated" and not self.sharded and world > 1
+        n = sum(p.numel() for p in params)
         self.slices = (
             ShardSlices(params, rank, world, group)
             if self.sharded
-            else Slices(sum(p.numel() for p in params), rank, world, group)
+            else (Replicas if self.replicated else Slices)(n, rank, world, group)
         )
         # this rank's part of one global curvature batch; one process takes all of its own
         self.share = (rank, world) if config.curvature_split == "global" and world > 1 else None
         self.row_weight = 1.0  # this rank's rows × P / all rows, for the HVP average
         self.sync: SliceSync | None = None  # the engine's overlapped sync (ddp), if attached
-        # update=replicated: the step's state whole on every rank, only the refresh in slices
-        self.replicated = config.update == "replicated" and not self.sharded and world > 1
         super().__init__(model, config, loss_fn, next_batch, max_grad_norm=max_grad_norm)
 
     def _local_slice(self, full: torch.Tensor) -> torch.Tensor:
-        return full if self.replicated else self.slices.local(full)
+        return self.slices.local(full)
 
     def _local_runs(self) -> tuple[list[tuple[int, int]], int]:
-        if self.replicated:
-            return [(0, self.n)], self.n
-        return self._refresh_runs()
-
-    def _refresh_runs(self) -> tuple[list[tuple[int, int]], int]:
         return self.slices.runs[self.slices.rank], self.slices.size
 
     def _shards(self) -> list[torch.Tensor]:
@@ -257,13 +312,13 @@ class DHO2Optimizer(FOSIOptimizer):
             if mine is not None:
                 return mine
         flat = flatten(self.param_groups[0]["params"])  # a fresh copy: one process's is whole
-        return flat if self.slices.world == 1 or self.replicated else self.slices.local(flat)
+        return flat if self.slices.world == 1 else self.slices.local(flat)
 
     # -- the per-step update path: gradient to slices, slices back to parameters ---------------
     def overlap(self, bucket_elements: int = BUCKET_ELEMENTS) -> SliceSync:
         """Attach the overlapped sync (ddp): the gradient reduce-scatter runs in backward's
         hooks, the parameter all-gather past the step; the engine arms, finishes, settles."""
-        if self.sharded or self.slices.world == 1 or self.replicated:
+        if type(self.slices) is not Slices or self.slices.world == 1:
             raise ValueError("dho2's overlapped sync is for ddp slices on several ranks")
         if self.sync is None:
             self.sync = SliceSync(self.param_groups[0]["params"], self.slices, bucket_elements)
@@ -296,21 +351,9 @@ class DHO2Optimizer(FOSIOptimizer):
     def _psum(self, x: torch.Tensor) -> torch.Tensor:
         return self.slices.psum(x)
 
-    def _step_sum(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.replicated else self._psum(x)
-
-    def _step_pairs(self, eig: RitzPairs) -> RitzPairs:
-        """replicated: the refresh's eigenvector slices all-gathered, once per refresh."""
-        if not self.replicated:
-            return eig
-        return dataclasses.replace(eig, V=self.slices.gather(eig.V))
-
     def _write_params(self, theta_local: torch.Tensor) -> None:
         if self.sync is not None:  # lands in the parameters at the sync's settle()
             self.sync.gather_params(theta_local)
-            return
-        if self.replicated:
-            vector_to_parameters(theta_local, self.param_groups[0]["params"])
             return
         if not self.sharded:
             vector_to_parameters(self.slices.gather(theta_local), self.param_groups[0]["params"])
@@ -377,7 +420,7 @@ class DHO2Optimizer(FOSIOptimizer):
             return 1.0
         rows = float(len(pytree.tree_leaves(batch)[0]))
         count = torch.tensor([rows], dtype=torch.float64, device=self.decay_mask.device)
-        total = float(self._psum(count)[0])
+        total = float(self.slices.ranks_sum(count)[0])
         return rows * self.slices.world / total
 
     def _matvec(self, H: Hvp) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -394,22 +437,13 @@ class DHO2Optimizer(FOSIOptimizer):
         return matvec
 
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.replicated else self.slices.gather(x)
+        return self.slices.gather(x)
 
     def _sharded(self, local: torch.Tensor) -> torch.Tensor:
-        """replicated: this rank saves its slice of the whole vectors, so both updates write
-        (and resume from) the same checkpoint."""
-        slices = self.slices
-        if self.replicated:
-            local = slices.local(local)
-        return flat_shards.sharded(local, slices.runs, slices.rank, slices.group)
+        return self.slices.checkpoint(local)
 
     def _load_pieces(self, loaded: torch.Tensor, into: torch.Tensor) -> None:
-        if not self.replicated:
-            return super()._load_pieces(loaded, into)
-        mine = into.new_zeros(*into.shape[:-1], self.slices.size)
-        super()._load_pieces(loaded, mine)
-        into.copy_(self.slices.gather(mine))
+        self.slices.load(loaded, into)
 
     def transient_bytes(self) -> int:
         """Per-HVP buffers beside the basis: gathered q and H q in the model's dtype, padded
@@ -419,9 +453,8 @@ class DHO2Optimizer(FOSIOptimizer):
         slices = self.slices
         if self.central:
             return slices.size * (5 * element + 8)
-        padded = (slices.widest if isinstance(slices, ShardSlices) else slices.size) * slices.world
         gathered = self.n * element if self.sharded else 0
-        return padded * (element + 8) + self.n * element + gathered
+        return slices.reduced_elements() * (element + 8) + self.n * element + gathered
 
 
 class MRDHO2Optimizer(DHO2Optimizer):
@@ -454,9 +487,7 @@ class MRDHO2Optimizer(DHO2Optimizer):
                 c = self.cfg
                 Q, alpha, beta, restarts = finished.value
                 self._install(
-                    self._step_pairs(
-                        ritz_pairs(Q, alpha, beta, restarts, c.k, c.num_smallest, c.ritz_cutoff)
-                    )
+                    ritz_pairs(Q, alpha, beta, restarts, c.k, c.num_smallest, c.ritz_cutoff)
                 )
                 self.pending, self.lag = None, self.t - self.snapshot_t
                 return done

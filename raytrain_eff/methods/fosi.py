@@ -173,10 +173,6 @@ class FOSIOptimizer(MethodOptimizer):
     def _psum(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def _step_sum(self, x: torch.Tensor) -> torch.Tensor:
-        """The step's sums over slices (a = V g, |g|², [V m, V u]); the refresh's are _psum."""
-        return self._psum(x)
-
     def _write_params(self, theta_local: torch.Tensor) -> None:
         vector_to_parameters(theta_local, self.param_groups[0]["params"])
 
@@ -203,7 +199,7 @@ class FOSIOptimizer(MethodOptimizer):
         (``lanczos.start_vector_pieces``): the same vector under any slicing, never whole."""
 
         def draw(i: int) -> torch.Tensor:
-            runs, size = self._refresh_runs()
+            runs, size = self._local_runs()
             local = start_vector_pieces(seed * 1000003 + i, self.n, runs)
             local = torch.nn.functional.pad(local, (0, size - local.numel()))  # ddp's padding
             return local.to(self.decay_mask.device)
@@ -213,10 +209,6 @@ class FOSIOptimizer(MethodOptimizer):
     def _local_runs(self) -> tuple[list[tuple[int, int]], int]:
         """(start, length) of this rank's pieces of the flat vector, and its slice's length."""
         return [(0, self.n)], self.n
-
-    def _refresh_runs(self) -> tuple[list[tuple[int, int]], int]:
-        """``_local_runs`` of the refresh's Lanczos vectors (the step's, unless it differs)."""
-        return self._local_runs()
 
     def _start(self) -> Callable[[int], torch.Tensor]:
         """This refresh's start vector v_0 = draw(0) (draw(i ≥ 1): breakdown restarts).
@@ -257,22 +249,16 @@ class FOSIOptimizer(MethodOptimizer):
         H = self._operator()
         m = min(self.cfg.order, self.n)
         self._install(
-            self._step_pairs(
-                lanczos(
-                    self._matvec(H),
-                    self._start(),
-                    m,
-                    self.cfg.k,
-                    self.cfg.num_smallest,
-                    self.cfg.ritz_cutoff,
-                    self._psum,
-                )
+            lanczos(
+                self._matvec(H),
+                self._start(),
+                m,
+                self.cfg.k,
+                self.cfg.num_smallest,
+                self.cfg.ritz_cutoff,
+                self._psum,
             )
         )
-
-    def _step_pairs(self, eig: RitzPairs) -> RitzPairs:
-        """A refresh's Ritz pairs (eigenvectors in the refresh's slices) in the step's layout."""
-        return eig
 
     def _install(self, eig: RitzPairs) -> None:
         """Swap new eigenpairs in (at a step boundary)."""
@@ -318,24 +304,24 @@ class FOSIOptimizer(MethodOptimizer):
         slices (k projections, |g|²) in one all-reduce; a is None when neither is needed."""
         V, clip = self.V, self.max_grad_norm
         if clip is None:
-            return g, self._step_sum(V @ g) if V.shape[0] else None
-        sums = self._step_sum(torch.cat([V @ g, (g @ g).reshape(1)]))
+            return g, self._psum(V @ g) if V.shape[0] else None
+        sums = self._psum(torch.cat([V @ g, (g @ g).reshape(1)]))
         coef = (clip / (sums[-1].sqrt() + 1e-6)).clamp(max=1.0)
         return g * coef, sums[:-1] * coef
 
     def direction(self, g: torch.Tensor, a: torch.Tensor | None = None) -> torch.Tensor:
-        """Δθ of the module docstring, on this process's slice; sums over slices via _step_sum.
+        """Δθ of the module docstring, on this process's slice; sums over slices via _psum.
         ``a``: V g already summed over slices (``_clip_and_project``)."""
         c, V = self.cfg, self.V
         lr = self.param_groups[0]["lr"]
         base = {name: self.flat[name] for name in BASE_STATE[c.base]}
         if V.shape[0] == 0:  # warm-up: base optimizer only
             return base_update(c.base, g, base, lr, c.momentum, c.beta2, c.eps, self.t)
-        g1 = V.T @ (self._step_sum(V @ g) if a is None else a)
+        g1 = V.T @ (self._psum(V @ g) if a is None else a)
         # [V m, V u] cannot join a's all-reduce: both need a (and Adam's u is not linear in g)
         m = newton_momentum(c.base, g1, self.flat["newton_m"], c.momentum)
         u = base_update(c.base, g - g1, base, lr, c.momentum, c.beta2, c.eps, self.t)
-        Vm, Vu = self._step_sum(torch.cat([V @ m, V @ u])).split(V.shape[0])  # one all-reduce
+        Vm, Vu = self._psum(torch.cat([V @ m, V @ u])).split(V.shape[0])  # one all-reduce
         return self.c * (u - V.T @ Vu) - c.alpha * (V.T @ (self.rho * Vm))
 
     def _record(self, seconds: float, hvps: int) -> None:

@@ -3,6 +3,10 @@ the curvature per rank, and resumes on a different worker count."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import inspect
+
 import pytest
 import torch
 from torch import nn
@@ -122,23 +126,62 @@ def _replicated(rank, world, group, opt_cls, cfg, steps):
     opt = opt_cls(
         model, cfg, ce, RankBatches(rank, world, 10**6), group=group, rank=rank, world_size=world
     )
-    trace = []
-    for t in range(steps):
-        run_steps(model, opt, rank, world, t, t + 1, average_over=group)
-        trace.append(flat(model))
-    return trace, tuple(opt.V.shape), opt.flat["exp_avg"].numel()
+    trace, hvps, refreshes, basis_bytes = [], 0, 0, 0
+    with _counting_collectives() as issued:
+        for t in range(steps):
+            run_steps(model, opt, rank, world, t, t + 1, average_over=group)
+            trace.append(flat(model))
+            hvps += int(opt.last["lanczos_iterations"])
+            refreshes += opt.last["lanczos_iterations"] > 0
+            basis_bytes = max(basis_bytes, opt.eig.basis_bytes if opt.eig else 0)
+    state = (tuple(opt.V.shape), opt.flat["exp_avg"].numel(), basis_bytes)
+    return trace, state, dict(issued), hvps, refreshes
+
+
+@contextlib.contextmanager
+def _counting_collectives():
+    """Counts the calls the package makes through raytrain_eff.collectives, by name."""
+    from raytrain_eff import collectives
+
+    issued: collections.Counter = collections.Counter()
+    names = [
+        n
+        for n, f in vars(collectives).items()
+        if inspect.isfunction(f) and f.__module__ == collectives.__name__ and n[0] != "_"
+    ]
+    names.remove("device_of")  # not a collective: the others call it
+    real = {n: getattr(collectives, n) for n in names}
+
+    def counted(name):
+        def call(*args, **kwargs):
+            issued[name] += 1
+            return real[name](*args, **kwargs)
+
+        return call
+
+    for name in names:
+        setattr(collectives, name, counted(name))
+    try:
+        yield issued
+    finally:
+        for name, fn in real.items():
+            setattr(collectives, name, fn)
 
 
 def test_the_replicated_update_on_2_and_3_ranks_equals_fosi(gloo):
-    """update=replicated: whole eigenvectors and base state on every rank, no collective in
-    the step; the refresh is still the sharded Lanczos, so the steps are FOSI's."""
+    """update=replicated: whole eigenvectors, base state and Lanczos basis on every rank, no
+    collective in the step and one all-reduce per Lanczos iteration (plus one per refresh for
+    the curvature rows' count); the HVPs still split the rows, and the steps are FOSI's."""
     reference, _ = single(FOSIOptimizer, FOSIConfig(**CFG), 12)
     for world in (2, 3):
         runs = gloo.run(world, _replicated, DHO2Optimizer, DHO2Config(**CFG), 12)
-        for trace, v_shape, state_numel in runs:
+        for trace, (v_shape, state_numel, basis_bytes), issued, hvps, refreshes in runs:
             for t, (a, b) in enumerate(zip(reference, trace, strict=True)):
                 torch.testing.assert_close(b, a, rtol=0, atol=1e-9, msg=f"P={world} step {t}")
             assert v_shape[0] >= 1 and v_shape[1] == 66 and state_numel == 66
+            assert basis_bytes == 12 * 66 * 8  # m = 4k rows of the whole n, fp64
+            assert refreshes == 3 and hvps == 3 * 12
+            assert issued == {"all_reduce": hvps + refreshes}
     assert not DHO2(DHO2Config(**CFG, update="replicated")).owns_gradient_sync
 
 
