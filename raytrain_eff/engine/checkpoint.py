@@ -151,12 +151,14 @@ def begin_save(
     background: bool = False,
     background_group=None,
     shared: bool = False,
+    plan_key: str | None = None,
 ) -> Saving:
     """Every rank: what this step holds, captured now. Rank 0 writes the RNG states, method
     state and a whole optimizer's state; every rank starts writing its shards (with
     ``background``, in a thread, over ``background_group``: a process group of its own).
     ``group``: the ranks' process group (None: the default); ``shared``: all ranks write into
-    ``directory`` itself, not each into its own directory for an upload to merge."""
+    ``directory`` itself, not each into its own directory for an upload to merge;
+    ``plan_key``: saves that pass the same key reuse DCP's plan (``shards.CachedPlanner``)."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -172,6 +174,7 @@ def begin_save(
         optimizer if in_shards else None,
         background_group if background else group,
         background,
+        plan_key,
     )
     files: dict[str, str] = {}
     if rank == 0:

@@ -25,6 +25,7 @@ at the next report or when the run ends. Until then Ray sees nothing of that ste
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import pathlib
 import shutil
 import tempfile
@@ -36,6 +37,8 @@ from ray.train import Checkpoint  # imported with the engine, not at the first c
 
 from raytrain_eff import collectives
 from raytrain_eff.engine import checkpoint, storage
+
+_MANAGERS = itertools.count()  # a key per manager for DCP's plan cache
 
 Kind = Literal["fresh", "own", "ray", "chosen", "donor"]
 
@@ -102,6 +105,8 @@ class CheckpointManager:
         self.revision = 0
         self._pending: _Pending | None = None
         self._background_group = None
+        # this manager's saves reuse DCP's plan while the layout holds (shards.CachedPlanner)
+        self._plan_key = f"raytrain_eff-checkpoints-{next(_MANAGERS)}"
 
     @property
     def engine_keeps(self) -> bool:
@@ -176,6 +181,7 @@ class CheckpointManager:
             background=self.background,
             background_group=self._writer_group() if self.background else None,
             shared=self.engine_keeps,
+            plan_key=self._plan_key,
             **save,
         )
         return _Pending(saving, directory, final, name, metrics)

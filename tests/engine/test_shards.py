@@ -231,3 +231,41 @@ def test_a_method_optimizer_with_its_own_layout_is_saved_whole(tmp_path):
     with pytest.raises(CheckpointError, match="optimizer.pt does not match"):
         (tmp_path / "c" / "optimizer.pt").write_bytes(b"x")
         checkpoint.read_manifest(tmp_path / "c")
+
+
+def _saves_through_one_plan(rank, world, group, root):
+    """Three saves under one plan key: the model alone, then with the optimizer's state (a new
+    layout), then after another step (the layout unchanged: the cached plan)."""
+    from torch.distributed.checkpoint.planner import SavePlanner
+
+    from raytrain_eff.engine import sharding
+
+    model = _sharded(_model(), group)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    names = [n for n, _ in model.named_parameters()]
+    saved, cached = [], []
+    for i, with_optimizer in enumerate((False, True, True)):
+        model(torch.randn(4, 5, generator=torch.Generator().manual_seed(i))).sum().backward()
+        opt.step()
+        cached.append("plan-test" in SavePlanner._cached_all_plans)
+        directory = pathlib.Path(root) / f"save{i}" / f"rank{rank}"
+        optimizer = opt if with_optimizer else None
+        shards.begin_save(directory, model, optimizer, group, plan_key="plan-test").wait()
+        state = zip(names, opt.state.values(), strict=True)
+        moments = {n: s["exp_avg"].full_tensor() for n, s in state}
+        saved.append((sharding.full_model_state(model), moments))
+    return saved, cached
+
+
+def test_saves_that_reuse_dcps_plan_hold_each_saves_values(gloo, tmp_path):
+    (saved, cached), _ = gloo.run(2, _saves_through_one_plan, str(tmp_path))
+    assert cached == [False, True, True]  # the later saves went through the cache
+    for i, (state, moments) in enumerate(saved):
+        model = _model()
+        opt = torch.optim.AdamW(model.parameters(), lr=0.1) if i else None
+        shards.load(_merged(tmp_path / f"save{i}", 2), model, opt)
+        for name, value in state.items():
+            assert torch.equal(model.state_dict()[name], value), (i, name)
+        if opt is not None:
+            for (name, _), s in zip(model.named_parameters(), opt.state.values(), strict=True):
+                assert torch.equal(s["exp_avg"], moments[name]), (i, name)
